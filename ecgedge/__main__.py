@@ -1,0 +1,5 @@
+import sys
+
+from ecgedge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,195 @@
+"""``ecgedge`` command line. Subcommands import their packages lazily."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.config import load_preset, parse_overrides
+    from trainer.probe import run_probe
+    from trainer.train_diffusion import train
+
+    cfg = load_preset(args.preset, parse_overrides(extra))
+    if args.data_source:
+        cfg.data.source = args.data_source
+    result = train(cfg)
+    print(
+        f"pretrained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f} "
+        f"-> {result.checkpoint}"
+    )
+    if result.checkpoint.is_file() and not args.no_probe:
+        probe = run_probe(result.checkpoint, result.checkpoint.parent)
+        print(f"probe: t={probe.t}, val {probe.report['embedding_plus_rr']}")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.probe import run_probe
+
+    probe = run_probe(Path(args.checkpoint), Path(args.checkpoint).parent)
+    print(f"t={probe.t} scores={probe.t_scores}\n{probe.report}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from export.build import build_bundle
+
+    result = build_bundle(
+        Path(args.run),
+        Path(args.out),
+        int8_limit=args.int8_limit,
+        calibration_windows=args.calibration_windows,
+    )
+    print(result.summary())
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.name == "rhythm":
+        from trainer.bench.rhythm import run as run_rhythm
+
+        run_rhythm(
+            _bundle_path(args.bundle), Path(args.out), run_dir=Path(args.run) if args.run else None
+        )
+    else:
+        from sdk.bench_stream import run as run_stream
+
+        run_stream(
+            _bundle_path(args.bundle), Path(args.out), minutes=args.minutes, peers=not args.no_peers
+        )
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
+    from ecgedge.replay import play, read_wfdb
+    from sdk.events import EpisodeEvent, WindowEvent
+    from sdk.pipeline import StreamPipeline
+
+    recording = read_wfdb(Path(args.record), args.lead)
+    pipeline = StreamPipeline(_bundle_path(args.bundle), fs_in=recording.fs)
+
+    def show(event: object) -> None:
+        if isinstance(event, WindowEvent):
+            hr = f"{event.heart_rate_bpm:.0f}" if event.heart_rate_bpm else "--"
+            print(
+                f"{event.start_s:9.1f}s {event.label:>2} p={max(event.probabilities.values()):.2f} "
+                f"hr={hr} quality={'ok' if event.quality.ok else ','.join(event.quality.flags)} "
+                f"{event.latency_ms:.1f}ms",
+                flush=True,
+            )
+        elif isinstance(event, EpisodeEvent):
+            print(f"{event.time_s:9.1f}s episode {event.label} {event.phase}", flush=True)
+
+    pipeline.add_callback(show)
+    play(recording, pipeline, speed=args.speed)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from ecgedge.demo import run_demo
+
+    return run_demo(
+        _bundle_path(args.bundle),
+        fast=args.fast,
+        seconds=args.seconds,
+        use_data=not args.synthetic,
+        speed=args.speed,
+    )
+
+
+def _bundle_path(value: str | None) -> Path:
+    if value:
+        return Path(value)
+    from sdk.bundle import default_bundle_path
+
+    return default_bundle_path()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ecgedge", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser(
+        "train", help="pretrain DiffECG and fit the probe head (needs ecgedge[train])"
+    )
+    t.add_argument("--preset", default="cpu", help="smoke | cpu | gpu | path/to.toml")
+    t.add_argument("--data-source", choices=("shared", "synthetic"), help="override data.source")
+    t.add_argument(
+        "--no-probe", action="store_true", help="skip the linear probe after pretraining"
+    )
+    t.set_defaults(func=_cmd_train, extra_ok=True)
+
+    pr = sub.add_parser("probe", help="choose t and fit the head on a checkpoint")
+    pr.add_argument("checkpoint")
+    pr.set_defaults(func=_cmd_probe)
+
+    e = sub.add_parser(
+        "export", help="turn a training run into a model bundle (needs ecgedge[export])"
+    )
+    e.add_argument("--run", default="runs/cpu", help="folder with diffecg.pt and head.npz")
+    e.add_argument("--out", default="bundles/diffecg-cpu", help="bundle directory to write")
+    e.add_argument(
+        "--int8-limit", type=float, default=0.01, help="largest allowed FP32→INT8 metric drop"
+    )
+    e.add_argument(
+        "--calibration-windows", type=int, default=512, help="real ECG windows for INT8 calibration"
+    )
+    e.set_defaults(func=_cmd_export)
+
+    b = sub.add_parser("bench", help="measure: rhythm (CinC 2017) or stream (device path)")
+    b.add_argument("name", choices=("rhythm", "stream"))
+    b.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
+    b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")
+    b.add_argument("--minutes", type=float, default=30.0, help="stream: minutes of ECG to stream")
+    b.add_argument(
+        "--no-peers", action="store_true", help="stream: skip the PyTorch/NeuroKit2 peers"
+    )
+    b.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("stream", help="replay a WFDB record through the SDK")
+    s.add_argument("--record", required=True, help="WFDB record path without extension")
+    s.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    s.add_argument(
+        "--speed", type=float, default=1.0, help="1 = real time; 0 = as fast as possible"
+    )
+    s.add_argument("--lead", type=int, default=0, help="lead index to stream")
+    s.set_defaults(func=_cmd_stream)
+
+    d = sub.add_parser("demo", help="live rhythm, heart rate, quality and latency in the terminal")
+    d.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    d.add_argument("--fast", action="store_true", help="no real-time pacing")
+    d.add_argument(
+        "--seconds", type=float, default=0.0, help="stop after this much ECG (0 = whole record)"
+    )
+    d.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use the built-in synthetic ECG even if data exists",
+    )
+    d.add_argument(
+        "--speed", type=float, default=20.0, help="times real time (ignored with --fast)"
+    )
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "extra_ok", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args, extra) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, OSError, ImportError) as exc:
+        print(f"ecgedge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

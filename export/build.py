@@ -1,0 +1,286 @@
+"""Training run → model bundle: ONNX export, parity, INT8 calibration, accuracy gate, manifest.
+
+The gate evaluates the FP32 and INT8 embedders the way a device runs them (ONNX Runtime,
+through :class:`sdk.classifier.WindowClassifier`) on the CinC 2017 validation records and
+refuses the bundle when INT8 loses more than ``int8_limit`` of the challenge F1 or AUROC.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.errors import AccuracyGateError, ParityError
+from export.model_card import write_model_card
+from export.onnx_export import compare, export_extractor, export_head
+from export.quantize import quantize_int8
+from sdk.bundle import SCHEMA_VERSION, load_bundle, sha256_file
+from sdk.classifier import WindowClassifier
+from sdk.rr import RR_FEATURE_NAMES
+from trainer.checkpoint import load_checkpoint
+from trainer.config import RunConfig
+from trainer.data.datasets import WindowSet, cinc2017_split, spec_of
+from trainer.diffusion import alphas_cumprod, linear_betas
+from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics
+from trainer.probe import build_extractor, load_head
+
+#: torch vs ONNX Runtime FP32, max |Δ| / max |reference| over real windows.
+FP32_PARITY_TOL = 1e-4
+GATED_METRICS = ("challenge_f1", "auroc_normal_vs_af_other")
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return f"bundle written to {self.bundle}\n{json.dumps(self.figures, indent=2)}"
+
+
+def _tensor(name: str, dtype: str, shape: list[Any]) -> dict[str, Any]:
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+def _file_entry(
+    root: Path, name: str, role: str, precision: str, inputs: list, outputs: list
+) -> dict[str, Any]:
+    return {
+        "path": name,
+        "role": role,
+        "precision": precision,
+        "sha256": sha256_file(root / name),
+        "bytes": (root / name).stat().st_size,
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+def _code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_manifest(
+    root: Path,
+    cfg: RunConfig,
+    *,
+    t: int,
+    emb_dim: int,
+    precisions: list[str],
+    provenance: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
+    window, n_leads = cfg.data.window, cfg.model.in_channels
+    x_shape = ["batch", n_leads, window]
+    emb_io = (
+        [
+            _tensor("x", "float32", x_shape),
+            _tensor("t", "int64", ["batch"]),
+            _tensor("noise", "float32", x_shape),
+        ],
+        [_tensor("embedding", "float32", ["batch", emb_dim])],
+    )
+    n_feat, n_cls = emb_dim + len(RR_FEATURE_NAMES), len(CLASSES)
+    files = [_file_entry(root, f"embedder.{p}.onnx", "embedder", p, *emb_io) for p in precisions]
+    files.append(
+        _file_entry(
+            root,
+            "head.onnx",
+            "head",
+            "fp32",
+            [_tensor("features", "float32", ["batch", n_feat])],
+            [
+                _tensor("logits", "float32", ["batch", n_cls]),
+                _tensor("probabilities", "float32", ["batch", n_cls]),
+            ],
+        )
+    )
+    files.append(_file_entry(root, "noise.npy", "inference_noise", "fp32", [], []))
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": f"diffecg-{cfg.preset}",
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "preprocess": spec_of(cfg.data).to_dict(),
+        "window_samples": window,
+        "hop_samples": cfg.data.hop,
+        "leads": ["ECG"],
+        "normalization": "per-window z-score, clipped to ±8 (sdk.preprocess.standardize_window)",
+        "classes": list(CLASSES),
+        "thresholds": {"episode_on": 0.6, "episode_off": 0.4},
+        "diffusion": {
+            "schedule": "linear",
+            "steps": cfg.train.diffusion_steps,
+            "alphas_cumprod": [
+                float(a) for a in alphas_cumprod(linear_betas(cfg.train.diffusion_steps))
+            ],
+            "default_t": {"raw": int(t)},
+        },
+        "head_features": {"embedding_dim": emb_dim, "rr_features": list(RR_FEATURE_NAMES)},
+        "files": files,
+        "provenance": provenance,
+        "metrics": metrics,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def _sdk_scores(root: Path, precision: str, ws: WindowSet, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Record-level (labels, probabilities) through the SDK's classifier."""
+    clf = WindowClassifier(load_bundle(root), precision=precision, threads=2)
+    proba = np.concatenate(
+        [
+            clf.classify(ws.windows[i : i + 256], ws.rr[i : i + 256], t)
+            for i in range(0, len(ws.windows), 256)
+        ]
+    )
+    return encode(ws.labels), aggregate_by_record(proba, ws.record_index, len(ws.names))
+
+
+def _parity(
+    extractor: torch.nn.Module, path: Path, windows: np.ndarray, t: int, noise: np.ndarray
+) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {
+        "x": windows,
+        "t": np.full(len(windows), t, dtype=np.int64),
+        "noise": np.broadcast_to(noise, windows.shape).astype(np.float32),
+    }
+    with torch.no_grad():
+        ref = extractor(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    return compare(ref, sess.run(["embedding"], feeds)[0]).max_rel
+
+
+def build_bundle(
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    int8_limit: float = 0.01,
+    calibration_windows: int = 512,
+    seed: int = 0,
+) -> BuildResult:
+    """Export ``run_dir`` (``diffecg.pt`` + ``head.npz``) as a verified bundle in ``out_dir``."""
+    cfg, state, payload = load_checkpoint(run_dir / "diffecg.pt")
+    head, t, noise = load_head(run_dir / "head.npz")
+    extractor = build_extractor(cfg, state)
+    train, val = cinc2017_split(cfg.data)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    export_extractor(extractor, cfg.data.window, cfg.model.in_channels, tmp / "embedder.fp32.onnx")
+    rng = np.random.default_rng(seed)
+    probe_windows = val.windows[
+        rng.choice(len(val.windows), min(64, len(val.windows)), replace=False)
+    ]
+    fp32_rel = _parity(extractor, tmp / "embedder.fp32.onnx", probe_windows, t, noise)
+    if fp32_rel > FP32_PARITY_TOL:
+        raise ParityError(
+            f"torch vs ONNX FP32 relative error {fp32_rel:.2e} > {FP32_PARITY_TOL:.0e}",
+            max_rel=fp32_rel,
+            tolerance=FP32_PARITY_TOL,
+        )
+    calib = train.windows[
+        rng.choice(len(train.windows), min(calibration_windows, len(train.windows)), replace=False)
+    ]
+    quantize_int8(tmp / "embedder.fp32.onnx", tmp / "embedder.int8.onnx", calib, t, noise)
+    int8_rel = _parity(extractor, tmp / "embedder.int8.onnx", probe_windows, t, noise)
+    weight, bias = head.folded()
+    export_head(weight, bias, tmp / "head.onnx")
+    np.save(tmp / "noise.npy", noise.astype(np.float32))
+    emb_dim = weight.shape[0] - len(RR_FEATURE_NAMES)
+    provenance = {
+        "training_data": {
+            "pretrain": list(cfg.data.pretrain_databases),
+            "head": "cinc2017 train split",
+            "split_seed": cfg.data.split_seed,
+            "val_fraction": cfg.data.val_fraction,
+            "train_records": len(train.names),
+            "val_records": len(val.names),
+        },
+        "config": cfg.to_dict(),
+        "pretrain_steps": payload["step"],
+        "code_version": _code_version(),
+        "int8_calibration": {
+            "windows": int(len(calib)),
+            "source": "cinc2017 train split",
+            "seed": seed,
+        },
+        "train_seconds": payload.get("extra", {}).get("train_seconds"),
+        "commands": {
+            "train": f"ecgedge train --preset {cfg.preset}",
+            "export": f"ecgedge export --run {run_dir} --out {out_dir}",
+        },
+    }
+    write_manifest(
+        tmp,
+        cfg,
+        t=t,
+        emb_dim=emb_dim,
+        precisions=["fp32", "int8"],
+        provenance=provenance,
+        metrics={},
+    )
+    figures: dict[str, Any] = {
+        "parity": {
+            "fp32_max_rel": fp32_rel,
+            "int8_max_rel": int8_rel,
+            "fp32_tolerance": FP32_PARITY_TOL,
+        }
+    }
+    for precision in ("fp32", "int8"):
+        y, p = _sdk_scores(tmp, precision, val, t)
+        figures[f"val_{precision}"] = rhythm_metrics(y, p)
+    drops = {m: figures["val_fp32"][m] - figures["val_int8"][m] for m in GATED_METRICS}
+    figures["int8_drop"] = drops
+    figures["int8_limit"] = int8_limit
+    worst = max(drops, key=lambda m: drops[m])
+    if drops[worst] > int8_limit:
+        raise AccuracyGateError(
+            f"INT8 loses {drops[worst]:.4f} of {worst} (FP32 {figures['val_fp32'][worst]:.4f}, "
+            f"INT8 {figures['val_int8'][worst]:.4f}) > limit {int8_limit}",
+            metric=worst,
+            fp32=figures["val_fp32"][worst],
+            quantized=figures["val_int8"][worst],
+            limit=int8_limit,
+        )
+    probe_report = (
+        json.loads((run_dir / "probe.json").read_text())
+        if (run_dir / "probe.json").is_file()
+        else {}
+    )
+    metrics = {
+        "rhythm_val_sdk": {k: figures[k] for k in ("val_fp32", "val_int8", "int8_drop")},
+        "parity": figures["parity"],
+        "linear_probe": probe_report,
+    }
+    write_manifest(
+        tmp,
+        cfg,
+        t=t,
+        emb_dim=emb_dim,
+        precisions=["fp32", "int8"],
+        provenance=provenance,
+        metrics=metrics,
+    )
+    write_model_card(tmp)
+    load_bundle(tmp)  # verify as a device would before publishing
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return BuildResult(out_dir, figures)

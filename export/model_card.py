@@ -1,0 +1,92 @@
+"""MODEL_CARD.md of a bundle, rendered from its manifest and any benchmark results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict) and "value" in value:
+        lo, hi = value.get("ci95", [float("nan")] * 2)
+        return f"{value['value']:.4f} [{lo:.3f}, {hi:.3f}]"
+    return str(value)
+
+
+def _table(rows: dict[str, dict[str, Any]], columns: list[str]) -> list[str]:
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+    return lines
+
+
+_INTRO = """\
+DiffECG raw-ECG path: a 1D U-Net pretrained as a DDPM noise predictor (self-supervised)
+whose contracting path and two attention bottleneck layers are a frozen feature extractor;
+a linear softmax head on the extractor embedding plus RR-interval features classifies
+10 s windows of single-lead ECG as N (normal), A (atrial fibrillation), O (other rhythm)
+or ~ (noisy).
+
+**Not a medical device.** Research software; not validated for diagnosis."""
+
+_LIMITS = """\
+## Limits
+
+- Trained and validated on AliveCor single-lead recordings (CinC 2017), pretrained also on
+  MIT-BIH and CPSC 2021; other devices, leads and populations are untested.
+- The ~ (noisy) class is rare (3%) and weakly learnt; the SDK's quality flags are the
+  better guard against unusable signal.
+- Data: PhysioNet (Goldberger et al., Circulation 2000); CinC 2017 (Clifford et al.,
+  CinC 2017), ODC-By 1.0."""
+
+
+def _provenance(m: dict[str, Any]) -> list[str]:
+    prov, data, pre = m["provenance"], m["provenance"]["training_data"], m["preprocess"]
+    minutes = prov["train_seconds"] and round(prov["train_seconds"] / 60, 1)
+    return [
+        f"- Train: `{prov['commands']['train']}`",
+        f"- Export: `{prov['commands']['export']}`",
+        f"- Pretraining data: {', '.join(data['pretrain'])} (CinC 2017: train split only)",
+        f"- Head: {data['head']}, {data['train_records']} records; validation "
+        f"{data['val_records']} records (seed {data['split_seed']})",
+        f"- Pretraining: {prov['pretrain_steps']} steps, {minutes} min; code "
+        f"{prov['code_version'][:12]}",
+        f"- INT8: static QDQ, per-channel weights, calibrated on "
+        f"{prov['int8_calibration']['windows']} real windows",
+        f"- Input: {pre['fs']:.0f} Hz, band-pass {pre['low_hz']}–{pre['high_hz']} Hz, window "
+        f"{m['window_samples']}, hop {m['hop_samples']} samples; default t = "
+        f"{m['diffusion']['default_t']['raw']}",
+    ]
+
+
+def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
+    """Write ``root/MODEL_CARD.md``, with ``bench_dir``'s rhythm/stream reports if given."""
+    m = json.loads((root / "manifest.json").read_text())
+    metrics = m["metrics"]
+    cols = ["challenge_f1", "macro_f1", "auroc_normal_vs_af_other"]
+    lines = [f"# Model card: {m['name']}", "", _INTRO, "", "## How it was made", ""]
+    lines += _provenance(m)
+    lines += ["", "## Validation (CinC 2017, our split, record level)", ""]
+    sdk_rows = metrics.get("rhythm_val_sdk", {})
+    rows = {
+        f"bundle via SDK, {k[4:].upper()}": v for k, v in sdk_rows.items() if k.startswith("val_")
+    }
+    probe = metrics.get("linear_probe", {})
+    for key in ("embedding_plus_rr", "embedding_only"):
+        if key in probe:
+            rows[f"linear probe (torch FP32), {key.replace('_', ' ')}"] = probe[key]
+    lines += _table(rows, cols)
+    drop = sdk_rows.get("int8_drop", {})
+    if drop:
+        lines += ["", "FP32 → INT8 change: " + ", ".join(f"{k} {-v:+.4f}" for k, v in drop.items())]
+    for name in ("rhythm", "stream"):
+        path = bench_dir / f"{name}.md" if bench_dir else None
+        if path is not None and path.is_file():
+            lines += ["", path.read_text().strip().replace("# ", "## Benchmark: ", 1)]
+    lines += ["", _LIMITS, ""]
+    out = root / "MODEL_CARD.md"
+    out.write_text("\n".join(lines))
+    return out

@@ -1,0 +1,77 @@
+"""ONNX export of the extractor and the head, and the torch-vs-ONNX parity check."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def export_extractor(extractor: torch.nn.Module, window: int, n_leads: int, path: Path) -> None:
+    """Write the extractor: inputs ``x`` and ``noise`` (B, leads, L) float32, ``t`` (B,) int64."""
+    x = torch.zeros(2, n_leads, window)
+    t = torch.tensor([1, 2], dtype=torch.int64)
+    batch = {0: "batch"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            extractor.eval(),
+            (x, t, torch.zeros_like(x)),
+            str(path),
+            input_names=["x", "t", "noise"],
+            output_names=["embedding"],
+            dynamic_axes={"x": batch, "t": batch, "noise": batch, "embedding": batch},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def export_head(weight: np.ndarray, bias: np.ndarray, path: Path) -> None:
+    """Affine head ``logits = features W + b`` and ``probabilities = softmax(logits)``."""
+    d, k = weight.shape
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["features", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "head",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", d])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", k]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", k]),
+        ],
+        initializer=[
+            numpy_helper.from_array(weight.astype(np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+@dataclass(frozen=True)
+class Parity:
+    max_abs: float
+    max_rel: float  # max |a − b| / max |a|, per output tensor
+
+    def ok(self, tol_rel: float) -> bool:
+        return self.max_rel <= tol_rel
+
+
+def compare(reference: np.ndarray, other: np.ndarray) -> Parity:
+    diff = np.abs(reference.astype(np.float64) - other.astype(np.float64))
+    scale = max(float(np.abs(reference).max()), 1e-12)
+    return Parity(float(diff.max()), float(diff.max() / scale))

@@ -1,0 +1,222 @@
+"""The model bundle: ``manifest.json`` plus model files, verified before use.
+
+A bundle is refused, with a :class:`~sdk.errors.BundleError` that names the file and
+the reason, when the manifest is malformed or of another schema version, when a file
+is missing or its SHA-256 differs from the manifest, or when a model's inputs and
+outputs do not match the shapes the manifest declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.errors import BundleError
+from sdk.preprocess import PreprocessSpec
+
+SCHEMA_VERSION = 1
+ROLES = ("embedder", "head", "denoiser", "inference_noise")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and shape of a model input/output; ``None`` or a string is a free axis."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: str
+    role: str
+    precision: str
+    sha256: str
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed manifest. Geometry is read from here, never from constants in code."""
+
+    name: str
+    preprocess: PreprocessSpec
+    window_samples: int
+    hop_samples: int
+    leads: tuple[str, ...]
+    classes: tuple[str, ...]
+    thresholds: dict[str, float]
+    alphas_cumprod: np.ndarray
+    default_t: dict[str, int]
+    head_features: dict[str, Any]
+    files: tuple[ModelFile, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fs(self) -> float:
+        return self.preprocess.fs
+
+    @property
+    def t_max(self) -> int:
+        return int(self.alphas_cumprod.shape[0] - 1)
+
+    def file(self, role: str, precision: str | None = None) -> ModelFile:
+        """The file of ``role``; with ``precision=None`` the most compact one present."""
+        candidates = [f for f in self.files if f.role == role]
+        if precision is not None:
+            candidates = [f for f in candidates if f.precision == precision]
+        if not candidates:
+            have = sorted({(f.role, f.precision) for f in self.files})
+            raise KeyError(f"no {role} file of precision {precision} in bundle; have {have}")
+        return min(candidates, key=lambda f: PRECISIONS[::-1].index(f.precision))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tensor_specs(raw: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(r["name"], r["dtype"], tuple(r["shape"])) for r in raw)
+
+
+def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifest:
+    """Validate and parse a manifest dict; raise :class:`BundleError` on any defect."""
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})",
+            path=path,
+            reason="schema_version",
+        )
+    try:
+        files = tuple(
+            ModelFile(
+                f["path"],
+                f["role"],
+                f["precision"],
+                f["sha256"],
+                _tensor_specs(f.get("inputs", [])),
+                _tensor_specs(f.get("outputs", [])),
+            )
+            for f in data["files"]
+        )
+        manifest = Manifest(
+            name=str(data["name"]),
+            preprocess=PreprocessSpec(**data["preprocess"]),
+            window_samples=int(data["window_samples"]),
+            hop_samples=int(data["hop_samples"]),
+            leads=tuple(data["leads"]),
+            classes=tuple(data["classes"]),
+            thresholds={k: float(v) for k, v in data["thresholds"].items()},
+            alphas_cumprod=np.asarray(data["diffusion"]["alphas_cumprod"], dtype=np.float64),
+            default_t={k: int(v) for k, v in data["diffusion"]["default_t"].items()},
+            head_features=dict(data["head_features"]),
+            files=files,
+            provenance=dict(data.get("provenance", {})),
+            metrics=dict(data.get("metrics", {})),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"malformed manifest: {exc!r}", path=path, reason="malformed") from exc
+    _check_consistency(manifest, path)
+    return manifest
+
+
+def _check_consistency(m: Manifest, path: str) -> None:
+    problems = []
+    if not 0 < m.hop_samples <= m.window_samples:
+        problems.append(f"0 < hop ({m.hop_samples}) <= window ({m.window_samples}) must hold")
+    for f in m.files:
+        if f.role not in ROLES or f.precision not in PRECISIONS:
+            problems.append(f"{f.path}: role {f.role!r} / precision {f.precision!r} unknown")
+    for role in ("embedder", "head", "inference_noise"):
+        if not any(f.role == role for f in m.files):
+            problems.append(f"no file with role {role!r}")
+    abar = m.alphas_cumprod
+    if (
+        abar.ndim != 1
+        or abar.size < 2
+        or np.any(np.diff(abar) >= 0)
+        or abar[0] > 1
+        or abar[-1] <= 0
+    ):
+        problems.append("alphas_cumprod must be a decreasing table in (0, 1]")
+    for modality, t in m.default_t.items():
+        if not 0 <= t <= m.t_max:
+            problems.append(f"default t of {modality} ({t}) outside 0..{m.t_max}")
+    if problems:
+        raise BundleError("; ".join(problems), path=path, reason="inconsistent")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    root: Path
+    manifest: Manifest
+    manifest_sha256: str
+
+    def path_of(self, f: ModelFile) -> Path:
+        return self.root / f.path
+
+    def inference_noise(self) -> np.ndarray:
+        """The fixed inference noise (1, leads, window) float32."""
+        f = self.manifest.file("inference_noise")
+        noise = np.load(self.path_of(f), allow_pickle=False).astype(np.float32)
+        expected = (1, len(self.manifest.leads), self.manifest.window_samples)
+        if noise.shape != expected:
+            raise BundleError(
+                f"noise shape {noise.shape} != {expected}",
+                path=str(self.path_of(f)),
+                reason="shape",
+            )
+        return noise
+
+
+def load_bundle(root: Path | str) -> Bundle:
+    """Open and verify a bundle directory: schema, consistency and every file's SHA-256."""
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise BundleError("manifest.json not found", path=str(manifest_path), reason="missing")
+    raw = manifest_path.read_bytes()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(
+            f"manifest is not valid JSON: {exc}", path=str(manifest_path), reason="malformed"
+        ) from exc
+    manifest = parse_manifest(data, str(manifest_path))
+    for f in manifest.files:
+        file_path = (root / f.path).resolve()
+        if root.resolve() not in file_path.parents:
+            raise BundleError("file path escapes the bundle", path=f.path, reason="path")
+        if not file_path.is_file():
+            raise BundleError(
+                "listed in the manifest but missing", path=str(file_path), reason="missing"
+            )
+        digest = sha256_file(file_path)
+        if digest != f.sha256:
+            raise BundleError(
+                f"SHA-256 {digest[:12]}… does not match the manifest's {f.sha256[:12]}…",
+                path=str(file_path),
+                reason="checksum",
+            )
+    return Bundle(root, manifest, hashlib.sha256(raw).hexdigest())
+
+
+def default_bundle_path() -> Path:
+    """The bundle shipped inside the package."""
+    return Path(__file__).resolve().parent / "default_bundle"

@@ -1,0 +1,79 @@
+"""Rhythm episodes (onset/offset) smoothed from per-window results.
+
+A class's episode starts when its smoothed probability rises above ``on`` and ends when it
+falls below ``off`` (hysteresis), so one doubtful window neither opens nor closes an
+episode. Flagged windows (poor quality) do not move the smoother.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sdk.errors import ConfigError
+from sdk.events import EpisodeEvent
+
+
+@dataclass
+class Episode:
+    label: str
+    onset_s: float
+    offset_s: float | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.offset_s is None else self.offset_s - self.onset_s
+
+
+@dataclass
+class EpisodeTracker:
+    """Hysteresis on an exponentially smoothed class probability.
+
+    ``alpha`` is the weight of the newest window (1 = no smoothing).
+    """
+
+    label: str = "A"
+    on: float = 0.6
+    off: float = 0.4
+    alpha: float = 0.5
+    smoothed: float = 0.0
+    episodes: list[Episode] = field(default_factory=list)
+    _pending_onset_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.off < self.on <= 1.0:
+            raise ConfigError(f"0 <= off ({self.off}) < on ({self.on}) <= 1 must hold", field="on")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ConfigError(f"alpha must lie in (0, 1], got {self.alpha}", field="alpha")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.episodes) and self.episodes[-1].offset_s is None
+
+    def update(self, probability: float, start_s: float, end_s: float) -> EpisodeEvent | None:
+        """Feed one window's probability of ``label``; return an event when the state flips."""
+        self.smoothed = self.alpha * probability + (1.0 - self.alpha) * self.smoothed
+        if probability >= self.on and self._pending_onset_s is None:
+            self._pending_onset_s = start_s
+        if probability < self.on and not self.active:
+            self._pending_onset_s = None
+        if not self.active and self.smoothed >= self.on:
+            onset = self._pending_onset_s if self._pending_onset_s is not None else start_s
+            self.episodes.append(Episode(self.label, onset))
+            return EpisodeEvent(self.label, "onset", onset)
+        if self.active and self.smoothed < self.off:
+            episode = self.episodes[-1]
+            episode.offset_s = start_s + (end_s - start_s) / 2.0
+            self._pending_onset_s = None
+            return EpisodeEvent(self.label, "offset", episode.offset_s, episode.duration_s)
+        return None
+
+    def close(self, end_s: float) -> EpisodeEvent | None:
+        """End an open episode at the end of the stream."""
+        if not self.active:
+            return None
+        episode = self.episodes[-1]
+        episode.offset_s = end_s
+        return EpisodeEvent(self.label, "offset", end_s, episode.duration_s)
+
+    def total_s(self) -> float:
+        return sum(e.duration_s or 0.0 for e in self.episodes)

@@ -1,0 +1,72 @@
+"""Exception hierarchy of the on-device runtime.
+
+Every error carries structured fields so an app can react without parsing text.
+Configuration errors also subclass :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+
+class EcgEdgeError(Exception):
+    """Base class of every error raised by :mod:`sdk`."""
+
+
+class ConfigError(EcgEdgeError, ValueError):
+    """A parameter is out of range or inconsistent with another one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SampleRateError(ConfigError):
+    """A block's sample rate does not match what the stream was built for."""
+
+    def __init__(self, message: str, *, expected_hz: float, got_hz: float) -> None:
+        super().__init__(message, field="fs")
+        self.expected_hz = expected_hz
+        self.got_hz = got_hz
+
+
+class BlockError(EcgEdgeError, ValueError):
+    """A pushed block is malformed (shape, dtype, timestamps)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BufferOverflowError(EcgEdgeError):
+    """The ring buffer is full and its overflow policy is ``"raise"``."""
+
+    def __init__(self, message: str, *, capacity: int, pending: int) -> None:
+        super().__init__(message)
+        self.capacity = capacity
+        self.pending = pending
+
+
+class BundleError(EcgEdgeError):
+    """A model bundle is missing, tampered with, or does not match its manifest."""
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.reason = reason
+
+
+class ProfileError(EcgEdgeError):
+    """A user profile is corrupt or belongs to another bundle."""
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.reason = reason
+
+
+class MissingDependencyError(EcgEdgeError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(f"{package} is not installed: pip install 'ecgedge[{extra}]'")
+        self.package = package
+        self.extra = extra

@@ -1,0 +1,59 @@
+"""Typed events a :class:`~sdk.pipeline.StreamPipeline` emits.
+
+The event interface is deliberately small: every consumer (apps, the demo, benchmarks,
+the firmware bridge) relies on these fields, so they change only with a schema bump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdk.quality import QualityReport
+
+
+@dataclass(frozen=True)
+class WindowEvent:
+    """The result of one analysed window.
+
+    Attributes
+    ----------
+    index : window number in the stream, from 0.
+    start_s, end_s : stream time (s) of the window's first sample and just past its last.
+    label : most probable class (``probabilities`` argmax).
+    probabilities : class name → probability, in the bundle's class order.
+    quality : signal-quality report of the raw samples under the window.
+    flagged : True when the quality check failed or the window holds a gap; episodes ignore it.
+    heart_rate_bpm : from the streaming R-peaks inside the window, None if too few beats.
+    n_beats : R-peaks inside the window.
+    t : diffusion step the embedder ran at.
+    denoised : whether a denoiser ran before the embedder.
+    latency_ms : compute time of this window (model + features), milliseconds.
+    """
+
+    index: int
+    start_s: float
+    end_s: float
+    label: str
+    probabilities: dict[str, float]
+    quality: QualityReport
+    flagged: bool
+    heart_rate_bpm: float | None
+    n_beats: int
+    t: int
+    denoised: bool
+    latency_ms: float
+    kind: str = "window"
+
+
+@dataclass(frozen=True)
+class EpisodeEvent:
+    """An episode of ``label`` began (``phase="onset"``) or ended (``"offset"``); seconds."""
+
+    label: str
+    phase: str
+    time_s: float
+    duration_s: float | None = None
+    kind: str = "episode"
+
+
+Event = WindowEvent | EpisodeEvent

@@ -1,0 +1,321 @@
+"""The streaming path: samples in, typed rhythm events out.
+
+``push`` blocks of any size → streaming resample + band-pass → ring buffers → every hop,
+the newest window → quality check → embedder at the user's t → head → a
+:class:`~sdk.events.WindowEvent`; rhythm episodes are smoothed from window results into
+:class:`~sdk.events.EpisodeEvent` s. Events go to callbacks and to async iterators.
+
+A window is analysed once the R-peak detector can no longer add a beat inside it
+(``PEAK_LAG_S`` after its end), so its RR features equal those computed offline on the
+whole record. At the end of a stream :meth:`StreamPipeline.close` analyses the tail the
+way training windows were cut (a last window aligned to the end; a short stream gives one
+zero-padded window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sdk.bundle import Bundle, load_bundle
+from sdk.classifier import WindowClassifier
+from sdk.episodes import EpisodeTracker
+from sdk.errors import BlockError, ConfigError, SampleRateError
+from sdk.events import EpisodeEvent, Event, WindowEvent
+from sdk.preprocess import Preprocessor, standardize_window
+from sdk.quality import assess_quality
+from sdk.ringbuffer import RingBuffer
+from sdk.rpeaks import StreamingRPeakDetector, heart_rate_bpm
+from sdk.rr import rr_features
+
+#: Seconds after a window's end before it is analysed (R-peak confirmation and search-back).
+PEAK_LAG_S = 2.5
+#: A timestamp later than expected by more than this many sample periods opens a gap.
+GAP_TOLERANCE_SAMPLES = 1.5
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream; read them at any time."""
+
+    samples_in: int = 0
+    blocks_in: int = 0
+    blocks_rejected: int = 0
+    nonfinite_samples: int = 0
+    gaps: int = 0
+    gap_s: float = 0.0
+    windows: int = 0
+    windows_flagged: int = 0
+    callback_errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class StreamPipeline:
+    """Live rhythm analysis of one ECG stream with a model bundle.
+
+    Parameters
+    ----------
+    bundle : a :class:`~sdk.bundle.Bundle` or a bundle directory (verified on load).
+    fs_in : input sample rate in Hz; blocks at another rate are refused.
+    n_leads : leads per input sample; ``lead`` selects the one the model sees.
+    t : diffusion step of the embedder (default: the bundle's ``default_t["raw"]``).
+    precision : embedder precision (default: the most compact in the bundle).
+    threads, backend : ONNX Runtime threads and provider (``"cpu"``, ``"cuda"``, ``"tensorrt"``).
+    buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag.
+    on_event : callback receiving every event (more with :meth:`add_callback`).
+
+    Not thread-safe: push from one thread (or the event loop that iterates :meth:`events`).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        *,
+        fs_in: float,
+        n_leads: int = 1,
+        lead: int = 0,
+        t: int | None = None,
+        precision: str | None = None,
+        threads: int = 1,
+        backend: str = "cpu",
+        buffer_s: float = 60.0,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        m = self.bundle.manifest
+        if not 0 <= lead < n_leads:
+            raise ConfigError(f"0 <= lead ({lead}) < n_leads ({n_leads}) must hold", field="lead")
+        self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
+        self.window, self.hop = m.window_samples, m.hop_samples
+        self._lag = int(round(PEAK_LAG_S * self.fs))
+        if buffer_s * self.fs < self.window + self._lag + self.hop:
+            raise ConfigError(
+                f"buffer_s ({buffer_s}) must hold a window, a hop and {PEAK_LAG_S} s",
+                field="buffer_s",
+            )
+        self.classifier = WindowClassifier(
+            self.bundle, precision=precision, threads=threads, backend=backend
+        )
+        self.t = self.classifier.check_t(m.default_t["raw"] if t is None else t)
+        self._pre = Preprocessor(fs_in, m.preprocess, n_leads)
+        self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)
+        self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), n_leads)
+        self._rpeaks = StreamingRPeakDetector(self.fs)
+        self._peaks = np.zeros(0, dtype=np.int64)
+        self._last_finite = np.zeros(n_leads)
+        self._n_in = 0
+        self._offset_s: float | None = None
+        self._next_start = 0
+        self._last_end = 0
+        self._closed = False
+        self.episodes = EpisodeTracker(
+            label="A",
+            on=m.thresholds.get("episode_on", 0.6),
+            off=m.thresholds.get("episode_off", 0.4),
+        )
+        self.stats = StreamStats()
+        self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
+        self._queues: list[asyncio.Queue[Event | None]] = []
+
+    # -- delivery -----------------------------------------------------------------------------
+    def add_callback(self, callback: Callable[[Event], None]) -> None:
+        self._callbacks.append(callback)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Async iterator over events until :meth:`close`; iterate in the loop that pushes."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._queues.append(queue)
+        while (event := await queue.get()) is not None:
+            yield event
+
+    def _emit(self, event: Event, out: list[Event]) -> None:
+        out.append(event)
+        for callback in self._callbacks:
+            try:
+                callback(event)
+            except Exception:  # a faulty consumer must not stop the stream
+                self.stats.callback_errors += 1
+        for queue in self._queues:
+            queue.put_nowait(event)
+
+    # -- input --------------------------------------------------------------------------------
+    def _as_block(self, samples: np.ndarray) -> np.ndarray:
+        block = np.asarray(samples)
+        if block.dtype.kind not in "fiu":
+            raise BlockError(f"samples must be numeric, got dtype {block.dtype}", reason="dtype")
+        if block.ndim == 1 and self.n_leads == 1:
+            block = block[:, None]
+        if block.ndim != 2 or block.shape[1] != self.n_leads:
+            raise BlockError(
+                f"block must be (n, {self.n_leads}), got {block.shape}", reason="shape"
+            )
+        return block.astype(np.float64)
+
+    def _stamp(self, n: int, timestamp_s: float | None) -> tuple[np.ndarray, bool]:
+        """Input sample times and whether a gap precedes the block."""
+        expected = (self._offset_s or 0.0) + self._n_in / self.fs_in
+        if timestamp_s is None:
+            t0 = expected if self._offset_s is not None else 0.0
+        elif not np.isfinite(timestamp_s):
+            raise BlockError(
+                f"timestamp {timestamp_s} is not finite", reason="nonfinite_timestamps"
+            )
+        else:
+            t0 = float(timestamp_s)
+        gap = False
+        if self._offset_s is None:
+            self._offset_s = t0
+        elif t0 < expected - 0.5 / self.fs_in:
+            raise BlockError(
+                f"block starts at {t0:.6f} s, before the stream's next sample at {expected:.6f} s",
+                reason="non_monotonic_timestamps",
+            )
+        elif t0 > expected + GAP_TOLERANCE_SAMPLES / self.fs_in:
+            gap, self.stats.gaps = True, self.stats.gaps + 1
+            self.stats.gap_s += t0 - expected
+            self._offset_s += t0 - expected
+        return self._offset_s + (self._n_in + np.arange(n)) / self.fs_in, gap
+
+    def push(
+        self, samples: np.ndarray, *, timestamp_s: float | None = None, fs: float | None = None
+    ) -> list[Event]:
+        """Append a block; return (and dispatch) the events it completes.
+
+        Parameters
+        ----------
+        samples : (n,) or (n, n_leads) millivolts; NaN/inf are counted, flagged and held.
+        timestamp_s : time of the block's first sample (s); later than expected opens a gap.
+        fs : the block's sample rate, checked against ``fs_in`` when given.
+
+        Raises
+        ------
+        SampleRateError, BlockError
+            The block is refused and nothing of it is kept; the stream stays usable.
+        """
+        if self._closed:
+            raise BlockError("the stream is closed", reason="closed")
+        if fs is not None and abs(fs - self.fs_in) > 1e-9 * self.fs_in:
+            self.stats.blocks_rejected += 1
+            raise SampleRateError(
+                f"block at {fs} Hz, stream at {self.fs_in} Hz", expected_hz=self.fs_in, got_hz=fs
+            )
+        try:
+            block = self._as_block(samples)
+            times, gap = self._stamp(block.shape[0], timestamp_s)
+        except BlockError:
+            self.stats.blocks_rejected += 1
+            raise
+        self.stats.blocks_in += 1
+        if block.shape[0] == 0:
+            return []
+        self._raw_buf.write(block, times, gap_before=gap)
+        clean = self._hold_nonfinite(block)
+        self._n_in += block.shape[0]
+        self.stats.samples_in += block.shape[0]
+        y = self._pre.process(clean)
+        k0 = self._model_buf.total_written
+        offset = self._offset_s or 0.0
+        self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
+        self._add_peaks(self._rpeaks.process(y[:, self.lead]))
+        out: list[Event] = []
+        self._drain(out, final=False)
+        return out
+
+    def _hold_nonfinite(self, block: np.ndarray) -> np.ndarray:
+        """Replace NaN/inf by the lead's last finite value (so filter state stays finite)."""
+        finite = np.isfinite(block)
+        if finite.all():
+            self._last_finite = block[-1].copy()
+            return block
+        self.stats.nonfinite_samples += int((~finite).sum())
+        out = block.copy()
+        for lead in range(self.n_leads):
+            col, ok = out[:, lead], finite[:, lead]
+            idx = np.where(ok, np.arange(col.size), -1)
+            np.maximum.accumulate(idx, out=idx)
+            col[:] = np.where(idx >= 0, col[np.maximum(idx, 0)], self._last_finite[lead])
+            self._last_finite[lead] = col[-1]
+        return out
+
+    def _add_peaks(self, new: np.ndarray) -> None:
+        if new.size:
+            oldest = self._model_buf.oldest_index
+            self._peaks = np.concatenate([self._peaks[self._peaks >= oldest], new])
+
+    # -- windows ------------------------------------------------------------------------------
+    def _drain(self, out: list[Event], *, final: bool) -> None:
+        total = self._model_buf.total_written
+        ready = total if final else total - self._lag
+        while self._next_start + self.window <= ready:
+            self._analyse(self._next_start, self.window, out)
+            self._next_start += self.hop
+        if final and total > 0:
+            if self.stats.windows == 0:
+                self._analyse(0, total, out)  # shorter than one window: zero-padded
+            elif self._last_end < total:
+                self._analyse(total - self.window, self.window, out)
+
+    def _analyse(self, start: int, n: int, out: list[Event]) -> None:
+        tic = time.perf_counter()
+        seg, times, flags = self._model_buf.read_range(start, n)
+        raw_start = int(round(start * self.fs_in / self.fs))
+        raw_n = min(int(round(n * self.fs_in / self.fs)), self._raw_buf.total_written - raw_start)
+        raw, _, raw_flags = self._raw_buf.read_range(raw_start, raw_n)
+        quality = assess_quality(raw[:, self.lead], self.fs_in, flags_in=raw_flags)
+        x = np.zeros((1, 1, self.window), dtype=np.float32)
+        x[0, 0, :n] = standardize_window(seg[:, self.lead])
+        peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
+        proba = self.classifier.classify(x, rr_features(peaks, self.fs)[None], self.t)[0]
+        latency_ms = 1000.0 * (time.perf_counter() - tic)
+        classes = self.bundle.manifest.classes
+        flagged = not quality.ok
+        event = WindowEvent(
+            index=self.stats.windows,
+            start_s=float(times[0]),
+            end_s=float(times[-1] + 1.0 / self.fs),
+            label=classes[int(np.argmax(proba))],
+            probabilities={c: float(p) for c, p in zip(classes, proba)},
+            quality=quality,
+            flagged=flagged,
+            heart_rate_bpm=heart_rate_bpm(peaks, self.fs),
+            n_beats=int(peaks.size),
+            t=self.t,
+            denoised=False,
+            latency_ms=latency_ms,
+        )
+        self.stats.windows += 1
+        self.stats.windows_flagged += int(flagged)
+        self.stats.latencies_ms.append(latency_ms)
+        self._last_end = start + n
+        self._emit(event, out)
+        if not flagged:
+            episode = self.episodes.update(
+                event.probabilities.get(self.episodes.label, 0.0), event.start_s, event.end_s
+            )
+            if episode is not None:
+                self._emit(episode, out)
+
+    def close(self) -> list[Event]:
+        """End the stream: decide the last beats, analyse the tail, close open episodes."""
+        if self._closed:
+            return []
+        self._closed = True
+        self._add_peaks(self._rpeaks.flush())
+        out: list[Event] = []
+        self._drain(out, final=True)
+        end_s = (self._offset_s or 0.0) + self._model_buf.total_written / self.fs
+        closing = self.episodes.close(end_s)
+        if closing is not None:
+            self._emit(closing, out)
+        for queue in self._queues:
+            queue.put_nowait(None)
+        return out
+
+
+def episode_events(events: list[Event]) -> list[EpisodeEvent]:
+    return [e for e in events if isinstance(e, EpisodeEvent)]

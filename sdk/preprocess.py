@@ -1,0 +1,85 @@
+"""Preprocessing shared by the trainer and the device: one source of truth.
+
+A record or a live stream goes through the same steps, in the same order:
+resample to the model rate (streaming polyphase), band-pass (causal Butterworth,
+state carried across blocks), then each window is standardized on its own.
+The offline functions run a fresh streaming object over the whole input, so
+streaming output equals offline output by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from sdk.errors import ConfigError
+from sdk.filters import StreamingSOSFilter, design_bandpass
+from sdk.resample import StreamingResampler
+
+#: Standardized windows are clipped to this many standard deviations.
+CLIP_STD = 8.0
+#: Floor of the standard deviation (mV) so a flat window does not blow up.
+MIN_STD_MV = 1e-3
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What the model expects: rate (Hz) and band-pass edges (Hz)."""
+
+    fs: float = 128.0
+    low_hz: float = 0.5
+    high_hz: float = 40.0
+    order: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low_hz < self.high_hz < self.fs / 2:
+            raise ConfigError(
+                f"0 < low_hz ({self.low_hz}) < high_hz ({self.high_hz}) < fs/2 ({self.fs / 2}) "
+                "must hold",
+                field="high_hz",
+            )
+        if self.order < 1:
+            raise ConfigError(f"order must be >= 1, got {self.order}", field="order")
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+class Preprocessor:
+    """Streaming resample + band-pass for ``n_leads`` leads arriving at ``fs_in`` Hz.
+
+    Not thread-safe: one instance per stream.
+    """
+
+    def __init__(self, fs_in: float, spec: PreprocessSpec, n_leads: int = 1) -> None:
+        if fs_in <= 0 or not np.isfinite(fs_in):
+            raise ConfigError(f"fs_in must be a positive rate in Hz, got {fs_in}", field="fs_in")
+        self.spec = spec
+        self.fs_in = float(fs_in)
+        self._resampler = StreamingResampler(fs_in, spec.fs, n_leads)
+        sos = design_bandpass(spec.fs, spec.low_hz, spec.high_hz, spec.order)
+        self._filter = StreamingSOSFilter(sos, n_leads)
+
+    @property
+    def delay_s(self) -> float:
+        """Group delay of the resampler (s); the band-pass adds a frequency-dependent one."""
+        return float(self._resampler.delay_s)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Return the block resampled and filtered, (m, n_leads) float32 at ``spec.fs``."""
+        return self._filter.process(self._resampler.process(block))
+
+
+def preprocess(x: np.ndarray, fs_in: float, spec: PreprocessSpec) -> np.ndarray:
+    """Offline preprocessing of a whole record, (n,) or (n, leads) → (m, leads) float32."""
+    x2 = x[:, None] if x.ndim == 1 else x
+    return Preprocessor(fs_in, spec, x2.shape[1]).process(x2)
+
+
+def standardize_window(window: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-variance copy of a window along time (axis 0), clipped to ±CLIP_STD."""
+    w = np.asarray(window, dtype=np.float32)
+    mean = w.mean(axis=0, keepdims=True)
+    std = np.maximum(w.std(axis=0, keepdims=True), MIN_STD_MV)
+    return np.clip((w - mean) / std, -CLIP_STD, CLIP_STD).astype(np.float32)

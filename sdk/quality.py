@@ -1,0 +1,246 @@
+"""Signal-quality assessment of an ECG window.
+
+Signals are in millivolts. Each check below raises one flag; a window is ``ok`` when no
+flag is raised. Multi-lead windows are checked lead by lead and a flag is raised when any
+lead shows it. The function never raises on NaN or +/-inf samples: it reports them.
+
+Flags
+-----
+``"nonfinite"``
+    Any NaN/inf sample, or any sample marked :data:`sdk.ringbuffer.INVALID` in ``flags_in``.
+``"flatline"``
+    Some window of ``FLATLINE_WINDOW_S`` (the whole signal if shorter) with only finite
+    samples has peak-to-peak below ``FLATLINE_PTP_MV``.
+``"saturated"``
+    At least ``SATURATION_MIN_FRACTION`` of the samples lie within
+    ``SATURATION_BAND_FRACTION`` of the lead's range from its minimum or maximum *and* belong
+    to runs of at least ``SATURATION_MIN_RUN`` identical consecutive values (a clipped rail).
+``"low_amplitude"`` / ``"high_amplitude"``
+    Peak-to-peak of the finite samples (after removing the median; the offset does not
+    change it) below ``AMPLITUDE_MIN_PTP_MV`` or above ``AMPLITUDE_MAX_PTP_MV``.
+``"too_short"``
+    Duration below ``min_duration_s``.
+``"gap"``
+    ``flags_in`` marks :data:`sdk.ringbuffer.GAP_BEFORE` on a sample after the first (a gap
+    *inside* the window).
+
+Score
+-----
+Per lead, the fraction of usable samples (finite, not INVALID, not inside a flat window,
+not on a saturated rail), times ``AMPLITUDE_PENALTY`` if the amplitude is implausible; the
+mean over leads, times ``GAP_PENALTY`` if there is a gap, times
+``min(1, duration / min_duration_s)``. Always within ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from sdk.errors import BlockError, ConfigError
+from sdk.ringbuffer import GAP_BEFORE, INVALID
+
+__all__ = [
+    "AMPLITUDE_MAX_PTP_MV",
+    "AMPLITUDE_MIN_PTP_MV",
+    "FLAG_NAMES",
+    "FLATLINE_PTP_MV",
+    "FLATLINE_WINDOW_S",
+    "QualityReport",
+    "SATURATION_BAND_FRACTION",
+    "SATURATION_MIN_FRACTION",
+    "SATURATION_MIN_RUN",
+    "assess_quality",
+]
+
+FLATLINE_WINDOW_S: float = 1.0
+"""Length in seconds of the window tested for a flat line."""
+FLATLINE_PTP_MV: float = 0.010
+"""Peak-to-peak below which a window is flat: 10 microvolts."""
+SATURATION_BAND_FRACTION: float = 0.005
+"""Width of the band at each extreme, as a fraction of the lead's range (0.5 %)."""
+SATURATION_MIN_RUN: int = 3
+"""Minimum run of identical consecutive values on a rail."""
+SATURATION_MIN_FRACTION: float = 0.02
+"""Fraction of the samples on a rail above which the lead is saturated (2 %)."""
+AMPLITUDE_MIN_PTP_MV: float = 0.05
+"""Smallest plausible ECG peak-to-peak in millivolts."""
+AMPLITUDE_MAX_PTP_MV: float = 10.0
+"""Largest plausible ECG peak-to-peak in millivolts."""
+AMPLITUDE_PENALTY: float = 0.5
+"""Score factor applied when the amplitude is implausible."""
+GAP_PENALTY: float = 0.8
+"""Score factor applied when the window contains a gap."""
+
+FLAG_NAMES: tuple[str, ...] = (
+    "nonfinite",
+    "flatline",
+    "saturated",
+    "low_amplitude",
+    "high_amplitude",
+    "too_short",
+    "gap",
+)
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Outcome of :func:`assess_quality`.
+
+    Attributes
+    ----------
+    ok : bool
+        True when no flag is raised.
+    score : float
+        Usability in ``[0, 1]`` (see the module docstring).
+    flags : tuple of str
+        Raised flags, a subset of :data:`FLAG_NAMES` in that order.
+    """
+
+    ok: bool
+    score: float
+    flags: tuple[str, ...]
+
+
+def _flat_mask(x: np.ndarray, finite: np.ndarray, win: int) -> np.ndarray:
+    """Samples covered by some all-finite window of ``win`` samples with ptp < threshold."""
+    n = x.size
+    win = min(win, n)
+    filled = np.where(finite, x, 0.0)
+    # windows [s, s + win) for s = 0 .. n - win, as filters centred on s + win // 2
+    centre = slice(win // 2, win // 2 + n - win + 1)
+    hi = ndimage.maximum_filter1d(filled, size=win, mode="nearest")[centre]
+    lo = ndimage.minimum_filter1d(filled, size=win, mode="nearest")[centre]
+    bad_count = np.convolve((~finite).astype(np.int64), np.ones(win, dtype=np.int64), "valid")
+    flat_start = ((hi - lo) < FLATLINE_PTP_MV) & (bad_count == 0)
+    if not flat_start.any():
+        return np.zeros(n, dtype=bool)
+    # sample i is covered if a flat window starts in [i - win + 1, i]
+    covered = np.convolve(flat_start.astype(np.int64), np.ones(win, dtype=np.int64), "full")
+    return covered[:n] > 0
+
+
+def _rail_mask(x: np.ndarray, finite: np.ndarray) -> np.ndarray:
+    """Finite samples near an extreme that sit in runs of identical values."""
+    vals = x[finite]
+    lo, hi = float(vals.min()), float(vals.max())
+    band = SATURATION_BAND_FRACTION * (hi - lo)
+    if hi - lo <= 0.0:
+        return np.zeros(x.size, dtype=bool)
+    near = finite & ((x >= hi - band) | (x <= lo + band))
+    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+    lengths = np.diff(np.r_[starts, x.size])
+    in_run = np.repeat(lengths >= SATURATION_MIN_RUN, lengths)
+    return near & in_run
+
+
+def _assess_lead(x: np.ndarray, fs: float, invalid: np.ndarray) -> tuple[set[str], float]:
+    """Flags and usable-sample score of one lead."""
+    flags: set[str] = set()
+    finite = np.isfinite(x)
+    if not finite.all() or invalid.any():
+        flags.add("nonfinite")
+    usable = finite & ~invalid
+    if not finite.any():
+        return flags, 0.0
+    win = max(1, int(round(FLATLINE_WINDOW_S * fs)))
+    flat = _flat_mask(x, finite, win)
+    if flat.any():
+        flags.add("flatline")
+    usable &= ~flat
+    rail = _rail_mask(x, finite)
+    if rail.mean() >= SATURATION_MIN_FRACTION:
+        flags.add("saturated")
+        usable &= ~rail
+    vals = x[finite]
+    centred = vals - np.median(vals)
+    ptp = float(centred.max() - centred.min())
+    if ptp < AMPLITUDE_MIN_PTP_MV:
+        flags.add("low_amplitude")
+    elif ptp > AMPLITUDE_MAX_PTP_MV:
+        flags.add("high_amplitude")
+    score = float(usable.mean())
+    if flags & {"low_amplitude", "high_amplitude"}:
+        score *= AMPLITUDE_PENALTY
+    return flags, score
+
+
+def assess_quality(
+    x: np.ndarray,
+    fs: float,
+    *,
+    min_duration_s: float = 2.0,
+    flags_in: np.ndarray | None = None,
+) -> QualityReport:
+    """Assess whether an ECG window is usable.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n,)`` or ``(n, n_leads)`` samples in millivolts, any real dtype; may hold NaN/inf.
+    fs : float
+        Sample rate in Hz, > 0.
+    min_duration_s : float, default 2.0
+        Shortest acceptable window in seconds, >= 0.
+    flags_in : numpy.ndarray, optional
+        ``(n,)`` uint8 per-sample flags from :class:`sdk.ringbuffer.RingBuffer`
+        (:data:`~sdk.ringbuffer.GAP_BEFORE`, :data:`~sdk.ringbuffer.INVALID`).
+
+    Returns
+    -------
+    QualityReport
+        ``ok`` is True when no flag is raised; see the module docstring for the checks.
+
+    Raises
+    ------
+    ConfigError
+        If ``fs`` or ``min_duration_s`` is out of range.
+    BlockError
+        ``reason="shape"`` if ``x`` is not 1-D/2-D or ``flags_in`` does not match it.
+    """
+    if not (math.isfinite(fs) and fs > 0):
+        raise ConfigError(f"fs must be a positive finite rate in Hz, got {fs!r}", field="fs")
+    if not (math.isfinite(min_duration_s) and min_duration_s >= 0):
+        raise ConfigError(
+            f"min_duration_s must be finite and >= 0, got {min_duration_s!r}",
+            field="min_duration_s",
+        )
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    elif arr.ndim != 2:
+        raise BlockError(f"x must be (n,) or (n, n_leads), got shape {arr.shape}", reason="shape")
+    if arr.shape[1] == 0:
+        raise BlockError("x has no leads", reason="shape")
+    n = arr.shape[0]
+    flags_arr = np.zeros(n, dtype=np.uint8) if flags_in is None else np.asarray(flags_in)
+    if flags_arr.shape != (n,):
+        raise BlockError(
+            f"flags_in shape {flags_arr.shape} does not match x's ({n},)", reason="shape"
+        )
+    flags_arr = flags_arr.astype(np.uint8, copy=False)
+    raised: set[str] = set()
+    duration = n / fs
+    if duration < min_duration_s or n == 0:
+        raised.add("too_short")
+    if n > 1 and np.any(flags_arr[1:] & GAP_BEFORE):
+        raised.add("gap")
+    invalid = (flags_arr & INVALID) != 0
+    scores = []
+    for lead in range(arr.shape[1]):
+        if n == 0:
+            scores.append(0.0)
+            continue
+        lead_flags, lead_score = _assess_lead(arr[:, lead], fs, invalid)
+        raised |= lead_flags
+        scores.append(lead_score)
+    score = float(np.mean(scores)) if scores else 0.0
+    if "gap" in raised:
+        score *= GAP_PENALTY
+    if min_duration_s > 0:
+        score *= min(1.0, duration / min_duration_s)
+    ordered = tuple(name for name in FLAG_NAMES if name in raised)
+    return QualityReport(ok=not ordered, score=float(np.clip(score, 0.0, 1.0)), flags=ordered)

@@ -1,0 +1,164 @@
+"""Tests of sdk.rpeaks (pantompkins1985), synthetic and on MIT-BIH (``-m data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdk.errors import ConfigError
+from sdk.resample import StreamingResampler
+from sdk.rpeaks import (
+    LEARNING_S,
+    StreamingRPeakDetector,
+    detect_rpeaks,
+    heart_rate_bpm,
+    rr_intervals_s,
+)
+
+DATA_ROOT = Path(
+    os.environ.get("ECGEDGE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
+)
+MITDB = DATA_ROOT / "mitdb"
+BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
+MATCH_WINDOW_S = 0.150
+
+# (offset s, amplitude mV, width s) of P, Q, R, S, T relative to the R peak
+_WAVES = (
+    (-0.16, 0.15, 0.025),
+    (-0.03, -0.1, 0.010),
+    (0.0, 1.0, 0.012),
+    (0.03, -0.25, 0.012),
+    (0.28, 0.3, 0.050),
+)
+
+
+def synthetic_ecg(fs: float, duration_s: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """ECG-like signal (mV) with jittered RR, baseline wander and noise; R times (s)."""
+    rng = np.random.default_rng(seed)
+    rr = rng.uniform(0.65, 1.0, size=int(duration_s / 0.6))
+    r_times = 0.5 + np.cumsum(rr)
+    r_times = r_times[r_times < duration_s - 0.5]
+    t = np.arange(int(duration_s * fs)) / fs
+    x = 0.1 * np.sin(2 * np.pi * 0.3 * t) + 0.02 * rng.standard_normal(t.size)
+    for offset, amp, width in _WAVES:
+        centres = r_times + offset
+        near = np.abs(t[:, None] - centres[None, :]) < 5 * width
+        x += amp * np.where(near, np.exp(-0.5 * ((t[:, None] - centres) / width) ** 2), 0).sum(1)
+    return x, r_times
+
+
+def match_count(ref: np.ndarray, det: np.ndarray, tol: int) -> int:
+    """One-to-one matches between sorted reference and detected indices within ``tol``."""
+    i = j = tp = 0
+    while i < ref.size and j < det.size:
+        if abs(int(det[j]) - int(ref[i])) <= tol:
+            tp, i, j = tp + 1, i + 1, j + 1
+        elif det[j] < ref[i]:
+            j += 1
+        else:
+            i += 1
+    return tp
+
+
+@pytest.mark.parametrize("fs", [128.0, 360.0])
+def test_synthetic_all_beats_found_precisely(fs: float) -> None:
+    x, r_times = synthetic_ecg(fs, 60.0, seed=5)
+    peaks = detect_rpeaks(x, fs)
+    assert peaks.dtype == np.int64 and np.all(np.diff(peaks) > 0)
+    assert peaks.size == r_times.size
+    err_s = peaks / fs - r_times
+    assert np.max(np.abs(err_s)) <= 0.020
+
+
+def test_streaming_split_equals_one_shot() -> None:
+    fs = 360.0
+    x, _ = synthetic_ecg(fs, 30.0, seed=6)
+    x[int(12 * fs) :] *= 0.15  # amplitude drop: exercises search-back and re-learning
+    rng = np.random.default_rng(7)
+    det = StreamingRPeakDetector(fs)
+    parts, pos = [det.process(x[:0]), det.process(x[:1])], 1
+    while pos < x.size:
+        size = int(rng.choice([0, 1, 5, 100, 1500]))
+        parts.append(det.process(x[pos : pos + size]))
+        pos += size
+    parts.append(det.flush())
+    np.testing.assert_array_equal(np.concatenate(parts), detect_rpeaks(x, fs))
+
+
+def test_bounded_confirmation_delay() -> None:
+    fs = 128.0
+    x, _ = synthetic_ecg(fs, 20.0, seed=8)
+    det = StreamingRPeakDetector(fs)
+    lags = []
+    for start in range(0, x.size, 8):
+        end = min(start + 8, x.size)
+        # beats inside the learning phase are reported when it ends
+        lags += [(end - p) / fs for p in det.process(x[start:end]) if p / fs > LEARNING_S]
+    assert len(lags) > 15 and max(lags) < 0.5
+
+
+def test_recovers_after_amplitude_drop() -> None:
+    fs = 128.0
+    x, r_times = synthetic_ecg(fs, 60.0, seed=11)
+    x[int(20 * fs) :] *= 0.15
+    peaks = detect_rpeaks(x, fs)
+    late = np.round(r_times[r_times > 25.0] * fs).astype(np.int64)
+    assert match_count(late, peaks, int(0.05 * fs)) == late.size
+    assert peaks.size <= r_times.size
+
+
+def test_nonfinite_input_does_not_poison_state() -> None:
+    fs = 128.0
+    x, r_times = synthetic_ecg(fs, 40.0, seed=9)
+    x[int(10 * fs) : int(11 * fs)] = np.nan
+    peaks = detect_rpeaks(x, fs)
+    late = r_times[r_times > 15.0]
+    assert match_count(np.round(late * fs).astype(np.int64), peaks, int(0.05 * fs)) == late.size
+
+
+def test_heart_rate_and_rr() -> None:
+    fs = 100.0
+    peaks = np.array([0, 80, 160, 240, 330])
+    np.testing.assert_allclose(rr_intervals_s(peaks, fs), [0.8, 0.8, 0.8, 0.9])
+    assert heart_rate_bpm(peaks, fs) == pytest.approx(75.0)
+    assert heart_rate_bpm(np.array([10]), fs) is None
+    assert heart_rate_bpm(peaks, fs, min_beats=6) is None
+    assert heart_rate_bpm(np.array([0, 10, 20]), fs) is None  # 100 ms RR: implausible
+    with pytest.raises(ConfigError):
+        heart_rate_bpm(peaks, fs, min_beats=1)
+    with pytest.raises(ConfigError):
+        rr_intervals_s(np.array([5, 3]), fs)
+    with pytest.raises(ConfigError):
+        StreamingRPeakDetector(25.0)
+
+
+# ---------------------------------------------------------------- MIT-BIH (real data)
+def _load(record: str) -> tuple[np.ndarray, float, np.ndarray]:
+    wfdb = pytest.importorskip("wfdb")
+    rec = wfdb.rdrecord(str(MITDB / record), channels=[0])
+    ann = wfdb.rdann(str(MITDB / record), "atr")
+    ref = np.array(
+        [s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS]
+    )
+    return rec.p_signal[:, 0], float(rec.fs), ref
+
+
+@pytest.mark.data
+@pytest.mark.filterwarnings("ignore:The inplace keyword")  # wfdb uses a deprecated pandas API
+@pytest.mark.skipif(not MITDB.is_dir(), reason=f"MIT-BIH not found under {MITDB}")
+@pytest.mark.parametrize("record", ["101", "118"])
+def test_mitdb_sensitivity_and_ppv(record: str) -> None:
+    x, fs, ref = _load(record)
+    tol = int(round(MATCH_WINDOW_S * fs))
+    det = detect_rpeaks(x, fs)
+    tp = match_count(ref, det, tol)
+    assert tp / ref.size >= 0.99 and tp / det.size >= 0.99, (tp, ref.size, det.size)
+    # same record resampled to 128 Hz with the SDK resampler; map back through its delay
+    rs = StreamingResampler(fs, 128.0)
+    det128 = detect_rpeaks(rs.process(x), 128.0)
+    back = np.round((det128 / 128.0 - rs.delay_s) * fs).astype(np.int64)
+    tp = match_count(ref, back, tol)
+    assert tp / ref.size >= 0.97 and tp / back.size >= 0.97, (tp, ref.size, back.size)

@@ -1,0 +1,57 @@
+"""Checkpoints: model weights plus the configs and step that made them.
+
+Everything stored is a tensor or a plain Python value, so loading uses
+``torch.load(weights_only=True)`` and never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.config import RunConfig, build_config
+from trainer.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    cfg: RunConfig,
+    step: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "step": step,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (config, state_dict, payload); raise :class:`CheckpointError` if unreadable."""
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path=str(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint: {exc}", path=str(path)) from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)
+        )
+    raw = payload["config"]
+    table = {section: raw[section] for section in ("data", "model", "train")}
+    cfg = build_config(table, preset=raw.get("preset", "custom"))
+    return cfg, payload["state_dict"], payload

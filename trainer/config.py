@@ -1,0 +1,185 @@
+"""Configuration dataclasses and TOML presets (``smoke``, ``cpu``, ``gpu``).
+
+A preset is a TOML file with ``[data]``, ``[model]`` and ``[train]`` tables; ``--key=value``
+overrides address ``section.field``. Unknown sections or keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from trainer.errors import ConfigError
+from trainer.models.unet1d import UNetConfig
+
+PRESETS = ("smoke", "cpu", "gpu")
+
+
+@dataclass
+class DataConfig:
+    """Which windows the models see."""
+
+    source: str = "shared"  # "shared" (data root) or "synthetic" (no data needed)
+    fs: float = 128.0
+    window_s: float = 10.0
+    hop_s: float = 5.0
+    low_hz: float = 0.5
+    high_hz: float = 40.0
+    pretrain_databases: tuple[str, ...] = ("cinc2017", "mitdb", "cpsc2021")
+    max_records: int = 0  # 0 = all; a cap keeps smoke runs fast
+    val_fraction: float = 0.2
+    split_seed: int = 2017
+
+    def __post_init__(self) -> None:
+        self.pretrain_databases = tuple(self.pretrain_databases)
+        if self.source not in ("shared", "synthetic"):
+            raise ConfigError(
+                f"data.source must be 'shared' or 'synthetic', got {self.source!r}",
+                key="data.source",
+            )
+        if not 0 < self.hop_s <= self.window_s:
+            raise ConfigError(
+                f"0 < hop_s ({self.hop_s}) <= window_s ({self.window_s}) must hold",
+                key="data.hop_s",
+            )
+        if self.max_records < 0:
+            raise ConfigError("data.max_records must be >= 0", key="data.max_records")
+
+    @property
+    def window(self) -> int:
+        return int(round(self.window_s * self.fs))
+
+    @property
+    def hop(self) -> int:
+        return int(round(self.hop_s * self.fs))
+
+
+@dataclass
+class TrainConfig:
+    """How the diffusion pretraining runs."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    diffusion_steps: int = 1000
+    seed: int = 0
+    amp: bool = True  # used only on CUDA
+    threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    log_every: int = 20
+    ckpt_every: int = 500
+    max_minutes: float = 0.0  # 0 = no wall-clock limit; otherwise stop early and save
+    out_dir: str = "runs/diffecg"
+    probe_t: tuple[int, ...] = (1, 10, 20, 50, 100)
+
+    def __post_init__(self) -> None:
+        self.probe_t = tuple(int(t) for t in self.probe_t)
+        for key in ("steps", "batch_size", "diffusion_steps", "log_every", "ckpt_every"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"train.{key} must be positive", key=f"train.{key}")
+        if any(not 0 <= t < self.diffusion_steps for t in self.probe_t):
+            raise ConfigError(
+                f"every train.probe_t must lie in [0, {self.diffusion_steps})", key="train.probe_t"
+            )
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "custom"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "model": UNetConfig, "train": TrainConfig}
+
+
+def _coerce(cls: type, key: str, raw: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    default = getattr(cls(), key)
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{key} expects true/false, got {raw!r}", key=key)
+        return raw.lower() in ("true", "1")
+    if isinstance(default, tuple):
+        inner = type(default[0]) if default else str
+        return tuple(inner(v) for v in raw.split(",") if v)
+    try:
+        return type(default)(raw) if key in fields else raw
+    except ValueError as exc:
+        raise ConfigError(
+            f"{key}: cannot read {raw!r} as {type(default).__name__}", key=key
+        ) from exc
+
+
+def build_config(
+    table: dict[str, Any], overrides: dict[str, str] | None = None, preset: str = "custom"
+) -> RunConfig:
+    """Validate a nested dict (as from TOML) plus ``section.key`` string overrides."""
+    merged: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for section, values in table.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown section [{section}]; expected one of {sorted(_SECTIONS)}", key=section
+            )
+        merged[section].update(values)
+    for dotted, raw in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in _SECTIONS or not key:
+            raise ConfigError(
+                f"override {dotted!r} must be section.key with section in {sorted(_SECTIONS)}",
+                key=dotted,
+            )
+        merged[section][key] = _coerce(_SECTIONS[section], key, raw)
+    built = {}
+    for section, cls in _SECTIONS.items():
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(merged[section]) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {unknown} in [{section}]; known: {sorted(known)}", key=unknown[0]
+            )
+        built[section] = cls(**merged[section])
+    return RunConfig(**built, preset=preset)
+
+
+def load_preset(name_or_path: str, overrides: dict[str, str] | None = None) -> RunConfig:
+    """Load a preset by name (``smoke``, ``cpu``, ``gpu``) or from a TOML file path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise ConfigError(f"preset file not found: {path}", key="preset")
+        text, name = path.read_text(), path.stem
+    elif name_or_path in PRESETS:
+        text = (Path(__file__).parent / "presets" / f"{name_or_path}.toml").read_text()
+        name = name_or_path
+    else:
+        raise ConfigError(
+            f"unknown preset {name_or_path!r}; expected one of {list(PRESETS)} or a .toml path",
+            key="preset",
+        )
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"preset {name}: invalid TOML: {exc}", key="preset") from exc
+    return build_config(table, overrides, preset=name)
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """``["--train.steps=10", ...]`` → ``{"train.steps": "10"}``."""
+    out = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"override {arg!r} must look like --section.key=value", key=arg)
+        key, _, value = arg[2:].partition("=")
+        out[key] = value
+    return out

@@ -1,0 +1,205 @@
+"""Model-ready windows from the shared databases, cached on disk.
+
+Every record goes through :func:`sdk.preprocess.preprocess` (the device's own code),
+then R-peaks are found by :func:`sdk.rpeaks.detect_rpeaks` on the whole preprocessed
+record, exactly as a stream would find them, and windows are cut and standardized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sdk.preprocess import PreprocessSpec, preprocess, standardize_window
+from sdk.rpeaks import detect_rpeaks
+from sdk.rr import rr_features
+from sdk.synthetic import synthetic_ecg
+from trainer.config import DataConfig
+from trainer.data import records as rec
+from trainer.data.splits import stratified_split
+from trainer.data.windows import window_starts
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class WindowSet:
+    """Windows (N, 1, L) float32 standardized, their record index, RR features (N, K)."""
+
+    windows: np.ndarray
+    record_index: np.ndarray
+    rr: np.ndarray
+    names: list[str]
+    labels: list[str]  # per record; "" when the database has no record label
+
+    def subset(self, names: list[str]) -> WindowSet:
+        keep_names = set(names)
+        keep_rec = np.array([n in keep_names for n in self.names], dtype=bool)
+        mask = keep_rec[self.record_index]
+        old_to_new = np.cumsum(keep_rec) - 1
+        return WindowSet(
+            self.windows[mask],
+            old_to_new[self.record_index[mask]].astype(np.int32),
+            self.rr[mask],
+            [n for n, k in zip(self.names, keep_rec) if k],
+            [lab for lab, k in zip(self.labels, keep_rec) if k],
+        )
+
+    @property
+    def window_labels(self) -> np.ndarray:
+        return np.asarray(self.labels)[self.record_index]
+
+
+def spec_of(cfg: DataConfig) -> PreprocessSpec:
+    return PreprocessSpec(fs=cfg.fs, low_hz=cfg.low_hz, high_hz=cfg.high_hz)
+
+
+def windows_of_signal(
+    x: np.ndarray, fs_in: float, cfg: DataConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """One lead (n,) in mV → standardized windows (W, 1, L) and RR features (W, K)."""
+    spec = spec_of(cfg)
+    y = preprocess(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
+    peaks = detect_rpeaks(y, spec.fs)
+    starts = window_starts(y.shape[0], cfg.window, cfg.hop, "align_end")
+    wins = np.zeros((starts.size, 1, cfg.window), dtype=np.float32)
+    feats = np.zeros((starts.size, len(rr_features(np.zeros(0), spec.fs))), dtype=np.float32)
+    for i, s in enumerate(starts):
+        seg = y[s : s + cfg.window]
+        wins[i, 0, : seg.shape[0]] = standardize_window(seg)
+        feats[i] = rr_features(peaks[(peaks >= s) & (peaks < s + cfg.window)] - s, spec.fs)
+    return wins, feats
+
+
+def _code_digest() -> str:
+    """Digest of the SDK code that shapes cached windows, so a change invalidates the cache."""
+    import sdk
+
+    root = Path(sdk.__file__).parent
+    h = hashlib.sha256()
+    for name in ("preprocess.py", "filters.py", "resample.py", "rpeaks.py", "rr.py"):
+        h.update((root / name).read_bytes())
+    return h.hexdigest()
+
+
+def _key(database: str, cfg: DataConfig, names: list[str]) -> str:
+    payload = json.dumps(
+        [
+            CACHE_VERSION,
+            _code_digest(),
+            database,
+            cfg.fs,
+            cfg.window,
+            cfg.hop,
+            cfg.low_hz,
+            cfg.high_hz,
+            names,
+        ]
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _read_lead0(database: str, name: str) -> tuple[np.ndarray, float, str]:
+    readers = {
+        "cinc2017": rec.read_cinc2017,
+        "mitdb": rec.read_mitdb,
+        "cpsc2021": rec.read_cpsc2021,
+        "challenge2021": rec.read_challenge2021,
+    }
+    r = readers[database](name)
+    lead = 1 if database == "challenge2021" else 0  # lead II for 12-lead records
+    return r.signal[:, lead], r.fs, r.label if database == "cinc2017" else ""
+
+
+def load_windows(database: str, cfg: DataConfig, cache_dir: Path = Path("runs/cache")) -> WindowSet:
+    """All windows of ``database`` (first ``cfg.max_records`` records if capped), cached."""
+    if cfg.source == "synthetic":
+        return synthetic_windows(cfg)
+    names = rec.list_records(database)
+    if cfg.max_records:
+        names = _stratified_head(database, names, cfg.max_records)
+    path = cache_dir / f"{database}-{_key(database, cfg, names)}.npz"
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        return WindowSet(
+            z["windows"], z["record_index"], z["rr"], list(z["names"]), list(z["labels"])
+        )
+    wins, rrs, idx, labels = [], [], [], []
+    for i, name in enumerate(tqdm(names, desc=f"preprocess {database}", unit="rec", leave=False)):
+        x, fs, label = _read_lead0(database, name)
+        w, f = windows_of_signal(x, fs, cfg)
+        wins.append(w)
+        rrs.append(f)
+        idx.append(np.full(w.shape[0], i, dtype=np.int32))
+        labels.append(label)
+    ws = WindowSet(np.concatenate(wins), np.concatenate(idx), np.concatenate(rrs), names, labels)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        windows=ws.windows,
+        record_index=ws.record_index,
+        rr=ws.rr,
+        names=np.asarray(names),
+        labels=np.asarray(labels),
+    )
+    tmp.replace(path)
+    return ws
+
+
+def _stratified_head(database: str, names: list[str], n: int) -> list[str]:
+    """A small, class-balanced, deterministic subset (for smoke runs)."""
+    if database != "cinc2017":
+        return names[:n]
+    labels = rec.cinc2017_labels_cached()
+    by_class: dict[str, list[str]] = {}
+    for name in names:
+        by_class.setdefault(labels[name], []).append(name)
+    picked: list[str] = []
+    while len(picked) < n and any(by_class.values()):
+        for cls in sorted(by_class):
+            if by_class[cls] and len(picked) < n:
+                picked.append(by_class[cls].pop(0))
+    return sorted(picked)
+
+
+def synthetic_windows(cfg: DataConfig, n_records: int = 24) -> WindowSet:
+    """Labelled synthetic records (N = sinus, A = AF), for runs without the data root."""
+    wins, rrs, idx, names, labels = [], [], [], [], []
+    for i in range(n_records):
+        rhythm = "af" if i % 2 else "sinus"
+        ecg = synthetic_ecg(((rhythm, 30.0),), fs=250.0, seed=i)
+        w, f = windows_of_signal(ecg.signal, ecg.fs, cfg)
+        wins.append(w)
+        rrs.append(f)
+        idx.append(np.full(w.shape[0], i, dtype=np.int32))
+        names.append(f"synthetic{i:03d}")
+        labels.append("A" if rhythm == "af" else "N")
+    return WindowSet(np.concatenate(wins), np.concatenate(idx), np.concatenate(rrs), names, labels)
+
+
+def cinc2017_split(cfg: DataConfig) -> tuple[WindowSet, WindowSet]:
+    """(train, val) windows of CinC 2017, split by record, stratified by label, fixed seed."""
+    ws = load_windows("cinc2017", cfg)
+    train, val = stratified_split(
+        ws.names, ws.labels, val_fraction=cfg.val_fraction, seed=cfg.split_seed
+    )
+    return ws.subset(train), ws.subset(val)
+
+
+def pretrain_windows(cfg: DataConfig) -> np.ndarray:
+    """Unlabelled windows for diffusion pretraining: CinC 2017 train split plus other databases."""
+    if cfg.source == "synthetic":
+        return synthetic_windows(cfg).windows
+    parts = []
+    for database in cfg.pretrain_databases:
+        if database == "cinc2017":
+            parts.append(cinc2017_split(cfg)[0].windows)
+        else:
+            parts.append(load_windows(database, cfg).windows)
+    return np.concatenate(parts)

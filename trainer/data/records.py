@@ -1,0 +1,249 @@
+"""WFDB readers for every database folder of the data root.
+
+Each reader returns :class:`Record` objects with signals in millivolts and the
+database's labels and annotations; a missing or unreadable file raises
+:class:`~trainer.errors.DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data.root import require_folder
+from trainer.errors import DataError
+
+CINC2017_CLASSES = ("N", "A", "O", "~")
+NSTDB_SNR_DB = (24, 18, 12, 6, 0, -6)
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+
+
+@dataclass
+class Annotations:
+    """Beat and rhythm annotations of one record, in samples at the record's rate."""
+
+    beat_samples: np.ndarray  # (n_beats,) int64
+    beat_symbols: tuple[str, ...]
+    rhythm: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, label)
+
+
+@dataclass
+class Record:
+    """One ECG record: ``signal`` (n_samples, n_leads) float32 millivolts at ``fs`` Hz."""
+
+    name: str
+    database: str
+    fs: float
+    signal: np.ndarray
+    lead_names: tuple[str, ...]
+    label: str | None = None
+    annotations: Annotations | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.signal.shape[0] / self.fs
+
+
+def _wfdb():
+    try:
+        import wfdb
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("wfdb is not installed: pip install 'ecgedge[train]'") from exc
+    return wfdb
+
+
+def read_signal(path: Path, *, database: str) -> Record:
+    """Read one WFDB record (``path`` without extension) into a :class:`Record`."""
+    if not path.with_suffix(".hea").is_file():
+        raise DataError(
+            "header file not found", path=str(path.with_suffix(".hea")), reason="missing"
+        )
+    try:
+        rec = _wfdb().rdrecord(str(path))
+    except Exception as exc:  # wfdb raises many types for corrupt files
+        raise DataError(
+            f"cannot read WFDB record: {exc}", path=str(path), reason="corrupt"
+        ) from exc
+    signal = np.asarray(rec.p_signal, dtype=np.float32)
+    if signal.ndim != 2 or signal.shape[0] == 0:
+        raise DataError("record holds no samples", path=str(path), reason="empty")
+    if not np.isfinite(signal).all():
+        signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
+    meta = {}
+    for line in rec.comments or []:
+        key, _, value = line.partition(":")
+        if value:
+            meta[key.strip()] = value.strip()
+    return Record(
+        name=path.name,
+        database=database,
+        fs=float(rec.fs),
+        signal=signal,
+        lead_names=tuple(rec.sig_name),
+        meta=meta,
+    )
+
+
+def read_annotations(path: Path, extension: str = "atr") -> Annotations:
+    """Read beats (symbols in :data:`BEAT_SYMBOLS`) and rhythm episodes from an annotation file."""
+    file = path.with_name(f"{path.name}.{extension}")
+    if not file.is_file():
+        raise DataError("annotation file not found", path=str(file), reason="missing")
+    try:
+        ann = _wfdb().rdann(str(path), extension)
+    except Exception as exc:
+        raise DataError(
+            f"cannot read annotations: {exc}", path=str(file), reason="corrupt"
+        ) from exc
+    samples = np.asarray(ann.sample, dtype=np.int64)
+    symbols = list(ann.symbol)
+    aux = [(a or "").rstrip("\x00").strip() for a in (ann.aux_note or [""] * len(symbols))]
+    is_beat = np.array([s in BEAT_SYMBOLS for s in symbols], dtype=bool)
+    rhythm: list[tuple[int, int, str]] = []
+    changes = [
+        (int(s), a.lstrip("(")) for s, sym, a in zip(samples, symbols, aux) if sym == "+" and a
+    ]
+    end_of_record = int(samples[-1]) + 1 if samples.size else 0
+    for i, (start, label) in enumerate(changes):
+        end = changes[i + 1][0] if i + 1 < len(changes) else end_of_record
+        rhythm.append((start, end, label))
+    return Annotations(
+        beat_samples=samples[is_beat],
+        beat_symbols=tuple(s for s, b in zip(symbols, is_beat) if b),
+        rhythm=rhythm,
+    )
+
+
+def _record_names(folder: Path) -> list[str]:
+    listed = folder / "RECORDS"
+    if listed.is_file():
+        return [n.strip() for n in listed.read_text().split() if n.strip()]
+    return sorted(p.stem for p in folder.glob("*.hea"))
+
+
+# --- per-database readers -------------------------------------------------------------------
+
+
+def cinc2017_labels() -> dict[str, str]:
+    """Record name → label (N, A, O, ~) from ``cinc2017/REFERENCE-v3.csv``, for records present."""
+    folder = require_folder("cinc2017")
+    ref = folder / "REFERENCE-v3.csv"
+    if not ref.is_file():
+        raise DataError("label file not found", path=str(ref), reason="missing")
+    labels: dict[str, str] = {}
+    with ref.open(newline="") as fh:
+        for row_no, row in enumerate(csv.reader(fh), start=1):
+            if len(row) != 2 or row[1] not in CINC2017_CLASSES:
+                raise DataError(
+                    f"line {row_no} is not 'name,label': {row}", path=str(ref), reason="format"
+                )
+            if (folder / f"{row[0]}.hea").is_file():
+                labels[row[0]] = row[1]
+    if not labels:
+        raise DataError(
+            "no labelled record has a header beside it", path=str(folder), reason="empty"
+        )
+    return labels
+
+
+def read_cinc2017(name: str) -> Record:
+    """One CinC 2017 record (single lead, 300 Hz) with its label."""
+    record = read_signal(require_folder("cinc2017") / name, database="cinc2017")
+    record.label = cinc2017_labels_cached().get(name)
+    return record
+
+
+_CINC_CACHE: dict[str, str] = {}
+
+
+def cinc2017_labels_cached() -> dict[str, str]:
+    if not _CINC_CACHE:
+        _CINC_CACHE.update(cinc2017_labels())
+    return _CINC_CACHE
+
+
+def _read_annotated(database: str, name: str, extension: str = "atr") -> Record:
+    path = require_folder(database) / name
+    record = read_signal(path, database=database)
+    record.annotations = read_annotations(path, extension)
+    return record
+
+
+def read_mitdb(name: str) -> Record:
+    """An MIT-BIH Arrhythmia record (2 leads, 360 Hz) with beats and rhythm episodes."""
+    return _read_annotated("mitdb", name)
+
+
+def read_nstdb(name: str) -> Record:
+    """An NSTDB record: noise ``bw``/``ma`` (no annotations) or ``118eXX``/``119eXX`` (beats)."""
+    if name in ("bw", "ma", "em"):
+        return read_signal(require_folder("nstdb") / name, database="nstdb")
+    return _read_annotated("nstdb", name)
+
+
+def read_cpsc2021(name: str) -> Record:
+    """A CPSC 2021 record (2 leads, 200 Hz) with beats and ``AFIB``/``N`` episodes."""
+    return _read_annotated("cpsc2021", name)
+
+
+def read_challenge2021(name: str) -> Record:
+    """A 12-lead CinC 2021 record (500 Hz, 10 s); ``meta['Dx']`` holds SNOMED-CT codes."""
+    record = read_signal(require_folder("challenge2021") / name, database="challenge2021")
+    record.label = record.meta.get("Dx")
+    return record
+
+
+def read_afdb_rr(name: str) -> Annotations:
+    """AFDB beat times (``.qrs``) and rhythm episodes (``.atr``) at 250 Hz; no signal exists."""
+    folder = require_folder("afdb_rr")
+    beats = read_annotations(folder / name, "qrs")
+    rhythm = read_annotations(folder / name, "atr").rhythm
+    return Annotations(beats.beat_samples, beats.beat_symbols, rhythm)
+
+
+def read_single(database: str, name: str, extension: str | None = "atr") -> Record:
+    """A record of the one-record folders: ``qtdb/sel100``, ``svdb/800``, ``ptbdb/s0010_re``."""
+    if extension is None:
+        return read_signal(require_folder(database) / name, database=database)
+    return _read_annotated(database, name, extension)
+
+
+def ptbxl_statements() -> dict[str, str]:
+    """PTB-XL SCP statement → diagnostic class (empty string where none)."""
+    path = require_folder("ptbxl_meta") / "scp_statements.csv"
+    if not path.is_file():
+        raise DataError("statement file not found", path=str(path), reason="missing")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "diagnostic_class" not in rows[0]:
+        raise DataError("no 'diagnostic_class' column", path=str(path), reason="format")
+    key = next(iter(rows[0]))
+    return {row[key]: row["diagnostic_class"] for row in rows}
+
+
+def list_records(database: str) -> list[str]:
+    """Names of the records of ``database`` present in the data root."""
+    folder = require_folder(database)
+    if database == "cinc2017":
+        return sorted(cinc2017_labels_cached())
+    return _record_names(folder)
+
+
+def iter_records(database: str) -> Iterator[Record]:
+    """Every signal record of a database with its annotations."""
+    readers = {
+        "cinc2017": read_cinc2017,
+        "mitdb": read_mitdb,
+        "nstdb": read_nstdb,
+        "cpsc2021": read_cpsc2021,
+        "challenge2021": read_challenge2021,
+    }
+    if database not in readers:
+        raise ValueError(f"unknown database {database!r}; expected one of {sorted(readers)}")
+    for name in list_records(database):
+        yield readers[database](name)

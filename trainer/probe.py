@@ -1,0 +1,150 @@
+"""Linear probe on the frozen DiffECG extractor: choose t, fit the head, score CinC 2017.
+
+The head input is the extractor embedding followed by the window's RR features
+(:data:`sdk.rr.RR_FEATURE_NAMES`), both computed as on the device. The diffusion step
+t is chosen on an inner split of the training records; the validation split is only
+scored, once, at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sdk.head import SoftmaxHead, fit_softmax_head
+from trainer.checkpoint import load_checkpoint
+from trainer.config import RunConfig
+from trainer.data.datasets import WindowSet, cinc2017_split
+from trainer.data.splits import stratified_split
+from trainer.diffusion import alphas_cumprod, linear_betas
+from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics, rhythm_report
+from trainer.models.unet1d import DiffusionFeatureExtractor, UNet1d
+
+NOISE_SEED = 20240229
+
+
+@dataclass
+class ProbeResult:
+    t: int
+    head: SoftmaxHead
+    t_scores: dict[int, float]
+    report: dict[str, object]
+
+
+def build_extractor(
+    cfg: RunConfig, state_dict: dict[str, torch.Tensor]
+) -> DiffusionFeatureExtractor:
+    """The deployable extractor (encoder + bottleneck) with the run's ᾱ table, in eval mode."""
+    unet = UNet1d(cfg.model)
+    unet.load_state_dict(state_dict)
+    abar = torch.from_numpy(alphas_cumprod(linear_betas(cfg.train.diffusion_steps))).float()
+    return DiffusionFeatureExtractor(unet.encoder, abar).eval()
+
+
+def inference_noise(length: int, seed: int = NOISE_SEED) -> np.ndarray:
+    """The fixed inference noise ε (1, 1, L) float32 stored in the bundle."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((1, 1, length), generator=gen).numpy()
+
+
+@torch.no_grad()
+def embed(
+    extractor: torch.nn.Module, windows: np.ndarray, t: int, noise: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """(N, 1, L) windows → (N, D) embeddings at step ``t`` with the fixed noise."""
+    out = []
+    eps = torch.from_numpy(noise)
+    for i in tqdm(range(0, len(windows), batch), desc=f"embed t={t}", unit="batch", leave=False):
+        x = torch.from_numpy(windows[i : i + batch])
+        tt = torch.full((x.shape[0],), t, dtype=torch.int64)
+        out.append(extractor(x, tt, eps.expand_as(x)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def head_inputs(emb: np.ndarray, ws: WindowSet) -> np.ndarray:
+    return np.concatenate([emb, ws.rr], axis=1)
+
+
+def record_scores(head: SoftmaxHead, x: np.ndarray, ws: WindowSet) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels (R,), record probabilities (R, K)) by averaging window probabilities."""
+    proba = aggregate_by_record(head.predict_proba(x), ws.record_index, len(ws.names))
+    return encode(ws.labels), proba
+
+
+def choose_t(
+    extractor: torch.nn.Module, train: WindowSet, cfg: RunConfig, noise: np.ndarray
+) -> dict[int, float]:
+    """Challenge F1 on an inner split of the training records, per candidate t."""
+    inner_fit, inner_val = stratified_split(
+        train.names, train.labels, val_fraction=0.25, seed=cfg.data.split_seed + 1
+    )
+    fit_ws, val_ws = train.subset(inner_fit), train.subset(inner_val)
+    scores = {}
+    for t in cfg.train.probe_t:
+        xf = head_inputs(embed(extractor, fit_ws.windows, t, noise), fit_ws)
+        xv = head_inputs(embed(extractor, val_ws.windows, t, noise), val_ws)
+        head = fit_softmax_head(xf, encode(fit_ws.window_labels), CLASSES)
+        y, p = record_scores(head, xv, val_ws)
+        scores[t] = rhythm_metrics(y, p)["challenge_f1"]
+    return scores
+
+
+def run_probe(checkpoint: Path, out_dir: Path | None = None) -> ProbeResult:
+    """Choose t, fit the head on all training records, report on the validation split."""
+    cfg, state, _ = load_checkpoint(checkpoint)
+    extractor = build_extractor(cfg, state)
+    train, val = cinc2017_split(cfg.data)
+    noise = inference_noise(
+        cfg.data.window // cfg.model.downsample_factor * cfg.model.downsample_factor
+    )
+    t_scores = choose_t(extractor, train, cfg, noise)
+    t = max(t_scores, key=lambda k: t_scores[k])
+    emb_train, emb_val = (
+        embed(extractor, train.windows, t, noise),
+        embed(extractor, val.windows, t, noise),
+    )
+    y_train = encode(train.window_labels)
+    head = fit_softmax_head(head_inputs(emb_train, train), y_train, CLASSES)
+    y, p = record_scores(head, head_inputs(emb_val, val), val)
+    emb_only = fit_softmax_head(emb_train, y_train, CLASSES)
+    y2, p2 = record_scores(emb_only, emb_val, val)
+    report = {
+        "t": t,
+        "t_scores_inner_split": {str(k): v for k, v in t_scores.items()},
+        "embedding_plus_rr": rhythm_report(y, p),
+        "embedding_only": rhythm_report(y2, p2),
+        "split": {
+            "train_records": len(train.names),
+            "val_records": len(val.names),
+            "seed": cfg.data.split_seed,
+            "val_fraction": cfg.data.val_fraction,
+        },
+    }
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            out_dir / "head.npz",
+            weight=head.weight,
+            bias=head.bias,
+            mean=head.mean,
+            scale=head.scale,
+            classes=np.asarray(head.classes),
+            t=np.asarray(t),
+            noise=noise,
+        )
+        (out_dir / "probe.json").write_text(json.dumps(report, indent=2))
+    return ProbeResult(t, head, t_scores, report)
+
+
+def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
+    """Read ``head.npz`` written by :func:`run_probe` (no pickle)."""
+    z = np.load(path, allow_pickle=False)
+    head = SoftmaxHead(
+        z["weight"], z["bias"], z["mean"], z["scale"], tuple(str(c) for c in z["classes"])
+    )
+    return head, int(z["t"]), z["noise"]
