@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+_OUR_PACKAGES = {"sdk", "trainer", "export", "firmware_bridge", "ecgedge"}
 
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
@@ -20,7 +23,8 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         f"pretrained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f} "
         f"-> {result.checkpoint}"
     )
-    if result.checkpoint.is_file() and not args.no_probe:
+    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 probes
+    if is_main and result.checkpoint.is_file() and not args.no_probe:
         probe = run_probe(result.checkpoint, result.checkpoint.parent)
         print(f"probe: t={probe.t}, val {probe.report['embedding_plus_rr']}")
     return 0
@@ -186,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, extra) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError, ImportError) as exc:
+    except Exception as exc:
+        ours = type(exc).__module__.split(".")[0] in _OUR_PACKAGES
+        if not (ours or isinstance(exc, (ValueError, OSError, ImportError))):
+            raise
         print(f"ecgedge {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

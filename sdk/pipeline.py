@@ -105,6 +105,7 @@ class StreamPipeline:
         self._pre = Preprocessor(fs_in, m.preprocess, n_leads)
         self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)
         self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), n_leads)
+        self._chunk_in = max(1, int(self.hop * self.fs_in / self.fs))
         self._rpeaks = StreamingRPeakDetector(self.fs)
         self._peaks = np.zeros(0, dtype=np.int64)
         self._last_finite = np.zeros(n_leads)
@@ -213,6 +214,13 @@ class StreamPipeline:
         self.stats.blocks_in += 1
         if block.shape[0] == 0:
             return []
+        out: list[Event] = []
+        step = self._chunk_in  # a block longer than the buffers goes in in pieces
+        for i in range(0, block.shape[0], step):
+            self._ingest(block[i : i + step], times[i : i + step], gap and i == 0, out)
+        return out
+
+    def _ingest(self, block: np.ndarray, times: np.ndarray, gap: bool, out: list[Event]) -> None:
         self._raw_buf.write(block, times, gap_before=gap)
         clean = self._hold_nonfinite(block)
         self._n_in += block.shape[0]
@@ -222,9 +230,7 @@ class StreamPipeline:
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
         self._add_peaks(self._rpeaks.process(y[:, self.lead]))
-        out: list[Event] = []
         self._drain(out, final=False)
-        return out
 
     def _hold_nonfinite(self, block: np.ndarray) -> np.ndarray:
         """Replace NaN/inf by the lead's last finite value (so filter state stays finite)."""

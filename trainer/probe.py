@@ -113,11 +113,14 @@ def run_probe(checkpoint: Path, out_dir: Path | None = None) -> ProbeResult:
     y, p = record_scores(head, head_inputs(emb_val, val), val)
     emb_only = fit_softmax_head(emb_train, y_train, CLASSES)
     y2, p2 = record_scores(emb_only, emb_val, val)
+    rr_only = fit_softmax_head(train.rr, y_train, CLASSES)
+    y3, p3 = record_scores(rr_only, val.rr, val)
     report = {
         "t": t,
         "t_scores_inner_split": {str(k): v for k, v in t_scores.items()},
         "embedding_plus_rr": rhythm_report(y, p),
         "embedding_only": rhythm_report(y2, p2),
+        "rr_only": rhythm_report(y3, p3),
         "split": {
             "train_records": len(train.names),
             "val_records": len(val.names),

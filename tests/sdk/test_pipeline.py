@@ -1,0 +1,191 @@
+"""StreamPipeline: streaming equals offline, bad input is flagged, never crashes the stream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from sdk.bundle import default_bundle_path, load_bundle
+from sdk.classifier import WindowClassifier
+from sdk.errors import BlockError, SampleRateError
+from sdk.events import EpisodeEvent, WindowEvent
+from sdk.pipeline import StreamPipeline
+from sdk.preprocess import preprocess, standardize_window
+from sdk.rpeaks import detect_rpeaks
+from sdk.rr import rr_features
+from sdk.synthetic import synthetic_ecg
+
+FS = 250.0
+#: streaming vs offline window probabilities, max relative difference
+STREAM_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_bundle_path())
+
+
+@pytest.fixture(scope="module")
+def ecg():
+    return synthetic_ecg((("sinus", 40.0), ("af", 40.0)), fs=FS, seed=3)
+
+
+def windows_of(events):
+    return [e for e in events if isinstance(e, WindowEvent)]
+
+
+def stream(bundle, x, block_sizes, **kwargs):
+    p = StreamPipeline(bundle, fs_in=FS, **kwargs)
+    events, i, k = [], 0, 0
+    while i < len(x):
+        n = block_sizes[k % len(block_sizes)]
+        events += p.push(x[i : i + n])
+        i, k = i + n, k + 1
+    return p, events + p.close()
+
+
+def offline_probabilities(bundle, x):
+    """The trainer's way: preprocess the whole record, cut aligned windows, classify."""
+    m = bundle.manifest
+    y = preprocess(x, FS, m.preprocess)[:, 0]
+    peaks = detect_rpeaks(y, m.fs)
+    n, w, h = y.size, m.window_samples, m.hop_samples
+    starts = list(range(0, n - w + 1, h))
+    if starts[-1] + w < n:
+        starts.append(n - w)
+    clf = WindowClassifier(bundle)
+    wins = np.stack([standardize_window(y[s : s + w])[None] for s in starts])
+    rr = np.stack([rr_features(peaks[(peaks >= s) & (peaks < s + w)] - s, m.fs) for s in starts])
+    return clf.classify(wins, rr, m.default_t["raw"])
+
+
+def probs(events):
+    return np.array([list(e.probabilities.values()) for e in windows_of(events)])
+
+
+def test_streaming_equals_offline_for_any_block_split(bundle, ecg):
+    reference = offline_probabilities(bundle, ecg.signal)
+    for sizes in ([len(ecg.signal)], [1, 7, 250, 3], [64]):
+        _, events = stream(bundle, ecg.signal, sizes)
+        got = probs(events)
+        assert got.shape == reference.shape
+        assert np.max(np.abs(got - reference)) <= STREAM_TOL * np.max(np.abs(reference))
+
+
+def test_window_timing_and_heart_rate(bundle, ecg):
+    _, events = stream(bundle, ecg.signal, [125])
+    wins = windows_of(events)
+    m = bundle.manifest
+    hop_s = m.hop_samples / m.fs
+    assert [w.index for w in wins] == list(range(len(wins)))
+    assert np.allclose(np.diff([w.start_s for w in wins])[:-1], hop_s)
+    true_hr = 60.0 / np.median(np.diff(ecg.r_peaks[ecg.r_peaks < 40 * FS]) / FS)
+    assert abs(wins[0].heart_rate_bpm - true_hr) < 5.0
+    assert all(not w.flagged for w in wins)
+
+
+def test_nan_block_is_flagged_and_stream_survives(bundle, ecg):
+    x = ecg.signal.copy()
+    x[int(20 * FS) : int(21 * FS)] = np.nan
+    p, events = stream(bundle, x, [100])
+    wins = windows_of(events)
+    assert p.stats.nonfinite_samples == int(FS)
+    hit = [w for w in wins if w.start_s <= 20.5 < w.end_s]
+    assert hit and all("nonfinite" in w.quality.flags and w.flagged for w in hit)
+    assert all(np.isfinite(list(w.probabilities.values())).all() for w in wins)
+    clean = [w for w in wins if w.end_s < 19.0 or w.start_s > 22.0]
+    assert clean and not any(w.flagged for w in clean)
+
+
+def test_flatline_and_saturation_are_flagged(bundle, ecg):
+    x = ecg.signal.copy()
+    x[int(5 * FS) : int(15 * FS)] = 0.0
+    lim = 0.4
+    x[int(50 * FS) : int(60 * FS)] = np.clip(x[int(50 * FS) : int(60 * FS)] * 4, -lim, lim)
+    _, events = stream(bundle, x, [250])
+    wins = windows_of(events)
+    assert any("flatline" in w.quality.flags for w in wins if w.start_s < 10)
+    assert any("saturated" in w.quality.flags for w in wins if 45 <= w.start_s <= 55)
+
+
+def test_bad_blocks_are_refused_and_nothing_is_lost(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS)
+    x = ecg.signal
+    p.push(x[:500], timestamp_s=0.0)
+    with pytest.raises(SampleRateError):
+        p.push(x[500:600], fs=360.0)
+    with pytest.raises(BlockError) as err:
+        p.push(x[500:600], timestamp_s=1.0)  # before the next expected sample (2.0 s)
+    assert err.value.reason == "non_monotonic_timestamps"
+    with pytest.raises(BlockError):
+        p.push(np.zeros((10, 3)))
+    with pytest.raises(BlockError):
+        p.push(np.array(["a", "b"]))
+    assert p.push(np.zeros(0)) == []
+    p.push(x[500:], timestamp_s=2.0)
+    events = p.close()
+    assert p.stats.blocks_rejected == 4
+    assert p.stats.samples_in == len(x)
+    reference = probs(stream(bundle, x, [len(x)])[1])
+    assert np.allclose(probs(p_events := events + []), reference[-len(windows_of(p_events)) :])
+
+
+def test_gap_is_flagged(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS)
+    x = ecg.signal
+    half = int(30 * FS)
+    events = p.push(x[:half], timestamp_s=100.0)
+    events += p.push(x[half:], timestamp_s=100.0 + 30.0 + 5.0)  # 5 s lost on the radio
+    events += p.close()
+    assert p.stats.gaps == 1 and abs(p.stats.gap_s - 5.0) < 1e-9
+    wins = windows_of(events)
+    assert wins[0].start_s == pytest.approx(100.0)
+    assert any("gap" in w.quality.flags for w in wins)
+
+
+def test_short_stream_gives_one_padded_window(bundle, ecg):
+    _, events = stream(bundle, ecg.signal[: int(6 * FS)], [100])
+    wins = windows_of(events)
+    assert len(wins) == 1 and wins[0].end_s - wins[0].start_s == pytest.approx(6.0, abs=0.02)
+
+
+def test_callbacks_and_async_iterator_see_the_same_events(bundle, ecg):
+    seen = []
+
+    def broken(_event):
+        raise RuntimeError("consumer bug")
+
+    async def main():
+        p = StreamPipeline(bundle, fs_in=FS, on_event=seen.append)
+        p.add_callback(broken)
+        got = []
+
+        async def consume():
+            async for event in p.events():
+                got.append(event)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0)
+        for i in range(0, len(ecg.signal), 500):
+            p.push(ecg.signal[i : i + 500])
+            await asyncio.sleep(0)
+        p.close()
+        await task
+        return p, got
+
+    p, got = asyncio.run(main())
+    assert got == seen and len(windows_of(got)) > 0
+    assert p.stats.callback_errors == len(seen)
+
+
+def test_af_episode_is_found_on_synthetic_af(bundle):
+    ecg = synthetic_ecg((("sinus", 60.0), ("af", 90.0), ("sinus", 60.0)), fs=FS, seed=11)
+    _, events = stream(bundle, ecg.signal, [250])
+    episodes = [e for e in events if isinstance(e, EpisodeEvent)]
+    # the assertion is on the event protocol: onsets and offsets alternate and are ordered
+    phases = [e.phase for e in episodes]
+    assert phases == ["onset", "offset"] * (len(phases) // 2)
+    times = [e.time_s for e in episodes]
+    assert times == sorted(times)

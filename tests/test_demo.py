@@ -1,0 +1,26 @@
+"""The main job runs end to end (fast mode, a few seconds of ECG) from the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ecgedge", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_demo_on_synthetic_ecg_prints_windows_and_a_summary():
+    out = run_cli("demo", "--fast", "--synthetic", "--seconds", "40")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "synthetic" in lines[0]
+    assert sum(" HR " in line for line in lines) >= 6  # one line per 5 s window
+    assert any(line.strip().startswith("window latency") for line in lines)
+
+
+def test_cli_reports_a_bad_bundle_as_an_error_not_a_traceback(tmp_path):
+    out = run_cli("demo", "--fast", "--synthetic", "--seconds", "5", "--bundle", str(tmp_path))
+    assert out.returncode == 2
+    assert "manifest.json not found" in out.stderr and "Traceback" not in out.stderr
