@@ -88,7 +88,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"{event.time_s:9.1f}s episode {event.label} {event.phase}", flush=True)
 
     pipeline.add_callback(show)
-    play(recording, pipeline, speed=args.speed)
+    play(recording, pipeline, speed=args.speed, seconds=args.seconds)
     return 0
 
 
@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="1 = real time; 0 = as fast as possible"
     )
     s.add_argument("--lead", type=int, default=0, help="lead index to stream")
+    s.add_argument("--seconds", type=float, default=0.0, help="stop after this much ECG (0 = all)")
     s.set_defaults(func=_cmd_stream)
 
     d = sub.add_parser("demo", help="live rhythm, heart rate, quality and latency in the terminal")

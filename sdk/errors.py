@@ -54,15 +54,6 @@ class BundleError(EcgEdgeError):
         self.reason = reason
 
 
-class ProfileError(EcgEdgeError):
-    """A user profile is corrupt or belongs to another bundle."""
-
-    def __init__(self, message: str, *, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.reason = reason
-
-
 class MissingDependencyError(EcgEdgeError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 

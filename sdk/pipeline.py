@@ -35,6 +35,8 @@ from sdk.rr import rr_features
 
 #: Seconds after a window's end before it is analysed (R-peak confirmation and search-back).
 PEAK_LAG_S = 2.5
+#: Model-rate samples gathered before R-peak detection runs (amortizes its per-call cost).
+RPEAK_BATCH_S = 2.0
 #: A timestamp later than expected by more than this many sample periods opens a gap.
 GAP_TOLERANCE_SAMPLES = 1.5
 
@@ -107,6 +109,7 @@ class StreamPipeline:
         self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), n_leads)
         self._chunk_in = max(1, int(self.hop * self.fs_in / self.fs))
         self._rpeaks = StreamingRPeakDetector(self.fs)
+        self._rpeak_batch = int(RPEAK_BATCH_S * self.fs)
         self._peaks = np.zeros(0, dtype=np.int64)
         self._last_finite = np.zeros(n_leads)
         self._n_in = 0
@@ -229,7 +232,6 @@ class StreamPipeline:
         k0 = self._model_buf.total_written
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
-        self._add_peaks(self._rpeaks.process(y[:, self.lead]))
         self._drain(out, final=False)
 
     def _hold_nonfinite(self, block: np.ndarray) -> np.ndarray:
@@ -254,9 +256,20 @@ class StreamPipeline:
             self._peaks = np.concatenate([self._peaks[self._peaks >= oldest], new])
 
     # -- windows ------------------------------------------------------------------------------
+    def _feed_rpeaks(self, *, force: bool) -> None:
+        """R-peak detection runs in batches (its result does not depend on the split)."""
+        pending = self._model_buf.total_written - self._rpeaks.n_processed
+        if pending and (force or pending >= self._rpeak_batch):
+            y, _, _ = self._model_buf.read_range(self._rpeaks.n_processed, pending)
+            self._add_peaks(self._rpeaks.process(y[:, self.lead]))
+
     def _drain(self, out: list[Event], *, final: bool) -> None:
         total = self._model_buf.total_written
         ready = total if final else total - self._lag
+        window_due = self._next_start + self.window <= ready
+        self._feed_rpeaks(force=window_due or final)
+        if final:
+            self._add_peaks(self._rpeaks.flush())
         while self._next_start + self.window <= ready:
             self._analyse(self._next_start, self.window, out)
             self._next_start += self.hop
@@ -311,7 +324,6 @@ class StreamPipeline:
         if self._closed:
             return []
         self._closed = True
-        self._add_peaks(self._rpeaks.flush())
         out: list[Event] = []
         self._drain(out, final=True)
         end_s = (self._offset_s or 0.0) + self._model_buf.total_written / self.fs

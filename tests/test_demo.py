@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecgedge", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ecgedge", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_demo_on_synthetic_ecg_prints_windows_and_a_summary():
@@ -24,3 +27,12 @@ def test_cli_reports_a_bad_bundle_as_an_error_not_a_traceback(tmp_path):
     out = run_cli("demo", "--fast", "--synthetic", "--seconds", "5", "--bundle", str(tmp_path))
     assert out.returncode == 2
     assert "manifest.json not found" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.data("mitdb")
+def test_stream_replays_a_wfdb_record(data_root):
+    record = data_root / "mitdb" / "201"
+    out = run_cli("stream", "--record", str(record), "--speed", "0", "--seconds", "30")
+    assert out.returncode == 0, out.stderr
+    windows = [line for line in out.stdout.splitlines() if "hr=" in line]
+    assert len(windows) >= 4

@@ -29,9 +29,11 @@ def modules_after(code: str) -> set[str]:
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_package_import_respects_the_table(package):
-    loaded = modules_after(f"import {package}, pkgutil, importlib\n"
-                           f"for m in pkgutil.walk_packages({package}.__path__, '{package}.'):\n"
-                           "    importlib.import_module(m.name)")
+    loaded = modules_after(
+        f"import {package}, pkgutil, importlib\n"
+        f"for m in pkgutil.walk_packages({package}.__path__, '{package}.'):\n"
+        "    importlib.import_module(m.name)"
+    )
     assert not (loaded & FORBIDDEN[package]), loaded & FORBIDDEN[package]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from trainer.config import RunConfig, build_config
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
 
@@ -51,7 +51,11 @@ def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], dic
         raise CheckpointError(
             f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)
         )
-    raw = payload["config"]
-    table = {section: raw[section] for section in ("data", "model", "train")}
-    cfg = build_config(table, preset=raw.get("preset", "custom"))
-    return cfg, payload["state_dict"], payload
+    try:
+        raw = payload["config"]
+        table = {section: raw[section] for section in ("data", "model", "train")}
+        cfg = build_config(table, preset=raw.get("preset", "custom"))
+        state = payload["state_dict"]
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"incomplete or invalid checkpoint: {exc!r}", path=str(path)) from exc
+    return cfg, state, payload

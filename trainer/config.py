@@ -104,20 +104,22 @@ _SECTIONS = {"data": DataConfig, "model": UNetConfig, "train": TrainConfig}
 
 
 def _coerce(cls: type, key: str, raw: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    """Convert an override string to the field's type; unknown keys pass through unchanged."""
+    if key not in {f.name for f in dataclasses.fields(cls)}:
+        return raw  # build_config reports it as unknown, with the known keys
     default = getattr(cls(), key)
-    if isinstance(default, bool):
-        if raw.lower() not in ("true", "false", "1", "0"):
-            raise ConfigError(f"{key} expects true/false, got {raw!r}", key=key)
-        return raw.lower() in ("true", "1")
-    if isinstance(default, tuple):
-        inner = type(default[0]) if default else str
-        return tuple(inner(v) for v in raw.split(",") if v)
     try:
-        return type(default)(raw) if key in fields else raw
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if isinstance(default, tuple):
+            inner = type(default[0]) if default else str
+            return tuple(inner(v) for v in raw.split(",") if v)
+        return type(default)(raw)
     except ValueError as exc:
         raise ConfigError(
-            f"{key}: cannot read {raw!r} as {type(default).__name__}", key=key
+            f"{cls.__name__}.{key}: cannot read {raw!r} as {type(default).__name__}", key=key
         ) from exc
 
 

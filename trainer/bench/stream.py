@@ -208,12 +208,13 @@ def run(
     )
     flops_md = ""
     int8_ms = rows["int8"]["window_analysis_ms"]["p50"]
+    best_ms = result.get("best_possible_ms_per_hop", float("nan"))
     if "flops_per_hop" in result:
         flops_md = (
             f"Model cost: {result['flops_per_hop'] / 1e6:.1f} MFLOP per hop; one core's measured "
             f"peak {result['peak_flops_one_core'] / 1e9:.1f} GFLOP/s (float32 matmul) → best "
             f"possible {result['best_possible_ms_per_hop']:.3f} ms per hop; the INT8 window "
-            f"analysis takes {int8_ms:.2f} ms ({int8_ms / result['best_possible_ms_per_hop']:.0f}×)."
+            f"analysis takes {int8_ms:.2f} ms ({int8_ms / best_ms:.0f}×)."
         )
     md = f"""# stream — the device path
 

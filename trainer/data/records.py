@@ -8,6 +8,7 @@ database's labels and annotations; a missing or unreadable file raises
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,14 @@ def read_signal(path: Path, *, database: str) -> Record:
     )
 
 
-def read_annotations(path: Path, extension: str = "atr") -> Annotations:
-    """Read beats (symbols in :data:`BEAT_SYMBOLS`) and rhythm episodes from an annotation file."""
+def read_annotations(
+    path: Path, extension: str = "atr", n_samples: int | None = None
+) -> Annotations:
+    """Read beats (symbols in :data:`BEAT_SYMBOLS`) and rhythm episodes from an annotation file.
+
+    The last rhythm episode runs to ``n_samples`` (the record's length) when given, else to
+    just past the last annotation; episodes are clipped to the record and empty ones dropped.
+    """
     file = path.with_name(f"{path.name}.{extension}")
     if not file.is_file():
         raise DataError("annotation file not found", path=str(file), reason="missing")
@@ -108,10 +115,13 @@ def read_annotations(path: Path, extension: str = "atr") -> Annotations:
     changes = [
         (int(s), a.lstrip("(")) for s, sym, a in zip(samples, symbols, aux) if sym == "+" and a
     ]
-    end_of_record = int(samples[-1]) + 1 if samples.size else 0
+    end_of_record = (
+        n_samples if n_samples is not None else (int(samples[-1]) + 1 if samples.size else 0)
+    )
     for i, (start, label) in enumerate(changes):
-        end = changes[i + 1][0] if i + 1 < len(changes) else end_of_record
-        rhythm.append((start, end, label))
+        end = min(changes[i + 1][0] if i + 1 < len(changes) else end_of_record, end_of_record)
+        if end > start:
+            rhythm.append((start, end, label))
     return Annotations(
         beat_samples=samples[is_beat],
         beat_symbols=tuple(s for s, b in zip(symbols, is_beat) if b),
@@ -158,19 +168,20 @@ def read_cinc2017(name: str) -> Record:
     return record
 
 
-_CINC_CACHE: dict[str, str] = {}
+@functools.lru_cache(maxsize=4)
+def _labels_of(folder: Path) -> dict[str, str]:
+    return cinc2017_labels()
 
 
 def cinc2017_labels_cached() -> dict[str, str]:
-    if not _CINC_CACHE:
-        _CINC_CACHE.update(cinc2017_labels())
-    return _CINC_CACHE
+    """:func:`cinc2017_labels`, read once per data root."""
+    return _labels_of(require_folder("cinc2017"))
 
 
 def _read_annotated(database: str, name: str, extension: str = "atr") -> Record:
     path = require_folder(database) / name
     record = read_signal(path, database=database)
-    record.annotations = read_annotations(path, extension)
+    record.annotations = read_annotations(path, extension, record.signal.shape[0])
     return record
 
 
@@ -202,7 +213,8 @@ def read_afdb_rr(name: str) -> Annotations:
     """AFDB beat times (``.qrs``) and rhythm episodes (``.atr``) at 250 Hz; no signal exists."""
     folder = require_folder("afdb_rr")
     beats = read_annotations(folder / name, "qrs")
-    rhythm = read_annotations(folder / name, "atr").rhythm
+    end = int(beats.beat_samples[-1]) + 1 if beats.beat_samples.size else None
+    rhythm = read_annotations(folder / name, "atr", end).rhythm
     return Annotations(beats.beat_samples, beats.beat_symbols, rhythm)
 
 

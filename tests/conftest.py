@@ -1,0 +1,43 @@
+"""Shared fixtures: the data root, the ``data`` marker's skip logic, a throw-away data root.
+
+Mark a test that reads a database folder with ``@pytest.mark.data("mitdb", ...)`` (or a
+module with ``pytestmark = pytest.mark.data("cinc2017")``): it is then selected or
+deselected with ``-m data`` and skipped, with the reason, when a folder is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.data import records, root
+
+
+def requires_data(folder: str) -> Path:
+    """Return ``data_root()/folder``, or skip the calling test when that folder is absent."""
+    if not root.has_folder(folder):
+        pytest.skip(f"needs database folder {root.data_root() / folder} (set {root.ENV_VAR})")
+    return root.data_root() / folder
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("data"):
+        for folder in mark.args:
+            requires_data(folder)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data root (session scope: resolved before ``tmp_data_root`` changes it)."""
+    return root.data_root()
+
+
+@pytest.fixture
+def tmp_data_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty data root in ``tmp_path`` that the loaders now read, with a fresh label cache."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    monkeypatch.setenv(root.ENV_VAR, str(folder))
+    records._labels_of.cache_clear()  # labels are cached per data root
+    return folder

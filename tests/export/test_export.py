@@ -1,0 +1,63 @@
+"""Export: torch vs ONNX parity, INT8 calibration, the accuracy gate, a verifiable bundle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from export.build import FP32_PARITY_TOL, build_bundle
+from export.errors import AccuracyGateError
+from sdk.bundle import default_bundle_path, load_bundle
+from sdk.classifier import WindowClassifier
+from sdk.synthetic import synthetic_ecg
+from trainer.config import load_preset
+from trainer.probe import run_probe
+from trainer.train_diffusion import train
+
+#: INT8 vs FP32 class probabilities of the shipped bundle on real-like windows (max |Δp|)
+INT8_PROB_TOL = 0.05
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_preset("smoke", {"data.source": "synthetic", "train.out_dir": str(out)})
+    result = train(cfg)
+    run_probe(result.checkpoint, out)
+    return out
+
+
+@pytest.mark.slow
+def test_bundle_from_a_run_has_parity_and_verifies(smoke_run, tmp_path):
+    result = build_bundle(smoke_run, tmp_path / "bundle", int8_limit=1.0, calibration_windows=16)
+    parity = result.figures["parity"]
+    assert parity["fp32_max_rel"] <= FP32_PARITY_TOL
+    bundle = load_bundle(tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["metrics"]["rhythm_val_sdk"]["int8_drop"].keys() >= {"challenge_f1"}
+    assert {f.precision for f in bundle.manifest.files if f.role == "embedder"} == {"fp32", "int8"}
+    assert (tmp_path / "bundle" / "MODEL_CARD.md").read_text().startswith("# Model card")
+
+
+@pytest.mark.slow
+def test_accuracy_gate_refuses_and_publishes_nothing(smoke_run, tmp_path):
+    with pytest.raises(AccuracyGateError) as err:
+        build_bundle(smoke_run, tmp_path / "bundle", int8_limit=-1.0, calibration_windows=16)
+    assert err.value.limit == -1.0
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_shipped_int8_embedder_matches_fp32_within_tolerance():
+    bundle = load_bundle(default_bundle_path())
+    m = bundle.manifest
+    ecg = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=m.fs, seed=5)
+    w = m.window_samples
+    x = np.stack([ecg.signal[s : s + w] for s in range(0, ecg.signal.size - w, w // 2)])
+    x = ((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True))[:, None].astype(np.float32)
+    rr = np.zeros((len(x), len(m.head_features["rr_features"])), dtype=np.float32)
+    t = m.default_t["raw"]
+    p32 = WindowClassifier(bundle, precision="fp32").classify(x, rr, t)
+    p8 = WindowClassifier(bundle, precision="int8").classify(x, rr, t)
+    assert np.max(np.abs(p32 - p8)) <= INT8_PROB_TOL

@@ -1,0 +1,190 @@
+"""Presets load; ``section.key`` overrides are typed; every bad key or value is a ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import trainer
+from trainer.config import PRESETS, RunConfig, load_preset, parse_overrides
+from trainer.errors import ConfigError
+
+
+def test_presets_on_disk_match_the_list() -> None:
+    folder = Path(trainer.__file__).parent / "presets"
+    assert {p.stem for p in folder.glob("*.toml")} == set(PRESETS) == {"smoke", "cpu", "gpu"}
+
+
+def test_smoke_preset() -> None:
+    cfg = load_preset("smoke")
+    assert isinstance(cfg, RunConfig) and cfg.preset == "smoke"
+    assert cfg.model.dims == (8, 16) and cfg.model.groups == 4 and cfg.model.attn_heads == 2
+    assert cfg.train.steps == 4 and cfg.train.diffusion_steps == 100
+    assert cfg.train.probe_t == (1, 10)
+    assert cfg.data.max_records == 24 and cfg.data.pretrain_databases == ("cinc2017",)
+    assert cfg.data.window == 1280 and cfg.data.hop == 640  # 10 s / 5 s at 128 Hz
+
+
+def test_cpu_preset() -> None:
+    cfg = load_preset("cpu")
+    assert cfg.preset == "cpu" and cfg.train.out_dir == "runs/cpu"
+    assert cfg.train.steps == 1400 and cfg.train.lr == pytest.approx(4e-4)
+    assert cfg.train.max_minutes == 35
+    assert cfg.train.probe_t == (1, 20, 50, 100, 200)
+    assert cfg.data.pretrain_databases == ("cinc2017", "mitdb", "cpsc2021")
+
+
+def test_gpu_preset() -> None:
+    cfg = load_preset("gpu")
+    assert cfg.preset == "gpu" and cfg.model.dims == (32, 64, 128, 256)
+    assert cfg.train.batch_size == 256 and cfg.train.steps == 100000
+    assert "challenge2021" in cfg.data.pretrain_databases
+    assert max(cfg.train.probe_t) < cfg.train.diffusion_steps
+
+
+@pytest.mark.parametrize(
+    ("override", "attr", "expected"),
+    [
+        ({"train.steps": "7"}, ("train", "steps"), 7),
+        ({"train.lr": "1e-3"}, ("train", "lr"), 1e-3),
+        ({"train.max_minutes": "3"}, ("train", "max_minutes"), 3.0),
+        ({"data.hop_s": "2.5"}, ("data", "hop_s"), 2.5),
+        ({"train.amp": "false"}, ("train", "amp"), False),
+        ({"train.amp": "TRUE"}, ("train", "amp"), True),
+        ({"train.amp": "0"}, ("train", "amp"), False),
+        ({"model.dims": "8,16,32"}, ("model", "dims"), (8, 16, 32)),
+        ({"train.probe_t": "2,3"}, ("train", "probe_t"), (2, 3)),
+        (
+            {"data.pretrain_databases": "mitdb,cpsc2021"},
+            ("data", "pretrain_databases"),
+            ("mitdb", "cpsc2021"),
+        ),
+        ({"data.source": "synthetic"}, ("data", "source"), "synthetic"),
+        ({"train.out_dir": "/tmp/x"}, ("train", "out_dir"), "/tmp/x"),
+    ],
+)
+def test_typed_overrides(override: dict[str, str], attr: tuple[str, str], expected) -> None:
+    cfg = load_preset("smoke", override)
+    value = getattr(getattr(cfg, attr[0]), attr[1])
+    assert value == expected and type(value) is type(expected)
+    assert cfg.train.batch_size == 8  # the rest of the preset is kept
+
+
+def test_parse_overrides() -> None:
+    assert parse_overrides(["--train.steps=10", "--model.dims=8,16", "--train.out_dir=a=b"]) == {
+        "train.steps": "10",
+        "model.dims": "8,16",
+        "train.out_dir": "a=b",
+    }
+    cfg = load_preset("smoke", parse_overrides(["--train.steps=10"]))
+    assert cfg.train.steps == 10
+
+
+@pytest.mark.parametrize("arg", ["train.steps=10", "--train.steps", "-train.steps=1"])
+def test_parse_overrides_malformed(arg: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_overrides([arg])
+    assert err.value.key == arg and arg in str(err.value)
+
+
+def _raises_naming(key: str, override: str) -> ConfigError:
+    """``load_preset("smoke", {section.key: value})`` raises a ConfigError naming ``key``."""
+    dotted, _, value = override.partition("=")
+    with pytest.raises(ConfigError) as err:
+        load_preset("smoke", {dotted: value})
+    assert isinstance(err.value, ValueError)
+    assert err.value.key is not None and err.value.key.split(".")[-1] == key, err.value.key
+    assert key in str(err.value)
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("nosuch.steps=1", "steps"),  # unknown section: the key is the whole override
+        ("train=1", "train"),
+        ("train.nonexistent=3", "nonexistent"),  # unknown key
+        ("model.nonexistent=3", "nonexistent"),
+    ],
+)
+def test_unknown_section_or_key(override: str, key: str) -> None:
+    _raises_naming(key, override)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.steps=abc", "steps"),
+        ("train.steps=2.5", "steps"),
+        ("train.lr=fast", "lr"),
+        ("train.amp=maybe", "amp"),
+        ("model.dims=8,x", "dims"),
+        ("train.probe_t=1,ten", "probe_t"),
+    ],
+)
+def test_malformed_override_value(override: str, key: str) -> None:
+    _raises_naming(key, override)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.hop_s=20", "hop_s"),  # hop_s > window_s
+        ("data.hop_s=0", "hop_s"),
+        ("data.source=cloud", "source"),
+        ("data.max_records=-1", "max_records"),
+        ("model.groups=3", "dims"),  # dims (8, 16) not divisible by groups
+        ("model.dims=8", "dims"),  # one level only
+        ("model.kernel_size=4", "kernel_size"),
+        ("model.attn_heads=3", "attn_heads"),
+        ("train.steps=0", "steps"),
+        ("train.batch_size=-8", "batch_size"),
+        ("train.probe_t=1,100", "probe_t"),  # smoke has 100 diffusion steps
+    ],
+)
+def test_invalid_values(override: str, key: str) -> None:
+    error = _raises_naming(key, override)
+    if override.startswith("model.groups"):
+        assert "groups" in str(error)
+
+
+def test_unknown_preset_name() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_preset("turbo")
+    assert err.value.key == "preset" and "turbo" in str(err.value)
+
+
+def test_preset_from_toml_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        '[data]\nsource = "synthetic"\n\n[model]\ndims = [8, 16]\ngroups = 4\n'
+        "attn_heads = 2\n\n[train]\nsteps = 3\nprobe_t = [1, 2]\n"
+    )
+    cfg = load_preset(str(path), {"train.batch_size": "4"})
+    assert cfg.preset == "mine"
+    assert cfg.data.source == "synthetic" and cfg.model.dims == (8, 16)
+    assert cfg.train.steps == 3 and cfg.train.probe_t == (1, 2) and cfg.train.batch_size == 4
+    assert cfg.train.lr == pytest.approx(2e-4)  # a default, untouched
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[trian]\nsteps = 3\n", "trian"),
+        ("[train]\nstepz = 3\n", "stepz"),
+        ("[train\nsteps = 3\n", "preset"),  # invalid TOML
+    ],
+)
+def test_bad_toml_file(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_preset(str(path))
+    assert err.value.key == key
+
+
+def test_missing_toml_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_preset(str(tmp_path / "absent.toml"))
+    assert err.value.key == "preset" and "absent.toml" in str(err.value)

@@ -1,0 +1,190 @@
+"""Smoke pretraining on synthetic data (single process, DDP, CUDA), checkpoints, DDPM maths."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from trainer.config import load_preset
+from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
+from trainer.errors import CheckpointError
+from trainer.models.unet1d import UNet1d
+from trainer.train_diffusion import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _smoke(out_dir: Path, **extra: str):
+    # threads=1: the default two intra-op threads fight the machine's other jobs (10x slower)
+    overrides = {"data.source": "synthetic", "train.out_dir": str(out_dir), "train.threads": "1"}
+    return load_preset("smoke", {**overrides, **extra})
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory):
+    cfg = _smoke(tmp_path_factory.mktemp("smoke"))
+    return cfg, train(cfg)
+
+
+def test_smoke_training_finishes_with_finite_loss(smoke_run) -> None:
+    cfg, result = smoke_run
+    assert result.steps == cfg.train.steps == 4
+    assert math.isfinite(result.final_loss) and result.final_loss > 0
+    assert result.windows_seen == 4 * cfg.train.batch_size
+    assert result.checkpoint == Path(cfg.train.out_dir) / "diffecg.pt"
+    assert result.checkpoint.is_file()
+
+
+def test_smoke_checkpoint_loads_into_fresh_unet(smoke_run) -> None:
+    cfg, result = smoke_run
+    loaded_cfg, state, payload = load_checkpoint(result.checkpoint)
+    assert loaded_cfg == cfg
+    assert payload["step"] == 4 and payload["format_version"] == FORMAT_VERSION
+    assert math.isfinite(payload["extra"]["loss"])
+    model = UNet1d(loaded_cfg.model)
+    model.load_state_dict(state, strict=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+    x = torch.randn(2, 1, cfg.data.window)
+    with torch.no_grad():
+        y = model(x, torch.tensor([0, 99]))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+# --- checkpoint files ---------------------------------------------------------------------
+
+
+class _NotATensor:
+    """A pickled object that ``weights_only=True`` must refuse."""
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path: Path) -> Path:
+    cfg = _smoke(tmp_path)
+    torch.manual_seed(0)
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, UNet1d(cfg.model), cfg, step=3, extra={"loss": 0.5})
+    return path
+
+
+def test_checkpoint_round_trip(good_checkpoint: Path) -> None:
+    cfg, state, payload = load_checkpoint(good_checkpoint)
+    assert cfg.preset == "smoke" and payload["step"] == 3 and payload["extra"] == {"loss": 0.5}
+    UNet1d(cfg.model).load_state_dict(state, strict=True)
+    assert not list(good_checkpoint.parent.glob("*.tmp"))  # atomic write left nothing behind
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_raises(good_checkpoint: Path, damage: str) -> None:
+    data = good_checkpoint.read_bytes()
+    good_checkpoint.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint\n" * 9, "empty": b""}[
+            damage
+        ]
+    )
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(good_checkpoint)
+    assert str(good_checkpoint) in str(err.value)
+
+
+def test_missing_checkpoint_raises(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_checkpoint_of_other_format_raises(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"format_version": FORMAT_VERSION + 1, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="format"):
+        load_checkpoint(path)
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save({"format_version": FORMAT_VERSION, "config": _NotATensor()}, path)
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("missing", ["config", "state_dict", "config.model"])
+def test_checkpoint_missing_fields_raises(good_checkpoint: Path, missing: str) -> None:
+    """A payload of the right version but without its parts is corrupt, not a KeyError."""
+    payload = torch.load(good_checkpoint, weights_only=True)
+    if missing == "config.model":
+        del payload["config"]["model"]
+    else:
+        del payload[missing]
+    torch.save(payload, good_checkpoint)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(good_checkpoint)
+
+
+# --- diffusion forward process --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_steps", [100, 1000])
+def test_alpha_bar_strictly_decreasing_in_unit_interval(n_steps: int) -> None:
+    betas = linear_betas(n_steps)
+    abar = alphas_cumprod(betas)
+    assert abar.shape == (n_steps,) and abar.dtype == np.float64
+    assert np.all((abar > 0) & (abar < 1))
+    assert np.all(np.diff(abar) < 0)
+    assert abar[-1] < 1e-3  # almost pure noise at the last step
+    assert betas.sum() == pytest.approx(linear_betas(1000).sum())  # same total noise for any T
+
+
+def test_add_noise_endpoints() -> None:
+    abar = torch.from_numpy(alphas_cumprod(linear_betas(1000))).float()
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 1, 512, generator=gen)
+    noise = torch.randn(3, 1, 512, generator=gen)
+    x_t = add_noise(x0, torch.tensor([0, 0, 999]), noise, abar)
+    # t = 0: sqrt(abar_0) = sqrt(0.9999) ~ 0.99995 and sqrt(1 - abar_0) = 0.01
+    assert (x_t[:2] - x0[:2]).pow(2).mean().sqrt() < 0.02
+    expected = abar[0].sqrt() * x0[:2] + (1 - abar[0]).sqrt() * noise[:2]
+    torch.testing.assert_close(x_t[:2], expected)
+    # t = T-1: nearly all noise
+    corr = np.corrcoef(x_t[2].ravel().numpy(), noise[2].ravel().numpy())[0, 1]
+    assert corr > 0.999
+
+
+# --- distributed and CUDA -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_smoke_run_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "ecgedge", "train", "--preset", "smoke", "--data-source", "synthetic",
+        "--no-probe", f"--train.out_dir={out}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("pretrained 4 steps") == 2  # both ranks finished every step
+    cfg, state, payload = load_checkpoint(out / "diffecg.pt")
+    assert payload["step"] == 4 and cfg.data.source == "synthetic"
+    UNet1d(cfg.model).load_state_dict(state, strict=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_amp_smoke_step(tmp_path: Path) -> None:
+    cfg = _smoke(tmp_path, **{"train.steps": "1", "train.amp": "true", "train.ckpt_every": "1"})
+    result = train(cfg)
+    assert result.steps == 1 and math.isfinite(result.final_loss)
+    _, state, _ = load_checkpoint(result.checkpoint)
+    assert all(t.device.type == "cpu" for t in state.values())
