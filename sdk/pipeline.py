@@ -37,8 +37,9 @@ from sdk.rr import rr_features
 PEAK_LAG_S = 2.5
 #: Model-rate samples gathered before R-peak detection runs (amortizes its per-call cost).
 RPEAK_BATCH_S = 2.0
-#: A timestamp later than expected by more than this many sample periods opens a gap.
-GAP_TOLERANCE_SAMPLES = 1.5
+#: A timestamp later than expected by more than this many sample periods opens a gap
+#: (timestamps must be sample-accurate: derive them from the sensor clock, not arrival times).
+GAP_TOLERANCE_SAMPLES = 0.5
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""Sensor frames → sample blocks on a sample-accurate stream clock, with every gap flagged.
+
+Samples are placed by the sensor's own timestamps (and sequence numbers where the profile
+has them), never by arrival times, so radio jitter cannot move a sample. The stream clock
+starts at 0 s with the first sample; a lost frame advances it by exactly the number of
+samples lost and the next block is pushed with that timestamp, which the SDK ring buffer
+records as a gap. Duplicates are dropped, overlaps trimmed, short reorderings undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class SampleSink(Protocol):
+    """Where samples go: :meth:`sdk.pipeline.StreamPipeline.push` has this signature."""
+
+    def push(
+        self, samples: np.ndarray, *, timestamp_s: float | None = None, fs: float | None = None
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One decoded sensor frame: ``samples_mv`` (n, leads) float32, sensor time of sample 0."""
+
+    first_ns: int
+    samples_mv: np.ndarray
+    fs: float
+    seq: int | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.samples_mv.shape[0])
+
+
+@dataclass
+class AssemblyStats:
+    frames: int = 0
+    samples: int = 0
+    gaps: int = 0
+    samples_lost: int = 0
+    duplicates: int = 0
+    samples_trimmed: int = 0
+    reordered: int = 0
+    time_resets: int = 0
+
+
+class FrameAssembler:
+    """Orders frames and pushes their samples to ``sink`` with gap-aware timestamps.
+
+    ``reorder_depth`` frames are held back when sequence numbers show a hole, in case the
+    missing frame arrives late; 0 disables reordering (profiles without sequence numbers).
+    """
+
+    def __init__(
+        self, sink: SampleSink, fs: float, *, reorder_depth: int = 0, seq_modulo: int = 1 << 16
+    ) -> None:
+        self.sink, self.fs = sink, float(fs)
+        self.period_ns = 1e9 / self.fs
+        self.reorder_depth, self.seq_modulo = reorder_depth, seq_modulo
+        self.stats = AssemblyStats()
+        self._next_ns: float | None = None  # sensor time of the next expected sample
+        self._stream_samples = 0  # samples (received + lost) on the stream clock
+        self._next_seq: int | None = None
+        self._held: dict[int, DecodedFrame] = {}
+
+    @property
+    def stream_time_s(self) -> float:
+        return self._stream_samples / self.fs
+
+    def add(self, frame: DecodedFrame, *, clock_reset_gap_s: float | None = None) -> None:
+        """Accept a frame.
+
+        ``clock_reset_gap_s``: set when the sensor clock was reset before this frame (the
+        session's clock aligner saw it); the gap is then sized by the host clock, in seconds.
+        """
+        if clock_reset_gap_s is not None:
+            self.flush()
+            self.stats.time_resets += 1
+            self._next_ns = (
+                float(frame.first_ns) - round(clock_reset_gap_s * self.fs) * self.period_ns
+            )
+            self._next_seq = None
+        if frame.seq is None or self.reorder_depth == 0:
+            self._place(frame)
+            return
+        seq = frame.seq % self.seq_modulo
+        if self._next_seq is None:
+            self._next_seq = seq
+        delta = self._seq_delta(seq)
+        if delta < 0 or seq in self._held:
+            self.stats.duplicates += 1  # already placed, or already waiting
+            return
+        if self._held and delta < max(self._seq_delta(s) for s in self._held):
+            self.stats.reordered += 1
+        self._held[seq] = frame
+        self._release(give_up=False)
+
+    def flush(self) -> None:
+        """Place every held frame (end of stream or disconnection)."""
+        self._release(give_up=True)
+
+    def _seq_delta(self, seq: int) -> int:
+        """Signed distance from the next expected sequence number, modulo wrap."""
+        d = (seq - (self._next_seq or 0)) % self.seq_modulo
+        return d - self.seq_modulo if d >= self.seq_modulo // 2 else d
+
+    def _release(self, *, give_up: bool) -> None:
+        while self._held:
+            if self._next_seq not in self._held:
+                if not give_up and len(self._held) <= self.reorder_depth:
+                    return  # keep waiting for the missing frame
+                self._next_seq = min(self._held, key=self._seq_delta)  # it is lost
+            seq = self._next_seq
+            assert seq is not None
+            self._next_seq = (seq + 1) % self.seq_modulo
+            self._place(self._held.pop(seq))
+
+    def _place(self, frame: DecodedFrame) -> None:
+        samples, first_ns = frame.samples_mv, float(frame.first_ns)
+        if self._next_ns is not None:
+            d = (first_ns - self._next_ns) / self.period_ns  # samples between expected and actual
+            if d <= -frame.n + 0.5:
+                self.stats.duplicates += 1
+                return
+            if d < -0.5:
+                trim = int(round(-d))
+                samples, first_ns = samples[trim:], first_ns + trim * self.period_ns
+                self.stats.samples_trimmed += trim
+            elif d >= 0.5:
+                lost = int(round(d))
+                self.stats.gaps += 1
+                self.stats.samples_lost += lost
+                self._stream_samples += lost
+        self.sink.push(samples, timestamp_s=self._stream_samples / self.fs, fs=self.fs)
+        self._stream_samples += samples.shape[0]
+        self._next_ns = first_ns + samples.shape[0] * self.period_ns
+        self.stats.frames += 1
+        self.stats.samples += samples.shape[0]

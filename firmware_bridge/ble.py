@@ -1,0 +1,120 @@
+"""BLE transport on bleak: scan with filters, connect by address or by name from an allow-list.
+
+bleak is imported only here, and only when used: ``pip install 'ecgedge[ble]'``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from typing import Any
+
+from firmware_bridge.errors import ConnectError, TransportError
+from firmware_bridge.transport import FoundDevice, NotifyHandler, Transport
+
+
+def _bleak() -> Any:
+    try:
+        import bleak
+    except ImportError as exc:
+        raise ImportError("BLE needs bleak: pip install 'ecgedge[ble]'") from exc
+    return bleak
+
+
+async def scan(
+    timeout_s: float = 5.0, *, name_prefix: str | None = None, service_uuids: Collection[str] = ()
+) -> list[FoundDevice]:
+    """Devices advertising within ``timeout_s``, filtered by name prefix and/or service UUIDs."""
+    bleak = _bleak()
+    found = await bleak.BleakScanner.discover(timeout=timeout_s, return_adv=True)
+    wanted = {u.lower() for u in service_uuids}
+    out = []
+    for device, adv in found.values():
+        name = adv.local_name or device.name
+        uuids = tuple(u.lower() for u in adv.service_uuids)
+        if name_prefix and not (name or "").startswith(name_prefix):
+            continue
+        if wanted and not wanted & set(uuids):
+            continue
+        out.append(FoundDevice(device.address, name, adv.rssi, uuids))
+    return sorted(out, key=lambda d: -(d.rssi or -999))
+
+
+class BleakTransport(Transport):
+    """A sensor reached over BLE.
+
+    Parameters
+    ----------
+    target : a MAC address / platform identifier, or a device name.
+    allow_list : if given, only these addresses or names may be connected (a strap in a
+        shared room must not be picked up by accident).
+    """
+
+    def __init__(self, target: str, *, allow_list: Collection[str] | None = None) -> None:
+        super().__init__()
+        self.target = target
+        self.allow_list = set(allow_list) if allow_list is not None else None
+        self._client: Any = None
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self._client is not None and self._client.is_connected)
+
+    @property
+    def mtu_size(self) -> int:
+        return int(self._client.mtu_size) if self.is_connected else 23
+
+    def _allowed(self, address: str, name: str | None) -> bool:
+        return self.allow_list is None or bool({address, name} & self.allow_list)
+
+    async def connect(self, timeout_s: float = 10.0) -> None:
+        bleak = _bleak()
+        device = await bleak.BleakScanner.find_device_by_address(self.target, timeout=timeout_s)
+        if device is None:
+            device = await bleak.BleakScanner.find_device_by_name(self.target, timeout=timeout_s)
+        if device is None:
+            raise ConnectError(
+                f"no device {self.target!r} found within {timeout_s} s", address=self.target
+            )
+        if not self._allowed(device.address, device.name):
+            raise ConnectError(
+                f"{device.name} ({device.address}) is not in the allow-list", address=device.address
+            )
+        self._client = bleak.BleakClient(
+            device, disconnected_callback=lambda _client: self._notify_disconnected()
+        )
+        try:
+            await self._client.connect(timeout=timeout_s)
+        except Exception as exc:  # bleak raises backend-specific types
+            raise ConnectError(
+                f"connecting to {device.address} failed: {exc}", address=device.address
+            ) from exc
+
+    async def disconnect(self) -> None:
+        if self._client is not None:
+            await self._client.disconnect()
+
+    async def start_notify(self, uuid: str, handler: NotifyHandler) -> None:
+        def on_data(_sender: Any, data: bytearray) -> None:
+            handler(time.monotonic(), bytes(data))
+
+        await self._call("start_notify", uuid, on_data)
+
+    async def stop_notify(self, uuid: str) -> None:
+        await self._call("stop_notify", uuid)
+
+    async def write(self, uuid: str, data: bytes, *, response: bool = True) -> None:
+        await self._call("write_gatt_char", uuid, data, response=response)
+
+    async def read(self, uuid: str) -> bytes:
+        return bytes(await self._call("read_gatt_char", uuid))
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.is_connected:
+            raise TransportError(f"{method}: not connected to {self.target}", address=self.target)
+        try:
+            return await getattr(self._client, method)(*args, **kwargs)
+        except Exception as exc:
+            raise TransportError(
+                f"{method} on {self.target} failed: {exc}", address=self.target
+            ) from exc

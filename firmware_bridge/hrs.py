@@ -1,0 +1,216 @@
+"""Bluetooth SIG Heart Rate Service (0x180D) and Battery Service (0x180F) values.
+
+Heart Rate Measurement (0x2A37), notify: ``flags (1) | heart rate (1 or 2) |
+[energy expended (2)] | [RR interval (2)]*``, all little-endian. Flags:
+
+* bit 0 -- heart rate is uint16 (else uint8), beats per minute;
+* bits 1-2 -- sensor contact: bit 2 = contact detection supported, bit 1 = contact
+  detected (bit 1 means nothing while bit 2 is clear);
+* bit 3 -- energy expended present, uint16 kilojoules;
+* bit 4 -- RR intervals present: every remaining uint16, in units of 1/1024 s.
+
+Body Sensor Location (0x2A38), read: one byte, :data:`BODY_SENSOR_LOCATIONS`.
+Battery Level (0x2A19 in service 0x180F), read/notify: one byte, percent (0..100).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_bridge.errors import DecodeError
+
+__all__ = [
+    "BATTERY_LEVEL_UUID",
+    "BATTERY_SERVICE_UUID",
+    "BODY_SENSOR_LOCATIONS",
+    "BODY_SENSOR_LOCATION_UUID",
+    "HEART_RATE_CONTROL_POINT_UUID",
+    "HEART_RATE_MEASUREMENT_UUID",
+    "HEART_RATE_SERVICE_UUID",
+    "HeartRateMeasurement",
+    "encode_hr_measurement",
+    "parse_battery_level",
+    "parse_body_sensor_location",
+    "parse_hr_measurement",
+    "uuid16",
+]
+
+
+def uuid16(short: int) -> str:
+    """Expand a 16-bit SIG-assigned UUID onto the Bluetooth base UUID (lowercase)."""
+    if not 0 <= short <= 0xFFFF:
+        raise ValueError(f"{short} is not a 16-bit UUID")
+    return f"0000{short:04x}-0000-1000-8000-00805f9b34fb"
+
+
+HEART_RATE_SERVICE_UUID = uuid16(0x180D)
+HEART_RATE_MEASUREMENT_UUID = uuid16(0x2A37)
+BODY_SENSOR_LOCATION_UUID = uuid16(0x2A38)
+HEART_RATE_CONTROL_POINT_UUID = uuid16(0x2A39)
+BATTERY_SERVICE_UUID = uuid16(0x180F)
+BATTERY_LEVEL_UUID = uuid16(0x2A19)
+
+BODY_SENSOR_LOCATIONS: dict[int, str] = {
+    0: "other",
+    1: "chest",
+    2: "wrist",
+    3: "finger",
+    4: "hand",
+    5: "ear lobe",
+    6: "foot",
+}
+"""Body Sensor Location values; 7..255 are reserved."""
+
+_UINT16 = 0x01
+_CONTACT_DETECTED = 0x02
+_CONTACT_SUPPORTED = 0x04
+_ENERGY = 0x08
+_RR = 0x10
+_RR_UNITS_PER_S = 1024
+
+
+@dataclass(frozen=True)
+class HeartRateMeasurement:
+    """A Heart Rate Measurement notification.
+
+    Attributes
+    ----------
+    bpm
+        Heart rate, beats per minute.
+    contact
+        Skin contact detected, or ``None`` when the sensor does not report contact.
+    energy_kj
+        Energy expended since the last reset, kilojoules, or ``None`` when absent.
+    rr_s
+        RR intervals in seconds (multiples of 1/1024 s), oldest first; may be empty.
+    """
+
+    bpm: int
+    contact: bool | None
+    energy_kj: int | None
+    rr_s: tuple[float, ...]
+
+
+def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
+    """Parse a Heart Rate Measurement (0x2A37) value.
+
+    Raises
+    ------
+    DecodeError
+        ``"short"`` (a flagged field is cut off) or ``"length"`` (an odd trailing byte
+        where RR intervals, or nothing, should follow).
+    """
+    data = bytes(data)
+    if not data:
+        raise DecodeError("empty heart rate measurement", reason="short", offset=0)
+    flags = data[0]
+    pos = 3 if flags & _UINT16 else 2
+    if len(data) < pos:
+        raise DecodeError("heart rate value cut off", reason="short", offset=len(data))
+    bpm = int.from_bytes(data[1:pos], "little")
+    contact = bool(flags & _CONTACT_DETECTED) if flags & _CONTACT_SUPPORTED else None
+    energy: int | None = None
+    if flags & _ENERGY:
+        if len(data) < pos + 2:
+            raise DecodeError("energy expended cut off", reason="short", offset=len(data))
+        energy = int.from_bytes(data[pos : pos + 2], "little")
+        pos += 2
+    rest = len(data) - pos
+    rr: tuple[float, ...] = ()
+    if flags & _RR:
+        if rest % 2:
+            raise DecodeError(
+                "RR intervals are not whole uint16 values", reason="length", offset=len(data) - 1
+            )
+        raw = np.frombuffer(data, "<u2", offset=pos)
+        rr = tuple((raw / _RR_UNITS_PER_S).tolist())
+    elif rest:
+        raise DecodeError(f"{rest} unexpected trailing bytes", reason="length", offset=pos)
+    return HeartRateMeasurement(bpm, contact, energy, rr)
+
+
+def encode_hr_measurement(
+    bpm: int,
+    *,
+    contact: bool | None = None,
+    energy_kj: int | None = None,
+    rr_s: Sequence[float] = (),
+    rr_present: bool | None = None,
+    force_uint16: bool = False,
+) -> bytes:
+    """Encode a Heart Rate Measurement (0x2A37) value, e.g. for a simulator.
+
+    Parameters
+    ----------
+    bpm
+        Heart rate in beats per minute, 0..65535; uint8 unless above 255 or
+        ``force_uint16``.
+    contact
+        ``None`` = contact detection not supported; else supported and this state.
+    energy_kj
+        Energy expended in kilojoules (0..65535), or ``None`` to leave it out.
+    rr_s
+        RR intervals in seconds, rounded to 1/1024 s (each below 64 s).
+    rr_present
+        Set the RR flag even with no intervals; default: set when ``rr_s`` is non-empty.
+    force_uint16
+        Write the heart rate as uint16 even when it fits one byte.
+    """
+    if not 0 <= bpm <= 0xFFFF:
+        raise ValueError(f"bpm {bpm} does not fit uint16")
+    wide = force_uint16 or bpm > 0xFF
+    flags = _UINT16 if wide else 0
+    if contact is not None:
+        flags |= _CONTACT_SUPPORTED | (_CONTACT_DETECTED if contact else 0)
+    out = bytearray(bpm.to_bytes(2 if wide else 1, "little"))
+    if energy_kj is not None:
+        if not 0 <= energy_kj <= 0xFFFF:
+            raise ValueError(f"energy_kj {energy_kj} does not fit uint16")
+        flags |= _ENERGY
+        out += energy_kj.to_bytes(2, "little")
+    if rr_present or (rr_present is None and len(rr_s) > 0):
+        flags |= _RR
+        ticks = np.rint(np.asarray(rr_s, dtype=np.float64) * _RR_UNITS_PER_S)
+        if ticks.size and (ticks.min() < 0 or ticks.max() > 0xFFFF):
+            raise ValueError("RR intervals must lie in [0, 64) s")
+        out += ticks.astype("<u2").tobytes()
+    return bytes((flags,)) + bytes(out)
+
+
+def parse_body_sensor_location(data: bytes) -> str:
+    """Parse Body Sensor Location (0x2A38): a name from :data:`BODY_SENSOR_LOCATIONS`.
+
+    Reserved values (7..255) give ``"reserved"``.
+
+    Raises
+    ------
+    DecodeError
+        ``"short"`` (empty) or ``"length"`` (more than one byte).
+    """
+    data = bytes(data)
+    if not data:
+        raise DecodeError("empty body sensor location", reason="short", offset=0)
+    if len(data) != 1:
+        raise DecodeError(f"body sensor location of {len(data)} bytes", reason="length", offset=1)
+    return BODY_SENSOR_LOCATIONS.get(data[0], "reserved")
+
+
+def parse_battery_level(data: bytes) -> int:
+    """Parse Battery Level (0x2A19): percent, 0..100.
+
+    Raises
+    ------
+    DecodeError
+        ``"short"`` (empty), ``"length"`` (more than one byte) or ``"range"`` (over 100).
+    """
+    data = bytes(data)
+    if not data:
+        raise DecodeError("empty battery level", reason="short", offset=0)
+    if len(data) != 1:
+        raise DecodeError(f"battery level of {len(data)} bytes", reason="length", offset=1)
+    if data[0] > 100:
+        raise DecodeError(f"battery level {data[0]} % over 100", reason="range", offset=0)
+    return data[0]

@@ -1,0 +1,164 @@
+"""A sensor session: connect, stream, survive the radio, hand samples to the SDK.
+
+Notification handlers only enqueue ``(host_time_s, payload)``; one consumer task decodes,
+aligns clocks and assembles. A dropped link is reconnected with exponential backoff and the
+stream resumes; what was lost in between becomes a flagged gap, never silently joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from firmware_bridge.assembler import AssemblyStats, FrameAssembler, SampleSink
+from firmware_bridge.clock import ClockAligner
+from firmware_bridge.errors import BridgeError, ConnectError, DecodeError, TransportError
+from firmware_bridge.profiles import Profile
+from firmware_bridge.transport import Transport
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff between reconnection attempts, with ±``jitter`` spread."""
+
+    initial_s: float = 0.5
+    factor: float = 2.0
+    max_s: float = 30.0
+    jitter: float = 0.1
+    seed: int = 0
+    _attempt: int = 0
+    _rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (0 < self.initial_s <= self.max_s and self.factor >= 1 and 0 <= self.jitter < 1):
+            raise ValueError("0 < initial_s <= max_s, factor >= 1 and 0 <= jitter < 1 must hold")
+        self._rng = np.random.default_rng(self.seed)
+
+    def next_delay_s(self) -> float:
+        delay = min(self.max_s, self.initial_s * self.factor**self._attempt)
+        self._attempt += 1
+        return float(delay * (1.0 + self.jitter * self._rng.uniform(-1.0, 1.0)))
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+@dataclass
+class SessionStats:
+    """Everything a session counts."""
+
+    packets: int = 0
+    bytes: int = 0
+    malformed: int = 0
+    sink_errors: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    reconnects: int = 0
+    drift_ppm: float = 0.0
+    assembly: AssemblyStats = field(default_factory=AssemblyStats)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class SensorSession:
+    """Stream one sensor into ``sink`` (e.g. a :class:`sdk.pipeline.StreamPipeline`).
+
+    ``sink.push`` receives (n, leads) millivolt blocks at the profile's rate with
+    sample-accurate stream timestamps (seconds from the first sample; gaps advance it).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        profile: Profile,
+        sink: SampleSink,
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.transport, self.profile, self.sink = transport, profile, sink
+        self.backoff = backoff or Backoff()
+        self.assembler = FrameAssembler(sink, profile.fs, reorder_depth=profile.reorder_depth)
+        self.clock = ClockAligner()
+        self.stats = SessionStats(assembly=self.assembler.stats)
+        self._queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        self._stopping = False
+        self._last_arrival: float | None = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end after the current step."""
+        self._stopping = True
+        self._queue.put_nowait(None)
+
+    def _on_notify(self, host_time_s: float, payload: bytes) -> None:
+        self._queue.put_nowait((host_time_s, payload))
+
+    async def run(self) -> SessionStats:
+        """Connect, stream and reconnect until :meth:`stop` or the source is exhausted."""
+        consumer = asyncio.create_task(self._consume())
+        try:
+            while not self._stopping and not self.transport.exhausted:
+                dropped = await self._connected_phase()
+                if self._stopping or self.transport.exhausted:
+                    break
+                if dropped:
+                    self.stats.reconnects += 1
+                await self.transport.sleep(self.backoff.next_delay_s())
+        finally:
+            self._queue.put_nowait(None)
+            await consumer
+            self.assembler.flush()
+        return self.stats
+
+    async def _connected_phase(self) -> bool:
+        """One connection: True if it was established and then dropped."""
+        lost = asyncio.Event()
+        self.transport.set_disconnected_callback(lost.set)
+        try:
+            await self.transport.connect()
+            await self.transport.start_notify(self.profile.data_uuid, self._on_notify)
+            await self.profile.start(self.transport)
+        except (ConnectError, TransportError):
+            self.stats.connect_failures += 1
+            return False
+        self.stats.connects += 1
+        self.backoff.reset()
+        stopper = asyncio.create_task(self._wait_stop())
+        waiter = asyncio.create_task(lost.wait())
+        await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        waiter.cancel()
+        return lost.is_set()
+
+    async def _wait_stop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.05)
+
+    async def _consume(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            self._handle(*item)
+        while not self._queue.empty():  # drain what arrived before the end
+            item = self._queue.get_nowait()
+            if item is not None:
+                self._handle(*item)
+
+    def _handle(self, host_time_s: float, payload: bytes) -> None:
+        self.stats.packets += 1
+        self.stats.bytes += len(payload)
+        try:
+            frame = self.profile.decode(payload)
+        except DecodeError:
+            self.stats.malformed += 1
+            return
+        last_ns = frame.first_ns + int(round((frame.n - 1) * 1e9 / frame.fs))
+        reset_gap = None
+        if self.clock.update(last_ns, host_time_s):
+            reset_gap = host_time_s - (self._last_arrival or host_time_s) - frame.n / frame.fs
+        self._last_arrival = host_time_s
+        try:
+            self.assembler.add(frame, clock_reset_gap_s=reset_gap)
+        except (BridgeError, ValueError):
+            self.stats.sink_errors += 1  # the SDK refused a block: counted, stream goes on
+        self.stats.drift_ppm = self.clock.drift_ppm

@@ -1,0 +1,107 @@
+"""Heart Rate Service, Body Sensor Location and Battery Level values."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_bridge import hrs
+from firmware_bridge.errors import DecodeError
+
+
+def test_uuids():
+    assert hrs.HEART_RATE_SERVICE_UUID == "0000180d-0000-1000-8000-00805f9b34fb"
+    assert hrs.HEART_RATE_MEASUREMENT_UUID == "00002a37-0000-1000-8000-00805f9b34fb"
+    assert hrs.BODY_SENSOR_LOCATION_UUID == "00002a38-0000-1000-8000-00805f9b34fb"
+    assert hrs.BATTERY_SERVICE_UUID == "0000180f-0000-1000-8000-00805f9b34fb"
+    assert hrs.BATTERY_LEVEL_UUID == "00002a19-0000-1000-8000-00805f9b34fb"
+
+
+@pytest.mark.parametrize(
+    ("hex_value", "expected"),
+    [
+        # uint8 rate, RR present: what an H10 sends (72 bpm, RR 1016/1024 s)
+        ("10 48 f8 03", hrs.HeartRateMeasurement(72, None, None, (1016 / 1024,))),
+        # contact supported and detected, two RR values
+        ("16 3c 00 04 00 02", hrs.HeartRateMeasurement(60, True, None, (1.0, 0.5))),
+        # contact supported, not detected
+        ("04 00", hrs.HeartRateMeasurement(0, False, None, ())),
+        # bit 1 without bit 2 means "not supported"
+        ("02 50", hrs.HeartRateMeasurement(80, None, None, ())),
+        # uint16 rate
+        ("01 2c 01", hrs.HeartRateMeasurement(300, None, None, ())),
+        # energy expended
+        ("08 48 34 12", hrs.HeartRateMeasurement(72, None, 0x1234, ())),
+        # everything
+        ("1f 2c 01 34 12 00 04 00 02", hrs.HeartRateMeasurement(300, True, 0x1234, (1.0, 0.5))),
+        # RR flag with no interval in this notification
+        ("10 48", hrs.HeartRateMeasurement(72, None, None, ())),
+    ],
+)
+def test_parse_hr_measurement(hex_value, expected):
+    assert hrs.parse_hr_measurement(bytes.fromhex(hex_value)) == expected
+
+
+@pytest.mark.parametrize(
+    ("hex_value", "reason"),
+    [
+        ("", "short"),
+        ("00", "short"),
+        ("01 2c", "short"),
+        ("08 48 34", "short"),
+        ("10 48 f8", "length"),
+        ("00 48 00", "length"),
+    ],
+)
+def test_malformed_hr_measurement(hex_value, reason):
+    with pytest.raises(DecodeError) as info:
+        hrs.parse_hr_measurement(bytes.fromhex(hex_value))
+    assert info.value.reason == reason
+
+
+def test_encoder_bytes():
+    assert hrs.encode_hr_measurement(72, rr_s=[1016 / 1024]) == bytes.fromhex("10 48 f8 03")
+    assert hrs.encode_hr_measurement(
+        300, contact=True, energy_kj=0x1234, rr_s=[1.0, 0.5]
+    ) == bytes.fromhex("1f 2c 01 34 12 00 04 00 02")
+    assert hrs.encode_hr_measurement(60, force_uint16=True) == bytes.fromhex("01 3c 00")
+    assert hrs.encode_hr_measurement(72, rr_present=True) == bytes.fromhex("10 48")
+
+
+@pytest.mark.parametrize("bpm", [0, 1, 255, 256, 65535])
+@pytest.mark.parametrize("contact", [None, False, True])
+@pytest.mark.parametrize("energy", [None, 0, 65535])
+@pytest.mark.parametrize("rr", [(), (0.75,), (0.5, 1.25, 63.999)])
+def test_round_trip(bpm, contact, energy, rr):
+    rr_ticks = tuple(round(r * 1024) / 1024 for r in rr)
+    data = hrs.encode_hr_measurement(bpm, contact=contact, energy_kj=energy, rr_s=rr)
+    assert hrs.parse_hr_measurement(data) == hrs.HeartRateMeasurement(
+        bpm, contact, energy, rr_ticks
+    )
+
+
+def test_encoder_rejects_out_of_range():
+    with pytest.raises(ValueError):
+        hrs.encode_hr_measurement(70000)
+    with pytest.raises(ValueError):
+        hrs.encode_hr_measurement(60, energy_kj=-1)
+    with pytest.raises(ValueError):
+        hrs.encode_hr_measurement(60, rr_s=[64.0])
+
+
+def test_body_sensor_location():
+    names = [hrs.parse_body_sensor_location(bytes([i])) for i in range(7)]
+    assert names == ["other", "chest", "wrist", "finger", "hand", "ear lobe", "foot"]
+    assert hrs.parse_body_sensor_location(b"\x07") == "reserved"
+    for bad, reason in [(b"", "short"), (b"\x01\x01", "length")]:
+        with pytest.raises(DecodeError) as info:
+            hrs.parse_body_sensor_location(bad)
+        assert info.value.reason == reason
+
+
+def test_battery_level():
+    assert hrs.parse_battery_level(b"\x00") == 0
+    assert hrs.parse_battery_level(b"\x64") == 100
+    for bad, reason in [(b"", "short"), (b"\x10\x00", "length"), (b"\x65", "range")]:
+        with pytest.raises(DecodeError) as info:
+            hrs.parse_battery_level(bad)
+        assert info.value.reason == reason
