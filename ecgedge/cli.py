@@ -68,27 +68,69 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
+    from ecgedge.demo import LiveView
+    from ecgedge.live import ble, run_live, simulated
     from ecgedge.replay import play, read_wfdb
-    from sdk.events import EpisodeEvent, WindowEvent
+    from firmware_bridge.simulator import Impairments
     from sdk.pipeline import StreamPipeline
+    from sdk.synthetic import synthetic_ecg
 
-    recording = read_wfdb(Path(args.record), args.lead)
-    pipeline = StreamPipeline(_bundle_path(args.bundle), fs_in=recording.fs)
+    view = LiveView()
+    if args.ble:
+        transport, profile = ble(args.ble, args.profile, args.allow)
+    elif args.simulate:
+        if args.record:
+            rec = read_wfdb(Path(args.record), args.lead)
+            signal, fs = rec.signal, rec.fs
+        else:
+            ecg = synthetic_ecg()
+            signal, fs = ecg.signal, ecg.fs
+        if args.seconds:
+            signal = signal[: int(args.seconds * fs)]
+        imp = Impairments(
+            loss=args.loss,
+            jitter_ms=args.jitter,
+            disconnect_every_s=args.disconnect_every,
+            duplicate=args.duplicate,
+            corrupt=args.corrupt,
+            seed=args.seed,
+        )
+        transport, profile = simulated(
+            signal, fs, imp, speed=args.speed or 5000.0, compressed=args.compressed
+        )
+    elif args.record:
+        recording = read_wfdb(Path(args.record), args.lead)
+        pipeline = StreamPipeline(_bundle_path(args.bundle), fs_in=recording.fs, on_event=view)
+        play(recording, pipeline, speed=args.speed, seconds=args.seconds)
+        return 0
+    else:
+        raise ValueError("give --record PATH, --simulate or --ble ADDRESS")
+    pipeline, stats, saved = run_live(
+        transport,
+        profile,
+        _bundle_path(args.bundle),
+        on_event=view,
+        save=Path(args.save) if args.save else None,
+    )
+    print(view.summary(pipeline.stats.samples_in / profile.fs, stats))
+    print(f"  counters        {stats.to_dict()}")
+    if saved is not None:
+        print(f"  saved           {saved} (WFDB; gaps annotated in .gap)")
+    return 0
 
-    def show(event: object) -> None:
-        if isinstance(event, WindowEvent):
-            hr = f"{event.heart_rate_bpm:.0f}" if event.heart_rate_bpm else "--"
-            print(
-                f"{event.start_s:9.1f}s {event.label:>2} p={max(event.probabilities.values()):.2f} "
-                f"hr={hr} quality={'ok' if event.quality.ok else ','.join(event.quality.flags)} "
-                f"{event.latency_ms:.1f}ms",
-                flush=True,
-            )
-        elif isinstance(event, EpisodeEvent):
-            print(f"{event.time_s:9.1f}s episode {event.label} {event.phase}", flush=True)
 
-    pipeline.add_callback(show)
-    play(recording, pipeline, speed=args.speed, seconds=args.seconds)
+def _cmd_sensors(args: argparse.Namespace, extra: list[str]) -> int:
+    import asyncio
+
+    from firmware_bridge.ble import scan
+    from firmware_bridge.hrs import HEART_RATE_SERVICE_UUID
+    from firmware_bridge.polar_pmd import PMD_SERVICE_UUID
+
+    uuids = () if args.all else (PMD_SERVICE_UUID, HEART_RATE_SERVICE_UUID)
+    found = asyncio.run(scan(args.timeout, name_prefix=args.name_prefix, service_uuids=uuids))
+    for d in found:
+        print(f"{d.address}  {d.name or '?':<24} rssi {d.rssi}  {' '.join(d.service_uuids)}")
+    print(f"{len(found)} sensor(s) found")
     return 0
 
 
@@ -154,15 +196,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(func=_cmd_bench)
 
-    s = sub.add_parser("stream", help="replay a WFDB record through the SDK")
-    s.add_argument("--record", required=True, help="WFDB record path without extension")
+    s = sub.add_parser("stream", help="stream a WFDB record, a simulated strap or a BLE sensor")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--ble", metavar="ADDRESS", help="BLE sensor address or name")
+    src.add_argument("--simulate", action="store_true", help="a virtual Polar H10 (PMD frames)")
+    s.add_argument("--record", help="WFDB record path without extension (played, or simulated)")
     s.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
-    s.add_argument(
-        "--speed", type=float, default=1.0, help="1 = real time; 0 = as fast as possible"
-    )
+    s.add_argument("--speed", type=float, default=1.0, help="1 = real time; replay: 0 = no pacing")
     s.add_argument("--lead", type=int, default=0, help="lead index to stream")
     s.add_argument("--seconds", type=float, default=0.0, help="stop after this much ECG (0 = all)")
+    s.add_argument("--profile", choices=("h10", "open"), default="h10", help="BLE sensor profile")
+    s.add_argument("--allow", nargs="*", help="BLE allow-list of addresses or names")
+    s.add_argument(
+        "--loss", type=float, default=0.0, help="simulate: notification loss probability"
+    )
+    s.add_argument("--jitter", type=float, default=0.0, help="simulate: mean extra delay, ms")
+    s.add_argument("--duplicate", type=float, default=0.0, help="simulate: duplication probability")
+    s.add_argument("--corrupt", type=float, default=0.0, help="simulate: corruption probability")
+    s.add_argument(
+        "--disconnect-every", type=float, default=0.0, help="simulate: link drop period, s"
+    )
+    s.add_argument(
+        "--compressed", action="store_true", help="simulate: delta-compressed PMD frames"
+    )
+    s.add_argument("--seed", type=int, default=0, help="simulate: impairment seed")
+    s.add_argument("--save", help="write what was received as a WFDB record in this folder")
     s.set_defaults(func=_cmd_stream)
+
+    sc = sub.add_parser("sensors", help="BLE sensors: scan (needs ecgedge[ble])")
+    sc.add_argument("action", choices=("scan",))
+    sc.add_argument("--timeout", type=float, default=5.0, help="scan duration, s")
+    sc.add_argument("--name-prefix", help="only names starting with this, e.g. 'Polar H10'")
+    sc.add_argument("--all", action="store_true", help="list every device, not only ECG/HR ones")
+    sc.set_defaults(func=_cmd_sensors)
 
     d = sub.add_parser("demo", help="live rhythm, heart rate, quality and latency in the terminal")
     d.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")

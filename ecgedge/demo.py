@@ -1,18 +1,25 @@
-"""``ecgedge demo``: stream ECG through the SDK and show rhythm, heart rate, quality and latency."""
+"""``ecgedge demo``: ECG through a simulated Polar H10 → BLE bridge → SDK, shown live.
+
+The recording is played by the virtual strap as real PMD frames, so the demo exercises the
+same bytes a real strap sends, then the same session, assembler and pipeline as a live run.
+"""
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ecgedge.replay import Recording, play, read_wfdb
+from ecgedge.live import run_live, simulated
+from ecgedge.replay import Recording, read_wfdb
+from firmware_bridge.session import SessionStats
+from firmware_bridge.simulator import Impairments
 from sdk.events import EpisodeEvent, Event, WindowEvent
-from sdk.pipeline import StreamPipeline
 from sdk.synthetic import synthetic_ecg
 
 DEMO_RECORD = ("mitdb", "201")  # MIT-BIH 201: atrial fibrillation episodes among sinus rhythm
+FAST_SPEED = 5000.0
 
 
 def demo_recording(use_data: bool) -> tuple[Recording, str]:
@@ -32,37 +39,57 @@ def demo_recording(use_data: bool) -> tuple[Recording, str]:
     ), "built-in synthetic ECG (sinus → AF → sinus)"
 
 
-def _line(e: WindowEvent, af_active: bool) -> str:
-    hr = f"{e.heart_rate_bpm:5.0f} bpm" if e.heart_rate_bpm else "   -- bpm"
-    q = "ok " if e.quality.ok else ",".join(e.quality.flags)
-    p = e.probabilities
-    bar = "".join(f"{k}:{v:4.2f} " for k, v in p.items())
-    return (
-        f"{e.end_s / 60:6.2f} min  {e.label:>2}  {bar} HR {hr}  quality {q:<10} "
-        f"{e.latency_ms:5.1f} ms  {'AF EPISODE' if af_active else ''}"
-    )
+@dataclass
+class LiveView:
+    """Prints one line per window and every episode change; keeps what the summary needs."""
 
+    windows: list[WindowEvent] = field(default_factory=list)
+    episodes: list[EpisodeEvent] = field(default_factory=list)
+    in_af: bool = False
 
-def _summary(events: list[Event], stream_s: float, latencies: np.ndarray) -> str:
-    windows = [e for e in events if isinstance(e, WindowEvent)]
-    episodes = [e for e in events if isinstance(e, EpisodeEvent)]
-    onsets = [e for e in episodes if e.phase == "onset"]
-    af_s = sum(e.duration_s or 0.0 for e in episodes if e.phase == "offset")
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies.size else (np.nan,) * 3
-    lines = [
-        "",
-        "Summary",
-        f"  streamed        {stream_s / 60:.1f} min, {len(windows)} windows "
-        f"({sum(w.flagged for w in windows)} flagged by quality)",
-        f"  AF episodes     {len(onsets)}: "
-        + ", ".join(
-            f"{e.time_s / 60:.1f}–{(e.time_s + (o.duration_s or 0)) / 60:.1f} min"
-            for e, o in zip(onsets, [x for x in episodes if x.phase == "offset"])
-        ),
-        f"  time in AF      {af_s / 60:.1f} min ({100 * af_s / max(stream_s, 1e-9):.0f}%)",
-        f"  window latency  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms (one thread)",
-    ]
-    return "\n".join(lines)
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, EpisodeEvent):
+            self.episodes.append(event)
+            self.in_af = event.phase == "onset"
+            print(
+                f"  >>> {event.label} episode {event.phase} at {event.time_s / 60:.2f} min",
+                flush=True,
+            )
+            return
+        self.windows.append(event)
+        hr = f"{event.heart_rate_bpm:5.0f} bpm" if event.heart_rate_bpm else "   -- bpm"
+        q = "ok" if event.quality.ok else ",".join(event.quality.flags)
+        probs = " ".join(f"{k}:{v:4.2f}" for k, v in event.probabilities.items())
+        print(
+            f"{event.end_s / 60:6.2f} min  {event.label:>2}  {probs}  HR {hr}  quality {q:<10} "
+            f"{event.latency_ms:5.1f} ms  {'AF EPISODE' if self.in_af else ''}",
+            flush=True,
+        )
+
+    def summary(self, stream_s: float, bridge: SessionStats) -> str:
+        onsets = [e for e in self.episodes if e.phase == "onset"]
+        offsets = [e for e in self.episodes if e.phase == "offset"]
+        af_s = sum(e.duration_s or 0.0 for e in offsets)
+        af_pct = 100 * af_s / max(stream_s, 1e-9)
+        lat = np.asarray([w.latency_ms for w in self.windows])
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99]) if lat.size else (np.nan,) * 3
+        spans = ", ".join(
+            f"{a.time_s / 60:.1f}–{b.time_s / 60:.1f} min" for a, b in zip(onsets, offsets)
+        )
+        a = bridge.assembly
+        return "\n".join(
+            [
+                "",
+                "Summary",
+                f"  streamed        {stream_s / 60:.1f} min, {len(self.windows)} windows "
+                f"({sum(w.flagged for w in self.windows)} flagged by quality)",
+                f"  AF episodes     {len(onsets)}{': ' + spans if spans else ''}",
+                f"  time in AF      {af_s / 60:.1f} min ({af_pct:.0f}%)",
+                f"  window latency  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms",
+                f"  bridge          {bridge.packets} PMD frames, {bridge.malformed} malformed, "
+                f"{a.gaps} gaps ({a.samples_lost} samples), {bridge.reconnects} reconnects",
+            ]
+        )
 
 
 def run_demo(
@@ -72,35 +99,25 @@ def run_demo(
     seconds: float = 0.0,
     use_data: bool = True,
     speed: float = 20.0,
+    impairments: Impairments | None = None,
 ) -> int:
-    """Stream the demo recording; print one line per window and a summary."""
+    """Stream the demo recording through the virtual strap; print windows and a summary."""
     recording, source = demo_recording(use_data)
-    pipeline = StreamPipeline(bundle, fs_in=recording.fs)
+    signal = recording.signal[: int(seconds * recording.fs)] if seconds else recording.signal
+    pace = FAST_SPEED if fast else speed
+    transport, profile = simulated(signal, recording.fs, impairments or Impairments(), speed=pace)
     print(
-        f"ecgedge demo: {source}\n"
-        f"  bundle {pipeline.bundle.manifest.name} ({pipeline.classifier.precision}), "
-        f"t={pipeline.t}, {'as fast as possible' if fast else f'{speed:g}x real time'}"
+        f"ecgedge demo: {source}\n  through a simulated Polar H10 (PMD frames, 130 Hz) at "
+        f"{'full speed' if fast else f'{speed:g}x real time'}; bundle {bundle}"
     )
     if recording.rhythm:
         truth = [
-            f"{lab} {s / recording.fs / 60:.1f}–{e / recording.fs / 60:.1f} min"
+            f"{s / recording.fs / 60:.1f}–{e / recording.fs / 60:.1f} min"
             for s, e, lab in recording.rhythm
-            if lab.startswith("AF")
+            if lab.startswith("AF") and s < signal.size
         ]
         print(f"  reference AF episodes: {', '.join(truth) or 'none'}")
-
-    def show(event: Event) -> None:
-        if isinstance(event, WindowEvent):
-            print(_line(event, pipeline.episodes.active), flush=True)
-        else:
-            print(
-                f"  >>> {event.label} episode {event.phase} at {event.time_s / 60:.2f} min",
-                flush=True,
-            )
-
-    pipeline.add_callback(show)
-    events = play(recording, pipeline, speed=0 if fast else speed, seconds=seconds)
-    stream_s = min(recording.signal.size / recording.fs, seconds or np.inf)
-    print(_summary(events, stream_s, np.asarray(pipeline.stats.latencies_ms)))
-    sys.stdout.flush()
+    view = LiveView()
+    _, stats, _ = run_live(transport, profile, bundle, on_event=view)
+    print(view.summary(signal.size / recording.fs, stats))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -34,5 +35,19 @@ def test_stream_replays_a_wfdb_record(data_root):
     record = data_root / "mitdb" / "201"
     out = run_cli("stream", "--record", str(record), "--speed", "0", "--seconds", "30")
     assert out.returncode == 0, out.stderr
-    windows = [line for line in out.stdout.splitlines() if "hr=" in line]
+    windows = [line for line in out.stdout.splitlines() if " HR " in line]
     assert len(windows) >= 4
+
+
+@pytest.mark.data("mitdb")
+def test_simulated_strap_with_loss_saves_a_replayable_record(data_root, tmp_path):
+    wfdb = pytest.importorskip("wfdb")
+    out = run_cli("stream", "--simulate", "--record", str(data_root / "mitdb" / "201"),
+                  "--seconds", "60", "--loss", "0.05", "--jitter", "50", "--seed", "3",
+                  "--save", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rec = wfdb.rdrecord(str(tmp_path / "session"))
+    ann = wfdb.rdann(str(tmp_path / "session"), "gap")
+    assert rec.fs == 130 and 59 * 130 <= rec.sig_len <= 60 * 130
+    lost = sum(int(note.split()[1]) for note in ann.aux_note)
+    assert lost == int(np.isnan(rec.p_signal[:, 0]).sum()) > 0  # every gap annotated

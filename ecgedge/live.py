@@ -1,0 +1,124 @@
+"""Live streams from sensors (BLE or simulated) into the SDK, shown in the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware_bridge.profiles import OpenEcgDevice, PolarH10, Profile
+from firmware_bridge.session import SensorSession, SessionStats
+from firmware_bridge.sim_transport import SimulatedTransport
+from firmware_bridge.simulator import Impairments, VirtualH10
+from firmware_bridge.transport import Transport
+from sdk.events import Event
+from sdk.pipeline import StreamPipeline
+
+
+@dataclass
+class Recorder:
+    """A sink in front of the pipeline that keeps what was received, gaps included."""
+
+    pipeline: StreamPipeline
+    fs: float
+    blocks: list[tuple[float, np.ndarray]] = field(default_factory=list)
+
+    def push(
+        self, samples: np.ndarray, *, timestamp_s: float | None = None, fs: float | None = None
+    ) -> Any:
+        self.blocks.append((float(timestamp_s or 0.0), np.asarray(samples, dtype=np.float32)))
+        return self.pipeline.push(samples, timestamp_s=timestamp_s, fs=fs)
+
+    def save_wfdb(self, folder: Path, name: str = "session") -> Path:
+        """Write a WFDB record; lost samples are invalid (NaN) and each gap is annotated."""
+        import wfdb
+
+        if not self.blocks:
+            raise ValueError("nothing was received, nothing to save")
+        end = max(int(round(ts * self.fs)) + b.shape[0] for ts, b in self.blocks)
+        leads = self.blocks[0][1].shape[1]
+        signal = np.full((end, leads), np.nan)
+        gaps, expected = [], 0
+        for ts, block in self.blocks:
+            start = int(round(ts * self.fs))
+            if start > expected:
+                gaps.append((expected, start - expected))
+            signal[start : start + block.shape[0]] = block
+            expected = start + block.shape[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        wfdb.wrsamp(
+            name,
+            fs=self.fs,
+            units=["mV"] * leads,
+            sig_name=[f"ECG{i}" for i in range(leads)],
+            p_signal=signal,
+            fmt=["16"] * leads,
+            adc_gain=[1000.0] * leads,
+            baseline=[0] * leads,
+            write_dir=str(folder),
+        )
+        if gaps:
+            wfdb.wrann(
+                name,
+                "gap",
+                np.array([g[0] for g in gaps]),
+                symbol=['"'] * len(gaps),
+                aux_note=[f"gap {n} samples" for _, n in gaps],
+                write_dir=str(folder),
+            )
+        return folder / name
+
+
+def simulated(
+    signal_mv: np.ndarray,
+    fs: float,
+    impairments: Impairments,
+    *,
+    speed: float,
+    compressed: bool = False,
+) -> tuple[Transport, Profile]:
+    """A virtual Polar H10 playing ``signal_mv`` over an impaired link."""
+    return SimulatedTransport(
+        VirtualH10(signal_mv, fs, compressed=compressed), impairments, speed=speed
+    ), PolarH10()
+
+
+def ble(target: str, profile: str, allow: list[str] | None) -> tuple[Transport, Profile]:
+    from firmware_bridge.ble import BleakTransport
+
+    prof: Profile = PolarH10() if profile == "h10" else OpenEcgDevice()
+    return BleakTransport(target, allow_list=allow), prof
+
+
+def run_live(
+    transport: Transport,
+    profile: Profile,
+    bundle: Path,
+    *,
+    on_event: Callable[[Event], None],
+    save: Path | None = None,
+) -> tuple[StreamPipeline, SessionStats, Path | None]:
+    """Stream until the source ends (or Ctrl-C); return the pipeline, the session's counters
+    and where the record was saved."""
+    pipeline = StreamPipeline(bundle, fs_in=profile.fs, n_leads=profile.n_leads, on_event=on_event)
+    sink = Recorder(pipeline, profile.fs)
+    session = SensorSession(transport, profile, sink)
+
+    async def main() -> SessionStats:
+        try:
+            return await session.run()
+        except asyncio.CancelledError:
+            session.stop()
+            return session.stats
+
+    try:
+        stats = asyncio.run(main())
+    except KeyboardInterrupt:
+        stats = session.stats
+    pipeline.close()
+    saved = sink.save_wfdb(save) if save is not None else None
+    return pipeline, stats, saved
