@@ -52,6 +52,20 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.name == "bridge":
+        from ecgedge.demo import demo_recording
+        from firmware_bridge.bench import run as run_bridge
+
+        recording, source = demo_recording(use_data=True)
+        run_bridge(
+            _bundle_path(args.bundle),
+            Path(args.out),
+            recording.signal,
+            recording.fs,
+            source,
+            minutes=min(args.minutes, 30.0),
+        )
+        return 0
     if args.name == "rhythm":
         from trainer.bench.rhythm import run as run_rhythm
 
@@ -185,8 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=_cmd_export)
 
-    b = sub.add_parser("bench", help="measure: rhythm (CinC 2017) or stream (device path)")
-    b.add_argument("name", choices=("rhythm", "stream"))
+    b = sub.add_parser(
+        "bench", help="measure: rhythm (CinC 2017), stream (device path), bridge (sensors)"
+    )
+    b.add_argument("name", choices=("rhythm", "stream", "bridge"))
     b.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
     b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
     b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")

@@ -11,7 +11,7 @@ import abc
 
 import numpy as np
 
-from firmware_bridge import open_profile, polar_pmd
+from firmware_bridge import hrs, open_profile, polar_pmd
 from firmware_bridge.assembler import DecodedFrame
 from firmware_bridge.errors import DecodeError
 from firmware_bridge.transport import Transport
@@ -27,6 +27,8 @@ class Profile(abc.ABC):
     n_leads: int
     data_uuid: str
     reorder_depth: int = 0
+    #: Heart Rate Measurement characteristic to subscribe to as well, if the sensor has one.
+    hr_uuid: str | None = None
 
     @abc.abstractmethod
     def decode(self, payload: bytes) -> DecodedFrame: ...
@@ -48,6 +50,7 @@ class PolarH10(Profile):
     n_leads = 1
     data_uuid = polar_pmd.PMD_DATA_UUID
     control_uuid = polar_pmd.PMD_CONTROL_POINT_UUID
+    hr_uuid = hrs.HEART_RATE_MEASUREMENT_UUID
 
     def decode(self, payload: bytes) -> DecodedFrame:
         frame = polar_pmd.decode_ecg_frame(payload)

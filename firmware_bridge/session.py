@@ -8,6 +8,7 @@ stream resumes; what was lost in between becomes a flagged gap, never silently j
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from firmware_bridge.assembler import AssemblyStats, FrameAssembler, SampleSink
 from firmware_bridge.clock import ClockAligner
 from firmware_bridge.errors import BridgeError, ConnectError, DecodeError, TransportError
+from firmware_bridge.hrs import HeartRateMeasurement, parse_hr_measurement
 from firmware_bridge.profiles import Profile
 from firmware_bridge.transport import Transport
 
@@ -51,6 +53,7 @@ class SessionStats:
 
     packets: int = 0
     bytes: int = 0
+    hr_notifications: int = 0
     malformed: int = 0
     sink_errors: int = 0
     connects: int = 0
@@ -77,13 +80,17 @@ class SensorSession:
         sink: SampleSink,
         *,
         backoff: Backoff | None = None,
+        on_heart_rate: Callable[[float, HeartRateMeasurement], None] | None = None,
     ) -> None:
         self.transport, self.profile, self.sink = transport, profile, sink
         self.backoff = backoff or Backoff()
         self.assembler = FrameAssembler(sink, profile.fs, reorder_depth=profile.reorder_depth)
         self.clock = ClockAligner()
         self.stats = SessionStats(assembly=self.assembler.stats)
-        self._queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        self.on_heart_rate = on_heart_rate
+        #: RR intervals (s) from the Heart Rate Service, in arrival order: the RR/Lorenz input.
+        self.rr_intervals_s: list[float] = []
+        self._queue: asyncio.Queue[tuple[str, float, bytes] | None] = asyncio.Queue()
         self._stopping = False
         self._last_arrival: float | None = None
 
@@ -93,7 +100,10 @@ class SensorSession:
         self._queue.put_nowait(None)
 
     def _on_notify(self, host_time_s: float, payload: bytes) -> None:
-        self._queue.put_nowait((host_time_s, payload))
+        self._queue.put_nowait(("ecg", host_time_s, payload))
+
+    def _on_hr(self, host_time_s: float, payload: bytes) -> None:
+        self._queue.put_nowait(("hr", host_time_s, payload))
 
     async def run(self) -> SessionStats:
         """Connect, stream and reconnect until :meth:`stop` or the source is exhausted."""
@@ -119,6 +129,8 @@ class SensorSession:
         try:
             await self.transport.connect()
             await self.transport.start_notify(self.profile.data_uuid, self._on_notify)
+            if self.profile.hr_uuid is not None:
+                await self.transport.start_notify(self.profile.hr_uuid, self._on_hr)
             await self.profile.start(self.transport)
         except (ConnectError, TransportError):
             self.stats.connect_failures += 1
@@ -144,7 +156,10 @@ class SensorSession:
             if item is not None:
                 self._handle(*item)
 
-    def _handle(self, host_time_s: float, payload: bytes) -> None:
+    def _handle(self, kind: str, host_time_s: float, payload: bytes) -> None:
+        if kind == "hr":
+            self._handle_hr(host_time_s, payload)
+            return
         self.stats.packets += 1
         self.stats.bytes += len(payload)
         try:
@@ -162,3 +177,14 @@ class SensorSession:
         except (BridgeError, ValueError):
             self.stats.sink_errors += 1  # the SDK refused a block: counted, stream goes on
         self.stats.drift_ppm = self.clock.drift_ppm
+
+    def _handle_hr(self, host_time_s: float, payload: bytes) -> None:
+        try:
+            measurement = parse_hr_measurement(payload)
+        except DecodeError:
+            self.stats.malformed += 1
+            return
+        self.stats.hr_notifications += 1
+        self.rr_intervals_s.extend(measurement.rr_s)
+        if self.on_heart_rate is not None:
+            self.on_heart_rate(host_time_s, measurement)

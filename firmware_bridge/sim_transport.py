@@ -104,8 +104,13 @@ class SimulatedTransport(Transport):
         next_drop = imp.disconnect_every_s or math.inf
         epoch_ns, last_arrival = 0, 0.0
         frames = list(self.sensor.frames())
+        side = list(self.sensor.side_notifications())  # (sample index, uuid, payload), sorted
         for i, frame in enumerate(frames):
             send = (frame.first_index + frame.n) / fs / rate  # sensor clock → host clock
+            while side and side[0][0] <= frame.first_index + frame.n:
+                _, uuid, data = side.pop(0)
+                if self._connected and rng.random() >= imp.loss:
+                    self._deliver(send, data, uuid)
             if send >= next_drop:
                 next_drop += imp.disconnect_every_s
                 self._drop_link(send)
@@ -132,7 +137,7 @@ class SimulatedTransport(Transport):
             await asyncio.sleep(max(0.0, arrival - self.now()) / self.speed)
             copies = 2 if rng.random() < imp.duplicate else 1
             for _ in range(copies):
-                self._deliver(arrival, payload)
+                self._deliver(arrival, payload, self.sensor.data_uuid)
         self.exhausted = True
         self._connected = self._streaming = False
         self._notify_disconnected()
@@ -144,10 +149,10 @@ class SimulatedTransport(Transport):
         if was_up:
             self._notify_disconnected()
 
-    def _deliver(self, arrival: float, payload: bytes) -> None:
-        handler = self._handlers.get(self.sensor.data_uuid)
+    def _deliver(self, arrival: float, payload: bytes, uuid: str) -> None:
+        handler = self._handlers.get(uuid)
         if handler is not None and self._connected:
-            self.delivered += 1
+            self.delivered += int(uuid == self.sensor.data_uuid)
             handler(arrival, payload)
 
     @staticmethod

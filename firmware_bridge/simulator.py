@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_bridge import open_profile, polar_pmd
+from firmware_bridge import hrs, open_profile, polar_pmd
 from sdk.resample import resample
+from sdk.rpeaks import detect_rpeaks
 
 #: The virtual H10's clock at the first sample: ns since 2000-01-01 (2026-11-21T00:00:00Z).
 H10_START_NS = 848_534_400 * 10**9
@@ -79,6 +80,10 @@ class VirtualSensor(abc.ABC):
             chunk = self.samples_uv[start : start + self.frame_samples]
             yield Frame(start, chunk.shape[0], self.encode(k, start, chunk, epoch_ns))
 
+    def side_notifications(self) -> Iterator[tuple[int, str, bytes]]:
+        """Other notifications (e.g. heart rate): (sample index they follow, uuid, payload)."""
+        return iter(())
+
     def encode_at(self, k: int, frame: Frame, epoch_ns: int) -> bytes:
         """Frame ``k`` again, with the sensor clock shifted by ``epoch_ns``."""
         chunk = self.samples_uv[frame.first_index : frame.first_index + frame.n]
@@ -112,6 +117,18 @@ class VirtualH10(VirtualSensor):
     ) -> None:
         super().__init__(signal_mv, fs_signal)
         self.compressed, self.frame_samples, self.start_ns = compressed, frame_samples, start_ns
+
+    def side_notifications(self) -> Iterator[tuple[int, str, bytes]]:
+        """Heart Rate Measurement once a second: rate and the RR intervals that ended in it."""
+        peaks = detect_rpeaks(self.samples_uv[:, 0] / 1000.0, self.fs)
+        rr = np.diff(peaks) / self.fs
+        per_s = int(self.fs)
+        for end in range(per_s, self.samples_uv.shape[0] + 1, per_s):
+            ended = (peaks[1:] > end - per_s) & (peaks[1:] <= end)
+            recent = rr[(peaks[1:] <= end)][-8:]
+            bpm = int(round(60.0 / float(np.median(recent)))) if recent.size else 0
+            payload = hrs.encode_hr_measurement(bpm, contact=True, rr_s=tuple(rr[ended]))
+            yield end, hrs.HEART_RATE_MEASUREMENT_UUID, payload
 
     def is_start(self, command: bytes) -> bool:
         return command[:1] == bytes((polar_pmd.OpCode.REQUEST_MEASUREMENT_START,))

@@ -155,3 +155,17 @@ def test_windows_over_radio_gaps_are_flagged(ecg):
     assert abs(pipeline.stats.gap_s - stats.assembly.samples_lost / sensor.fs) < 1e-6
     flagged = [w for w in pipeline_windows(events) if "gap" in w.quality.flags]
     assert flagged and all(w.flagged for w in flagged)
+
+
+def test_heart_rate_service_rr_intervals_reach_the_session(ecg):
+    sensor = VirtualH10(ecg.signal, ecg.fs)
+    seen = []
+    transport = SimulatedTransport(sensor, Impairments(), speed=SPEED)
+    session = SensorSession(transport, PolarH10(), RecordingSink(),
+                            on_heart_rate=lambda t, m: seen.append(m))
+    stats = asyncio.run(session.run())
+    assert stats.hr_notifications == len(seen) >= 100  # one a second for 2 minutes
+    true_rr = np.diff(ecg.r_peaks) / ecg.fs
+    assert abs(len(session.rr_intervals_s) - true_rr.size) <= 3
+    assert abs(np.median(session.rr_intervals_s) - np.median(true_rr)) < 0.02
+    assert all(m.contact for m in seen)

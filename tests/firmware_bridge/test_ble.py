@@ -1,0 +1,145 @@
+"""BleakTransport wiring, against a stand-in for bleak's public API.
+
+A test against a software BLE peripheral (Bumble) is not possible here: bleak's Linux
+backend talks to BlueZ over D-Bus, which needs a kernel HCI device (/dev/vhci), and this
+machine has no Bluetooth subsystem. The stand-in checks what our code does with bleak:
+allow-list, callbacks, errors, and that a reconnect never doubles notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+
+import pytest
+
+from firmware_bridge.ble import BleakTransport, scan
+from firmware_bridge.errors import ConnectError, TransportError
+
+
+class FakeDevice:
+    def __init__(self, address, name):
+        self.address, self.name = address, name
+
+
+class FakeAdv:
+    def __init__(self, name, rssi, uuids):
+        self.local_name, self.rssi, self.service_uuids = name, rssi, uuids
+
+
+DEVICES = {"AA:BB": FakeDevice("AA:BB", "Polar H10 1234"), "CC:DD": FakeDevice("CC:DD", "Kettle")}
+
+
+class FakeScanner:
+    @staticmethod
+    async def discover(timeout, return_adv):
+        return {
+            "AA:BB": (
+                DEVICES["AA:BB"],
+                FakeAdv("Polar H10 1234", -60, ["0000180d-0000-1000-8000-00805f9b34fb"]),
+            ),
+            "CC:DD": (DEVICES["CC:DD"], FakeAdv("Kettle", -40, [])),
+        }
+
+    @staticmethod
+    async def find_device_by_address(address, timeout):
+        return DEVICES.get(address)
+
+    @staticmethod
+    async def find_device_by_name(name, timeout):
+        return next((d for d in DEVICES.values() if d.name == name), None)
+
+
+class FakeClient:
+    instances: list[FakeClient] = []
+
+    def __init__(self, device, disconnected_callback):
+        self.device, self.on_disc = device, disconnected_callback
+        self.is_connected, self.mtu_size, self.notify = False, 232, {}
+        self.writes: list[tuple[str, bytes, bool]] = []
+        FakeClient.instances.append(self)
+
+    async def connect(self, timeout):
+        self.is_connected = True
+
+    async def disconnect(self):
+        self.is_connected = False
+        self.on_disc(self)
+
+    async def start_notify(self, uuid, callback):
+        self.notify[uuid] = callback
+
+    async def stop_notify(self, uuid):
+        self.notify.pop(uuid)
+
+    async def write_gatt_char(self, uuid, data, response):
+        if uuid == "broken":
+            raise OSError("ATT error 0x0e")
+        self.writes.append((uuid, bytes(data), response))
+
+    async def read_gatt_char(self, uuid):
+        return bytearray(b"\x55")
+
+
+@pytest.fixture(autouse=True)
+def fake_bleak(monkeypatch):
+    module = types.ModuleType("bleak")
+    module.BleakScanner = FakeScanner
+    module.BleakClient = FakeClient
+    monkeypatch.setitem(sys.modules, "bleak", module)
+    FakeClient.instances.clear()
+
+
+def test_scan_filters_by_service_and_sorts_by_signal():
+    found = asyncio.run(scan(1.0, service_uuids=["0000180D-0000-1000-8000-00805F9B34FB"]))
+    assert [d.address for d in found] == ["AA:BB"]
+    assert len(asyncio.run(scan(1.0))) == 2
+
+
+def test_connect_by_name_honours_the_allow_list():
+    with pytest.raises(ConnectError):
+        asyncio.run(BleakTransport("Kettle", allow_list={"AA:BB"}).connect(1.0))
+    t = BleakTransport("Polar H10 1234", allow_list={"AA:BB"})
+    asyncio.run(t.connect(1.0))
+    assert t.is_connected and t.mtu_size == 232
+    with pytest.raises(ConnectError) as err:
+        asyncio.run(BleakTransport("EE:FF").connect(1.0))
+    assert err.value.address == "EE:FF"
+
+
+def test_notifications_writes_and_disconnect_callback():
+    async def main():
+        t = BleakTransport("AA:BB")
+        dropped = []
+        t.set_disconnected_callback(lambda: dropped.append(True))
+        got = []
+        await t.connect(1.0)
+        await t.start_notify("data", lambda ts, b: got.append((ts, b)))
+        FakeClient.instances[-1].notify["data"](None, bytearray(b"\x01\x02"))
+        await t.write("cp", b"\x02\x00", response=True)
+        with pytest.raises(TransportError):
+            await t.write("broken", b"\x00")
+        assert await t.read("bat") == b"\x55"
+        await t.disconnect()
+        return got, dropped, FakeClient.instances[-1].writes
+
+    got, dropped, writes = asyncio.run(main())
+    assert [b for _, b in got] == [b"\x01\x02"] and isinstance(got[0][0], float)
+    assert writes == [("cp", b"\x02\x00", True)] and dropped == [True]
+
+
+def test_a_reconnect_uses_a_fresh_client_so_callbacks_never_double():
+    async def main():
+        t = BleakTransport("AA:BB")
+        got = []
+        for _ in range(2):
+            await t.connect(1.0)
+            await t.start_notify("data", lambda ts, b: got.append(b))
+            await t.disconnect()
+        FakeClient.instances[-1].notify["data"](None, bytearray(b"\x07"))
+        return got
+
+    assert asyncio.run(main()) == [b"\x07"]
+    with pytest.raises(TransportError):
+        asyncio.run(BleakTransport("AA:BB").write("cp", b"\x00"))
