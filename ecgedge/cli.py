@@ -46,6 +46,7 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         Path(args.out),
         int8_limit=args.int8_limit,
         calibration_windows=args.calibration_windows,
+        int8_budget=args.int8_budget,
     )
     print(result.summary())
     return 0
@@ -195,7 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-limit", type=float, default=0.01, help="largest allowed FP32→INT8 metric drop"
     )
     e.add_argument(
-        "--calibration-windows", type=int, default=512, help="real ECG windows for INT8 calibration"
+        "--calibration-windows", type=int, default=256, help="real ECG windows for INT8 calibration"
+    )
+    e.add_argument(
+        "--int8-budget",
+        type=float,
+        default=0.02,
+        help="largest mean change of the max class probability the INT8 layers may cause",
     )
     e.set_defaults(func=_cmd_export)
 

@@ -45,6 +45,7 @@ _LIMITS = """\
 
 def _provenance(m: dict[str, Any]) -> list[str]:
     prov, data, pre = m["provenance"], m["provenance"]["training_data"], m["preprocess"]
+    q = prov["int8_calibration"]
     minutes = prov["train_seconds"] and round(prov["train_seconds"] / 60, 1)
     return [
         f"- Train: `{prov['commands']['train']}`",
@@ -55,7 +56,9 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"- Pretraining: {prov['pretrain_steps']} steps, {minutes} min; code "
         f"{prov['code_version'][:12]}",
         f"- INT8: static QDQ, per-channel weights, calibrated on "
-        f"{prov['int8_calibration']['windows']} real windows",
+        f"{q['windows']} real windows; {len(q.get('layers_kept_float', []))} layers kept in float "
+        f"where INT8 moved the class probabilities (budget {q.get('budget_mean_max_prob_change')}, "
+        f"reached {q.get('mean_max_prob_change', float('nan')):.4f} mean max |Δp|)",
         f"- Input: {pre['fs']:.0f} Hz, band-pass {pre['low_hz']}–{pre['high_hz']} Hz, window "
         f"{m['window_samples']}, hop {m['hop_samples']} samples; default t = "
         f"{m['diffusion']['default_t']['raw']}",

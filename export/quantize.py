@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,63 @@ def quantize_int8(
             extra_options={"CalibPercentile": 99.99},
         )
     return out_path
+
+
+def embed_onnx(path: Path, windows: np.ndarray, t: int, noise: np.ndarray) -> np.ndarray:
+    """Run an extractor file on ``windows`` with ONNX Runtime (one batch)."""
+    import onnxruntime as ort
+
+    feeds = WindowReader(windows, t, noise, batch=len(windows)).get_next()
+    assert feeds is not None
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def quantizable_nodes(model_path: Path) -> list[str]:
+    import onnx
+
+    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZED_OPS]
+
+
+def mixed_precision_int8(
+    fp32_path: Path,
+    out_path: Path,
+    windows: np.ndarray,
+    t: int,
+    noise: np.ndarray,
+    error_of: Callable[[Path], float],
+    *,
+    budget: float,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[str], float]:
+    """INT8 for the layers that tolerate it.
+
+    ``error_of(model_path)`` scores a quantized model (e.g. the mean change of the head's class
+    probabilities on calibration windows). If full INT8 exceeds ``budget``, each layer's
+    sensitivity is measured alone, and the largest set of least sensitive layers whose joint
+    error stays within ``budget`` is quantized. Returns the nodes kept in float and the error.
+    """
+    nodes = quantizable_nodes(fp32_path)
+    say = progress or (lambda _msg: None)
+
+    def error_with(quantized: list[str]) -> float:
+        quantize_int8(
+            fp32_path, out_path, windows, t, noise, exclude=[n for n in nodes if n not in quantized]
+        )
+        return error_of(out_path)
+
+    if (err := error_with(nodes)) <= budget:
+        return [], err
+    sensitivity = {}
+    for i, node in enumerate(nodes):
+        sensitivity[node] = error_with([node])
+        say(f"INT8 sensitivity {i + 1}/{len(nodes)} {node}: {sensitivity[node]:.4f}")
+    order = sorted(nodes, key=sensitivity.__getitem__)
+    lo, hi = 0, len(order)  # the largest k with error(order[:k]) <= budget
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if error_with(order[:mid]) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return order[lo:], error_with(order[:lo])
