@@ -31,7 +31,9 @@ def smoke_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_bundle_from_a_run_has_parity_and_verifies(smoke_run, tmp_path):
-    result = build_bundle(smoke_run, tmp_path / "bundle", int8_limit=1.0, calibration_windows=16)
+    result = build_bundle(
+        smoke_run, tmp_path / "bundle", int8_limit=1.0, calibration_windows=16, int8_budget=1.0
+    )
     parity = result.figures["parity"]
     assert parity["fp32_max_rel"] <= FP32_PARITY_TOL
     bundle = load_bundle(tmp_path / "bundle")
@@ -44,7 +46,9 @@ def test_bundle_from_a_run_has_parity_and_verifies(smoke_run, tmp_path):
 @pytest.mark.slow
 def test_accuracy_gate_refuses_and_publishes_nothing(smoke_run, tmp_path):
     with pytest.raises(AccuracyGateError) as err:
-        build_bundle(smoke_run, tmp_path / "bundle", int8_limit=-1.0, calibration_windows=16)
+        build_bundle(
+            smoke_run, tmp_path / "bundle", int8_limit=-1.0, calibration_windows=16, int8_budget=1.0
+        )
     assert err.value.limit == -1.0
     assert not (tmp_path / "bundle").exists()
 
@@ -61,3 +65,47 @@ def test_shipped_int8_embedder_matches_fp32_within_tolerance():
     p32 = WindowClassifier(bundle, precision="fp32").classify(x, rr, t)
     p8 = WindowClassifier(bundle, precision="int8").classify(x, rr, t)
     assert np.max(np.abs(p32 - p8)) <= INT8_PROB_TOL
+
+
+@pytest.mark.slow
+def test_mixed_precision_keeps_the_most_sensitive_layers_in_float(smoke_run, tmp_path):
+    import onnx
+
+    from export.onnx_export import export_extractor
+    from export.quantize import mixed_precision_int8, quantizable_nodes
+    from trainer.checkpoint import load_checkpoint
+    from trainer.probe import build_extractor, inference_noise
+
+    cfg, state, _ = load_checkpoint(smoke_run / "diffecg.pt")
+    fp32 = tmp_path / "fp32.onnx"
+    export_extractor(build_extractor(cfg, state), cfg.data.window, 1, fp32)
+    nodes = quantizable_nodes(fp32)
+    penalty = {n: (i + 1) / len(nodes) for i, n in enumerate(nodes)}  # later = more sensitive
+
+    def error_of(path):
+        model = onnx.load(str(path))
+        dequantized = {
+            i for n in model.graph.node if n.op_type == "DequantizeLinear" for i in n.output
+        }
+        quantized = [
+            n.name
+            for n in model.graph.node
+            if n.name in penalty and any(i in dequantized for i in n.input[1:2])
+        ]
+        return sum(penalty[n] for n in quantized) / len(nodes)
+
+    windows = np.random.default_rng(0).standard_normal((8, 1, cfg.data.window)).astype(np.float32)
+    kept, err = mixed_precision_int8(
+        fp32,
+        tmp_path / "int8.onnx",
+        windows,
+        1,
+        inference_noise(cfg.data.window),
+        error_of,
+        budget=0.2,
+    )
+    assert err <= 0.2 and kept  # the budget holds and some layers had to stay float
+    cheapest_kept = min(penalty[n] for n in kept)
+    assert all(
+        penalty[n] < cheapest_kept for n in nodes if n not in kept
+    )  # least sensitive go INT8
