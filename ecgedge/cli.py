@@ -74,11 +74,19 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             _bundle_path(args.bundle), Path(args.out), run_dir=Path(args.run) if args.run else None
         )
     else:
-        from sdk.bench_stream import run as run_stream
+        from trainer.bench.stream import run as run_stream
 
         run_stream(
-            _bundle_path(args.bundle), Path(args.out), minutes=args.minutes, peers=not args.no_peers
+            _bundle_path(args.bundle),
+            Path(args.out),
+            minutes=args.minutes,
+            peers=not args.no_peers,
+            run_dir=Path(args.run or "runs/cpu"),
         )
+    if args.card:
+        from export.model_card import write_model_card
+
+        write_model_card(_bundle_path(args.bundle), Path(args.out))
     return 0
 
 
@@ -217,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--no-peers", action="store_true", help="stream: skip the PyTorch/NeuroKit2 peers"
     )
+    b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
     b.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("stream", help="stream a WFDB record, a simulated strap or a BLE sensor")
