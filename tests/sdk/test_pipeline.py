@@ -18,7 +18,7 @@ from sdk.rr import rr_features
 from sdk.synthetic import synthetic_ecg
 
 FS = 250.0
-#: streaming vs offline window probabilities, max relative difference
+#: streaming vs offline window probabilities (FP32 embedder), max relative difference
 STREAM_TOL = 1e-4
 
 
@@ -37,7 +37,7 @@ def windows_of(events):
 
 
 def stream(bundle, x, block_sizes, **kwargs):
-    p = StreamPipeline(bundle, fs_in=FS, **kwargs)
+    p = StreamPipeline(bundle, fs_in=FS, precision="fp32", **kwargs)
     events, i, k = [], 0, 0
     while i < len(x):
         n = block_sizes[k % len(block_sizes)]
@@ -55,7 +55,7 @@ def offline_probabilities(bundle, x):
     starts = list(range(0, n - w + 1, h))
     if starts[-1] + w < n:
         starts.append(n - w)
-    clf = WindowClassifier(bundle)
+    clf = WindowClassifier(bundle, precision="fp32")
     wins = np.stack([standardize_window(y[s : s + w])[None] for s in starts])
     rr = np.stack([rr_features(peaks[(peaks >= s) & (peaks < s + w)] - s, m.fs) for s in starts])
     return clf.classify(wins, rr, m.default_t["raw"])
@@ -111,7 +111,7 @@ def test_flatline_and_saturation_are_flagged(bundle, ecg):
 
 
 def test_bad_blocks_are_refused_and_nothing_is_lost(bundle, ecg):
-    p = StreamPipeline(bundle, fs_in=FS)
+    p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
     x = ecg.signal
     p.push(x[:500], timestamp_s=0.0)
     with pytest.raises(SampleRateError):
@@ -129,7 +129,7 @@ def test_bad_blocks_are_refused_and_nothing_is_lost(bundle, ecg):
     assert p.stats.blocks_rejected == 4
     assert p.stats.samples_in == len(x)
     reference = probs(stream(bundle, x, [len(x)])[1])
-    assert np.allclose(probs(p_events := events + []), reference[-len(windows_of(p_events)) :])
+    assert np.allclose(probs(events), reference[-len(windows_of(events)) :])
 
 
 def test_gap_is_flagged(bundle, ecg):
