@@ -35,6 +35,9 @@ from sdk.rr import rr_features
 
 #: Seconds after a window's end before it is analysed (R-peak confirmation and search-back).
 PEAK_LAG_S = 2.5
+#: Input gathered before it is processed: one batch pays the per-call costs of filtering and
+#: buffering once, however small the sensor's packets. Events come at most this much later.
+PROCESS_BATCH_S = 1.0
 #: Model-rate samples gathered before R-peak detection runs (amortizes its per-call cost).
 RPEAK_BATCH_S = 2.0
 #: A timestamp later than expected by more than this many sample periods opens a gap
@@ -109,6 +112,9 @@ class StreamPipeline:
         self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)
         self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), n_leads)
         self._chunk_in = max(1, int(self.hop * self.fs_in / self.fs))
+        self._batch_in = max(1, int(PROCESS_BATCH_S * self.fs_in))
+        self._staged: list[tuple[np.ndarray, np.ndarray, bool]] = []
+        self._staged_n = 0
         self._rpeaks = StreamingRPeakDetector(self.fs)
         self._rpeak_batch = int(RPEAK_BATCH_S * self.fs)
         self._peaks = np.zeros(0, dtype=np.int64)
@@ -216,20 +222,35 @@ class StreamPipeline:
             self.stats.blocks_rejected += 1
             raise
         self.stats.blocks_in += 1
-        if block.shape[0] == 0:
+        n = block.shape[0]
+        if n == 0:
             return []
+        self._n_in += n
+        self.stats.samples_in += n
         out: list[Event] = []
+        if gap:
+            self._flush(out)  # a gap always starts a staged batch
+        self._staged.append((block, times, gap))
+        self._staged_n += n
+        if self._staged_n >= self._batch_in:
+            self._flush(out)
+        return out
+
+    def _flush(self, out: list[Event]) -> None:
+        """Process the staged input (per-call costs are paid once per batch, not per packet)."""
+        if not self._staged:
+            return
+        block = np.concatenate([b for b, _, _ in self._staged])
+        times = np.concatenate([t for _, t, _ in self._staged])
+        gap = self._staged[0][2]
+        self._staged, self._staged_n = [], 0
         step = self._chunk_in  # a block longer than the buffers goes in in pieces
         for i in range(0, block.shape[0], step):
             self._ingest(block[i : i + step], times[i : i + step], gap and i == 0, out)
-        return out
 
     def _ingest(self, block: np.ndarray, times: np.ndarray, gap: bool, out: list[Event]) -> None:
         self._raw_buf.write(block, times, gap_before=gap)
-        clean = self._hold_nonfinite(block)
-        self._n_in += block.shape[0]
-        self.stats.samples_in += block.shape[0]
-        y = self._pre.process(clean)
+        y = self._pre.process(self._hold_nonfinite(block))
         k0 = self._model_buf.total_written
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
@@ -326,6 +347,7 @@ class StreamPipeline:
             return []
         self._closed = True
         out: list[Event] = []
+        self._flush(out)
         self._drain(out, final=True)
         end_s = (self._offset_s or 0.0) + self._model_buf.total_written / self.fs
         closing = self.episodes.close(end_s)
