@@ -68,10 +68,6 @@ class FrameAssembler:
         self._next_seq: int | None = None
         self._held: dict[int, DecodedFrame] = {}
 
-    @property
-    def stream_time_s(self) -> float:
-        return self._stream_samples / self.fs
-
     def add(self, frame: DecodedFrame, *, clock_reset_gap_s: float | None = None) -> None:
         """Accept a frame.
 

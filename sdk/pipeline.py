@@ -26,7 +26,7 @@ from sdk.bundle import Bundle, load_bundle
 from sdk.classifier import WindowClassifier
 from sdk.episodes import EpisodeTracker
 from sdk.errors import BlockError, ConfigError, SampleRateError
-from sdk.events import EpisodeEvent, Event, WindowEvent
+from sdk.events import Event, WindowEvent
 from sdk.preprocess import Preprocessor, standardize_window
 from sdk.quality import assess_quality
 from sdk.ringbuffer import RingBuffer
@@ -357,6 +357,3 @@ class StreamPipeline:
             queue.put_nowait(None)
         return out
 
-
-def episode_events(events: list[Event]) -> list[EpisodeEvent]:
-    return [e for e in events if isinstance(e, EpisodeEvent)]
