@@ -1,4 +1,5 @@
-"""On-device per-user calibration (issue 5). So far: the Bayesian optimizer over integer t."""
+"""On-device per-user calibration (issue 5): the Bayesian optimizer over integer t and the
+objectives that score a candidate t (γ, ΔAcc, ΔF1, ΔLoss)."""
 
 from sdk.calibration.bayesopt import (
     GaussianProcess,
@@ -7,8 +8,13 @@ from sdk.calibration.bayesopt import (
     expected_improvement,
     maximize_integer,
 )
+from sdk.calibration.objectives import OBJECTIVES, delta_objective, descent_trajectory, gamma
 
 __all__ = [
+    "OBJECTIVES",
+    "delta_objective",
+    "descent_trajectory",
+    "gamma",
     "GPHyperparameters",
     "GaussianProcess",
     "OptimizeResult",

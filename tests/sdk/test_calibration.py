@@ -1,4 +1,4 @@
-"""The GP + Expected Improvement optimizer behind on-device calibration of t."""
+"""On-device calibration: the GP + Expected Improvement optimizer and the objectives for t."""
 
 from __future__ import annotations
 
@@ -91,3 +91,27 @@ def test_budgets_cancellation_and_progress():
     assert res.stopped == "exhausted" and res.best_x == (3,) and res.evaluations == 3
     with pytest.raises(ConfigError):
         maximize_integer(lambda x: 0.0, [(5, 1)])
+
+
+def test_gamma_matches_a_hand_worked_example():
+    from sdk.calibration import gamma
+
+    # One feature (standardized: x = +1, −1), labels 0 and 1, two classes, lr = 1, r = 0.
+    # ω_0 = 0: p = (.5, .5) for both samples, L_0 = ln 2 = 0.6931472.
+    # ∇W = mean(x (p − y)) = mean([−.5, .5], [−.5, .5]) = [−.5, .5]; ∇b = [0, 0].
+    # ω_1: W = [.5, −.5], ‖ω_1 − ω_0‖ = √.5 = 0.707107.
+    # Logits ±(.5, −.5): p(true) = 1 / (1 + e^−1), L_1 = ln(1 + e^−1) = 0.3132617.
+    # γ = (0.6931472 − 0.3132617) / 0.7071068 = 0.3798855 / 0.7071068 = 0.5372392.
+    x = np.array([[3.0], [1.0]])  # standardizes to +1, −1
+    assert gamma(x, np.array([0, 1]), 2, r=0, lr=1.0) == pytest.approx(0.5372392, abs=1e-6)
+
+
+def test_objectives_prefer_informative_features():
+    from sdk.calibration import OBJECTIVES
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    informative = y[:, None] * 2.0 + rng.normal(0, 1.0, (200, 4))
+    noise = rng.normal(0, 1.0, (200, 4))
+    for name, objective in OBJECTIVES.items():
+        assert objective(informative, y, 2) > objective(noise, y, 2), name
