@@ -24,35 +24,26 @@ class Recording:
 
 
 def read_wfdb(path: Path, lead: int = 0) -> Recording:
-    """Read one lead (and rhythm annotations if an ``.atr`` exists) with wfdb."""
+    """One lead of a WFDB record, with its rhythm episodes if an ``.atr`` file exists.
+
+    Reads through :mod:`trainer.data.records` (wfdb; torch-free), so replay and training see
+    the same signal and the same episode boundaries.
+    """
     try:
-        import wfdb
+        from trainer.data.records import read_annotations, read_signal
     except ImportError as exc:
         raise ImportError(
-            "replaying WFDB records needs wfdb: pip install 'ecgedge[train]'"
+            "replaying WFDB records needs wfdb: pip install 'ecgedge[replay]'"
         ) from exc
-    if not path.with_suffix(".hea").is_file() and not Path(f"{path}.hea").is_file():
-        raise FileNotFoundError(
-            f"{path}.hea: no WFDB header (give the record path without extension)"
-        )
-    rec = wfdb.rdrecord(str(path))
-    if not 0 <= lead < rec.n_sig:
+    record = read_signal(path, database=path.parent.name)
+    if not 0 <= lead < record.signal.shape[1]:
         raise ValueError(
-            f"lead {lead} out of range: the record has {rec.n_sig} leads {rec.sig_name}"
+            f"lead {lead} out of range: the record has leads {list(record.lead_names)}"
         )
-    rhythm: list[tuple[int, int, str]] = []
+    rhythm = []
     if Path(f"{path}.atr").is_file():
-        ann = wfdb.rdann(str(path), "atr")
-        marks = [
-            (int(s), (a or "").rstrip("\x00").lstrip("("))
-            for s, a, sym in zip(ann.sample, ann.aux_note, ann.symbol)
-            if sym == "+" and a
-        ]
-        ends = [s for s, _ in marks[1:]] + [rec.sig_len]
-        rhythm = [(s, e, label) for (s, label), e in zip(marks, ends)]
-    return Recording(
-        path.name, np.asarray(rec.p_signal[:, lead], dtype=np.float32), float(rec.fs), rhythm
-    )
+        rhythm = read_annotations(path, "atr", record.signal.shape[0]).rhythm
+    return Recording(path.name, record.signal[:, lead], record.fs, rhythm)
 
 
 def blocks(recording: Recording, block_s: float = 0.25) -> Iterator[tuple[float, np.ndarray]]:

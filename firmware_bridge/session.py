@@ -92,11 +92,13 @@ class SensorSession:
         self.rr_intervals_s: list[float] = []
         self._queue: asyncio.Queue[tuple[str, float, bytes] | None] = asyncio.Queue()
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._last_arrival: float | None = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to end after the current step."""
         self._stopping = True
+        self._stop_requested.set()
         self._queue.put_nowait(None)
 
     def _on_notify(self, host_time_s: float, payload: bytes) -> None:
@@ -137,16 +139,12 @@ class SensorSession:
             return False
         self.stats.connects += 1
         self.backoff.reset()
-        stopper = asyncio.create_task(self._wait_stop())
+        stopper = asyncio.create_task(self._stop_requested.wait())
         waiter = asyncio.create_task(lost.wait())
         await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         waiter.cancel()
         return lost.is_set()
-
-    async def _wait_stop(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(0.05)
 
     async def _consume(self) -> None:
         while (item := await self._queue.get()) is not None:

@@ -54,7 +54,9 @@ def _wfdb():
     try:
         import wfdb
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("wfdb is not installed: pip install 'ecgedge[train]'") from exc
+        raise ImportError(
+            "wfdb is not installed: pip install 'ecgedge[replay]' (or [train])"
+        ) from exc
     return wfdb
 
 
