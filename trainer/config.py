@@ -13,10 +13,11 @@ from typing import Any
 
 import tomllib
 
+from sdk.modalities import MODALITIES
 from trainer.errors import ConfigError
 from trainer.models.unet1d import UNetConfig
 
-PRESETS = ("smoke", "cpu", "gpu")
+PRESETS = tuple(sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.toml")))
 
 
 @dataclass
@@ -33,9 +34,15 @@ class DataConfig:
     max_records: int = 0  # 0 = all; a cap keeps smoke runs fast
     val_fraction: float = 0.2
     split_seed: int = 2017
+    modality: str = "raw"  # "raw", "spectrogram" or "lorenz": what the U-Net is trained on
 
     def __post_init__(self) -> None:
         self.pretrain_databases = tuple(self.pretrain_databases)
+        if self.modality not in MODALITIES:
+            raise ConfigError(
+                f"data.modality must be one of {list(MODALITIES)}, got {self.modality!r}",
+                key="data.modality",
+            )
         if self.source not in ("shared", "synthetic"):
             raise ConfigError(
                 f"data.source must be 'shared' or 'synthetic', got {self.source!r}",

@@ -46,17 +46,17 @@ def build_extractor(
     return DiffusionFeatureExtractor(unet.encoder, abar).eval()
 
 
-def inference_noise(length: int, seed: int = NOISE_SEED) -> np.ndarray:
-    """The fixed inference noise ε (1, 1, L) float32 stored in the bundle."""
+def inference_noise(channels: int, length: int, seed: int = NOISE_SEED) -> np.ndarray:
+    """The fixed inference noise ε (1, C, L) float32 stored in the bundle."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn((1, 1, length), generator=gen).numpy()
+    return torch.randn((1, channels, length), generator=gen).numpy()
 
 
 @torch.no_grad()
 def embed(
     extractor: torch.nn.Module, windows: np.ndarray, t: int, noise: np.ndarray, batch: int = 256
 ) -> np.ndarray:
-    """(N, 1, L) windows → (N, D) embeddings at step ``t`` with the fixed noise."""
+    """(N, C, L) model inputs → (N, D) embeddings at step ``t`` with the fixed noise."""
     out = []
     eps = torch.from_numpy(noise)
     for i in tqdm(range(0, len(windows), batch), desc=f"embed t={t}", unit="batch", leave=False):
@@ -86,8 +86,9 @@ def choose_t(
     fit_ws, val_ws = train.subset(inner_fit), train.subset(inner_val)
     scores = {}
     for t in cfg.train.probe_t:
-        xf = head_inputs(embed(extractor, fit_ws.windows, t, noise), fit_ws)
-        xv = head_inputs(embed(extractor, val_ws.windows, t, noise), val_ws)
+        modality = cfg.data.modality
+        xf = head_inputs(embed(extractor, fit_ws.modality(modality), t, noise), fit_ws)
+        xv = head_inputs(embed(extractor, val_ws.modality(modality), t, noise), val_ws)
         head = fit_softmax_head(xf, encode(fit_ws.window_labels), CLASSES)
         y, p = record_scores(head, xv, val_ws)
         scores[t] = rhythm_metrics(y, p)["challenge_f1"]
@@ -99,14 +100,16 @@ def run_probe(checkpoint: Path, out_dir: Path | None = None) -> ProbeResult:
     cfg, state, _ = load_checkpoint(checkpoint)
     extractor = build_extractor(cfg, state)
     train, val = cinc2017_split(cfg.data)
-    noise = inference_noise(
-        cfg.data.window // cfg.model.downsample_factor * cfg.model.downsample_factor
-    )
+    x_train, x_val = train.modality(cfg.data.modality), val.modality(cfg.data.modality)
+    factor = cfg.model.downsample_factor
+    x_train = x_train[..., : x_train.shape[-1] // factor * factor]
+    x_val = x_val[..., : x_val.shape[-1] // factor * factor]
+    noise = inference_noise(x_train.shape[1], x_train.shape[-1])
     t_scores = choose_t(extractor, train, cfg, noise)
     t = max(t_scores, key=lambda k: t_scores[k])
     emb_train, emb_val = (
-        embed(extractor, train.windows, t, noise),
-        embed(extractor, val.windows, t, noise),
+        embed(extractor, x_train, t, noise),
+        embed(extractor, x_val, t, noise),
     )
     y_train = encode(train.window_labels)
     head = fit_softmax_head(head_inputs(emb_train, train), y_train, CLASSES)

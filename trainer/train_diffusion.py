@@ -19,6 +19,7 @@ from trainer import distributed
 from trainer.checkpoint import save_checkpoint
 from trainer.config import RunConfig
 from trainer.data.datasets import pretrain_windows
+from trainer.errors import ConfigError
 from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
 from trainer.models.unet1d import UNet1d
 
@@ -55,7 +56,13 @@ def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     torch.manual_seed(tc.seed + rt.rank)
     data = torch.from_numpy(windows if windows is not None else pretrain_windows(cfg.data))
     factor = cfg.model.downsample_factor
-    data = data[..., : data.shape[-1] // factor * factor].contiguous()  # (N, 1, L)
+    data = data[..., : data.shape[-1] // factor * factor].contiguous()  # (N, C, L)
+    if data.shape[1] != cfg.model.in_channels:
+        raise ConfigError(
+            f"model.in_channels ({cfg.model.in_channels}) must equal the {cfg.data.modality} "
+            f"input's channels ({data.shape[1]})",
+            key="model.in_channels",
+        )
     model = UNet1d(cfg.model).to(rt.device)
     ddp = DistributedDataParallel(model) if rt.world_size > 1 else None
     net = ddp if ddp is not None else model

@@ -100,7 +100,7 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_in_float(smoke_run, tmp
         tmp_path / "int8.onnx",
         windows,
         1,
-        inference_noise(cfg.data.window),
+        inference_noise(1, cfg.data.window),
         error_of,
         budget=0.2,
     )

@@ -15,27 +15,31 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sdk.modalities import MODALITIES, LorenzSpec, lorenz_image, rr_from_peaks, spectrogram
 from sdk.preprocess import PreprocessSpec, preprocess, standardize_window
 from sdk.rpeaks import detect_rpeaks
 from sdk.rr import rr_features
 from sdk.synthetic import synthetic_ecg
 from trainer.config import DataConfig
+from trainer.errors import ConfigError
 from trainer.data import records as rec
 from trainer.data.splits import stratified_split
 from trainer.data.windows import window_starts
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
 class WindowSet:
-    """Windows (N, 1, L) float32 standardized, their record index, RR features (N, K)."""
+    """Windows (N, 1, L) float32 standardized, their record index, RR features (N, K) and
+    Lorenz images (N, G, G) of the window's beats."""
 
     windows: np.ndarray
     record_index: np.ndarray
     rr: np.ndarray
     names: list[str]
     labels: list[str]  # per record; "" when the database has no record label
+    lorenz: np.ndarray
 
     def subset(self, names: list[str]) -> WindowSet:
         keep_names = set(names)
@@ -48,6 +52,19 @@ class WindowSet:
             self.rr[mask],
             [n for n, k in zip(self.names, keep_rec) if k],
             [lab for lab, k in zip(self.labels, keep_rec) if k],
+            self.lorenz[mask],
+        )
+
+    def modality(self, name: str) -> np.ndarray:
+        """The model input of one modality: (N, C, L) float32."""
+        if name == "raw":
+            return self.windows
+        if name == "spectrogram":
+            return spectrogram(self.windows[:, 0])
+        if name == "lorenz":
+            return self.lorenz
+        raise ConfigError(
+            f"modality {name!r} unknown; expected one of {list(MODALITIES)}", key="modality"
         )
 
     @property
@@ -61,19 +78,24 @@ def spec_of(cfg: DataConfig) -> PreprocessSpec:
 
 def windows_of_signal(
     x: np.ndarray, fs_in: float, cfg: DataConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """One lead (n,) in mV → standardized windows (W, 1, L) and RR features (W, K)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One lead (n,) in mV → standardized windows (W, 1, L), RR features (W, K), Lorenz
+    images (W, G, G)."""
     spec = spec_of(cfg)
     y = preprocess(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
     peaks = detect_rpeaks(y, spec.fs)
     starts = window_starts(y.shape[0], cfg.window, cfg.hop, "align_end")
     wins = np.zeros((starts.size, 1, cfg.window), dtype=np.float32)
     feats = np.zeros((starts.size, len(rr_features(np.zeros(0), spec.fs))), dtype=np.float32)
+    grid = LorenzSpec().grid
+    lorenz = np.zeros((starts.size, grid, grid), dtype=np.float32)
     for i, s in enumerate(starts):
         seg = y[s : s + cfg.window]
         wins[i, 0, : seg.shape[0]] = standardize_window(seg)
-        feats[i] = rr_features(peaks[(peaks >= s) & (peaks < s + cfg.window)] - s, spec.fs)
-    return wins, feats
+        inside = peaks[(peaks >= s) & (peaks < s + cfg.window)] - s
+        feats[i] = rr_features(inside, spec.fs)
+        lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))
+    return wins, feats, lorenz
 
 
 def _code_digest() -> str:
@@ -82,7 +104,7 @@ def _code_digest() -> str:
 
     root = Path(sdk.__file__).parent
     h = hashlib.sha256()
-    for name in ("preprocess.py", "filters.py", "resample.py", "rpeaks.py", "rr.py"):
+    for name in ("preprocess.py", "filters.py", "resample.py", "rpeaks.py", "rr.py", "modalities.py"):
         h.update((root / name).read_bytes())
     return h.hexdigest()
 
@@ -127,17 +149,30 @@ def load_windows(database: str, cfg: DataConfig, cache_dir: Path = Path("runs/ca
     if path.is_file():
         z = np.load(path, allow_pickle=False)
         return WindowSet(
-            z["windows"], z["record_index"], z["rr"], list(z["names"]), list(z["labels"])
+            z["windows"],
+            z["record_index"],
+            z["rr"],
+            list(z["names"]),
+            list(z["labels"]),
+            z["lorenz"],
         )
-    wins, rrs, idx, labels = [], [], [], []
+    wins, rrs, lors, idx, labels = [], [], [], [], []
     for i, name in enumerate(tqdm(names, desc=f"preprocess {database}", unit="rec", leave=False)):
         x, fs, label = _read_lead0(database, name)
-        w, f = windows_of_signal(x, fs, cfg)
+        w, f, lor = windows_of_signal(x, fs, cfg)
         wins.append(w)
         rrs.append(f)
+        lors.append(lor)
         idx.append(np.full(w.shape[0], i, dtype=np.int32))
         labels.append(label)
-    ws = WindowSet(np.concatenate(wins), np.concatenate(idx), np.concatenate(rrs), names, labels)
+    ws = WindowSet(
+        np.concatenate(wins),
+        np.concatenate(idx),
+        np.concatenate(rrs),
+        names,
+        labels,
+        np.concatenate(lors),
+    )
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
@@ -147,6 +182,7 @@ def load_windows(database: str, cfg: DataConfig, cache_dir: Path = Path("runs/ca
         rr=ws.rr,
         names=np.asarray(names),
         labels=np.asarray(labels),
+        lorenz=ws.lorenz,
     )
     tmp.replace(path)
     return ws
@@ -170,17 +206,25 @@ def _stratified_head(database: str, names: list[str], n: int) -> list[str]:
 
 def synthetic_windows(cfg: DataConfig, n_records: int = 24) -> WindowSet:
     """Labelled synthetic records (N = sinus, A = AF), for runs without the data root."""
-    wins, rrs, idx, names, labels = [], [], [], [], []
+    wins, rrs, lors, idx, names, labels = [], [], [], [], [], []
     for i in range(n_records):
         rhythm = "af" if i % 2 else "sinus"
         ecg = synthetic_ecg(((rhythm, 30.0),), fs=250.0, seed=i)
-        w, f = windows_of_signal(ecg.signal, ecg.fs, cfg)
+        w, f, lor = windows_of_signal(ecg.signal, ecg.fs, cfg)
         wins.append(w)
         rrs.append(f)
+        lors.append(lor)
         idx.append(np.full(w.shape[0], i, dtype=np.int32))
         names.append(f"synthetic{i:03d}")
         labels.append("A" if rhythm == "af" else "N")
-    return WindowSet(np.concatenate(wins), np.concatenate(idx), np.concatenate(rrs), names, labels)
+    return WindowSet(
+        np.concatenate(wins),
+        np.concatenate(idx),
+        np.concatenate(rrs),
+        names,
+        labels,
+        np.concatenate(lors),
+    )
 
 
 def cinc2017_split(cfg: DataConfig) -> tuple[WindowSet, WindowSet]:
@@ -193,13 +237,12 @@ def cinc2017_split(cfg: DataConfig) -> tuple[WindowSet, WindowSet]:
 
 
 def pretrain_windows(cfg: DataConfig) -> np.ndarray:
-    """Unlabelled windows for diffusion pretraining: CinC 2017 train split plus other databases."""
+    """Unlabelled inputs of ``cfg.modality`` for diffusion pretraining: the CinC 2017 train
+    split plus the other databases, (N, C, L) float32."""
     if cfg.source == "synthetic":
-        return synthetic_windows(cfg).windows
+        return synthetic_windows(cfg).modality(cfg.modality)
     parts = []
     for database in cfg.pretrain_databases:
-        if database == "cinc2017":
-            parts.append(cinc2017_split(cfg)[0].windows)
-        else:
-            parts.append(load_windows(database, cfg).windows)
+        ws = cinc2017_split(cfg)[0] if database == "cinc2017" else load_windows(database, cfg)
+        parts.append(ws.modality(cfg.modality))
     return np.concatenate(parts)
