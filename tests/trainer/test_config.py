@@ -13,7 +13,17 @@ from trainer.errors import ConfigError
 
 def test_presets_on_disk_match_the_list() -> None:
     folder = Path(trainer.__file__).parent / "presets"
-    assert {p.stem for p in folder.glob("*.toml")} == set(PRESETS) == {"smoke", "cpu", "gpu"}
+    assert {p.stem for p in folder.glob("*.toml")} == set(PRESETS)
+    assert {"smoke", "cpu", "gpu", "cpu-spectrogram", "cpu-lorenz"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("modality", ["spectrogram", "lorenz"])
+def test_modality_presets_match_their_inputs(modality: str) -> None:
+    from sdk.modalities import LorenzSpec, SpectrogramSpec
+
+    cfg = load_preset(f"cpu-{modality}")
+    channels = SpectrogramSpec().n_bins if modality == "spectrogram" else LorenzSpec().grid
+    assert cfg.data.modality == modality and cfg.model.in_channels == channels
 
 
 def test_smoke_preset() -> None:

@@ -7,8 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from sdk.errors import ConfigError as SdkConfigError
+from sdk.windowing import cut_windows, window_starts
 from trainer.data.splits import stratified_split
-from trainer.data.windows import cut_windows, window_starts
 from trainer.errors import ConfigError
 
 # (n_samples, window, hop) -> expected starts for align_end, pad, drop
@@ -60,7 +61,7 @@ def test_window_starts_drop_stays_inside() -> None:
 
 @pytest.mark.parametrize(("window", "hop"), [(0, 5), (10, 0), (-1, 1), (10, -2)])
 def test_window_starts_rejects_nonpositive(window: int, hop: int) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(SdkConfigError):
         window_starts(100, window, hop)
 
 

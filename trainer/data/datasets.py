@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdk.modalities import MODALITIES, LorenzSpec, lorenz_image, rr_from_peaks, spectrogram
-from sdk.preprocess import PreprocessSpec, preprocess, standardize_window
-from sdk.rpeaks import detect_rpeaks
-from sdk.rr import rr_features
+from sdk.modalities import MODALITIES, spectrogram
+from sdk.preprocess import PreprocessSpec
 from sdk.synthetic import synthetic_ecg
+from sdk.windowing import record_windows
 from trainer.config import DataConfig
-from trainer.errors import ConfigError
 from trainer.data import records as rec
 from trainer.data.splits import stratified_split
-from trainer.data.windows import window_starts
+from trainer.errors import ConfigError
 
 CACHE_VERSION = 2
 
@@ -80,22 +78,9 @@ def windows_of_signal(
     x: np.ndarray, fs_in: float, cfg: DataConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One lead (n,) in mV → standardized windows (W, 1, L), RR features (W, K), Lorenz
-    images (W, G, G)."""
-    spec = spec_of(cfg)
-    y = preprocess(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
-    peaks = detect_rpeaks(y, spec.fs)
-    starts = window_starts(y.shape[0], cfg.window, cfg.hop, "align_end")
-    wins = np.zeros((starts.size, 1, cfg.window), dtype=np.float32)
-    feats = np.zeros((starts.size, len(rr_features(np.zeros(0), spec.fs))), dtype=np.float32)
-    grid = LorenzSpec().grid
-    lorenz = np.zeros((starts.size, grid, grid), dtype=np.float32)
-    for i, s in enumerate(starts):
-        seg = y[s : s + cfg.window]
-        wins[i, 0, : seg.shape[0]] = standardize_window(seg)
-        inside = peaks[(peaks >= s) & (peaks < s + cfg.window)] - s
-        feats[i] = rr_features(inside, spec.fs)
-        lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))
-    return wins, feats, lorenz
+    images (W, G, G), cut by the SDK's :func:`~sdk.windowing.record_windows`."""
+    rw = record_windows(x, fs_in, spec_of(cfg), cfg.window, cfg.hop, "align_end")
+    return rw.windows, rw.rr, rw.lorenz
 
 
 def _code_digest() -> str:
@@ -104,7 +89,8 @@ def _code_digest() -> str:
 
     root = Path(sdk.__file__).parent
     h = hashlib.sha256()
-    for name in ("preprocess.py", "filters.py", "resample.py", "rpeaks.py", "rr.py", "modalities.py"):
+    shaping = ("preprocess.py", "filters.py", "resample.py", "rpeaks.py", "rr.py")
+    for name in (*shaping, "modalities.py", "windowing.py"):
         h.update((root / name).read_bytes())
     return h.hexdigest()
 

@@ -1,0 +1,100 @@
+"""Windowing of records, with an explicit policy for the tail, shared by trainer and device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from sdk.errors import ConfigError
+from sdk.modalities import LorenzSpec, lorenz_image, rr_from_peaks
+from sdk.preprocess import PreprocessSpec, preprocess, standardize_window
+from sdk.rpeaks import detect_rpeaks
+from sdk.rr import RR_FEATURE_NAMES, rr_features
+
+TailPolicy = Literal["align_end", "pad", "drop"]
+
+
+def window_starts(
+    n_samples: int, window: int, hop: int, tail: TailPolicy = "align_end"
+) -> np.ndarray:
+    """Start indices of windows over ``n_samples``.
+
+    ``align_end`` adds a last window ending at the record's end when the regular hops
+    leave a tail (so no sample is lost); ``pad`` starts a window at every hop, the last
+    one running past the end (to be zero-padded); ``drop`` ignores the tail. A record
+    shorter than one window gives a single window at 0 under every policy but ``drop``.
+    """
+    if window <= 0 or hop <= 0:
+        raise ConfigError(f"window ({window}) and hop ({hop}) must be positive", field="hop")
+    if n_samples < window:
+        return np.zeros(0 if tail == "drop" else 1, dtype=np.int64)
+    starts = np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+    covered = starts[-1] + window
+    if covered < n_samples:
+        if tail == "align_end":
+            starts = np.append(starts, n_samples - window)
+        elif tail == "pad":
+            starts = np.append(starts, starts[-1] + hop)
+    return starts
+
+
+def cut_windows(x: np.ndarray, window: int, hop: int, tail: TailPolicy = "align_end") -> np.ndarray:
+    """Cut (n, leads) into (n_windows, leads, window), zero-padding where a window runs out."""
+    x2 = x[:, None] if x.ndim == 1 else x
+    starts = window_starts(x2.shape[0], window, hop, tail)
+    out = np.zeros((starts.size, x2.shape[1], window), dtype=np.float32)
+    for i, s in enumerate(starts):
+        seg = x2[s : s + window]
+        out[i, :, : seg.shape[0]] = seg.T
+    return out
+
+
+@dataclass(frozen=True)
+class RecordWindows:
+    """Model inputs of a whole record, cut the way a stream and the trainer cut them.
+
+    Attributes
+    ----------
+    windows : (W, 1, L) float32 standardized windows of the preprocessed lead.
+    rr : (W, K) float32 RR features (:data:`sdk.rr.RR_FEATURE_NAMES`) of each window's beats.
+    lorenz : (W, G, G) float32 Lorenz images of each window's beats.
+    starts : (W,) start of each window, in samples at ``fs``.
+    fs : the model's sample rate (Hz).
+    """
+
+    windows: np.ndarray
+    rr: np.ndarray
+    lorenz: np.ndarray
+    starts: np.ndarray
+    fs: float
+
+
+def record_windows(
+    x: np.ndarray,
+    fs_in: float,
+    spec: PreprocessSpec,
+    window: int,
+    hop: int,
+    tail: TailPolicy = "align_end",
+) -> RecordWindows:
+    """One lead (n,) in mV at ``fs_in`` → :class:`RecordWindows` at ``spec.fs``.
+
+    Preprocessing, R-peaks (on the whole record, as a stream finds them), windowing,
+    standardization, RR features and Lorenz images are the device's own code.
+    """
+    y = preprocess(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
+    peaks = detect_rpeaks(y, spec.fs)
+    starts = window_starts(y.shape[0], window, hop, tail)
+    wins = np.zeros((starts.size, 1, window), dtype=np.float32)
+    feats = np.zeros((starts.size, len(RR_FEATURE_NAMES)), dtype=np.float32)
+    grid = LorenzSpec().grid
+    lorenz = np.zeros((starts.size, grid, grid), dtype=np.float32)
+    for i, s in enumerate(starts):
+        seg = y[s : s + window]
+        wins[i, 0, : seg.shape[0]] = standardize_window(seg)
+        inside = peaks[(peaks >= s) & (peaks < s + window)] - s
+        feats[i] = rr_features(inside, spec.fs)
+        lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))
+    return RecordWindows(wins, feats, lorenz, starts, spec.fs)
