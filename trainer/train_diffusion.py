@@ -19,8 +19,8 @@ from trainer import distributed
 from trainer.checkpoint import save_checkpoint
 from trainer.config import RunConfig
 from trainer.data.datasets import pretrain_windows
-from trainer.errors import ConfigError
 from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
+from trainer.errors import ConfigError
 from trainer.models.unet1d import UNet1d
 
 
