@@ -20,11 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from export.errors import AccuracyGateError, ParityError
+from export.fp16 import convert_fp16
+from export.jetson_rules import require_tensorrt_ready
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_extractor, export_head
 from export.quantize import embed_onnx, mixed_precision_int8
 from sdk.bundle import SCHEMA_VERSION, load_bundle, sha256_file
-from sdk.classifier import WindowClassifier
+from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.head import SoftmaxHead
 from sdk.rr import RR_FEATURE_NAMES
 from trainer.checkpoint import load_checkpoint
@@ -147,7 +149,7 @@ def _sdk_scores(root: Path, precision: str, ws: WindowSet, t: int) -> tuple[np.n
     clf = WindowClassifier(load_bundle(root), precision=precision, threads=2)
     proba = np.concatenate(
         [
-            clf.classify(ws.windows[i : i + 256], ws.rr[i : i + 256], t)
+            clf.classify(WindowInputs(ws.windows[i : i + 256], ws.rr[i : i + 256]), t)
             for i in range(0, len(ws.windows), 256)
         ]
     )
@@ -178,6 +180,7 @@ def _quantize(
     t: int,
     noise: np.ndarray,
     budget: float,
+    target: str = "cpu",
 ) -> tuple[list[str], float]:
     """INT8 where the head's probabilities barely move (mean max |Δp| on calibration windows)."""
     fp32 = root / "embedder.fp32.onnx"
@@ -197,6 +200,7 @@ def _quantize(
             error_of,
             budget=budget,
             progress=lambda _msg: bar.update(1),
+            target=target,
         )
 
 
@@ -208,8 +212,15 @@ def build_bundle(
     calibration_windows: int = 256,
     int8_budget: float = 0.02,
     seed: int = 0,
+    target: str = "cpu",
 ) -> BuildResult:
-    """Export ``run_dir`` (``diffecg.pt`` + ``head.npz``) as a verified bundle in ``out_dir``."""
+    """Export ``run_dir`` (``diffecg.pt`` + ``head.npz``) as a verified bundle in ``out_dir``.
+
+    ``target="jetson"`` quantizes in TensorRT's form (symmetric INT8, float biases), adds an
+    FP16 graph, and refuses the bundle (:class:`export.errors.JetsonRuleError`) when any graph
+    breaks a rule of :mod:`export.jetson_rules`.
+    """
+    precisions = ["fp32", "fp16", "int8"] if target == "jetson" else ["fp32", "int8"]
     cfg, state, payload = load_checkpoint(run_dir / "diffecg.pt")
     head, t, noise = load_head(run_dir / "head.npz")
     extractor = build_extractor(cfg, state)
@@ -233,10 +244,18 @@ def build_bundle(
         len(train.windows), min(calibration_windows, len(train.windows)), replace=False
     )
     calib, calib_rr = train.windows[pick], train.rr[pick]
-    float_nodes, int8_error = _quantize(tmp, head, calib, calib_rr, t, noise, int8_budget)
+    float_nodes, int8_error = _quantize(
+        tmp, head, calib, calib_rr, t, noise, int8_budget, target=target
+    )
     int8_rel = _parity(extractor, tmp / "embedder.int8.onnx", probe_windows, t, noise)
+    fp16_rel = None
+    if "fp16" in precisions:
+        convert_fp16(tmp / "embedder.fp32.onnx", tmp / "embedder.fp16.onnx")
+        fp16_rel = _parity(extractor, tmp / "embedder.fp16.onnx", probe_windows, t, noise)
     weight, bias = head.folded()
     export_head(weight, bias, tmp / "head.onnx")
+    if target == "jetson":  # before the slow gates: a graph TensorRT cannot run is final
+        require_tensorrt_ready(sorted(tmp.glob("*.onnx")))
     np.save(tmp / "noise.npy", noise.astype(np.float32))
     emb_dim = weight.shape[0] - len(RR_FEATURE_NAMES)
     provenance = {
@@ -255,7 +274,13 @@ def build_bundle(
             "windows": int(len(calib)),
             "source": "cinc2017 train split",
             "seed": seed,
-            "method": "static QDQ, per-channel int8 weights, uint8 activations, percentile 99.99",
+            "method": "static QDQ, per-channel int8 weights, "
+            + (
+                "symmetric int8 activations, float biases (TensorRT)"
+                if target == "jetson"
+                else "uint8 activations"
+            )
+            + ", percentile 99.99",
             "layers_kept_float": float_nodes,
             "budget_mean_max_prob_change": int8_budget,
             "mean_max_prob_change": int8_error,
@@ -263,15 +288,17 @@ def build_bundle(
         "train_seconds": payload.get("extra", {}).get("train_seconds"),
         "commands": {
             "train": f"ecgedge train --preset {cfg.preset}",
-            "export": f"ecgedge export --run {run_dir} --out {out_dir}",
+            "export": f"ecgedge export --run {run_dir} --out {out_dir}"
+            + (f" --target {target}" if target != "cpu" else ""),
         },
+        "target": target,
     }
     write_manifest(
         tmp,
         cfg,
         t=t,
         emb_dim=emb_dim,
-        precisions=["fp32", "int8"],
+        precisions=precisions,
         provenance=provenance,
         metrics={},
     )
@@ -282,7 +309,9 @@ def build_bundle(
             "fp32_tolerance": FP32_PARITY_TOL,
         }
     }
-    for precision in ("fp32", "int8"):
+    if fp16_rel is not None:
+        figures["parity"]["fp16_max_rel"] = fp16_rel
+    for precision in precisions:
         y, p = _sdk_scores(tmp, precision, val, t)
         figures[f"val_{precision}"] = rhythm_metrics(y, p)
     drops = {m: figures["val_fp32"][m] - figures["val_int8"][m] for m in GATED_METRICS}
@@ -304,7 +333,9 @@ def build_bundle(
         else {}
     )
     metrics = {
-        "rhythm_val_sdk": {k: figures[k] for k in ("val_fp32", "val_int8", "int8_drop")},
+        "rhythm_val_sdk": {
+            k: figures[k] for k in ("val_fp32", "val_fp16", "val_int8", "int8_drop") if k in figures
+        },
         "parity": figures["parity"],
         "linear_probe": probe_report,
     }
@@ -313,7 +344,7 @@ def build_bundle(
         cfg,
         t=t,
         emb_dim=emb_dim,
-        precisions=["fp32", "int8"],
+        precisions=precisions,
         provenance=provenance,
         metrics=metrics,
     )

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import BundleError
+from sdk.modalities import MODALITIES
 from sdk.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
-ROLES = ("embedder", "head", "denoiser", "inference_noise")
+ROLES = ("embedder", "fusion", "head", "denoiser", "inference_noise")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -41,6 +42,7 @@ class ModelFile:
     sha256: str
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
+    modality: str = "raw"  # for embedders and inference noise: which input they belong to
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,22 @@ class Manifest:
     def t_max(self) -> int:
         return int(self.alphas_cumprod.shape[0] - 1)
 
-    def file(self, role: str, precision: str | None = None) -> ModelFile:
-        """The file of ``role``; with ``precision=None`` the most compact one present."""
-        candidates = [f for f in self.files if f.role == role]
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities with an embedder, raw first."""
+        have = {f.modality for f in self.files if f.role == "embedder"}
+        return tuple(m for m in MODALITIES if m in have)
+
+    def has(self, role: str) -> bool:
+        return any(f.role == role for f in self.files)
+
+    def file(self, role: str, precision: str | None = None, modality: str = "raw") -> ModelFile:
+        """The file of ``role`` (and ``modality`` for embedders and noise); with
+        ``precision=None`` the most compact one present."""
+        per_modality = role in ("embedder", "inference_noise")
+        candidates = [
+            f for f in self.files if f.role == role and (not per_modality or f.modality == modality)
+        ]
         if precision is not None:
             candidates = [f for f in candidates if f.precision == precision]
         if not candidates:
@@ -110,6 +125,7 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
                 f["sha256"],
                 _tensor_specs(f.get("inputs", [])),
                 _tensor_specs(f.get("outputs", [])),
+                str(f.get("modality", "raw")),
             )
             for f in data["files"]
         )
@@ -139,8 +155,11 @@ def _check_consistency(m: Manifest, path: str) -> None:
     if not 0 < m.hop_samples <= m.window_samples:
         problems.append(f"0 < hop ({m.hop_samples}) <= window ({m.window_samples}) must hold")
     for f in m.files:
-        if f.role not in ROLES or f.precision not in PRECISIONS:
-            problems.append(f"{f.path}: role {f.role!r} / precision {f.precision!r} unknown")
+        if f.role not in ROLES or f.precision not in PRECISIONS or f.modality not in MODALITIES:
+            problems.append(
+                f"{f.path}: role {f.role!r} / precision {f.precision!r} / "
+                f"modality {f.modality!r} unknown"
+            )
     for role in ("embedder", "head", "inference_noise"):
         if not any(f.role == role for f in m.files):
             problems.append(f"no file with role {role!r}")
@@ -153,6 +172,9 @@ def _check_consistency(m: Manifest, path: str) -> None:
         or abar[-1] <= 0
     ):
         problems.append("alphas_cumprod must be a decreasing table in (0, 1]")
+    for modality in m.modalities:
+        if modality not in m.default_t:
+            problems.append(f"no default t for the {modality} embedder")
     for modality, t in m.default_t.items():
         if not 0 <= t <= m.t_max:
             problems.append(f"default t of {modality} ({t}) outside 0..{m.t_max}")
@@ -171,11 +193,15 @@ class Bundle:
     def path_of(self, f: ModelFile) -> Path:
         return self.root / f.path
 
-    def inference_noise(self) -> np.ndarray:
-        """The fixed inference noise (1, leads, window) float32."""
-        f = self.manifest.file("inference_noise")
+    def inference_noise(self, modality: str = "raw") -> np.ndarray:
+        """The fixed inference noise of ``modality`` float32: (1, leads, window) for raw,
+        shaped like the embedder's input ``x`` otherwise."""
+        f = self.manifest.file("inference_noise", modality=modality)
         noise = np.load(self.path_of(f), allow_pickle=False).astype(np.float32)
-        expected = (1, len(self.manifest.leads), self.manifest.window_samples)
+        expected: tuple[object, ...] = (1, len(self.manifest.leads), self.manifest.window_samples)
+        if modality != "raw":
+            x = self.manifest.file("embedder", modality=modality).inputs[0]
+            expected = (1, *x.shape[1:])
         if noise.shape != expected:
             raise BundleError(
                 f"noise shape {noise.shape} != {expected}",

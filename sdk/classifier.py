@@ -1,16 +1,45 @@
-"""Window → class probabilities with a bundle's embedder and head (ONNX Runtime)."""
+"""Windows → class probabilities with a bundle's embedders, optional fusion, and head.
+
+A bundle has one embedder per modality (``raw`` always; ``spectrogram`` and ``lorenz`` in
+multimodal bundles), each conditioned on its own diffusion step t. The head sees the
+embeddings in modality order, the fused cross-modal features when the bundle has a
+``fusion`` model, and the window's RR features. A user profile replaces the bundle's head
+by the user's (a numpy :class:`~sdk.head.SoftmaxHead`) and sets each modality's t.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from sdk.bundle import Bundle
 from sdk.errors import ConfigError
+from sdk.head import SoftmaxHead
+from sdk.modalities import spectrogram
 from sdk.runtime import OnnxModel
 
 
+@dataclass(frozen=True)
+class WindowInputs:
+    """A batch of analysed windows.
+
+    windows : (B, 1, L) float32 standardized ECG.
+    rr : (B, K) float32 RR features (:data:`sdk.rr.RR_FEATURE_NAMES`).
+    lorenz : (B, G, G) float32 Lorenz images; needed only by bundles with that modality.
+    """
+
+    windows: np.ndarray
+    rr: np.ndarray
+    lorenz: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.windows.shape[0])
+
+
 class WindowClassifier:
-    """Runs ``embedder(x, t, noise) ++ rr_features → head`` on standardized windows.
+    """Runs ``embedders(x_m, t_m, noise_m) [→ fusion] ++ rr → head`` on :class:`WindowInputs`.
 
     Parameters
     ----------
@@ -29,16 +58,25 @@ class WindowClassifier:
     ) -> None:
         m = bundle.manifest
         self.manifest = m
-        emb_spec = m.file("embedder", precision)
-        head_spec = m.file("head")
-        self.precision = emb_spec.precision
-        self.embedder = OnnxModel(
-            bundle.path_of(emb_spec), threads=threads, backend=backend, spec=emb_spec
+        self.modalities = m.modalities
+        self.embedders: dict[str, OnnxModel] = {}
+        self.noise: dict[str, np.ndarray] = {}
+        for modality in self.modalities:
+            spec = m.file("embedder", precision if modality == "raw" else None, modality)
+            self.embedders[modality] = OnnxModel(
+                bundle.path_of(spec), threads=threads, backend=backend, spec=spec
+            )
+            self.noise[modality] = bundle.inference_noise(modality)
+        self.precision = m.file("embedder", precision).precision
+        self.fusion = (
+            OnnxModel(bundle.path_of(m.file("fusion")), threads=threads, backend=backend)
+            if m.has("fusion")
+            else None
         )
+        head_spec = m.file("head")
         self.head = OnnxModel(
             bundle.path_of(head_spec), threads=threads, backend=backend, spec=head_spec
         )
-        self.noise = bundle.inference_noise()
         self.n_rr = len(m.head_features.get("rr_features", []))
 
     def check_t(self, t: int) -> int:
@@ -46,23 +84,82 @@ class WindowClassifier:
             raise ConfigError(f"t must lie in 0..{self.manifest.t_max}, got {t}", field="t")
         return int(t)
 
-    def embed(self, windows: np.ndarray, t: int) -> np.ndarray:
-        """(B, leads, L) standardized windows → (B, D) embeddings at step ``t``."""
-        b = windows.shape[0]
-        feeds: dict[str, np.ndarray] = {
-            "x": np.ascontiguousarray(windows, dtype=np.float32),
-            "t": np.full(b, self.check_t(t), dtype=np.int64),
+    def resolve_t(self, t: Mapping[str, int] | int | None) -> dict[str, int]:
+        """Every modality's t: bundle defaults, overridden by ``t`` (an int sets raw's)."""
+        out = {mod: self.manifest.default_t[mod] for mod in self.modalities}
+        given = {"raw": t} if isinstance(t, int) else dict(t or {})
+        unknown = sorted(set(given) - set(out))
+        if unknown:
+            raise ConfigError(
+                f"t given for {unknown}; this bundle's modalities are {list(self.modalities)}",
+                field="t",
+            )
+        out.update({mod: self.check_t(v) for mod, v in given.items()})
+        return out
+
+    def modality_input(self, modality: str, inputs: WindowInputs) -> np.ndarray:
+        """The model input of ``modality`` for a batch: (B, C, L) float32."""
+        if modality == "raw":
+            return np.ascontiguousarray(inputs.windows, dtype=np.float32)
+        if modality == "spectrogram":
+            return spectrogram(inputs.windows[:, 0])
+        if inputs.lorenz is None:
+            raise ConfigError(
+                "this bundle needs Lorenz images (WindowInputs.lorenz)", field="lorenz"
+            )
+        return np.ascontiguousarray(inputs.lorenz, dtype=np.float32)
+
+    def embed_modality(
+        self, modality: str, inputs: WindowInputs, t: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(embedding (B, D), tokens (B, C, N) or None) of one modality at step ``t``."""
+        x = self.modality_input(modality, inputs)
+        model = self.embedders[modality]
+        feeds = {
+            "x": x,
+            "t": np.full(x.shape[0], self.check_t(t), dtype=np.int64),
             "noise": np.ascontiguousarray(
-                np.broadcast_to(self.noise, windows.shape), dtype=np.float32
+                np.broadcast_to(self.noise[modality], x.shape), dtype=np.float32
             ),
         }
-        return self.embedder.run(feeds, ["embedding"])[0]
+        wanted = ["embedding", "tokens"] if "tokens" in model.output_names else ["embedding"]
+        out = model.run(feeds, wanted)
+        return out[0], (out[1] if len(out) > 1 else None)
 
-    def classify(self, windows: np.ndarray, rr: np.ndarray, t: int) -> np.ndarray:
-        """(B, leads, L) windows and (B, K_rr) RR features → (B, n_classes) probabilities."""
-        if rr.shape != (windows.shape[0], self.n_rr):
+    def combine(
+        self, parts: Mapping[str, tuple[np.ndarray, np.ndarray | None]], rr: np.ndarray
+    ) -> np.ndarray:
+        """Head input from per-modality (embedding, tokens) and RR features: (B, D_head)."""
+        feats = [parts[mod][0] for mod in self.modalities]
+        if self.fusion is not None:
+            feeds = {}
+            for mod in self.modalities:
+                tokens = parts[mod][1]
+                if tokens is None:
+                    raise ConfigError(f"the {mod} embedder has no tokens output", field="fusion")
+                feeds[f"tokens_{mod}"] = tokens
+            feats.append(self.fusion.run(feeds, ["fused"])[0])
+        if rr.shape != (feats[0].shape[0], self.n_rr):
             raise ConfigError(
-                f"rr features must be ({windows.shape[0]}, {self.n_rr}), got {rr.shape}", field="rr"
+                f"rr features must be ({feats[0].shape[0]}, {self.n_rr}), got {rr.shape}",
+                field="rr",
             )
-        feats = np.concatenate([self.embed(windows, t), rr.astype(np.float32)], axis=1)
+        return np.concatenate([*feats, rr.astype(np.float32)], axis=1)
+
+    def features(self, inputs: WindowInputs, t: Mapping[str, int] | int | None) -> np.ndarray:
+        """Head input of a batch at the given t's: (B, D_head)."""
+        steps = self.resolve_t(t)
+        parts = {mod: self.embed_modality(mod, inputs, steps[mod]) for mod in self.modalities}
+        return self.combine(parts, inputs.rr)
+
+    def classify(
+        self,
+        inputs: WindowInputs,
+        t: Mapping[str, int] | int | None = None,
+        head: SoftmaxHead | None = None,
+    ) -> np.ndarray:
+        """(B, n_classes) probabilities, with the bundle's head or a user's ``head``."""
+        feats = self.features(inputs, t)
+        if head is not None:
+            return head.predict_proba(feats).astype(np.float32)
         return self.head.run({"features": feats}, ["probabilities"])[0]

@@ -61,3 +61,28 @@ class MissingDependencyError(EcgEdgeError, ImportError):
         super().__init__(f"{package} is not installed: pip install 'ecgedge[{extra}]'")
         self.package = package
         self.extra = extra
+
+
+class ProfileError(EcgEdgeError):
+    """A user profile is missing, corrupt, tampered with, or belongs to another bundle.
+
+    ``reason`` is one of ``missing``, ``malformed``, ``checksum``, ``bundle``, ``permissions``.
+    """
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.reason = reason
+
+
+class AcceleratorError(EcgEdgeError, RuntimeError):
+    """A GPU backend cannot run here.
+
+    ``reason`` is one of ``no-gpu`` (no CUDA device visible), ``cuda`` (a CUDA call failed),
+    ``engine`` (a TensorRT engine is missing, stale or does not match the model).
+    """
+
+    def __init__(self, message: str, *, backend: str, reason: str) -> None:
+        super().__init__(f"{backend}: {message}")
+        self.backend = backend
+        self.reason = reason

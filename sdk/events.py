@@ -27,6 +27,7 @@ class WindowEvent:
     n_beats : R-peaks inside the window.
     t : diffusion step the embedder ran at.
     denoised : whether a denoiser ran before the embedder.
+    personalized : whether a user profile's head and t produced it.
     latency_ms : compute time of this window (model + features), milliseconds.
     """
 
@@ -42,6 +43,7 @@ class WindowEvent:
     t: int
     denoised: bool
     latency_ms: float
+    personalized: bool = False
     kind: str = "window"
 
 

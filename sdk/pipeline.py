@@ -15,23 +15,28 @@ zero-padded window).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sdk.bundle import Bundle, load_bundle
-from sdk.classifier import WindowClassifier
+from sdk.calibration.profile import UserProfile, load_profile
+from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.episodes import EpisodeTracker
-from sdk.errors import BlockError, ConfigError, SampleRateError
+from sdk.errors import BlockError, ConfigError, ProfileError, SampleRateError
 from sdk.events import Event, WindowEvent
+from sdk.modalities import lorenz_image, rr_from_peaks
 from sdk.preprocess import Preprocessor, standardize_window
 from sdk.quality import assess_quality
 from sdk.ringbuffer import RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, heart_rate_bpm
 from sdk.rr import rr_features
+
+_log = logging.getLogger(__name__)
 
 #: Seconds after a window's end before it is analysed (R-peak confirmation and search-back).
 PEAK_LAG_S = 2.5
@@ -69,7 +74,12 @@ class StreamPipeline:
     bundle : a :class:`~sdk.bundle.Bundle` or a bundle directory (verified on load).
     fs_in : input sample rate in Hz; blocks at another rate are refused.
     n_leads : leads per input sample; ``lead`` selects the one the model sees.
-    t : diffusion step of the embedder (default: the bundle's ``default_t["raw"]``).
+    t : diffusion step of the raw embedder, or a ``{modality: t}`` mapping (default: the
+        profile's, else the bundle's ``default_t``).
+    profile : a :class:`~sdk.calibration.profile.UserProfile` or its file: the user's t and
+        head. A profile that cannot be used (corrupt, tampered, another bundle's) is not
+        fatal: the pipeline falls back to the bundle's defaults, logs a warning and keeps the
+        reason in :attr:`profile_error`.
     precision : embedder precision (default: the most compact in the bundle).
     threads, backend : ONNX Runtime threads and provider (``"cpu"``, ``"cuda"``, ``"tensorrt"``).
     buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag.
@@ -85,7 +95,8 @@ class StreamPipeline:
         fs_in: float,
         n_leads: int = 1,
         lead: int = 0,
-        t: int | None = None,
+        t: int | Mapping[str, int] | None = None,
+        profile: UserProfile | str | Path | None = None,
         precision: str | None = None,
         threads: int = 1,
         backend: str = "cpu",
@@ -107,7 +118,11 @@ class StreamPipeline:
         self.classifier = WindowClassifier(
             self.bundle, precision=precision, threads=threads, backend=backend
         )
-        self.t = self.classifier.check_t(m.default_t["raw"] if t is None else t)
+        self.profile, self.profile_error = self._open_profile(profile)
+        chosen = self.profile.t if self.profile is not None else {}
+        given = {"raw": t} if isinstance(t, int) else dict(t or {})
+        self.t_steps = self.classifier.resolve_t({**chosen, **given})
+        self.t = self.t_steps["raw"]
         self._pre = Preprocessor(fs_in, m.preprocess, n_leads)
         self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)
         self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), n_leads)
@@ -132,6 +147,20 @@ class StreamPipeline:
         self.stats = StreamStats()
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._queues: list[asyncio.Queue[Event | None]] = []
+
+    def _open_profile(
+        self, profile: UserProfile | str | Path | None
+    ) -> tuple[UserProfile | None, ProfileError | None]:
+        if profile is None:
+            return None, None
+        try:
+            if isinstance(profile, UserProfile):
+                profile.check_bundle(self.bundle)
+                return profile, None
+            return load_profile(profile, self.bundle), None
+        except ProfileError as exc:
+            _log.warning("user profile not used, running with the bundle's defaults: %s", exc)
+            return None, exc
 
     # -- delivery -----------------------------------------------------------------------------
     def add_callback(self, callback: Callable[[Event], None]) -> None:
@@ -311,7 +340,14 @@ class StreamPipeline:
         x = np.zeros((1, 1, self.window), dtype=np.float32)
         x[0, 0, :n] = standardize_window(seg[:, self.lead])
         peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
-        proba = self.classifier.classify(x, rr_features(peaks, self.fs)[None], self.t)[0]
+        lorenz = (
+            lorenz_image(rr_from_peaks(peaks, self.fs))[None]
+            if "lorenz" in self.classifier.modalities
+            else None
+        )
+        inputs = WindowInputs(x, rr_features(peaks, self.fs)[None], lorenz)
+        head = self.profile.head if self.profile is not None else None
+        proba = self.classifier.classify(inputs, self.t_steps, head)[0]
         latency_ms = 1000.0 * (time.perf_counter() - tic)
         classes = self.bundle.manifest.classes
         flagged = not quality.ok
@@ -327,6 +363,7 @@ class StreamPipeline:
             n_beats=int(peaks.size),
             t=self.t,
             denoised=False,
+            personalized=self.profile is not None,
             latency_ms=latency_ms,
         )
         self.stats.windows += 1
@@ -356,4 +393,3 @@ class StreamPipeline:
         for queue in self._queues:
             queue.put_nowait(None)
         return out
-

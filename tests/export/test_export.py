@@ -10,7 +10,7 @@ import pytest
 from export.build import FP32_PARITY_TOL, build_bundle
 from export.errors import AccuracyGateError
 from sdk.bundle import default_bundle_path, load_bundle
-from sdk.classifier import WindowClassifier
+from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.synthetic import synthetic_ecg
 from trainer.config import load_preset
 from trainer.probe import run_probe
@@ -62,8 +62,8 @@ def test_shipped_int8_embedder_matches_fp32_within_tolerance():
     x = ((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True))[:, None].astype(np.float32)
     rr = np.zeros((len(x), len(m.head_features["rr_features"])), dtype=np.float32)
     t = m.default_t["raw"]
-    p32 = WindowClassifier(bundle, precision="fp32").classify(x, rr, t)
-    p8 = WindowClassifier(bundle, precision="int8").classify(x, rr, t)
+    p32 = WindowClassifier(bundle, precision="fp32").classify(WindowInputs(x, rr), t)
+    p8 = WindowClassifier(bundle, precision="int8").classify(WindowInputs(x, rr), t)
     assert np.max(np.abs(p32 - p8)) <= INT8_PROB_TOL
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sdk.bundle import default_bundle_path, load_bundle
-from sdk.classifier import WindowClassifier
+from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.errors import BlockError, SampleRateError
 from sdk.events import EpisodeEvent, WindowEvent
 from sdk.pipeline import StreamPipeline
@@ -58,7 +58,7 @@ def offline_probabilities(bundle, x):
     clf = WindowClassifier(bundle, precision="fp32")
     wins = np.stack([standardize_window(y[s : s + w])[None] for s in starts])
     rr = np.stack([rr_features(peaks[(peaks >= s) & (peaks < s + w)] - s, m.fs) for s in starts])
-    return clf.classify(wins, rr, m.default_t["raw"])
+    return clf.classify(WindowInputs(wins, rr), m.default_t["raw"])
 
 
 def probs(events):

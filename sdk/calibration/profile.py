@@ -1,0 +1,167 @@
+"""User profiles: the result of on-device calibration, bound to one bundle.
+
+A profile holds the diffusion step t of each modality and the user's head weights, with
+when and on what it was calibrated. It is one JSON file carrying a SHA-256 of its own
+content, written atomically (temporary file, fsync, rename) with owner-only permissions
+(0600), and refused with a :class:`~sdk.errors.ProfileError` when it is corrupt, edited,
+readable by others, or made for a different bundle (profiles bind to the bundle's
+manifest hash: new weights mean a new calibration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.bundle import Bundle
+from sdk.errors import ProfileError
+from sdk.head import SoftmaxHead
+
+FORMAT = "ecgedge-user-profile"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """Per-user calibration result.
+
+    Attributes
+    ----------
+    user : an opaque user identifier chosen by the app (no personal data needed).
+    bundle_name, bundle_sha256 : the bundle the profile was calibrated for (manifest SHA-256).
+    t : diffusion step per modality, e.g. ``{"raw": 37}``.
+    head : the user's head on ``embedding(s) ++ rr_features``.
+    calibration : provenance: time (UTC, ISO 8601), source, windows, label counts,
+        objective, extractor evaluations, seconds, the optimizer's trace.
+    """
+
+    user: str
+    bundle_name: str
+    bundle_sha256: str
+    t: dict[str, int]
+    head: SoftmaxHead
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def check_bundle(self, bundle: Bundle, path: str = "<profile>") -> None:
+        """Raise :class:`ProfileError` (``reason="bundle"``) unless made for ``bundle``."""
+        if self.bundle_sha256 != bundle.manifest_sha256:
+            raise ProfileError(
+                f"calibrated for bundle {self.bundle_name!r} ({self.bundle_sha256[:12]}…), "
+                f"not for {bundle.manifest.name!r} ({bundle.manifest_sha256[:12]}…); "
+                "calibrate again for this bundle",
+                path=path,
+                reason="bundle",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        h = self.head
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "user": self.user,
+            "bundle": {"name": self.bundle_name, "manifest_sha256": self.bundle_sha256},
+            "t": dict(self.t),
+            "head": {
+                "classes": list(h.classes),
+                "weight": np.asarray(h.weight).tolist(),
+                "bias": np.asarray(h.bias).tolist(),
+                "mean": np.asarray(h.mean).tolist(),
+                "scale": np.asarray(h.scale).tolist(),
+            },
+            "calibration": self.calibration,
+        }
+
+
+def _digest(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def save_profile(profile: UserProfile, path: Path | str) -> Path:
+    """Write ``profile`` atomically with permissions 0600; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = profile.to_dict()
+    text = json.dumps({**body, "sha256": _digest(body)}, indent=1, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _parse(data: dict[str, Any], path: str) -> UserProfile:
+    try:
+        if data["format"] != FORMAT or data["schema_version"] != SCHEMA_VERSION:
+            raise ValueError(f"format {data['format']!r} v{data['schema_version']!r}")
+        h = data["head"]
+        classes = tuple(str(c) for c in h["classes"])
+        weight = np.asarray(h["weight"], dtype=np.float64)
+        arrays = [np.asarray(h[k], dtype=np.float64) for k in ("bias", "mean", "scale")]
+        d, k = weight.shape
+        if arrays[0].shape != (k,) or arrays[1].shape != (d,) or arrays[2].shape != (d,):
+            raise ValueError("head arrays have inconsistent shapes")
+        if k != len(classes) or not all(np.all(np.isfinite(a)) for a in [weight, *arrays]):
+            raise ValueError("head weights are not finite or do not match the classes")
+        return UserProfile(
+            user=str(data["user"]),
+            bundle_name=str(data["bundle"]["name"]),
+            bundle_sha256=str(data["bundle"]["manifest_sha256"]),
+            t={str(m): int(t) for m, t in data["t"].items()},
+            head=SoftmaxHead(weight, arrays[0], arrays[1], arrays[2], classes),
+            calibration=dict(data.get("calibration", {})),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"malformed profile: {exc}", path=path, reason="malformed") from exc
+
+
+def load_profile(path: Path | str, bundle: Bundle | None = None) -> UserProfile:
+    """Read and verify a profile; with ``bundle``, also check that it was made for it.
+
+    Raises
+    ------
+    ProfileError
+        ``missing``, ``permissions`` (group/other may read or write it), ``malformed``,
+        ``checksum`` (edited or damaged) or ``bundle`` (made for another bundle).
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise ProfileError("no such profile", path=where, reason="missing")
+    if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise ProfileError(
+            f"permissions {oct(stat.S_IMODE(path.stat().st_mode))} let others read it; "
+            f"run: chmod 600 {path}",
+            path=where,
+            reason="permissions",
+        )
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"not valid JSON: {exc}", path=where, reason="malformed") from exc
+    if not isinstance(data, dict) or "sha256" not in data:
+        raise ProfileError("no checksum in profile", path=where, reason="malformed")
+    claimed = data.pop("sha256")
+    if _digest(data) != claimed:
+        raise ProfileError(
+            "content does not match its SHA-256 (edited or damaged)", path=where, reason="checksum"
+        )
+    profile = _parse(data, where)
+    if bundle is not None:
+        profile.check_bundle(bundle, where)
+    return profile
