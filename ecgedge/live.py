@@ -101,10 +101,17 @@ def run_live(
     *,
     on_event: Callable[[Event], None],
     save: Path | None = None,
+    user_profile: Path | None = None,
 ) -> tuple[StreamPipeline, SessionStats, Path | None]:
     """Stream until the source ends (or Ctrl-C); return the pipeline, the session's counters
-    and where the record was saved."""
-    pipeline = StreamPipeline(bundle, fs_in=profile.fs, n_leads=profile.n_leads, on_event=on_event)
+    and where the record was saved. ``user_profile``: a calibration profile to apply."""
+    pipeline = StreamPipeline(
+        bundle,
+        fs_in=profile.fs,
+        n_leads=profile.n_leads,
+        on_event=on_event,
+        profile=user_profile,
+    )
     sink = Recorder(pipeline, profile.fs)
     session = SensorSession(transport, profile, sink)
 

@@ -1,0 +1,250 @@
+"""On-device per-user calibration: search each modality's t, fit the user's head.
+
+From a few minutes of the user's labelled ECG the :class:`Calibrator` finds the diffusion
+steps (one per modality of the bundle) whose features the user's head learns from fastest
+(DiffECG's γ, or ΔAcc/ΔF1/ΔLoss), with the Gaussian-process optimizer of
+:mod:`sdk.calibration.bayesopt`, then fits the head at those steps and returns a
+:class:`~sdk.calibration.profile.UserProfile`. Embeddings are cached per (modality, t), so
+an extractor runs once per distinct step it is asked for. No torch, no re-export.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sdk.bundle import Bundle
+from sdk.calibration.bayesopt import OptimizeResult, maximize_integer
+from sdk.calibration.objectives import OBJECTIVES
+from sdk.calibration.profile import UserProfile
+from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.errors import ConfigError
+from sdk.head import fit_softmax_head
+from sdk.windowing import record_windows
+
+#: Default search box of t (inclusive). The bundle's schedule allows more, but beyond ~200
+#: of 1000 linear-schedule steps the window is mostly noise (ᾱ < 0.66).
+DEFAULT_T_BOX = (1, 200)
+MIN_WINDOWS = 8
+
+
+@dataclass
+class CalibrationResult:
+    """What :meth:`Calibrator.calibrate` found and what it cost."""
+
+    profile: UserProfile
+    search: OptimizeResult
+    extractor_evaluations: int
+    seconds: float
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Calibrator:
+    """Calibrate one user on one bundle from labelled windows or recordings.
+
+    Parameters
+    ----------
+    bundle : the verified bundle the profile will be bound to.
+    objective : ``"gamma"`` (default), ``"delta_acc"``, ``"delta_f1"`` or ``"delta_loss"``.
+    t_box : inclusive (lo, hi) range of t searched for every modality.
+    max_evals, max_seconds, n_init, seed : budgets and initial design of the optimizer.
+    r : the update at which the objective is read (γ compares ω_r and ω_{r+1}).
+    precision, threads, backend : how the embedders run (see :class:`WindowClassifier`).
+
+    Not thread-safe; :meth:`calibrate` may be cancelled from another thread through its
+    ``should_stop`` callback.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        objective: str = "gamma",
+        t_box: tuple[int, int] = DEFAULT_T_BOX,
+        max_evals: int = 30,
+        max_seconds: float | None = None,
+        n_init: int = 4,
+        r: int = 5,
+        seed: int = 0,
+        precision: str | None = None,
+        threads: int = 1,
+        backend: str = "cpu",
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ConfigError(
+                f"objective {objective!r} unknown; expected one of {sorted(OBJECTIVES)}",
+                field="objective",
+            )
+        m = bundle.manifest
+        if not 0 <= t_box[0] <= t_box[1] <= m.t_max:
+            raise ConfigError(f"0 <= lo <= hi <= {m.t_max} must hold for t_box", field="t_box")
+        self.bundle, self.objective, self.t_box = bundle, objective, t_box
+        self.max_evals, self.max_seconds, self.n_init, self.r, self.seed = (
+            max_evals,
+            max_seconds,
+            n_init,
+            r,
+            seed,
+        )
+        self.classifier = WindowClassifier(
+            bundle, precision=precision, threads=threads, backend=backend
+        )
+        self.classes = m.classes
+        self._inputs: list[WindowInputs] = []
+        self._labels: list[np.ndarray] = []
+        self._sources: list[str] = []
+
+    # -- data ---------------------------------------------------------------------------------
+    def add_windows(
+        self, inputs: WindowInputs, labels: Sequence[str], source: str = "live"
+    ) -> None:
+        """Labelled windows (class names of the bundle), e.g. collected live from a stream."""
+        y = self._encode(labels)
+        if y.shape[0] != len(inputs):
+            raise ConfigError(f"{len(inputs)} windows but {y.shape[0]} labels", field="labels")
+        self._inputs.append(inputs)
+        self._labels.append(y)
+        self._sources.append(source)
+
+    def add_recording(
+        self,
+        signal: np.ndarray,
+        fs: float,
+        intervals: Sequence[tuple[float, float, str]],
+        *,
+        source: str = "recording",
+        min_coverage: float = 0.5,
+    ) -> int:
+        """A recording (n,) in mV at ``fs`` with labelled intervals ``(start_s, end_s, class)``.
+
+        Windows are cut as the stream cuts them; each takes the class covering most of it,
+        and windows less than ``min_coverage`` covered by any interval are left out.
+        Returns the number of windows added.
+        """
+        m = self.bundle.manifest
+        rw = record_windows(signal, fs, m.preprocess, m.window_samples, m.hop_samples)
+        labels, keep = [], []
+        for i, start in enumerate(rw.starts):
+            a, b = start / rw.fs, (start + m.window_samples) / rw.fs
+            cover: dict[str, float] = {}
+            for s, e, label in intervals:
+                cover[label] = cover.get(label, 0.0) + max(0.0, min(b, e) - max(a, s))
+            best = max(cover, key=lambda k: cover[k]) if cover else None
+            if best is not None and cover[best] >= min_coverage * (b - a):
+                labels.append(best)
+                keep.append(i)
+        idx = np.asarray(keep, dtype=np.int64)
+        self.add_windows(WindowInputs(rw.windows[idx], rw.rr[idx], rw.lorenz[idx]), labels, source)
+        return len(keep)
+
+    def _encode(self, labels: Sequence[str]) -> np.ndarray:
+        unknown = sorted(set(labels) - set(self.classes))
+        if unknown:
+            raise ConfigError(
+                f"labels {unknown} are not classes of the bundle {list(self.classes)}",
+                field="labels",
+            )
+        return np.array([self.classes.index(lab) for lab in labels], dtype=np.int64)
+
+    def _data(self) -> tuple[WindowInputs, np.ndarray]:
+        if not self._inputs:
+            raise ConfigError("no calibration windows: add a recording or windows", field="data")
+        y = np.concatenate(self._labels)
+        lorenz = [i.lorenz for i in self._inputs]
+        inputs = WindowInputs(
+            np.concatenate([i.windows for i in self._inputs]),
+            np.concatenate([i.rr for i in self._inputs]),
+            None if any(x is None for x in lorenz) else np.concatenate(lorenz),  # type: ignore[arg-type]
+        )
+        present = np.unique(y)
+        if y.size < MIN_WINDOWS or present.size < 2:
+            raise ConfigError(
+                f"calibration needs >= {MIN_WINDOWS} windows of >= 2 classes; got {y.size} "
+                f"windows of {[self.classes[k] for k in present]}",
+                field="data",
+            )
+        return inputs, y
+
+    # -- search -------------------------------------------------------------------------------
+    def calibrate(
+        self,
+        *,
+        user: str = "user",
+        progress: Callable[[int, dict[str, int], float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CalibrationResult:
+        """Search t per modality, fit the user's head there, return the profile.
+
+        ``progress(i, t, score)`` follows every objective evaluation; ``should_stop()``
+        returning True ends the search early (the best point so far is kept).
+
+        Raises
+        ------
+        ConfigError
+            Too few windows or classes, or cancelled before any evaluation.
+        """
+        tic = time.perf_counter()
+        inputs, y = self._data()
+        mods = self.classifier.modalities
+        cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray | None]] = {}
+
+        def features(steps: tuple[int, ...]) -> np.ndarray:
+            parts = {}
+            for mod, t in zip(mods, steps):
+                if (mod, t) not in cache:
+                    cache[mod, t] = self.classifier.embed_modality(mod, inputs, t)
+                parts[mod] = cache[mod, t]
+            return self.classifier.combine(parts, inputs.rr)
+
+        score = OBJECTIVES[self.objective]
+        trace: list[dict[str, Any]] = []
+
+        def objective(steps: tuple[int, ...]) -> float:
+            return score(features(steps), y, len(self.classes), r=self.r)
+
+        def report(i: int, steps: tuple[int, ...], value: float) -> None:
+            trace.append({"t": dict(zip(mods, steps)), "score": value})
+            if progress is not None:
+                progress(i, dict(zip(mods, steps)), value)
+
+        search = maximize_integer(
+            objective,
+            [self.t_box] * len(mods),
+            n_init=self.n_init,
+            max_evals=self.max_evals,
+            max_seconds=self.max_seconds,
+            seed=self.seed,
+            progress=report,
+            should_stop=should_stop,
+        )
+        if search.evaluations == 0:
+            raise ConfigError("calibration stopped before any evaluation", field="should_stop")
+        head = fit_softmax_head(features(search.best_x), y, self.classes)
+        seconds = time.perf_counter() - tic
+        counts = np.bincount(y, minlength=len(self.classes))
+        profile = UserProfile(
+            user=user,
+            bundle_name=self.bundle.manifest.name,
+            bundle_sha256=self.bundle.manifest_sha256,
+            t=dict(zip(mods, (int(v) for v in search.best_x))),
+            head=head,
+            calibration={
+                "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "sources": sorted(set(self._sources)),
+                "windows": int(y.size),
+                "label_counts": {c: int(n) for c, n in zip(self.classes, counts) if n},
+                "objective": self.objective,
+                "t_box": list(self.t_box),
+                "objective_evaluations": search.evaluations,
+                "extractor_evaluations": len(cache),
+                "stopped": search.stopped,
+                "seconds": round(seconds, 3),
+                "trace": trace,
+            },
+        )
+        return CalibrationResult(profile, search, len(cache), seconds, trace)

@@ -1,0 +1,317 @@
+"""``ecgedge bench personalize``: per-subject AF detection with on-device calibration of t.
+
+Protocol (BENCHMARKS.md): per subject, windows are cut the way a stream cuts them and
+labelled AF / non-AF from the rhythm annotations (majority of the window); the first 10%
+of the subject's windows by time calibrate, the remaining 90% test. Compared on the same
+subjects: the bundle's global head at its default t; the user's head fitted at each fixed
+t; t found by the Gaussian-process optimizer with γ (the SDK's :class:`Calibrator`); t by
+grid search with γ; the user's head at the default t (fine-tune without t search); and
+the objective ablation (γ vs ΔAcc / ΔF1 / ΔLoss) under the same optimizer budget.
+A subject whose calibration part holds only one class cannot fit a head: every
+personalized method falls back to the global model there, and the report counts them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sdk.bundle import load_bundle
+from sdk.calibration import OBJECTIVES, Calibrator
+from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.head import SoftmaxHead, fit_softmax_head
+from sdk.windowing import record_windows
+from trainer.bench.report import md_table, write_result
+from trainer.data import records as rec
+
+MITDB_AF = ("201", "202", "203", "210", "219", "221", "222")
+MITDB_NON_AF = ("100", "105", "106", "119", "208", "213")
+FIXED_T = (20, 30, 40, 50, 60, 70)
+GRID_T = tuple(range(0, 201, 5))[1:]  # 5, 10, …, 200 (41 points with t=1 added below)
+CAL_FRACTION = 0.1
+
+
+@dataclass
+class Subject:
+    name: str
+    inputs: WindowInputs
+    labels: np.ndarray  # (N,) "A" or "N"
+
+
+def _labelled(signal: np.ndarray, fs: float, rhythm: list[tuple[int, int, str]], m: Any):
+    rw = record_windows(signal, fs, m.preprocess, m.window_samples, m.hop_samples)
+    labels = []
+    for s in rw.starts:
+        a, b = s / rw.fs * fs, (s + m.window_samples) / rw.fs * fs
+        af = sum(max(0.0, min(b, e) - max(a, st)) for st, e, lab in rhythm if "AF" in lab)
+        labels.append("A" if af >= 0.5 * (b - a) else "N")
+    return rw, labels
+
+
+def _record_order(r: rec.Record) -> int:
+    tail = r.name.rsplit("_", 1)[-1]
+    return int(tail) if "_" in r.name and tail.isdigit() else 0
+
+
+def load_subjects(manifest: Any, max_subjects: int = 0) -> list[Subject]:
+    """mitdb records (with and without AF) and cpsc2021 subjects (records in order)."""
+    groups: dict[str, list[rec.Record]] = {}
+    for name in (*MITDB_AF, *MITDB_NON_AF):
+        groups[f"mitdb/{name}"] = [rec.read_mitdb(name)]
+    for name in rec.list_records("cpsc2021"):
+        subject = name.split("_")[1]
+        groups.setdefault(f"cpsc2021/{subject}", []).append(rec.read_cpsc2021(name))
+    subjects = []
+    for key in tqdm(list(groups)[: max_subjects or None], desc="subjects", leave=False):
+        parts = sorted(groups[key], key=_record_order)
+        wins, rrs, lors, labels = [], [], [], []
+        for r in parts:
+            rhythm = r.annotations.rhythm if r.annotations else []
+            rw, lab = _labelled(r.signal[:, 0], r.fs, rhythm, manifest)
+            wins.append(rw.windows)
+            rrs.append(rw.rr)
+            lors.append(rw.lorenz)
+            labels += lab
+        inputs = WindowInputs(np.concatenate(wins), np.concatenate(rrs), np.concatenate(lors))
+        subjects.append(Subject(key, inputs, np.asarray(labels)))
+    return subjects
+
+
+def _take(inputs: WindowInputs, idx: np.ndarray) -> WindowInputs:
+    lorenz = inputs.lorenz[idx] if inputs.lorenz is not None else None
+    return WindowInputs(inputs.windows[idx], inputs.rr[idx], lorenz)
+
+
+def _scores(y_true: np.ndarray, pred_af: np.ndarray) -> dict[str, float | None]:
+    truth = y_true == "A"
+    tp = int(np.sum(pred_af & truth))
+    denom = int(pred_af.sum() + truth.sum())
+    f1 = 2 * tp / denom if truth.any() else None
+    return {"f1": f1, "accuracy": float(np.mean(pred_af == truth))}
+
+
+class _Features:
+    """Head inputs of a subject's calibration / test windows per t, computed once."""
+
+    def __init__(self, clf: WindowClassifier, cal: WindowInputs, test: WindowInputs) -> None:
+        self.clf, self.sets = clf, {"cal": cal, "test": test}
+        self.cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def __call__(self, part: str, t: int) -> np.ndarray:
+        if (part, t) not in self.cache:
+            self.cache[part, t] = self.clf.features(self.sets[part], {"raw": t})
+        return self.cache[part, t]
+
+
+def _evaluate_subject(
+    clf: WindowClassifier, bundle: Any, subject: Subject, gp_evals: int
+) -> dict[str, Any]:
+    m = bundle.manifest
+    n_cal = max(1, int(round(CAL_FRACTION * len(subject.labels))))
+    idx = np.arange(len(subject.labels))
+    cal_in, test_in = _take(subject.inputs, idx[:n_cal]), _take(subject.inputs, idx[n_cal:])
+    y_cal, y_test = subject.labels[:n_cal], subject.labels[n_cal:]
+    feats = _Features(clf, cal_in, test_in)
+    a = m.classes.index("A")
+    t0 = m.default_t["raw"]
+    global_p = clf.head.run({"features": feats("test", t0)}, ["probabilities"])[0]
+    rows: dict[str, Any] = {"global": _scores(y_test, global_p.argmax(1) == a)}
+    out: dict[str, Any] = {
+        "subject": subject.name,
+        "windows_cal": int(n_cal),
+        "windows_test": int(len(y_test)),
+        "af_cal": int(np.sum(y_cal == "A")),
+        "af_test": int(np.sum(y_test == "A")),
+        "methods": rows,
+    }
+    calibratable = len(set(y_cal.tolist())) == 2 and n_cal >= 8
+    out["calibratable"] = calibratable
+    codes = _codes(y_cal, m.classes)
+
+    def personal(t: int) -> dict[str, float | None]:
+        if not calibratable:
+            return rows["global"]
+        head = fit_softmax_head(feats("cal", t), codes, m.classes)
+        return _scores(y_test, head.predict_proba(feats("test", t)).argmax(1) == a)
+
+    rows["finetune_default_t"] = personal(t0)
+    for t in FIXED_T:
+        rows[f"fixed_t{t}"] = personal(t)
+    if not calibratable:
+        for name in ("gp_gamma", "grid_gamma", *(f"gp_{k}" for k in OBJECTIVES if k != "gamma")):
+            rows[name] = rows["global"]
+        return out
+    grid = (1, *GRID_T)
+    gamma = {t: OBJECTIVES["gamma"](feats("cal", t), codes, len(m.classes)) for t in grid}
+    t_grid = max(grid, key=lambda t: gamma[t])
+    rows["grid_gamma"] = {**personal(t_grid), "t": t_grid, "evaluations": len(grid)}
+    for objective in OBJECTIVES:
+        cal = Calibrator(bundle, objective=objective, t_box=(1, 200), max_evals=gp_evals)
+        cal.add_windows(cal_in, list(y_cal), source=subject.name)
+        tic = time.perf_counter()
+        res = cal.calibrate(user=subject.name)
+        seconds = time.perf_counter() - tic
+        t = res.profile.t["raw"]
+        name = "gp_gamma" if objective == "gamma" else f"gp_{objective}"
+        rows[name] = {
+            **_scores(y_test, _predict_af(res.profile.head, feats("test", t), a)),
+            "t": t,
+            "evaluations": res.extractor_evaluations,
+            "seconds": seconds,
+        }
+        if objective == "gamma":  # how close the GP came to the grid's best γ
+            rows[name]["gamma_gap_to_grid"] = gamma[t_grid] - float(res.search.best_y)
+    return out
+
+
+def _codes(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    return np.array([classes.index(str(v)) for v in labels], dtype=np.int64)
+
+
+def _predict_af(head: SoftmaxHead, x: np.ndarray, a: int) -> np.ndarray:
+    return head.predict_proba(x).argmax(1) == a
+
+
+def _summary(values: list[float | None]) -> dict[str, float | int]:
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return {"n": 0}
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "median": float(med),
+        "q1": float(q1),
+        "q3": float(q3),
+    }
+
+
+def calibration_speed(bundle_dir: Path, minutes: float = 10.0) -> dict[str, Any]:
+    """Wall time of one calibration (default Calibrator, one thread) on mitdb 201's start."""
+    bundle = load_bundle(bundle_dir)
+    r = rec.read_mitdb("201")
+    n = int(minutes * 60 * r.fs)
+    intervals = [
+        (s / r.fs, min(e, n) / r.fs, "A" if "AF" in lab else "N")
+        for s, e, lab in (r.annotations.rhythm if r.annotations else [])
+        if s < n
+    ]
+    cal = Calibrator(bundle, threads=1)
+    windows = cal.add_recording(r.signal[:n, 0], r.fs, intervals)
+    tic = time.perf_counter()
+    res = cal.calibrate(user="mitdb/201")
+    return {
+        "record": "mitdb/201",
+        "minutes": minutes,
+        "windows": windows,
+        "seconds": time.perf_counter() - tic,
+        "extractor_evaluations": res.extractor_evaluations,
+        "t": res.profile.t,
+        "stopped": res.search.stopped,
+    }
+
+
+def run(
+    bundle_dir: Path,
+    out_dir: Path,
+    *,
+    gp_evals: int = 13,
+    max_subjects: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    bundle = load_bundle(bundle_dir)
+    clf = WindowClassifier(bundle, threads=1)
+    subjects = load_subjects(bundle.manifest, max_subjects)
+    per_subject = [
+        _evaluate_subject(clf, bundle, s, gp_evals)
+        for s in tqdm(subjects, desc="personalize", unit="subject")
+    ]
+    methods = list(per_subject[0]["methods"]) if per_subject else []
+    summary = {
+        name: {
+            "f1_af_subjects": _summary([s["methods"][name]["f1"] for s in per_subject]),
+            "accuracy_all_subjects": _summary(
+                [s["methods"][name]["accuracy"] for s in per_subject]
+            ),
+        }
+        for name in methods
+    }
+    speed = calibration_speed(bundle_dir)
+    result = {
+        "bundle": bundle.manifest.name,
+        "protocol": {
+            "calibration_fraction": CAL_FRACTION,
+            "fixed_t": list(FIXED_T),
+            "grid_t": [1, *GRID_T],
+            "gp_max_evaluations": gp_evals,
+            "t_box": [1, 200],
+        },
+        "subjects": per_subject,
+        "summary": summary,
+        "calibration_speed": speed,
+    }
+    write_result(out_dir, "personalize", result, _markdown(result))
+    log((out_dir / "personalize.md").read_text())
+    return result
+
+
+def _fmt(s: dict[str, Any]) -> str:
+    if not s.get("n"):
+        return "n/a"
+    return f"{s['mean']:.3f} / {s['median']:.3f} [{s['q1']:.3f}, {s['q3']:.3f}]"
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    rows = [
+        [name, _fmt(v["f1_af_subjects"]), _fmt(v["accuracy_all_subjects"])]
+        for name, v in r["summary"].items()
+    ]
+    subj = []
+    for s in r["subjects"]:
+        m = s["methods"]
+
+        def f(k: str, m: dict[str, Any] = m) -> str:
+            return "n/a" if m[k]["f1"] is None else f"{m[k]['f1']:.3f}"
+
+        subj.append(
+            [
+                s["subject"],
+                f"{s['af_cal']}/{s['windows_cal']}",
+                f"{s['af_test']}/{s['windows_test']}",
+                f("global"),
+                f("finetune_default_t"),
+                f("fixed_t20"),
+                f"{f('gp_gamma')} (t={m['gp_gamma'].get('t', '-')})",
+                f"{f('grid_gamma')} (t={m['grid_gamma'].get('t', '-')})",
+                f"{m['global']['accuracy']:.3f} → {m['gp_gamma']['accuracy']:.3f}",
+            ]
+        )
+    sp = r["calibration_speed"]
+    header = ["subject", "cal AF", "test AF", "global", "fine-tune t0", "fixed t=20"]
+    header += ["GP + γ", "grid + γ", "accuracy global → GP+γ"]
+    return f"""# personalize — per-subject AF detection with on-device calibration of t
+
+Command: `ecgedge bench personalize` (bundle `{r["bundle"]}`). Per subject the first
+{r["protocol"]["calibration_fraction"]:.0%} of windows (by time) calibrate, the rest test;
+labels AF vs non-AF by majority of the window. F1 is the AF class's, over subjects with AF
+in their test part; accuracy over all subjects. Cells: mean / median [q1, q3]. GP: at most
+{r["protocol"]["gp_max_evaluations"]} extractor evaluations over t in 1…200; grid:
+{len(r["protocol"]["grid_t"])} points. Subjects whose calibration part holds one class fall
+back to the global model in every personalized row.
+
+{md_table(["method", "F1 (AF subjects)", "accuracy (all)"], rows)}
+
+Per subject (AF windows / windows; F1):
+
+{md_table(header, subj)}
+
+Calibration speed: {sp["minutes"]:.0f} min of {sp["record"]} ({sp["windows"]} windows), default
+`Calibrator` on one thread: {sp["seconds"]:.1f} s, {sp["extractor_evaluations"]} extractor
+evaluations (stopped: {sp["stopped"]}), t = {sp["t"]}.
+"""
