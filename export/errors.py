@@ -27,3 +27,25 @@ class AccuracyGateError(ExportError):
         self.fp32 = fp32
         self.quantized = quantized
         self.limit = limit
+
+
+class JetsonRuleError(ExportError):
+    """A graph meant for TensorRT breaks a rule; ``violations`` lists every finding."""
+
+    def __init__(self, violations: list) -> None:
+        lines = [str(v) for v in violations]
+        super().__init__(
+            f"{len(lines)} TensorRT rule violation(s):\n  " + "\n  ".join(lines)
+            if lines
+            else "no violations"
+        )
+        self.violations = list(violations)
+
+
+class EngineBuildError(ExportError):
+    """TensorRT could not parse a graph or build an engine from it."""
+
+    def __init__(self, message: str, *, path: str, precision: str) -> None:
+        super().__init__(f"{path} ({precision}): {message}")
+        self.path = path
+        self.precision = precision

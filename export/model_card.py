@@ -65,6 +65,41 @@ def _provenance(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def _tensorrt_section(m: dict[str, Any]) -> list[str]:
+    """How to build the engines on the device (engines are tied to TensorRT version and GPU)."""
+    from export.tensorrt_build import trtexec_lines
+
+    lines = trtexec_lines(m)
+    return [
+        "## TensorRT engines (build on the device)",
+        "",
+        "Engines only run on the TensorRT version and GPU that built them, so build them on the",
+        "Jetson itself. With the SDK installed (`pip install 'ecgedge[tensorrt]'`):",
+        "",
+        "```sh",
+        "ecgedge engines --bundle . --precision fp16 int8   # cached in ~/.cache/ecgedge/engines",
+        "```",
+        "",
+        "or with `trtexec` (JetPack: `/usr/src/tensorrt/bin/trtexec`) in the bundle folder, then",
+        "pass the folder holding the `.engine` files as `engine_dir` (backend `trt-engine`).",
+        "INT8 comes from the graph's Q/DQ nodes (explicit quantization, no calibration cache);",
+        "FP16 from `embedder.fp16.onnx`, whose input preparation stays FP32 (`--stronglyTyped`",
+        "keeps it; a plain `--fp16` build would demote it).",
+        "",
+        "TensorRT 10 (JetPack 6.x):",
+        "",
+        "```sh",
+        *lines[10],
+        "```",
+        "",
+        "TensorRT 11 (strongly typed only; `--fp16`/`--int8` were removed):",
+        "",
+        "```sh",
+        *lines[11],
+        "```",
+    ]
+
+
 def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
     """Write ``root/MODEL_CARD.md``, with ``bench_dir``'s rhythm/stream reports if given."""
     m = json.loads((root / "manifest.json").read_text())
@@ -89,6 +124,8 @@ def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
         path = bench_dir / f"{name}.md" if bench_dir else None
         if path is not None and path.is_file():
             lines += ["", path.read_text().strip().replace("# ", "## Benchmark: ", 1)]
+    if m["provenance"].get("target") == "jetson":
+        lines += ["", *_tensorrt_section(m)]
     lines += ["", _LIMITS, ""]
     out = root / "MODEL_CARD.md"
     out.write_text("\n".join(lines))

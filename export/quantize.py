@@ -41,6 +41,30 @@ class WindowReader(CalibrationDataReader):
 #: Only convolutions and dense layers are quantized; normalization and attention arithmetic
 #: (Mul/Add of GroupNorm, attention MatMul/Softmax) stay in float, where INT8 hurts most.
 QUANTIZED_OPS = ["Conv", "Gemm"]
+TARGETS = ("cpu", "jetson")
+
+
+def _settings(target: str) -> tuple[QuantType, dict]:
+    """Activation type and extra options per target.
+
+    ``cpu``: uint8 asymmetric activations, INT32 biases (ONNX Runtime's QDQ fusions).
+    ``jetson``: what TensorRT's explicit quantization fuses - signed INT8, symmetric
+    (zero point 0) activations and weights, float biases, Q->DQ pairs on float weights
+    (also parsed by TensorRT 8.x) and kept activations (Relu/Clip are not folded away).
+    """
+    extra: dict = {"CalibPercentile": 99.99}
+    if target == "cpu":
+        return QuantType.QUInt8, extra
+    if target != "jetson":
+        raise ValueError(f"target {target!r} unknown; expected one of {TARGETS}")
+    extra |= {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "AddQDQPairToWeight": True,
+        "QDQKeepRemovableActivations": True,
+    }
+    return QuantType.QInt8, extra
 
 
 def quantize_int8(
@@ -52,11 +76,14 @@ def quantize_int8(
     *,
     exclude: list[str] | None = None,
     method: CalibrationMethod = CalibrationMethod.Percentile,
+    target: str = "cpu",
 ) -> Path:
-    """QDQ INT8 calibrated on ``windows``: uint8 activations, int8 per-channel weights.
+    """QDQ INT8 calibrated on ``windows``: int8 per-channel weights; activations per ``target``.
 
     ``exclude`` names nodes to keep in float (the gate's fallback when INT8 costs too much).
+    ``target="jetson"`` writes the TensorRT form (see :func:`_settings`).
     """
+    activation_type, extra = _settings(target)
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
@@ -66,13 +93,19 @@ def quantize_int8(
             WindowReader(windows, t, noise),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QUInt8,
+            activation_type=activation_type,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             op_types_to_quantize=QUANTIZED_OPS,
             nodes_to_exclude=exclude or [],
-            extra_options={"CalibPercentile": 99.99},
+            extra_options=extra,
         )
+    if target == "jetson":
+        import onnx
+
+        from export.jetson_rules import strip_unused_opsets
+
+        onnx.save(strip_unused_opsets(onnx.load(str(out_path))), str(out_path))
     return out_path
 
 
@@ -102,6 +135,7 @@ def mixed_precision_int8(
     *,
     budget: float,
     progress: Callable[[str], None] | None = None,
+    target: str = "cpu",
 ) -> tuple[list[str], float]:
     """INT8 for the layers that tolerate it.
 
@@ -115,7 +149,13 @@ def mixed_precision_int8(
 
     def error_with(quantized: list[str]) -> float:
         quantize_int8(
-            fp32_path, out_path, windows, t, noise, exclude=[n for n in nodes if n not in quantized]
+            fp32_path,
+            out_path,
+            windows,
+            t,
+            noise,
+            exclude=[n for n in nodes if n not in quantized],
+            target=target,
         )
         return error_of(out_path)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +20,7 @@ from sdk.bundle import Bundle
 from sdk.errors import ConfigError
 from sdk.head import SoftmaxHead
 from sdk.modalities import spectrogram
-from sdk.runtime import OnnxModel
+from sdk.runtime import Model, open_model
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class WindowClassifier:
     ----------
     bundle : a verified bundle.
     precision : embedder precision to load (``None`` = the most compact in the bundle).
-    threads, backend : see :class:`sdk.runtime.OnnxModel`.
+    threads, backend, engine_dir : see :func:`sdk.runtime.open_model` (backends ``cpu``,
+        ``cuda``, ``tensorrt``, ``trt-engine``).
     """
 
     def __init__(
@@ -55,28 +58,22 @@ class WindowClassifier:
         precision: str | None = None,
         threads: int = 1,
         backend: str = "cpu",
+        engine_dir: Path | None = None,
     ) -> None:
         m = bundle.manifest
+        load = partial(open_model, threads=threads, backend=backend, engine_dir=engine_dir)
         self.manifest = m
         self.modalities = m.modalities
-        self.embedders: dict[str, OnnxModel] = {}
+        self.embedders: dict[str, Model] = {}
         self.noise: dict[str, np.ndarray] = {}
         for modality in self.modalities:
             spec = m.file("embedder", precision if modality == "raw" else None, modality)
-            self.embedders[modality] = OnnxModel(
-                bundle.path_of(spec), threads=threads, backend=backend, spec=spec
-            )
+            self.embedders[modality] = load(bundle.path_of(spec), spec=spec)
             self.noise[modality] = bundle.inference_noise(modality)
         self.precision = m.file("embedder", precision).precision
-        self.fusion = (
-            OnnxModel(bundle.path_of(m.file("fusion")), threads=threads, backend=backend)
-            if m.has("fusion")
-            else None
-        )
+        self.fusion = load(bundle.path_of(m.file("fusion"))) if m.has("fusion") else None
         head_spec = m.file("head")
-        self.head = OnnxModel(
-            bundle.path_of(head_spec), threads=threads, backend=backend, spec=head_spec
-        )
+        self.head = load(bundle.path_of(head_spec), spec=head_spec)
         self.n_rr = len(m.head_features.get("rr_features", []))
 
     def check_t(self, t: int) -> int:

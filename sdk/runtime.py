@@ -1,13 +1,21 @@
-"""Inference sessions: ONNX Runtime (CPU, CUDA, TensorRT providers) with explicit threads.
+"""Inference sessions: ONNX Runtime (CPU, CUDA, TensorRT providers) and native TensorRT.
 
-onnxruntime is imported lazily so that importing :mod:`sdk` stays cheap.
+Backends (:func:`open_model`):
+
+``"cpu"``         ONNX Runtime, CPU provider (the default; what phones and SBCs run)
+``"cuda"``        ONNX Runtime, CUDA provider (onnxruntime-gpu)
+``"tensorrt"``    ONNX Runtime's TensorRT execution provider (the middle path: TensorRT
+                  kernels, engines built and cached by ONNX Runtime, CUDA/CPU fallback)
+``"trt-engine"``  native TensorRT engines built on the device (:mod:`sdk.trt_runtime`)
+
+onnxruntime and tensorrt are imported lazily so that importing :mod:`sdk` stays cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,6 +27,66 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+
+
+BACKENDS = (*PROVIDERS, "trt-engine")
+
+
+class Model(Protocol):
+    """What every backend offers: tensor names and a run on host arrays."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(
+        self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> list[np.ndarray]: ...
+
+
+def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path | None) -> dict[str, Any]:
+    """TensorRT EP options: engine cache, INT8 for Q/DQ graphs, the window's shape profile."""
+    from sdk.trt_runtime import default_engine_dir, profile_shapes
+
+    opts: dict[str, Any] = {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache_dir or default_engine_dir() / "ort"),
+    }
+    if spec is None:
+        return opts
+    opts["trt_int8_enable"] = spec.precision == "int8"  # explicit Q/DQ: no calibration table
+    profile = profile_shapes(spec.inputs)
+    for k, key in enumerate(
+        ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    ):
+        opts[key] = ",".join(
+            f"{name}:{'x'.join(str(d) for d in shapes[k])}" for name, shapes in profile.items()
+        )
+    return opts
+
+
+def open_model(
+    path: Path,
+    *,
+    backend: str = "cpu",
+    threads: int = 1,
+    spec: ModelFile | None = None,
+    engine_dir: Path | None = None,
+) -> Model:
+    """Open ``path`` (a bundle's ONNX file) on ``backend`` (one of :data:`BACKENDS`).
+
+    ``"trt-engine"`` looks the engine built for ``path`` (and ``spec.precision``) up in
+    ``engine_dir`` (default :func:`sdk.trt_runtime.default_engine_dir`); ``"tensorrt"`` caches
+    ONNX Runtime's engines there. Missing packages raise
+    :class:`sdk.errors.MissingDependencyError`, a missing GPU :class:`sdk.errors.AcceleratorError`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} unknown; expected one of {list(BACKENDS)}")
+    if backend == "trt-engine":
+        from sdk.trt_runtime import open_engine
+
+        precision = spec.precision if spec is not None else "fp32"
+        return open_engine(Path(path), precision=precision, spec=spec, engine_dir=engine_dir)
+    return OnnxModel(Path(path), threads=threads, backend=backend, spec=spec, cache_dir=engine_dir)
 
 
 def _ort() -> Any:
@@ -38,18 +106,27 @@ class OnnxModel:
     threads : intra-op threads (1 = one core, the device benchmark's setting).
     backend : ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; unavailable providers raise.
     spec : the manifest entry; its declared inputs/outputs are checked against the model.
+    cache_dir : where the TensorRT provider caches its engines.
 
     Not thread-safe for concurrent :meth:`run` calls on one instance.
     """
 
     def __init__(
-        self, path: Path, *, threads: int = 1, backend: str = "cpu", spec: ModelFile | None = None
+        self,
+        path: Path,
+        *,
+        threads: int = 1,
+        backend: str = "cpu",
+        spec: ModelFile | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         ort = _ort()
         if backend not in PROVIDERS:
             raise ValueError(f"backend {backend!r} unknown; expected one of {sorted(PROVIDERS)}")
         available = set(ort.get_available_providers())
-        providers = [p for p in PROVIDERS[backend] if p in available]
+        providers: list[Any] = [p for p in PROVIDERS[backend] if p in available]
+        if backend == "tensorrt":
+            providers[0] = (providers[0], _tensorrt_ep_options(spec, cache_dir))
         if PROVIDERS[backend][0] not in available:
             raise BundleError(
                 f"provider {PROVIDERS[backend][0]} not available (have {sorted(available)})",

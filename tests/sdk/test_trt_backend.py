@@ -1,0 +1,353 @@
+"""Backend selection, the native TensorRT backend's errors and plumbing, and GPU tests.
+
+Without a GPU: tensorrt and cuda-python are replaced by fakes. The fake CUDA runtime hands
+out host memory (ctypes) as "device" pointers, and the fake engine runs the ONNX graph with
+ONNX Runtime on what was copied there, so every copy, shape and address the backend sets is
+exercised. GPU tests (``-m gpu``) run as-is on a Jetson or any CUDA machine with tensorrt
+and cuda-python, and skip here.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from sdk import trt_runtime
+from sdk.bundle import BundleError, default_bundle_path, load_bundle
+from sdk.errors import AcceleratorError, ConfigError, MissingDependencyError
+from sdk.runtime import BACKENDS, OnnxModel, _tensorrt_ep_options, open_model
+from sdk.trt_runtime import engine_name, find_engine, profile_shapes
+
+BUNDLE = default_bundle_path()
+
+
+class FakeCudart:
+    """cuda-python's runtime API shape: ``(err, value)`` tuples; memory is host memory."""
+
+    cudaDeviceAttr = SimpleNamespace(
+        cudaDevAttrComputeCapabilityMajor="major", cudaDevAttrComputeCapabilityMinor="minor"
+    )
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice="h2d", cudaMemcpyDeviceToHost="d2h")
+
+    def __init__(self, devices: int = 1, cc: tuple[int, int] = (8, 7)) -> None:
+        self.devices, self.cc, self.mem, self.copies = devices, cc, {}, []
+
+    def cudaGetDeviceCount(self):
+        return (0, self.devices) if self.devices else (100, 0)  # cudaErrorNoDevice
+
+    def cudaDeviceGetAttribute(self, attr, device):
+        return 0, self.cc[0] if attr == "major" else self.cc[1]
+
+    def cudaSetDevice(self, device):
+        return (0,)
+
+    def cudaMalloc(self, nbytes):
+        buf = ctypes.create_string_buffer(nbytes)
+        self.mem[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    def cudaFree(self, ptr):
+        self.mem.pop(ptr)
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
+        device = dst if kind == "h2d" else src
+        assert device in self.mem and nbytes <= len(self.mem[device]), "copy outside an allocation"
+        ctypes.memmove(dst, src, nbytes)
+        self.copies.append(kind)
+        return (0,)
+
+    def cudaStreamCreate(self):
+        return 0, 7
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    def cudaStreamDestroy(self, stream):
+        return (0,)
+
+
+def _host(ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer((ctypes.c_char * n).from_address(ptr), dtype=dtype).reshape(shape)
+
+
+class FakeContext:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.e, self.shapes, self.addr = engine, {}, {}
+
+    def set_input_shape(self, name, shape):
+        fixed = self.e.fixed[name]
+        ok = len(shape) == len(fixed) and 1 <= shape[0] <= self.e.max_batch
+        ok = ok and all(f is None or f == s for f, s in zip(fixed[1:], shape[1:]))
+        self.shapes[name] = tuple(shape)
+        return ok
+
+    def _feeds(self, zeros: bool) -> dict[str, np.ndarray]:
+        dt = self.e.dtypes
+        if zeros:
+            return {n: np.zeros(s, dt[n]) for n, s in self.shapes.items()}
+        return {n: _host(self.addr[n], s, dt[n]).copy() for n, s in self.shapes.items()}
+
+    def get_tensor_shape(self, name):
+        return self.e.sess.run([name], self._feeds(zeros=True))[0].shape
+
+    def set_tensor_address(self, name, ptr):
+        self.addr[name] = ptr
+
+    def execute_async_v3(self, stream):
+        outs = self.e.sess.run(self.e.outputs, self._feeds(zeros=False))
+        for name, value in zip(self.e.outputs, outs):
+            _host(self.addr[name], value.shape, value.dtype)[...] = value
+        return True
+
+
+class FakeEngine:
+    """A serialized 'engine' is JSON naming the ONNX file it stands for."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.sess = ort.InferenceSession(
+            json.loads(blob)["onnx"], providers=["CPUExecutionProvider"]
+        )
+        ins, outs = self.sess.get_inputs(), self.sess.get_outputs()
+        self.inputs, self.outputs = [i.name for i in ins], [o.name for o in outs]
+        types = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
+        self.dtypes = {t.name: np.dtype(types[t.type]) for t in [*ins, *outs]}
+        self.fixed = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in ins}
+        self.max_batch = 8
+        self.num_io_tensors = len(self.inputs) + len(self.outputs)
+
+    def get_tensor_name(self, i):
+        return (self.inputs + self.outputs)[i]
+
+    def get_tensor_mode(self, name):
+        return "in" if name in self.inputs else "out"
+
+    def get_tensor_dtype(self, name):
+        return self.dtypes[name]
+
+    def create_execution_context(self):
+        return FakeContext(self)
+
+
+def fake_tensorrt(version: str = "10.3.0"):
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, blob):
+            return None if blob == b"stale" else FakeEngine(blob)
+
+    return SimpleNamespace(
+        __version__=version,
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        Runtime=Runtime,
+        TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
+        nptype=lambda dtype: dtype,
+    )
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    trt, rt = fake_tensorrt(), FakeCudart()
+    monkeypatch.setattr(trt_runtime, "tensorrt_module", lambda: trt)
+    monkeypatch.setattr(trt_runtime, "cuda_runtime", lambda: rt)
+    return SimpleNamespace(trt=trt, rt=rt)
+
+
+def _fake_engines(folder: Path, bundle_root: Path, files) -> None:
+    """'Build' fake engines under the names the real builder uses."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        onnx_path = bundle_root / f.path
+        name = engine_name(onnx_path, f.precision, "10.3.0", (8, 7))
+        (folder / name).write_bytes(json.dumps({"onnx": str(onnx_path)}).encode())
+
+
+def _block_import(monkeypatch, *names: str) -> None:
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name.split(".")[0] in names:
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    for n in list(sys.modules):
+        if n.split(".")[0] in names:
+            monkeypatch.delitem(sys.modules, n)
+    monkeypatch.setattr(builtins, "__import__", fake)
+
+
+def test_backends_are_named_and_unknown_ones_refused():
+    assert BACKENDS == ("cpu", "cuda", "tensorrt", "trt-engine")
+    with pytest.raises(ValueError, match="trt-engine"):
+        open_model(BUNDLE / "head.onnx", backend="gpu")
+
+
+def test_cpu_backend_is_onnx_runtime():
+    assert isinstance(open_model(BUNDLE / "head.onnx"), OnnxModel)
+
+
+def test_missing_tensorrt_names_the_extra(monkeypatch):
+    _block_import(monkeypatch, "tensorrt")
+    with pytest.raises(MissingDependencyError) as err:
+        open_model(BUNDLE / "head.onnx", backend="trt-engine")
+    assert err.value.package == "tensorrt" and err.value.extra == "tensorrt"
+    assert "pip install 'ecgedge[tensorrt]'" in str(err.value)
+
+
+def test_missing_cuda_python_names_the_extra(monkeypatch):
+    monkeypatch.setattr(trt_runtime, "tensorrt_module", lambda: fake_tensorrt())
+    _block_import(monkeypatch, "cuda")
+    with pytest.raises(MissingDependencyError) as err:
+        open_model(BUNDLE / "head.onnx", backend="trt-engine")
+    assert err.value.package == "cuda-python" and err.value.extra == "tensorrt"
+
+
+def test_no_gpu_is_a_typed_error(monkeypatch, fakes):
+    fakes.rt.devices = 0
+    with pytest.raises(AcceleratorError) as err:
+        open_model(BUNDLE / "head.onnx", backend="trt-engine")
+    assert err.value.reason == "no-gpu" and err.value.backend == "trt-engine"
+
+
+def test_ort_tensorrt_provider_absent_here_is_a_bundle_error():
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the TensorRT execution provider")
+    with pytest.raises(BundleError) as err:
+        open_model(BUNDLE / "head.onnx", backend="tensorrt")
+    assert err.value.reason == "provider"
+
+
+def test_ort_tensorrt_options_carry_the_window_profile(tmp_path):
+    spec = load_bundle(BUNDLE).manifest.file("embedder", "int8")
+    opts = _tensorrt_ep_options(spec, tmp_path)
+    assert opts["trt_int8_enable"] is True and opts["trt_engine_cache_path"] == str(tmp_path)
+    assert opts["trt_profile_min_shapes"] == "x:1x1x1280,t:1,noise:1x1x1280"
+    assert opts["trt_profile_max_shapes"] == "x:8x1x1280,t:8,noise:8x1x1280"
+
+
+def test_profile_shapes_and_engine_names():
+    spec = load_bundle(BUNDLE).manifest.file("head")
+    assert profile_shapes(spec.inputs, max_batch=4) == {"features": ((1, 313), (1, 313), (4, 313))}
+    onnx_path = BUNDLE / "embedder.int8.onnx"
+    name = engine_name(onnx_path, "int8", "10.3.0", (8, 7))
+    assert name.startswith("embedder.int8.trt10.3.0.sm87.b8.") and name.endswith(".engine")
+    assert name != engine_name(onnx_path, "int8", "11.4.0", (8, 7))
+    assert name != engine_name(onnx_path, "int8", "10.3.0", (7, 2))
+    assert name != engine_name(onnx_path, "int8", "10.3.0", (8, 7), max_batch=16)
+
+
+def test_missing_engine_says_how_to_build_it(fakes, tmp_path):
+    with pytest.raises(BundleError) as err:
+        find_engine(BUNDLE / "head.onnx", "fp32", engine_dir=tmp_path)
+    assert err.value.reason == "engine" and "ecgedge engines --bundle" in str(err.value)
+    (tmp_path / "head.engine").write_bytes(b"x")  # a trtexec --saveEngine=head.engine build
+    assert find_engine(BUNDLE / "head.onnx", "fp32", engine_dir=tmp_path).name == "head.engine"
+
+
+def test_stale_engine_is_a_typed_error(fakes, tmp_path):
+    (tmp_path / "head.engine").write_bytes(b"stale")
+    with pytest.raises(AcceleratorError, match="another TensorRT version") as err:
+        open_model(BUNDLE / "head.onnx", backend="trt-engine", engine_dir=tmp_path)
+    assert err.value.reason == "engine"
+
+
+def test_engine_runs_like_onnx_runtime_and_checks_inputs(fakes, tmp_path):
+    bundle = load_bundle(BUNDLE)
+    spec = bundle.manifest.file("embedder", "fp32")
+    _fake_engines(tmp_path, BUNDLE, [spec])
+    model = open_model(bundle.path_of(spec), backend="trt-engine", spec=spec, engine_dir=tmp_path)
+    assert model.input_names == ["x", "t", "noise"] and model.output_names == ["embedding"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1, 1280)).astype(np.float32)
+    feeds = {"x": x, "t": np.ones(3, np.int64), "noise": np.zeros_like(x)}
+    (got,) = model.run(feeds, ["embedding"])
+    (ref,) = OnnxModel(bundle.path_of(spec)).run(feeds, ["embedding"])
+    np.testing.assert_array_equal(got, ref)
+    assert fakes.rt.copies.count("h2d") == 3 and fakes.rt.copies.count("d2h") == 1
+    small = {k: v[:1] for k, v in feeds.items()}  # smaller batch reuses the buffers
+    np.testing.assert_array_equal(model.run(small)[0], ref[:1])
+    with pytest.raises(ConfigError, match="optimization profile"):
+        model.run({k: np.repeat(v, 3, axis=0) for k, v in feeds.items()})  # batch 9 > 8
+    with pytest.raises(ConfigError, match="missing inputs"):
+        model.run({"x": x})
+    model.close()
+    assert fakes.rt.mem == {}
+
+
+def test_engine_of_another_model_is_refused(fakes, tmp_path):
+    bundle = load_bundle(BUNDLE)
+    head = bundle.manifest.file("head")
+    emb = bundle.manifest.file("embedder", "fp32")
+    folder = tmp_path / "e"
+    _fake_engines(folder, BUNDLE, [head])
+    wrong = folder / engine_name(bundle.path_of(emb), "fp32", "10.3.0", (8, 7))
+    shutil.copy(folder / engine_name(bundle.path_of(head), "fp32", "10.3.0", (8, 7)), wrong)
+    with pytest.raises(AcceleratorError, match="built from another model"):
+        open_model(bundle.path_of(emb), backend="trt-engine", spec=emb, engine_dir=folder)
+
+
+# --- GPU: real TensorRT engines ------------------------------------------------------------
+
+#: Max |TensorRT - ONNX Runtime FP32| / max |ONNX Runtime FP32| on the embedding.
+#: FP32 engines may use TF32 on Ampere (Orin); FP16 keeps the input preparation in FP32;
+#: INT8 is compared with the FP32 reference, so it includes the quantization error itself
+#: (ONNX Runtime's own INT8 graph is at ~0.06 of the FP32 embedding on CPU).
+GPU_TOLERANCE = {"fp32": 5e-3, "fp16": 2e-2, "int8": 0.15}
+
+
+@pytest.fixture(scope="module")
+def gpu_bundle(tmp_path_factory):
+    """A TensorRT-ready bundle (the shipped one with TensorRT-form INT8 and FP16 graphs)."""
+    pytest.importorskip("tensorrt", reason="needs tensorrt")
+    pytest.importorskip("cuda", reason="needs cuda-python")
+    try:
+        trt_runtime.compute_capability()
+    except (AcceleratorError, MissingDependencyError) as exc:
+        pytest.skip(f"needs a CUDA device: {exc}")
+    from tests.export.test_tensorrt_build import make_jetson_bundle
+
+    return make_jetson_bundle(tmp_path_factory.mktemp("gpu") / "bundle")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_gpu_engine_parity_and_latency(gpu_bundle, precision, tmp_path):
+    from export.tensorrt_build import build_engine
+
+    bundle = load_bundle(gpu_bundle)
+    spec = bundle.manifest.file("embedder", precision)
+    build_engine(bundle.path_of(spec), precision, cache_dir=tmp_path)
+    model = open_model(bundle.path_of(spec), backend="trt-engine", spec=spec, engine_dir=tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 1, 1280)).astype(np.float32)
+    feeds = {
+        "x": x,
+        "t": np.ones(8, np.int64),
+        "noise": np.broadcast_to(bundle.inference_noise(), x.shape).copy(),
+    }
+    ref = OnnxModel(bundle.path_of(bundle.manifest.file("embedder", "fp32"))).run(
+        feeds, ["embedding"]
+    )[0]
+    got = model.run(feeds, ["embedding"])[0]
+    rel = float(np.abs(got - ref).max() / np.abs(ref).max())
+    one = {k: v[:1] for k, v in feeds.items()}
+    for _ in range(10):
+        model.run(one)
+    t0 = time.perf_counter()
+    for _ in range(100):
+        model.run(one)
+    ms = (time.perf_counter() - t0) * 10
+    print(f"TensorRT {precision}: max rel vs ORT FP32 {rel:.2e}, batch-1 latency {ms:.3f} ms")
+    assert rel <= GPU_TOLERANCE[precision]
