@@ -47,8 +47,28 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         int8_limit=args.int8_limit,
         calibration_windows=args.calibration_windows,
         int8_budget=args.int8_budget,
+        target=args.target,
     )
     print(result.summary())
+    return 0
+
+
+def _cmd_engines(args: argparse.Namespace, extra: list[str]) -> int:
+    from export.jetson_rules import check_bundle
+
+    root = _bundle_path(args.bundle)
+    if args.check:
+        found = check_bundle(root)
+        print("\n".join(str(v) for v in found) or f"{root}: every graph passes the TensorRT rules")
+        return 1 if found else 0
+    from export.tensorrt_build import build_bundle_engines
+    from sdk.trt_runtime import default_engine_dir
+
+    out = Path(args.out) if args.out else default_engine_dir()
+    for path in build_bundle_engines(
+        root, tuple(args.precision), cache_dir=out, max_batch=args.max_batch, force=args.force
+    ):
+        print(path)
     return 0
 
 
@@ -212,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.02,
         help="largest mean change of the max class probability the INT8 layers may cause",
     )
+    e.add_argument(
+        "--target",
+        choices=("cpu", "jetson"),
+        default="cpu",
+        help="jetson: TensorRT-form INT8, an FP16 graph, and refuse graphs TensorRT cannot run",
+    )
     e.set_defaults(func=_cmd_export)
 
     b = sub.add_parser(
@@ -277,6 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=20.0, help="times real time (ignored with --fast)"
     )
     d.set_defaults(func=_cmd_demo)
+
+    en = sub.add_parser(
+        "engines", help="TensorRT: check a bundle's graphs, build its engines on this device"
+    )
+    en.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    en.add_argument(
+        "--precision", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp16", "int8"]
+    )
+    en.add_argument("--out", help="engine cache (default: $ECGEDGE_ENGINES or ~/.cache/ecgedge)")
+    en.add_argument("--max-batch", type=int, default=8, help="largest batch of the profile")
+    en.add_argument("--force", action="store_true", help="rebuild even if a cached engine exists")
+    en.add_argument("--check", action="store_true", help="only check the graphs (no GPU needed)")
+    en.set_defaults(func=_cmd_engines)
     return p
 
 
