@@ -1,0 +1,92 @@
+"""The Calibrator: labelled data in, a profile bound to the bundle out, within budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdk.bundle import default_bundle_path, load_bundle
+from sdk.calibration import Calibrator
+from sdk.classifier import WindowClassifier
+from sdk.errors import ConfigError
+from sdk.synthetic import synthetic_ecg
+
+SEGMENTS = (("sinus", 60.0), ("af", 60.0), ("sinus", 60.0), ("af", 60.0))
+INTERVALS = [(0.0, 60.0, "N"), (60.0, 120.0, "A"), (120.0, 180.0, "N"), (180.0, 240.0, "A")]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_bundle_path())
+
+
+@pytest.fixture(scope="module")
+def recording():
+    ecg = synthetic_ecg(SEGMENTS, fs=250.0, seed=11)
+    return ecg.signal, ecg.fs
+
+
+def make(bundle, recording, **kw) -> Calibrator:
+    cal = Calibrator(bundle, t_box=(1, 60), **kw)
+    cal.add_recording(*recording, INTERVALS)
+    return cal
+
+
+def test_recording_windows_take_the_majority_label(bundle, recording):
+    cal = Calibrator(bundle)
+    n = cal.add_recording(*recording, INTERVALS)
+    m = bundle.manifest
+    hop_s, win_s = m.hop_samples / m.fs, m.window_samples / m.fs
+    assert n == len(cal._labels[0])
+    for i, y in enumerate(cal._labels[0]):
+        centre = i * hop_s + win_s / 2  # a window's majority is the interval holding its centre
+        expected = "A" if int(centre // 60) % 2 else "N"
+        if abs(centre % 60) > 0.01:  # centre exactly on a boundary: a tie
+            assert m.classes[y] == expected
+
+
+def test_calibration_finds_t_in_the_box_within_budget_and_fits_the_user(bundle, recording):
+    seen = []
+    cal = make(bundle, recording, max_evals=5, n_init=3)
+    res = cal.calibrate(user="u7", progress=lambda i, t, s: seen.append((i, t, s)))
+    p = res.profile
+    assert 1 <= p.t["raw"] <= 60 and set(p.t) == {"raw"}
+    assert res.search.evaluations == 5 == len(seen) and res.extractor_evaluations <= 5
+    assert [i for i, _, _ in seen] == [1, 2, 3, 4, 5]
+    assert p.bundle_sha256 == bundle.manifest_sha256 and p.user == "u7"
+    counts = p.calibration["label_counts"]
+    assert set(counts) == {"N", "A"} and sum(counts.values()) == len(cal._labels[0])
+    # the fitted head separates the user's rhythms on its own calibration windows
+    inputs, y = cal._data()
+    clf = WindowClassifier(bundle)
+    proba = clf.classify(inputs, p.t, p.head)
+    assert np.mean(proba.argmax(1) == y) >= 0.95
+
+
+def test_objectives_are_selectable_and_unknown_ones_refused(bundle, recording):
+    res = make(bundle, recording, objective="delta_f1", max_evals=3).calibrate()
+    assert res.profile.calibration["objective"] == "delta_f1"
+    with pytest.raises(ConfigError, match="objective"):
+        Calibrator(bundle, objective="accuracy")
+
+
+def test_cancellation_keeps_the_best_so_far(bundle, recording):
+    calls = iter(range(100))
+    res = make(bundle, recording, max_evals=30).calibrate(should_stop=lambda: next(calls) >= 2)
+    assert res.search.stopped == "cancelled" and res.search.evaluations == 2
+    with pytest.raises(ConfigError, match="before any evaluation"):
+        make(bundle, recording).calibrate(should_stop=lambda: True)
+
+
+def test_too_little_or_one_class_data_is_refused(bundle, recording):
+    signal, fs = recording
+    cal = Calibrator(bundle)
+    cal.add_recording(signal[: int(55 * fs)], fs, [(0.0, 55.0, "N")])
+    with pytest.raises(ConfigError, match="2 classes"):
+        cal.calibrate()
+    with pytest.raises(ConfigError, match="no calibration windows"):
+        Calibrator(bundle).calibrate()
+    with pytest.raises(ConfigError, match="not classes"):
+        Calibrator(bundle).add_recording(signal, fs, [(0.0, 60.0, "AFIB")])
+    with pytest.raises(ConfigError, match="t_box"):
+        Calibrator(bundle, t_box=(0, 10_000))

@@ -1,0 +1,140 @@
+"""User profiles: round trip, atomic owner-only files, tamper and wrong-bundle refusal,
+and the pipeline's fallback to the bundle's defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from sdk.bundle import default_bundle_path, load_bundle
+from sdk.calibration import UserProfile, load_profile, save_profile
+from sdk.errors import ProfileError
+from sdk.head import SoftmaxHead
+from sdk.pipeline import StreamPipeline
+from sdk.synthetic import synthetic_ecg
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_bundle_path())
+
+
+def make_profile(bundle, t: int = 42) -> UserProfile:
+    m = bundle.manifest
+    d = m.head_features["embedding_dim"] + len(m.head_features["rr_features"])
+    k = len(m.classes)
+    rng = np.random.default_rng(0)
+    head = SoftmaxHead(
+        rng.normal(size=(d, k)), rng.normal(size=k), np.zeros(d), np.ones(d), m.classes
+    )
+    return UserProfile("u1", m.name, bundle.manifest_sha256, {"raw": t}, head, {"windows": 60})
+
+
+def test_round_trip_is_exact_and_owner_only(bundle, tmp_path):
+    p = make_profile(bundle)
+    path = save_profile(p, tmp_path / "sub" / "u1.json")
+    if os.name == "posix":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    q = load_profile(path, bundle)
+    assert q.t == {"raw": 42} and q.user == "u1" and q.calibration == {"windows": 60}
+    np.testing.assert_array_equal(q.head.weight, p.head.weight)
+    np.testing.assert_array_equal(q.head.bias, p.head.bias)
+    assert q.head.classes == p.head.classes
+    assert [f.name for f in tmp_path.joinpath("sub").iterdir()] == ["u1.json"]  # no temp left
+
+
+def test_tampered_profile_is_refused(bundle, tmp_path):
+    path = save_profile(make_profile(bundle), tmp_path / "p.json")
+    data = json.loads(path.read_text())
+    data["t"]["raw"] = 7  # an edit without a new checksum
+    path.write_text(json.dumps(data))
+    os.chmod(path, 0o600)
+    with pytest.raises(ProfileError) as err:
+        load_profile(path, bundle)
+    assert err.value.reason == "checksum"
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"{not json", "malformed"), (b'{"format": "x"}', "malformed"), (b"", "malformed")],
+)
+def test_corrupt_profile_is_refused(tmp_path, content, reason):
+    path = tmp_path / "p.json"
+    path.write_bytes(content)
+    os.chmod(path, 0o600)
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert err.value.reason == reason
+
+
+def test_truncated_profile_is_refused(bundle, tmp_path):
+    path = save_profile(make_profile(bundle), tmp_path / "p.json")
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert err.value.reason == "malformed"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_world_readable_profile_is_refused(bundle, tmp_path):
+    path = save_profile(make_profile(bundle), tmp_path / "p.json")
+    os.chmod(path, 0o644)
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert err.value.reason == "permissions" and "chmod 600" in str(err.value)
+
+
+def test_profile_of_another_bundle_is_refused(bundle, tmp_path):
+    other = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), other)
+    manifest = other / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["name"] = "another-bundle"
+    manifest.write_text(json.dumps(data))
+    path = save_profile(make_profile(bundle), tmp_path / "p.json")
+    with pytest.raises(ProfileError) as err:
+        load_profile(path, load_bundle(other))
+    assert err.value.reason == "bundle"
+    assert load_profile(path, bundle).t == {"raw": 42}
+
+
+def test_missing_profile(tmp_path):
+    with pytest.raises(ProfileError) as err:
+        load_profile(tmp_path / "none.json")
+    assert err.value.reason == "missing"
+
+
+def _stream(pipeline: StreamPipeline, ecg) -> list:
+    pipeline.push(ecg.signal)
+    return [e for e in pipeline.close() if e.kind == "window"]
+
+
+def test_pipeline_uses_a_profile_and_falls_back_from_a_bad_one(bundle, tmp_path, caplog):
+    ecg = synthetic_ecg(fs=250.0, seed=3)
+    profile = make_profile(bundle, t=42)
+    good = StreamPipeline(bundle, fs_in=ecg.fs, profile=save_profile(profile, tmp_path / "p.json"))
+    assert good.profile is not None and good.profile_error is None and good.t == 42
+    events = _stream(good, ecg)
+    assert events and all(e.personalized and e.t == 42 for e in events)
+
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"garbage")
+    os.chmod(bad, 0o600)
+    with caplog.at_level("WARNING"):
+        fallback = StreamPipeline(bundle, fs_in=ecg.fs, profile=bad)
+    assert fallback.profile is None and fallback.profile_error.reason == "malformed"
+    assert "bundle's defaults" in caplog.text
+    plain = StreamPipeline(bundle, fs_in=ecg.fs)
+    ev_fallback, ev_plain = _stream(fallback, ecg), _stream(plain, ecg)
+    assert not any(e.personalized for e in ev_fallback)
+    assert [e.probabilities for e in ev_fallback] == [e.probabilities for e in ev_plain]
+
+
+def test_explicit_t_overrides_the_profile(bundle):
+    p = StreamPipeline(bundle, fs_in=250.0, profile=make_profile(bundle, t=42), t=5)
+    assert p.t == 5 and p.t_steps == {"raw": 5}
