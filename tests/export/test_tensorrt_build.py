@@ -288,3 +288,13 @@ def test_model_card_carries_the_trtexec_lines(jetson_bundle, tmp_path):
     cpu = tmp_path / "cpu"
     shutil.copytree(BUNDLE, cpu)
     assert "trtexec" not in write_model_card(cpu).read_text()  # CPU-form INT8 is not for TensorRT
+
+
+def test_cli_engines_check(jetson_bundle, capsys):
+    from ecgedge.cli import main
+
+    assert main(["engines", "--check", "--bundle", str(jetson_bundle)]) == 0
+    assert "every graph passes" in capsys.readouterr().out
+    assert main(["engines", "--check", "--bundle", str(BUNDLE)]) == 1
+    out = capsys.readouterr().out
+    assert "embedder.int8.onnx: node '" in out and "[qdq-zero-point]" in out

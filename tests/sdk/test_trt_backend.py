@@ -351,3 +351,21 @@ def test_gpu_engine_parity_and_latency(gpu_bundle, precision, tmp_path):
     ms = (time.perf_counter() - t0) * 10
     print(f"TensorRT {precision}: max rel vs ORT FP32 {rel:.2e}, batch-1 latency {ms:.3f} ms")
     assert rel <= GPU_TOLERANCE[precision]
+
+
+def test_classifier_runs_on_engines_like_on_onnx_runtime(fakes, tmp_path):
+    from sdk.classifier import WindowClassifier, WindowInputs
+
+    bundle = load_bundle(BUNDLE)
+    m = bundle.manifest
+    _fake_engines(tmp_path, BUNDLE, [m.file("embedder", "fp32"), m.file("head")])
+    rng = np.random.default_rng(1)
+    inputs = WindowInputs(
+        rng.standard_normal((4, 1, 1280)).astype(np.float32),
+        rng.random((4, len(m.head_features["rr_features"]))).astype(np.float32),
+    )
+    on_trt = WindowClassifier(bundle, precision="fp32", backend="trt-engine", engine_dir=tmp_path)
+    on_cpu = WindowClassifier(bundle, precision="fp32")
+    np.testing.assert_allclose(on_trt.classify(inputs, 1), on_cpu.classify(inputs, 1), atol=1e-6)
+    with pytest.raises(BundleError, match="ecgedge engines"):  # no INT8 engine was built
+        WindowClassifier(bundle, precision="int8", backend="trt-engine", engine_dir=tmp_path)
