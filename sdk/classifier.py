@@ -20,7 +20,7 @@ from sdk.bundle import Bundle
 from sdk.errors import ConfigError
 from sdk.head import SoftmaxHead
 from sdk.modalities import spectrogram
-from sdk.runtime import Model, open_model
+from sdk.runtime import Model, open_model, select_backend
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class WindowClassifier:
     bundle : a verified bundle.
     precision : embedder precision to load (``None`` = the most compact in the bundle).
     threads, backend, engine_dir : see :func:`sdk.runtime.open_model` (backends ``cpu``,
-        ``cuda``, ``tensorrt``, ``trt-engine``).
+        ``cuda``, ``tensorrt``, ``trt-engine``, ``auto``: by the bundle's export target).
     """
 
     def __init__(
@@ -61,6 +61,7 @@ class WindowClassifier:
         engine_dir: Path | None = None,
     ) -> None:
         m = bundle.manifest
+        self.backend = backend = select_backend(backend, m)
         load = partial(open_model, threads=threads, backend=backend, engine_dir=engine_dir)
         self.manifest = m
         self.modalities = m.modalities

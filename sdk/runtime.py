@@ -7,6 +7,8 @@ Backends (:func:`open_model`):
 ``"tensorrt"``    ONNX Runtime's TensorRT execution provider (the middle path: TensorRT
                   kernels, engines built and cached by ONNX Runtime, CUDA/CPU fallback)
 ``"trt-engine"``  native TensorRT engines built on the device (:mod:`sdk.trt_runtime`)
+``"auto"``        ``"trt-engine"`` for a bundle exported with ``--target jetson`` when
+                  tensorrt, cuda-python and a GPU are present, else ``"cpu"``
 
 onnxruntime and tensorrt are imported lazily so that importing :mod:`sdk` stays cheap.
 """
@@ -19,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sdk.bundle import BundleError, ModelFile
-from sdk.errors import MissingDependencyError
+from sdk.bundle import BundleError, Manifest, ModelFile
+from sdk.errors import AcceleratorError, MissingDependencyError
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -30,6 +32,22 @@ PROVIDERS = {
 
 
 BACKENDS = (*PROVIDERS, "trt-engine")
+
+
+def select_backend(backend: str, manifest: Manifest | None = None) -> str:
+    """Resolve ``"auto"`` (see the module docstring); any other name is returned as is."""
+    if backend != "auto":
+        return backend
+    if manifest is not None and manifest.provenance.get("target") == "jetson":
+        from sdk.trt_runtime import compute_capability, cuda_runtime, tensorrt_module
+
+        try:
+            tensorrt_module()
+            compute_capability(0, cuda_runtime())
+        except (MissingDependencyError, AcceleratorError):
+            return "cpu"
+        return "trt-engine"
+    return "cpu"
 
 
 class Model(Protocol):
@@ -53,7 +71,9 @@ def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path | None) -> dict
     }
     if spec is None:
         return opts
-    opts["trt_int8_enable"] = spec.precision == "int8"  # explicit Q/DQ: no calibration table
+    # Q/DQ graphs: INT8 with the graph's scales (no calibration table). With no precision flag
+    # ONNX Runtime builds a strongly typed network, so an FP16 graph runs as typed.
+    opts["trt_int8_enable"] = spec.precision == "int8"
     profile = profile_shapes(spec.inputs)
     for k, key in enumerate(
         ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
@@ -79,8 +99,9 @@ def open_model(
     ONNX Runtime's engines there. Missing packages raise
     :class:`sdk.errors.MissingDependencyError`, a missing GPU :class:`sdk.errors.AcceleratorError`.
     """
+    backend = select_backend(backend)
     if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} unknown; expected one of {list(BACKENDS)}")
+        raise ValueError(f"backend {backend!r} unknown; expected one of {[*BACKENDS, 'auto']}")
     if backend == "trt-engine":
         from sdk.trt_runtime import open_engine
 

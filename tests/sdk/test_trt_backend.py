@@ -29,6 +29,7 @@ from sdk.runtime import BACKENDS, OnnxModel, _tensorrt_ep_options, open_model
 from sdk.trt_runtime import engine_name, find_engine, profile_shapes
 
 BUNDLE = default_bundle_path()
+REAL_TENSORRT_MODULE = trt_runtime.tensorrt_module
 
 
 class FakeCudart:
@@ -369,3 +370,21 @@ def test_classifier_runs_on_engines_like_on_onnx_runtime(fakes, tmp_path):
     np.testing.assert_allclose(on_trt.classify(inputs, 1), on_cpu.classify(inputs, 1), atol=1e-6)
     with pytest.raises(BundleError, match="ecgedge engines"):  # no INT8 engine was built
         WindowClassifier(bundle, precision="int8", backend="trt-engine", engine_dir=tmp_path)
+
+
+def test_auto_backend_follows_the_bundle_target(monkeypatch, fakes):
+    from dataclasses import replace
+
+    from sdk.runtime import select_backend
+
+    m = load_bundle(BUNDLE).manifest
+    jetson = replace(m, provenance={**m.provenance, "target": "jetson"})
+    assert select_backend("auto", m) == "cpu"  # the shipped bundle is the CPU export
+    assert select_backend("auto", jetson) == "trt-engine"
+    assert select_backend("cuda", jetson) == "cuda"  # an explicit choice wins
+    fakes.rt.devices = 0
+    assert select_backend("auto", jetson) == "cpu"  # no GPU
+    fakes.rt.devices = 1
+    _block_import(monkeypatch, "tensorrt")
+    monkeypatch.setattr(trt_runtime, "tensorrt_module", REAL_TENSORRT_MODULE)
+    assert select_backend("auto", jetson) == "cpu"  # no tensorrt
