@@ -298,3 +298,20 @@ def test_cli_engines_check(jetson_bundle, capsys):
     assert main(["engines", "--check", "--bundle", str(BUNDLE)]) == 1
     out = capsys.readouterr().out
     assert "embedder.int8.onnx: node '" in out and "[qdq-zero-point]" in out
+
+
+def test_device_side_modules_never_load_torch():
+    """`ecgedge engines` runs on a Jetson without torch: rules, builder and CLI are torch-free."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "import export.jetson_rules, export.tensorrt_build, export.fp16, ecgedge.cli\n"
+        "from ecgedge.cli import main\n"
+        "main(['engines', '--check'])\n"
+        "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "onnx" in loaded and "torch" not in loaded and "trainer" not in loaded
