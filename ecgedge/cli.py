@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -41,6 +42,12 @@ def _cmd_probe(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from export.build import build_bundle
 
+    if args.denoiser and args.base_bundle:  # add a denoiser to an existing bundle
+        from export.denoiser import add_denoiser
+
+        figures = add_denoiser(Path(args.base_bundle), Path(args.denoiser), Path(args.out))
+        print(f"bundle with denoiser written to {args.out}: {figures}")
+        return 0
     result = build_bundle(
         Path(args.run),
         Path(args.out),
@@ -50,7 +57,17 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         target=args.target,
     )
     print(result.summary())
+    if args.denoiser:
+        from export.denoiser import add_denoiser
+
+        print(add_denoiser(Path(args.out), Path(args.denoiser), Path(args.out)))
     return 0
+
+
+def _cmd_train_denoiser(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.train_denoiser import main as train_denoiser_main
+
+    return train_denoiser_main(["--preset", args.preset, *extra])
 
 
 def _cmd_engines(args: argparse.Namespace, extra: list[str]) -> int:
@@ -72,6 +89,28 @@ def _cmd_engines(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_train_fusion(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.fusion import run_fusion
+
+    runs = {
+        "raw": Path(args.raw),
+        "spectrogram": Path(args.spectrogram),
+        "lorenz": Path(args.lorenz),
+    }
+    report = run_fusion(runs, Path(args.out), epochs=args.epochs)
+    for name, row in report["rows"].items():
+        print(f"{name:45s} challenge F1 {row['challenge_f1']['value']:.3f}")
+    return 0
+
+
+def _cmd_export_multimodal(args: argparse.Namespace, extra: list[str]) -> int:
+    from export.multimodal import build_multimodal_bundle
+
+    figures = build_multimodal_bundle(Path(args.bundle), Path(args.run), Path(args.out))
+    print(f"bundle written to {args.out}\n{json.dumps(figures, indent=2)}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "bridge":
         from ecgedge.demo import demo_recording
@@ -85,6 +124,30 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             recording.fs,
             source,
             minutes=min(args.minutes, 30.0),
+        )
+        return 0
+    if args.name == "personalize":
+        from trainer.bench.personalize import run as run_personalize
+
+        run_personalize(_bundle_path(args.bundle), Path(args.out))
+        return 0
+    if args.name == "denoise":
+        from trainer.bench.denoise import run as run_denoise
+
+        runs = args.run or "runs/denoise-1lead,runs/denoise-2lead,runs/denoise-12lead"
+        run_denoise(
+            [Path(r) for r in runs.split(",")],
+            Path(args.out),
+            bundle_dir=Path(args.bundle) if args.bundle else None,
+        )
+        return 0
+    if args.name == "noise-stress":
+        from trainer.bench.noise_stress import run as run_noise_stress
+
+        run_noise_stress(
+            Path(args.out),
+            bundle_dir=Path(args.bundle) if args.bundle else None,
+            peers=not args.no_peers,
         )
         return 0
     if args.name == "rhythm":
@@ -108,6 +171,22 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 
         write_model_card(_bundle_path(args.bundle), Path(args.out))
     return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
+    from ecgedge.calibrate import calibrate_record
+
+    return calibrate_record(
+        Path(args.record),
+        Path(args.out),
+        bundle_dir=_bundle_path(args.bundle),
+        user=args.user,
+        minutes=args.minutes,
+        lead=args.lead,
+        objective=args.objective,
+        max_evals=args.max_evals,
+        max_seconds=args.max_seconds,
+    )
 
 
 def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
@@ -143,7 +222,11 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         )
     elif args.record:
         recording = read_wfdb(Path(args.record), args.lead)
-        pipeline = StreamPipeline(_bundle_path(args.bundle), fs_in=recording.fs, on_event=view)
+        pipeline = StreamPipeline(
+            _bundle_path(args.bundle), fs_in=recording.fs, on_event=view, profile=args.user_profile
+        )
+        if pipeline.profile_error is not None:
+            print(f"user profile not used: {pipeline.profile_error}", file=sys.stderr)
         play(recording, pipeline, speed=args.speed, seconds=args.seconds)
         return 0
     else:
@@ -154,6 +237,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         _bundle_path(args.bundle),
         on_event=view,
         save=Path(args.save) if args.save else None,
+        user_profile=Path(args.user_profile) if args.user_profile else None,
     )
     print(view.summary(pipeline.stats.samples_in / profile.fs, stats))
     print(f"  counters        {stats.to_dict()}")
@@ -238,12 +322,42 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="jetson: TensorRT-form INT8, an FP16 graph, and refuse graphs TensorRT cannot run",
     )
+    e.add_argument("--denoiser", help="denoiser run folder (denoiser.pt) to add as the denoiser")
+    e.add_argument(
+        "--base-bundle", help="with --denoiser: copy this bundle and only add the denoiser"
+    )
     e.set_defaults(func=_cmd_export)
+
+    td = sub.add_parser(
+        "train-denoiser", help="train CD-ECGNet on clean ECG + NSTDB noise (--model.leads=N)"
+    )
+    td.add_argument("--preset", default="cpu", help="smoke | cpu | gpu | path/to.toml")
+    td.set_defaults(func=_cmd_train_denoiser, extra_ok=True)
+
+    f = sub.add_parser(
+        "train-fusion", help="DiffECG multimodal: cross-modal fusion and head on frozen extractors"
+    )
+    f.add_argument("--raw", default="runs/cpu", help="raw-ECG run (ecgedge train --preset cpu)")
+    f.add_argument("--spectrogram", default="runs/cpu-spectrogram", help="--preset cpu-spectrogram")
+    f.add_argument("--lorenz", default="runs/cpu-lorenz", help="--preset cpu-lorenz run")
+    f.add_argument("--out", default="runs/cpu-multimodal", help="folder to write")
+    f.add_argument("--epochs", type=int, default=25, help="fusion training epochs")
+    f.set_defaults(func=_cmd_train_fusion)
+
+    em = sub.add_parser(
+        "export-multimodal", help="raw bundle + train-fusion run -> a multimodal bundle"
+    )
+    em.add_argument("--bundle", default="bundles/diffecg-cpu", help="the raw-ECG bundle")
+    em.add_argument("--run", default="runs/cpu-multimodal", help="the train-fusion folder")
+    em.add_argument("--out", default="bundles/diffecg-cpu-multimodal", help="bundle to write")
+    em.set_defaults(func=_cmd_export_multimodal)
 
     b = sub.add_parser(
         "bench", help="measure: rhythm (CinC 2017), stream (device path), bridge (sensors)"
     )
-    b.add_argument("name", choices=("rhythm", "stream", "bridge"))
+    b.add_argument(
+        "name", choices=("rhythm", "stream", "bridge", "personalize", "denoise", "noise-stress")
+    )
     b.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
     b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
     b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")
@@ -254,11 +368,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
     b.set_defaults(func=_cmd_bench)
 
+    c = sub.add_parser(
+        "calibrate", help="per-user calibration of t and the head from a labelled recording"
+    )
+    c.add_argument("record", help="WFDB record path without extension, with rhythm annotations")
+    c.add_argument("--out", required=True, help="profile file to write (JSON, mode 0600)")
+    c.add_argument("--user", default="user", help="an opaque user identifier stored in the profile")
+    c.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    c.add_argument("--minutes", type=float, default=10.0, help="use the record's first N minutes")
+    c.add_argument("--lead", type=int, default=0, help="lead index")
+    c.add_argument("--objective", default="gamma", help="gamma | delta_acc | delta_f1 | delta_loss")
+    c.add_argument("--max-evals", type=int, default=30, help="objective evaluations at most")
+    c.add_argument("--max-seconds", type=float, help="wall-time budget of the search")
+    c.set_defaults(func=_cmd_calibrate)
+
     s = sub.add_parser("stream", help="stream a WFDB record, a simulated strap or a BLE sensor")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--ble", metavar="ADDRESS", help="BLE sensor address or name")
     src.add_argument("--simulate", action="store_true", help="a virtual Polar H10 (PMD frames)")
     s.add_argument("--record", help="WFDB record path without extension (played, or simulated)")
+    s.add_argument("--user-profile", help="a profile from `ecgedge calibrate` (t and head)")
     s.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
     s.add_argument("--speed", type=float, default=1.0, help="1 = real time; replay: 0 = no pacing")
     s.add_argument("--lead", type=int, default=0, help="lead index to stream")

@@ -21,6 +21,10 @@ class WindowReader(CalibrationDataReader):
     """Feeds the extractor's three inputs, one batch of real windows at a time."""
 
     def __init__(self, windows: np.ndarray, t: int, noise: np.ndarray, batch: int = 32) -> None:
+        # equal batches only: onnxruntime's calibrator stacks per-batch tensors, so a short
+        # last batch would make them ragged (the remainder of < batch windows is left out)
+        batch = min(batch, len(windows))
+        windows = windows[: len(windows) // batch * batch]
         self._batches = [
             {
                 "x": windows[i : i + batch],

@@ -8,6 +8,7 @@ outputs do not match the shapes the manifest declares.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import BundleError
-from sdk.modalities import MODALITIES
+from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
 from sdk.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
@@ -62,6 +63,7 @@ class Manifest:
     files: tuple[ModelFile, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    modality_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fs(self) -> float:
@@ -143,6 +145,7 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
             files=files,
             provenance=dict(data.get("provenance", {})),
             metrics=dict(data.get("metrics", {})),
+            modality_specs={k: dict(v) for k, v in data.get("modalities", {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"malformed manifest: {exc!r}", path=path, reason="malformed") from exc
@@ -172,9 +175,18 @@ def _check_consistency(m: Manifest, path: str) -> None:
         or abar[-1] <= 0
     ):
         problems.append("alphas_cumprod must be a decreasing table in (0, 1]")
+    implemented = {
+        "spectrogram": dataclasses.asdict(SpectrogramSpec()),
+        "lorenz": dataclasses.asdict(LorenzSpec()),
+    }
     for modality in m.modalities:
         if modality not in m.default_t:
             problems.append(f"no default t for the {modality} embedder")
+        if modality != "raw" and m.modality_specs.get(modality) != implemented[modality]:
+            problems.append(
+                f"{modality} geometry {m.modality_specs.get(modality)} is not the one this SDK "
+                f"computes ({implemented[modality]})"
+            )
     for modality, t in m.default_t.items():
         if not 0 <= t <= m.t_max:
             problems.append(f"default t of {modality} ({t}) outside 0..{m.t_max}")

@@ -37,13 +37,13 @@ class ProbeResult:
 
 
 def build_extractor(
-    cfg: RunConfig, state_dict: dict[str, torch.Tensor]
+    cfg: RunConfig, state_dict: dict[str, torch.Tensor], n_tokens: int = 0
 ) -> DiffusionFeatureExtractor:
     """The deployable extractor (encoder + bottleneck) with the run's ᾱ table, in eval mode."""
     unet = UNet1d(cfg.model)
     unet.load_state_dict(state_dict)
     abar = torch.from_numpy(alphas_cumprod(linear_betas(cfg.train.diffusion_steps))).float()
-    return DiffusionFeatureExtractor(unet.encoder, abar).eval()
+    return DiffusionFeatureExtractor(unet.encoder, abar, n_tokens).eval()
 
 
 def inference_noise(channels: int, length: int, seed: int = NOISE_SEED) -> np.ndarray:

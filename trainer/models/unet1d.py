@@ -210,20 +210,31 @@ def feature_dim(cfg: UNetConfig) -> int:
 
 
 class DiffusionFeatureExtractor(nn.Module):
-    """Deployable extractor: ``(x0, t, noise) -> embedding``.
+    """Deployable extractor: ``(x0, t, noise) -> embedding`` (and ``tokens`` when
+    ``n_tokens`` > 0: the bottleneck map pooled to ``n_tokens`` positions, for fusion).
 
     ``x0``: (B, C, L) standardized windows; ``t``: (B,) int64 steps; ``noise``: (B, C, L)
     the fixed inference noise. The ᾱ table is a buffer, so the graph noises the input
     itself and ``t`` stays a runtime input.
     """
 
-    def __init__(self, encoder: Encoder, abar: torch.Tensor) -> None:
+    def __init__(self, encoder: Encoder, abar: torch.Tensor, n_tokens: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
+        self.n_tokens = n_tokens
         self.register_buffer("abar", abar.to(torch.float32).clone())
 
-    def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         a = self.abar.index_select(0, t).view(-1, 1, 1)
         x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
         skips, h, _ = self.encoder(x_t, t)
-        return pool_features(skips, h)
+        if not self.n_tokens:
+            return pool_features(skips, h)
+        # the bottleneck map, average-pooled to a fixed number of tokens for cross-modal fusion
+        # (a reshape-mean rather than adaptive pooling, which ONNX cannot export dynamically)
+        if h.shape[-1] % self.n_tokens:
+            raise ValueError(f"bottleneck length {h.shape[-1]} must divide by {self.n_tokens}")
+        tokens = h.reshape(h.shape[0], h.shape[1], self.n_tokens, -1).mean(-1)  # (B, C, n)
+        return pool_features(skips, h), tokens

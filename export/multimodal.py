@@ -1,0 +1,209 @@
+"""Raw bundle + multimodal run → a multimodal DiffECG bundle.
+
+Starts from a verified raw-ECG bundle (its geometry, schedule, classes, provenance) and
+writes a new bundle with one FP32 embedder per modality (raw re-exported with a ``tokens``
+output), the cross-modal ``fusion`` graph, the multimodal head and each modality's fixed
+inference noise. Every new graph passes a torch-vs-ONNX Runtime parity check on real
+CinC 2017 validation windows, and the bundle is reloaded through the SDK before it is
+reported. The quantized raw embedder is not carried over: its INT8 layers were chosen for
+the raw-only head (state in the manifest which precisions exist).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from export.errors import ParityError
+from export.onnx_export import OPSET, compare, export_head
+from sdk.bundle import load_bundle, sha256_file
+from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.head import SoftmaxHead
+from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
+from sdk.rr import RR_FEATURE_NAMES
+from trainer.checkpoint import load_checkpoint
+from trainer.data.datasets import cinc2017_split
+from trainer.fusion import N_TOKENS, load_fusion
+from trainer.metrics import aggregate_by_record, encode, rhythm_report
+from trainer.probe import build_extractor, load_head
+
+FP32_PARITY_TOL = 1e-4
+
+
+def _tensor(name: str, shape: list[Any], dtype: str = "float32") -> dict[str, Any]:
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+def _entry(root: Path, name: str, role: str, inputs: list, outputs: list, **extra: Any) -> dict:
+    return {
+        "path": name,
+        "role": role,
+        "precision": "fp32",
+        "sha256": sha256_file(root / name),
+        "bytes": (root / name).stat().st_size,
+        "inputs": inputs,
+        "outputs": outputs,
+        **extra,
+    }
+
+
+def _export(
+    module: torch.nn.Module, args: tuple, inputs: list[str], outputs: list[str], path: Path
+):
+    axes = {name: {0: "batch"} for name in inputs + outputs}
+    torch.onnx.export(
+        module.eval(),
+        args,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def _check_parity(name: str, reference: list[np.ndarray], got: list[np.ndarray]) -> float:
+    worst = max(compare(r, g).max_rel for r, g in zip(reference, got))
+    if worst > FP32_PARITY_TOL:
+        raise ParityError(f"{name}: torch vs ONNX Runtime max relative error {worst:.2e}")
+    return worst
+
+
+def build_multimodal_bundle(raw_bundle: Path, run: Path, out: Path) -> dict[str, Any]:
+    """Write the multimodal bundle to ``out``; return parity and SDK validation figures."""
+    import onnxruntime as ort
+
+    base = load_bundle(raw_bundle)
+    meta = json.loads((run / "modalities.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    raw_cfg, _, _ = load_checkpoint(Path(meta["runs"]["raw"]) / "diffecg.pt")
+    _, val = cinc2017_split(raw_cfg.data)
+    sample = val.subset(val.names[:8])
+    files, parity, tokens_ref = [], {}, {}
+    for mod in MODALITIES:
+        cfg, state, _ = load_checkpoint(Path(meta["runs"][mod]) / "diffecg.pt")
+        _, t, noise = load_head(Path(meta["runs"][mod]) / "head.npz")
+        extractor = build_extractor(cfg, state, N_TOKENS[mod])
+        x = sample.modality(mod)
+        x = np.ascontiguousarray(
+            x[..., : x.shape[-1] // cfg.model.downsample_factor * cfg.model.downsample_factor]
+        )
+        name = "embedder.fp32.onnx" if mod == "raw" else f"embedder.{mod}.fp32.onnx"
+        tt = torch.full((x.shape[0],), t, dtype=torch.int64)
+        xx, nn_ = torch.from_numpy(x), torch.from_numpy(noise).expand(x.shape[0], *noise.shape[1:])
+        _export(
+            extractor,
+            (xx, tt, nn_.contiguous()),
+            ["x", "t", "noise"],
+            ["embedding", "tokens"],
+            out / name,
+        )
+        with torch.no_grad():
+            ref = [r.numpy() for r in extractor(xx, tt, nn_.contiguous())]
+        sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"x": x, "t": tt.numpy(), "noise": nn_.contiguous().numpy()})
+        parity[mod] = _check_parity(name, ref, got)
+        tokens_ref[mod] = ref[1]
+        noise_name = "noise.npy" if mod == "raw" else f"noise.{mod}.npy"
+        np.save(out / noise_name, noise.astype(np.float32))
+        x_shape = ["batch", int(x.shape[1]), int(x.shape[2])]
+        emb_dim, tok = int(ref[0].shape[1]), list(ref[1].shape[1:])
+        files.append(
+            _entry(
+                out,
+                name,
+                "embedder",
+                [
+                    _tensor("x", x_shape),
+                    _tensor("t", ["batch"], "int64"),
+                    _tensor("noise", x_shape),
+                ],
+                [_tensor("embedding", ["batch", emb_dim]), _tensor("tokens", ["batch", *tok])],
+                modality=mod,
+            )
+        )
+        files.append(_entry(out, noise_name, "inference_noise", [], [], modality=mod))
+    fusion = load_fusion(run / "fusion.pt")
+    args = tuple(torch.from_numpy(tokens_ref[m]) for m in MODALITIES)
+    names = [f"tokens_{m}" for m in MODALITIES]
+    _export(fusion, args, names, ["fused"], out / "fusion.onnx")
+    with torch.no_grad():
+        ref_fused = fusion(*args).numpy()
+    sess = ort.InferenceSession(str(out / "fusion.onnx"), providers=["CPUExecutionProvider"])
+    parity["fusion"] = _check_parity(
+        "fusion.onnx",
+        [ref_fused],
+        sess.run(None, {n: tokens_ref[m] for n, m in zip(names, MODALITIES)}),
+    )
+    files.append(
+        _entry(
+            out,
+            "fusion.onnx",
+            "fusion",
+            [_tensor(n, ["batch", *tokens_ref[m].shape[1:]]) for n, m in zip(names, MODALITIES)],
+            [_tensor("fused", ["batch", fusion.cfg.out_dim])],
+        )
+    )
+    z = np.load(run / "head.npz", allow_pickle=False)
+    head = SoftmaxHead(
+        z["weight"], z["bias"], z["mean"], z["scale"], tuple(str(c) for c in z["classes"])
+    )
+    w, b = head.folded()
+    export_head(w, b, out / "head.onnx")
+    n_feat, n_cls = w.shape
+    files.append(
+        _entry(
+            out,
+            "head.onnx",
+            "head",
+            [_tensor("features", ["batch", n_feat])],
+            [_tensor("logits", ["batch", n_cls]), _tensor("probabilities", ["batch", n_cls])],
+        )
+    )
+    manifest = json.loads((raw_bundle / "manifest.json").read_text())
+    manifest.update(
+        {
+            "name": f"{base.manifest.name}-multimodal",
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": files,
+            "modalities": {
+                "spectrogram": dataclasses.asdict(SpectrogramSpec()),
+                "lorenz": dataclasses.asdict(LorenzSpec()),
+            },
+            "head_features": {
+                "embedding_dims": meta["dims"],
+                "fused_dim": meta["fused_dim"],
+                "rr_features": list(RR_FEATURE_NAMES),
+            },
+        }
+    )
+    manifest["diffusion"]["default_t"] = {m: int(meta["t"][m]) for m in MODALITIES}
+    manifest["provenance"]["multimodal_run"] = str(run)
+    manifest["provenance"]["modality_runs"] = meta["runs"]
+    manifest["metrics"] = {"multimodal_probe": json.loads((run / "probe.json").read_text())["rows"]}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return {"parity_max_rel": parity, "sdk_val": _sdk_val(out, val)}
+
+
+def _sdk_val(out: Path, val: Any) -> dict[str, Any]:
+    """Validation metrics with the bundle run by the SDK (window batches, as the probe)."""
+    clf = WindowClassifier(load_bundle(out), threads=2)
+    proba = np.concatenate(
+        [
+            clf.classify(
+                WindowInputs(val.windows[i : i + 256], val.rr[i : i + 256], val.lorenz[i : i + 256])
+            )
+            for i in range(0, len(val.windows), 256)
+        ]
+    )
+    p = aggregate_by_record(proba, val.record_index, len(val.names))
+    return rhythm_report(encode(val.labels), p)
