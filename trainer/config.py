@@ -130,27 +130,27 @@ def _coerce(cls: type, key: str, raw: str) -> Any:
         ) from exc
 
 
-def build_config(
-    table: dict[str, Any], overrides: dict[str, str] | None = None, preset: str = "custom"
-) -> RunConfig:
-    """Validate a nested dict (as from TOML) plus ``section.key`` string overrides."""
-    merged: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+def build_sections(
+    table: dict[str, Any], overrides: dict[str, str] | None, sections: dict[str, type]
+) -> dict[str, Any]:
+    """Validate a nested dict (as from TOML) plus ``section.key`` overrides into dataclasses."""
+    merged: dict[str, dict[str, Any]] = {name: {} for name in sections}
     for section, values in table.items():
-        if section not in _SECTIONS:
+        if section not in sections:
             raise ConfigError(
-                f"unknown section [{section}]; expected one of {sorted(_SECTIONS)}", key=section
+                f"unknown section [{section}]; expected one of {sorted(sections)}", key=section
             )
         merged[section].update(values)
     for dotted, raw in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        if section not in _SECTIONS or not key:
+        if section not in sections or not key:
             raise ConfigError(
-                f"override {dotted!r} must be section.key with section in {sorted(_SECTIONS)}",
+                f"override {dotted!r} must be section.key with section in {sorted(sections)}",
                 key=dotted,
             )
-        merged[section][key] = _coerce(_SECTIONS[section], key, raw)
+        merged[section][key] = _coerce(sections[section], key, raw)
     built = {}
-    for section, cls in _SECTIONS.items():
+    for section, cls in sections.items():
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(merged[section]) - known)
         if unknown:
@@ -158,7 +158,14 @@ def build_config(
                 f"unknown key(s) {unknown} in [{section}]; known: {sorted(known)}", key=unknown[0]
             )
         built[section] = cls(**merged[section])
-    return RunConfig(**built, preset=preset)
+    return built
+
+
+def build_config(
+    table: dict[str, Any], overrides: dict[str, str] | None = None, preset: str = "custom"
+) -> RunConfig:
+    """Validate a nested dict (as from TOML) plus ``section.key`` string overrides."""
+    return RunConfig(**build_sections(table, overrides, _SECTIONS), preset=preset)
 
 
 def load_preset(name_or_path: str, overrides: dict[str, str] | None = None) -> RunConfig:

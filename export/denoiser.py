@@ -1,0 +1,254 @@
+"""Add a trained CD-ECGNet to a bundle as its ``denoiser``: ONNX export, parity, precision.
+
+The shipped precision is chosen by a gate on the denoising metrics (output SNR and cosine
+similarity of the noisy leads against the clean reference, on validation records with
+evaluation noise): INT8 (static QDQ, per-channel weights, calibrated on training windows)
+when it costs at most ``INT8_MAX_SNR_DROP_DB`` of output SNR and ``INT8_MAX_COS_DROP`` of
+cosine similarity; otherwise FP32 (FP16 is slower than FP32 in ONNX Runtime's CPU provider,
+so it is not a CPU candidate). The choice and its figures are written into the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.errors import ParityError
+from export.onnx_export import OPSET, compare
+from sdk.bundle import load_bundle, sha256_file
+from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
+from trainer.denoise_config import DenoiseRunConfig
+from trainer.denoise_metrics import window_metrics
+from trainer.models.cdecgnet import CDECGNet, Denoiser
+from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser, spec_of
+
+DENOISER_PARITY_TOL = 1e-4
+INT8_MAX_SNR_DROP_DB = 0.5
+INT8_MAX_COS_DROP = 0.1  # percentage points
+
+
+def export_denoiser(net: CDECGNet, path: Path) -> None:
+    """Write ``x`` (batch, leads, window) → ``y`` (same shape), opset 17."""
+    cfg = net.cfg
+    x = torch.zeros(2, cfg.leads, cfg.window)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Denoiser(net).eval(),
+            (x,),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    sess = _session(path, threads=2)
+    return np.concatenate(
+        [sess.run(["y"], {"x": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    )
+
+
+def ms_per_window(path: Path, leads: int, window: int, repeats: int = 200) -> float:
+    """Median ONNX Runtime latency (ms) of one window on ONE thread."""
+    sess = _session(path, threads=1)
+    x = np.random.default_rng(0).standard_normal((1, leads, window)).astype(np.float32)
+    for _ in range(20):
+        sess.run(["y"], {"x": x})
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        sess.run(["y"], {"x": x})
+        times.append(time.perf_counter() - tic)
+    return 1000.0 * float(np.median(times))
+
+
+def eval_examples(cfg: DenoiseRunConfig, n: int = 256, seed: int = 1) -> Examples:
+    """Validation records of the run's databases, evaluation noise, every lead noisy."""
+    clean = []
+    for db in cfg.data.databases:
+        _, val = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
+        clean += clean_signals(db, val, cfg.data.fs, cfg.model.leads)
+    sampler = PairSampler(
+        clean, spec_of(cfg), "eval", window=cfg.data.window, context=cfg.data.context, seed=seed
+    )
+    return sampler.draw(n, p_noisy=1.0, p_snr_mode=cfg.data.p_snr_mode)
+
+
+def gate_metrics(ex: Examples, y: np.ndarray) -> dict[str, float]:
+    m = window_metrics(ex.target, y, ex.x)
+    return {k: float(np.mean(m[k])) for k in ("snr_out", "cos", "prd", "rmse")}
+
+
+def quantize_denoiser(fp32: Path, out: Path, calib: np.ndarray) -> Path:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{"x": calib[i : i + 32]} for i in range(0, len(calib), 32)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepped),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            op_types_to_quantize=["Conv", "Gemm"],
+            extra_options={"CalibPercentile": 99.99},
+        )
+    return out
+
+
+def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[str, Any]:
+    """Export FP32 (+ parity) and INT8; keep INT8 only if the denoising gate holds."""
+    fp32 = root / "denoiser.fp32.onnx"
+    export_denoiser(net, fp32)
+    ex = eval_examples(cfg)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(ex.x)).numpy()
+    y32 = run_onnx(fp32, ex.x)
+    parity = compare(ref, y32).max_rel
+    if parity > DENOISER_PARITY_TOL:
+        raise ParityError(
+            f"denoiser torch vs ONNX FP32 relative error {parity:.2e} > {DENOISER_PARITY_TOL:.0e}",
+            max_rel=parity,
+            tolerance=DENOISER_PARITY_TOL,
+        )
+    train_s, _ = _calibration_sampler(cfg)
+    calib = train_s.draw(256, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode).x
+    int8 = quantize_denoiser(fp32, root / "denoiser.int8.onnx", calib)
+    figures: dict[str, Any] = {
+        "parity_fp32_max_rel": parity,
+        "gate_fp32": gate_metrics(ex, y32),
+        "gate_int8": gate_metrics(ex, run_onnx(int8, ex.x)),
+        "ms_per_window_1thread": {
+            "fp32": ms_per_window(fp32, cfg.model.leads, cfg.model.window),
+            "int8": ms_per_window(int8, cfg.model.leads, cfg.model.window),
+        },
+        "gate_limits": {"snr_drop_db": INT8_MAX_SNR_DROP_DB, "cos_drop_pct": INT8_MAX_COS_DROP},
+        "gate_data": "256 windows of the denoiser's validation records, evaluation noise",
+    }
+    snr_drop = figures["gate_fp32"]["snr_out"] - figures["gate_int8"]["snr_out"]
+    cos_drop = figures["gate_fp32"]["cos"] - figures["gate_int8"]["cos"]
+    ok = snr_drop <= INT8_MAX_SNR_DROP_DB and cos_drop <= INT8_MAX_COS_DROP
+    faster = figures["ms_per_window_1thread"]["int8"] < figures["ms_per_window_1thread"]["fp32"]
+    figures["int8_drop"] = {"snr_out_db": snr_drop, "cos_pct": cos_drop}
+    figures["shipped_precision"] = "int8" if ok and faster else "fp32"
+    figures["precision_reason"] = (
+        "INT8 within the gate and faster"
+        if ok and faster
+        else ("INT8 not faster than FP32 on one thread" if ok else "INT8 fails the gate")
+    )
+    if figures["shipped_precision"] == "fp32":
+        int8.unlink()
+    return figures
+
+
+def _calibration_sampler(cfg: DenoiseRunConfig) -> tuple[PairSampler, None]:
+    clean = []
+    for db in cfg.data.databases:
+        train, _ = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
+        clean += clean_signals(db, train, cfg.data.fs, cfg.model.leads)
+    spec = spec_of(cfg)
+    return PairSampler(
+        clean, spec, "train", window=cfg.data.window, context=cfg.data.context, seed=7
+    ), None
+
+
+def _entry(root: Path, name: str, precision: str, leads: int, window: int) -> dict[str, Any]:
+    shape = ["batch", leads, window]
+    return {
+        "path": name,
+        "role": "denoiser",
+        "precision": precision,
+        "sha256": sha256_file(root / name),
+        "bytes": (root / name).stat().st_size,
+        "inputs": [{"name": "x", "dtype": "float32", "shape": shape}],
+        "outputs": [{"name": "y", "dtype": "float32", "shape": shape}],
+    }
+
+
+def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Copy ``base_bundle`` to ``out_dir`` with ``run_dir``'s denoiser added; return figures."""
+    cfg, net, payload = load_denoiser(run_dir / CHECKPOINT_NAME)
+    base = load_bundle(base_bundle)
+    m = base.manifest
+    if m.window_samples != cfg.model.window or abs(m.fs - cfg.data.fs) > 1e-9:
+        raise ValueError(
+            f"denoiser window {cfg.model.window} @ {cfg.data.fs} Hz does not match the bundle's "
+            f"{m.window_samples} @ {m.fs} Hz"
+        )
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base_bundle, tmp)
+    figures = _choose_precision(tmp, cfg, net)
+    manifest = json.loads((tmp / "manifest.json").read_text())
+    manifest["files"] = [f for f in manifest["files"] if f["role"] != "denoiser"]
+    for precision in ("fp32", "int8"):
+        if (tmp / f"denoiser.{precision}.onnx").is_file():
+            manifest["files"].append(
+                _entry(
+                    tmp, f"denoiser.{precision}.onnx", precision, cfg.model.leads, cfg.model.window
+                )
+            )
+    manifest["name"] = f"{manifest['name']}-denoise"
+    manifest["provenance"]["denoiser"] = {
+        "model": "CD-ECGNet (contrastive disentanglement), E_ECG + E_lead + D_ECG exported",
+        "placement": "after band-pass and per-window standardization; output re-standardized",
+        "shipped_precision": figures["shipped_precision"],
+        "precision_reason": figures["precision_reason"],
+        "run": str(run_dir),
+        "steps": payload["step"],
+        "train_seconds": payload.get("extra", {}).get("train_seconds"),
+        "validation": payload.get("extra", {}).get("val"),
+        "config": cfg.to_dict(),
+        "noise": "NSTDB bw, ma, em (em recovered from 118e00 - 118); first 80% for training",
+        "commands": {
+            "train": f"python -m trainer.train_denoiser --preset {cfg.preset}",
+            "export": f"ecgedge export --denoiser {run_dir} --base-bundle {base_bundle} "
+            f"--out {out_dir}",
+        },
+    }
+    manifest["metrics"]["denoiser"] = figures
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    load_bundle(tmp)  # verify as a device would
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return figures

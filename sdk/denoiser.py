@@ -1,0 +1,110 @@
+"""The bundle's ``denoiser`` (CD-ECGNet) on the device: standardized window in, cleaner out.
+
+The denoiser sits after the band-pass and the per-window standardization
+(:func:`sdk.preprocess.standardize_window`), i.e. it sees exactly what the embedder would
+see, and returns the window in the same units; the pipeline re-standardizes its output so the
+embedder's input statistics are unchanged. A 1-lead denoiser runs on the selected lead; an
+N-lead one on all N leads of the stream (it can use the clean leads to denoise the noisy ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sdk.bundle import Bundle
+from sdk.errors import ConfigError
+from sdk.preprocess import MIN_STD_MV, standardize_window
+from sdk.runtime import OnnxModel
+
+
+class WindowDenoiser:
+    """Runs ``denoiser(x) → y`` on (B, leads, window) standardized windows (ONNX Runtime).
+
+    Parameters
+    ----------
+    bundle : a verified bundle with a ``denoiser`` file.
+    precision : which denoiser file (``None`` = the most compact present).
+    threads, backend : see :class:`sdk.runtime.OnnxModel`.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        precision: str | None = None,
+        threads: int = 1,
+        backend: str = "cpu",
+    ) -> None:
+        spec = bundle.manifest.file("denoiser", precision)
+        self.precision = spec.precision
+        self.model = OnnxModel(bundle.path_of(spec), threads=threads, backend=backend, spec=spec)
+        shape = self.model.session.get_inputs()[0].shape
+        self.leads, self.window = int(shape[1]), int(shape[2])
+
+    @staticmethod
+    def from_bundle(
+        bundle: Bundle, n_leads: int, *, threads: int = 1, backend: str = "cpu"
+    ) -> WindowDenoiser | None:
+        """The bundle's denoiser for a stream of ``n_leads`` leads, or ``None`` if it has none."""
+        if not any(f.role == "denoiser" for f in bundle.manifest.files):
+            return None
+        den = WindowDenoiser(bundle, threads=threads, backend=backend)
+        if den.leads not in (1, n_leads):
+            raise ConfigError(
+                f"the bundle's denoiser takes {den.leads} leads; the stream has {n_leads}",
+                field="n_leads",
+            )
+        return den
+
+    def denoise(self, windows: np.ndarray) -> np.ndarray:
+        """(B, leads, window) standardized → (B, leads, window) denoised, same units."""
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.leads, self.window):
+            raise ConfigError(
+                f"windows must be (B, {self.leads}, {self.window}), got {x.shape}", field="windows"
+            )
+        return self.model.run({"x": x}, ["y"])[0]
+
+    def denoise_window(self, seg: np.ndarray, lead: int) -> np.ndarray:
+        """A stream's window ``seg`` (n, n_leads) band-passed, n <= window → the selected
+        lead's embedder input (1, 1, window): denoised, re-standardized, zero-padded."""
+        n = seg.shape[0]
+        cols = seg[:, lead : lead + 1] if self.leads == 1 else seg
+        x = np.zeros((1, self.leads, self.window), dtype=np.float32)
+        x[0, :, :n] = standardize_window(cols).T
+        y = self.denoise(x)[0, 0 if self.leads == 1 else lead, :n]
+        out = np.zeros((1, 1, self.window), dtype=np.float32)
+        out[0, 0, :n] = standardize_window(y)
+        return out
+
+
+def denoise_signal(den: WindowDenoiser, y: np.ndarray, hop: int | None = None) -> np.ndarray:
+    """Denoise a whole band-passed record (n, leads) in mV, window by window, back in mV.
+
+    Windows overlap by ``window - hop`` (default half a window); each output sample comes from
+    the window in which it lies most centrally. Records shorter than a window are zero-padded.
+    """
+    y2 = np.asarray(y, dtype=np.float64)
+    if y2.ndim != 2 or y2.shape[1] != den.leads:
+        raise ConfigError(f"signal must be (n, {den.leads}), got {y2.shape}", field="signal")
+    n, w = y2.shape[0], den.window
+    hop = hop or w // 2
+    starts = list(range(0, max(n - w, 0) + 1, hop))
+    if n > w and starts[-1] != n - w:
+        starts.append(n - w)
+    out = np.zeros_like(y2)
+    best = np.full(n, -1.0)  # distance of each sample to its window's edge (larger = central)
+    for s in starts:
+        seg = y2[s : s + w]
+        m = seg.shape[0]
+        mean = seg.mean(axis=0)
+        std = np.maximum(seg.std(axis=0), MIN_STD_MV)
+        x = np.zeros((1, den.leads, w), dtype=np.float32)
+        x[0, :, :m] = standardize_window(seg).T
+        d = den.denoise(x)[0, :, :m].T * std + mean
+        idx = np.arange(m)
+        margin = np.minimum(idx, m - 1 - idx).astype(np.float64)
+        take = margin > best[s : s + m]
+        out[s : s + m][take] = d[take]
+        best[s : s + m] = np.maximum(best[s : s + m], margin)
+    return out.astype(np.float32)

@@ -1,0 +1,121 @@
+"""CD-ECGNet: shapes for 1..12 leads, every loss term finite, training lowers the losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sdk.synthetic import synthetic_ecg
+from trainer.errors import ConfigError
+from trainer.models.cdecgnet import CDConfig, CDECGNet, Discriminator
+from trainer.models.cdloss import contrastive_loss, discriminator_loss, generator_losses
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: small convolutions are slower with more on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {"stem": 8, "dims": (8, 8, 8), "lead_hidden": 16, "lead_dim": 8, "noise_dim": 4}
+
+
+@pytest.mark.parametrize("leads", [1, 2, 12])
+def test_shapes_for_any_lead_count(leads):
+    net = CDECGNet(CDConfig(leads=leads, **TINY)).eval()
+    x = torch.randn(3, leads, 1280)
+    feats, lead = net.encode(x)
+    assert net(x).shape == x.shape
+    assert lead.shape == (3, leads, 8)
+    assert feats[-1].shape == (3, 8, 1280 // 8)
+    assert net.noise_of(x).shape == x.shape
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ConfigError):
+        CDConfig(leads=13)
+    with pytest.raises(ConfigError):
+        CDConfig(window=1281)
+    with pytest.raises(ConfigError):
+        CDConfig(kernels=(4,))
+
+
+def _batch(leads: int = 2, batch: int = 8, seed: int = 0):
+    """Synthetic clean windows, low-frequency + broadband noise on a subset of leads."""
+    rng = np.random.default_rng(seed)
+    ecg = synthetic_ecg((("sinus", 60.0),), fs=128.0, seed=seed).signal
+    clean = np.stack(
+        [
+            np.stack([ecg[s + 7 * j : s + 7 * j + 1280] for j in range(leads)])
+            for s in range(0, 400 * batch, 400)
+        ]
+    )
+    clean = (clean - clean.mean(-1, keepdims=True)) / clean.std(-1, keepdims=True)
+    t = np.arange(1280) / 128.0
+    noise = 0.8 * np.sin(
+        2 * np.pi * 0.3 * t + rng.uniform(0, 6, (batch, leads, 1))
+    ) + 0.4 * rng.standard_normal((batch, leads, 1280))
+    noisy = rng.random((batch, leads)) < 0.5
+    noisy[0, 0], noisy[1, 0] = True, False  # both kinds present
+    x = clean + noisy[..., None] * noise
+    xs = clean + noise
+    f = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
+    return f(x), f(xs), f(clean), f(clean), torch.from_numpy(noisy)
+
+
+def test_every_loss_term_is_finite():
+    net, dis = CDECGNet(CDConfig(leads=2, **TINY)), Discriminator(8)
+    losses, c, c_s = generator_losses(net, dis, *_batch(), temperature=0.5)
+    for name, value in losses.as_dict().items():
+        assert np.isfinite(value), name
+    assert torch.isfinite(discriminator_loss(dis, c, c_s))
+    assert torch.isfinite(losses.total(0.5, 1.0))
+
+
+def test_contrastive_loss_prefers_separated_features():
+    noisy = torch.tensor([[True, False, False]])
+    same = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])
+    apart = torch.tensor([[[-1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])
+    assert contrastive_loss(apart, noisy, 0.5) < contrastive_loss(same, noisy, 0.5)
+    assert contrastive_loss(same, torch.tensor([[True, True, True]]), 0.5) == 0.0
+
+
+def test_training_steps_lower_the_losses():
+    torch.manual_seed(0)
+    net, dis = CDECGNet(CDConfig(leads=2, **TINY)), Discriminator(8)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    opt_d = torch.optim.Adam(dis.parameters(), lr=1e-3)
+    batch = _batch()
+    history = []
+    for _ in range(40):
+        losses, c, c_s = generator_losses(net, dis, *batch, temperature=0.5)
+        opt.zero_grad()
+        losses.total(0.5, 1.0).backward()
+        opt.step()
+        opt_d.zero_grad()
+        discriminator_loss(dis, c, c_s).backward()
+        opt_d.step()
+        history.append(losses.as_dict())
+    first, last = history[0], history[-1]
+    for term in ("sup", "rec", "cont", "noise"):
+        assert last[term] < first[term], (term, first[term], last[term])
+    assert all(np.isfinite(h["cons"]) for h in history)
+
+
+@pytest.mark.data("mitdb", "nstdb")
+@pytest.mark.slow
+def test_smoke_preset_trains_and_reloads(tmp_path):
+    from trainer.denoise_config import load_denoise_preset
+    from trainer.train_denoiser import load_denoiser, train_denoiser
+
+    cfg = load_denoise_preset("smoke", {"train.out_dir": str(tmp_path), "train.steps": "12"})
+    result = train_denoiser(cfg)
+    assert result.checkpoint.is_file() and result.steps == 12
+    assert all(np.isfinite(v) for v in result.final_losses.values())
+    cfg2, net, _ = load_denoiser(result.checkpoint)
+    assert cfg2.model == cfg.model
+    assert net(torch.zeros(1, 1, 1280)).shape == (1, 1, 1280)

@@ -1,0 +1,323 @@
+"""``ecgedge bench denoise``: NSTDB noise on held-out clean ECG, CD-ECGNet vs filters.
+
+For each trained denoiser run (1-, 2- or 12-lead), windows of its validation records get
+evaluation noise (last 20% of each noise source) in two modes: CD-ECGNet's (noise × U(0.2, 1.5)
+on a random subset of leads) and fixed input SNR (−6 … 24 dB on every lead, SNR measured on the
+device representation). Metrics are computed on the leads that received noise, each 10 s window
+after removing its mean, against two references (both reported):
+
+- ``device``: the clean record through the device's own preprocessing (resample, causal
+  0.5–40 Hz band-pass): what the pipeline would have seen without the noise; the denoiser's
+  training target.
+- ``medfilt``: the clean record minus its baseline from 200 ms then 600 ms median filters
+  (de Chazal; BENCHMARKS.md's reference), which favours zero-phase filters.
+
+Methods: the device band-pass alone (no denoiser), FIR band-pass 0.67–40 Hz and IIR
+(Butterworth, order 4) band-pass 0.5–40 Hz (scipy, zero-phase ``filtfilt``), NeuroKit2's
+``ecg_clean``, CD-ECGNet in PyTorch FP32, and the bundle's denoiser through the SDK in its
+shipped precision (when its lead count matches).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import signal
+from tqdm.auto import tqdm
+
+from trainer.bench.report import md_table, write_result
+from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
+from trainer.data.noise import NOISE_TYPES, SNR_LEVELS_DB
+from trainer.denoise_metrics import summarize, window_metrics
+from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser, spec_of
+
+POST_S = 2.0
+PAPER = {  # CD-ECGNet paper, amplitude factor 0.2–1.5 (their data and lead systems)
+    "CD-ECGNet (paper, wearable test set)": {
+        "ssd": 27.02,
+        "prd": 34.51,
+        "cos": 99.25,
+        "snr_out": 18.81,
+        "rmse": 0.20,
+    },
+    "CD-ECGNet (paper, PTB-XL)": {
+        "ssd": 23.52,
+        "prd": 35.61,
+        "cos": 99.21,
+        "snr_out": 17.95,
+        "rmse": 0.22,
+    },
+    "FIR (paper, PTB-XL)": {
+        "ssd": 305.76,
+        "prd": 90.48,
+        "cos": 88.36,
+        "snr_out": 4.73,
+        "rmse": 0.43,
+    },
+}
+SHOWN = ("ssd", "mad", "prd", "cos", "snr_out", "snr_imp", "rmse")
+
+
+def medfilt_reference(raw_clean: np.ndarray, fs: float) -> np.ndarray:
+    """Raw clean (…, n) minus its 200 ms → 600 ms median-filter baseline (de Chazal)."""
+    k1 = int(round(0.2 * fs)) | 1
+    k2 = int(round(0.6 * fs)) | 1
+    flat = raw_clean.reshape(-1, raw_clean.shape[-1])
+    base = np.stack([signal.medfilt(signal.medfilt(x, k1), k2) for x in flat])
+    return (flat - base).reshape(raw_clean.shape)
+
+
+class Baselines:
+    """Zero-phase FIR/IIR band-passes (scipy) and NeuroKit2's ``ecg_clean`` on raw segments."""
+
+    def __init__(self, fs: float) -> None:
+        self.fs = fs
+        self.fir = signal.firwin(int(fs) | 1, [0.67, 40.0], pass_zero=False, fs=fs)
+        self.iir = signal.butter(4, [0.5, 40.0], btype="bandpass", fs=fs, output="sos")
+
+    def __call__(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        import neurokit2 as nk
+
+        flat = raw.reshape(-1, raw.shape[-1])
+        nk_out = np.stack([nk.ecg_clean(x, sampling_rate=int(self.fs)) for x in flat])
+        return {
+            "FIR band-pass 0.67-40 Hz": signal.filtfilt(self.fir, [1.0], raw, axis=-1),
+            "IIR band-pass 0.5-40 Hz": signal.sosfiltfilt(self.iir, raw, axis=-1),
+            "NeuroKit2 ecg_clean": nk_out.reshape(raw.shape),
+        }
+
+
+def _outputs(ex: Examples, net: torch.nn.Module, sdk_den: Any, base: Baselines, ctx: int):
+    """Every method's output window (B, leads, L) in mV of the device representation."""
+    win = ex.x.shape[-1]
+    with torch.no_grad():
+        y = net(torch.from_numpy(ex.x)).numpy()
+    outs = {
+        "device band-pass only (no denoiser)": ex.noisy_bp,
+        "CD-ECGNet torch FP32": y * ex.std + ex.mean,
+    }
+    if sdk_den is not None:
+        outs[f"CD-ECGNet via SDK ({sdk_den.precision.upper()})"] = (
+            sdk_den.denoise(ex.x) * ex.std + ex.mean
+        )
+    for name, full in base(ex.raw).items():
+        outs[name] = full[..., ctx : ctx + win]
+    return outs
+
+
+def evaluate(
+    ex: Examples, outs: dict[str, np.ndarray], refs: dict[str, np.ndarray]
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{reference: {method: per-window metrics}} over the leads that received noise."""
+    m = ex.noisy
+    return {
+        rname: {name: window_metrics(ref[m], out[m], ex.noisy_bp[m]) for name, out in outs.items()}
+        for rname, ref in refs.items()
+    }
+
+
+def _pool(parts: list[dict]) -> dict:
+    """Concatenate per-window metric arrays of several conditions."""
+    out: dict = {}
+    for part in parts:
+        for r, methods in part.items():
+            for meth, metrics in methods.items():
+                slot = out.setdefault(r, {}).setdefault(meth, {})
+                for k, v in metrics.items():
+                    slot[k] = np.concatenate([slot.get(k, np.zeros(0)), v])
+    return out
+
+
+def _summaries(pooled: dict) -> dict:
+    return {r: {m: summarize(v) for m, v in methods.items()} for r, methods in pooled.items()}
+
+
+def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[str, Any]:
+    cfg, net, payload = load_denoiser(run_dir / CHECKPOINT_NAME)
+    leads, fs = cfg.model.leads, cfg.data.fs
+    clean, val_names = [], []
+    for db in cfg.data.databases:
+        _, val = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
+        clean += clean_signals(db, val, fs, leads)
+        val_names += [f"{db}/{n}" for n in val]
+    ctx, post = cfg.data.context, int(round(POST_S * fs))
+    sampler = PairSampler(
+        clean, spec_of(cfg), "eval", window=cfg.data.window, context=ctx, post=post, seed=seed
+    )
+    if sdk_den is not None and sdk_den.leads != leads:
+        sdk_den = None
+    base = Baselines(fs)
+    p_subset = 1.0 if leads == 1 else 0.5
+    conditions: dict[str, dict] = {}
+    modes = [("amplitude", None)] + [(f"{s:+d} dB", float(s)) for s in SNR_LEVELS_DB]
+    for mode, snr in tqdm(modes, desc=f"denoise bench {leads}-lead", unit="mode"):
+        for kind in NOISE_TYPES:
+            ex = sampler.draw(
+                n_per_type,
+                p_noisy=p_subset if snr is None else 1.0,
+                kinds=(kind,),
+                snr_db=snr,
+                p_snr_mode=0.0,
+                want_raw=True,
+            )
+            refs = {
+                "device": ex.clean_bp,
+                "medfilt": medfilt_reference(ex.raw_clean, fs)[..., ctx : ctx + cfg.data.window],
+            }
+            conditions[f"{mode}/{kind}"] = evaluate(ex, _outputs(ex, net, sdk_den, base, ctx), refs)
+            if snr is None and leads > 1:
+                conditions[f"{mode}/{kind}/clean-leads"] = _clean_leads(ex, net, refs["device"])
+    result: dict[str, Any] = {
+        "run": str(run_dir),
+        "leads": leads,
+        "databases": list(cfg.data.databases),
+        "val_records": val_names,
+        "train_steps": payload["step"],
+        "windows_per_type_and_mode": n_per_type,
+        "summary": {},
+    }
+    for mode, _ in modes:
+        per_type = {k: conditions[f"{mode}/{k}"] for k in NOISE_TYPES}
+        result["summary"][mode] = {
+            "pooled": _summaries(_pool(list(per_type.values()))),
+            **{k: _summaries(_pool([v])) for k, v in per_type.items()},
+        }
+        if mode == "amplitude" and leads > 1:
+            result["summary"][mode]["clean_leads"] = _summaries(
+                _pool([conditions[f"{mode}/{k}/clean-leads"] for k in NOISE_TYPES])
+            )
+    return result
+
+
+def _clean_leads(ex: Examples, net: torch.nn.Module, ref: np.ndarray) -> dict:
+    """How much CD-ECGNet changes the leads that got no noise (vs their device input)."""
+    m = ~ex.noisy
+    with torch.no_grad():
+        y = net(torch.from_numpy(ex.x)).numpy() * ex.std + ex.mean
+    return {"device": {"CD-ECGNet torch FP32 (clean leads)": window_metrics(ref[m], y[m])}}
+
+
+def _metric_rows(summary: dict, ref: str) -> list[list[Any]]:
+    rows = []
+    for meth, metrics in summary[ref].items():
+        rows.append([meth, *(f"{metrics[k]['mean']:.4g} ± {metrics[k]['std']:.2g}" for k in SHOWN)])
+    return rows
+
+
+def _markdown(results: list[dict], command: str, seed: int) -> str:
+    header = [
+        "method",
+        "SSD (mV²)",
+        "MAD (mV)",
+        "PRD (%)",
+        "cos (%)",
+        "SNR out (dB)",
+        "SNR imp (dB)",
+        "RMSE (mV)",
+    ]
+    parts = [
+        "# denoise — NSTDB noise on held-out clean ECG\n",
+        __doc__.split("\n\n", 1)[1].strip(),
+        f"\nCommand: `{command}` (sampling seed {seed}). SSD is summed over a 10 s window at "
+        "128 Hz in mV² (the paper's SSD is on its own scale: compare PRD, cos, SNR, RMSE).\n",
+    ]
+    for res in results:
+        s = res["summary"]
+        parts.append(
+            f"## {res['leads']}-lead model ({res['run']}, {', '.join(res['databases'])}; "
+            f"validation records {', '.join(res['val_records'])}; "
+            f"{res['windows_per_type_and_mode']} windows per noise type and mode)\n"
+        )
+        for ref in ("device", "medfilt"):
+            parts.append(
+                f"CD-ECGNet mode (noise × U(0.2, 1.5)), noise types pooled, reference `{ref}`:\n"
+            )
+            parts.append(md_table(header, _metric_rows(s["amplitude"]["pooled"], ref)) + "\n")
+        parts.append(
+            "Per noise type, CD-ECGNet mode, reference `device` — output SNR (dB) / cos (%):\n"
+        )
+        methods = list(s["amplitude"]["pooled"]["device"])
+        rows = []
+        for meth in methods:
+            rows.append(
+                [
+                    meth,
+                    *(
+                        f"{s['amplitude'][k]['device'][meth]['snr_out']['mean']:.2f} / "
+                        f"{s['amplitude'][k]['device'][meth]['cos']['mean']:.2f}"
+                        for k in NOISE_TYPES
+                    ),
+                ]
+            )
+        parts.append(md_table(["method", *NOISE_TYPES], rows) + "\n")
+        parts.append(
+            "Fixed input SNR (every lead noisy, types pooled), reference `device` — "
+            "output SNR (dB) / cos (%):\n"
+        )
+        levels = [f"{v:+d} dB" for v in SNR_LEVELS_DB]
+        rows = [
+            [
+                meth,
+                *(
+                    f"{s[lv]['pooled']['device'][meth]['snr_out']['mean']:.2f} / "
+                    f"{s[lv]['pooled']['device'][meth]['cos']['mean']:.2f}"
+                    for lv in levels
+                ),
+            ]
+            for meth in methods
+        ]
+        parts.append(md_table(["method", *levels], rows) + "\n")
+        if "clean_leads" in s["amplitude"]:
+            c = s["amplitude"]["clean_leads"]["device"]
+            parts.append(
+                "Leads without noise (CD-ECGNet mode), output vs their clean input: "
+                + ", ".join(
+                    f"{k} {v['snr_out']['mean']:.2f} dB SNR, cos {v['cos']['mean']:.3f}%"
+                    for k, v in c.items()
+                )
+                + "\n"
+            )
+    parts.append("Published anchors (other data, lead systems and SSD scale):\n")
+    parts.append(
+        md_table(
+            ["anchor", "SSD", "PRD (%)", "cos (%)", "SNR (dB)", "RMSE"],
+            [[k, v["ssd"], v["prd"], v["cos"], v["snr_out"], v["rmse"]] for k, v in PAPER.items()],
+        )
+    )
+    return "\n".join(parts)
+
+
+def run(
+    runs: list[Path],
+    out_dir: Path,
+    *,
+    bundle_dir: Path | None = None,
+    n_per_type: int = 128,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Benchmark every run in ``runs`` that has a checkpoint; write bench/denoise.{json,md}."""
+    sdk_den = None
+    if bundle_dir is not None:
+        from sdk.bundle import load_bundle
+        from sdk.denoiser import WindowDenoiser
+
+        bundle = load_bundle(bundle_dir)
+        if any(f.role == "denoiser" for f in bundle.manifest.files):
+            sdk_den = WindowDenoiser(bundle, threads=1)
+    present = [r for r in runs if (r / CHECKPOINT_NAME).is_file()]
+    if not present:
+        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in any of {[str(r) for r in runs]}")
+    results = [bench_run(r, sdk_den, n_per_type, seed) for r in present]
+    command = (
+        "ecgedge bench denoise --run "
+        + ",".join(str(r) for r in present)
+        + (f" --bundle {bundle_dir}" if bundle_dir else "")
+    )
+    md = _markdown(results, command, seed)
+    result = {"command": command, "seed": seed, "runs": results}
+    write_result(out_dir, "denoise", result, md)
+    print(md)
+    return result

@@ -1,0 +1,201 @@
+"""Train CD-ECGNet on clean ECG with real NSTDB noise (``python -m trainer.train_denoiser``).
+
+Each step draws (X, X_S) pairs from the training records and the first 80% of each noise
+source, takes a generator step on L_sup + L_rec + L_cont + λ L_cons (+ the E_noise term) and a
+discriminator step. Every ``ckpt_every`` steps the model is scored on fixed validation pairs
+(validation records, evaluation noise) and the best one is saved as ``<out_dir>/denoiser.pt``
+(``trainer.checkpoint`` format, ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sdk.preprocess import PreprocessSpec
+from trainer.checkpoint import FORMAT_VERSION, save_checkpoint
+from trainer.config import parse_overrides
+from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
+from trainer.denoise_config import DenoiseRunConfig, build_denoise_config, load_denoise_preset
+from trainer.errors import CheckpointError, ConfigError
+from trainer.models.cdecgnet import CDECGNet, Discriminator
+from trainer.models.cdloss import discriminator_loss, generator_losses
+
+CHECKPOINT_NAME = "denoiser.pt"
+
+
+@dataclass
+class DenoiseTrainResult:
+    checkpoint: Path
+    steps: int
+    first_losses: dict[str, float]
+    final_losses: dict[str, float]
+    val: dict[str, float]
+    seconds: float
+
+
+def spec_of(cfg: DenoiseRunConfig) -> PreprocessSpec:
+    return PreprocessSpec(fs=cfg.data.fs, low_hz=cfg.data.low_hz, high_hz=cfg.data.high_hz)
+
+
+def samplers(cfg: DenoiseRunConfig) -> tuple[PairSampler, PairSampler]:
+    """(train, val) samplers: records split per database, noise split in time."""
+    train, val = [], []
+    for db in cfg.data.databases:
+        tr, va = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
+        train += clean_signals(db, tr, cfg.data.fs, cfg.model.leads)
+        val += clean_signals(db, va, cfg.data.fs, cfg.model.leads)
+    spec, win, ctx = spec_of(cfg), cfg.data.window, cfg.data.context
+    seed = cfg.train.seed
+    return (
+        PairSampler(train, spec, "train", window=win, context=ctx, seed=seed),
+        PairSampler(val, spec, "eval", window=win, context=ctx, seed=10_000 + seed),
+    )
+
+
+def _tensors(ex: Examples) -> tuple[torch.Tensor, ...]:
+    return torch.from_numpy(ex.x), torch.from_numpy(ex.target), torch.from_numpy(ex.noisy)
+
+
+def validate(net: CDECGNet, batches: list[Examples]) -> dict[str, float]:
+    """Mean L1 and output SNR (dB) on the noisy leads, and L1 on the clean leads."""
+    net.eval()
+    err_n, sig_n, l1_n, l1_c, count_n, count_c = 0.0, 0.0, 0.0, 0.0, 0, 0
+    with torch.no_grad():
+        for ex in batches:
+            y = net(torch.from_numpy(ex.x)).numpy()
+            d = y - ex.target
+            m = ex.noisy
+            err_n += float(np.square(d[m]).sum())
+            sig_n += float(np.square(ex.target[m] - ex.target[m].mean(-1, keepdims=True)).sum())
+            l1_n += float(np.abs(d[m]).sum())
+            l1_c += float(np.abs(d[~m]).sum())
+            count_n += int(m.sum()) * d.shape[-1]
+            count_c += int((~m).sum()) * d.shape[-1]
+    net.train()
+    return {
+        "val_snr_db": 10 * math.log10(sig_n / max(err_n, 1e-12)),
+        "val_l1_noisy": l1_n / max(count_n, 1),
+        "val_l1_clean": l1_c / max(count_c, 1),
+    }
+
+
+def _lr(step: int, cfg: DenoiseRunConfig, elapsed_s: float) -> float:
+    """Warm-up, then cosine decay over steps or over ``max_minutes``, whichever ends first
+    (so a run cut short by its time limit, e.g. on a busy machine, still anneals)."""
+    tc = cfg.train
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+    if tc.max_minutes:
+        progress = max(progress, elapsed_s / (60 * tc.max_minutes))
+    return tc.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
+    """Train and save the best validation checkpoint; return where and how it went."""
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    train_s, val_s = samplers(cfg)
+    val_batches = [
+        val_s.draw(tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode)
+        for _ in range(tc.val_batches)
+    ]
+    net, dis = CDECGNet(cfg.model), Discriminator(cfg.model.dims[-1])
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt_d = torch.optim.Adam(dis.parameters(), lr=tc.lr_dis, betas=(0.5, 0.999))
+    out = Path(tc.out_dir) / CHECKPOINT_NAME
+    best: dict[str, float] = {}
+    first: dict[str, float] = {}
+    ema: dict[str, float] = {}
+    start, step = time.perf_counter(), 0
+    bar = tqdm(total=tc.steps, desc=f"CD-ECGNet {cfg.model.leads}-lead", unit="step")
+    for step in range(tc.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg, time.perf_counter() - start)
+        ex_x, ex_s = train_s.draw_pair(
+            tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode
+        )
+        x, tx, noisy = _tensors(ex_x)
+        xs, txs, _ = _tensors(ex_s)
+        losses, c, c_s = generator_losses(net, dis, x, xs, tx, txs, noisy, tc.temperature)
+        opt.zero_grad(set_to_none=True)
+        losses.total(tc.lambda_cons, tc.w_noise).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+        opt.step()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss = discriminator_loss(dis, c, c_s)
+        d_loss.backward()
+        opt_d.step()
+        values = {**losses.as_dict(), "dis": float(d_loss.detach())}
+        first = first or values
+        ema = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in values.items()}
+        bar.update(1)
+        if (step + 1) % tc.log_every == 0:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()})
+        last = step + 1 == tc.steps
+        out_of_time = tc.max_minutes and time.perf_counter() - start > 60 * tc.max_minutes
+        if (step + 1) % tc.ckpt_every == 0 or last or out_of_time:
+            val = validate(net, val_batches)
+            tqdm.write(f"step {step + 1}: {val} losses {ema}")
+            if not best or val["val_l1_noisy"] < best["val_l1_noisy"]:
+                best = {**val, "step": step + 1}
+                extra: dict[str, Any] = {"val": best, "losses": ema, "first_losses": first}
+                extra["train_seconds"] = time.perf_counter() - start
+                save_checkpoint(out, net, cfg, step + 1, extra)  # type: ignore[arg-type]
+        if out_of_time:
+            break
+    bar.close()
+    return DenoiseTrainResult(out, step + 1, first, ema, best, time.perf_counter() - start)
+
+
+def load_denoiser(path: Path) -> tuple[DenoiseRunConfig, CDECGNet, dict[str, Any]]:
+    """Rebuild a trained CD-ECGNet from its checkpoint (``weights_only=True``)."""
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path=str(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint: {exc}", path=str(path)) from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)
+        )
+    try:
+        raw = payload["config"]
+        table = {s: raw[s] for s in ("data", "model", "train")}
+        cfg = build_denoise_config(table, preset=raw.get("preset", "custom"))
+        net = CDECGNet(cfg.model)
+        net.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ConfigError) as exc:
+        raise CheckpointError(f"not a denoiser checkpoint: {exc!r}", path=str(path)) from exc
+    return cfg, net.eval(), payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cpu", help="smoke | cpu | gpu | path/to.toml")
+    args, extra = p.parse_known_args(argv)
+    cfg = load_denoise_preset(args.preset, parse_overrides(extra))
+    result = train_denoiser(cfg)
+    print(
+        f"trained {result.steps} steps in {result.seconds:.0f} s -> {result.checkpoint}\n"
+        f"first losses {result.first_losses}\nfinal losses {result.final_losses}\n"
+        f"best val {result.val}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
