@@ -26,6 +26,7 @@ import numpy as np
 from sdk.bundle import Bundle, load_bundle
 from sdk.calibration.profile import UserProfile, load_profile
 from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.denoiser import WindowDenoiser
 from sdk.episodes import EpisodeTracker
 from sdk.errors import BlockError, ConfigError, ProfileError, SampleRateError
 from sdk.events import Event, WindowEvent
@@ -84,6 +85,7 @@ class StreamPipeline:
     threads, backend : ONNX Runtime threads and provider (``"cpu"``, ``"cuda"``, ``"tensorrt"``).
     buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag.
     on_event : callback receiving every event (more with :meth:`add_callback`).
+    denoise : run the bundle's ``denoiser`` (if it has one) on each window before the embedder.
 
     Not thread-safe: push from one thread (or the event loop that iterates :meth:`events`).
     """
@@ -102,6 +104,7 @@ class StreamPipeline:
         backend: str = "cpu",
         buffer_s: float = 60.0,
         on_event: Callable[[Event], None] | None = None,
+        denoise: bool = True,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
@@ -117,6 +120,11 @@ class StreamPipeline:
             )
         self.classifier = WindowClassifier(
             self.bundle, precision=precision, threads=threads, backend=backend
+        )
+        self.denoiser = (
+            WindowDenoiser.from_bundle(self.bundle, n_leads, threads=threads, backend=backend)
+            if denoise
+            else None
         )
         self.profile, self.profile_error = self._open_profile(profile)
         chosen = self.profile.t if self.profile is not None else {}
@@ -337,8 +345,11 @@ class StreamPipeline:
         raw_n = min(int(round(n * self.fs_in / self.fs)), self._raw_buf.total_written - raw_start)
         raw, _, raw_flags = self._raw_buf.read_range(raw_start, raw_n)
         quality = assess_quality(raw[:, self.lead], self.fs_in, flags_in=raw_flags)
-        x = np.zeros((1, 1, self.window), dtype=np.float32)
-        x[0, 0, :n] = standardize_window(seg[:, self.lead])
+        if self.denoiser is not None:
+            x = self.denoiser.denoise_window(seg, self.lead)
+        else:
+            x = np.zeros((1, 1, self.window), dtype=np.float32)
+            x[0, 0, :n] = standardize_window(seg[:, self.lead])
         peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
         lorenz = (
             lorenz_image(rr_from_peaks(peaks, self.fs))[None]
@@ -362,7 +373,7 @@ class StreamPipeline:
             heart_rate_bpm=heart_rate_bpm(peaks, self.fs),
             n_beats=int(peaks.size),
             t=self.t,
-            denoised=False,
+            denoised=self.denoiser is not None,
             personalized=self.profile is not None,
             latency_ms=latency_ms,
         )
