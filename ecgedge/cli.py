@@ -103,6 +103,14 @@ def _cmd_train_fusion(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_structure_search(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.structure_search import run as run_search
+
+    result = run_search(Path(args.run), Path(args.out))
+    print(f"chosen: {result['chosen']} (table in {args.out}/structure_search.md)")
+    return 0
+
+
 def _cmd_export_multimodal(args: argparse.Namespace, extra: list[str]) -> int:
     from export.multimodal import build_multimodal_bundle
 
@@ -140,6 +148,12 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             Path(args.out),
             bundle_dir=Path(args.bundle) if args.bundle else None,
         )
+        return 0
+    if args.name == "rhythm-noise":
+        from trainer.bench.rhythm_noise import run as run_rhythm_noise
+
+        levels = tuple(None if v == "clean" else float(v) for v in args.levels.split(","))
+        run_rhythm_noise(_bundle_path(args.bundle), Path(args.out), levels=levels)
         return 0
     if args.name == "noise-stress":
         from trainer.bench.noise_stress import run as run_noise_stress
@@ -344,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=int, default=25, help="fusion training epochs")
     f.set_defaults(func=_cmd_train_fusion)
 
+    ss = sub.add_parser(
+        "structure-search", help="which pretrained U-Net stages make the best frozen features"
+    )
+    ss.add_argument("--run", default="runs/cpu", help="pretrained run with diffecg.pt, head.npz")
+    ss.add_argument("--out", default="bench", help="folder for the JSON result and Markdown table")
+    ss.set_defaults(func=_cmd_structure_search)
+
     em = sub.add_parser(
         "export-multimodal", help="raw bundle + train-fusion run -> a multimodal bundle"
     )
@@ -356,7 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure: rhythm (CinC 2017), stream (device path), bridge (sensors)"
     )
     b.add_argument(
-        "name", choices=("rhythm", "stream", "bridge", "personalize", "denoise", "noise-stress")
+        "name",
+        choices=(
+            "rhythm",
+            "stream",
+            "bridge",
+            "personalize",
+            "denoise",
+            "noise-stress",
+            "rhythm-noise",
+        ),
+    )
+    b.add_argument(
+        "--levels",
+        default="clean,6",
+        help="rhythm-noise: input SNR levels in dB, 'clean' for no added noise",
     )
     b.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
     b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
