@@ -388,3 +388,42 @@ def test_auto_backend_follows_the_bundle_target(monkeypatch, fakes):
     _block_import(monkeypatch, "tensorrt")
     monkeypatch.setattr(trt_runtime, "tensorrt_module", REAL_TENSORRT_MODULE)
     assert select_backend("auto", jetson) == "cpu"  # no tensorrt
+
+
+@pytest.mark.gpu
+def test_gpu_classifier_on_engines_matches_onnx_runtime(gpu_bundle, tmp_path):
+    from export.tensorrt_build import build_bundle_engines
+    from sdk.classifier import WindowClassifier, WindowInputs
+
+    build_bundle_engines(gpu_bundle, ("fp16", "int8"), cache_dir=tmp_path)
+    bundle = load_bundle(gpu_bundle)
+    rng = np.random.default_rng(2)
+    inputs = WindowInputs(
+        rng.standard_normal((8, 1, 1280)).astype(np.float32),
+        rng.random((8, len(bundle.manifest.head_features["rr_features"]))).astype(np.float32),
+    )
+    for precision in ("fp16", "int8"):
+        trt = WindowClassifier(
+            bundle, precision=precision, backend="trt-engine", engine_dir=tmp_path
+        )
+        cpu = WindowClassifier(bundle, precision=precision)
+        diff = np.abs(trt.classify(inputs, 1) - cpu.classify(inputs, 1)).max()
+        print(f"{precision}: max |p_TensorRT - p_ORT| = {diff:.4f}")
+        assert diff < 0.05  # probabilities of the same graph on two runtimes
+
+
+@pytest.mark.gpu
+def test_gpu_onnx_runtime_tensorrt_provider(tmp_path):
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        pytest.skip(
+            "onnxruntime has no TensorRT execution provider (onnxruntime-gpu with TensorRT)"
+        )
+    bundle = load_bundle(gpu_bundle)
+    spec = bundle.manifest.file("embedder", "fp32")
+    x = np.random.default_rng(3).standard_normal((2, 1, 1280)).astype(np.float32)
+    feeds = {"x": x, "t": np.ones(2, np.int64), "noise": np.zeros_like(x)}
+    ref = open_model(bundle.path_of(spec), spec=spec).run(feeds)[0]
+    got = open_model(bundle.path_of(spec), backend="tensorrt", spec=spec, engine_dir=tmp_path).run(
+        feeds
+    )[0]
+    assert np.abs(got - ref).max() / np.abs(ref).max() <= GPU_TOLERANCE["fp32"]
