@@ -54,6 +54,9 @@ def _drop_round_trips(model: onnx.ModelProto) -> int:
     """Remove Cast(FP16) -> Cast(FP32) pairs; returns how many second casts were removed."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types |= {i.name: i.data_type for i in g.initializer}
+    outputs = {o.name for o in g.output}
     removed = 0
     rename: dict[str, str] = {}
     drop = set()
@@ -63,10 +66,8 @@ def _drop_round_trips(model: onnx.ModelProto) -> int:
         first = producer.get(node.input[0])
         if first is None or first.op_type != "Cast" or _to(first) != TensorProto.FLOAT16:
             continue
-        src = producer.get(first.input[0])
-        src_is_fp32 = src is not None and (src.op_type != "Cast" or _to(src) == TensorProto.FLOAT)
-        if not src_is_fp32 or node.output[0] in {o.name for o in g.output}:
-            continue
+        if types.get(first.input[0]) != TensorProto.FLOAT or node.output[0] in outputs:
+            continue  # only FP32 -> FP16 -> FP32 of a tensor known to be FP32
         rename[node.output[0]] = first.input[0]
         drop.add(id(node))
         removed += 1
