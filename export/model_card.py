@@ -74,7 +74,7 @@ def _tensorrt_section(m: dict[str, Any]) -> list[str]:
         "## TensorRT engines (build on the device)",
         "",
         "Engines only run on the TensorRT version and GPU that built them, so build them on the",
-        "Jetson itself. With the SDK installed (`pip install 'ecgedge[tensorrt]'`):",
+        "Jetson itself. With the SDK, cuda-python and JetPack's TensorRT (README, Jetson):",
         "",
         "```sh",
         "ecgedge engines --bundle . --precision fp16 int8   # cached in ~/.cache/ecgedge/engines",
