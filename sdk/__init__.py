@@ -4,13 +4,17 @@ Public API::
 
     StreamPipeline            samples → WindowEvent / EpisodeEvent (callbacks, async iterator)
     load_bundle, Bundle       verified model bundles; default_bundle_path() is the shipped one
-    WindowClassifier          window → class probabilities (ONNX Runtime)
+    WindowClassifier, WindowInputs   windows → class probabilities (ONNX Runtime)
+    Calibrator, UserProfile   on-device per-user calibration of t and the head
+    load_profile, save_profile  user profiles bound to a bundle (atomic, 0600, checksummed)
+    spectrogram, lorenz_image, record_windows   the model inputs, as the trainer computes them
     RingBuffer, Preprocessor  streaming building blocks
     detect_rpeaks, StreamingRPeakDetector, heart_rate_bpm, assess_quality
 """
 
 from sdk.bundle import Bundle, Manifest, default_bundle_path, load_bundle
-from sdk.classifier import WindowClassifier
+from sdk.calibration import Calibrator, UserProfile, load_profile, save_profile
+from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.errors import (
     BlockError,
     BufferOverflowError,
@@ -18,20 +22,24 @@ from sdk.errors import (
     ConfigError,
     EcgEdgeError,
     MissingDependencyError,
+    ProfileError,
     SampleRateError,
 )
 from sdk.events import EpisodeEvent, Event, WindowEvent
+from sdk.modalities import lorenz_image, spectrogram
 from sdk.pipeline import StreamPipeline, StreamStats
 from sdk.preprocess import Preprocessor, PreprocessSpec, preprocess, standardize_window
 from sdk.quality import QualityReport, assess_quality
 from sdk.ringbuffer import RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, detect_rpeaks, heart_rate_bpm
+from sdk.windowing import record_windows
 
 __all__ = [
     "BlockError",
     "Bundle",
     "BufferOverflowError",
     "BundleError",
+    "Calibrator",
     "ConfigError",
     "EcgEdgeError",
     "EpisodeEvent",
@@ -39,6 +47,7 @@ __all__ = [
     "Manifest",
     "MissingDependencyError",
     "PreprocessSpec",
+    "ProfileError",
     "Preprocessor",
     "QualityReport",
     "RingBuffer",
@@ -46,13 +55,20 @@ __all__ = [
     "StreamPipeline",
     "StreamStats",
     "StreamingRPeakDetector",
+    "UserProfile",
     "WindowClassifier",
     "WindowEvent",
+    "WindowInputs",
     "assess_quality",
     "default_bundle_path",
     "detect_rpeaks",
     "heart_rate_bpm",
     "load_bundle",
+    "load_profile",
+    "lorenz_image",
     "preprocess",
+    "record_windows",
+    "save_profile",
+    "spectrogram",
     "standardize_window",
 ]
