@@ -117,9 +117,11 @@ def run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
         train.names, train.labels, val_fraction=0.25, seed=cfg.data.split_seed + 1
     )
     fit, inner = train.subset(fit_names), train.subset(inner_names)
-    stages, t, n_levels = _features(
-        run_dir, {"fit": fit, "inner": inner, "train": train, "val": val}
-    )
+    stages, t, n_levels = _features(run_dir, {"train": train, "val": val})
+    # subsets keep their windows in the training set's order, so a mask selects them
+    in_fit = np.isin(np.asarray(train.names)[train.record_index], fit_names)
+    for by_split in stages.values():
+        by_split["fit"], by_split["inner"] = by_split["train"][in_fit], by_split["train"][~in_fit]
     rows = {}
     for name, parts in tqdm(candidates(n_levels).items(), desc="candidates"):
         block = {s: np.concatenate([stages[p][s] for p in parts], axis=1) for s in stages["level1"]}
