@@ -1,0 +1,56 @@
+"""Pieces of the denoise and noise-stress benchmarks: beat matching, spans, metrics, references."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainer.bench.denoise import medfilt_reference
+from trainer.bench.noise_stress import TOLERANCE_S, match, score, se_pp, spans_of
+from trainer.denoise_metrics import window_metrics
+
+
+def test_beat_matching_is_one_to_one_within_tolerance():
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    det = np.array([1.05, 1.06, 2.2, 3.0, 4.07, 5.0])
+    assert match(ref, det, TOLERANCE_S) == 3  # 1.05, 3.0, 4.07; 1.06 is a duplicate
+    c = score(ref, det, None)
+    assert c == {"tp": 3, "fn": 1, "fp": 3}
+    se, pp = se_pp(c)
+    assert se == 75.0 and pp == 50.0
+
+
+def test_scoring_inside_spans_only():
+    ref = np.array([1.0, 5.0, 9.0])
+    det = np.array([1.0, 5.3, 9.0])
+    assert score(ref, det, [(4.0, 6.0)]) == {"tp": 0, "fn": 1, "fp": 1}
+
+
+def test_noise_stress_spans():
+    spans = spans_of(650000)
+    assert spans["whole"] is None
+    noisy, unseen = spans["noisy"], spans["noisy_unseen_em"]
+    assert noisy[0] == (300.0, 420.0) and len(noisy) == 7
+    total = sum(b - a for a, b in noisy)
+    assert abs(sum(b - a for a, b in unseen) - 0.2 * total) < 0.01
+    assert unseen[-1] == noisy[-1]
+
+
+def test_window_metrics_on_known_signals():
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal((4, 1280))
+    m = window_metrics(r, r.copy())
+    assert np.all(m["ssd"] == 0) and np.allclose(m["cos"], 100.0)
+    noise = rng.standard_normal((4, 1280))
+    noise *= np.sqrt(np.sum(r**2, -1, keepdims=True) / np.sum(noise**2, -1, keepdims=True)) / 10
+    m = window_metrics(r, r + noise, r + 2 * noise)
+    np.testing.assert_allclose(m["snr_out"], 20.0, atol=0.2)
+    np.testing.assert_allclose(m["snr_imp"], 20 * np.log10(2), atol=0.2)
+    np.testing.assert_allclose(m["prd"], 10.0, atol=0.3)
+
+
+def test_medfilt_reference_removes_a_slow_baseline():
+    fs = 128.0
+    t = np.arange(2560) / fs
+    spikes = (np.abs((t % 1.0) - 0.5) < 0.02).astype(float)
+    ref = medfilt_reference(spikes + 0.8 * np.sin(2 * np.pi * 0.2 * t), fs)
+    assert np.abs(ref - spikes)[300:-300].max() < 0.05
