@@ -234,7 +234,7 @@ class DiffusionFeatureExtractor(nn.Module):
             return pool_features(skips, h)
         # the bottleneck map, average-pooled to a fixed number of tokens for cross-modal fusion
         # (a reshape-mean rather than adaptive pooling, which ONNX cannot export dynamically)
-        if h.shape[-1] % self.n_tokens:
+        if not torch.jit.is_tracing() and h.shape[-1] % self.n_tokens:
             raise ValueError(f"bottleneck length {h.shape[-1]} must divide by {self.n_tokens}")
         tokens = h.reshape(h.shape[0], h.shape[1], self.n_tokens, -1).mean(-1)  # (B, C, n)
         return pool_features(skips, h), tokens
