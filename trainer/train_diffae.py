@@ -1,0 +1,240 @@
+"""DiffAE-LRU: train the LRU semantic encoder and the conditioned U-Net together, then probe.
+
+Presets ``trainer/presets/lru_{smoke,cpu}.toml`` with sections ``[data]``
+(:class:`~trainer.config.DataConfig`), ``[lru]`` (:class:`~trainer.models.lru.LRUConfig`),
+``[unet]`` (:class:`~trainer.models.unet1d.UNetConfig`) and ``[train]``
+(:class:`DiffAETrainConfig`); ``--section.key=value`` overrides.
+
+Loss: ``MSE(ε̂(x_t, t, z(x_0)), ε)`` with DDPM's linear schedule (T steps). The probe fits
+:func:`sdk.head.fit_softmax_head` on the 128-d embedding of each window (++ RR features),
+averages window probabilities per record and reports :func:`trainer.metrics.rhythm_report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+import torch
+from tqdm.auto import tqdm
+
+from sdk.head import fit_softmax_head
+from trainer.config import DataConfig, build_sections
+from trainer.data.datasets import cinc2017_split, pretrain_windows
+from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
+from trainer.errors import CheckpointError, ConfigError
+from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_report
+from trainer.models.diffae import DiffAE
+from trainer.models.lru import LRUConfig
+from trainer.models.unet1d import UNetConfig
+
+CHECKPOINT = "diffae.pt"
+
+
+@dataclass
+class DiffAETrainConfig:
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    diffusion_steps: int = 1000
+    seed: int = 0
+    threads: int = 1
+    log_every: int = 20
+    max_minutes: float = 0.0
+    out_dir: str = "runs/diffae"
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "diffusion_steps", "log_every", "threads"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"train.{key} must be positive", key=f"train.{key}")
+
+
+@dataclass
+class DiffAERunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    lru: LRUConfig = field(default_factory=LRUConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    train: DiffAETrainConfig = field(default_factory=DiffAETrainConfig)
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.data.window % self.lru.block_samples:
+            raise ConfigError(
+                f"window {self.data.window} must divide by lru block {self.lru.block_samples}",
+                key="lru.chunk",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "lru": LRUConfig, "unet": UNetConfig, "train": DiffAETrainConfig}
+
+
+def build_diffae_config(
+    table: dict[str, Any], overrides: dict[str, str] | None = None, preset: str = "custom"
+) -> DiffAERunConfig:
+    return DiffAERunConfig(**build_sections(table, overrides, SECTIONS), preset=preset)
+
+
+def load_diffae_preset(name: str, overrides: dict[str, str] | None = None) -> DiffAERunConfig:
+    """``lru_smoke``/``lru_cpu`` (from trainer/presets) or a path to a TOML file."""
+    path = (
+        Path(name) if name.endswith(".toml") else Path(__file__).parent / "presets" / f"{name}.toml"
+    )
+    if not path.is_file():
+        raise ConfigError(f"DiffAE preset not found: {name}", key="preset")
+    return build_diffae_config(tomllib.loads(path.read_text()), overrides, preset=path.stem)
+
+
+def _lr_at(step: int, tc: DiffAETrainConfig) -> float:
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+    return tc.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
+    """Train encoder + U-Net jointly; save ``<out_dir>/diffae.pt`` and return its path."""
+    tc = cfg.train
+    torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    data = torch.from_numpy(windows if windows is not None else pretrain_windows(cfg.data))
+    model = DiffAE(cfg.unet, cfg.lru)
+    abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    gen = torch.Generator().manual_seed(tc.seed)
+    start, losses, step = time.perf_counter(), [], 0
+    out = Path(tc.out_dir)
+    bar = tqdm(range(tc.steps), desc="diffae", unit="step", mininterval=10)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, tc)
+        x0 = data[torch.randint(0, len(data), (tc.batch_size,), generator=gen)]
+        t = torch.randint(0, tc.diffusion_steps, (tc.batch_size,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        loss = torch.mean((model(add_noise(x0, t, eps, abar), t, x0) - eps) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        losses.append(float(loss))
+        if step % tc.log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-tc.log_every :]):.4f}")
+            print(f"step {step} loss {np.mean(losses[-tc.log_every :]):.4f}", flush=True)
+        if tc.max_minutes and time.perf_counter() - start > 60 * tc.max_minutes:
+            break
+    extra = {
+        "train_seconds": time.perf_counter() - start,
+        "final_loss": float(np.mean(losses[-tc.log_every :])),
+        "windows": int(len(data)),
+    }
+    return save(out / CHECKPOINT, model, cfg, step + 1, extra)
+
+
+def save(path: Path, model: DiffAE, cfg: DiffAERunConfig, step: int, extra: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": 1,
+        "kind": "diffae-lru",
+        "config": cfg.to_dict(),
+        "step": step,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load(path: Path) -> tuple[DiffAERunConfig, DiffAE, dict[str, Any]]:
+    """(config, model in eval mode, payload) of a DiffAE checkpoint (weights_only load)."""
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path=str(path))
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("kind") != "diffae-lru":
+        raise CheckpointError("not a DiffAE-LRU checkpoint", path=str(path))
+    raw = payload["config"]
+    cfg = build_diffae_config({k: raw[k] for k in SECTIONS}, preset=raw.get("preset", "custom"))
+    model = DiffAE(cfg.unet, cfg.lru)
+    model.load_state_dict(payload["state_dict"])
+    return cfg, model.eval(), payload
+
+
+@torch.no_grad()
+def embed_windows(encoder: torch.nn.Module, windows: np.ndarray, batch: int = 128) -> np.ndarray:
+    """(N, 1, L) → (N, D) with the semantic encoder."""
+    out = [
+        encoder(torch.from_numpy(windows[i : i + batch])).numpy()
+        for i in tqdm(range(0, len(windows), batch), desc="embed", leave=False, mininterval=10)
+    ]
+    return np.concatenate(out)
+
+
+def probe_embeddings(
+    emb_train: np.ndarray, emb_val: np.ndarray, train: Any, val: Any
+) -> tuple[dict[str, Any], Any]:
+    """Linear probes (embedding ++ RR, embedding only) → (report, head on embedding ++ RR)."""
+    y_train = encode(train.window_labels)
+    report, head_out = {}, None
+    for key, xt, xv in (
+        ("embedding_plus_rr", np.c_[emb_train, train.rr], np.c_[emb_val, val.rr]),
+        ("embedding_only", emb_train, emb_val),
+    ):
+        head = fit_softmax_head(xt, y_train, CLASSES)
+        proba = aggregate_by_record(head.predict_proba(xv), val.record_index, len(val.names))
+        report[key] = rhythm_report(encode(val.labels), proba)
+        head_out = head_out or head
+    return report, head_out
+
+
+def run_probe(run_dir: Path) -> dict[str, Any]:
+    """Probe the run's encoder on CinC 2017; write ``probe.json`` and ``head.npz``."""
+    cfg, model, payload = load(run_dir / CHECKPOINT)
+    torch.set_num_threads(cfg.train.threads)
+    train_ws, val_ws = cinc2017_split(cfg.data)
+    emb_train = embed_windows(model.encoder, train_ws.windows)
+    emb_val = embed_windows(model.encoder, val_ws.windows)
+    report, head = probe_embeddings(emb_train, emb_val, train_ws, val_ws)
+    report["train_seconds"] = payload["extra"].get("train_seconds")
+    report["steps"] = payload["step"]
+    report["split"] = {"val_records": len(val_ws.names), "seed": cfg.data.split_seed}
+    np.savez(
+        run_dir / "head.npz",
+        weight=head.weight,
+        bias=head.bias,
+        mean=head.mean,
+        scale=head.scale,
+        classes=np.asarray(head.classes),
+        t=np.asarray(0),
+        noise=np.zeros((1, 1, cfg.data.window), np.float32),
+    )
+    np.savez(run_dir / "embeddings.npz", train=emb_train, val=emb_val)
+    (run_dir / "probe.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str]) -> None:
+    """``python -m trainer.train_diffae PRESET [--section.key=value ...]``: train, then probe."""
+    from trainer.config import parse_overrides
+
+    cfg = load_diffae_preset(argv[0], parse_overrides(argv[1:]))
+    path = train(cfg)
+    print(json.dumps(run_probe(path.parent), indent=1)[:3000])
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
