@@ -24,10 +24,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sdk.bundle import load_bundle
-from sdk.calibration import OBJECTIVES, Calibrator
+from sdk.calibration import OBJECTIVES, Calibrator, maximize_integer
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.head import SoftmaxHead, fit_softmax_head
-from sdk.windowing import record_windows
+from sdk.modalities import LorenzSpec, lorenz_image, rr_from_peaks
+from sdk.rr import RR_FEATURE_NAMES, rr_features
+from sdk.windowing import record_windows, window_starts
 from trainer.bench.report import md_table, write_result
 from trainer.data import records as rec
 
@@ -119,16 +121,35 @@ def _scores(y_true: np.ndarray, pred_af: np.ndarray) -> dict[str, float | None]:
 
 
 class _Features:
-    """Head inputs of a subject's calibration / test windows per t, computed once."""
+    """Head inputs of a subject's calibration / test windows per t, computed once.
 
-    def __init__(self, clf: WindowClassifier, cal: WindowInputs, test: WindowInputs) -> None:
+    ``t`` is one step for every modality, or a ``{modality: t}`` mapping. With ``only``
+    (e.g. ``("lorenz",)``) the features are those modalities' embeddings ++ RR, no fusion.
+    """
+
+    def __init__(
+        self,
+        clf: WindowClassifier,
+        cal: WindowInputs,
+        test: WindowInputs,
+        only: tuple[str, ...] | None = None,
+    ) -> None:
         self.clf, self.sets = clf, {"cal": cal, "test": test}
-        self.cache: dict[tuple[str, int], np.ndarray] = {}
+        self.modalities = only or clf.modalities
+        self.only = only
+        self.cache: dict[tuple[Any, ...], np.ndarray] = {}
 
-    def __call__(self, part: str, t: int) -> np.ndarray:
-        if (part, t) not in self.cache:
-            self.cache[part, t] = self.clf.features(self.sets[part], {"raw": t})
-        return self.cache[part, t]
+    def __call__(self, part: str, t: int | dict[str, int]) -> np.ndarray:
+        steps = t if isinstance(t, dict) else {mod: t for mod in self.modalities}
+        key = (part, *sorted(steps.items()))
+        if key not in self.cache:
+            inputs = self.sets[part]
+            if self.only is None:
+                self.cache[key] = self.clf.features(inputs, steps)
+            else:
+                embs = [self.clf.embed_modality(m, inputs, steps[m])[0] for m in self.only]
+                self.cache[key] = np.concatenate([*embs, inputs.rr], axis=1)
+        return self.cache[key]
 
 
 def _evaluate_subject(
@@ -141,7 +162,7 @@ def _evaluate_subject(
     y_cal, y_test = subject.labels[cal_idx], subject.labels[test_idx]
     feats = _Features(clf, cal_in, test_in)
     a = m.classes.index("A")
-    t0 = m.default_t["raw"]
+    t0 = {mod: m.default_t[mod] for mod in clf.modalities}
     global_p = clf.head.run({"features": feats("test", t0)}, ["probabilities"])[0]
     rows: dict[str, Any] = {"global": _scores(y_test, global_p.argmax(1) == a)}
     out: dict[str, Any] = {
@@ -156,7 +177,7 @@ def _evaluate_subject(
     out["calibratable"] = calibratable
     codes = _codes(y_cal, m.classes)
 
-    def personal(t: int) -> dict[str, float | None]:
+    def personal(t: int | dict[str, int]) -> dict[str, float | None]:
         if not calibratable:
             return rows["global"]
         head = fit_softmax_head(feats("cal", t), codes, m.classes)
@@ -169,17 +190,17 @@ def _evaluate_subject(
         for name in ("gp_gamma", "grid_gamma", *(f"gp_{k}" for k in OBJECTIVES if k != "gamma")):
             rows[name] = rows["global"]
         return out
-    grid = (1, *GRID_T)
+    grid = (1, *(t for t in GRID_T if t <= m.t_max))
     gamma = {t: OBJECTIVES["gamma"](feats("cal", t), codes, len(m.classes)) for t in grid}
     t_grid = max(grid, key=lambda t: gamma[t])
     rows["grid_gamma"] = {**personal(t_grid), "t": t_grid, "evaluations": len(grid)}
     for objective in OBJECTIVES:
-        cal = Calibrator(bundle, objective=objective, t_box=(1, 200), max_evals=gp_evals)
+        cal = Calibrator(bundle, objective=objective, t_box=_box(m), max_evals=gp_evals)
         cal.add_windows(cal_in, list(y_cal), source=subject.name)
         tic = time.perf_counter()
         res = cal.calibrate(user=subject.name)
         seconds = time.perf_counter() - tic
-        t = res.profile.t["raw"]
+        t = res.profile.t
         name = "gp_gamma" if objective == "gamma" else f"gp_{objective}"
         rows[name] = {
             **_scores(y_test, _predict_af(res.profile.head, feats("test", t), a)),
@@ -190,6 +211,94 @@ def _evaluate_subject(
         if objective == "gamma":  # how close the GP came to the grid's best γ
             rows[name]["gamma_gap_to_grid"] = gamma[t_grid] - float(res.search.best_y)
     return out
+
+
+def load_rr_subjects(manifest: Any, max_subjects: int = 0) -> list[Subject]:
+    """AFDB subjects from beat times alone (``afdb_rr``): RR features and Lorenz images per
+    window, as a Heart Rate Service stream would give them; no ECG samples exist."""
+    fs = 250.0
+    window, hop = (
+        int(round(n / manifest.fs * fs)) for n in (manifest.window_samples, manifest.hop_samples)
+    )
+    subjects = []
+    for name in rec.list_records("afdb_rr")[: max_subjects or None]:
+        ann = rec.read_afdb_rr(name)
+        beats = ann.beat_samples
+        starts = window_starts(int(beats[-1]) + 1, window, hop)
+        rr = np.zeros((starts.size, len(RR_FEATURE_NAMES)), np.float32)
+        lorenz = np.zeros((starts.size, LorenzSpec().grid, LorenzSpec().grid), np.float32)
+        labels = []
+        for i, st in enumerate(starts):
+            inside = beats[(beats >= st) & (beats < st + window)] - st
+            rr[i] = rr_features(inside, fs)
+            lorenz[i] = lorenz_image(rr_from_peaks(inside, fs))
+            af = sum(
+                max(0, min(st + window, e) - max(st, b)) for b, e, lab in ann.rhythm if "AF" in lab
+            )
+            labels.append("A" if af >= 0.5 * window else "N")
+        no_ecg = np.zeros((starts.size, 1, 1), np.float32)  # the Lorenz path never reads it
+        subjects.append(
+            Subject(
+                f"afdb_rr/{name}", WindowInputs(no_ecg, rr, lorenz), np.asarray(labels), starts / fs
+            )
+        )
+    return subjects
+
+
+def _evaluate_rr_subject(
+    clf: WindowClassifier, bundle: Any, subject: Subject, gp_evals: int
+) -> dict[str, Any]:
+    """The Lorenz modality alone (its embedding ++ RR features): per-user heads only (the
+    bundle's head needs ECG modalities too, so there is no global row)."""
+    m = bundle.manifest
+    cal_idx, test_idx = calibration_split(subject, m.window_samples / m.fs)
+    feats = _Features(
+        clf, _take(subject.inputs, cal_idx), _take(subject.inputs, test_idx), only=("lorenz",)
+    )
+    y_cal, y_test = subject.labels[cal_idx], subject.labels[test_idx]
+    out: dict[str, Any] = {
+        "subject": subject.name,
+        "windows_cal": int(cal_idx.size),
+        "windows_test": int(test_idx.size),
+        "af_cal": int(np.sum(y_cal == "A")),
+        "af_test": int(np.sum(y_test == "A")),
+        "calibratable": len(set(y_cal.tolist())) == 2 and cal_idx.size >= 8,
+        "methods": {},
+    }
+    if not out["calibratable"]:
+        return out
+    a, codes, k = m.classes.index("A"), _codes(y_cal, m.classes), len(m.classes)
+
+    def personal(t: int) -> dict[str, float | None]:
+        head = fit_softmax_head(feats("cal", t), codes, m.classes)
+        return _scores(y_test, _predict_af(head, feats("test", t), a))
+
+    rows = out["methods"]
+    rows["finetune_default_t"] = personal(m.default_t["lorenz"])
+    for t in FIXED_T:
+        rows[f"fixed_t{t}"] = personal(t)
+    grid = (1, *(t for t in GRID_T if t <= m.t_max))
+    gamma = {t: OBJECTIVES["gamma"](feats("cal", t), codes, k) for t in grid}
+    t_grid = max(grid, key=lambda t: gamma[t])
+    rows["grid_gamma"] = {**personal(t_grid), "t": t_grid, "evaluations": len(grid)}
+    tic = time.perf_counter()
+    res = maximize_integer(
+        lambda x: OBJECTIVES["gamma"](feats("cal", x[0]), codes, k), [_box(m)], max_evals=gp_evals
+    )
+    seconds = time.perf_counter() - tic
+    t_gp = res.best_x[0]
+    rows["gp_gamma"] = {
+        **personal(t_gp),
+        "t": t_gp,
+        "evaluations": res.evaluations,
+        "seconds": seconds,
+    }
+    rows["gp_gamma"]["gamma_gap_to_grid"] = gamma[t_grid] - float(res.best_y)
+    return out
+
+
+def _box(m: Any) -> tuple[int, int]:
+    return (1, min(200, m.t_max))
 
 
 def _codes(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
@@ -254,16 +363,12 @@ def run(
         _evaluate_subject(clf, bundle, s, gp_evals)
         for s in tqdm(subjects, desc="personalize", unit="subject")
     ]
-    methods = list(per_subject[0]["methods"]) if per_subject else []
-    summary = {
-        name: {
-            "f1_af_subjects": _summary([s["methods"][name]["f1"] for s in per_subject]),
-            "accuracy_all_subjects": _summary(
-                [s["methods"][name]["accuracy"] for s in per_subject]
-            ),
-        }
-        for name in methods
-    }
+    rr_subjects = []
+    if "lorenz" in clf.modalities:
+        rr_subjects = [
+            _evaluate_rr_subject(clf, bundle, s, gp_evals)
+            for s in tqdm(load_rr_subjects(bundle.manifest, max_subjects), desc="afdb_rr")
+        ]
     speed = calibration_speed(bundle_dir)
     result = {
         "bundle": bundle.manifest.name,
@@ -275,12 +380,44 @@ def run(
             "t_box": [1, 200],
         },
         "subjects": per_subject,
-        "summary": summary,
+        "summary": _summaries(per_subject),
+        "rr_subjects": rr_subjects,
+        "rr_summary": _summaries([s for s in rr_subjects if s["calibratable"]]),
         "calibration_speed": speed,
     }
     write_result(out_dir, "personalize", result, _markdown(result))
     log((out_dir / "personalize.md").read_text())
     return result
+
+
+def _summaries(subjects: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method: F1 over subjects with AF in their test part, accuracy over all; and how
+    GP + γ compares with grid + γ on the subjects that could be calibrated."""
+    methods = list(subjects[0]["methods"]) if subjects else []
+    out: dict[str, Any] = {
+        name: {
+            "f1_af_subjects": _summary([s["methods"][name]["f1"] for s in subjects]),
+            "accuracy_all_subjects": _summary([s["methods"][name]["accuracy"] for s in subjects]),
+        }
+        for name in methods
+    }
+    both = [
+        s["methods"]
+        for s in subjects
+        if s["calibratable"] and s["methods"]["grid_gamma"]["f1"] is not None
+    ]
+    if both:
+        diff = [m["gp_gamma"]["f1"] - m["grid_gamma"]["f1"] for m in both]
+        out["gp_vs_grid"] = {
+            "subjects": len(both),
+            "mean_f1_difference": float(np.mean(diff)),
+            "max_abs_f1_difference": float(np.max(np.abs(diff))),
+            "gp_evaluations_mean": float(np.mean([m["gp_gamma"]["evaluations"] for m in both])),
+            "grid_evaluations": both[0]["grid_gamma"]["evaluations"],
+        }
+    out["calibratable_subjects"] = sum(bool(s["calibratable"]) for s in subjects)
+    out["subjects"] = len(subjects)
+    return out
 
 
 def _fmt(s: dict[str, Any]) -> str:
@@ -289,53 +426,83 @@ def _fmt(s: dict[str, Any]) -> str:
     return f"{s['mean']:.3f} / {s['median']:.3f} [{s['q1']:.3f}, {s['q3']:.3f}]"
 
 
-def _markdown(r: dict[str, Any]) -> str:
-    rows = [
+def _method_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    return [
         [name, _fmt(v["f1_af_subjects"]), _fmt(v["accuracy_all_subjects"])]
-        for name, v in r["summary"].items()
+        for name, v in summary.items()
+        if isinstance(v, dict) and "f1_af_subjects" in v
     ]
-    subj = []
-    for s in r["subjects"]:
-        m = s["methods"]
 
-        def f(k: str, m: dict[str, Any] = m) -> str:
-            return "n/a" if m[k]["f1"] is None else f"{m[k]['f1']:.3f}"
 
-        subj.append(
-            [
-                s["subject"],
-                f"{s['af_cal']}/{s['windows_cal']}",
-                f"{s['af_test']}/{s['windows_test']}",
-                f("global"),
-                f("finetune_default_t"),
-                f("fixed_t20"),
-                f"{f('gp_gamma')} (t={m['gp_gamma'].get('t', '-')})",
-                f"{f('grid_gamma')} (t={m['grid_gamma'].get('t', '-')})",
-                f"{m['global']['accuracy']:.3f} → {m['gp_gamma']['accuracy']:.3f}",
-            ]
-        )
-    sp = r["calibration_speed"]
-    header = ["subject", "cal AF", "test AF", "global", "fine-tune t0", "fixed t=20"]
-    header += ["GP + γ", "grid + γ", "accuracy global → GP+γ"]
-    return f"""# personalize — per-subject AF detection with on-device calibration of t
+def _f1(m: dict[str, Any], k: str) -> str:
+    if k not in m or m[k]["f1"] is None:
+        return "n/a"
+    t = m[k].get("t")
+    return f"{m[k]['f1']:.3f}" + (f" (t={t})" if t is not None else "")
+
+
+def _subject_rows(subjects: list[dict[str, Any]], keys: list[str]) -> list[list[Any]]:
+    return [
+        [s["subject"], f"{s['af_cal']}/{s['windows_cal']}", f"{s['af_test']}/{s['windows_test']}"]
+        + [_f1(s["methods"], k) for k in keys]
+        for s in subjects
+    ]
+
+
+def _gp_line(summary: dict[str, Any]) -> str:
+    g = summary.get("gp_vs_grid")
+    if not g:
+        return "GP vs grid: no subject could be calibrated."
+    return (
+        f"GP + γ vs grid + γ over {g['subjects']} calibrated subjects: F1 difference mean "
+        f"{g['mean_f1_difference']:+.3f}, largest {g['max_abs_f1_difference']:.3f}, with "
+        f"{g['gp_evaluations_mean']:.1f} vs {g['grid_evaluations']} extractor evaluations."
+    )
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    keys = ["global", "finetune_default_t", "fixed_t20", "fixed_t50", "gp_gamma", "grid_gamma"]
+    header = ["subject", "cal AF/win", "test AF/win", "global", "fine-tune t0", "fixed t=20"]
+    header += ["fixed t=50", "GP + γ", "grid + γ"]
+    sp, summ = r["calibration_speed"], r["summary"]
+    text = f"""# personalize — per-subject AF detection with on-device calibration of t
 
 Command: `ecgedge bench personalize` (bundle `{r["bundle"]}`). Per subject the first
 {r["protocol"]["calibration_fraction"]:.0%} of each rhythm's windows (by time) calibrate,
 the rest test, less the test windows that overlap a calibration window (BENCHMARKS.md says
 the first 10% of all data; with paroxysmal AF that part rarely holds both rhythms); labels
-AF vs non-AF by majority of the window. F1 is the AF class's, over subjects with AF
-in their test part; accuracy over all subjects. Cells: mean / median [q1, q3]. GP: at most
-{r["protocol"]["gp_max_evaluations"]} extractor evaluations over t in 1…200; grid:
-{len(r["protocol"]["grid_t"])} points. Subjects whose calibration part holds one class fall
-back to the global model in every personalized row.
+AF vs non-AF by majority of the window. F1 is the AF class's, over subjects with AF in their
+test part; accuracy over all subjects. Cells: mean / median [q1, q3]. GP: at most
+{r["protocol"]["gp_max_evaluations"]} extractor evaluations over t in 1…200 (every modality);
+grid: {len(r["protocol"]["grid_t"])} values of one t shared by every modality. Subjects
+whose calibration part holds one rhythm ({summ["subjects"] - summ["calibratable_subjects"]}
+of {summ["subjects"]}) cannot fit a head: they keep the global model in every row.
 
-{md_table(["method", "F1 (AF subjects)", "accuracy (all)"], rows)}
+{md_table(["method", "F1 (AF subjects)", "accuracy (all)"], _method_rows(summ))}
 
-Per subject (AF windows / windows; F1):
+{_gp_line(summ)}
 
-{md_table(header, subj)}
+Per subject (F1 of AF):
+
+{md_table(header, _subject_rows(r["subjects"], keys))}
 
 Calibration speed: {sp["minutes"]:.0f} min of {sp["record"]} ({sp["windows"]} windows), default
 `Calibrator` on one thread: {sp["seconds"]:.1f} s, {sp["extractor_evaluations"]} extractor
 evaluations (stopped: {sp["stopped"]}), t = {sp["t"]}.
 """
+    if r["rr_subjects"]:
+        rs = r["rr_summary"]
+        rr_keys = ["finetune_default_t", "fixed_t20", "fixed_t50", "gp_gamma", "grid_gamma"]
+        text += f"""
+## Beat times only: the Lorenz modality on `afdb_rr`
+
+Lorenz embedding ++ RR features, a per-user head (no global row: the bundle's head needs the
+ECG modalities). {rs["subjects"]} calibrated subjects of {len(r["rr_subjects"])}.
+
+{md_table(["method", "F1 (AF subjects)", "accuracy (all)"], _method_rows(rs))}
+
+{_gp_line(rs)}
+
+{md_table(header[:3] + header[4:], _subject_rows(r["rr_subjects"], rr_keys))}
+"""
+    return text
