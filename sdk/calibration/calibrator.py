@@ -119,15 +119,21 @@ class Calibrator:
         *,
         source: str = "recording",
         min_coverage: float = 0.5,
+        hop_s: float | None = None,
     ) -> int:
         """A recording (n,) in mV at ``fs`` with labelled intervals ``(start_s, end_s, class)``.
 
-        Windows are cut as the stream cuts them; each takes the class covering most of it,
-        and windows less than ``min_coverage`` covered by any interval are left out.
+        Windows are cut as the stream cuts them, every ``hop_s`` seconds (default: one window
+        length, so windows do not overlap: half the extractor work of the stream's hop for
+        nearly the same information); each takes the class covering most of it, and
+        windows less than ``min_coverage`` covered by any interval are left out.
         Returns the number of windows added.
         """
         m = self.bundle.manifest
-        rw = record_windows(signal, fs, m.preprocess, m.window_samples, m.hop_samples)
+        hop = m.window_samples if hop_s is None else int(round(hop_s * m.fs))
+        if hop <= 0:
+            raise ConfigError(f"hop_s must be positive, got {hop_s}", field="hop_s")
+        rw = record_windows(signal, fs, m.preprocess, m.window_samples, hop)
         labels, keep = [], []
         for i, start in enumerate(rw.starts):
             a, b = start / rw.fs, (start + m.window_samples) / rw.fs

@@ -34,9 +34,10 @@ def make(bundle, recording, **kw) -> Calibrator:
 
 def test_recording_windows_take_the_majority_label(bundle, recording):
     cal = Calibrator(bundle)
-    n = cal.add_recording(*recording, INTERVALS)
     m = bundle.manifest
     hop_s, win_s = m.hop_samples / m.fs, m.window_samples / m.fs
+    n = cal.add_recording(*recording, INTERVALS, hop_s=hop_s)
+    assert Calibrator(bundle).add_recording(*recording, INTERVALS) == 24  # 240 s / 10 s
     assert n == len(cal._labels[0])
     for i, y in enumerate(cal._labels[0]):
         centre = i * hop_s + win_s / 2  # a window's majority is the interval holding its centre
