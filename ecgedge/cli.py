@@ -168,7 +168,10 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
         from trainer.bench.rhythm import run as run_rhythm
 
         run_rhythm(
-            _bundle_path(args.bundle), Path(args.out), run_dir=Path(args.run) if args.run else None
+            _bundle_path(args.bundle),
+            Path(args.out),
+            run_dir=Path(args.run) if args.run else None,
+            report=args.report or "rhythm",
         )
     else:
         from trainer.bench.stream import run as run_stream
@@ -401,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-peers", action="store_true", help="stream: skip the PyTorch/NeuroKit2 peers"
     )
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
+    b.add_argument("--report", help="rhythm: name of the report files (default: rhythm)")
     b.set_defaults(func=_cmd_bench)
 
     c = sub.add_parser(

@@ -65,7 +65,11 @@ def _row(name: str, report: dict[str, Any]) -> list[Any]:
     return [name, fmt("challenge_f1"), fmt("macro_f1"), fmt("auroc_normal_vs_af_other")]
 
 
-def run(bundle_dir: Path, out_dir: Path, *, run_dir: Path | None = None) -> dict[str, Any]:
+def run(
+    bundle_dir: Path, out_dir: Path, *, run_dir: Path | None = None, report: str = "rhythm"
+) -> dict[str, Any]:
+    """Stream the validation records through the bundle in each of its embedder precisions;
+    add the run's linear-probe rows; write ``<report>.json`` and ``<report>.md``."""
     manifest = load_bundle(bundle_dir).manifest
     split = manifest.provenance["training_data"]
     names = val_records(split["split_seed"], split["val_fraction"])
@@ -73,7 +77,11 @@ def run(bundle_dir: Path, out_dir: Path, *, run_dir: Path | None = None) -> dict
     y = encode([labels[n] for n in names])
     rows: dict[str, Any] = {}
     timings = {}
-    for precision in ("fp32", "int8"):
+    precisions = sorted(
+        {f.precision for f in manifest.files if f.role == "embedder" and f.modality == "raw"},
+        key=("fp32", "fp16", "int8").index,
+    )
+    for precision in precisions:
         tic = time.perf_counter()
         rows[f"bundle via SDK ({precision.upper()})"] = rhythm_report(
             y, stream_record_probabilities(bundle_dir, names, precision)
@@ -88,6 +96,8 @@ def run(bundle_dir: Path, out_dir: Path, *, run_dir: Path | None = None) -> dict
     for key in ("embedding_plus_rr", "embedding_only", "rr_only"):
         if key in probe:
             rows[f"linear probe, torch FP32 ({key.replace('_', ' ')})"] = probe[key]
+    for key, value in probe.get("rows", {}).items():  # a multimodal run's modality ablation
+        rows[f"linear probe, torch FP32 ({key} ++ RR)"] = value
     header = ["model", "challenge F1 [95% CI]", "4-class macro F1", "AUROC N vs (A+O)"]
     table = md_table(header, [_row(k, v) for k, v in rows.items()])
     anchors = md_table(
@@ -102,7 +112,8 @@ used for training or for choosing t). Per-record label = argmax of the mean wind
 probability; AUROC of P(A)+P(O) with noisy records excluded; 95% bootstrap intervals
 (1000 resamples of records). Bundle `{manifest.name}` streamed record by record through
 `sdk.pipeline.StreamPipeline` (one ONNX Runtime thread). Command:
-`ecgedge bench rhythm --bundle {bundle_dir}{f" --run {run_dir}" if run_dir else ""}`.
+`ecgedge bench rhythm --bundle {bundle_dir}{f" --run {run_dir}" if run_dir else ""}`
+{f"--report {report}" if report != "rhythm" else ""}.
 
 {table}
 
@@ -117,6 +128,6 @@ Published anchors (other splits and protocols; for orientation only):
         "stream_seconds": timings,
         "data": DataConfig().pretrain_databases[:1],
     }
-    write_result(out_dir, "rhythm", result, md)
+    write_result(out_dir, report, result, md)
     print(md)
     return result
