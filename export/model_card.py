@@ -55,7 +55,7 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"{data['val_records']} records (seed {data['split_seed']})",
         f"- Pretraining: {prov['pretrain_steps']} steps, {minutes} min; code "
         f"{prov['code_version'][:12]}",
-        f"- INT8: static QDQ, per-channel weights, calibrated on "
+        f"- INT8 (raw embedder): static QDQ, per-channel weights, calibrated on "
         f"{q['windows']} real windows; {len(q.get('layers_kept_float', []))} layers kept in float "
         f"where INT8 moved the class probabilities (budget {q.get('budget_mean_max_prob_change')}, "
         f"reached {q.get('mean_max_prob_change', float('nan')):.4f} mean max |Δp|)",
@@ -63,6 +63,37 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"{m['window_samples']}, hop {m['hop_samples']} samples; default t = "
         f"{m['diffusion']['default_t']['raw']}",
     ]
+
+
+def _multimodal_section(m: dict[str, Any]) -> list[str]:
+    """The three modalities, their extractors and t, and the fusion ablation of the run."""
+    t = m["diffusion"]["default_t"]
+    lines = [
+        "## Modalities",
+        "",
+        "Each modality has its own diffusion-pretrained extractor and its own t; the bottleneck",
+        "maps (pooled to tokens) are fused by one cross-modal attention layer (`fusion.onnx`);",
+        "the head sees every embedding, the fused features and the RR features. All FP32 (the",
+        "raw INT8 graph was chosen for the raw-only head and is not carried over).",
+        "",
+        "| modality | input | extractor | default t | run |",
+        "|---|---|---|---|---|",
+    ]
+    inputs = {
+        "raw": "standardized 10 s window",
+        "spectrogram": f"STFT, Hann: {m['modalities']['spectrogram']}",
+        "lorenz": f"Lorenz plot of ΔRR from beat times: {m['modalities']['lorenz']}",
+    }
+    for f in m["files"]:
+        if f["role"] == "embedder":
+            mod = f.get("modality", "raw")
+            run = m["provenance"].get("modality_runs", {}).get(mod, "")
+            lines.append(f"| {mod} | {inputs[mod]} | `{f['path']}` | {t[mod]} | `{run}` |")
+    probe = m.get("metrics", {}).get("multimodal_probe", {})
+    if probe:
+        lines += ["", "Linear probes on the CinC 2017 validation split (features ++ RR):", ""]
+        lines += _table(probe, ["challenge_f1", "macro_f1", "auroc_normal_vs_af_other"])
+    return lines
 
 
 def _tensorrt_section(m: dict[str, Any]) -> list[str]:
@@ -107,6 +138,8 @@ def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
     cols = ["challenge_f1", "macro_f1", "auroc_normal_vs_af_other"]
     lines = [f"# Model card: {m['name']}", "", _INTRO, "", "## How it was made", ""]
     lines += _provenance(m)
+    if "modalities" in m:
+        lines += ["", *_multimodal_section(m)]
     lines += ["", "## Validation (CinC 2017, our split, record level)", ""]
     sdk_rows = metrics.get("rhythm_val_sdk", {})
     rows = {

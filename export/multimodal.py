@@ -22,6 +22,7 @@ import onnx
 import torch
 
 from export.errors import ParityError
+from export.model_card import write_model_card
 from export.onnx_export import OPSET, compare, export_head
 from sdk.bundle import load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
@@ -191,6 +192,7 @@ def build_multimodal_bundle(raw_bundle: Path, run: Path, out: Path) -> dict[str,
     manifest["provenance"]["modality_runs"] = meta["runs"]
     manifest["metrics"] = {"multimodal_probe": json.loads((run / "probe.json").read_text())["rows"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_model_card(out)
     return {"parity_max_rel": parity, "sdk_val": _sdk_val(out, val)}
 
 
