@@ -120,6 +120,10 @@ class WindowClassifier:
                 np.broadcast_to(self.noise[modality], x.shape), dtype=np.float32
             ),
         }
+        if "features" in model.input_names:  # DACL: scattering front end in numpy, no noise
+            from sdk.scattering import scattering_features
+
+            feeds = {"features": scattering_features(x), "t": feeds["t"]}
         wanted = ["embedding", "tokens"] if "tokens" in model.output_names else ["embedding"]
         out = model.run(feeds, wanted)
         return out[0], (out[1] if len(out) > 1 else None)

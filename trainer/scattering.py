@@ -1,13 +1,7 @@
-"""Wavelet-scattering features of ECG windows (DACL's training-free front end).
+"""Scattering features of training windows (:mod:`sdk.scattering`, the device's code), cached.
 
-kymatio's ``Scattering1D`` (numpy frontend; no torch) with J = 6 (support 2^6 samples =
-0.5 s at 128 Hz) and Q = 8 on each standardized 10 s window gives 126 paths (order 0, 38
-first-order, 87 second-order) × 20 time frames. The feature vector of a window is the
-time mean and time standard deviation of log(S + 1e-4) per first- and second-order path:
-250 numbers (order 0, a signed low-pass of a standardized window, is left out).
-
-kymatio 0.3.0's ``kymatio.numpy`` imports its 3-D frontend, which needs ``scipy.special.sph_harm``
-(gone from recent SciPy); the 1-D numpy frontend is imported directly instead.
+See :mod:`sdk.scattering` for the transform (kymatio ``Scattering1D``, J = 6, Q = 8; time
+mean and std of log scattering per first- and second-order path: 250 numbers per window).
 """
 
 from __future__ import annotations
@@ -18,30 +12,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from trainer.errors import ConfigError
-
-J, Q = 6, 8
-LOG_EPS = 1e-4
-
-
-def scattering(length: int):  # noqa: ANN201 - kymatio object
-    """The kymatio 1-D numpy scattering operator for windows of ``length`` samples."""
-    from kymatio.scattering1d.frontend.numpy_frontend import ScatteringNumPy1D
-
-    return ScatteringNumPy1D(J=J, shape=length, Q=Q)
+from sdk.scattering import LOG_EPS, J, Q
+from sdk.scattering import scattering_features as _device_features
 
 
 def scattering_features(windows: np.ndarray, batch: int = 256, progress: bool = True) -> np.ndarray:
-    """(N, 1, L) standardized windows → (N, 250) float32 log-scattering mean and std."""
-    if windows.ndim != 3 or windows.shape[1] != 1:
-        raise ConfigError(f"windows must be (N, 1, L), got {windows.shape}", key="windows")
-    op = scattering(windows.shape[-1])
-    out = []
+    """(N, 1, L) standardized windows → (N, 250) float32, in batches with a progress bar."""
     steps = range(0, len(windows), batch)
-    for i in tqdm(steps, desc="scattering", unit="batch", leave=False, disable=not progress):
-        s = op(windows[i : i + batch, 0].astype(np.float64))[:, 1:]  # (B, P, T), orders 1-2
-        s = np.log(s + LOG_EPS)
-        out.append(np.concatenate([s.mean(-1), s.std(-1)], axis=1).astype(np.float32))
+    out = [
+        _device_features(windows[i : i + batch])
+        for i in tqdm(steps, desc="scattering", unit="batch", leave=False, disable=not progress)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

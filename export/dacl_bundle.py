@@ -1,0 +1,140 @@
+"""Bundle of a DACL encoder: scattering features (numpy, in the SDK) → ONNX embedder → head.
+
+The embedder graph takes ``features`` (B, 250) raw scattering features of
+:func:`sdk.scattering.scattering_features` and ``t`` (B,) int64 (DACL's t = 1 is table index
+0, the bundle default), standardizes them with the training statistics, and runs the VAE
+encoder's μ and Enc(z_0, t). :class:`sdk.classifier.WindowClassifier` computes the features
+when an embedder has a ``features`` input. The head is a softmax probe on embedding ++ RR
+fitted on the training windows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.build import _code_version, _sdk_scores, _tensor
+from export.errors import ParityError
+from export.lru_bundle import bundle_manifest
+from export.lru_export import export_dacl_embedder, session
+from export.onnx_export import compare, export_head
+from sdk.head import fit_softmax_head
+from trainer.config import DataConfig
+from trainer.data.datasets import cinc2017_split
+from trainer.metrics import CLASSES, encode, rhythm_metrics
+from trainer.models.dacl import VAE, DACLConfig, DACLEmbedder, LatentUNetEncoder
+from trainer.scattering import cached_features
+
+FP32_PARITY_TOL = 1e-4
+T_STEPS = 50
+
+
+def load_embedder(run_dir: Path, name: str) -> DACLEmbedder:
+    """VAE (``vae.pt``) + encoder (``<name>.pt``) of a ``python -m trainer.dacl`` run."""
+    vae_ckpt = torch.load(run_dir / "vae.pt", map_location="cpu", weights_only=True)
+    cfg = DACLConfig(**vae_ckpt["config"])
+    vae = VAE(cfg)
+    vae.load_state_dict(vae_ckpt["vae"])
+    enc = LatentUNetEncoder(cfg)
+    enc.load_state_dict(
+        torch.load(run_dir / f"{name}.pt", map_location="cpu", weights_only=True)["encoder"]
+    )
+    return DACLEmbedder(vae, enc, vae_ckpt["mean"], vae_ckpt["std"]).eval()
+
+
+@torch.no_grad()
+def _embed(emb: DACLEmbedder, feats: np.ndarray) -> np.ndarray:
+    f = torch.from_numpy(feats)
+    return emb(f, torch.zeros(len(f), dtype=torch.int64)).numpy()
+
+
+def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[str, Any]:
+    data = DataConfig()
+    train, val = cinc2017_split(data)
+    f_train, f_val = cached_features(train.windows), cached_features(val.windows)
+    emb = load_embedder(run_dir, name)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    export_dacl_embedder(emb, f_train.shape[1], tmp / "embedder.fp32.onnx")
+    probe = f_val[:64]
+    ref = _embed(emb, probe)
+    out = session(tmp / "embedder.fp32.onnx").run(
+        ["embedding"], {"features": probe, "t": np.zeros(len(probe), np.int64)}
+    )[0]
+    parity = compare(ref, out).max_rel
+    if parity > FP32_PARITY_TOL:
+        raise ParityError(f"ONNX parity {parity:.2e}", max_rel=parity, tolerance=FP32_PARITY_TOL)
+    head = fit_softmax_head(
+        np.c_[_embed(emb, f_train), train.rr], encode(train.window_labels), CLASSES
+    )
+    weight, bias = head.folded()
+    export_head(weight, bias, tmp / "head.onnx")
+    np.save(tmp / "noise.npy", np.zeros((1, 1, data.window), np.float32))
+    emb_dim = emb.encoder.out.out_features
+    emb_inputs = [
+        _tensor("features", "float32", ["batch", f_train.shape[1]]),
+        _tensor("t", "int64", ["batch"]),
+    ]
+    extra: dict[str, Any] = {
+        "front_end": {
+            "kind": "wavelet scattering, computed in the SDK (sdk.scattering, kymatio numpy)",
+            "J": 6,
+            "Q": 8,
+            "features": int(f_train.shape[1]),
+        },
+        "provenance": {
+            "training_data": {
+                "head": "cinc2017 train split",
+                "split_seed": data.split_seed,
+                "val_fraction": data.val_fraction,
+                "train_records": len(train.names),
+                "val_records": len(val.names),
+            },
+            "code_version": _code_version(),
+            "commands": {
+                "train": f"python -m trainer.dacl {run_dir}",
+                "export": f"python -m export.dacl_bundle {run_dir} {out_dir} {name}",
+            },
+            "encoder": name,
+            "target": "cpu",
+        },
+        "metrics": {"parity": {"fp32_max_rel": parity}},
+    }
+    kw = dict(
+        name=f"dacl-{name}",
+        data=data,
+        emb_inputs=emb_inputs,
+        emb_dim=emb_dim,
+        steps=T_STEPS,
+        note="DACL: t = 1 of the paper is index 0; the noise file is unused",
+    )
+    bundle_manifest(tmp, extra=extra, **kw)
+    y, p = _sdk_scores(tmp, "fp32", val, 0)
+    figures = {"parity": {"fp32_max_rel": parity}, "val_fp32": rhythm_metrics(y, p)}
+    extra["metrics"] = {"rhythm_val_sdk": {"val_fp32": figures["val_fp32"]}, **extra["metrics"]}
+    bundle_manifest(tmp, extra=extra, **kw)
+    (tmp / "MODEL_CARD.md").write_text(
+        f"# dacl-{name}\n\nScattering features (numpy, SDK) → VAE μ → DACL encoder at t = 1 → "
+        f"linear head on embedding ++ RR. FP32 only.\n\nValidation via the SDK: "
+        f"{json.dumps(figures['val_fp32'])}\n\nONNX parity (max relative): {parity:.1e}\n"
+    )
+    from sdk.bundle import load_bundle
+
+    load_bundle(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return figures
+
+
+if __name__ == "__main__":
+    import sys
+
+    torch.set_num_threads(1)
+    args = sys.argv[1:]
+    print(json.dumps(build_dacl_bundle(Path(args[0]), Path(args[1]), *args[2:3]), indent=1))

@@ -1,0 +1,75 @@
+"""ONNX parity of the LRU embedder, the LRU step model and the DACL embedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from export.lru_export import (  # noqa: E402
+    embedder_parity,
+    export_dacl_embedder,
+    export_lru_embedder,
+    export_lru_step,
+    session,
+    stream_onnx_step,
+)
+from export.onnx_export import compare  # noqa: E402
+from trainer.models.dacl import VAE, DACLConfig, DACLEmbedder, LatentUNetEncoder  # noqa: E402
+from trainer.models.lru import LRUConfig, LRUEncoder, warm_reference  # noqa: E402
+
+CFG = LRUConfig(
+    patch=8, chunk=16, d_model=16, d_state=12, layers=2, emb_dim=24, r_cap=0.95, r_max=0.9
+)
+#: torch vs ONNX Runtime FP32, max |Δ| / max |reference|
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def encoder() -> LRUEncoder:
+    torch.manual_seed(0)
+    return LRUEncoder(CFG).eval()
+
+
+def test_lru_embedder_parity(encoder: LRUEncoder, tmp_path: Path) -> None:
+    path = tmp_path / "embedder.onnx"
+    export_lru_embedder(encoder, 4 * CFG.block_samples, path)
+    x = np.random.default_rng(0).standard_normal((3, 1, 4 * CFG.block_samples)).astype(np.float32)
+    assert embedder_parity(encoder, path, x).max_rel < TOL
+    names = [i.name for i in session(path).get_inputs()]
+    assert names == ["x", "t", "noise"]
+
+
+def test_lru_step_onnx_equals_whole_window_and_warm_stream(
+    encoder: LRUEncoder, tmp_path: Path
+) -> None:
+    path = tmp_path / "step.onnx"
+    k = 4
+    export_lru_step(encoder, k, path)
+    x = np.random.default_rng(1).standard_normal((2, 1, 9 * CFG.block_samples)).astype(np.float32)
+    embs = stream_onnx_step(path, encoder, k, x)
+    with torch.no_grad():
+        whole = encoder(torch.from_numpy(x[..., : k * CFG.block_samples])).numpy()
+        warm = warm_reference(encoder, torch.from_numpy(x), k * CFG.block_samples).numpy()
+    assert compare(whole, embs[k - 1]).max_rel < TOL  # stream started at the window start
+    assert compare(warm, embs[-1]).max_rel < TOL  # continuing stream
+
+
+def test_dacl_embedder_parity(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = DACLConfig(n_features=30)
+    emb = DACLEmbedder(
+        VAE(cfg), LatentUNetEncoder(cfg), torch.randn(30), torch.rand(30) + 0.5
+    ).eval()
+    path = tmp_path / "dacl.onnx"
+    export_dacl_embedder(emb, 30, path)
+    f = np.random.default_rng(0).standard_normal((5, 30)).astype(np.float32)
+    t = np.zeros(5, np.int64)
+    with torch.no_grad():
+        ref = emb(torch.from_numpy(f), torch.from_numpy(t)).numpy()
+    out = session(path).run(["embedding"], {"features": f, "t": t})[0]
+    assert compare(ref, out).max_rel < TOL
