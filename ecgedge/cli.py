@@ -164,6 +164,16 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             peers=not args.no_peers,
         )
         return 0
+    if args.name == "lru":
+        from trainer.bench.lru import run as run_lru
+
+        others = {"DiffECG": Path("sdk/default_bundle"), "DACL": Path("bundles/dacl-cpu")}
+        run_lru(
+            Path(args.bundle or "bundles/diffae-lru-cpu"),
+            Path(args.out),
+            {k: v for k, v in others.items() if (v / "manifest.json").is_file()},
+        )
+        return 0
     if args.name == "rhythm":
         from trainer.bench.rhythm import run as run_rhythm
 
@@ -389,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
             "denoise",
             "noise-stress",
             "rhythm-noise",
+            "lru",
         ),
     )
     b.add_argument(

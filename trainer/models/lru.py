@@ -155,8 +155,11 @@ class LRU(nn.Module):
         br, bi = b_re.reshape(bsz, q, c, n), b_im.reshape(bsz, q, c, n)
         loc_re, loc_im = _ceinsum("kjn,bqjn->bqkn", k_re, k_im, br, bi)
         g_re, g_im = complex_powers(c * log_r, c * phase, q)  # Λ^(c d), d = 0 … Q
-        t_re, t_im = _toeplitz(g_re, g_im, q)  # (Q, Q, N)
-        s_re, s_im = _ceinsum("qpn,bpn->bqn", t_re, t_im, loc_re[:, :, -1], loc_im[:, :, -1])
+        if q == 1:  # one chunk (the streaming step): its end state needs no chunk-level product
+            s_re, s_im = loc_re[:, :, -1], loc_im[:, :, -1]
+        else:
+            t_re, t_im = _toeplitz(g_re, g_im, q)  # (Q, Q, N)
+            s_re, s_im = _ceinsum("qpn,bpn->bqn", t_re, t_im, loc_re[:, :, -1], loc_im[:, :, -1])
         h0_re, h0_im = _cmul(g_re[1:, None], g_im[1:, None], h_re[None], h_im[None])  # (Q, B, N)
         s_re, s_im = s_re + h0_re.transpose(0, 1), s_im + h0_im.transpose(0, 1)  # chunk ends
         in_re = torch.cat([h_re[:, None], s_re[:, :-1]], dim=1)  # state entering chunk q
