@@ -3,8 +3,9 @@
 For each trained denoiser run (1-, 2- or 12-lead), windows of its validation records get
 evaluation noise (last 20% of each noise source) in two modes: CD-ECGNet's (noise × U(0.2, 1.5)
 on a random subset of leads) and fixed input SNR (−6 … 24 dB on every lead, SNR measured on the
-device representation). Metrics are computed on the leads that received noise, each 10 s window
-after removing its mean, against two references (both reported):
+device representation). Metrics are computed on the leads that received noise (flat leads,
+clean RMS < 0.02 mV, excluded), each 10 s window after removing its mean, against two
+references (both reported):
 
 - ``device``: the clean record through the device's own preprocessing (resample, causal
   0.5–40 Hz band-pass): what the pipeline would have seen without the noise; the denoiser's
@@ -35,6 +36,7 @@ from trainer.denoise_metrics import summarize, window_metrics
 from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser, spec_of
 
 POST_S = 2.0
+MIN_REF_RMS_MV = 0.02
 PAPER = {  # CD-ECGNet paper, amplitude factor 0.2–1.5 (their data and lead systems)
     "CD-ECGNet (paper, wearable test set)": {
         "ssd": 27.02,
@@ -111,8 +113,12 @@ def _outputs(ex: Examples, net: torch.nn.Module, sdk_den: Any, base: Baselines, 
 def evaluate(
     ex: Examples, outs: dict[str, np.ndarray], refs: dict[str, np.ndarray]
 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{reference: {method: per-window metrics}} over the leads that received noise."""
-    m = ex.noisy
+    """{reference: {method: per-window metrics}} over the leads that received noise.
+
+    Leads whose clean signal is flat (RMS below ``MIN_REF_RMS_MV``; some challenge2021 records
+    hold an empty lead) are left out: SNR and PRD are undefined against a zero reference.
+    """
+    m = ex.noisy & (ex.clean_bp.std(-1) >= MIN_REF_RMS_MV)
     return {
         rname: {name: window_metrics(ref[m], out[m], ex.noisy_bp[m]) for name, out in outs.items()}
         for rname, ref in refs.items()
@@ -194,7 +200,7 @@ def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[s
 
 def _clean_leads(ex: Examples, net: torch.nn.Module, ref: np.ndarray) -> dict:
     """How much CD-ECGNet changes the leads that got no noise (vs their device input)."""
-    m = ~ex.noisy
+    m = ~ex.noisy & (ex.clean_bp.std(-1) >= MIN_REF_RMS_MV)
     with torch.no_grad():
         y = net(torch.from_numpy(ex.x)).numpy() * ex.std + ex.mean
     return {"device": {"CD-ECGNet torch FP32 (clean leads)": window_metrics(ref[m], y[m])}}
