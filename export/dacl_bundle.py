@@ -55,6 +55,10 @@ def _embed(emb: DACLEmbedder, feats: np.ndarray) -> np.ndarray:
 
 def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[str, Any]:
     data = DataConfig()
+    results = json.loads((run_dir / "dacl.json").read_text())
+    probe_dir = run_dir / name  # the torch linear-probe rows for `ecgedge bench rhythm --run`
+    probe_dir.mkdir(exist_ok=True)
+    (probe_dir / "probe.json").write_text(json.dumps(results[name], indent=2))
     train, val = cinc2017_split(data)
     f_train, f_val = cached_features(train.windows), cached_features(val.windows)
     emb = load_embedder(run_dir, name)

@@ -151,9 +151,9 @@ def train_encoder(
             zt, t = views(za)
             loss = torch.mean((dec(enc(zt, t)) - za) ** 2)
         else:
-            (va, ta), (vp, tp) = views(za), views(za)
-            vn, tn = views(z_all[torch.from_numpy(n_idx)])
-            loss = triplet_loss(enc(va, ta), enc(vp, tp), enc(vn, tn), tc.margin)
+            z3 = torch.cat([za, za, z_all[torch.from_numpy(n_idx)]])  # anchor, positive, negative
+            ea, ep, en = enc(*views(z3)).chunk(3)  # one pass; every view has its own t and ε
+            loss = triplet_loss(ea, ep, en, tc.margin)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -233,6 +233,7 @@ def run_all(
     base: DACLTrainConfig | None = None,
     vae_steps: int = 3000,
     experiments: tuple[str, ...] = tuple(EXPERIMENTS),
+    reuse_vae: bool = False,
 ) -> dict[str, Any]:
     """VAE once, then every experiment; writes ``dacl.json`` and each encoder's weights."""
     base = base or DACLTrainConfig()
@@ -241,8 +242,15 @@ def run_all(
     xs_train, xs_val = (feats_train - mean) / std, (feats_val - mean) / std
     cfg = DACLConfig(n_features=feats_train.shape[1])
     tic = time.perf_counter()
-    vae, vae_losses = train_vae(xs_train, cfg, steps=vae_steps)
+    if reuse_vae and (out_dir / "vae.pt").is_file():
+        vae, vae_losses = _load_vae(out_dir / "vae.pt", cfg, mean, std)
+    else:
+        vae, vae_losses = train_vae(xs_train, cfg, steps=vae_steps)
     z_train, z_val = latents(vae, xs_train), latents(vae, xs_val)
+    with torch.no_grad():
+        xv = torch.from_numpy(xs_val)
+        _, rec_val, kl_val = vae_loss(xv, *vae(xv), beta=1.0)
+    vae_losses = {**vae_losses, "val_reconstruction": rec_val.item(), "val_kl": kl_val.item()}
     results: dict[str, Any] = {
         "vae": {**vae_losses, "seconds": time.perf_counter() - tic, "steps": vae_steps},
         "reference_vae_latent": evaluate(z_train, z_val, train, val),
@@ -256,6 +264,7 @@ def run_all(
             "vae": vae.state_dict(),
             "mean": torch.from_numpy(mean),
             "std": torch.from_numpy(std),
+            "losses": vae_losses,
         },
         out_dir / "vae.pt",
     )
@@ -275,6 +284,19 @@ def run_all(
         (out_dir / "dacl.json").write_text(json.dumps(results, indent=2))
         print(name, json.dumps(_short(results[name])), flush=True)
     return results
+
+
+def _load_vae(
+    path: Path, cfg: DACLConfig, mean: np.ndarray, std: np.ndarray
+) -> tuple[VAE, dict[str, float]]:
+    """A VAE saved by an earlier run on the same features (checked by the standardization)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not np.allclose(ckpt["mean"].numpy(), mean) or not np.allclose(ckpt["std"].numpy(), std):
+        raise ConfigError(f"{path} was trained on other features", key="reuse_vae")
+    vae = VAE(cfg)
+    vae.load_state_dict(ckpt["vae"])
+    losses = {k: float(v) for k, v in dict(ckpt.get("losses", {})).items()}
+    return vae.eval(), {**losses, "reused": 1.0}
 
 
 def _short(r: dict[str, Any]) -> dict[str, float]:
@@ -299,6 +321,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--vae-steps", type=int, default=3000)
     p.add_argument("--max-records", type=int, default=0)
     p.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--reuse-vae", action="store_true", help="load OUT/vae.pt if present")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     train, val = cinc2017_split(DataConfig(max_records=a.max_records))
@@ -309,9 +333,10 @@ def main(argv: list[str]) -> None:
         f_train,
         f_val,
         Path(a.out),
-        base=DACLTrainConfig(steps=a.steps),
+        base=DACLTrainConfig(steps=a.steps, batch_size=a.batch),
         vae_steps=a.vae_steps,
         experiments=tuple(a.experiments.split(",")),
+        reuse_vae=a.reuse_vae,
     )
 
 

@@ -73,3 +73,46 @@ def test_dacl_embedder_parity(tmp_path: Path) -> None:
         ref = emb(torch.from_numpy(f), torch.from_numpy(t)).numpy()
     out = session(path).run(["embedding"], {"features": f, "t": t})[0]
     assert compare(ref, out).max_rel < TOL
+
+
+def test_classifier_runs_a_features_embedder_with_numpy_scattering(tmp_path: Path) -> None:
+    pytest.importorskip("kymatio")
+    from export.build import _tensor
+    from export.lru_bundle import bundle_manifest
+    from export.onnx_export import export_head
+    from sdk.bundle import load_bundle
+    from sdk.classifier import WindowClassifier, WindowInputs
+    from sdk.rr import RR_FEATURE_NAMES
+    from sdk.scattering import scattering_features
+    from trainer.config import DataConfig
+
+    torch.manual_seed(0)
+    cfg = DACLConfig()
+    emb = DACLEmbedder(VAE(cfg), LatentUNetEncoder(cfg), torch.zeros(250), torch.ones(250)).eval()
+    export_dacl_embedder(emb, 250, tmp_path / "embedder.fp32.onnx")
+    n_rr = len(RR_FEATURE_NAMES)
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((cfg.emb_dim + n_rr, 4)), rng.standard_normal(4)
+    export_head(w, b, tmp_path / "head.onnx")
+    np.save(tmp_path / "noise.npy", np.zeros((1, 1, 1280), np.float32))
+    inputs = [_tensor("features", "float32", ["batch", 250]), _tensor("t", "int64", ["batch"])]
+    bundle_manifest(
+        tmp_path,
+        name="dacl-test",
+        data=DataConfig(),
+        emb_inputs=inputs,
+        emb_dim=cfg.emb_dim,
+        steps=50,
+        note="test",
+        extra={"provenance": {}, "metrics": {}},
+    )
+    clf = WindowClassifier(load_bundle(tmp_path))
+    x = rng.standard_normal((3, 1, 1280)).astype(np.float32)
+    rr = rng.standard_normal((3, n_rr)).astype(np.float32)
+    proba = clf.classify(WindowInputs(x, rr))
+    with torch.no_grad():
+        e = emb(torch.from_numpy(scattering_features(x)), torch.zeros(3, dtype=torch.int64))
+    logits = np.c_[e.numpy(), rr] @ w + b
+    ref = np.exp(logits - logits.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
+    assert np.allclose(proba, ref, atol=1e-4)
