@@ -164,6 +164,11 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             peers=not args.no_peers,
         )
         return 0
+    if args.name == "dacl":
+        from trainer.bench.dacl import run as run_dacl
+
+        run_dacl(Path(args.run or "runs/dacl"), Path(args.out))
+        return 0
     if args.name == "lru":
         from trainer.bench.lru import run as run_lru
 
@@ -400,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
             "noise-stress",
             "rhythm-noise",
             "lru",
+            "dacl",
         ),
     )
     b.add_argument(

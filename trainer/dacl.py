@@ -252,7 +252,11 @@ def run_all(
         _, rec_val, kl_val = vae_loss(xv, *vae(xv), beta=1.0)
     vae_losses = {**vae_losses, "val_reconstruction": rec_val.item(), "val_kl": kl_val.item()}
     results: dict[str, Any] = {
-        "vae": {**vae_losses, "seconds": time.perf_counter() - tic, "steps": vae_steps},
+        "vae": {
+            **vae_losses,
+            "seconds": time.perf_counter() - tic,
+            "steps": None if "reused" in vae_losses else vae_steps,
+        },
         "reference_vae_latent": evaluate(z_train, z_val, train, val),
         "config": asdict(cfg),
         "train": asdict(base),
