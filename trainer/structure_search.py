@@ -133,8 +133,42 @@ def run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
             "inner_macro_f1": inner_report["macro_f1"]["value"],
             "val": _probe(block["train"], train, block["val"], val),
         }
-    chosen = max(rows, key=lambda k: rows[k]["inner_challenge_f1"])
-    result = {"run": str(run_dir), "t": t, "chosen": chosen, "candidates": rows}
+    result = {"run": str(run_dir), "t": t, "n_levels": n_levels, "candidates": rows}
+    result["chosen"] = choose(rows, n_levels)
+    write_result(out_dir, "structure_search", result, render(result))
+    return result
+
+
+#: Candidates this close to the best inner F1 are treated as tied (the inner split's
+#: bootstrap interval is about ±0.03 wide); among them the cheapest wins.
+TIE_TOLERANCE = 0.01
+
+
+def _depth(stages: list[str], n_levels: int) -> int:
+    """How far into the U-Net a candidate must run: levels 1…L, bottleneck L+1, L+2,
+    the decoder (a second pass as long as the encoder) L+3."""
+    rank = {f"level{i + 1}": i + 1 for i in range(n_levels)}
+    rank |= {"bottleneck1": n_levels + 1, "bottleneck2": n_levels + 2, "decoder": n_levels + 3}
+    return max(rank[s] for s in stages)
+
+
+def choose(rows: dict[str, Any], n_levels: int, tolerance: float = TIE_TOLERANCE) -> str:
+    """The cheapest candidate within ``tolerance`` of the best inner challenge F1 (then the
+    higher inner F1, then the smaller feature vector)."""
+    best = max(r["inner_challenge_f1"] for r in rows.values())
+    tied = [k for k, r in rows.items() if r["inner_challenge_f1"] >= best - tolerance]
+    return min(
+        tied,
+        key=lambda k: (
+            _depth(rows[k]["stages"], n_levels),
+            -rows[k]["inner_challenge_f1"],
+            rows[k]["dim"],
+        ),
+    )
+
+
+def render(result: dict[str, Any]) -> str:
+    rows, chosen = result["candidates"], result["chosen"]
     table = [
         [
             name + (" ←" if name == chosen else ""),
@@ -146,18 +180,18 @@ def run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
         ]
         for name, r in rows.items()
     ]
-    md = f"""# structure search — which U-Net stages feed the frozen features
+    return f"""# structure search — which U-Net stages feed the frozen features
 
-Command: `ecgedge structure-search --run {run_dir}` (pretrained cpu U-Net, t={t}). Each
-candidate pools a subset of stage outputs (levels: time-mean; bottleneck: mean and max)
-and is scored by the linear probe (features ++ RR) fitted on 75% of the CinC 2017 training
-records and evaluated on the other 25% (inner challenge F1: the choice). Validation-split
-figures (1194 records) are reported, not used to choose. Depth is probed by truncating the
-pretrained encoder, not by retraining.
+Command: `ecgedge structure-search --run {result["run"]}` (pretrained cpu U-Net,
+t={result["t"]}). Each candidate pools a subset of stage outputs (levels: time-mean;
+bottleneck: mean and max) and is scored by the linear probe (features ++ RR) fitted on 75%
+of the CinC 2017 training records and evaluated on the other 25% (inner challenge F1: the
+choice). Validation-split figures (1194 records) are reported, not used to choose. Depth is
+probed by truncating the pretrained encoder, not by retraining.
 
 {md_table(HEADER, table)}
 
-Chosen (best inner challenge F1): **{chosen}**.
+Rule: candidates within {TIE_TOLERANCE} of the best inner challenge F1 are tied (the inner
+split's bootstrap interval is about ±0.03 wide); the one that runs least of the network wins.
+Chosen: **{chosen}**.
 """
-    write_result(out_dir, "structure_search", result, md)
-    return result

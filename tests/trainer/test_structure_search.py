@@ -42,3 +42,24 @@ def test_token_output_pools_the_bottleneck():
             x, torch.tensor([1, 2]), torch.zeros_like(x)
         ),
     )
+
+
+def test_choose_prefers_the_cheaper_of_tied_candidates():
+    from trainer.structure_search import choose
+
+    rows = {
+        "with decoder": {
+            "stages": ["level1", "bottleneck2", "decoder"],
+            "inner_challenge_f1": 0.755,
+            "dim": 9,
+        },
+        "encoder + bottleneck": {
+            "stages": ["level1", "bottleneck2"],
+            "inner_challenge_f1": 0.7515,
+            "dim": 8,
+        },
+        "levels only": {"stages": ["level1", "level2"], "inner_challenge_f1": 0.72, "dim": 4},
+    }
+    assert choose(rows, 2) == "encoder + bottleneck"  # within 0.01 of the best, one stage less
+    assert choose(rows, 2, tolerance=0.001) == "with decoder"
+    assert choose(rows, 2, tolerance=0.05) == "levels only"
