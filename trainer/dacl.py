@@ -50,6 +50,10 @@ class DACLTrainConfig:
     diffusion_steps: int = 50
     sigma: float = 0.5  # Gaussian-view baseline
     margin: float = 1.0
+    # "scaled": DDPM's linear betas stretched so T = 50 spans the noise of 1000 steps
+    # (ᾱ_50 ≈ 8e-6, late views are almost pure noise); "ddpm": betas 1e-4 … 0.02 over the
+    # 50 steps unchanged (ᾱ_50 ≈ 0.60, every view keeps most of the signal)
+    schedule: str = "scaled"
     steps: int = 4000
     batch_size: int = 64
     lr: float = 1e-3
@@ -58,6 +62,8 @@ class DACLTrainConfig:
     def __post_init__(self) -> None:
         if self.views not in VIEWS:
             raise ConfigError(f"views must be one of {VIEWS}", key="views")
+        if self.schedule not in ("scaled", "ddpm"):
+            raise ConfigError("schedule must be 'scaled' or 'ddpm'", key="schedule")
         if not 1 <= self.t_lo <= self.t_hi <= self.diffusion_steps:
             raise ConfigError("need 1 <= t_lo <= t_hi <= diffusion_steps", key="t_lo")
 
@@ -115,12 +121,18 @@ def triplet_loss(
     return torch.relu(d_pos - d_neg + margin).mean()
 
 
+def schedule_betas(tc: DACLTrainConfig) -> np.ndarray:
+    if tc.schedule == "ddpm":
+        return np.linspace(1e-4, 0.02, tc.diffusion_steps, dtype=np.float64)
+    return linear_betas(tc.diffusion_steps)
+
+
 class _Views:
     """Noisy views of latents: diffusion forward process (table index = t − 1) or Gaussian."""
 
     def __init__(self, tc: DACLTrainConfig, gen: torch.Generator) -> None:
         self.tc, self.gen = tc, gen
-        self.abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float()
+        self.abar = torch.from_numpy(alphas_cumprod(schedule_betas(tc))).float()
 
     def __call__(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         eps = torch.randn(z0.shape, generator=self.gen)
@@ -326,6 +338,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--max-records", type=int, default=0)
     p.add_argument("--experiments", default=",".join(EXPERIMENTS))
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--schedule", default="scaled", choices=("scaled", "ddpm"))
     p.add_argument("--reuse-vae", action="store_true", help="load OUT/vae.pt if present")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -337,7 +350,7 @@ def main(argv: list[str]) -> None:
         f_train,
         f_val,
         Path(a.out),
-        base=DACLTrainConfig(steps=a.steps, batch_size=a.batch),
+        base=DACLTrainConfig(steps=a.steps, batch_size=a.batch, schedule=a.schedule),
         vae_steps=a.vae_steps,
         experiments=tuple(a.experiments.split(",")),
         reuse_vae=a.reuse_vae,

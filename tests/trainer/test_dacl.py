@@ -108,3 +108,14 @@ def test_scattering_features_shape_and_finite() -> None:
     w = ((ecg - ecg.mean()) / ecg.std()).astype(np.float32)[None, None]
     f = scattering_features(np.concatenate([w, -w]), progress=False)
     assert f.shape == (2, 250) and bool(np.isfinite(f).all())
+
+
+def test_schedules_differ_in_late_noise() -> None:
+    from trainer.dacl import schedule_betas
+    from trainer.diffusion import alphas_cumprod
+
+    scaled = alphas_cumprod(schedule_betas(DACLTrainConfig()))
+    ddpm = alphas_cumprod(schedule_betas(DACLTrainConfig(schedule="ddpm")))
+    assert scaled[-1] < 1e-3 < 0.5 < ddpm[-1] and scaled.shape == ddpm.shape == (50,)
+    with pytest.raises(ConfigError):
+        DACLTrainConfig(schedule="cosine")
