@@ -197,6 +197,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             minutes=args.minutes,
             peers=not args.no_peers,
             run_dir=Path(args.run or "runs/cpu"),
+            report=args.report or "stream",
         )
     if args.card:
         from export.model_card import write_model_card
@@ -421,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-peers", action="store_true", help="stream: skip the PyTorch/NeuroKit2 peers"
     )
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
-    b.add_argument("--report", help="rhythm: name of the report files (default: rhythm)")
+    b.add_argument(
+        "--report", help="rhythm, stream: name of the report files (default: the benchmark's)"
+    )
     b.set_defaults(func=_cmd_bench)
 
     c = sub.add_parser(
