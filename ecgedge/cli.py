@@ -137,7 +137,9 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "personalize":
         from trainer.bench.personalize import run as run_personalize
 
-        run_personalize(_bundle_path(args.bundle), Path(args.out))
+        run_personalize(
+            _bundle_path(args.bundle), Path(args.out), report=args.report or "personalize"
+        )
         return 0
     if args.name == "denoise":
         from trainer.bench.denoise import run as run_denoise

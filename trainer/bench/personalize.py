@@ -355,6 +355,7 @@ def run(
     gp_evals: int = 13,
     max_subjects: int = 0,
     log: Callable[[str], None] = print,
+    report: str = "personalize",
 ) -> dict[str, Any]:
     bundle = load_bundle(bundle_dir)
     clf = WindowClassifier(bundle, threads=1)
@@ -385,8 +386,8 @@ def run(
         "rr_summary": _summaries([s for s in rr_subjects if s["calibratable"]]),
         "calibration_speed": speed,
     }
-    write_result(out_dir, "personalize", result, _markdown(result))
-    log((out_dir / "personalize.md").read_text())
+    write_result(out_dir, report, result, _markdown(result, report))
+    log((out_dir / f"{report}.md").read_text())
     return result
 
 
@@ -460,14 +461,16 @@ def _gp_line(summary: dict[str, Any]) -> str:
     )
 
 
-def _markdown(r: dict[str, Any]) -> str:
+def _markdown(r: dict[str, Any], report: str = "personalize") -> str:
     keys = ["global", "finetune_default_t", "fixed_t20", "fixed_t50", "gp_gamma", "grid_gamma"]
     header = ["subject", "cal AF/win", "test AF/win", "global", "fine-tune t0", "fixed t=20"]
     header += ["fixed t=50", "GP + γ", "grid + γ"]
     sp, summ = r["calibration_speed"], r["summary"]
     text = f"""# personalize — per-subject AF detection with on-device calibration of t
 
-Command: `ecgedge bench personalize` (bundle `{r["bundle"]}`). Per subject the first
+Command: `ecgedge bench personalize --bundle DIR{
+        f" --report {report}" if report != "personalize" else ""
+    }` (bundle `{r["bundle"]}`). Per subject the first
 {r["protocol"]["calibration_fraction"]:.0%} of each rhythm's windows (by time) calibrate,
 the rest test, less the test windows that overlap a calibration window (BENCHMARKS.md says
 the first 10% of all data; with paroxysmal AF that part rarely holds both rhythms); labels
