@@ -339,6 +339,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--experiments", default=",".join(EXPERIMENTS))
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--schedule", default="scaled", choices=("scaled", "ddpm"))
+    p.add_argument("--seed", type=int, default=0, help="encoder seed (the VAE is seed 0)")
     p.add_argument("--reuse-vae", action="store_true", help="load OUT/vae.pt if present")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -350,7 +351,7 @@ def main(argv: list[str]) -> None:
         f_train,
         f_val,
         Path(a.out),
-        base=DACLTrainConfig(steps=a.steps, batch_size=a.batch, schedule=a.schedule),
+        base=DACLTrainConfig(steps=a.steps, batch_size=a.batch, schedule=a.schedule, seed=a.seed),
         vae_steps=a.vae_steps,
         experiments=tuple(a.experiments.split(",")),
         reuse_vae=a.reuse_vae,
