@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from tqdm.auto import tqdm
 
 from export.errors import ParityError
 from export.model_card import write_model_card
 from export.onnx_export import OPSET, compare, export_head
+from export.quantize import mixed_precision_int8
 from sdk.bundle import load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.head import SoftmaxHead
@@ -36,6 +38,10 @@ from trainer.metrics import aggregate_by_record, encode, rhythm_report
 from trainer.probe import build_extractor, load_head
 
 FP32_PARITY_TOL = 1e-4
+CALIBRATION_WINDOWS = 256
+INT8_BUDGET = 0.02  # mean max |Δp| of the head on calibration windows (as raw bundles)
+INT8_LIMIT = 0.01  # largest validation drop of challenge F1 / AUROC the INT8 file may cost
+GATED_METRICS = ("challenge_f1", "auroc_normal_vs_af_other")
 
 
 def _tensor(name: str, shape: list[Any], dtype: str = "float32") -> dict[str, Any]:
@@ -79,8 +85,11 @@ def _check_parity(name: str, reference: list[np.ndarray], got: list[np.ndarray])
     return worst
 
 
-def build_multimodal_bundle(raw_bundle: Path, run: Path, out: Path) -> dict[str, Any]:
-    """Write the multimodal bundle to ``out``; return parity and SDK validation figures."""
+def build_multimodal_bundle(
+    raw_bundle: Path, run: Path, out: Path, *, int8: bool = True
+) -> dict[str, Any]:
+    """Write the multimodal bundle to ``out``; return parity and SDK validation figures
+    (and, with ``int8``, the gated mixed-precision INT8 raw embedder's)."""
     import onnxruntime as ort
 
     base = load_bundle(raw_bundle)
@@ -192,13 +201,102 @@ def build_multimodal_bundle(raw_bundle: Path, run: Path, out: Path) -> dict[str,
     manifest["provenance"]["modality_runs"] = meta["runs"]
     manifest["metrics"] = {"multimodal_probe": json.loads((run / "probe.json").read_text())["rows"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    fp32_val = _sdk_val(out, val, "fp32")
+    figures: dict[str, Any] = {"parity_max_rel": parity, "sdk_val": fp32_val}
+    if int8:
+        train, _ = cinc2017_split(raw_cfg.data)
+        figures["int8"] = _add_int8(out, manifest, train, val, fp32_val, meta["t"]["raw"])
     write_model_card(out)
-    return {"parity_max_rel": parity, "sdk_val": _sdk_val(out, val)}
+    return figures
 
 
-def _sdk_val(out: Path, val: Any) -> dict[str, Any]:
-    """Validation metrics with the bundle run by the SDK (window batches, as the probe)."""
+def _add_int8(
+    out: Path, manifest: dict[str, Any], train: Any, val: Any, fp32_val: dict, t: int
+) -> dict[str, Any]:
+    """Mixed-precision INT8 for the raw embedder (the layers the head's probabilities
+    tolerate, as for raw bundles), kept only if the validation metrics hold within
+    ``INT8_LIMIT``; otherwise the bundle stays FP32 and the figures say why."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    n = min(CALIBRATION_WINDOWS, len(train.windows))
+    idx = np.sort(rng.choice(len(train.windows), n, replace=False))
+    inputs = WindowInputs(train.windows[idx], train.rr[idx], train.lorenz[idx])
     clf = WindowClassifier(load_bundle(out), threads=2)
+    steps = clf.resolve_t(None)
+    fixed = {m: clf.embed_modality(m, inputs, steps[m]) for m in clf.modalities if m != "raw"}
+    noise = clf.noise["raw"]
+
+    def proba(raw_part: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray:
+        feats = clf.combine({"raw": raw_part, **fixed}, inputs.rr)
+        return clf.head.run({"features": feats}, ["probabilities"])[0]
+
+    reference = proba(clf.embed_modality("raw", inputs, t))
+
+    def error_of(path: Path) -> float:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        x = inputs.windows
+        emb, tok = sess.run(
+            ["embedding", "tokens"],
+            {
+                "x": x,
+                "t": np.full(len(x), t, np.int64),
+                "noise": np.broadcast_to(noise, x.shape).copy(),
+            },
+        )
+        return float(np.abs(proba((emb, tok)) - reference).max(axis=1).mean())
+
+    with tqdm(desc="INT8 layer sensitivity", unit="trial", leave=False) as bar:
+        kept, err = mixed_precision_int8(
+            out / "embedder.fp32.onnx",
+            out / "embedder.int8.onnx",
+            inputs.windows,
+            t,
+            noise,
+            error_of,
+            budget=INT8_BUDGET,
+            progress=lambda _msg: bar.update(1),
+        )
+    entry = dict(manifest["files"][0], path="embedder.int8.onnx", precision="int8")
+    entry["sha256"] = sha256_file(out / "embedder.int8.onnx")
+    entry["bytes"] = (out / "embedder.int8.onnx").stat().st_size
+    manifest["files"].append(entry)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    int8_val = _sdk_val(out, val, "int8")
+    drop = {k: fp32_val[k]["value"] - int8_val[k]["value"] for k in GATED_METRICS}
+    result = {
+        "layers_kept_float": kept,
+        "mean_max_prob_change": err,
+        "budget": INT8_BUDGET,
+        "sdk_val": int8_val,
+        "drop": drop,
+        "limit": INT8_LIMIT,
+    }
+    if max(drop.values()) > INT8_LIMIT:  # refused: the bundle stays FP32, and says so
+        manifest["files"].remove(entry)
+        (out / "embedder.int8.onnx").unlink()
+        result["shipped"] = False
+    else:
+        result["shipped"] = True
+    manifest["provenance"]["int8_calibration"] = {
+        "windows": int(n),
+        "layers_kept_float": kept,
+        "budget_mean_max_prob_change": INT8_BUDGET,
+        "mean_max_prob_change": err,
+        "shipped": result["shipped"],
+    }
+    manifest["metrics"]["rhythm_val_sdk"] = {
+        "val_fp32": fp32_val,
+        "val_int8": int8_val,
+        "int8_drop": drop,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return result
+
+
+def _sdk_val(out: Path, val: Any, precision: str) -> dict[str, Any]:
+    """Validation metrics with the bundle run by the SDK (window batches, as the probe)."""
+    clf = WindowClassifier(load_bundle(out), precision=precision, threads=2)
     proba = np.concatenate(
         [
             clf.classify(
