@@ -67,9 +67,16 @@ def run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
         header, [_row(k, results[k]) for k in ("dacl", *[k for k in keys if "ablation" in k])]
     )
     tc = results["train"]
+    schedule = tc.get("schedule", "scaled")
+    sched_text = (
+        "betas 1e-4 … 0.02 over the 50 steps (ᾱ_50 ≈ 0.60)"
+        if schedule == "ddpm"
+        else "DDPM linear betas stretched so 50 steps span 1000 (ᾱ_50 ≈ 8e-6)"
+    )
     md = f"""# dacl — DACL, baselines and timestep ablation (CinC 2017, validation split)
 
-Command: `python -m trainer.dacl {run_dir} --steps {tc["steps"]} --batch {tc["batch_size"]}`, then
+Command: `python -m trainer.dacl {run_dir} --steps {tc["steps"]} --batch {tc["batch_size"]}
+--schedule {schedule} --seed {tc.get("seed", 0)}` (noise schedule: {sched_text}), then
 `ecgedge bench dacl --run {run_dir}`. Features: kymatio Scattering1D (J 6, Q 8) of each
 standardized 10 s window, log, time mean and std (250); VAE latent 32 (μ = z_0); encoders
 trained {tc["steps"]} steps, batch {tc["batch_size"]}, Adam lr {tc["lr"]}, margin {tc["margin"]},
