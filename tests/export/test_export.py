@@ -12,6 +12,7 @@ from export.errors import AccuracyGateError
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.synthetic import synthetic_ecg
+from sdk.windowing import record_windows
 from trainer.config import load_preset
 from trainer.probe import run_probe
 from trainer.train_diffusion import train
@@ -57,13 +58,10 @@ def test_shipped_int8_embedder_matches_fp32_within_tolerance():
     bundle = load_bundle(default_bundle_path())
     m = bundle.manifest
     ecg = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=m.fs, seed=5)
-    w = m.window_samples
-    x = np.stack([ecg.signal[s : s + w] for s in range(0, ecg.signal.size - w, w // 2)])
-    x = ((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True))[:, None].astype(np.float32)
-    rr = np.zeros((len(x), len(m.head_features["rr_features"])), dtype=np.float32)
-    t = m.default_t["raw"]
-    p32 = WindowClassifier(bundle, precision="fp32").classify(WindowInputs(x, rr), t)
-    p8 = WindowClassifier(bundle, precision="int8").classify(WindowInputs(x, rr), t)
+    rw = record_windows(ecg.signal, m.fs, m.preprocess, m.window_samples, m.hop_samples)
+    inputs = WindowInputs(rw.windows, rw.rr, rw.lorenz)
+    p32 = WindowClassifier(bundle, precision="fp32").classify(inputs)
+    p8 = WindowClassifier(bundle, precision="int8").classify(inputs)
     assert np.max(np.abs(p32 - p8)) <= INT8_PROB_TOL
 
 

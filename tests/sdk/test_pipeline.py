@@ -12,10 +12,8 @@ from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.errors import BlockError, SampleRateError
 from sdk.events import EpisodeEvent, WindowEvent
 from sdk.pipeline import StreamPipeline
-from sdk.preprocess import preprocess, standardize_window
-from sdk.rpeaks import detect_rpeaks
-from sdk.rr import rr_features
 from sdk.synthetic import synthetic_ecg
+from sdk.windowing import record_windows
 
 FS = 250.0
 #: streaming vs offline window probabilities (FP32 embedder), max relative difference
@@ -49,16 +47,9 @@ def stream(bundle, x, block_sizes, **kwargs):
 def offline_probabilities(bundle, x):
     """The trainer's way: preprocess the whole record, cut aligned windows, classify."""
     m = bundle.manifest
-    y = preprocess(x, FS, m.preprocess)[:, 0]
-    peaks = detect_rpeaks(y, m.fs)
-    n, w, h = y.size, m.window_samples, m.hop_samples
-    starts = list(range(0, n - w + 1, h))
-    if starts[-1] + w < n:
-        starts.append(n - w)
+    rw = record_windows(x, FS, m.preprocess, m.window_samples, m.hop_samples)
     clf = WindowClassifier(bundle, precision="fp32")
-    wins = np.stack([standardize_window(y[s : s + w])[None] for s in starts])
-    rr = np.stack([rr_features(peaks[(peaks >= s) & (peaks < s + w)] - s, m.fs) for s in starts])
-    return clf.classify(WindowInputs(wins, rr), m.default_t["raw"])
+    return clf.classify(WindowInputs(rw.windows, rw.rr, rw.lorenz))
 
 
 def probs(events):

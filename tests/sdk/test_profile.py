@@ -26,7 +26,7 @@ def bundle():
 
 def make_profile(bundle, t: int = 42) -> UserProfile:
     m = bundle.manifest
-    d = m.head_features["embedding_dim"] + len(m.head_features["rr_features"])
+    d = int(m.file("head").inputs[0].shape[1])  # embeddings (+ fused) ++ RR features
     k = len(m.classes)
     rng = np.random.default_rng(0)
     head = SoftmaxHead(
