@@ -237,7 +237,16 @@ def load_bundle(root: Path | str) -> Bundle:
             f"manifest is not valid JSON: {exc}", path=str(manifest_path), reason="malformed"
         ) from exc
     manifest = parse_manifest(data, str(manifest_path))
-    for f in manifest.files:
+    extra = data.get("streaming")  # a stateful step model beside the files (LRU bundles)
+    checked = list(manifest.files)
+    if isinstance(extra, dict):
+        try:
+            checked.append(ModelFile(str(extra["path"]), "embedder", "fp32", str(extra["sha256"])))
+        except KeyError as exc:
+            raise BundleError(
+                f"streaming entry lacks {exc}", path=str(manifest_path), reason="malformed"
+            ) from exc
+    for f in checked:
         file_path = (root / f.path).resolve()
         if root.resolve() not in file_path.parents:
             raise BundleError("file path escapes the bundle", path=f.path, reason="path")

@@ -90,3 +90,23 @@ def test_declared_shape_mismatch_is_refused_when_the_model_loads(bundle_copy):
     with pytest.raises(BundleError) as err:
         WindowClassifier(load_bundle(bundle_copy))
     assert err.value.reason == "shape"
+
+
+def test_streaming_step_model_is_verified_like_every_file(bundle_copy):
+    from sdk.bundle import sha256_file
+
+    step = bundle_copy / "embedder_step.fp32.onnx"
+    step.write_bytes(b"step model bytes")
+    edit_manifest(
+        bundle_copy,
+        lambda d: d.update(streaming={"path": step.name, "sha256": sha256_file(step)}),
+    )
+    load_bundle(bundle_copy)
+    step.write_bytes(b"step model bytez")
+    with pytest.raises(BundleError) as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "checksum"
+    edit_manifest(bundle_copy, lambda d: d.update(streaming={"path": step.name}))
+    with pytest.raises(BundleError) as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "malformed"
