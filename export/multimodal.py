@@ -75,7 +75,20 @@ def _export(
         opset_version=OPSET,
         dynamo=False,
     )
-    onnx.checker.check_model(onnx.load(str(path)))
+    model = onnx.load(str(path))
+    with torch.no_grad():
+        shapes = [tuple(o.shape) for o in _as_tuple(module(*args))]
+    for out, shape in zip(model.graph.output, shapes):
+        # the tracer leaves pooled axes symbolic; only the batch axis is free (TensorRT rule)
+        for dim, size in zip(list(out.type.tensor_type.shape.dim)[1:], shape[1:]):
+            dim.ClearField("dim_param")
+            dim.dim_value = int(size)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _as_tuple(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return out if isinstance(out, tuple) else (out,)
 
 
 def _check_parity(name: str, reference: list[np.ndarray], got: list[np.ndarray]) -> float:
