@@ -244,14 +244,15 @@ def build_bundle_engines(
 ) -> list[Path]:
     """Check the bundle's graphs against the TensorRT rules, then build its engines.
 
-    The embedder at each of ``precisions`` the bundle carries, and the head (FP32).
+    The raw embedder at each of ``precisions`` the bundle carries; the other modalities'
+    embedders, the fusion and the head at the precision they ship in.
     """
     bundle = load_bundle(Path(bundle_dir))
     m = bundle.manifest
     files = [
         m.file("embedder", p)
         for p in precisions
-        if any(f.role == "embedder" and f.precision == p for f in m.files)
+        if any(f.role == "embedder" and f.precision == p and f.modality == "raw" for f in m.files)
     ]
     if not files:
         have = sorted({f.precision for f in m.files if f.role == "embedder"})
@@ -260,6 +261,8 @@ def build_bundle_engines(
             path=str(bundle_dir),
             precision=",".join(precisions),
         )
+    files += [m.file("embedder", None, mod) for mod in m.modalities if mod != "raw"]
+    files += [m.file("fusion")] if m.has("fusion") else []
     files.append(m.file("head"))
     paths = [bundle.path_of(f) for f in files]
     require_tensorrt_ready(paths)

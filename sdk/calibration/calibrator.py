@@ -52,7 +52,11 @@ class Calibrator:
     bundle : the verified bundle the profile will be bound to.
     objective : ``"gamma"`` (default), ``"delta_acc"``, ``"delta_f1"`` or ``"delta_loss"``.
     t_box : inclusive (lo, hi) range of t searched for every modality.
-    max_evals, max_seconds, n_init, seed : budgets and initial design of the optimizer.
+    max_evals, max_seconds, n_init, seed : budgets and initial design of the optimizer
+        (``max_evals`` counts objective evaluations).
+    max_extractor_evals : budget of extractor runs over the calibration windows (one per
+        new (modality, t); the cost that matters on a device). With several modalities an
+        objective evaluation may need one per modality; the search stops before exceeding it.
     r : the update at which the objective is read (γ compares ω_r and ω_{r+1}).
     precision, threads, backend : how the embedders run (see :class:`WindowClassifier`).
 
@@ -67,6 +71,7 @@ class Calibrator:
         objective: str = "gamma",
         t_box: tuple[int, int] = DEFAULT_T_BOX,
         max_evals: int = 30,
+        max_extractor_evals: int | None = 30,
         max_seconds: float | None = None,
         n_init: int = 4,
         r: int = 5,
@@ -84,6 +89,7 @@ class Calibrator:
         if not 0 <= t_box[0] <= t_box[1] <= m.t_max:
             raise ConfigError(f"0 <= lo <= hi <= {m.t_max} must hold for t_box", field="t_box")
         self.bundle, self.objective, self.t_box = bundle, objective, t_box
+        self.max_extractor_evals = max_extractor_evals
         self.max_evals, self.max_seconds, self.n_init, self.r, self.seed = (
             max_evals,
             max_seconds,
@@ -218,6 +224,10 @@ class Calibrator:
             if progress is not None:
                 progress(i, dict(zip(mods, steps)), value)
 
+        def over_budget() -> bool:  # could the next evaluation exceed the extractor budget?
+            limit = self.max_extractor_evals
+            return limit is not None and len(cache) + len(mods) > limit
+
         search = maximize_integer(
             objective,
             [self.t_box] * len(mods),
@@ -226,8 +236,11 @@ class Calibrator:
             max_seconds=self.max_seconds,
             seed=self.seed,
             progress=report,
-            should_stop=should_stop,
+            should_stop=lambda: over_budget() or (should_stop is not None and should_stop()),
         )
+        if search.stopped == "cancelled" and over_budget():
+            if should_stop is None or not should_stop():
+                search.stopped = "extractor_budget"
         if search.evaluations == 0:
             raise ConfigError("calibration stopped before any evaluation", field="should_stop")
         head = fit_softmax_head(features(search.best_x), y, self.classes)

@@ -26,7 +26,7 @@ from export.tensorrt_build import (
     trtexec_command,
     trtexec_lines,
 )
-from sdk.bundle import default_bundle_path, sha256_file
+from sdk.bundle import default_bundle_path, load_bundle, sha256_file
 from sdk.trt_runtime import engine_name
 
 BUNDLE = default_bundle_path()
@@ -252,11 +252,13 @@ def test_bundle_engines_check_the_rules_first(monkeypatch, jetson_bundle, tmp_pa
     monkeypatch.setattr(tb, "tensorrt_module", lambda: trt)
     monkeypatch.setattr(tb, "compute_capability", lambda: (8, 7))
     paths = build_bundle_engines(jetson_bundle, ("fp16", "int8"), cache_dir=tmp_path)
-    assert [p.name.split(".")[:2] for p in paths] == [
-        ["embedder", "fp16"],
-        ["embedder", "int8"],
-        ["head", "fp32"],
-    ]
+    m = load_bundle(jetson_bundle).manifest
+    others = [m.file("embedder", None, mod).path for mod in m.modalities if mod != "raw"]
+    others += [m.file("fusion").path] if m.has("fusion") else []
+    names = [p.name for p in paths]
+    assert names[0].startswith("embedder.fp16.") and names[1].startswith("embedder.int8.")
+    assert len(names) == 3 + len(others) and names[-1].startswith("head.fp32.")
+    assert all(n.startswith(o.removesuffix(".onnx") + ".") for n, o in zip(names[2:-1], others))
     with pytest.raises(JetsonRuleError, match="qdq-zero-point"):
         build_bundle_engines(BUNDLE, ("int8",), cache_dir=tmp_path)  # the CPU-form INT8 graph
     with pytest.raises(EngineBuildError, match="no embedder"):
@@ -281,10 +283,14 @@ def test_model_card_carries_the_trtexec_lines(jetson_bundle, tmp_path):
     shutil.copytree(jetson_bundle, root)
     card = write_model_card(root).read_text()
     lines = trtexec_lines(json.loads((root / "manifest.json").read_text()))
-    assert len(lines[10]) == 4 and len(lines[11]) == 4  # fp32, fp16, int8 embedders + head
+    manifest = json.loads((root / "manifest.json").read_text())
+    n_onnx = sum(f["path"].endswith(".onnx") for f in manifest["files"])
+    assert len(lines[10]) == len(lines[11]) == n_onnx  # every graph, head included
     for line in lines[10] + lines[11]:
         assert line in card
-    assert "trtexec --onnx=head.onnx --minShapes=features:1x313" in card
+    head = next(f for f in manifest["files"] if f["role"] == "head")
+    d = head["inputs"][0]["shape"][1]
+    assert f"trtexec --onnx=head.onnx --minShapes=features:1x{d}" in card
     cpu = tmp_path / "cpu"
     shutil.copytree(BUNDLE, cpu)
     assert "trtexec" not in write_model_card(cpu).read_text()  # CPU-form INT8 is not for TensorRT

@@ -48,11 +48,13 @@ def test_recording_windows_take_the_majority_label(bundle, recording):
 
 def test_calibration_finds_t_in_the_box_within_budget_and_fits_the_user(bundle, recording):
     seen = []
-    cal = make(bundle, recording, max_evals=5, n_init=3)
+    mods = bundle.manifest.modalities
+    cal = make(bundle, recording, max_evals=5, n_init=3, max_extractor_evals=None)
     res = cal.calibrate(user="u7", progress=lambda i, t, s: seen.append((i, t, s)))
     p = res.profile
-    assert 1 <= p.t["raw"] <= 60 and set(p.t) == {"raw"}
-    assert res.search.evaluations == 5 == len(seen) and res.extractor_evaluations <= 5
+    assert set(p.t) == set(mods) and all(1 <= t <= 60 for t in p.t.values())
+    assert res.search.evaluations == 5 == len(seen)
+    assert res.extractor_evaluations <= 5 * len(mods)
     assert [i for i, _, _ in seen] == [1, 2, 3, 4, 5]
     assert p.bundle_sha256 == bundle.manifest_sha256 and p.user == "u7"
     counts = p.calibration["label_counts"]
@@ -62,6 +64,14 @@ def test_calibration_finds_t_in_the_box_within_budget_and_fits_the_user(bundle, 
     clf = WindowClassifier(bundle)
     proba = clf.classify(inputs, p.t, p.head)
     assert np.mean(proba.argmax(1) == y) >= 0.95
+
+
+def test_extractor_budget_stops_the_search(bundle, recording):
+    mods = len(bundle.manifest.modalities)
+    res = make(bundle, recording, max_evals=30, max_extractor_evals=4 * mods).calibrate()
+    assert res.extractor_evaluations <= 4 * mods
+    assert res.search.stopped in ("extractor_budget", "budget")
+    assert res.profile.calibration["extractor_evaluations"] == res.extractor_evaluations
 
 
 def test_objectives_are_selectable_and_unknown_ones_refused(bundle, recording):

@@ -137,4 +137,6 @@ def test_pipeline_uses_a_profile_and_falls_back_from_a_bad_one(bundle, tmp_path,
 
 def test_explicit_t_overrides_the_profile(bundle):
     p = StreamPipeline(bundle, fs_in=250.0, profile=make_profile(bundle, t=42), t=5)
-    assert p.t == 5 and p.t_steps == {"raw": 5}
+    assert p.t == 5 and p.t_steps["raw"] == 5
+    defaults = {m: t for m, t in bundle.manifest.default_t.items() if m != "raw"}
+    assert {m: t for m, t in p.t_steps.items() if m != "raw"} == defaults  # profile: raw only

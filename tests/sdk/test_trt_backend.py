@@ -240,7 +240,8 @@ def test_ort_tensorrt_options_carry_the_window_profile(tmp_path):
 
 def test_profile_shapes_and_engine_names():
     spec = load_bundle(BUNDLE).manifest.file("head")
-    assert profile_shapes(spec.inputs, max_batch=4) == {"features": ((1, 313), (1, 313), (4, 313))}
+    d = int(spec.inputs[0].shape[1])
+    assert profile_shapes(spec.inputs, max_batch=4) == {"features": ((1, d), (1, d), (4, d))}
     onnx_path = BUNDLE / "embedder.int8.onnx"
     name = engine_name(onnx_path, "int8", "10.3.0", (8, 7))
     assert name.startswith("embedder.int8.trt10.3.0.sm87.b8.") and name.endswith(".engine")
@@ -269,7 +270,7 @@ def test_engine_runs_like_onnx_runtime_and_checks_inputs(fakes, tmp_path):
     spec = bundle.manifest.file("embedder", "fp32")
     _fake_engines(tmp_path, BUNDLE, [spec])
     model = open_model(bundle.path_of(spec), backend="trt-engine", spec=spec, engine_dir=tmp_path)
-    assert model.input_names == ["x", "t", "noise"] and model.output_names == ["embedding"]
+    assert model.input_names == ["x", "t", "noise"] and "embedding" in model.output_names
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 1, 1280)).astype(np.float32)
     feeds = {"x": x, "t": np.ones(3, np.int64), "noise": np.zeros_like(x)}
@@ -359,11 +360,15 @@ def test_classifier_runs_on_engines_like_on_onnx_runtime(fakes, tmp_path):
 
     bundle = load_bundle(BUNDLE)
     m = bundle.manifest
-    _fake_engines(tmp_path, BUNDLE, [m.file("embedder", "fp32"), m.file("head")])
+    models = [m.file("embedder", "fp32", mod) for mod in m.modalities] + [m.file("head")]
+    models += [m.file("fusion")] if m.has("fusion") else []
+    _fake_engines(tmp_path, BUNDLE, models)
     rng = np.random.default_rng(1)
+    grid = 24  # the Lorenz image's size (sdk.modalities.LorenzSpec)
     inputs = WindowInputs(
         rng.standard_normal((4, 1, 1280)).astype(np.float32),
         rng.random((4, len(m.head_features["rr_features"]))).astype(np.float32),
+        rng.uniform(-1, 1, (4, grid, grid)).astype(np.float32),
     )
     on_trt = WindowClassifier(bundle, precision="fp32", backend="trt-engine", engine_dir=tmp_path)
     on_cpu = WindowClassifier(bundle, precision="fp32")
