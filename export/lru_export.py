@@ -12,47 +12,21 @@ DACL embedder: ``features`` (B, F) raw scattering features and ``t`` (B,) int64 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
-from export.onnx_export import OPSET, Parity, compare
+from export.onnx_export import Parity, compare, export_module
 from trainer.models.diffae import LRUEmbedder
 from trainer.models.lru import LRUEncoder, LRUStepModel
-
-
-def _export(
-    module: torch.nn.Module,
-    args: tuple[torch.Tensor, ...],
-    path: Path,
-    inputs: list[str],
-    outputs: list[str],
-) -> None:
-    dyn = {name: {0: "batch"} for name in (*inputs, *outputs)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            args,
-            str(path),
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=dyn,
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    onnx.checker.check_model(onnx.load(str(path)))
 
 
 def export_lru_embedder(encoder: LRUEncoder, window: int, path: Path) -> None:
     """Whole-window embedder with the SDK's (x, t, noise) interface."""
     x = torch.zeros(2, 1, window)
     t = torch.tensor([1, 2], dtype=torch.int64)
-    _export(
+    export_module(
         LRUEmbedder(encoder), (x, t, torch.zeros_like(x)), path, ["x", "t", "noise"], ["embedding"]
     )
 
@@ -69,13 +43,13 @@ def export_lru_step(encoder: LRUEncoder, blocks_per_window: int, path: Path) -> 
     """Stateful step model: one block of ``cfg.block_samples`` samples per call."""
     step = LRUStepModel(encoder, blocks_per_window)
     args = (torch.zeros(2, 1, encoder.cfg.block_samples), *step.initial(2))
-    _export(step, args, path, *step_io_names(encoder.cfg.layers))
+    export_module(step, args, path, *step_io_names(encoder.cfg.layers))
 
 
 def export_dacl_embedder(embedder: torch.nn.Module, n_features: int, path: Path) -> None:
     f = torch.zeros(2, n_features)
     t = torch.tensor([0, 1], dtype=torch.int64)
-    _export(embedder, (f, t), path, ["features", "t"], ["embedding"])
+    export_module(embedder, (f, t), path, ["features", "t"], ["embedding"])
 
 
 def session(path: Path):  # noqa: ANN201 - onnxruntime session

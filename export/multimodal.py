@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from tqdm.auto import tqdm
 
 from export.errors import ParityError
 from export.model_card import write_model_card
-from export.onnx_export import OPSET, compare, export_head
+from export.onnx_export import compare, export_head, export_module
 from export.quantize import mixed_precision_int8
 from sdk.bundle import load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
@@ -61,36 +60,6 @@ def _entry(root: Path, name: str, role: str, inputs: list, outputs: list, **extr
     }
 
 
-def _export(
-    module: torch.nn.Module, args: tuple, inputs: list[str], outputs: list[str], path: Path
-):
-    axes = {name: {0: "batch"} for name in inputs + outputs}
-    torch.onnx.export(
-        module.eval(),
-        args,
-        str(path),
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=axes,
-        opset_version=OPSET,
-        dynamo=False,
-    )
-    model = onnx.load(str(path))
-    with torch.no_grad():
-        shapes = [tuple(o.shape) for o in _as_tuple(module(*args))]
-    for out, shape in zip(model.graph.output, shapes):
-        # the tracer leaves pooled axes symbolic; only the batch axis is free (TensorRT rule)
-        for dim, size in zip(list(out.type.tensor_type.shape.dim)[1:], shape[1:]):
-            dim.ClearField("dim_param")
-            dim.dim_value = int(size)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def _as_tuple(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    return out if isinstance(out, tuple) else (out,)
-
-
 def _check_parity(name: str, reference: list[np.ndarray], got: list[np.ndarray]) -> float:
     worst = max(compare(r, g).max_rel for r, g in zip(reference, got))
     if worst > FP32_PARITY_TOL:
@@ -123,12 +92,12 @@ def build_multimodal_bundle(
         name = "embedder.fp32.onnx" if mod == "raw" else f"embedder.{mod}.fp32.onnx"
         tt = torch.full((x.shape[0],), t, dtype=torch.int64)
         xx, nn_ = torch.from_numpy(x), torch.from_numpy(noise).expand(x.shape[0], *noise.shape[1:])
-        _export(
+        export_module(
             extractor,
             (xx, tt, nn_.contiguous()),
+            out / name,
             ["x", "t", "noise"],
             ["embedding", "tokens"],
-            out / name,
         )
         with torch.no_grad():
             ref = [r.numpy() for r in extractor(xx, tt, nn_.contiguous())]
@@ -158,7 +127,7 @@ def build_multimodal_bundle(
     fusion = load_fusion(run / "fusion.pt")
     args = tuple(torch.from_numpy(tokens_ref[m]) for m in MODALITIES)
     names = [f"tokens_{m}" for m in MODALITIES]
-    _export(fusion, args, names, ["fused"], out / "fusion.onnx")
+    export_module(fusion, args, out / "fusion.onnx", names, ["fused"])
     with torch.no_grad():
         ref_fused = fusion(*args).numpy()
     sess = ort.InferenceSession(str(out / "fusion.onnx"), providers=["CPUExecutionProvider"])

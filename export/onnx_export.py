@@ -18,21 +18,42 @@ def export_extractor(extractor: torch.nn.Module, window: int, n_leads: int, path
     """Write the extractor: inputs ``x`` and ``noise`` (B, leads, L) float32, ``t`` (B,) int64."""
     x = torch.zeros(2, n_leads, window)
     t = torch.tensor([1, 2], dtype=torch.int64)
-    batch = {0: "batch"}
+    export_module(extractor, (x, t, torch.zeros_like(x)), path, ["x", "t", "noise"], ["embedding"])
+
+
+def export_module(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+) -> None:
+    """Export ``module(*args)`` with a free batch axis only: every other axis of every output
+    is fixed to the traced size (the tracer leaves pooled axes symbolic; TensorRT needs them
+    static)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            extractor.eval(),
-            (x, t, torch.zeros_like(x)),
+            module.eval(),
+            args,
             str(path),
-            input_names=["x", "t", "noise"],
-            output_names=["embedding"],
-            dynamic_axes={"x": batch, "t": batch, "noise": batch, "embedding": batch},
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in (*inputs, *outputs)},
             opset_version=OPSET,
             dynamo=False,
         )
-    onnx.checker.check_model(onnx.load(str(path)))
+        with torch.no_grad():
+            traced = module(*args)
+    shapes = [tuple(o.shape) for o in (traced if isinstance(traced, tuple) else (traced,))]
+    model = onnx.load(str(path))
+    for out, shape in zip(model.graph.output, shapes):
+        for dim, size in zip(list(out.type.tensor_type.shape.dim)[1:], shape[1:]):
+            dim.ClearField("dim_param")
+            dim.dim_value = int(size)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def export_head(weight: np.ndarray, bias: np.ndarray, path: Path) -> None:

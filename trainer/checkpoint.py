@@ -39,8 +39,8 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (config, state_dict, payload); raise :class:`CheckpointError` if unreadable."""
+def read_payload(path: Path) -> dict[str, Any]:
+    """The checkpoint's payload (tensors and plain values only: ``weights_only=True``)."""
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path=str(path))
     try:
@@ -51,6 +51,12 @@ def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], dic
         raise CheckpointError(
             f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)
         )
+    return payload
+
+
+def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (config, state_dict, payload); raise :class:`CheckpointError` if unreadable."""
+    payload = read_payload(path)
     try:
         raw = payload["config"]
         table = {section: raw[section] for section in ("data", "model", "train")}

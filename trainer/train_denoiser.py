@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdk.preprocess import PreprocessSpec
-from trainer.checkpoint import FORMAT_VERSION, save_checkpoint
+from trainer.checkpoint import read_payload, save_checkpoint
 from trainer.config import parse_overrides
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
 from trainer.denoise_config import DenoiseRunConfig, build_denoise_config, load_denoise_preset
@@ -162,16 +162,7 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
 
 def load_denoiser(path: Path) -> tuple[DenoiseRunConfig, CDECGNet, dict[str, Any]]:
     """Rebuild a trained CD-ECGNet from its checkpoint (``weights_only=True``)."""
-    if not path.is_file():
-        raise CheckpointError("checkpoint not found", path=str(path))
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint: {exc}", path=str(path)) from exc
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)
-        )
+    payload = read_payload(path)
     try:
         raw = payload["config"]
         table = {s: raw[s] for s in ("data", "model", "train")}
