@@ -68,6 +68,18 @@ def _file_entry(
     }
 
 
+def training_data(data: Any, train: WindowSet, val: WindowSet) -> dict[str, Any]:
+    """The manifest's account of what a CinC-probed model was trained and validated on."""
+    return {
+        "pretrain": list(data.pretrain_databases),
+        "head": "cinc2017 train split",
+        "split_seed": data.split_seed,
+        "val_fraction": data.val_fraction,
+        "train_records": len(train.names),
+        "val_records": len(val.names),
+    }
+
+
 def _code_version() -> str:
     try:
         return subprocess.run(
@@ -259,14 +271,7 @@ def build_bundle(
     np.save(tmp / "noise.npy", noise.astype(np.float32))
     emb_dim = weight.shape[0] - len(RR_FEATURE_NAMES)
     provenance = {
-        "training_data": {
-            "pretrain": list(cfg.data.pretrain_databases),
-            "head": "cinc2017 train split",
-            "split_seed": cfg.data.split_seed,
-            "val_fraction": cfg.data.val_fraction,
-            "train_records": len(train.names),
-            "val_records": len(val.names),
-        },
+        "training_data": training_data(cfg.data, train, val),
         "config": cfg.to_dict(),
         "pretrain_steps": payload["step"],
         "code_version": _code_version(),

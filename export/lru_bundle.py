@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.build import _code_version, _file_entry, _sdk_scores, _tensor
+from export.build import _code_version, _file_entry, _sdk_scores, _tensor, training_data
 from export.errors import ParityError
 from export.lru_export import (
     embedder_parity,
@@ -181,14 +181,7 @@ def build_lru_bundle(run_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, A
     }
     extra = {
         "provenance": {
-            "training_data": {
-                "pretrain": list(cfg.data.pretrain_databases),
-                "head": "cinc2017 train split",
-                "split_seed": cfg.data.split_seed,
-                "val_fraction": cfg.data.val_fraction,
-                "train_records": len(train.names),
-                "val_records": len(val.names),
-            },
+            "training_data": training_data(cfg.data, train, val),
             "config": cfg.to_dict(),
             "pretrain_steps": payload["step"],
             "train_seconds": payload["extra"].get("train_seconds"),

@@ -27,14 +27,13 @@ from export.onnx_export import compare, export_head, export_module
 from export.quantize import mixed_precision_int8
 from sdk.bundle import load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
-from sdk.head import SoftmaxHead
 from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
 from sdk.rr import RR_FEATURE_NAMES
 from trainer.checkpoint import load_checkpoint
 from trainer.data.datasets import cinc2017_split
 from trainer.fusion import N_TOKENS, load_fusion
 from trainer.metrics import aggregate_by_record, encode, rhythm_report
-from trainer.probe import build_extractor, load_head
+from trainer.probe import build_extractor, load_head, read_head
 
 FP32_PARITY_TOL = 1e-4
 CALIBRATION_WINDOWS = 256
@@ -145,10 +144,7 @@ def build_multimodal_bundle(
             [_tensor("fused", ["batch", fusion.cfg.out_dim])],
         )
     )
-    z = np.load(run / "head.npz", allow_pickle=False)
-    head = SoftmaxHead(
-        z["weight"], z["bias"], z["mean"], z["scale"], tuple(str(c) for c in z["classes"])
-    )
+    head = read_head(run / "head.npz")
     w, b = head.folded()
     export_head(w, b, out / "head.onnx")
     n_feat, n_cls = w.shape

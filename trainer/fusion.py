@@ -29,7 +29,7 @@ from trainer.data.datasets import WindowSet, cinc2017_split
 from trainer.data.splits import stratified_split
 from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics, rhythm_report
 from trainer.models.fusion import CrossModalFusion, FusionConfig
-from trainer.probe import build_extractor, load_head
+from trainer.probe import build_extractor, load_head, save_head
 
 #: Bottleneck tokens kept per modality (raw 160 positions → 20, spectrogram 10, Lorenz 6).
 N_TOKENS = {"raw": 20, "spectrogram": 10, "lorenz": 6}
@@ -184,14 +184,7 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
         },
         out_dir / "fusion.pt",
     )
-    np.savez(
-        out_dir / "head.npz",
-        weight=head.weight,
-        bias=head.bias,
-        mean=head.mean,
-        scale=head.scale,
-        classes=np.asarray(head.classes),
-    )
+    save_head(out_dir / "head.npz", head)
     meta = {
         "runs": {m: str(p) for m, p in runs.items()},
         "t": {m: f.t for m, f in feats.items()},

@@ -133,24 +133,34 @@ def run_probe(checkpoint: Path, out_dir: Path | None = None) -> ProbeResult:
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            out_dir / "head.npz",
-            weight=head.weight,
-            bias=head.bias,
-            mean=head.mean,
-            scale=head.scale,
-            classes=np.asarray(head.classes),
-            t=np.asarray(t),
-            noise=noise,
-        )
+        save_head(out_dir / "head.npz", head, t=np.asarray(t), noise=noise)
         (out_dir / "probe.json").write_text(json.dumps(report, indent=2))
     return ProbeResult(t, head, t_scores, report)
 
 
-def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
-    """Read ``head.npz`` written by :func:`run_probe` (no pickle)."""
+def save_head(path: Path, head: SoftmaxHead, **extra: np.ndarray) -> None:
+    """Write ``head.npz``: the head's arrays and ``extra`` ones (e.g. ``t``, ``noise``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        weight=head.weight,
+        bias=head.bias,
+        mean=head.mean,
+        scale=head.scale,
+        classes=np.asarray(head.classes),
+        **extra,
+    )
+
+
+def read_head(path: Path) -> SoftmaxHead:
+    """The head of a ``head.npz`` (no pickle)."""
     z = np.load(path, allow_pickle=False)
-    head = SoftmaxHead(
+    return SoftmaxHead(
         z["weight"], z["bias"], z["mean"], z["scale"], tuple(str(c) for c in z["classes"])
     )
-    return head, int(z["t"]), z["noise"]
+
+
+def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
+    """Head, t and inference noise of a probe's ``head.npz`` (written by :func:`run_probe`)."""
+    z = np.load(path, allow_pickle=False)
+    return read_head(path), int(z["t"]), z["noise"]

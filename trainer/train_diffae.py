@@ -34,6 +34,7 @@ from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_report
 from trainer.models.diffae import DiffAE
 from trainer.models.lru import LRUConfig
 from trainer.models.unet1d import UNetConfig
+from trainer.probe import save_head
 
 CHECKPOINT = "diffae.pt"
 
@@ -210,16 +211,8 @@ def run_probe(run_dir: Path) -> dict[str, Any]:
     report["train_seconds"] = payload["extra"].get("train_seconds")
     report["steps"] = payload["step"]
     report["split"] = {"val_records": len(val_ws.names), "seed": cfg.data.split_seed}
-    np.savez(
-        run_dir / "head.npz",
-        weight=head.weight,
-        bias=head.bias,
-        mean=head.mean,
-        scale=head.scale,
-        classes=np.asarray(head.classes),
-        t=np.asarray(0),
-        noise=np.zeros((1, 1, cfg.data.window), np.float32),
-    )
+    noise = np.zeros((1, 1, cfg.data.window), np.float32)
+    save_head(run_dir / "head.npz", head, t=np.asarray(0), noise=noise)
     np.savez(run_dir / "embeddings.npz", train=emb_train, val=emb_val)
     (run_dir / "probe.json").write_text(json.dumps(report, indent=2))
     return report
