@@ -119,6 +119,14 @@ def _cmd_export_multimodal(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+ANOMALY_BUNDLES = (
+    "sdk/default_bundle",
+    "bundles/diffecg-cpu",
+    "bundles/diffae-lru-cpu",
+    "bundles/dacl-cpu",
+)
+
+
 def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "bridge":
         from ecgedge.demo import demo_recording
@@ -164,6 +172,15 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             Path(args.out),
             bundle_dir=Path(args.bundle) if args.bundle else None,
             peers=not args.no_peers,
+        )
+        return 0
+    if args.name == "anomaly":
+        from trainer.bench.anomaly import run as run_anomaly
+
+        paths = [Path(b) for b in (args.bundle or ",".join(ANOMALY_BUNDLES)).split(",")]
+        run_anomaly(
+            {p.name: p for p in paths if args.bundle or (p / "manifest.json").is_file()},
+            Path(args.out),
         )
         return 0
     if args.name == "dacl":
@@ -409,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
             "rhythm-noise",
             "lru",
             "dacl",
+            "anomaly",
         ),
     )
     b.add_argument(
@@ -416,7 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="clean,6",
         help="rhythm-noise: input SNR levels in dB, 'clean' for no added noise",
     )
-    b.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    b.add_argument(
+        "--bundle",
+        help="bundle directory (default: the shipped bundle); anomaly: a comma-separated list",
+    )
     b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
     b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")
     b.add_argument("--minutes", type=float, default=30.0, help="stream: minutes of ECG to stream")

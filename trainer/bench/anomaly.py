@@ -1,0 +1,123 @@
+"""``ecgedge bench anomaly``: DACL-style anomaly AUROC for any bundle's embedder.
+
+The DACL anomaly score (METHODS.md §2) is a record's mean distance to the prototype (mean
+embedding) of the normal training windows; AUROC is Normal vs (AF + Other) on our CinC 2017
+validation split, noisy records excluded (as ``ecgedge bench dacl``). Here the embeddings
+come from a bundle through the SDK (ONNX Runtime, the bundle's default t), so the DiffECG
+extractor, the DiffAE-LRU encoder and the DACL encoder are scored the same way. Each block
+of the head input (every modality's embedding, the fused embedding, all of them together;
+never the RR features) is scored twice: plain Euclidean distance, and distance after
+z-scoring each dimension with the training windows' mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sdk.bundle import load_bundle
+from sdk.classifier import WindowClassifier, WindowInputs
+from trainer.bench.report import md_table, write_result
+from trainer.config import DataConfig
+from trainer.dacl import anomaly_report, standardize
+from trainer.data.datasets import WindowSet, cinc2017_split
+
+BATCH = 256
+
+
+def embedding_blocks(clf: WindowClassifier, ws: WindowSet, desc: str) -> dict[str, np.ndarray]:
+    """Every modality's embedding and the fused one (if any) of every window: name → (N, D)."""
+    t = clf.resolve_t(None)
+    blocks: dict[str, list[np.ndarray]] = {}
+    for i in tqdm(range(0, len(ws.windows), BATCH), desc=desc, unit="batch", leave=False):
+        sl = slice(i, i + BATCH)
+        inputs = WindowInputs(ws.windows[sl], ws.rr[sl], ws.lorenz[sl])
+        parts = {m: clf.embed_modality(m, inputs, t[m]) for m in clf.modalities}
+        for m in clf.modalities:
+            blocks.setdefault(m, []).append(parts[m][0])
+        if clf.fusion is not None:
+            feats = clf.combine(parts, inputs.rr)
+            width = sum(parts[m][0].shape[1] for m in clf.modalities)
+            blocks.setdefault("fused", []).append(feats[:, width : feats.shape[1] - clf.n_rr])
+    out = {k: np.concatenate(v).astype(np.float32) for k, v in blocks.items()}
+    if len(out) > 1:
+        out["all"] = np.concatenate(list(out.values()), axis=1)
+    return out
+
+
+def score_blocks(
+    train_blocks: dict[str, np.ndarray],
+    val_blocks: dict[str, np.ndarray],
+    train: WindowSet,
+    val: WindowSet,
+) -> dict[str, dict[str, Any]]:
+    """Anomaly AUROC of each block, plain and z-scored by the training statistics."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, tr in train_blocks.items():
+        va = val_blocks[name]
+        mean, std = standardize(tr)
+        rows[name] = {
+            "dim": int(tr.shape[1]),
+            "euclidean": anomaly_report(tr, va, train, val),
+            "z_scored": anomaly_report((tr - mean) / std, (va - mean) / std, train, val),
+        }
+    return rows
+
+
+def bundle_anomaly(bundle_dir: Path, train: WindowSet, val: WindowSet) -> dict[str, Any]:
+    """Embed both splits with one bundle and score every block."""
+    tic = time.perf_counter()
+    bundle = load_bundle(bundle_dir)
+    clf = WindowClassifier(bundle, precision="fp32", threads=1)
+    name = bundle.manifest.name
+    train_blocks = embedding_blocks(clf, train, f"{name} train")
+    val_blocks = embedding_blocks(clf, val, f"{name} val")
+    return {
+        "bundle": str(bundle_dir),
+        "name": name,
+        "t": clf.resolve_t(None),
+        "blocks": score_blocks(train_blocks, val_blocks, train, val),
+        "seconds": time.perf_counter() - tic,
+    }
+
+
+def _ci(r: dict[str, Any]) -> str:
+    lo, hi = r["ci95"]
+    return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def markdown(results: dict[str, dict[str, Any]], n_records: int) -> str:
+    rows = []
+    for label, res in results.items():
+        for block, r in res["blocks"].items():
+            rows.append([label, block, r["dim"], _ci(r["euclidean"]), _ci(r["z_scored"])])
+    table = md_table(
+        ["bundle", "embedding block", "dim", "AUROC, Euclidean", "AUROC, z-scored"], rows
+    )
+    cmd = ",".join(r["bundle"] for r in results.values())
+    return f"""# anomaly — DACL-style anomaly AUROC of every embedder (CinC 2017 validation split)
+
+Command: `ecgedge bench anomaly --bundle {cmd}`. Score: mean over a record's 10 s windows of
+the distance of the window's embedding (SDK, ONNX Runtime FP32, the bundle's default t) to
+the mean embedding of the normal training windows; AUROC Normal vs (AF + Other) over
+{n_records} validation records (noisy records excluded), 95% bootstrap intervals. No labels
+other than "normal" are used to build the score. Target (issue 6): ≥ 0.85 for the best
+embedder; DACL paper 0.7815.
+
+{table}
+"""
+
+
+def run(bundles: dict[str, Path], out_dir: Path, report: str = "anomaly") -> dict[str, Any]:
+    """Score each bundle (label → directory); write ``<report>.json`` and ``.md``."""
+    train, val = cinc2017_split(DataConfig())
+    results = {label: bundle_anomaly(path, train, val) for label, path in bundles.items()}
+    n = next(iter(next(iter(results.values()))["blocks"].values()))["euclidean"]["records"]
+    md = markdown(results, n)
+    write_result(out_dir, report, {"results": results}, md)
+    print(md)
+    return results
