@@ -24,16 +24,18 @@ from export.lru_export import (
     embedder_parity,
     export_lru_embedder,
     export_lru_step,
-    step_io_names,
+    graph_nodes,
     stream_onnx_step,
 )
 from export.onnx_export import compare, export_head
 from sdk.bundle import SCHEMA_VERSION, load_bundle, sha256_file
+from sdk.lru_step import STATE_LAYOUT, STEP_INPUTS, STEP_OUTPUTS
 from sdk.rr import RR_FEATURE_NAMES
 from trainer.config import DataConfig
 from trainer.data.datasets import cinc2017_split, spec_of
 from trainer.diffusion import alphas_cumprod, linear_betas
 from trainer.metrics import CLASSES, rhythm_metrics
+from trainer.models.lru import LRUConfig, LRUStepModel
 from trainer.probe import load_head
 from trainer.train_diffae import CHECKPOINT, DiffAERunConfig, load
 
@@ -110,28 +112,35 @@ def _manifest(root: Path, cfg: DiffAERunConfig, streaming: dict[str, Any], extra
     )
 
 
-def _streaming_entry(root: Path, cfg: DiffAERunConfig, k: int) -> dict[str, Any]:
-    inputs, outputs = step_io_names(cfg.lru.layers)
+def streaming_entry(root: Path, lru: LRUConfig, blocks_per_window: int) -> dict[str, Any]:
+    """The manifest's ``streaming`` entry for ``root/embedder_step.fp32.onnx`` (layout
+    ``packed-v2``, read by :func:`sdk.lru_step.streaming_spec`)."""
+    k, n2, c = blocks_per_window, 2 * lru.d_state, lru.emb_dim
     return {
         "path": "embedder_step.fp32.onnx",
         "sha256": sha256_file(root / "embedder_step.fp32.onnx"),
-        "hop_samples": cfg.lru.block_samples,
+        "state_layout": STATE_LAYOUT,
+        "hop_samples": lru.block_samples,
         "blocks_per_window": k,
-        "state_inputs": inputs[1:],
-        "outputs": outputs,
-        "d_state": cfg.lru.d_state,
-        "emb_dim": cfg.lru.emb_dim,
-        "empty_reducer_m": -1.0e4,
+        "layers": lru.layers,
+        "d_state": lru.d_state,
+        "emb_dim": c,
+        "inputs": list(STEP_INPUTS),
+        "outputs": list(STEP_OUTPUTS),
+        "state_shapes": {"lru_state": ["batch", lru.layers, n2], "reducer": ["batch", k, 3, c]},
+        "empty_reducer_m": LRUStepModel.EMPTY_M,
         "semantics": (
             "embedding of the last blocks_per_window blocks; LRU states carry the whole stream "
-            "(equals the whole-window embedder when the stream starts at the window start)"
+            "(equals the whole-window embedder when the stream starts at the window start); "
+            "lru_state per layer [re | im], zeros at the start; reducer per block (m, s, v), "
+            "an empty slot m = empty_reducer_m, s = v = 0"
         ),
     }
 
 
 def _card(root: Path, figures: dict[str, Any]) -> None:
     m = json.loads((root / "manifest.json").read_text())
-    st, v = m["streaming"], figures["val_fp32"]
+    st, v, nodes = m["streaming"], figures["val_fp32"], figures["graph_nodes"]
     text = f"""# {m["name"]}
 
 DiffAE-LRU semantic encoder (LRU stack + Attention Reducer, {m["head_features"]["embedding_dim"]}-d)
@@ -143,7 +152,12 @@ with a linear head on embedding ++ RR features. FP32 only (no INT8 graph).
 - ONNX parity (max relative): whole window {figures["parity"]["fp32_max_rel"]:.1e}, step model
   streamed over a window vs whole window {figures["parity"]["step_vs_whole_max_rel"]:.1e}.
 - Streaming: `{st["path"]}`, one block of {st["hop_samples"]} samples per call,
-  {st["blocks_per_window"]} blocks per window. {st["semantics"]}.
+  {st["blocks_per_window"]} blocks per window, state layout `{st["state_layout"]}`.
+  {st["semantics"]}.
+- Graphs exported from the lean export-time modules (`trainer/models/lru_lean.py`: constants
+  precomputed, packed real states): whole window {nodes["embedder"]["onnx"]} ONNX nodes
+  ({nodes["embedder"]["ort_optimized"]} after ONNX Runtime's optimizations), step model
+  {nodes["step"]["onnx"]} ({nodes["step"]["ort_optimized"]}).
 - The embedder's `t` and `noise` inputs are ignored (the encoder sees the clean window).
 """
     (root / "MODEL_CARD.md").write_text(text)
@@ -177,7 +191,11 @@ def build_lru_bundle(run_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, A
     export_head(weight, bias, tmp / "head.onnx")
     np.save(tmp / "noise.npy", np.zeros((1, 1, cfg.data.window), np.float32))
     figures: dict[str, Any] = {
-        "parity": {"fp32_max_rel": whole, "step_vs_whole_max_rel": step.max_rel}
+        "parity": {"fp32_max_rel": whole, "step_vs_whole_max_rel": step.max_rel},
+        "graph_nodes": {
+            "embedder": graph_nodes(tmp / "embedder.fp32.onnx"),
+            "step": graph_nodes(tmp / "embedder_step.fp32.onnx"),
+        },
     }
     extra = {
         "provenance": {
@@ -194,16 +212,17 @@ def build_lru_bundle(run_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, A
         },
         "metrics": {"parity": figures["parity"]},
     }
-    _manifest(tmp, cfg, _streaming_entry(tmp, cfg, k), extra)
+    _manifest(tmp, cfg, streaming_entry(tmp, cfg.lru, k), extra)
     y, p = _sdk_scores(tmp, "fp32", val, 0)
     figures["val_fp32"] = rhythm_metrics(y, p)
     probe_path = run_dir / "probe.json"
     extra["metrics"] = {
         "rhythm_val_sdk": {"val_fp32": figures["val_fp32"]},
         "parity": figures["parity"],
+        "graph_nodes": figures["graph_nodes"],
         "linear_probe": json.loads(probe_path.read_text()) if probe_path.is_file() else {},
     }
-    _manifest(tmp, cfg, _streaming_entry(tmp, cfg, k), extra)
+    _manifest(tmp, cfg, streaming_entry(tmp, cfg.lru, k), extra)
     _card(tmp, figures)
     load_bundle(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,10 +1,14 @@
 """ONNX export of the DiffAE-LRU encoder (whole window and stateful step) and the DACL embedder.
 
+Both LRU graphs are exported from the lean export-time modules of
+:mod:`trainer.models.lru_lean` (every parameter-only quantity precomputed as a constant, the
+complex state as one real tensor), which equal the training modules to float32 rounding.
+
 Whole-window LRU embedder: inputs ``x``/``noise`` (B, 1, L) float32 and ``t`` (B,) int64, as
 every bundle embedder; ``t`` and ``noise`` are ignored (kept in the graph through a term
-multiplied by zero). Step model: ``x_block`` (B, 1, hop) plus per layer ``state_re_i``,
-``state_im_i`` (B, N) and the reducer's block summaries ``red_m``, ``red_s``, ``red_v``
-(B, K, C) in; ``embedding`` (B, C) and the same state tensors (``new_*``) out.
+multiplied by zero). Step model (state layout ``packed-v2``, :mod:`sdk.lru_step`):
+``x_block`` (B, 1, hop), ``lru_state`` (B, layers, 2N) and ``reducer`` (B, K, 3, C) in;
+``embedding`` (B, C), ``new_lru_state`` and ``new_reducer`` out.
 
 DACL embedder: ``features`` (B, F) raw scattering features and ``t`` (B,) int64 in,
 ``embedding`` out (standardization, VAE μ and Enc(z_0, t) in the graph).
@@ -12,38 +16,32 @@ DACL embedder: ``features`` (B, F) raw scattering features and ``t`` (B,) int64 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from export.onnx_export import Parity, compare, export_module
-from trainer.models.diffae import LRUEmbedder
-from trainer.models.lru import LRUEncoder, LRUStepModel
+from sdk.lru_step import STEP_INPUTS, STEP_OUTPUTS
+from trainer.models.lru import LRUEncoder
+from trainer.models.lru_lean import LeanStepModel, LeanWindowEmbedder
 
 
 def export_lru_embedder(encoder: LRUEncoder, window: int, path: Path) -> None:
     """Whole-window embedder with the SDK's (x, t, noise) interface."""
     x = torch.zeros(2, 1, window)
     t = torch.tensor([1, 2], dtype=torch.int64)
-    export_module(
-        LRUEmbedder(encoder), (x, t, torch.zeros_like(x)), path, ["x", "t", "noise"], ["embedding"]
-    )
-
-
-def step_io_names(layers: int) -> tuple[list[str], list[str]]:
-    states = [f"state_{p}_{i}" for i in range(layers) for p in ("re", "im")]
-    reducer = ["red_m", "red_s", "red_v"]
-    inputs = ["x_block", *states, *reducer]
-    outputs = ["embedding", *(f"new_{s}" for s in states), *(f"new_{r}" for r in reducer)]
-    return inputs, outputs
+    lean = LeanWindowEmbedder(encoder, window)
+    export_module(lean, (x, t, torch.zeros_like(x)), path, ["x", "t", "noise"], ["embedding"])
 
 
 def export_lru_step(encoder: LRUEncoder, blocks_per_window: int, path: Path) -> None:
     """Stateful step model: one block of ``cfg.block_samples`` samples per call."""
-    step = LRUStepModel(encoder, blocks_per_window)
+    step = LeanStepModel(encoder, blocks_per_window)
     args = (torch.zeros(2, 1, encoder.cfg.block_samples), *step.initial(2))
-    export_module(step, args, path, *step_io_names(encoder.cfg.layers))
+    export_module(step, args, path, list(STEP_INPUTS), list(STEP_OUTPUTS))
 
 
 def export_dacl_embedder(embedder: torch.nn.Module, n_features: int, path: Path) -> None:
@@ -52,13 +50,28 @@ def export_dacl_embedder(embedder: torch.nn.Module, n_features: int, path: Path)
     export_module(embedder, (f, t), path, ["features", "t"], ["embedding"])
 
 
-def session(path: Path):  # noqa: ANN201 - onnxruntime session
+def session(path: Path, optimized_path: Path | None = None):  # noqa: ANN201 - ORT session
+    """One-thread CPU session with ONNX Runtime's default (all) graph optimizations; with
+    ``optimized_path`` the optimized graph is written there."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # no warning about writing a hardware-specific optimized graph
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def graph_nodes(path: Path) -> dict[str, int]:
+    """Node counts of an ONNX file: as exported and after ONNX Runtime's graph optimizations
+    (CPU provider, one thread)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        session(path, optimized)
+        after = len(onnx.load(str(optimized)).graph.node)
+    return {"onnx": len(onnx.load(str(path)).graph.node), "ort_optimized": after}
 
 
 def embedder_parity(encoder: LRUEncoder, path: Path, windows: np.ndarray) -> Parity:
@@ -79,12 +92,12 @@ def stream_onnx_step(
     """Run the ONNX step model over a stream (B, 1, n · hop) from the initial state;
     return the embedding after every block, (n, B, C)."""
     sess = session(path)
-    inputs, outputs = step_io_names(encoder.cfg.layers)
-    state = [s.numpy() for s in LRUStepModel(encoder, blocks_per_window).initial(x.shape[0])]
+    state = [s.numpy() for s in LeanStepModel(encoder, blocks_per_window).initial(x.shape[0])]
     hop = encoder.cfg.block_samples
     embs = []
     for b in range(x.shape[-1] // hop):
-        out = sess.run(outputs, dict(zip(inputs, [x[..., b * hop : (b + 1) * hop], *state])))
+        feeds = dict(zip(STEP_INPUTS, [x[..., b * hop : (b + 1) * hop], *state]))
+        out = sess.run(list(STEP_OUTPUTS), feeds)
         embs.append(out[0])
         state = out[1:]
     return np.stack(embs)

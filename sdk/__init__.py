@@ -9,6 +9,7 @@ Public API::
     load_profile, save_profile  user profiles bound to a bundle (atomic, 0600, checksummed)
     spectrogram, lorenz_image, record_windows   the model inputs, as the trainer computes them
     RingBuffer, Preprocessor  streaming building blocks
+    StepEmbedder              an LRU bundle's step model: one hop in, the window's embedding out
     detect_rpeaks, StreamingRPeakDetector, heart_rate_bpm, assess_quality
 """
 
@@ -26,6 +27,7 @@ from sdk.errors import (
     SampleRateError,
 )
 from sdk.events import EpisodeEvent, Event, WindowEvent
+from sdk.lru_step import StepEmbedder
 from sdk.modalities import lorenz_image, spectrogram
 from sdk.pipeline import StreamPipeline, StreamStats
 from sdk.preprocess import Preprocessor, PreprocessSpec, preprocess, standardize_window
@@ -52,6 +54,7 @@ __all__ = [
     "QualityReport",
     "RingBuffer",
     "SampleRateError",
+    "StepEmbedder",
     "StreamPipeline",
     "StreamStats",
     "StreamingRPeakDetector",

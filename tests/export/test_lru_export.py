@@ -15,12 +15,16 @@ from export.lru_export import (  # noqa: E402
     export_dacl_embedder,
     export_lru_embedder,
     export_lru_step,
+    graph_nodes,
     session,
     stream_onnx_step,
 )
-from export.onnx_export import compare  # noqa: E402
+from export.onnx_export import compare, export_module  # noqa: E402
+from sdk.lru_step import STEP_INPUTS, STEP_OUTPUTS  # noqa: E402
 from trainer.models.dacl import VAE, DACLConfig, DACLEmbedder, LatentUNetEncoder  # noqa: E402
-from trainer.models.lru import LRUConfig, LRUEncoder, warm_reference  # noqa: E402
+from trainer.models.diffae import LRUEmbedder  # noqa: E402
+from trainer.models.lru import LRUConfig, LRUEncoder, LRUStepModel, warm_reference  # noqa: E402
+from trainer.models.lru_lean import pack_step_state  # noqa: E402
 
 CFG = LRUConfig(
     patch=8, chunk=16, d_model=16, d_state=12, layers=2, emb_dim=24, r_cap=0.95, r_max=0.9
@@ -57,6 +61,59 @@ def test_lru_step_onnx_equals_whole_window_and_warm_stream(
         warm = warm_reference(encoder, torch.from_numpy(x), k * CFG.block_samples).numpy()
     assert compare(whole, embs[k - 1]).max_rel < TOL  # stream started at the window start
     assert compare(warm, embs[-1]).max_rel < TOL  # continuing stream
+
+
+def test_lru_step_onnx_states_equal_the_training_step_model(
+    encoder: LRUEncoder, tmp_path: Path
+) -> None:
+    path = tmp_path / "step.onnx"
+    k, hop = 3, CFG.block_samples
+    export_lru_step(encoder, k, path)
+    sess = session(path)
+    assert [i.name for i in sess.get_inputs()] == list(STEP_INPUTS)
+    assert [o.name for o in sess.get_outputs()] == list(STEP_OUTPUTS)
+    ref_model = LRUStepModel(encoder, k)
+    ref_state = ref_model.initial(2)
+    state = [s.numpy() for s in pack_step_state(ref_state)]
+    x = torch.randn(2, 1, 5 * hop, generator=torch.Generator().manual_seed(3))
+    for b in range(5):
+        block = x[..., b * hop : (b + 1) * hop]
+        out = sess.run(list(STEP_OUTPUTS), dict(zip(STEP_INPUTS, [block.numpy(), *state])))
+        state = out[1:]
+        with torch.no_grad():
+            ref = ref_model(block, *ref_state)
+        ref_state = list(ref[1:])
+        lru_ref, red_ref = (t.numpy() for t in pack_step_state(ref_state))
+        assert out[1].shape == (2, CFG.layers, 2 * CFG.d_state)
+        assert out[2].shape == (2, k, 3, CFG.emb_dim)
+        for r, o in ((ref[0].numpy(), out[0]), (lru_ref, out[1]), (red_ref, out[2])):
+            assert compare(r, o).max_rel < TOL
+
+
+def test_lean_graphs_have_far_fewer_nodes_than_the_training_modules(
+    encoder: LRUEncoder, tmp_path: Path
+) -> None:
+    window, k = 4 * CFG.block_samples, 4
+    export_lru_embedder(encoder, window, tmp_path / "lean_window.onnx")
+    export_lru_step(encoder, k, tmp_path / "lean_step.onnx")
+    x = torch.zeros(2, 1, window)
+    t = torch.tensor([1, 2])
+    export_module(
+        LRUEmbedder(encoder), (x, t, x), tmp_path / "window.onnx", ["x", "t", "noise"], ["e"]
+    )
+    step = LRUStepModel(encoder, k)
+    n_state = 2 * CFG.layers + 3
+    export_module(
+        step,
+        (torch.zeros(2, 1, CFG.block_samples), *step.initial(2)),
+        tmp_path / "step.onnx",
+        ["x", *(f"s{i}" for i in range(n_state))],
+        ["e", *(f"o{i}" for i in range(n_state))],
+    )
+    for lean, full in (("lean_window", "window"), ("lean_step", "step")):
+        a, b = graph_nodes(tmp_path / f"{lean}.onnx"), graph_nodes(tmp_path / f"{full}.onnx")
+        assert 0 < a["ort_optimized"] <= a["onnx"]
+        assert a["onnx"] < b["onnx"] / 2 and a["ort_optimized"] < b["ort_optimized"] / 2
 
 
 def test_dacl_embedder_parity(tmp_path: Path) -> None:

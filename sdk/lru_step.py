@@ -1,0 +1,156 @@
+"""The stateful step model of an LRU bundle: one hop of samples in, the window's embedding out.
+
+A DiffAE-LRU bundle carries, beside its whole-window embedder, a step model described under
+the manifest's ``streaming`` key (path and SHA-256 verified by :func:`sdk.bundle.load_bundle`).
+Each call consumes one block of ``hop_samples`` samples and returns the embedding of the last
+``blocks_per_window`` blocks; the LRU states carry the whole stream, so a stream started at a
+window's first sample gives that window's whole-window embedding.
+
+State layout ``packed-v2`` (two tensors, batch first, float32):
+
+``lru_state`` (B, layers, 2 · d_state)
+    per LRU layer the complex state as ``[re | im]``; zeros at the start of a stream.
+``reducer`` (B, blocks_per_window, 3, emb_dim)
+    per block of the window (oldest first) the Attention Reducer summary (m, s, v); an empty
+    slot is m = ``empty_reducer_m``, s = v = 0.
+
+Bundles exported before this layout (per-layer ``state_re_i``/``state_im_i`` and separate
+``red_m``/``red_s``/``red_v`` tensors) are refused with a :class:`~sdk.errors.BundleError`
+whose reason is ``"streaming_layout"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from sdk.bundle import Bundle
+from sdk.errors import BlockError, BundleError
+from sdk.runtime import open_model
+
+STATE_LAYOUT = "packed-v2"
+STEP_INPUTS = ("x_block", "lru_state", "reducer")
+STEP_OUTPUTS = ("embedding", "new_lru_state", "new_reducer")
+
+#: (lru_state, reducer), see the module docstring
+StepState = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StreamingSpec:
+    """The manifest's ``streaming`` entry."""
+
+    path: str
+    hop_samples: int
+    blocks_per_window: int
+    layers: int
+    d_state: int
+    emb_dim: int
+    empty_reducer_m: float
+
+
+def streaming_spec(bundle: Bundle) -> StreamingSpec:
+    """Read and check the ``streaming`` entry of a loaded bundle's manifest.
+
+    Raises
+    ------
+    BundleError
+        reason ``"missing"`` (no step model), ``"streaming_layout"`` (a state layout other than
+        ``packed-v2``, e.g. a bundle exported before it), ``"malformed"`` (fields missing or
+        of the wrong type) or ``"checksum"`` (the manifest changed since it was loaded).
+    """
+    path = bundle.root / "manifest.json"
+    raw = path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != bundle.manifest_sha256:
+        raise BundleError(
+            "manifest changed since the bundle was loaded", path=str(path), reason="checksum"
+        )
+    entry = json.loads(raw).get("streaming")
+    if not isinstance(entry, dict):
+        raise BundleError(
+            "the bundle has no streaming step model", path=str(path), reason="missing"
+        )
+    layout = entry.get("state_layout")
+    if layout != STATE_LAYOUT:
+        found = "per-layer re/im tensors (before packed-v2)" if layout is None else repr(layout)
+        raise BundleError(
+            f"step model state layout {found} is not supported (expected {STATE_LAYOUT!r}); "
+            "rebuild the bundle with python -m export.lru_bundle",
+            path=str(path),
+            reason="streaming_layout",
+        )
+    try:
+        spec = StreamingSpec(
+            path=str(entry["path"]),
+            hop_samples=int(entry["hop_samples"]),
+            blocks_per_window=int(entry["blocks_per_window"]),
+            layers=int(entry["layers"]),
+            d_state=int(entry["d_state"]),
+            emb_dim=int(entry["emb_dim"]),
+            empty_reducer_m=float(entry["empty_reducer_m"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"streaming entry is malformed: {exc!r}", path=str(path), reason="malformed"
+        ) from exc
+    if list(entry.get("inputs", [])) != list(STEP_INPUTS) or list(entry.get("outputs", [])) != list(
+        STEP_OUTPUTS
+    ):
+        raise BundleError(
+            f"streaming entry must list inputs {list(STEP_INPUTS)} and outputs "
+            f"{list(STEP_OUTPUTS)}",
+            path=str(path),
+            reason="malformed",
+        )
+    return spec
+
+
+class StepEmbedder:
+    """Run a bundle's step model on a stream, one block of ``spec.hop_samples`` per call.
+
+    Parameters
+    ----------
+    bundle : a loaded LRU bundle (:func:`sdk.bundle.load_bundle`).
+    backend, threads : as :func:`sdk.runtime.open_model`.
+
+    The state is passed in and returned (no hidden state), so one instance serves several
+    streams; not thread-safe for concurrent calls on one instance.
+    """
+
+    def __init__(self, bundle: Bundle, *, backend: str = "cpu", threads: int = 1) -> None:
+        self.spec = streaming_spec(bundle)
+        path = bundle.root / self.spec.path
+        self.model = open_model(path, backend=backend, threads=threads)
+        if list(self.model.input_names) != list(STEP_INPUTS) or list(
+            self.model.output_names
+        ) != list(STEP_OUTPUTS):
+            raise BundleError(
+                f"step model has inputs {self.model.input_names} and outputs "
+                f"{self.model.output_names}; expected {list(STEP_INPUTS)} and "
+                f"{list(STEP_OUTPUTS)}",
+                path=str(path),
+                reason="shape",
+            )
+
+    def initial_state(self, batch: int = 1) -> StepState:
+        """Zero LRU states and an empty reducer window for ``batch`` streams."""
+        s = self.spec
+        lru = np.zeros((batch, s.layers, 2 * s.d_state), np.float32)
+        reducer = np.zeros((batch, s.blocks_per_window, 3, s.emb_dim), np.float32)
+        reducer[:, :, 0] = s.empty_reducer_m
+        return lru, reducer
+
+    def step(self, block: np.ndarray, state: StepState) -> tuple[np.ndarray, StepState]:
+        """Consume ``block`` (B, 1, hop_samples) float32; return the embedding (B, emb_dim)
+        of the last ``blocks_per_window`` blocks and the new state."""
+        if block.ndim != 3 or block.shape[1:] != (1, self.spec.hop_samples):
+            raise BlockError(
+                f"block shape {block.shape} != (batch, 1, {self.spec.hop_samples})",
+                reason="shape",
+            )
+        feeds = dict(zip(STEP_INPUTS, (block.astype(np.float32, copy=False), *state)))
+        emb, lru, reducer = self.model.run(feeds, STEP_OUTPUTS)
+        return emb, (lru, reducer)
