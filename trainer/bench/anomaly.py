@@ -105,8 +105,11 @@ Command: `ecgedge bench anomaly --bundle {cmd}`. Score: mean over a record's 10 
 the distance of the window's embedding (SDK, ONNX Runtime FP32, the bundle's default t) to
 the mean embedding of the normal training windows; AUROC Normal vs (AF + Other) over
 {n_records} validation records (noisy records excluded), 95% bootstrap intervals. No labels
-other than "normal" are used to build the score. Target (issue 6): ≥ 0.85 for the best
-embedder; DACL paper 0.7815.
+other than "normal" are used to build the score, but the embedders differ in what their
+training saw: the DiffECG extractors, the DiffAE-LRU encoder and DACL's VAE are
+self-supervised; DACL's triplet encoder uses class labels to pick negatives; the DiffECG
+fusion layer ("fused") was trained with a linear classifier on the rhythm labels. Target
+(issue 6): ≥ 0.85 for the best embedder; DACL paper 0.7815.
 
 {table}
 """
