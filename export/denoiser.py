@@ -25,7 +25,7 @@ from export.errors import ParityError
 from export.onnx_export import OPSET, compare
 from sdk.bundle import load_bundle, sha256_file
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
-from trainer.denoise_config import DenoiseRunConfig
+from trainer.denoise_config import DenoiseRunConfig, train_command
 from trainer.denoise_metrics import window_metrics
 from trainer.models.cdecgnet import CDECGNet, Denoiser
 from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser, spec_of
@@ -241,7 +241,7 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
         "config": cfg.to_dict(),
         "noise": "NSTDB bw, ma, em (em recovered from 118e00 - 118); first 80% for training",
         "commands": {
-            "train": f"python -m trainer.train_denoiser --preset {cfg.preset}",
+            "train": train_command(cfg),
             "export": f"ecgedge export --denoiser {run_dir} --base-bundle {base_bundle} "
             f"--out {out_dir}",
         },

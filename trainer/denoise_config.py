@@ -135,3 +135,21 @@ def load_denoise_preset(name_or_path: str, overrides: dict[str, str] | None = No
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"preset {path}: invalid TOML: {exc}", key="preset") from exc
     return build_denoise_config(table, overrides, preset=path.stem.removeprefix("denoise_"))
+
+
+def train_command(cfg: DenoiseRunConfig) -> str:
+    """The ``ecgedge train-denoiser`` command that rebuilds ``cfg``: its preset plus an override
+    for every value that differs from the preset (``custom`` configs list no preset)."""
+    try:
+        base = load_denoise_preset(cfg.preset).to_dict()
+    except ConfigError:
+        base = DenoiseRunConfig().to_dict()
+    parts = [f"ecgedge train-denoiser --preset {cfg.preset}"]
+    for section, values in cfg.to_dict().items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if base[section].get(key) != value:
+                text = ",".join(map(str, value)) if isinstance(value, list | tuple) else value
+                parts.append(f"--{section}.{key}={text}")
+    return " ".join(parts)

@@ -154,3 +154,15 @@ def test_trained_model_passes_clean_leads_nearly_unchanged():
     assert np.median(m["snr_out"]) >= PASS_THROUGH_MIN_MEDIAN_SNR_DB
     assert np.percentile(m["snr_out"], 5) >= PASS_THROUGH_MIN_P5_SNR_DB
     assert np.mean(m["cos"]) >= PASS_THROUGH_MIN_COS_PCT
+
+
+def test_train_command_rebuilds_the_config():
+    from trainer.config import parse_overrides
+    from trainer.denoise_config import load_denoise_preset, train_command
+
+    assert train_command(load_denoise_preset("cpu")) == "ecgedge train-denoiser --preset cpu"
+    cfg = load_denoise_preset("cpu", {"model.dims": "24,32,48,64", "train.max_minutes": "68"})
+    cmd = train_command(cfg)
+    assert "--model.dims=24,32,48,64" in cmd and "--train.max_minutes=68.0" in cmd
+    again = load_denoise_preset("cpu", parse_overrides(cmd.split()[4:]))
+    assert again.to_dict() == cfg.to_dict()
