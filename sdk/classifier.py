@@ -161,7 +161,11 @@ class WindowClassifier:
         head: SoftmaxHead | None = None,
     ) -> np.ndarray:
         """(B, n_classes) probabilities, with the bundle's head or a user's ``head``."""
-        feats = self.features(inputs, t)
+        return self.head_probabilities(self.features(inputs, t), head)
+
+    def head_probabilities(self, feats: np.ndarray, head: SoftmaxHead | None = None) -> np.ndarray:
+        """(B, n_classes) probabilities of head inputs ``feats`` (:meth:`combine`), with the
+        bundle's head or a user's ``head``."""
         if head is not None:
             return head.predict_proba(feats).astype(np.float32)
         return self.head.run({"features": feats}, ["probabilities"])[0]

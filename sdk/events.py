@@ -28,7 +28,10 @@ class WindowEvent:
     t : diffusion step the embedder ran at.
     denoised : whether a denoiser ran before the embedder.
     personalized : whether a user profile's head and t produced it.
-    latency_ms : compute time of this window (model + features), milliseconds.
+    latency_ms : compute time of this window (model + features), milliseconds; with a step
+        model, including the step calls of the blocks since the previous window.
+    stateful : whether the embedding came from the bundle's step model (updated per block)
+        rather than a whole-window re-encode (:mod:`sdk.step_stream`).
     """
 
     index: int
@@ -45,6 +48,7 @@ class WindowEvent:
     latency_ms: float
     personalized: bool = False
     kind: str = "window"
+    stateful: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ A window is analysed once the R-peak detector can no longer add a beat inside it
 whole record. At the end of a stream :meth:`StreamPipeline.close` analyses the tail the
 way training windows were cut (a last window aligned to the end; a short stream gives one
 zero-padded window).
+
+With a bundle that has a stateful step model (manifest ``streaming``, e.g. DiffAE-LRU) the
+raw embedding is updated per block of the step model's hop instead of re-encoding each
+window; normalization, resets at gaps and the windows served are described in
+:mod:`sdk.step_stream`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from sdk.quality import assess_quality
 from sdk.ringbuffer import RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, heart_rate_bpm
 from sdk.rr import rr_features
+from sdk.step_stream import StepStream, step_model_problem
 
 _log = logging.getLogger(__name__)
 
@@ -86,6 +92,10 @@ class StreamPipeline:
     buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag.
     on_event : callback receiving every event (more with :meth:`add_callback`).
     denoise : run the bundle's ``denoiser`` (if it has one) on each window before the embedder.
+    stateful : embed with the bundle's step model, one block at a time (:mod:`sdk.step_stream`).
+        ``None``: when the bundle has one it can use (raw-only bundle, no denoiser running);
+        ``True``: required, else :class:`~sdk.errors.ConfigError` (``field="stateful"``);
+        ``False``: re-encode each whole window. :attr:`step_stream` is the streamer or None.
 
     Not thread-safe: push from one thread (or the event loop that iterates :meth:`events`).
     """
@@ -105,6 +115,7 @@ class StreamPipeline:
         buffer_s: float = 60.0,
         on_event: Callable[[Event], None] | None = None,
         denoise: bool = True,
+        stateful: bool | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
@@ -126,6 +137,7 @@ class StreamPipeline:
             if denoise
             else None
         )
+        self.step_stream = self._open_step_stream(stateful, threads)
         self.profile, self.profile_error = self._open_profile(profile)
         chosen = self.profile.t if self.profile is not None else {}
         given = {"raw": t} if isinstance(t, int) else dict(t or {})
@@ -155,6 +167,20 @@ class StreamPipeline:
         self.stats = StreamStats()
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._queues: list[asyncio.Queue[Event | None]] = []
+
+    def _open_step_stream(self, stateful: bool | None, threads: int) -> StepStream | None:
+        if stateful is False:
+            return None
+        problem = step_model_problem(self.bundle, denoising=self.denoiser is not None)
+        if problem is None:
+            return StepStream(
+                self.bundle, lead=self.lead, threads=threads, backend=self.classifier.backend
+            )
+        if stateful:
+            raise ConfigError(f"stateful=True, but {problem[1]}", field="stateful")
+        if problem[0] != "missing":
+            _log.warning("step model not used, re-encoding whole windows: %s", problem[1])
+        return None
 
     def _open_profile(
         self, profile: UserProfile | str | Path | None
@@ -291,6 +317,10 @@ class StreamPipeline:
         k0 = self._model_buf.total_written
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
+        if self.step_stream is not None:
+            if gap:
+                self.step_stream.reset(k0)  # no state crosses a gap
+            self.step_stream.feed(self._model_buf)
         self._drain(out, final=False)
 
     def _hold_nonfinite(self, block: np.ndarray) -> np.ndarray:
@@ -345,21 +375,10 @@ class StreamPipeline:
         raw_n = min(int(round(n * self.fs_in / self.fs)), self._raw_buf.total_written - raw_start)
         raw, _, raw_flags = self._raw_buf.read_range(raw_start, raw_n)
         quality = assess_quality(raw[:, self.lead], self.fs_in, flags_in=raw_flags)
-        if self.denoiser is not None:
-            x = self.denoiser.denoise_window(seg, self.lead)
-        else:
-            x = np.zeros((1, 1, self.window), dtype=np.float32)
-            x[0, 0, :n] = standardize_window(seg[:, self.lead])
         peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
-        lorenz = (
-            lorenz_image(rr_from_peaks(peaks, self.fs))[None]
-            if "lorenz" in self.classifier.modalities
-            else None
-        )
-        inputs = WindowInputs(x, rr_features(peaks, self.fs)[None], lorenz)
-        head = self.profile.head if self.profile is not None else None
-        proba = self.classifier.classify(inputs, self.t_steps, head)[0]
-        latency_ms = 1000.0 * (time.perf_counter() - tic)
+        step = self.step_stream.take(start, n) if self.step_stream is not None else None
+        proba = self._probabilities(seg, peaks, step)
+        latency_ms = 1000.0 * (time.perf_counter() - tic) + (step[1] if step else 0.0)
         classes = self.bundle.manifest.classes
         flagged = not quality.ok
         event = WindowEvent(
@@ -376,6 +395,7 @@ class StreamPipeline:
             denoised=self.denoiser is not None,
             personalized=self.profile is not None,
             latency_ms=latency_ms,
+            stateful=step is not None,
         )
         self.stats.windows += 1
         self.stats.windows_flagged += int(flagged)
@@ -388,6 +408,28 @@ class StreamPipeline:
             )
             if episode is not None:
                 self._emit(episode, out)
+
+    def _probabilities(
+        self, seg: np.ndarray, peaks: np.ndarray, step: tuple[np.ndarray, float] | None
+    ) -> np.ndarray:
+        """A window's class probabilities: the head on the step model's embedding (``step``)
+        or on the whole-window embedders' (denoised first when the pipeline denoises)."""
+        head = self.profile.head if self.profile is not None else None
+        rr = rr_features(peaks, self.fs)[None]
+        if step is not None:
+            feats = self.classifier.combine({"raw": (step[0], None)}, rr)
+            return self.classifier.head_probabilities(feats, head)[0]
+        if self.denoiser is not None:
+            x = self.denoiser.denoise_window(seg, self.lead)
+        else:
+            x = np.zeros((1, 1, self.window), dtype=np.float32)
+            x[0, 0, : seg.shape[0]] = standardize_window(seg[:, self.lead])
+        lorenz = (
+            lorenz_image(rr_from_peaks(peaks, self.fs))[None]
+            if "lorenz" in self.classifier.modalities
+            else None
+        )
+        return self.classifier.classify(WindowInputs(x, rr, lorenz), self.t_steps, head)[0]
 
     def close(self) -> list[Event]:
         """End the stream: decide the last beats, analyse the tail, close open episodes."""

@@ -21,7 +21,15 @@ from sdk.bundle import load_bundle  # noqa: E402
 from sdk.errors import BlockError, BundleError  # noqa: E402
 from sdk.lru_step import StepEmbedder  # noqa: E402
 from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
-from trainer.bench.lru import STEP_ROW, WINDOW_ROW, per_hop_times, run, warm_cold_gap  # noqa: E402
+from trainer.bench.lru import (  # noqa: E402
+    PIPELINE_ROW,
+    STEP_ROW,
+    WINDOW_ROW,
+    per_hop_times,
+    pipeline_modes,
+    run,
+    warm_cold_gap,
+)
 from trainer.config import DataConfig  # noqa: E402
 from trainer.models.lru import LRUConfig, LRUEncoder  # noqa: E402
 
@@ -81,8 +89,17 @@ def _pairs(lead: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x[..., :lead], x[..., lead:], rr
 
 
+def _record(seconds: float = 40.0) -> np.ndarray:
+    from sdk.synthetic import synthetic_ecg
+
+    return synthetic_ecg((("sinus", seconds / 2), ("af", seconds / 2)), fs=128.0, seed=2).signal
+
+
 def test_run_writes_consistent_timings_ratio_and_gap(lru_bundle: Path, tmp_path: Path) -> None:
-    result = run(lru_bundle, tmp_path, {"Same": lru_bundle}, n=15, pairs=_pairs(LEAD))
+    stream = (_record(), 128.0, "synthetic")
+    result = run(
+        lru_bundle, tmp_path, {"Same": lru_bundle}, n=15, pairs=_pairs(LEAD), stream=stream
+    )
     rows = result["rows"]
     assert list(rows) == [STEP_ROW, WINDOW_ROW, "Same whole-window re-encode (10 s)"]
     for row in rows.values():
@@ -103,6 +120,8 @@ def test_run_writes_consistent_timings_ratio_and_gap(lru_bundle: Path, tmp_path:
     assert saved["benchmark"] == "lru"
     assert math.isclose(saved["ratio_window_over_step"], result["ratio_window_over_step"])
     md = (tmp_path / "lru.md").read_text()
+    assert result["pipeline"]["source"] == "synthetic" and f"## {PIPELINE_ROW}" in md
+    assert saved["pipeline"]["modes"]["stateful"] == result["pipeline"]["modes"]["stateful"]
     assert (
         f"**{ratio:.1f}×**" in md
         and f"step model {manifest['metrics']['graph_nodes']['step']['onnx']} /" in md
@@ -146,3 +165,22 @@ def test_bundle_with_the_old_state_layout_is_refused(lru_bundle: Path, tmp_path:
     with pytest.raises(BundleError) as err:
         per_hop_times(old, {}, n=1)
     assert err.value.reason == "streaming_layout"
+
+
+def test_pipeline_modes_time_both_modes_on_the_same_windows(lru_bundle: Path) -> None:
+    x = _record()
+    res = pipeline_modes(lru_bundle, x, 128.0, repeats=2)
+    n_windows = (x.size - 1280) // 640 + 1
+    step, whole = res["modes"]["stateful"], res["modes"]["whole-window"]
+    assert step["windows"] == whole["windows"] == n_windows
+    assert step["stateful_windows"] == n_windows and whole["stateful_windows"] == 0
+    assert res["step_calls_per_hop"] == 640 // CFG.block_samples and res["hop_s"] == 5.0
+    for f in (step, whole):
+        for key in ("window_latency_ms", "emitting_push_ms"):
+            assert 0 < f[key]["p50"] <= f[key]["p99"] < 1e4
+        assert f["ms_per_hop"] > 0
+    assert math.isclose(
+        res["head_class_agreement"] * n_windows, round(res["head_class_agreement"] * n_windows)
+    )
+    assert 1 / n_windows <= res["head_class_agreement"] <= 1.0  # the first windows are identical
+    assert 0.0 <= res["max_abs_dprob_median"] < 1.0

@@ -7,6 +7,12 @@ The gap: for consecutive validation windows of a record (hop 5 s), the step mode
 5 s before the window and the window itself; its final embedding is compared with the
 whole-window (cold-start) embedding of the window: relative L2 difference and agreement of
 the bundle head's predicted class.
+
+The device path: :class:`sdk.pipeline.StreamPipeline` over a record (MIT-BIH 201, resampled to
+the bundle's rate, 0.5 s packets as ``ecgedge bench stream``) with the step model
+(``stateful=True``, 5 step calls per 5 s hop) and with whole-window re-encodes
+(``stateful=False``): per-window latency, latency of the pushes that emit a window, compute
+per hop, and agreement of the head's class between the two modes.
 """
 
 from __future__ import annotations
@@ -19,11 +25,17 @@ from typing import Any
 import numpy as np
 
 from sdk.bundle import load_bundle
-from sdk.lru_step import StepEmbedder
+from sdk.events import WindowEvent
+from sdk.lru_step import StepEmbedder, streaming_spec
+from sdk.pipeline import StreamPipeline
+from sdk.resample import resample
 from trainer.bench.report import md_table, write_result
+from trainer.data.root import has_folder
 
 STEP_ROW = "DiffAE-LRU step model (one 1 s block)"
 WINDOW_ROW = "DiffAE-LRU whole-window re-encode (10 s)"
+PIPELINE_ROW = "StreamPipeline, stateful vs whole-window"
+MODES = {"stateful": True, "whole-window": False}
 
 
 def _session(path: Path):  # noqa: ANN202
@@ -131,6 +143,127 @@ def validation_pairs(n_pairs: int = 200, seed: int = 0) -> tuple[np.ndarray, ...
     return val.windows[pick, :, :half], val.windows[pick + 1], val.rr[pick + 1]
 
 
+def mitdb_201(minutes: float = 30.0) -> tuple[np.ndarray, float, str]:
+    """Lead 0 of MIT-BIH 201 (its first ``minutes``), its rate, a label."""
+    from trainer.data.records import read_mitdb
+
+    r = read_mitdb("201")
+    return r.signal[: int(minutes * 60 * r.fs), 0], r.fs, f"mitdb/201 lead 0, {minutes:g} min"
+
+
+def _stream(bundle_dir: Path, x: np.ndarray, fs: float, stateful: bool, block_s: float) -> dict:
+    """One pass of ``x`` through a fresh pipeline in ``block_s`` packets: push times (ms),
+    those of the pushes that emitted a window, and the window events."""
+    pipe = StreamPipeline(bundle_dir, fs_in=fs, threads=1, stateful=stateful)
+    step = max(1, int(round(block_s * fs)))
+    push_ms, emit_ms, events = [], [], []
+    for i in range(0, x.size, step):
+        tic = time.perf_counter()
+        out = [e for e in pipe.push(x[i : i + step]) if isinstance(e, WindowEvent)]
+        push_ms.append(1e3 * (time.perf_counter() - tic))
+        emit_ms += push_ms[-1:] if out else []
+        events += out
+    tic = time.perf_counter()
+    events += [e for e in pipe.close() if isinstance(e, WindowEvent)]
+    push_ms.append(1e3 * (time.perf_counter() - tic))
+    return {"push_ms": push_ms, "emit_ms": emit_ms, "events": events}
+
+
+def _mode_figures(runs: list[dict], ecg_s: float, hop_s: float) -> dict[str, Any]:
+    """Medians over runs of p50/p99 of the window latency and the emitting pushes."""
+
+    def pct(values: list[list[float]]) -> dict[str, float]:
+        return {f"p{q}": float(np.median([np.percentile(v, q) for v in values])) for q in (50, 99)}
+
+    events = runs[0]["events"]
+    return {
+        "window_latency_ms": pct([[e.latency_ms for e in r["events"]] for r in runs]),
+        "emitting_push_ms": pct([r["emit_ms"] for r in runs]),
+        "ms_per_hop": float(np.median([sum(r["push_ms"]) for r in runs]) * hop_s / ecg_s),
+        "windows": len(events),
+        "stateful_windows": sum(e.stateful for e in events),
+    }
+
+
+def pipeline_modes(
+    bundle_dir: Path, x: np.ndarray, fs: float, *, repeats: int = 3, block_s: float = 0.5
+) -> dict[str, Any]:
+    """Stream ``x`` (one lead, mV, at ``fs``) through the pipeline in both modes, alternating,
+    ``repeats`` times each; per-mode timing (medians over repeats) and the head-class
+    agreement of the two modes' windows (all, and those neither mode flagged)."""
+    bundle = load_bundle(bundle_dir)
+    m, block = bundle.manifest, streaming_spec(bundle).hop_samples
+    runs: dict[str, list[dict]] = {name: [] for name in MODES}
+    for _ in range(repeats):
+        for name, stateful in MODES.items():
+            runs[name].append(_stream(bundle_dir, x, fs, stateful, block_s))
+    a, b = runs["stateful"][0]["events"], runs["whole-window"][0]["events"]
+    if [e.start_s for e in a] != [e.start_s for e in b]:
+        raise RuntimeError("the two modes analysed different windows")
+    same = np.array([e.label == f.label for e, f in zip(a, b)])
+    clean = np.array([not (e.flagged or f.flagged) for e, f in zip(a, b)])
+    dp = [
+        max(abs(e.probabilities[c] - f.probabilities[c]) for c in m.classes) for e, f in zip(a, b)
+    ]
+    ecg_s, hop_s = x.size / fs, m.hop_samples / m.fs
+    return {
+        "ecg_s": ecg_s,
+        "block_s": block_s,
+        "hop_s": hop_s,
+        "step_calls_per_hop": m.hop_samples // block,
+        "repeats": repeats,
+        "modes": {name: _mode_figures(r, ecg_s, hop_s) for name, r in runs.items()},
+        "head_class_agreement": float(same.mean()),
+        "head_class_agreement_unflagged": float(same[clean].mean()) if clean.any() else None,
+        "unflagged_windows": int(clean.sum()),
+        "max_abs_dprob_median": float(np.median(dp)),
+    }
+
+
+def _pipeline_markdown(res: dict[str, Any] | None) -> str:
+    if res is None:
+        return f"{PIPELINE_ROW}: not measured (MIT-BIH not in the data root)."
+    rows = [
+        [
+            name,
+            f"{f['window_latency_ms']['p50']:.2f} / {f['window_latency_ms']['p99']:.2f}",
+            f"{f['emitting_push_ms']['p50']:.2f} / {f['emitting_push_ms']['p99']:.2f}",
+            f"{f['ms_per_hop']:.2f}",
+            f"{f['windows']} ({f['stateful_windows']} stateful)",
+        ]
+        for name, f in res["modes"].items()
+    ]
+    table = md_table(
+        [
+            "mode",
+            "window latency p50 / p99 (ms)",
+            "window-emitting push p50 / p99 (ms)",
+            "compute per hop (ms)",
+            "windows",
+        ],
+        rows,
+    )
+    unflagged = res["head_class_agreement_unflagged"]
+    clean = "n/a" if unflagged is None else f"{100 * unflagged:.1f}%"
+    return f"""## {PIPELINE_ROW}
+
+{res["source"]} resampled to the bundle's rate, pushed in {res["block_s"]} s packets through
+`StreamPipeline(stateful=True)` (the step model runs on each new block,
+{res["step_calls_per_hop"]} per {res["hop_s"]:g} s hop; a window's latency includes them) and
+`StreamPipeline(stateful=False)` (one whole-window re-encode per hop); one thread, medians
+over {res["repeats"]} alternating runs per mode.
+
+{table}
+
+Head class, stateful vs whole-window: same on {100 * res["head_class_agreement"]:.1f}% of the
+{res["modes"]["stateful"]["windows"]} windows ({clean} of the
+{res["unflagged_windows"]} windows neither mode flagged); median over windows of the largest
+|Δ probability| {res["max_abs_dprob_median"]:.3f}. The first window after a (re)start is
+identical in both modes; later windows differ by the carried state and by each block's own
+normalization (`sdk.step_stream`).
+"""
+
+
 def _markdown(lru_bundle: Path, n: int, result: dict[str, Any]) -> str:
     rows, gap = result["rows"], result["warm_vs_cold"]
     nodes = result["graph_nodes"]
@@ -174,9 +307,19 @@ def run(
     others: dict[str, Path],
     n: int = 200,
     pairs: tuple[np.ndarray, ...] | None = None,
+    stream: tuple[np.ndarray, float, str] | None = None,
 ) -> dict[str, Any]:
     """Time the embedders, measure the warm-vs-cold gap on ``pairs`` (default
-    :func:`validation_pairs`), write ``lru.json`` and ``lru.md`` under ``out_dir``."""
+    :func:`validation_pairs`) and the pipeline in both modes on ``stream`` (signal, Hz, label;
+    default :func:`mitdb_201` when MIT-BIH is in the data root), write ``lru.json`` and
+    ``lru.md`` under ``out_dir``."""
+    if stream is None and has_folder("mitdb"):
+        stream = mitdb_201()
+    pipeline = None
+    if stream is not None:
+        fs_model = load_bundle(lru_bundle).manifest.fs
+        x = resample(np.asarray(stream[0], np.float64), stream[1], fs_model)
+        pipeline = {"source": stream[2], **pipeline_modes(lru_bundle, x, fs_model)}
     rows = per_hop_times(lru_bundle, others, n)
     manifest = json.loads((lru_bundle / "manifest.json").read_text())
     metrics = manifest.get("metrics", {})
@@ -188,8 +331,9 @@ def run(
         "warm_vs_cold": warm_cold_gap(
             lru_bundle, *(pairs if pairs is not None else validation_pairs())
         ),
+        "pipeline": pipeline,
     }
-    md = _markdown(lru_bundle, n, result)
+    md = _markdown(lru_bundle, n, result) + "\n" + _pipeline_markdown(result["pipeline"])
     write_result(out_dir, "lru", result, md)
     print(md)
     return result

@@ -1,0 +1,213 @@
+"""StreamPipeline with a DiffAE-LRU step model (sdk.step_stream) on a tiny exported bundle.
+
+The bundle's head ignores the RR features (zero weights), so its probabilities depend on the
+embedding alone: these tests compare embeddings through the public events, independent of
+the R-peak detector's learning phase.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from export.build import _tensor  # noqa: E402
+from export.lru_bundle import bundle_manifest, streaming_entry  # noqa: E402
+from export.lru_export import export_lru_embedder, export_lru_step  # noqa: E402
+from export.onnx_export import export_head  # noqa: E402
+from sdk.bundle import load_bundle  # noqa: E402
+from sdk.classifier import WindowClassifier  # noqa: E402
+from sdk.events import WindowEvent  # noqa: E402
+from sdk.lru_step import StepEmbedder  # noqa: E402
+from sdk.pipeline import StreamPipeline  # noqa: E402
+from sdk.preprocess import preprocess  # noqa: E402
+from sdk.ringbuffer import RingBuffer  # noqa: E402
+from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
+from sdk.step_stream import StepStream, standardize_block  # noqa: E402
+from sdk.synthetic import synthetic_ecg  # noqa: E402
+from sdk.windowing import record_windows  # noqa: E402
+from trainer.config import DataConfig  # noqa: E402
+from trainer.data.datasets import spec_of  # noqa: E402
+from trainer.models.lru import LRUConfig, LRUEncoder  # noqa: E402
+
+CFG = LRUConfig(
+    patch=8, chunk=16, d_model=16, d_state=12, layers=2, emb_dim=24, r_cap=0.95, r_max=0.9
+)
+FS = 128.0  # the model rate: no resampling, so stream samples map 1:1 to model samples
+#: probabilities, step model vs whole-window embedder on identical input (ONNX parity ~1e-6)
+PROBA_TOL = 1e-4
+#: continuing stream: the head class of the stateful path equals the whole-window path's on
+#: at least this fraction of windows (loose: a random tiny encoder; measured 20/23 = 87%)
+MIN_AGREEMENT = 0.7
+
+
+def _ecg() -> np.ndarray:
+    sig = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=FS, seed=5).signal
+    return np.asarray(sig, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def ecg() -> np.ndarray:
+    return _ecg()
+
+
+@pytest.fixture(scope="module")
+def lru_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A schema-v1 LRU bundle of a random tiny encoder whose head reads the embedding only."""
+    torch.manual_seed(0)
+    encoder = LRUEncoder(CFG).eval()
+    data = DataConfig()
+    root = tmp_path_factory.mktemp("lru_pipeline_bundle")
+    k = data.window // CFG.block_samples
+    export_lru_embedder(encoder, data.window, root / "embedder.fp32.onnx")
+    export_lru_step(encoder, k, root / "embedder_step.fp32.onnx")
+    # a random head on the embedding standardized over this record's windows, so that its
+    # class varies from window to window (the random encoder's embeddings vary little)
+    rw = record_windows(_ecg(), FS, spec_of(data), data.window, data.hop)
+    with torch.no_grad():
+        emb = encoder(torch.from_numpy(rw.windows)).numpy()
+    w_emb = np.random.default_rng(0).standard_normal((CFG.emb_dim, 4))
+    w_emb /= emb.std(axis=0)[:, None] * np.sqrt(CFG.emb_dim)
+    weight = np.zeros((CFG.emb_dim + len(RR_FEATURE_NAMES), 4))
+    weight[: CFG.emb_dim] = w_emb
+    export_head(weight, -emb.mean(axis=0) @ w_emb, root / "head.onnx")
+    np.save(root / "noise.npy", np.zeros((1, 1, data.window), np.float32))
+    x_shape = ["batch", 1, data.window]
+    bundle_manifest(
+        root,
+        name="lru-pipeline-test",
+        data=data,
+        emb_inputs=[
+            _tensor("x", "float32", x_shape),
+            _tensor("t", "int64", ["batch"]),
+            _tensor("noise", "float32", x_shape),
+        ],
+        emb_dim=CFG.emb_dim,
+        steps=50,
+        note="test",
+        extra={"streaming": streaming_entry(root, CFG, k), "provenance": {}},
+    )
+    return root
+
+
+def run(bundle: Path, parts: list[tuple[np.ndarray, float | None]], **kw: Any) -> tuple:
+    """Push each (signal, timestamp of its first sample) in 0.5 s packets; window events."""
+    p = StreamPipeline(bundle, fs_in=FS, **kw)
+    events: list[Any] = []
+    for x, t0 in parts:
+        for i in range(0, len(x), 64):
+            events += p.push(x[i : i + 64], timestamp_s=None if (i or t0 is None) else t0)
+    events += p.close()
+    return p, [e for e in events if isinstance(e, WindowEvent)]
+
+
+def probs(events: list[WindowEvent]) -> np.ndarray:
+    return np.array([list(e.probabilities.values()) for e in events])
+
+
+def test_stateful_pipeline_against_whole_window(lru_bundle: Path, ecg: np.ndarray) -> None:
+    """First window: identical input, identical output. Later windows: the state carries
+    the stream; same events, finite, mostly the same class."""
+    p, step = run(lru_bundle, [(ecg, None)])
+    q, whole = run(lru_bundle, [(ecg, None)], stateful=False)
+    assert p.step_stream is not None and q.step_stream is None
+    assert len(step) == len(whole) == (len(ecg) - 1280) // 640 + 1
+    assert all(e.stateful for e in step) and not any(e.stateful for e in whole)
+    assert [e.start_s for e in step] == [e.start_s for e in whole]
+    a, b = probs(step), probs(whole)
+    assert np.all(np.isfinite(a)) and np.allclose(a.sum(axis=1), 1.0, atol=1e-5)
+    assert np.max(np.abs(a[0] - b[0])) < PROBA_TOL
+    assert np.max(np.abs(a[1:] - b[1:])) > 100 * PROBA_TOL  # the carried state shows
+    agreement = float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+    print(f"head-class agreement stateful vs whole-window: {agreement:.3f} of {len(a)}")
+    assert agreement >= MIN_AGREEMENT
+    assert [e.n_beats for e in step] == [e.n_beats for e in whole]
+    assert all(e.latency_ms > 0 for e in step)
+
+
+def test_windows_follow_the_documented_block_normalization(
+    lru_bundle: Path, ecg: np.ndarray
+) -> None:
+    """An independent reference: the offline-preprocessed record, each 1 s block standardized
+    with the 10 s ending at it (the first window's blocks with the first window), streamed
+    through a fresh step model; the head on its output at every window end."""
+    _, events = run(lru_bundle, [(ecg, None)])
+    bundle = load_bundle(lru_bundle)
+    stepper, clf = StepEmbedder(bundle), WindowClassifier(bundle)
+    y = preprocess(ecg, FS, bundle.manifest.preprocess)[:, 0]
+    state, ref = stepper.initial_state(1), []
+    for end in range(128, len(y) + 1, 128):
+        hi = max(end, 1280)
+        x = standardize_block(y[hi - 1280 : hi], 128, 1280 - (hi - end))
+        emb, state = stepper.step(x[None, None], state)
+        if end >= 1280 and (end - 1280) % 640 == 0:
+            feats = clf.combine({"raw": (emb, None)}, np.zeros((1, len(RR_FEATURE_NAMES))))
+            ref.append(clf.head_probabilities(feats)[0])
+    assert len(ref) == len(events)
+    assert np.max(np.abs(probs(events) - np.array(ref))) < PROBA_TOL
+
+
+def test_gap_resets_the_state(lru_bundle: Path, ecg: np.ndarray) -> None:
+    """After a gap, windows equal a fresh pipeline's fed only the post-gap samples.
+
+    Before the gap: 40 s of ECG, then 10 s of zeros so that the band-pass state has decayed
+    (< 1e-6) and the pre-gap samples cannot reach the post-gap ones through the filter; the
+    step model's state and normalization would carry them (see the control below)."""
+    pre = np.r_[ecg[: 40 * 128], np.zeros(10 * 128)]
+    post, gap_s = ecg[40 * 128 :], 7.0
+    t_post = len(pre) / FS + gap_s
+    p, events = run(lru_bundle, [(pre, 0.0), (post, t_post)])
+    _, fresh = run(lru_bundle, [(post, None)])
+    assert p.stats.gaps == 1 and p.step_stream is not None and p.step_stream.resets == 1
+    after = [e for e in events if e.start_s >= t_post - 1e-9]
+    straddle = [e for e in events if e.start_s < t_post < e.end_s]
+    assert straddle and all(e.flagged and not e.stateful for e in straddle)
+    assert len(after) == len(fresh) and all(e.stateful for e in after)
+    assert np.allclose([e.start_s - t_post for e in after], [e.start_s for e in fresh])
+    assert np.max(np.abs(probs(after) - probs(fresh))) < PROBA_TOL
+    # control: without the reset the same stream gives other outputs after the gap
+    _, merged = run(lru_bundle, [(pre, 0.0), (post, len(pre) / FS)])
+    joined = [e for e in merged if e.start_s >= len(pre) / FS - 1e-9]
+    assert np.max(np.abs(probs(joined) - probs(fresh))) > 100 * PROBA_TOL
+
+
+def test_gap_inside_a_block_restarts_at_the_next_block(lru_bundle: Path, ecg: np.ndarray) -> None:
+    """StepStream alone: a reset at sample g feeds nothing of the block holding g; from the
+    next block boundary on it gives the inputs and embeddings of a fresh stream over the
+    samples from there."""
+    bundle = load_bundle(lru_bundle)
+    g, skip = 50 * 128 + 37, 128 - 37  # the post-gap samples of g's block are not fed
+    x = ecg[: g + 40 * 128].astype(np.float32)[:, None]
+
+    def record(stream: StepStream) -> list[tuple[np.ndarray, np.ndarray]]:
+        calls, inner = [], stream.embedder.step
+
+        def step(block: np.ndarray, state: Any) -> Any:
+            emb, new = inner(block, state)
+            calls.append((block.copy(), emb.copy()))
+            return emb, new
+
+        stream.embedder.step = step  # type: ignore[method-assign]
+        return calls
+
+    a, b = StepStream(bundle), StepStream(bundle)
+    a_calls, b_calls = record(a), record(b)
+    buf_a, buf_b = RingBuffer(8192, 1), RingBuffer(8192, 1)
+    buf_a.write(x[:g], np.arange(g) / FS)
+    a.feed(buf_a)
+    n_pre = len(a_calls)
+    a.reset(g)
+    buf_a.write(x[g:], (np.arange(g, len(x)) + 7 * 128) / FS, gap_before=True)
+    a.feed(buf_a)
+    buf_b.write(x[g + skip :], np.arange(len(x) - g - skip) / FS)
+    b.feed(buf_b)
+    assert n_pre == g // 128 and a.reset_at == g + skip and a.resets == 1
+    assert len(a_calls) - n_pre == len(b_calls) == (len(x) - g - skip) // 128
+    for (xa, ea), (xb, eb) in zip(a_calls[n_pre:], b_calls):
+        assert np.array_equal(xa, xb)
+        assert np.allclose(ea, eb, rtol=0, atol=1e-6 * np.abs(eb).max())
