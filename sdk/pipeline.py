@@ -35,6 +35,7 @@ from sdk.denoiser import WindowDenoiser
 from sdk.episodes import EpisodeTracker
 from sdk.errors import BlockError, ConfigError, ProfileError, SampleRateError
 from sdk.events import Event, WindowEvent
+from sdk.lru_step import streaming_spec
 from sdk.modalities import lorenz_image, rr_from_peaks
 from sdk.preprocess import Preprocessor, standardize_window
 from sdk.quality import assess_quality
@@ -93,7 +94,9 @@ class StreamPipeline:
     on_event : callback receiving every event (more with :meth:`add_callback`).
     denoise : run the bundle's ``denoiser`` (if it has one) on each window before the embedder.
     stateful : embed with the bundle's step model, one block at a time (:mod:`sdk.step_stream`).
-        ``None``: when the bundle has one it can use (raw-only bundle, no denoiser running);
+        ``None``: when the bundle has one it can use (raw-only bundle, no denoiser running)
+        and the window hop is one step block (at a longer hop several step calls cost more
+        than one re-encode: ``ecgedge bench lru``);
         ``True``: required, else :class:`~sdk.errors.ConfigError` (``field="stateful"``);
         ``False``: re-encode each whole window. :attr:`step_stream` is the streamer or None.
 
@@ -172,6 +175,10 @@ class StreamPipeline:
         if stateful is False:
             return None
         problem = step_model_problem(self.bundle, denoising=self.denoiser is not None)
+        if problem is None and stateful is None:
+            spec = streaming_spec(self.bundle)
+            if self.bundle.manifest.hop_samples > spec.hop_samples:
+                return None  # measured: several step calls per hop cost more than one re-encode
         if problem is None:
             return StepStream(
                 self.bundle, lead=self.lead, threads=threads, backend=self.classifier.backend

@@ -23,7 +23,10 @@ from export.onnx_export import export_head  # noqa: E402
 from sdk.bundle import load_bundle  # noqa: E402
 from sdk.classifier import WindowClassifier  # noqa: E402
 from sdk.events import WindowEvent  # noqa: E402
-from sdk.lru_step import StepEmbedder  # noqa: E402
+from sdk.lru_step import (
+    StepEmbedder,  # noqa: E402
+    streaming_spec,
+)
 from sdk.pipeline import StreamPipeline  # noqa: E402
 from sdk.preprocess import preprocess  # noqa: E402
 from sdk.ringbuffer import RingBuffer  # noqa: E402
@@ -113,7 +116,7 @@ def probs(events: list[WindowEvent]) -> np.ndarray:
 def test_stateful_pipeline_against_whole_window(lru_bundle: Path, ecg: np.ndarray) -> None:
     """First window: identical input, identical output. Later windows: the state carries
     the stream; same events, finite, mostly the same class."""
-    p, step = run(lru_bundle, [(ecg, None)])
+    p, step = run(lru_bundle, [(ecg, None)], stateful=True)
     q, whole = run(lru_bundle, [(ecg, None)], stateful=False)
     assert p.step_stream is not None and q.step_stream is None
     assert len(step) == len(whole) == (len(ecg) - 1280) // 640 + 1
@@ -136,7 +139,7 @@ def test_windows_follow_the_documented_block_normalization(
     """An independent reference: the offline-preprocessed record, each 1 s block standardized
     with the 10 s ending at it (the first window's blocks with the first window), streamed
     through a fresh step model; the head on its output at every window end."""
-    _, events = run(lru_bundle, [(ecg, None)])
+    _, events = run(lru_bundle, [(ecg, None)], stateful=True)
     bundle = load_bundle(lru_bundle)
     stepper, clf = StepEmbedder(bundle), WindowClassifier(bundle)
     y = preprocess(ecg, FS, bundle.manifest.preprocess)[:, 0]
@@ -161,8 +164,8 @@ def test_gap_resets_the_state(lru_bundle: Path, ecg: np.ndarray) -> None:
     pre = np.r_[ecg[: 40 * 128], np.zeros(10 * 128)]
     post, gap_s = ecg[40 * 128 :], 7.0
     t_post = len(pre) / FS + gap_s
-    p, events = run(lru_bundle, [(pre, 0.0), (post, t_post)])
-    _, fresh = run(lru_bundle, [(post, None)])
+    p, events = run(lru_bundle, [(pre, 0.0), (post, t_post)], stateful=True)
+    _, fresh = run(lru_bundle, [(post, None)], stateful=True)
     assert p.stats.gaps == 1 and p.step_stream is not None and p.step_stream.resets == 1
     after = [e for e in events if e.start_s >= t_post - 1e-9]
     straddle = [e for e in events if e.start_s < t_post < e.end_s]
@@ -171,7 +174,7 @@ def test_gap_resets_the_state(lru_bundle: Path, ecg: np.ndarray) -> None:
     assert np.allclose([e.start_s - t_post for e in after], [e.start_s for e in fresh])
     assert np.max(np.abs(probs(after) - probs(fresh))) < PROBA_TOL
     # control: without the reset the same stream gives other outputs after the gap
-    _, merged = run(lru_bundle, [(pre, 0.0), (post, len(pre) / FS)])
+    _, merged = run(lru_bundle, [(pre, 0.0), (post, len(pre) / FS)], stateful=True)
     joined = [e for e in merged if e.start_s >= len(pre) / FS - 1e-9]
     assert np.max(np.abs(probs(joined) - probs(fresh))) > 100 * PROBA_TOL
 
@@ -211,3 +214,9 @@ def test_gap_inside_a_block_restarts_at_the_next_block(lru_bundle: Path, ecg: np
     for (xa, ea), (xb, eb) in zip(a_calls[n_pre:], b_calls):
         assert np.array_equal(xa, xb)
         assert np.allclose(ea, eb, rtol=0, atol=1e-6 * np.abs(eb).max())
+
+
+def test_default_re_encodes_when_the_hop_spans_several_blocks(lru_bundle: Path) -> None:
+    p = StreamPipeline(lru_bundle, fs_in=FS)
+    assert p.bundle.manifest.hop_samples > streaming_spec(p.bundle).hop_samples
+    assert p.step_stream is None
