@@ -16,10 +16,6 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from export.build import _tensor  # noqa: E402
-from export.lru_bundle import bundle_manifest, streaming_entry  # noqa: E402
-from export.lru_export import export_lru_embedder, export_lru_step  # noqa: E402
-from export.onnx_export import export_head  # noqa: E402
 from sdk.bundle import load_bundle  # noqa: E402
 from sdk.classifier import WindowClassifier  # noqa: E402
 from sdk.events import WindowEvent  # noqa: E402
@@ -34,6 +30,7 @@ from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
 from sdk.step_stream import StepStream, standardize_block  # noqa: E402
 from sdk.synthetic import synthetic_ecg  # noqa: E402
 from sdk.windowing import record_windows  # noqa: E402
+from tests.lru_bundles import write_lru_bundle  # noqa: E402
 from trainer.config import DataConfig  # noqa: E402
 from trainer.data.datasets import spec_of  # noqa: E402
 from trainer.models.lru import LRUConfig, LRUEncoder  # noqa: E402
@@ -65,10 +62,6 @@ def lru_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     encoder = LRUEncoder(CFG).eval()
     data = DataConfig()
-    root = tmp_path_factory.mktemp("lru_pipeline_bundle")
-    k = data.window // CFG.block_samples
-    export_lru_embedder(encoder, data.window, root / "embedder.fp32.onnx")
-    export_lru_step(encoder, k, root / "embedder_step.fp32.onnx")
     # a random head on the embedding standardized over this record's windows, so that its
     # class varies from window to window (the random encoder's embeddings vary little)
     rw = record_windows(_ecg(), FS, spec_of(data), data.window, data.hop)
@@ -78,23 +71,8 @@ def lru_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     w_emb /= emb.std(axis=0)[:, None] * np.sqrt(CFG.emb_dim)
     weight = np.zeros((CFG.emb_dim + len(RR_FEATURE_NAMES), 4))
     weight[: CFG.emb_dim] = w_emb
-    export_head(weight, -emb.mean(axis=0) @ w_emb, root / "head.onnx")
-    np.save(root / "noise.npy", np.zeros((1, 1, data.window), np.float32))
-    x_shape = ["batch", 1, data.window]
-    bundle_manifest(
-        root,
-        name="lru-pipeline-test",
-        data=data,
-        emb_inputs=[
-            _tensor("x", "float32", x_shape),
-            _tensor("t", "int64", ["batch"]),
-            _tensor("noise", "float32", x_shape),
-        ],
-        emb_dim=CFG.emb_dim,
-        steps=50,
-        note="test",
-        extra={"streaming": streaming_entry(root, CFG, k), "provenance": {}},
-    )
+    root = tmp_path_factory.mktemp("lru_pipeline_bundle")
+    write_lru_bundle(root, encoder, (weight, -emb.mean(axis=0) @ w_emb), name="lru-pipeline-test")
     return root
 
 

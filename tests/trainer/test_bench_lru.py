@@ -13,14 +13,11 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from export.build import _tensor  # noqa: E402
-from export.lru_bundle import bundle_manifest, streaming_entry  # noqa: E402
-from export.lru_export import export_lru_embedder, export_lru_step, graph_nodes  # noqa: E402
-from export.onnx_export import export_head  # noqa: E402
 from sdk.bundle import load_bundle  # noqa: E402
 from sdk.errors import BlockError, BundleError  # noqa: E402
 from sdk.lru_step import StepEmbedder  # noqa: E402
 from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
+from tests.lru_bundles import write_lru_bundle  # noqa: E402
 from trainer.bench.lru import (  # noqa: E402
     PIPELINE_ROW,
     STEP_ROW,
@@ -30,7 +27,6 @@ from trainer.bench.lru import (  # noqa: E402
     run,
     warm_cold_gap,
 )
-from trainer.config import DataConfig  # noqa: E402
 from trainer.models.lru import LRUConfig, LRUEncoder  # noqa: E402
 
 CFG = LRUConfig(
@@ -44,39 +40,10 @@ def lru_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A schema-v1 LRU bundle (embedder, step model, head, noise) of a random tiny encoder."""
     torch.manual_seed(0)
     encoder = LRUEncoder(CFG).eval()
-    data = DataConfig()
-    root = tmp_path_factory.mktemp("lru_bundle")
-    k = data.window // CFG.block_samples
-    export_lru_embedder(encoder, data.window, root / "embedder.fp32.onnx")
-    export_lru_step(encoder, k, root / "embedder_step.fp32.onnx")
     rng = np.random.default_rng(0)
     n_feat = CFG.emb_dim + len(RR_FEATURE_NAMES)
-    export_head(rng.standard_normal((n_feat, 4)), rng.standard_normal(4), root / "head.onnx")
-    np.save(root / "noise.npy", np.zeros((1, 1, data.window), np.float32))
-    x_shape = ["batch", 1, data.window]
-    nodes = {
-        "embedder": graph_nodes(root / "embedder.fp32.onnx"),
-        "step": graph_nodes(root / "embedder_step.fp32.onnx"),
-    }
-    bundle_manifest(
-        root,
-        name="lru-test",
-        data=data,
-        emb_inputs=[
-            _tensor("x", "float32", x_shape),
-            _tensor("t", "int64", ["batch"]),
-            _tensor("noise", "float32", x_shape),
-        ],
-        emb_dim=CFG.emb_dim,
-        steps=50,
-        note="test",
-        extra={
-            "streaming": streaming_entry(root, CFG, k),
-            "provenance": {},
-            "metrics": {"graph_nodes": nodes},
-        },
-    )
-    return root
+    head = (rng.standard_normal((n_feat, 4)), rng.standard_normal(4))
+    return write_lru_bundle(tmp_path_factory.mktemp("lru_bundle"), encoder, head, name="lru-test")
 
 
 def _pairs(lead: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
