@@ -1,7 +1,8 @@
 """Typed events a :class:`~sdk.pipeline.StreamPipeline` emits.
 
 The event interface is deliberately small: every consumer (apps, the demo, benchmarks,
-the firmware bridge) relies on these fields, so they change only with a schema bump.
+the firmware bridge) relies on these fields, so fields are only ever added, last and with a
+default (as ``denoised``, ``personalized``, ``stateful`` were); none is renamed or removed.
 """
 
 from __future__ import annotations
