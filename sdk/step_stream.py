@@ -125,7 +125,8 @@ class StepStream:
         problem = step_model_problem(bundle)
         if problem is not None:
             raise ConfigError(
-                f"no stateful streaming with this bundle: {problem}", field="stateful"
+                f"no stateful streaming with this bundle ({problem[0]}): {problem[1]}",
+                field="stateful",
             )
         self.embedder = StepEmbedder(bundle, backend=backend, threads=threads)
         self.block = self.embedder.spec.hop_samples
