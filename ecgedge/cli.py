@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 _OUR_PACKAGES = {"sdk", "trainer", "export", "firmware_bridge", "ecgedge"}
 
@@ -241,6 +242,12 @@ def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
     )
 
 
+def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
+    """StreamPipeline keywords from ``stream``'s --hop, --stateful and --no-denoise."""
+    stateful = {"auto": None, "on": True, "off": False}[args.stateful]
+    return {"hop_s": args.hop, "stateful": stateful, "denoise": not args.no_denoise}
+
+
 def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
     from ecgedge.demo import LiveView
     from ecgedge.live import ble, run_live, simulated
@@ -275,7 +282,11 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
     elif args.record:
         recording = read_wfdb(Path(args.record), args.lead)
         pipeline = StreamPipeline(
-            _bundle_path(args.bundle), fs_in=recording.fs, on_event=view, profile=args.user_profile
+            _bundle_path(args.bundle),
+            fs_in=recording.fs,
+            on_event=view,
+            profile=args.user_profile,
+            **_pipeline_options(args),
         )
         if pipeline.profile_error is not None:
             print(f"user profile not used: {pipeline.profile_error}", file=sys.stderr)
@@ -290,6 +301,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         on_event=view,
         save=Path(args.save) if args.save else None,
         user_profile=Path(args.user_profile) if args.user_profile else None,
+        options=_pipeline_options(args),
     )
     print(view.summary(pipeline.stats.samples_in / profile.fs, stats))
     print(f"  counters        {stats.to_dict()}")
@@ -475,6 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lead", type=int, default=0, help="lead index to stream")
     s.add_argument("--seconds", type=float, default=0.0, help="stop after this much ECG (0 = all)")
     s.add_argument("--profile", choices=("h10", "open"), default="h10", help="BLE sensor profile")
+    s.add_argument("--hop", type=float, help="seconds between windows (default: the bundle's)")
+    s.add_argument(
+        "--stateful",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="embed with the bundle's step model per block (DiffAE-LRU); auto: when the hop is "
+        "one block",
+    )
+    s.add_argument(
+        "--no-denoise", action="store_true", help="skip the bundle's denoiser, if it has one"
+    )
     s.add_argument("--allow", nargs="*", help="BLE allow-list of addresses or names")
     s.add_argument(
         "--loss", type=float, default=0.0, help="simulate: notification loss probability"

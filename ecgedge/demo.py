@@ -60,9 +60,12 @@ class LiveView:
         hr = f"{event.heart_rate_bpm:5.0f} bpm" if event.heart_rate_bpm else "   -- bpm"
         q = "ok" if event.quality.ok else ",".join(event.quality.flags)
         probs = " ".join(f"{k}:{v:4.2f}" for k, v in event.probabilities.items())
+        how = "".join(
+            tag for tag, on in ((" denoised", event.denoised), (" step", event.stateful)) if on
+        )
         print(
             f"{event.end_s / 60:6.2f} min  {event.label:>2}  {probs}  HR {hr}  quality {q:<10} "
-            f"{event.latency_ms:5.1f} ms  {'AF EPISODE' if self.in_af else ''}",
+            f"{event.latency_ms:5.1f} ms{how}  {'AF EPISODE' if self.in_af else ''}",
             flush=True,
         )
 
@@ -86,6 +89,8 @@ class LiveView:
                 f"  AF episodes     {len(onsets)}{': ' + spans if spans else ''}",
                 f"  time in AF      {af_s / 60:.1f} min ({af_pct:.0f}%)",
                 f"  window latency  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms",
+                f"  embedding       {sum(w.stateful for w in self.windows)} windows by the step "
+                f"model, {sum(w.denoised for w in self.windows)} denoised",
                 f"  bridge          {bridge.packets} PMD frames, {bridge.malformed} malformed, "
                 f"{a.gaps} gaps ({a.samples_lost} samples), {bridge.reconnects} reconnects",
             ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,15 +102,19 @@ def run_live(
     on_event: Callable[[Event], None],
     save: Path | None = None,
     user_profile: Path | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[StreamPipeline, SessionStats, Path | None]:
     """Stream until the source ends (or Ctrl-C); return the pipeline, the session's counters
-    and where the record was saved. ``user_profile``: a calibration profile to apply."""
+    and where the record was saved. ``user_profile``: a calibration profile to apply;
+    ``options``: further :class:`~sdk.pipeline.StreamPipeline` keywords (``hop_s``,
+    ``stateful``, ``denoise``)."""
     pipeline = StreamPipeline(
         bundle,
         fs_in=profile.fs,
         n_leads=profile.n_leads,
         on_event=on_event,
         profile=user_profile,
+        **dict(options or {}),
     )
     sink = Recorder(pipeline, profile.fs)
     session = SensorSession(transport, profile, sink)

@@ -99,6 +99,8 @@ class StreamPipeline:
         than one re-encode: ``ecgedge bench lru``);
         ``True``: required, else :class:`~sdk.errors.ConfigError` (``field="stateful"``);
         ``False``: re-encode each whole window. :attr:`step_stream` is the streamer or None.
+    hop_s : seconds between window starts (default: the bundle's hop). The episode tracker's
+        smoothing is rescaled so that its time constant stays the same in seconds.
 
     Not thread-safe: push from one thread (or the event loop that iterates :meth:`events`).
     """
@@ -119,13 +121,15 @@ class StreamPipeline:
         on_event: Callable[[Event], None] | None = None,
         denoise: bool = True,
         stateful: bool | None = None,
+        hop_s: float | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
         if not 0 <= lead < n_leads:
             raise ConfigError(f"0 <= lead ({lead}) < n_leads ({n_leads}) must hold", field="lead")
         self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
-        self.window, self.hop = m.window_samples, m.hop_samples
+        self.window = m.window_samples
+        self.hop = self._hop_samples(hop_s)
         self._lag = int(round(PEAK_LAG_S * self.fs))
         if buffer_s * self.fs < self.window + self._lag + self.hop:
             raise ConfigError(
@@ -162,8 +166,11 @@ class StreamPipeline:
         self._next_start = 0
         self._last_end = 0
         self._closed = False
+        # the tracker's smoothing is per window; keep its time constant at another hop
+        alpha = 1.0 - (1.0 - EpisodeTracker.alpha) ** (self.hop / m.hop_samples)
         self.episodes = EpisodeTracker(
             label="A",
+            alpha=alpha,
             on=m.thresholds.get("episode_on", 0.6),
             off=m.thresholds.get("episode_off", 0.4),
         )
@@ -171,17 +178,35 @@ class StreamPipeline:
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._queues: list[asyncio.Queue[Event | None]] = []
 
+    def _hop_samples(self, hop_s: float | None) -> int:
+        if hop_s is None:
+            return self.bundle.manifest.hop_samples
+        hop = int(round(hop_s * self.fs))
+        if not 0 < hop <= self.window or abs(hop - hop_s * self.fs) > 1e-6 * self.fs:
+            raise ConfigError(
+                f"hop_s ({hop_s}) must be a whole number of samples at {self.fs:g} Hz, "
+                f"> 0 and <= the window ({self.window / self.fs:g} s)",
+                field="hop_s",
+            )
+        return hop
+
     def _open_step_stream(self, stateful: bool | None, threads: int) -> StepStream | None:
         if stateful is False:
             return None
-        problem = step_model_problem(self.bundle, denoising=self.denoiser is not None)
+        problem = step_model_problem(
+            self.bundle, denoising=self.denoiser is not None, hop_samples=self.hop
+        )
         if problem is None and stateful is None:
             spec = streaming_spec(self.bundle)
-            if self.bundle.manifest.hop_samples > spec.hop_samples:
+            if self.hop > spec.hop_samples:
                 return None  # measured: several step calls per hop cost more than one re-encode
         if problem is None:
             return StepStream(
-                self.bundle, lead=self.lead, threads=threads, backend=self.classifier.backend
+                self.bundle,
+                lead=self.lead,
+                hop_samples=self.hop,
+                threads=threads,
+                backend=self.classifier.backend,
             )
         if stateful:
             raise ConfigError(f"stateful=True, but {problem[1]}", field="stateful")

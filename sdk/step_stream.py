@@ -58,9 +58,12 @@ def standardize_block(
     return np.clip((block - w.mean()) / std, -CLIP_STD, CLIP_STD).astype(np.float32)
 
 
-def step_model_problem(bundle: Bundle, *, denoising: bool = False) -> tuple[str, str] | None:
+def step_model_problem(
+    bundle: Bundle, *, denoising: bool = False, hop_samples: int | None = None
+) -> tuple[str, str] | None:
     """Why a pipeline cannot stream ``bundle`` through its step model: ``(reason, message)``,
-    or ``None`` when it can. ``denoising``: the pipeline would run the bundle's denoiser.
+    or ``None`` when it can. ``denoising``: the pipeline would run the bundle's denoiser;
+    ``hop_samples``: the pipeline's window hop (default: the bundle's).
 
     Reasons: ``missing`` (no step model), ``streaming_layout`` / ``malformed`` (see
     :func:`~sdk.lru_step.streaming_spec`), ``modalities`` (other embedders or a fusion model
@@ -94,9 +97,10 @@ def step_model_problem(bundle: Bundle, *, denoising: bool = False) -> tuple[str,
             f"the step model covers {spec.blocks_per_window} blocks of {spec.hop_samples} "
             f"samples, not the bundle's window of {m.window_samples}"
         )
-    if m.hop_samples % spec.hop_samples:
+    hop = m.hop_samples if hop_samples is None else hop_samples
+    if hop % spec.hop_samples:
         return "hop", (
-            f"the pipeline's hop ({m.hop_samples} samples) is not a multiple of the step "
+            f"the pipeline's hop ({hop} samples) is not a multiple of the step "
             f"model's hop ({spec.hop_samples} samples)"
         )
     return None
@@ -109,6 +113,7 @@ class StepStream:
     ----------
     bundle : a loaded bundle whose step model can stream it (:func:`step_model_problem`).
     lead : the lead the model sees.
+    hop_samples : the pipeline's window hop (default: the bundle's).
     threads, backend : as :func:`sdk.runtime.open_model`.
 
     Raises
@@ -120,9 +125,15 @@ class StepStream:
     """
 
     def __init__(
-        self, bundle: Bundle, *, lead: int = 0, threads: int = 1, backend: str = "cpu"
+        self,
+        bundle: Bundle,
+        *,
+        lead: int = 0,
+        hop_samples: int | None = None,
+        threads: int = 1,
+        backend: str = "cpu",
     ) -> None:
-        problem = step_model_problem(bundle)
+        problem = step_model_problem(bundle, hop_samples=hop_samples)
         if problem is not None:
             raise ConfigError(
                 f"no stateful streaming with this bundle ({problem[0]}): {problem[1]}",
@@ -131,7 +142,7 @@ class StepStream:
         self.embedder = StepEmbedder(bundle, backend=backend, threads=threads)
         self.block = self.embedder.spec.hop_samples
         self.window = bundle.manifest.window_samples
-        self.hop = bundle.manifest.hop_samples
+        self.hop = bundle.manifest.hop_samples if hop_samples is None else hop_samples
         self.lead = lead
         self.resets = 0
         self._ready: dict[int, tuple[np.ndarray, float]] = {}

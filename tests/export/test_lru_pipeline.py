@@ -18,6 +18,7 @@ pytest.importorskip("onnxruntime")
 
 from sdk.bundle import load_bundle  # noqa: E402
 from sdk.classifier import WindowClassifier  # noqa: E402
+from sdk.errors import ConfigError  # noqa: E402
 from sdk.events import WindowEvent  # noqa: E402
 from sdk.lru_step import (
     StepEmbedder,  # noqa: E402
@@ -198,3 +199,54 @@ def test_default_re_encodes_when_the_hop_spans_several_blocks(lru_bundle: Path) 
     p = StreamPipeline(lru_bundle, fs_in=FS)
     assert p.bundle.manifest.hop_samples > streaming_spec(p.bundle).hop_samples
     assert p.step_stream is None
+
+
+def test_one_block_hop_uses_the_step_model_by_default(lru_bundle: Path, ecg: np.ndarray) -> None:
+    """hop_s = the step block: a window every second, all embedded by the step model; its
+    windows on the bundle's 5 s grid equal those of a stateful stream at the bundle's hop
+    (the step model's output depends on the blocks fed, not on the hop)."""
+    p, every_s = run(lru_bundle, [(ecg, None)], hop_s=1.0)
+    _, every_5s = run(lru_bundle, [(ecg, None)], stateful=True)
+    assert p.step_stream is not None and p.hop == 128
+    assert len(every_s) == (len(ecg) - 1280) // 128 + 1
+    assert all(e.stateful for e in every_s)
+    assert np.allclose(np.diff([e.start_s for e in every_s]), 1.0)
+    on_grid = [e for e in every_s if round(e.start_s) % 5 == 0]
+    assert len(on_grid) == len(every_5s)
+    assert np.max(np.abs(probs(on_grid) - probs(every_5s))) < PROBA_TOL
+
+
+def test_episode_smoothing_keeps_its_time_constant_at_another_hop(lru_bundle: Path) -> None:
+    five, one = StreamPipeline(lru_bundle, fs_in=FS), StreamPipeline(lru_bundle, fs_in=FS, hop_s=1)
+    assert five.episodes.alpha == pytest.approx(0.5)
+    assert (1 - one.episodes.alpha) ** 5 == pytest.approx(1 - five.episodes.alpha)
+
+
+@pytest.mark.parametrize("hop_s", [0.0, -1.0, 10.5, 1.0 / 3.0])
+def test_hop_must_be_whole_samples_within_the_window(lru_bundle: Path, hop_s: float) -> None:
+    with pytest.raises(ConfigError, match="hop_s") as info:
+        StreamPipeline(lru_bundle, fs_in=FS, hop_s=hop_s)
+    assert info.value.field == "hop_s"
+
+
+def test_stateful_at_a_hop_off_the_block_grid_is_refused(lru_bundle: Path) -> None:
+    with pytest.raises(ConfigError, match="not a multiple of the step model's hop"):
+        StreamPipeline(lru_bundle, fs_in=FS, hop_s=1.5, stateful=True)
+    assert StreamPipeline(lru_bundle, fs_in=FS, hop_s=1.5).step_stream is None
+
+
+def test_cli_streams_with_the_step_model_and_refuses_when_it_cannot(lru_bundle: Path) -> None:
+    from tests.test_demo import run_cli
+
+    args = ("stream", "--simulate", "--seconds", "25", "--bundle", str(lru_bundle))
+    out = run_cli(*args, "--hop", "1")
+    assert out.returncode == 0, out.stderr
+    windows = [line for line in out.stdout.splitlines() if " HR " in line]
+    assert len(windows) >= 10 and all(" step" in line for line in windows)
+    assert "windows by the step model" in out.stdout
+    off = run_cli(*args, "--hop", "1", "--stateful", "off")
+    assert off.returncode == 0, off.stderr
+    assert not any(" step" in line for line in off.stdout.splitlines() if " HR " in line)
+    refused = run_cli(*args, "--hop", "1.5", "--stateful", "on")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "not a multiple of the step model's hop" in refused.stderr
