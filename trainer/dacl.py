@@ -183,12 +183,40 @@ def latents(vae: VAE, feats: np.ndarray) -> np.ndarray:
     return vae.encode(torch.from_numpy(feats))[0].numpy()
 
 
+def prototype_distance(
+    emb_train: np.ndarray, emb_val: np.ndarray, normal: np.ndarray, metric: str = "euclidean"
+) -> np.ndarray:
+    """Distance of each validation embedding to the normal training windows' prototype.
+
+    ``euclidean``: to their mean (DACL's score). ``mahalanobis``: with their covariance -- a
+    one-class Gaussian model of normal windows. The covariance is estimated on the normal
+    windows z-scored per dimension and shrunk towards the identity (Ledoit-Wolf,
+    scikit-learn), so that it stays invertible and the shrinkage does not depend on each
+    dimension's scale.
+    """
+    ref = np.asarray(emb_train[normal], dtype=np.float64)
+    if metric == "euclidean":
+        return np.linalg.norm(emb_val - ref.mean(axis=0), axis=1)
+    if metric == "mahalanobis":
+        from sklearn.covariance import LedoitWolf
+
+        mean, std = ref.mean(axis=0), ref.std(axis=0) + 1e-6
+        fit = LedoitWolf().fit((ref - mean) / std)
+        d = (np.asarray(emb_val, dtype=np.float64) - mean) / std - fit.location_
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, fit.precision_, d), 0.0))
+    raise ValueError(f"metric must be 'euclidean' or 'mahalanobis', got {metric!r}")
+
+
 def anomaly_report(
-    emb_train: np.ndarray, emb_val: np.ndarray, train: WindowSet, val: WindowSet
+    emb_train: np.ndarray,
+    emb_val: np.ndarray,
+    train: WindowSet,
+    val: WindowSet,
+    metric: str = "euclidean",
 ) -> dict[str, Any]:
-    """AUROC N vs (A+O) of the record-mean distance to the normal training prototype."""
-    proto = emb_train[train.window_labels == "N"].mean(axis=0)
-    dist = np.linalg.norm(emb_val - proto, axis=1)
+    """AUROC N vs (A+O) of the record-mean distance to the normal training prototype
+    (:func:`prototype_distance` with ``metric``)."""
+    dist = prototype_distance(emb_train, emb_val, train.window_labels == "N", metric)
     counts = np.bincount(val.record_index, minlength=len(val.names))
     score = np.bincount(val.record_index, weights=dist, minlength=len(val.names)) / np.maximum(
         counts, 1

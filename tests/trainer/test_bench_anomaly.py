@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.classifier import WindowClassifier, WindowInputs
@@ -27,10 +28,11 @@ def test_blocks_of_the_shipped_multimodal_bundle():
     ws = _window_set(["N", "A", "O"], 3, np.random.default_rng(0))
     ws.rr = ws.rr[:, : clf.n_rr]
     blocks = embedding_blocks(clf, ws, "test")
-    assert set(blocks) == {*clf.modalities, "fused", "all"}
+    assert set(blocks) == {*clf.modalities, "fused", "modalities", "all"}
     assert all(b.shape[0] == 9 and np.isfinite(b).all() for b in blocks.values())
     widths = sum(blocks[m].shape[1] for m in (*clf.modalities, "fused"))
     assert blocks["all"].shape[1] == widths
+    assert np.array_equal(blocks["all"][:, : blocks["modalities"].shape[1]], blocks["modalities"])
     head_width = clf.features(WindowInputs(ws.windows, ws.rr, ws.lorenz), None).shape[1]
     assert widths + clf.n_rr == head_width  # every head input but the RR features
 
@@ -54,3 +56,33 @@ def test_z_scoring_finds_the_signal_a_loud_dimension_hides():
     assert r["euclidean"]["value"] < r["z_scored"]["value"] - 0.2
     lo, hi = r["z_scored"]["ci95"]
     assert lo <= r["z_scored"]["value"] <= hi
+
+
+def test_mahalanobis_finds_a_shift_across_correlated_dimensions():
+    """Normal windows vary along a loud shared direction u; abnormal ones move across it
+    (x1 - x2), by far less than u's spread: per-dimension scaling cannot see it, the normal
+    class's covariance can."""
+    rng = np.random.default_rng(2)
+    labels = ["N"] * 40 + ["A"] * 20 + ["O"] * 20
+    train, val = _window_set(labels, 10, rng), _window_set(labels, 10, rng)
+
+    def embed(ws: WindowSet) -> np.ndarray:
+        abnormal = np.isin(ws.window_labels, ["A", "O"])
+        u = 4.0 * rng.standard_normal(len(abnormal))
+        across = np.where(abnormal, 1.0, 0.0) + 0.2 * rng.standard_normal(len(abnormal))
+        noise = rng.standard_normal((len(abnormal), 3))  # uninformative, unit spread
+        return np.c_[u + across, u - across, noise].astype(np.float32)
+
+    r = score_blocks({"x": embed(train)}, {"x": embed(val)}, train, val)["x"]
+    print({k: r[k]["value"] for k in ("euclidean", "z_scored", "mahalanobis")})
+    assert r["mahalanobis"]["records"] == 80
+    assert r["mahalanobis"]["value"] > 0.95
+    assert r["euclidean"]["value"] < 0.75 and r["z_scored"]["value"] < 0.75
+
+
+def test_prototype_distance_rejects_an_unknown_metric():
+    from trainer.dacl import prototype_distance
+
+    x = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="mahalanobis"):
+        prototype_distance(x, x, np.ones(4, bool), "cosine")

@@ -6,8 +6,9 @@ validation split, noisy records excluded (as ``ecgedge bench dacl``). Here the e
 come from a bundle through the SDK (ONNX Runtime, the bundle's default t), so the DiffECG
 extractor, the DiffAE-LRU encoder and the DACL encoder are scored the same way. Each block
 of the head input (every modality's embedding, the fused embedding, all of them together;
-never the RR features) is scored twice: plain Euclidean distance, and distance after
-z-scoring each dimension with the training windows' mean and standard deviation.
+never the RR features) is scored three ways: plain Euclidean distance (DACL's), distance
+after z-scoring each dimension with the training windows' mean and standard deviation, and
+Mahalanobis distance under the normal training windows' covariance (z-scored, Ledoit-Wolf).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ BATCH = 256
 
 
 def embedding_blocks(clf: WindowClassifier, ws: WindowSet, desc: str) -> dict[str, np.ndarray]:
-    """Every modality's embedding and the fused one (if any) of every window: name → (N, D)."""
+    """Every modality's embedding, the fused one (if any), ``modalities`` (the modalities'
+    embeddings side by side: self-supervised only) and ``all`` (with the fused one) of every
+    window: name → (N, D)."""
     t = clf.resolve_t(None)
     blocks: dict[str, list[np.ndarray]] = {}
     for i in tqdm(range(0, len(ws.windows), BATCH), desc=desc, unit="batch", leave=False):
@@ -44,8 +47,10 @@ def embedding_blocks(clf: WindowClassifier, ws: WindowSet, desc: str) -> dict[st
             width = sum(parts[m][0].shape[1] for m in clf.modalities)
             blocks.setdefault("fused", []).append(feats[:, width : feats.shape[1] - clf.n_rr])
     out = {k: np.concatenate(v).astype(np.float32) for k, v in blocks.items()}
+    if len(clf.modalities) > 1:
+        out["modalities"] = np.concatenate([out[m] for m in clf.modalities], axis=1)
     if len(out) > 1:
-        out["all"] = np.concatenate(list(out.values()), axis=1)
+        out["all"] = np.concatenate([out[k] for k in (*clf.modalities, "fused") if k in out], 1)
     return out
 
 
@@ -64,6 +69,7 @@ def score_blocks(
             "dim": int(tr.shape[1]),
             "euclidean": anomaly_report(tr, va, train, val),
             "z_scored": anomaly_report((tr - mean) / std, (va - mean) / std, train, val),
+            "mahalanobis": anomaly_report(tr, va, train, val, metric="mahalanobis"),
         }
     return rows
 
@@ -94,9 +100,16 @@ def markdown(results: dict[str, dict[str, Any]], n_records: int) -> str:
     rows = []
     for label, res in results.items():
         for block, r in res["blocks"].items():
-            rows.append([label, block, r["dim"], _ci(r["euclidean"]), _ci(r["z_scored"])])
+            rows.append(
+                [
+                    label,
+                    block,
+                    r["dim"],
+                    *(_ci(r[k]) for k in ("euclidean", "z_scored", "mahalanobis")),
+                ]
+            )
     table = md_table(
-        ["bundle", "embedding block", "dim", "AUROC, Euclidean", "AUROC, z-scored"], rows
+        ["bundle", "embedding block", "dim", "AUROC, Euclidean", "z-scored", "Mahalanobis"], rows
     )
     cmd = ",".join(r["bundle"] for r in results.values())
     return f"""# anomaly — DACL-style anomaly AUROC of every embedder (CinC 2017 validation split)
@@ -104,7 +117,12 @@ def markdown(results: dict[str, dict[str, Any]], n_records: int) -> str:
 Command: `ecgedge bench anomaly --bundle {cmd}`. Score: mean over a record's 10 s windows of
 the distance of the window's embedding (SDK, ONNX Runtime FP32, the bundle's default t) to
 the mean embedding of the normal training windows; AUROC Normal vs (AF + Other) over
-{n_records} validation records (noisy records excluded), 95% bootstrap intervals. No labels
+{n_records} validation records (noisy records excluded), 95% bootstrap intervals. Euclidean
+is DACL's score; z-scored divides each dimension by its training standard deviation;
+Mahalanobis uses the covariance of the normal training windows, z-scored per dimension and
+shrunk towards the identity (Ledoit-Wolf): a one-class Gaussian model. Blocks:
+each modality, "fused" (the fusion layer's output), "modalities" (the modality embeddings
+side by side, no fusion layer) and "all" (both). No labels
 other than "normal" are used to build the score, but the embedders differ in what their
 training saw: the DiffECG extractors, the DiffAE-LRU encoder and DACL's VAE are
 self-supervised; DACL's triplet encoder uses class labels to pick negatives; the DiffECG
