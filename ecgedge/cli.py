@@ -173,6 +173,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             Path(args.out),
             bundle_dir=Path(args.bundle) if args.bundle else None,
             peers=not args.no_peers,
+            report=args.report or "noise_stress",
         )
         return 0
     if args.name == "anomaly":
@@ -458,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
     b.add_argument(
-        "--report", help="rhythm, stream: name of the report files (default: the benchmark's)"
+        "--report",
+        help="rhythm, stream, noise-stress: name of the report files (default: the benchmark's)",
     )
     b.set_defaults(func=_cmd_bench)
 

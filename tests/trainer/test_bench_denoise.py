@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from trainer.bench.denoise import medfilt_reference
 from trainer.bench.noise_stress import TOLERANCE_S, match, score, se_pp, spans_of
@@ -54,3 +55,39 @@ def test_medfilt_reference_removes_a_slow_baseline():
     spikes = (np.abs((t % 1.0) - 0.5) < 0.02).astype(float)
     ref = medfilt_reference(spikes + 0.8 * np.sin(2 * np.pi * 0.2 * t), fs)
     assert np.abs(ref - spikes)[300:-300].max() < 0.05
+
+
+class _IdentityDenoiser:
+    """Stands in for WindowDenoiser: returns its input and keeps what it saw."""
+
+    def __init__(self, leads: int) -> None:
+        self.leads, self.window, self.precision, self.seen = leads, 1280, "fp32", []
+
+    def denoise(self, x: np.ndarray) -> np.ndarray:
+        self.seen.append(x.copy())
+        return x
+
+
+def test_noise_stress_feeds_a_two_lead_denoiser_both_leads_and_detects_on_lead_0():
+    from sdk.preprocess import PreprocessSpec
+    from sdk.synthetic import synthetic_ecg
+    from trainer.bench.noise_stress import Detectors
+
+    fs = 360.0
+    ecg = synthetic_ecg((("sinus", 40.0),), fs=fs, seed=1).signal
+    other = np.random.default_rng(0).standard_normal(ecg.size) * 0.05  # a different lead 1
+    record = np.c_[ecg, other]
+    found = {}
+    for leads in (1, 2):
+        den = _IdentityDenoiser(leads)
+        found[leads] = Detectors(den, PreprocessSpec())(record, fs, peers=False)
+        assert {x.shape[1] for x in den.seen} == {leads}
+        if leads == 2:  # lead 1 is the record's lead 1, not a copy of lead 0
+            assert not np.allclose(den.seen[0][0, 0], den.seen[0][0, 1])
+    # the identity denoiser changes nothing the detector sees on lead 0
+    for leads in (1, 2):
+        a, b = found[leads]["SDK Pan-Tompkins"], found[leads]["SDK Pan-Tompkins + denoiser"]
+        assert len(a) >= 40 and np.allclose(a, b, atol=1.0 / 128)
+    three = Detectors(_IdentityDenoiser(3), PreprocessSpec())
+    with pytest.raises(ValueError, match="takes 3 leads"):
+        three(record, fs, peers=False)

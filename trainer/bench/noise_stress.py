@@ -6,7 +6,8 @@ Detectors, all on lead 0 (MLII):
 - the SDK's streaming Pan-Tompkins (:func:`sdk.rpeaks.detect_rpeaks`) on the device
   representation (resample to 128 Hz, causal 0.5–40 Hz band-pass), as the pipeline runs it;
 - the same after the denoiser (:func:`sdk.denoiser.denoise_signal`: windows of 10 s with 5 s
-  hop, each sample from the window where it is most central);
+  hop, each sample from the window where it is most central); a 1-lead denoiser sees MLII, a
+  2-lead one both leads of the record (MLII and V1, both carrying the stress noise);
 - ``wfdb.processing.xqrs_detect`` and NeuroKit2 (``ecg_peaks`` on ``ecg_clean``) on the raw
   360 Hz record, and the same two on the denoised signal.
 
@@ -79,26 +80,33 @@ def spans_of(n_samples: int) -> dict[str, list[tuple[float, float]] | None]:
 
 
 class Detectors:
-    """Every detector on one raw lead; returns beat times in s of the raw record."""
+    """Every detector on lead 0 of a raw record; returns beat times in s of the record.
+    A denoiser sees as many leads, from lead 0 on, as it takes."""
 
     def __init__(self, denoiser: Any | None, spec: PreprocessSpec) -> None:
         self.den, self.spec = denoiser, spec
 
     def device(self, x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
-        pre = Preprocessor(fs, self.spec, 1)
-        return pre.process(x[:, None])[:, 0].astype(np.float64), pre.delay_s
+        """(n, leads) raw → (m, leads) device representation, and its delay in s."""
+        pre = Preprocessor(fs, self.spec, x.shape[1])
+        return pre.process(x).astype(np.float64), pre.delay_s
 
-    def __call__(self, x: np.ndarray, fs: float, peers: bool) -> dict[str, np.ndarray]:
+    def __call__(self, signal: np.ndarray, fs: float, peers: bool) -> dict[str, np.ndarray]:
         import neurokit2 as nk
         from wfdb import processing
 
         from sdk.denoiser import denoise_signal
 
-        y, delay = self.device(x, fs)
+        leads = self.den.leads if self.den is not None else 1
+        if signal.shape[1] < leads:
+            raise ValueError(f"the denoiser takes {leads} leads; the record has {signal.shape[1]}")
+        x = signal[:, 0].astype(np.float64)
+        ys, delay = self.device(signal[:, :leads].astype(np.float64), fs)
+        y = ys[:, 0]
         f = self.spec.fs
         out = {"SDK Pan-Tompkins": detect_rpeaks(y, f) / f - delay}
         if self.den is not None:
-            yd = denoise_signal(self.den, y[:, None])[:, 0].astype(np.float64)
+            yd = denoise_signal(self.den, ys)[:, 0].astype(np.float64)
             out["SDK Pan-Tompkins + denoiser"] = detect_rpeaks(yd, f) / f - delay
         if peers:
             out["wfdb XQRS (raw 360 Hz)"] = processing.xqrs_detect(x, fs, verbose=False) / fs
@@ -122,16 +130,22 @@ def _add(total: dict, counts: dict) -> None:
 
 def _record_counts(det: Detectors, name: str, database: str, peers: bool) -> dict:
     r = rec.read_nstdb(name) if database == "nstdb" else rec.read_mitdb(name)
-    x = r.signal[:, 0].astype(np.float64)
     assert r.annotations is not None
     ref = r.annotations.beat_samples / r.fs
     spans = spans_of(r.signal.shape[0]) if database == "nstdb" else {"whole": None}
-    found = det(x, r.fs, peers)
+    found = det(r.signal, r.fs, peers)
     return {m: {s: score(ref, t, sp) for s, sp in spans.items()} for m, t in found.items()}
 
 
-def run(out_dir: Path, *, bundle_dir: Path | None = None, peers: bool = True) -> dict[str, Any]:
-    """Score every detector on 118e*/119e* (and clean mitdb 118/119); write the report."""
+def run(
+    out_dir: Path,
+    *,
+    bundle_dir: Path | None = None,
+    peers: bool = True,
+    report: str = "noise_stress",
+) -> dict[str, Any]:
+    """Score every detector on 118e*/119e* (and clean mitdb 118/119); write
+    ``<report>.json`` and ``.md``."""
     from sdk.bundle import load_bundle
     from sdk.denoiser import WindowDenoiser
 
@@ -141,8 +155,8 @@ def run(out_dir: Path, *, bundle_dir: Path | None = None, peers: bool = True) ->
         spec, bundle_name = bundle.manifest.preprocess, bundle.manifest.name
         if any(f.role == "denoiser" for f in bundle.manifest.files):
             den = WindowDenoiser(bundle, threads=1)
-            if den.leads != 1:
-                raise ValueError("noise-stress runs a 1-lead denoiser on lead 0")
+            if den.leads > 2:
+                raise ValueError(f"the records have 2 leads; the denoiser takes {den.leads}")
     det = Detectors(den, spec)
     table: dict[str, dict[str, dict[str, dict]]] = {}  # level -> method -> span -> counts
     jobs = [
@@ -165,6 +179,7 @@ def run(out_dir: Path, *, bundle_dir: Path | None = None, peers: bool = True) ->
         for level, methods in table.items()
     }
     command = "ecgedge bench noise-stress" + (f" --bundle {bundle_dir}" if bundle_dir else "")
+    command += f" --report {report}" if report != "noise_stress" else ""
     md = _markdown(summary, command, bundle_name, den)
     result = {
         "command": command,
@@ -173,9 +188,16 @@ def run(out_dir: Path, *, bundle_dir: Path | None = None, peers: bool = True) ->
         "tolerance_s": TOLERANCE_S,
         "summary": summary,
     }
-    write_result(out_dir, "noise_stress", result, md)
+    write_result(out_dir, report, result, md)
     print(md)
     return result
+
+
+def _denoiser_text(den: Any) -> str:
+    if den is None:
+        return "none"
+    leads = "1 lead on MLII" if den.leads == 1 else f"{den.leads} leads, MLII and V1"
+    return f"{den.precision.upper()}, {leads}"
 
 
 def _markdown(summary: dict, command: str, bundle: str, den: Any) -> str:
@@ -184,8 +206,8 @@ def _markdown(summary: dict, command: str, bundle: str, den: Any) -> str:
     parts = [
         "# noise-stress — R-peaks on nstdb 118e*/119e*\n",
         __doc__.split("\n\n", 1)[1].strip(),
-        f"\nBundle `{bundle}` (denoiser {den.precision.upper() if den else 'none'}, 1 lead on "
-        f"MLII). Command: `{command}`. Cells: Se / +P (%), 118 and 119 pooled.\n",
+        f"\nBundle `{bundle}` (denoiser {_denoiser_text(den)}). Command: `{command}`. "
+        "Cells: Se / +P (%), 118 and 119 pooled.\n",
     ]
     for span, title in (
         ("whole", "Whole records"),
