@@ -42,9 +42,19 @@ def stream_benchmark(
     precision: str,
     threads: int = 1,
     block_s: float = 0.5,
+    hop_s: float | None = None,
+    stateful: bool | None = None,
 ) -> dict[str, Any]:
-    """Push ``signal`` in ``block_s`` blocks; return timing, latency and memory figures."""
-    pipeline = StreamPipeline(bundle_dir, fs_in=fs, precision=precision, threads=threads)
+    """Push ``signal`` in ``block_s`` blocks; return timing, latency and memory figures.
+    ``hop_s`` and ``stateful`` are passed to :class:`~sdk.pipeline.StreamPipeline`."""
+    pipeline = StreamPipeline(
+        bundle_dir,
+        fs_in=fs,
+        precision=precision,
+        threads=threads,
+        hop_s=hop_s,
+        stateful=stateful,
+    )
     step = max(1, int(round(block_s * fs)))
     push_ms, window_push_ms = [], []
     for i in range(0, signal.size, step):
@@ -63,6 +73,8 @@ def stream_benchmark(
     hop = np.asarray(window_push_ms)
     return {
         "precision": pipeline.classifier.precision,
+        "stateful": pipeline.step_stream is not None,
+        "hop_s": pipeline.hop / pipeline.fs,
         "threads": threads,
         "block_s": block_s,
         "ecg_s": ecg_s,
@@ -89,15 +101,20 @@ def main() -> None:
     ap.add_argument("--fs", type=float, required=True)
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hop", type=float, help="window hop in s (default: the bundle's)")
+    ap.add_argument("--stateful", choices=("auto", "on", "off"), default="auto")
     args = ap.parse_args()
     signal = np.load(args.signal, allow_pickle=False).astype(np.float32)
-    print(
-        json.dumps(
-            stream_benchmark(
-                Path(args.bundle), signal, args.fs, precision=args.precision, threads=args.threads
-            )
-        )
+    result = stream_benchmark(
+        Path(args.bundle),
+        signal,
+        args.fs,
+        precision=args.precision,
+        threads=args.threads,
+        hop_s=args.hop,
+        stateful={"auto": None, "on": True, "off": False}[args.stateful],
     )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

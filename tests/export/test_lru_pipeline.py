@@ -250,3 +250,20 @@ def test_cli_streams_with_the_step_model_and_refuses_when_it_cannot(lru_bundle: 
     refused = run_cli(*args, "--hop", "1.5", "--stateful", "on")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "not a multiple of the step model's hop" in refused.stderr
+
+
+def test_bench_stream_compares_whole_windows_with_the_step_model(
+    lru_bundle: Path, tmp_path: Path
+) -> None:
+    from trainer.bench.stream import run as bench_stream
+
+    result = bench_stream(
+        lru_bundle, tmp_path, minutes=1.0, peers=False, repeats=1, hop_s=1.0, report="s"
+    )
+    rows = result["sdk"]
+    assert set(rows) == {"fp32", "fp32-step"}
+    assert rows["fp32-step"]["stateful"] and not rows["fp32"]["stateful"]
+    assert rows["fp32"]["windows"] == rows["fp32-step"]["windows"] >= 50  # one per second
+    assert result["hop_s"] == 1.0
+    md = (tmp_path / "s.md").read_text()
+    assert "FP32, step model" in md and "FP32, whole windows" in md and "--hop 1" in md

@@ -24,6 +24,7 @@ import torch
 
 from sdk.bundle import load_bundle
 from sdk.resample import resample
+from sdk.step_stream import step_model_problem
 from sdk.synthetic import synthetic_ecg
 from trainer.bench.flops import count_flops, peak_flops_one_core
 from trainer.bench.report import md_table, write_result
@@ -45,9 +46,17 @@ def bench_signal(minutes: float) -> tuple[np.ndarray, float, str]:
 
 
 def sdk_runs(
-    bundle: Path, signal: np.ndarray, fs: float, precision: str, repeats: int
+    bundle: Path,
+    signal: np.ndarray,
+    fs: float,
+    precision: str,
+    repeats: int,
+    *,
+    hop_s: float | None = None,
+    stateful: str = "auto",
 ) -> dict[str, Any]:
-    """Median figures over ``repeats`` fresh processes."""
+    """Median figures over ``repeats`` fresh processes (``stateful``: auto / on / off)."""
+    options = ["--stateful", stateful] + (["--hop", str(hop_s)] if hop_s else [])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "signal.npy"
         np.save(path, signal.astype(np.float32))
@@ -66,6 +75,7 @@ def sdk_runs(
                     str(fs),
                     "--precision",
                     precision,
+                    *options,
                 ],
                 capture_output=True,
                 text=True,
@@ -80,6 +90,7 @@ def sdk_runs(
     for key in ("hop_latency_ms", "window_analysis_ms"):
         med[key] = {q: float(np.median([r[key][q] for r in runs])) for q in ("p50", "p99")}
     med["windows"] = runs[0]["windows"]
+    med["stateful"] = runs[0]["stateful"]
     return med
 
 
@@ -118,6 +129,13 @@ def neurokit_ms(windows: np.ndarray, fs: float) -> dict[str, float]:
     return {"ecg_process_ms": float(np.median(process)), "ecg_peaks_ms": float(np.median(peaks))}
 
 
+def _row_label(key: str, stateful: bool, *, compared: bool) -> str:
+    text = f"ONNX Runtime {key.removesuffix('-step').upper()}"
+    if compared:
+        text += ", step model" if stateful else ", whole windows"
+    return text
+
+
 def run(
     bundle_dir: Path,
     out_dir: Path,
@@ -127,7 +145,11 @@ def run(
     run_dir: Path = Path("runs/cpu"),
     repeats: int = 3,
     report: str = "stream",
+    hop_s: float | None = None,
 ) -> dict[str, Any]:
+    """Stream the bench signal through the bundle at each embedder precision; for a bundle
+    with a step model (DiffAE-LRU) once re-encoding whole windows and once with the step
+    model. ``hop_s``: the pipeline's window hop (default: the bundle's)."""
     bundle = load_bundle(bundle_dir)
     m = bundle.manifest
     precisions = sorted(
@@ -136,7 +158,14 @@ def run(
     )
     raw, fs_raw, source = bench_signal(minutes)
     signal = resample(raw, fs_raw, m.fs)
-    rows = {p: sdk_runs(bundle_dir, signal, m.fs, p, repeats) for p in precisions}
+    hop_samples = m.hop_samples if hop_s is None else int(round(hop_s * m.fs))
+    modes = {p: (p, "off") for p in precisions}
+    if step_model_problem(bundle, hop_samples=hop_samples) is None:
+        modes["fp32-step"] = ("fp32", "on")
+    rows = {
+        label: sdk_runs(bundle_dir, signal, m.fs, p, repeats, hop_s=hop_s, stateful=mode)
+        for label, (p, mode) in modes.items()
+    }
     sizes = {f.path: (bundle.root / f.path).stat().st_size for f in m.files}
     unused = {m.file("embedder", p).path for p in precisions[:-1]}  # a device keeps the smallest
     device_bytes = sum(v for k, v in sizes.items() if k not in unused)
@@ -148,7 +177,8 @@ def run(
         "bundle_bytes": sizes,
         "device_bundle_bytes": device_bytes,
     }
-    hop_s = m.hop_samples / m.fs
+    hop_s = hop_samples / m.fs
+    result["hop_s"] = hop_s
     peer_rows = []
     if peers:
         windows = windows_of(signal, m.fs, 40)
@@ -197,7 +227,7 @@ def run(
         ],
         [
             [
-                f"ONNX Runtime {p.upper()}",
+                _row_label(p, r["stateful"], compared=len(modes) > len(precisions)),
                 f"{r['real_time_factor']:.0f}",
                 f"{r['ms_compute_per_ecg_s']:.2f}",
                 f"{r['hop_latency_ms']['p50']:.2f} / {r['hop_latency_ms']['p99']:.2f}",
@@ -227,13 +257,13 @@ def run(
 
 Protocol: {result["minutes"]:.0f} min of {source}, resampled to the bundle's {m.fs:.0f} Hz and
 pushed in 0.5 s blocks through `sdk.pipeline.StreamPipeline` (window {m.window_samples}, hop
-{m.hop_samples} samples) in a fresh torch-free process, ONNX Runtime with one thread; medians of
+{hop_samples} samples) in a fresh torch-free process, ONNX Runtime with one thread; medians of
 {repeats} runs. Hop latency = wall time of a push that completes a window (preprocessing,
 R-peaks, quality, embedder, head). Bundle `{m.name}`: {device_bytes / 1024:.0f} KiB on a device
 (its most compact embedders, head and noise; {sum(sizes.values()) / 1024:.0f} KiB with every
 file). Command: `ecgedge bench stream --bundle {bundle_dir}`{
-        f" --report {report}" if report != "stream" else ""
-    }.
+        f" --hop {hop_s:g}" if hop_samples != m.hop_samples else ""
+    }{f" --report {report}" if report != "stream" else ""}.
 
 {sdk_table}
 
