@@ -253,6 +253,9 @@ def run(
             f"{precisions[-1].upper()} window analysis takes {compact_ms:.2f} ms "
             f"({compact_ms / best_ms:.0f}×)."
         )
+    command = f"ecgedge bench stream --bundle {bundle_dir}"
+    command += f" --hop {hop_s:g}" if hop_samples != m.hop_samples else ""
+    command += f" --report {report}" if report != "stream" else ""
     md = f"""# stream — the device path
 
 Protocol: {result["minutes"]:.0f} min of {source}, resampled to the bundle's {m.fs:.0f} Hz and
@@ -261,9 +264,7 @@ pushed in 0.5 s blocks through `sdk.pipeline.StreamPipeline` (window {m.window_s
 {repeats} runs. Hop latency = wall time of a push that completes a window (preprocessing,
 R-peaks, quality, embedder, head). Bundle `{m.name}`: {device_bytes / 1024:.0f} KiB on a device
 (its most compact embedders, head and noise; {sum(sizes.values()) / 1024:.0f} KiB with every
-file). Command: `ecgedge bench stream --bundle {bundle_dir}`{
-        f" --hop {hop_s:g}" if hop_samples != m.hop_samples else ""
-    }{f" --report {report}" if report != "stream" else ""}.
+file). Command: `{command}`.
 
 {sdk_table}
 
