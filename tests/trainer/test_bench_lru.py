@@ -89,6 +89,9 @@ def test_run_writes_consistent_timings_ratio_and_gap(lru_bundle: Path, tmp_path:
     md = (tmp_path / "lru.md").read_text()
     assert result["pipeline"]["source"] == "synthetic" and f"## {PIPELINE_ROW}" in md
     assert saved["pipeline"]["modes"]["stateful"] == result["pipeline"]["modes"]["stateful"]
+    one_s = result["pipeline_1s"]
+    assert one_s["hop_s"] == 1.0 and one_s["step_calls_per_hop"] == 1
+    assert f"## {PIPELINE_ROW}, 1 s hop" in md and f"## {PIPELINE_ROW}, 5 s hop" in md
     assert (
         f"**{ratio:.1f}×**" in md
         and f"step model {manifest['metrics']['graph_nodes']['step']['onnx']} /" in md
@@ -151,3 +154,12 @@ def test_pipeline_modes_time_both_modes_on_the_same_windows(lru_bundle: Path) ->
     )
     assert 1 / n_windows <= res["head_class_agreement"] <= 1.0  # the first windows are identical
     assert 0.0 <= res["max_abs_dprob_median"] < 1.0
+
+
+def test_pipeline_modes_at_a_one_block_hop(lru_bundle: Path) -> None:
+    x = _record()
+    res = pipeline_modes(lru_bundle, x, 128.0, repeats=1, hop_s=1.0)
+    n_windows = (x.size - 1280) // CFG.block_samples + 1
+    assert res["hop_s"] == 1.0 and res["step_calls_per_hop"] == 1
+    assert res["modes"]["stateful"]["stateful_windows"] == n_windows
+    assert res["modes"]["whole-window"]["windows"] == n_windows

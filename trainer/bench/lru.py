@@ -151,10 +151,17 @@ def mitdb_201(minutes: float = 30.0) -> tuple[np.ndarray, float, str]:
     return r.signal[: int(minutes * 60 * r.fs), 0], r.fs, f"mitdb/201 lead 0, {minutes:g} min"
 
 
-def _stream(bundle_dir: Path, x: np.ndarray, fs: float, stateful: bool, block_s: float) -> dict:
+def _stream(
+    bundle_dir: Path,
+    x: np.ndarray,
+    fs: float,
+    stateful: bool,
+    block_s: float,
+    hop_s: float | None = None,
+) -> dict:
     """One pass of ``x`` through a fresh pipeline in ``block_s`` packets: push times (ms),
     those of the pushes that emitted a window, and the window events."""
-    pipe = StreamPipeline(bundle_dir, fs_in=fs, threads=1, stateful=stateful)
+    pipe = StreamPipeline(bundle_dir, fs_in=fs, threads=1, stateful=stateful, hop_s=hop_s)
     step = max(1, int(round(block_s * fs)))
     push_ms, emit_ms, events = [], [], []
     for i in range(0, x.size, step):
@@ -186,17 +193,25 @@ def _mode_figures(runs: list[dict], ecg_s: float, hop_s: float) -> dict[str, Any
 
 
 def pipeline_modes(
-    bundle_dir: Path, x: np.ndarray, fs: float, *, repeats: int = 3, block_s: float = 0.5
+    bundle_dir: Path,
+    x: np.ndarray,
+    fs: float,
+    *,
+    repeats: int = 3,
+    block_s: float = 0.5,
+    hop_s: float | None = None,
 ) -> dict[str, Any]:
     """Stream ``x`` (one lead, mV, at ``fs``) through the pipeline in both modes, alternating,
-    ``repeats`` times each; per-mode timing (medians over repeats) and the head-class
-    agreement of the two modes' windows (all, and those neither mode flagged)."""
+    ``repeats`` times each, with windows every ``hop_s`` (default: the bundle's hop); per-mode
+    timing (medians over repeats) and the head-class agreement of the two modes' windows
+    (all, and those neither mode flagged)."""
     bundle = load_bundle(bundle_dir)
     m, block = bundle.manifest, streaming_spec(bundle).hop_samples
+    hop = m.hop_samples if hop_s is None else int(round(hop_s * m.fs))
     runs: dict[str, list[dict]] = {name: [] for name in MODES}
     for _ in range(repeats):
         for name, stateful in MODES.items():
-            runs[name].append(_stream(bundle_dir, x, fs, stateful, block_s))
+            runs[name].append(_stream(bundle_dir, x, fs, stateful, block_s, hop_s))
     a, b = runs["stateful"][0]["events"], runs["whole-window"][0]["events"]
     if [e.start_s for e in a] != [e.start_s for e in b]:
         raise RuntimeError("the two modes analysed different windows")
@@ -205,12 +220,12 @@ def pipeline_modes(
     dp = [
         max(abs(e.probabilities[c] - f.probabilities[c]) for c in m.classes) for e, f in zip(a, b)
     ]
-    ecg_s, hop_s = x.size / fs, m.hop_samples / m.fs
+    ecg_s, hop_s = x.size / fs, hop / m.fs
     return {
         "ecg_s": ecg_s,
         "block_s": block_s,
         "hop_s": hop_s,
-        "step_calls_per_hop": m.hop_samples // block,
+        "step_calls_per_hop": hop // block,
         "repeats": repeats,
         "modes": {name: _mode_figures(r, ecg_s, hop_s) for name, r in runs.items()},
         "head_class_agreement": float(same.mean()),
@@ -245,7 +260,7 @@ def _pipeline_markdown(res: dict[str, Any] | None) -> str:
     )
     unflagged = res["head_class_agreement_unflagged"]
     clean = "n/a" if unflagged is None else f"{100 * unflagged:.1f}%"
-    return f"""## {PIPELINE_ROW}
+    return f"""## {PIPELINE_ROW}, {res["hop_s"]:g} s hop
 
 {res["source"]} resampled to the bundle's rate, pushed in {res["block_s"]} s packets through
 `StreamPipeline(stateful=True)` (the step model runs on each new block,
@@ -315,11 +330,13 @@ def run(
     ``lru.md`` under ``out_dir``."""
     if stream is None and has_folder("mitdb"):
         stream = mitdb_201()
-    pipeline = None
+    pipeline = pipeline_1s = None
     if stream is not None:
         fs_model = load_bundle(lru_bundle).manifest.fs
         x = resample(np.asarray(stream[0], np.float64), stream[1], fs_model)
         pipeline = {"source": stream[2], **pipeline_modes(lru_bundle, x, fs_model)}
+        one_s = pipeline_modes(lru_bundle, x, fs_model, hop_s=1.0)
+        pipeline_1s = {"source": stream[2], **one_s}
     rows = per_hop_times(lru_bundle, others, n)
     manifest = json.loads((lru_bundle / "manifest.json").read_text())
     metrics = manifest.get("metrics", {})
@@ -332,8 +349,11 @@ def run(
             lru_bundle, *(pairs if pairs is not None else validation_pairs())
         ),
         "pipeline": pipeline,
+        "pipeline_1s": pipeline_1s,
     }
-    md = _markdown(lru_bundle, n, result) + "\n" + _pipeline_markdown(result["pipeline"])
+    md = _markdown(lru_bundle, n, result)
+    for res in (pipeline_1s, pipeline):
+        md += "\n" + _pipeline_markdown(res)
     write_result(out_dir, "lru", result, md)
     print(md)
     return result
