@@ -266,4 +266,5 @@ def test_bench_stream_compares_whole_windows_with_the_step_model(
     assert rows["fp32"]["windows"] == rows["fp32-step"]["windows"] >= 50  # one per second
     assert result["hop_s"] == 1.0
     md = (tmp_path / "s.md").read_text()
-    assert "FP32, step model" in md and "FP32, whole windows" in md and "--hop 1 --report s`" in md
+    assert "FP32, step model" in md and "FP32, whole windows" in md
+    assert "--hop 1 --no-peers --report s`" in md

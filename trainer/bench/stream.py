@@ -255,6 +255,7 @@ def run(
         )
     command = f"ecgedge bench stream --bundle {bundle_dir}"
     command += f" --hop {hop_s:g}" if hop_samples != m.hop_samples else ""
+    command += "" if peers else " --no-peers"
     command += f" --report {report}" if report != "stream" else ""
     md = f"""# stream — the device path
 
