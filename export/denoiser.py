@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from export.errors import ParityError
+from export.model_card import denoiser_section
 from export.onnx_export import OPSET, compare
 from sdk.bundle import load_bundle, sha256_file
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
@@ -248,31 +249,10 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
     }
     manifest["metrics"]["denoiser"] = figures
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    _card_section(tmp, manifest["provenance"]["denoiser"], figures)
+    card = tmp / "MODEL_CARD.md"
+    section = "\n".join(denoiser_section(manifest))
+    card.write_text((card.read_text().rstrip() + "\n\n" if card.is_file() else "") + section + "\n")
     load_bundle(tmp)  # verify as a device would
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return figures
-
-
-def _card_section(root: Path, prov: dict[str, Any], figures: dict[str, Any]) -> None:
-    """Append the denoiser's section to the bundle's MODEL_CARD.md."""
-    g32, g8 = figures["gate_fp32"], figures["gate_int8"]
-    ms = figures["ms_per_window_1thread"]
-    text = f"""
-
-## Denoiser (CD-ECGNet)
-
-{prov["model"]}; {prov["placement"]}. Trained {prov["steps"]} steps on clean
-{", ".join(prov["config"]["data"]["databases"])} with NSTDB noise ({prov["noise"]}).
-Two adaptations of the paper: the decoder's correction is added to the input through a
-per-lead gate computed from E_lead's features, and E_noise learns the noise residual (it has no
-loss of its own in the paper). Shipped precision: **{figures["shipped_precision"].upper()}**
-({figures["precision_reason"]}). Gate on {figures["gate_data"]}: FP32 output SNR
-{g32["snr_out"]:.2f} dB, cos {g32["cos"]:.2f}%; INT8 {g8["snr_out"]:.2f} dB, cos {g8["cos"]:.2f}%
-(limits: SNR drop {INT8_MAX_SNR_DROP_DB} dB, cos drop {INT8_MAX_COS_DROP} points). One-thread
-cost per 10 s window: FP32 {ms["fp32"]:.2f} ms, INT8 {ms["int8"]:.2f} ms. Benchmarks:
-`ecgedge bench denoise`, `ecgedge bench noise-stress`, `ecgedge bench rhythm-noise`.
-"""
-    card = root / "MODEL_CARD.md"
-    card.write_text((card.read_text() if card.is_file() else "") + text)

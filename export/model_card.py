@@ -131,6 +131,31 @@ def _tensorrt_section(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def denoiser_section(m: dict[str, Any]) -> list[str]:
+    """The card's section on the bundle's denoiser, from ``provenance`` and ``metrics``."""
+    prov, figures = m["provenance"]["denoiser"], m["metrics"]["denoiser"]
+    g32, g8, ms = figures["gate_fp32"], figures["gate_int8"], figures["ms_per_window_1thread"]
+    limits = figures.get("gate_limits", {})
+    return [
+        "## Denoiser (CD-ECGNet)",
+        "",
+        f"{prov['model']}; {prov['placement']}. Trained {prov['steps']} steps on clean",
+        f"{', '.join(prov['config']['data']['databases'])} with NSTDB noise ({prov['noise']}).",
+        "Two adaptations of the paper: the decoder's correction is added to the input through a",
+        "per-lead gate computed from E_lead's features, and E_noise learns the noise residual",
+        "(it has no loss of its own in the paper). The pipeline runs it on every window before",
+        "the embedders (`StreamPipeline(denoise=False)` skips it); the validation table above",
+        "was measured at export, without it. Shipped precision:",
+        f"**{figures['shipped_precision'].upper()}** ({figures['precision_reason']}).",
+        f"Gate on {figures['gate_data']}: FP32 output SNR {g32['snr_out']:.2f} dB, cos",
+        f"{g32['cos']:.2f}%; INT8 {g8['snr_out']:.2f} dB, cos {g8['cos']:.2f}% (limits: SNR drop",
+        f"{limits.get('snr_drop_db', '?')} dB, cos drop {limits.get('cos_drop_pct', '?')} points).",
+        f"One-thread cost per 10 s window: FP32 {ms['fp32']:.2f} ms, INT8 {ms['int8']:.2f} ms.",
+        f"Commands: `{prov['commands']['train']}`, `{prov['commands']['export']}`. Benchmarks:",
+        "`ecgedge bench denoise`, `ecgedge bench noise-stress`, `ecgedge bench rhythm-noise`.",
+    ]
+
+
 def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
     """Write ``root/MODEL_CARD.md``, with ``bench_dir``'s rhythm/stream reports if given."""
     m = json.loads((root / "manifest.json").read_text())
@@ -153,6 +178,8 @@ def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
     drop = sdk_rows.get("int8_drop", {})
     if drop:
         lines += ["", "FP32 → INT8 change: " + ", ".join(f"{k} {-v:+.4f}" for k, v in drop.items())]
+    if "denoiser" in m["provenance"]:
+        lines += ["", *denoiser_section(m)]
     for name in ("rhythm", "stream"):
         path = bench_dir / f"{name}.md" if bench_dir else None
         if path is not None and path.is_file():

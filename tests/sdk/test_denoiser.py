@@ -42,11 +42,22 @@ def _denoiser_onnx(path, leads: int) -> None:
     onnx.save(model, str(path))
 
 
-def _bundle_with_denoiser(root, leads: int = 1):
+def _bundle_without_denoiser(root):
+    """A copy of the shipped bundle with its denoiser removed; returns its manifest dict."""
     shutil.copytree(default_bundle_path(), root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for f in [f for f in manifest["files"] if f["role"] == "denoiser"]:
+        (root / f["path"]).unlink()
+        manifest["files"].remove(f)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def _bundle_with_denoiser(root, leads: int = 1):
+    """The shipped bundle with a known linear filter as its denoiser."""
+    manifest = _bundle_without_denoiser(root)
     _denoiser_onnx(root / "denoiser.fp32.onnx", leads)
     data = (root / "denoiser.fp32.onnx").read_bytes()
-    manifest = json.loads((root / "manifest.json").read_text())
     shape = ["batch", leads, WINDOW]
     manifest["files"].append(
         {
@@ -101,9 +112,17 @@ def test_denoiser_changes_the_embedder_input_and_can_be_switched_off(bundle, ecg
     assert np.abs(_probs(on) - _probs(off)).max() > 1e-6  # the filter really ran
 
 
-def test_bundle_without_denoiser_reports_not_denoised(ecg):
-    events = _stream(load_bundle(default_bundle_path()), ecg.signal[: int(30 * FS)], [500])
+def test_bundle_without_denoiser_reports_not_denoised(ecg, tmp_path):
+    _bundle_without_denoiser(tmp_path / "plain")
+    events = _stream(load_bundle(tmp_path / "plain"), ecg.signal[: int(30 * FS)], [500])
     assert events and not any(e.denoised for e in events)
+
+
+def test_shipped_bundle_denoises_every_window(ecg):
+    bundle = load_bundle(default_bundle_path())
+    assert WindowDenoiser.from_bundle(bundle, 1) is not None
+    events = _stream(bundle, ecg.signal[: int(30 * FS)], [500])
+    assert events and all(e.denoised for e in events)
 
 
 def test_short_stream_window_is_denoised_and_padded(bundle, ecg):
