@@ -146,6 +146,15 @@ class StreamPipeline:
         )
         self.step_stream = self._open_step_stream(stateful, threads)
         self.profile, self.profile_error = self._open_profile(profile)
+        if self.profile is not None:
+            calibrated = bool(self.profile.calibration.get("denoised", False))
+            if calibrated != (self.denoiser is not None):
+                _log.warning(
+                    "user profile was calibrated %s the denoiser but this pipeline runs %s it; "
+                    "its head sees embeddings unlike those it was fitted on",
+                    "with" if calibrated else "without",
+                    "with" if self.denoiser is not None else "without",
+                )
         chosen = self.profile.t if self.profile is not None else {}
         given = {"raw": t} if isinstance(t, int) else dict(t or {})
         self.t_steps = self.classifier.resolve_t({**chosen, **given})

@@ -23,6 +23,7 @@ from sdk.calibration.bayesopt import OptimizeResult, maximize_integer
 from sdk.calibration.objectives import OBJECTIVES
 from sdk.calibration.profile import UserProfile
 from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.denoiser import WindowDenoiser
 from sdk.errors import ConfigError
 from sdk.head import fit_softmax_head
 from sdk.windowing import record_windows
@@ -59,6 +60,9 @@ class Calibrator:
         objective evaluation may need one per modality; the search stops before exceeding it.
     r : the update at which the objective is read (γ compares ω_r and ω_{r+1}).
     precision, threads, backend : how the embedders run (see :class:`WindowClassifier`).
+    denoise : run the bundle's 1-lead ``denoiser`` (if it has one) on recorded windows, as
+        ``StreamPipeline(denoise=True)`` does, so the user's head is fitted on the embeddings
+        it will see; use the same setting for the pipeline that loads the profile.
 
     Not thread-safe; :meth:`calibrate` may be cancelled from another thread through its
     ``should_stop`` callback.
@@ -79,6 +83,7 @@ class Calibrator:
         precision: str | None = None,
         threads: int = 1,
         backend: str = "cpu",
+        denoise: bool = True,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ConfigError(
@@ -101,6 +106,11 @@ class Calibrator:
             bundle, precision=precision, threads=threads, backend=backend
         )
         self.classes = m.classes
+        self.denoiser = (
+            WindowDenoiser.from_bundle(bundle, 1, threads=threads, backend=backend)
+            if denoise
+            else None
+        )
         self._inputs: list[WindowInputs] = []
         self._labels: list[np.ndarray] = []
         self._sources: list[str] = []
@@ -109,7 +119,11 @@ class Calibrator:
     def add_windows(
         self, inputs: WindowInputs, labels: Sequence[str], source: str = "live"
     ) -> None:
-        """Labelled windows (class names of the bundle), e.g. collected live from a stream."""
+        """Labelled windows (class names of the bundle), e.g. collected live from a stream.
+
+        ``inputs.windows`` are the embedder's input: standardized, and denoised when the
+        pipeline that will use the profile denoises (:meth:`add_recording` does this itself).
+        """
         y = self._encode(labels)
         if y.shape[0] != len(inputs):
             raise ConfigError(f"{len(inputs)} windows but {y.shape[0]} labels", field="labels")
@@ -151,7 +165,10 @@ class Calibrator:
                 labels.append(best)
                 keep.append(i)
         idx = np.asarray(keep, dtype=np.int64)
-        self.add_windows(WindowInputs(rw.windows[idx], rw.rr[idx], rw.lorenz[idx]), labels, source)
+        windows = rw.windows[idx]
+        if self.denoiser is not None and idx.size:
+            windows = np.concatenate([self.denoiser.denoise_window(w.T, 0) for w in windows])
+        self.add_windows(WindowInputs(windows, rw.rr[idx], rw.lorenz[idx]), labels, source)
         return len(keep)
 
     def _encode(self, labels: Sequence[str]) -> np.ndarray:
@@ -256,6 +273,7 @@ class Calibrator:
                 "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "sources": sorted(set(self._sources)),
                 "windows": int(y.size),
+                "denoised": self.denoiser is not None,
                 "label_counts": {c: int(n) for c, n in zip(self.classes, counts) if n},
                 "objective": self.objective,
                 "t_box": list(self.t_box),

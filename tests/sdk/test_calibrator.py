@@ -101,3 +101,29 @@ def test_too_little_or_one_class_data_is_refused(bundle, recording):
         Calibrator(bundle).add_recording(signal, fs, [(0.0, 60.0, "AFIB")])
     with pytest.raises(ConfigError, match="t_box"):
         Calibrator(bundle, t_box=(0, 10_000))
+
+
+def test_recorded_windows_are_denoised_as_the_pipeline_denoises_them(bundle, recording, caplog):
+    from sdk.denoiser import WindowDenoiser
+    from sdk.pipeline import StreamPipeline
+    from sdk.preprocess import standardize_window
+    from sdk.windowing import record_windows
+
+    m = bundle.manifest
+    rw = record_windows(*recording, m.preprocess, m.window_samples, m.window_samples)
+    plain = Calibrator(bundle, denoise=False)
+    plain.add_recording(*recording, INTERVALS)
+    np.testing.assert_array_equal(plain._inputs[0].windows, rw.windows)
+    cal = Calibrator(bundle)
+    cal.add_recording(*recording, INTERVALS)
+    # independently: the denoiser's raw output on the same windows, re-standardized per window
+    raw = WindowDenoiser(bundle).denoise(rw.windows)
+    expected = np.stack([standardize_window(w[0])[None] for w in raw])
+    np.testing.assert_allclose(cal._inputs[0].windows, expected, atol=1e-5)
+    assert np.abs(cal._inputs[0].windows - rw.windows).max() > 1e-3  # the denoiser really ran
+    profile = make(bundle, recording, max_evals=3, n_init=2).calibrate(user="d").profile
+    assert profile.calibration["denoised"] is True
+    StreamPipeline(bundle, fs_in=250.0, profile=profile)
+    assert "calibrated with the denoiser" not in caplog.text
+    StreamPipeline(bundle, fs_in=250.0, profile=profile, denoise=False)
+    assert "calibrated with the denoiser but this pipeline runs without it" in caplog.text
