@@ -136,6 +136,7 @@ def denoiser_section(m: dict[str, Any]) -> list[str]:
     prov, figures = m["provenance"]["denoiser"], m["metrics"]["denoiser"]
     g32, g8, ms = figures["gate_fp32"], figures["gate_int8"], figures["ms_per_window_1thread"]
     limits = figures.get("gate_limits", {})
+    window_s = m["window_samples"] / m["preprocess"]["fs"]
     return [
         "## Denoiser (CD-ECGNet)",
         "",
@@ -150,7 +151,8 @@ def denoiser_section(m: dict[str, Any]) -> list[str]:
         f"Gate on {figures['gate_data']}: FP32 output SNR {g32['snr_out']:.2f} dB, cos",
         f"{g32['cos']:.2f}%; INT8 {g8['snr_out']:.2f} dB, cos {g8['cos']:.2f}% (limits: SNR drop",
         f"{limits.get('snr_drop_db', '?')} dB, cos drop {limits.get('cos_drop_pct', '?')} points).",
-        f"One-thread cost per 10 s window: FP32 {ms['fp32']:.2f} ms, INT8 {ms['int8']:.2f} ms.",
+        f"One-thread cost per {window_s:g} s window: FP32 {ms['fp32']:.2f} ms, INT8",
+        f"{ms['int8']:.2f} ms.",
         f"Commands: `{prov['commands']['train']}`, `{prov['commands']['export']}`. Benchmarks:",
         "`ecgedge bench denoise`, `ecgedge bench noise-stress`, `ecgedge bench rhythm-noise`.",
     ]

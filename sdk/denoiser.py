@@ -40,6 +40,12 @@ class WindowDenoiser:
         self.model = OnnxModel(bundle.path_of(spec), threads=threads, backend=backend, spec=spec)
         shape = self.model.session.get_inputs()[0].shape
         self.leads, self.window = int(shape[1]), int(shape[2])
+        if self.window != bundle.manifest.window_samples:
+            raise ConfigError(
+                f"the denoiser takes windows of {self.window} samples; the bundle's window is "
+                f"{bundle.manifest.window_samples}",
+                field="denoiser",
+            )
 
     @staticmethod
     def from_bundle(
@@ -83,12 +89,15 @@ def denoise_signal(den: WindowDenoiser, y: np.ndarray, hop: int | None = None) -
 
     Windows overlap by ``window - hop`` (default half a window); each output sample comes from
     the window in which it lies most centrally. Records shorter than a window are zero-padded.
+    ``hop`` must lie in 1 … window, so every sample is covered.
     """
     y2 = np.asarray(y, dtype=np.float64)
     if y2.ndim != 2 or y2.shape[1] != den.leads:
         raise ConfigError(f"signal must be (n, {den.leads}), got {y2.shape}", field="signal")
     n, w = y2.shape[0], den.window
-    hop = hop or w // 2
+    hop = w // 2 if hop is None else int(hop)
+    if not 0 < hop <= w:
+        raise ConfigError(f"hop must be in 1 … {w} samples, got {hop}", field="hop")
     starts = list(range(0, max(n - w, 0) + 1, hop))
     if n > w and starts[-1] != n - w:
         starts.append(n - w)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from sdk.modalities import LorenzSpec, lorenz_image, rr_from_peaks
 from sdk.preprocess import PreprocessSpec, preprocess, standardize_window
 from sdk.rpeaks import detect_rpeaks
 from sdk.rr import RR_FEATURE_NAMES, rr_features
+
+if TYPE_CHECKING:
+    from sdk.denoiser import WindowDenoiser
 
 TailPolicy = Literal["align_end", "pad", "drop"]
 
@@ -62,6 +65,7 @@ class RecordWindows:
     lorenz : (W, G, G) float32 Lorenz images of each window's beats.
     starts : (W,) start of each window, in samples at ``fs``.
     fs : the model's sample rate (Hz).
+    denoised : whether ``windows`` went through a 1-lead denoiser (as the pipeline's do).
     """
 
     windows: np.ndarray
@@ -69,6 +73,7 @@ class RecordWindows:
     lorenz: np.ndarray
     starts: np.ndarray
     fs: float
+    denoised: bool = False
 
 
 def record_windows(
@@ -78,12 +83,20 @@ def record_windows(
     window: int,
     hop: int,
     tail: TailPolicy = "align_end",
+    denoiser: WindowDenoiser | None = None,
 ) -> RecordWindows:
     """One lead (n,) in mV at ``fs_in`` → :class:`RecordWindows` at ``spec.fs``.
 
     Preprocessing, R-peaks (on the whole record, as a stream finds them), windowing,
-    standardization, RR features and Lorenz images are the device's own code.
+    standardization, RR features and Lorenz images are the device's own code. With a 1-lead
+    ``denoiser`` each window is denoised from its band-passed segment exactly as
+    ``StreamPipeline(denoise=True)`` does (:meth:`WindowDenoiser.denoise_window`); R-peaks
+    and RR features come from the signal before denoising, as in the pipeline.
     """
+    if denoiser is not None and denoiser.leads != 1:
+        raise ConfigError(
+            f"record_windows takes one lead; the denoiser takes {denoiser.leads}", field="denoiser"
+        )
     y = preprocess(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
     peaks = detect_rpeaks(y, spec.fs)
     starts = window_starts(y.shape[0], window, hop, tail)
@@ -93,8 +106,11 @@ def record_windows(
     lorenz = np.zeros((starts.size, grid, grid), dtype=np.float32)
     for i, s in enumerate(starts):
         seg = y[s : s + window]
-        wins[i, 0, : seg.shape[0]] = standardize_window(seg)
+        if denoiser is None:
+            wins[i, 0, : seg.shape[0]] = standardize_window(seg)
+        else:
+            wins[i] = denoiser.denoise_window(seg[:, None], 0)[0]
         inside = peaks[(peaks >= s) & (peaks < s + window)] - s
         feats[i] = rr_features(inside, spec.fs)
         lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))
-    return RecordWindows(wins, feats, lorenz, starts, spec.fs)
+    return RecordWindows(wins, feats, lorenz, starts, spec.fs, denoised=denoiser is not None)

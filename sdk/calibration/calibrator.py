@@ -60,9 +60,11 @@ class Calibrator:
         objective evaluation may need one per modality; the search stops before exceeding it.
     r : the update at which the objective is read (γ compares ω_r and ω_{r+1}).
     precision, threads, backend : how the embedders run (see :class:`WindowClassifier`).
-    denoise : run the bundle's 1-lead ``denoiser`` (if it has one) on recorded windows, as
+    denoise : run the bundle's ``denoiser`` (if it has one) on recorded windows, as
         ``StreamPipeline(denoise=True)`` does, so the user's head is fitted on the embeddings
-        it will see; use the same setting for the pipeline that loads the profile.
+        it will see; use the same setting for the pipeline that loads the profile. Calibration
+        records one lead, so a bundle whose denoiser takes several leads needs
+        ``denoise=False`` (:class:`ConfigError` otherwise).
 
     Not thread-safe; :meth:`calibrate` may be cancelled from another thread through its
     ``should_stop`` callback.
@@ -106,30 +108,52 @@ class Calibrator:
             bundle, precision=precision, threads=threads, backend=backend
         )
         self.classes = m.classes
-        self.denoiser = (
-            WindowDenoiser.from_bundle(bundle, 1, threads=threads, backend=backend)
-            if denoise
-            else None
-        )
+        self.denoiser: WindowDenoiser | None = None
+        if denoise and any(f.role == "denoiser" for f in m.files):
+            self.denoiser = WindowDenoiser(bundle, threads=threads, backend=backend)
+            if self.denoiser.leads != 1:
+                raise ConfigError(
+                    f"the bundle's denoiser takes {self.denoiser.leads} leads but calibration "
+                    "records one; pass denoise=False (and run the pipeline that loads the "
+                    "profile with denoise=False too)",
+                    field="denoise",
+                )
         self._inputs: list[WindowInputs] = []
         self._labels: list[np.ndarray] = []
         self._sources: list[str] = []
+        self._denoised: list[bool] = []
 
     # -- data ---------------------------------------------------------------------------------
     def add_windows(
-        self, inputs: WindowInputs, labels: Sequence[str], source: str = "live"
+        self,
+        inputs: WindowInputs,
+        labels: Sequence[str],
+        source: str = "live",
+        *,
+        denoised: bool = False,
     ) -> None:
         """Labelled windows (class names of the bundle), e.g. collected live from a stream.
 
-        ``inputs.windows`` are the embedder's input: standardized, and denoised when the
-        pipeline that will use the profile denoises (:meth:`add_recording` does this itself).
+        ``inputs.windows`` are the embedder's input: standardized and, when the pipeline
+        that will use the profile denoises, denoised (``sdk.windowing.record_windows`` with
+        a ``denoiser`` gives such windows; :meth:`add_recording` does this itself).
+        ``denoised`` says which; the profile records it, and windows of both kinds cannot be
+        mixed in one calibration.
         """
         y = self._encode(labels)
         if y.shape[0] != len(inputs):
             raise ConfigError(f"{len(inputs)} windows but {y.shape[0]} labels", field="labels")
+        if self._denoised and self._denoised[0] != bool(denoised):
+            raise ConfigError(
+                f"these windows are {'' if denoised else 'not '}denoised but the windows "
+                f"added before are {'' if self._denoised[0] else 'not '}; a user's head is "
+                "fitted on one kind",
+                field="denoised",
+            )
         self._inputs.append(inputs)
         self._labels.append(y)
         self._sources.append(source)
+        self._denoised.append(bool(denoised))
 
     def add_recording(
         self,
@@ -153,7 +177,7 @@ class Calibrator:
         hop = m.window_samples if hop_s is None else int(round(hop_s * m.fs))
         if hop <= 0:
             raise ConfigError(f"hop_s must be positive, got {hop_s}", field="hop_s")
-        rw = record_windows(signal, fs, m.preprocess, m.window_samples, hop)
+        rw = record_windows(signal, fs, m.preprocess, m.window_samples, hop, denoiser=self.denoiser)
         labels, keep = [], []
         for i, start in enumerate(rw.starts):
             a, b = start / rw.fs, (start + m.window_samples) / rw.fs
@@ -165,10 +189,12 @@ class Calibrator:
                 labels.append(best)
                 keep.append(i)
         idx = np.asarray(keep, dtype=np.int64)
-        windows = rw.windows[idx]
-        if self.denoiser is not None and idx.size:
-            windows = np.concatenate([self.denoiser.denoise_window(w.T, 0) for w in windows])
-        self.add_windows(WindowInputs(windows, rw.rr[idx], rw.lorenz[idx]), labels, source)
+        self.add_windows(
+            WindowInputs(rw.windows[idx], rw.rr[idx], rw.lorenz[idx]),
+            labels,
+            source,
+            denoised=rw.denoised,
+        )
         return len(keep)
 
     def _encode(self, labels: Sequence[str]) -> np.ndarray:
@@ -273,7 +299,7 @@ class Calibrator:
                 "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "sources": sorted(set(self._sources)),
                 "windows": int(y.size),
-                "denoised": self.denoiser is not None,
+                "denoised": all(self._denoised),
                 "label_counts": {c: int(n) for c, n in zip(self.classes, counts) if n},
                 "objective": self.objective,
                 "t_box": list(self.t_box),

@@ -103,27 +103,75 @@ def test_too_little_or_one_class_data_is_refused(bundle, recording):
         Calibrator(bundle, t_box=(0, 10_000))
 
 
-def test_recorded_windows_are_denoised_as_the_pipeline_denoises_them(bundle, recording, caplog):
-    from sdk.denoiser import WindowDenoiser
+def test_recorded_windows_are_what_the_pipeline_feeds_its_embedders(bundle, recording):
+    from sdk.events import WindowEvent
     from sdk.pipeline import StreamPipeline
-    from sdk.preprocess import standardize_window
+
+    signal, fs = recording
+    x = signal.copy()
+    x[int(35 * fs)] += 25.0  # a spike: clipped when standardized, so the order of steps shows
+    m = bundle.manifest
+    win_s = m.window_samples / m.fs
+    for denoise in (True, False):
+        cal = Calibrator(bundle, denoise=denoise)
+        cal.add_recording(x, fs, INTERVALS)
+        pipe = StreamPipeline(bundle, fs_in=fs, denoise=denoise)
+        fed: list[np.ndarray] = []
+        classify = pipe.classifier.classify
+
+        def spy(inputs, *args, _classify=classify, _fed=fed, **kwargs):
+            _fed.append(inputs.windows.copy())
+            return _classify(inputs, *args, **kwargs)
+
+        pipe.classifier.classify = spy  # type: ignore[method-assign]
+        events = pipe.push(x) + pipe.close()
+        starts = [e.start_s for e in events if isinstance(e, WindowEvent)]
+        assert len(starts) == len(fed)
+        by_start = {round(s, 6): w for s, w in zip(starts, fed)}
+        got = cal._inputs[0].windows
+        assert got.shape[0] == 24
+        for k in range(got.shape[0]):  # calibration windows start every window length
+            np.testing.assert_allclose(got[k], by_start[round(k * win_s, 6)][0], atol=1e-4)
+        assert cal._denoised == [denoise]
+
+
+def test_profile_records_whether_its_windows_were_denoised(bundle, recording, caplog):
+    from sdk.classifier import WindowInputs
+    from sdk.pipeline import StreamPipeline
     from sdk.windowing import record_windows
 
     m = bundle.manifest
     rw = record_windows(*recording, m.preprocess, m.window_samples, m.window_samples)
-    plain = Calibrator(bundle, denoise=False)
-    plain.add_recording(*recording, INTERVALS)
-    np.testing.assert_array_equal(plain._inputs[0].windows, rw.windows)
-    cal = Calibrator(bundle)
-    cal.add_recording(*recording, INTERVALS)
-    # independently: the denoiser's raw output on the same windows, re-standardized per window
-    raw = WindowDenoiser(bundle).denoise(rw.windows)
-    expected = np.stack([standardize_window(w[0])[None] for w in raw])
-    np.testing.assert_allclose(cal._inputs[0].windows, expected, atol=1e-5)
-    assert np.abs(cal._inputs[0].windows - rw.windows).max() > 1e-3  # the denoiser really ran
-    profile = make(bundle, recording, max_evals=3, n_init=2).calibrate(user="d").profile
-    assert profile.calibration["denoised"] is True
+    labels = ["A" if int((k * 10 + 5) // 60) % 2 else "N" for k in range(len(rw.windows))]
+    inputs = WindowInputs(rw.windows, rw.rr, rw.lorenz)
+    cal = Calibrator(bundle, t_box=(1, 60), max_evals=3, n_init=2)
+    cal.add_windows(inputs, labels, denoised=False)  # live windows taken before the denoiser
+    with pytest.raises(ConfigError, match="fitted on one kind"):
+        cal.add_recording(*recording, INTERVALS)  # these are denoised
+    profile = cal.calibrate(user="plain").profile
+    assert profile.calibration["denoised"] is False
     StreamPipeline(bundle, fs_in=250.0, profile=profile)
-    assert "calibrated with the denoiser" not in caplog.text
-    StreamPipeline(bundle, fs_in=250.0, profile=profile, denoise=False)
+    assert "calibrated without the denoiser but this pipeline runs with it" in caplog.text
+    denoised = make(bundle, recording, max_evals=3, n_init=2).calibrate(user="d").profile
+    assert denoised.calibration["denoised"] is True
+    caplog.clear()
+    StreamPipeline(bundle, fs_in=250.0, profile=denoised)
+    assert "calibrated with" not in caplog.text
+    StreamPipeline(bundle, fs_in=250.0, profile=denoised, denoise=False)
     assert "calibrated with the denoiser but this pipeline runs without it" in caplog.text
+
+
+def test_a_multi_lead_denoiser_needs_denoise_false(bundle, monkeypatch):
+    import sdk.calibration.calibrator as calibrator
+
+    class TwoLeads:
+        leads = 2
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+    monkeypatch.setattr(calibrator, "WindowDenoiser", TwoLeads)
+    with pytest.raises(ConfigError, match="pass denoise=False") as err:
+        Calibrator(bundle)
+    assert err.value.field == "denoise"
+    assert Calibrator(bundle, denoise=False).denoiser is None

@@ -149,3 +149,11 @@ def test_denoise_signal_covers_the_record(bundle):
         assert out.shape == y.shape and np.isfinite(out).all()
         # this stand-in filter is close to identity: the output stays close to the input
         assert np.corrcoef(out[:, 0], y[:, 0])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("hop", [0, -5, 1281])
+def test_denoise_signal_refuses_a_hop_that_leaves_samples_uncovered(hop):
+    den = WindowDenoiser(load_bundle(default_bundle_path()))
+    y = np.zeros((3 * den.window, den.leads))
+    with pytest.raises(ConfigError, match="hop must be in 1"):
+        denoise_signal(den, y, hop=hop)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from sdk.bundle import load_bundle
 from sdk.calibration import OBJECTIVES, Calibrator, maximize_integer
 from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.denoiser import WindowDenoiser
 from sdk.head import SoftmaxHead, fit_softmax_head
 from sdk.modalities import LorenzSpec, lorenz_image, rr_from_peaks
 from sdk.rr import RR_FEATURE_NAMES, rr_features
@@ -46,6 +47,7 @@ class Subject:
     inputs: WindowInputs
     labels: np.ndarray  # (N,) "A" or "N", windows in time order
     seconds: np.ndarray  # (N,) start of each window on the subject's concatenated timeline
+    denoised: bool = False  # windows denoised as StreamPipeline(denoise=True) does
 
 
 def calibration_split(subject: Subject, window_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +68,16 @@ def calibration_split(subject: Subject, window_s: float) -> tuple[np.ndarray, np
     return cal_idx, test_idx
 
 
-def _labelled(signal: np.ndarray, fs: float, rhythm: list[tuple[int, int, str]], m: Any):
-    rw = record_windows(signal, fs, m.preprocess, m.window_samples, m.hop_samples)
+def _labelled(
+    signal: np.ndarray,
+    fs: float,
+    rhythm: list[tuple[int, int, str]],
+    m: Any,
+    denoiser: WindowDenoiser | None = None,
+):
+    rw = record_windows(
+        signal, fs, m.preprocess, m.window_samples, m.hop_samples, denoiser=denoiser
+    )
     labels = []
     for s in rw.starts:
         a, b = s / rw.fs * fs, (s + m.window_samples) / rw.fs * fs
@@ -81,8 +91,11 @@ def _record_order(r: rec.Record) -> int:
     return int(tail) if "_" in r.name and tail.isdigit() else 0
 
 
-def load_subjects(manifest: Any, max_subjects: int = 0) -> list[Subject]:
-    """mitdb records (with and without AF) and cpsc2021 subjects (records in order)."""
+def load_subjects(
+    manifest: Any, max_subjects: int = 0, denoiser: WindowDenoiser | None = None
+) -> list[Subject]:
+    """mitdb records (with and without AF) and cpsc2021 subjects (records in order); with a
+    1-lead ``denoiser`` the windows are denoised as the pipeline denoises them."""
     groups: dict[str, list[rec.Record]] = {}
     for name in (*MITDB_AF, *MITDB_NON_AF):
         groups[f"mitdb/{name}"] = [rec.read_mitdb(name)]
@@ -95,7 +108,7 @@ def load_subjects(manifest: Any, max_subjects: int = 0) -> list[Subject]:
         wins, rrs, lors, labels, seconds, offset = [], [], [], [], [], 0.0
         for r in parts:
             rhythm = r.annotations.rhythm if r.annotations else []
-            rw, lab = _labelled(r.signal[:, 0], r.fs, rhythm, manifest)
+            rw, lab = _labelled(r.signal[:, 0], r.fs, rhythm, manifest, denoiser)
             seconds.append(offset + rw.starts / rw.fs)
             offset += r.duration_s + 3600.0  # records of a subject never overlap in time
             wins.append(rw.windows)
@@ -103,7 +116,15 @@ def load_subjects(manifest: Any, max_subjects: int = 0) -> list[Subject]:
             lors.append(rw.lorenz)
             labels += lab
         inputs = WindowInputs(np.concatenate(wins), np.concatenate(rrs), np.concatenate(lors))
-        subjects.append(Subject(key, inputs, np.asarray(labels), np.concatenate(seconds)))
+        subjects.append(
+            Subject(
+                key,
+                inputs,
+                np.asarray(labels),
+                np.concatenate(seconds),
+                denoised=denoiser is not None,
+            )
+        )
     return subjects
 
 
@@ -195,8 +216,14 @@ def _evaluate_subject(
     t_grid = max(grid, key=lambda t: gamma[t])
     rows["grid_gamma"] = {**personal(t_grid), "t": t_grid, "evaluations": len(grid)}
     for objective in OBJECTIVES:
-        cal = Calibrator(bundle, objective=objective, t_box=_box(m), max_evals=gp_evals)
-        cal.add_windows(cal_in, list(y_cal), source=subject.name)
+        cal = Calibrator(
+            bundle,
+            objective=objective,
+            t_box=_box(m),
+            max_evals=gp_evals,
+            denoise=subject.denoised,
+        )
+        cal.add_windows(cal_in, list(y_cal), source=subject.name, denoised=subject.denoised)
         tic = time.perf_counter()
         res = cal.calibrate(user=subject.name)
         seconds = time.perf_counter() - tic
@@ -359,7 +386,8 @@ def run(
 ) -> dict[str, Any]:
     bundle = load_bundle(bundle_dir)
     clf = WindowClassifier(bundle, threads=1)
-    subjects = load_subjects(bundle.manifest, max_subjects)
+    denoiser = WindowDenoiser.from_bundle(bundle, 1, threads=1)
+    subjects = load_subjects(bundle.manifest, max_subjects, denoiser)
     per_subject = [
         _evaluate_subject(clf, bundle, s, gp_evals)
         for s in tqdm(subjects, desc="personalize", unit="subject")
@@ -373,6 +401,7 @@ def run(
     speed = calibration_speed(bundle_dir)
     result = {
         "bundle": bundle.manifest.name,
+        "denoised": denoiser is not None,
         "protocol": {
             "calibration_fraction": CAL_FRACTION,
             "fixed_t": list(FIXED_T),
@@ -470,7 +499,11 @@ def _markdown(r: dict[str, Any], report: str = "personalize") -> str:
 
 Command: `ecgedge bench personalize --bundle DIR{
         f" --report {report}" if report != "personalize" else ""
-    }` (bundle `{r["bundle"]}`). Per subject the first
+    }` (bundle `{r["bundle"]}`; ECG windows {
+        "denoised by the bundle's denoiser as the pipeline denoises them"
+        if r.get("denoised")
+        else "not denoised"
+    }). Per subject the first
 {r["protocol"]["calibration_fraction"]:.0%} of each rhythm's windows (by time) calibrate,
 the rest test, less the test windows that overlap a calibration window (BENCHMARKS.md says
 the first 10% of all data; with paroxysmal AF that part rarely holds both rhythms); labels
