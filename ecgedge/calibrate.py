@@ -26,6 +26,7 @@ def calibrate_record(
     objective: str = "gamma",
     max_evals: int = 30,
     max_seconds: float | None = None,
+    denoise: bool = True,
 ) -> int:
     """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels), save."""
     rec = read_wfdb(record, lead)
@@ -38,7 +39,12 @@ def calibrate_record(
     ]
     bundle = load_bundle(bundle_dir)
     cal = Calibrator(
-        bundle, objective=objective, max_evals=max_evals, max_seconds=max_seconds, threads=1
+        bundle,
+        objective=objective,
+        max_evals=max_evals,
+        max_seconds=max_seconds,
+        threads=1,
+        denoise=denoise,
     )
     windows = cal.add_recording(rec.signal[:n], rec.fs, intervals, source=str(record))
 

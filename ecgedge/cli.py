@@ -241,6 +241,7 @@ def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
         objective=args.objective,
         max_evals=args.max_evals,
         max_seconds=args.max_seconds,
+        denoise=not args.no_denoise,
     )
 
 
@@ -303,8 +304,10 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         on_event=view,
         save=Path(args.save) if args.save else None,
         user_profile=Path(args.user_profile) if args.user_profile else None,
-        options=_pipeline_options(args),
+        options={**_pipeline_options(args), "lead": args.lead},
     )
+    if pipeline.profile_error is not None:
+        print(f"user profile not used: {pipeline.profile_error}", file=sys.stderr)
     print(view.summary(pipeline.stats.samples_in / profile.fs, stats))
     print(f"  counters        {stats.to_dict()}")
     if saved is not None:
@@ -478,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--objective", default="gamma", help="gamma | delta_acc | delta_f1 | delta_loss")
     c.add_argument("--max-evals", type=int, default=30, help="objective evaluations at most")
     c.add_argument("--max-seconds", type=float, help="wall-time budget of the search")
+    c.add_argument(
+        "--no-denoise",
+        action="store_true",
+        help="calibrate without the bundle's denoiser (for `stream --no-denoise`)",
+    )
     c.set_defaults(func=_cmd_calibrate)
 
     s = sub.add_parser("stream", help="stream a WFDB record, a simulated strap or a BLE sensor")

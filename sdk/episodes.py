@@ -75,5 +75,13 @@ class EpisodeTracker:
         episode.offset_s = end_s
         return EpisodeEvent(self.label, "offset", end_s, episode.duration_s)
 
+    def interrupt(self, last_s: float) -> EpisodeEvent | None:
+        """A gap in the data after ``last_s``: end an open episode there and forget the
+        smoothing and any pending onset, so nothing carries across the gap."""
+        event = self.close(last_s)
+        self.smoothed = 0.0
+        self._pending_onset_s = None
+        return event
+
     def total_s(self) -> float:
         return sum(e.duration_s or 0.0 for e in self.episodes)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ class StreamPipeline:
         self._last_finite = np.zeros(n_leads)
         self._n_in = 0
         self._offset_s: float | None = None
+        self._gaps: list[tuple[float, float]] = []  # (last time before, first time after) a gap
         self._next_start = 0
         self._last_end = 0
         self._closed = False
@@ -190,6 +192,8 @@ class StreamPipeline:
     def _hop_samples(self, hop_s: float | None) -> int:
         if hop_s is None:
             return self.bundle.manifest.hop_samples
+        if not math.isfinite(hop_s):
+            raise ConfigError(f"hop_s must be finite, got {hop_s}", field="hop_s")
         hop = int(round(hop_s * self.fs))
         if not 0 < hop <= self.window or abs(hop - hop_s * self.fs) > 1e-6 * self.fs:
             raise ConfigError(
@@ -271,8 +275,9 @@ class StreamPipeline:
             )
         return block.astype(np.float64)
 
-    def _stamp(self, n: int, timestamp_s: float | None) -> tuple[np.ndarray, bool]:
-        """Input sample times and whether a gap precedes the block."""
+    def _stamp(self, timestamp_s: float | None) -> float:
+        """Check a block's timestamp; return the gap before it in seconds (0.0: none). Changes
+        nothing but the stream's start time on its first block."""
         expected = (self._offset_s or 0.0) + self._n_in / self.fs_in
         if timestamp_s is None:
             t0 = expected if self._offset_s is not None else 0.0
@@ -282,7 +287,6 @@ class StreamPipeline:
             )
         else:
             t0 = float(timestamp_s)
-        gap = False
         if self._offset_s is None:
             self._offset_s = t0
         elif t0 < expected - 0.5 / self.fs_in:
@@ -291,10 +295,8 @@ class StreamPipeline:
                 reason="non_monotonic_timestamps",
             )
         elif t0 > expected + GAP_TOLERANCE_SAMPLES / self.fs_in:
-            gap, self.stats.gaps = True, self.stats.gaps + 1
-            self.stats.gap_s += t0 - expected
-            self._offset_s += t0 - expected
-        return self._offset_s + (self._n_in + np.arange(n)) / self.fs_in, gap
+            return t0 - expected
+        return 0.0
 
     def push(
         self, samples: np.ndarray, *, timestamp_s: float | None = None, fs: float | None = None
@@ -321,20 +323,28 @@ class StreamPipeline:
             )
         try:
             block = self._as_block(samples)
-            times, gap = self._stamp(block.shape[0], timestamp_s)
+            n = block.shape[0]
+            gap_s = self._stamp(timestamp_s) if n else 0.0  # an empty block says nothing
         except BlockError:
             self.stats.blocks_rejected += 1
             raise
         self.stats.blocks_in += 1
-        n = block.shape[0]
         if n == 0:
             return []
+        out: list[Event] = []
+        if gap_s > 0.0:
+            self._flush(out)  # the samples before the gap keep their times
+            assert self._offset_s is not None
+            before = self._offset_s + self._n_in / self.fs_in
+            self._gaps.append((before, before + gap_s))
+            self.stats.gaps += 1
+            self.stats.gap_s += gap_s
+            self._offset_s += gap_s
+        assert self._offset_s is not None
+        times = self._offset_s + (self._n_in + np.arange(n)) / self.fs_in
         self._n_in += n
         self.stats.samples_in += n
-        out: list[Event] = []
-        if gap:
-            self._flush(out)  # a gap always starts a staged batch
-        self._staged.append((block, times, gap))
+        self._staged.append((block, times, gap_s > 0.0))
         self._staged_n += n
         if self._staged_n >= self._batch_in:
             self._flush(out)
@@ -444,6 +454,7 @@ class StreamPipeline:
         self._last_end = start + n
         self._emit(event, out)
         if not flagged:
+            self._interrupt_episodes(before_s=event.start_s, out=out)
             episode = self.episodes.update(
                 event.probabilities.get(self.episodes.label, 0.0), event.start_s, event.end_s
             )
@@ -472,6 +483,15 @@ class StreamPipeline:
         )
         return self.classifier.classify(WindowInputs(x, rr, lorenz), self.t_steps, head)[0]
 
+    def _interrupt_episodes(self, *, before_s: float, out: list[Event]) -> None:
+        """End the open episode at each gap that lies before ``before_s``: no episode spans
+        time without data, and smoothing restarts after it."""
+        while self._gaps and self._gaps[0][1] <= before_s + 0.5 / self.fs:
+            last_before, _ = self._gaps.pop(0)
+            ended = self.episodes.interrupt(last_before)
+            if ended is not None:
+                self._emit(ended, out)
+
     def close(self) -> list[Event]:
         """End the stream: decide the last beats, analyse the tail, close open episodes."""
         if self._closed:
@@ -481,6 +501,7 @@ class StreamPipeline:
         self._flush(out)
         self._drain(out, final=True)
         end_s = (self._offset_s or 0.0) + self._model_buf.total_written / self.fs
+        self._interrupt_episodes(before_s=end_s, out=out)
         closing = self.episodes.close(end_s)
         if closing is not None:
             self._emit(closing, out)

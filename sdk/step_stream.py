@@ -155,6 +155,7 @@ class StepStream:
         (the first model-rate sample after a gap)."""
         self.reset_at = self._fed = -(-int(gap_index) // self.block) * self.block
         self._state = self.embedder.initial_state(1)
+        self._step_ms = 0.0  # steps before the gap serve no later window
         self.resets += 1
 
     def feed(self, buf: RingBuffer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -51,3 +52,17 @@ def test_simulated_strap_with_loss_saves_a_replayable_record(data_root, tmp_path
     assert rec.fs == 130 and 59 * 130 <= rec.sig_len <= 60 * 130
     lost = sum(int(note.split()[1]) for note in ann.aux_note)
     assert lost == int(np.isnan(rec.p_signal[:, 0]).sum()) > 0  # every gap annotated
+
+
+@pytest.mark.data("mitdb")
+@pytest.mark.parametrize("flags, denoised", [((), True), (("--no-denoise",), False)])
+def test_calibrate_writes_a_profile_that_says_whether_it_denoised(
+    data_root, tmp_path, flags, denoised
+):
+    out_path = tmp_path / "p.json"
+    args = ["--minutes", "10", "--max-evals", "3", "--out", str(out_path), *flags]
+    out = run_cli("calibrate", str(data_root / "mitdb" / "201"), *args)
+    assert out.returncode == 0, out.stderr
+    assert "calibrated 'user'" in out.stdout
+    profile = json.loads(out_path.read_text())
+    assert profile["calibration"]["denoised"] is denoised

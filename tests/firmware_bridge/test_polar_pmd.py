@@ -298,7 +298,10 @@ def test_sample_times_end_at_the_timestamp():
 
 def test_sample_times_from_previous_timestamp():
     frame = pmd.decode_ecg_frame(pmd.encode_ecg_raw(TS, np.zeros(4, np.int64)))
-    t = pmd.sample_times_ns(frame, 130.0, previous_timestamp_ns=TS - 4_000)
+    t = pmd.sample_times_ns(frame, 1e6 / 1.005, previous_timestamp_ns=TS - 4_000)
+    assert t.tolist() == [TS - 3_000, TS - 2_000, TS - 1_000, TS]  # the sensor's own spacing
+    # a frame lost in between: the measured spacing is twice the nominal one, not used
+    t = pmd.sample_times_ns(frame, 1e6, previous_timestamp_ns=TS - 8_000)
     assert t.tolist() == [TS - 3_000, TS - 2_000, TS - 1_000, TS]
     # a previous timestamp after this one (a reset) falls back to the nominal rate
     t = pmd.sample_times_ns(frame, 100.0, previous_timestamp_ns=TS + 5)

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from firmware_bridge.assembler import DecodedFrame, FrameAssembler
 from firmware_bridge.profiles import OpenEcgDevice, PolarH10
 from firmware_bridge.session import Backoff, SensorSession
 from firmware_bridge.sim_transport import SimulatedTransport
@@ -175,3 +176,62 @@ def test_heart_rate_service_rr_intervals_reach_the_session(ecg):
     assert abs(len(session.rr_intervals_s) - true_rr.size) <= 3
     assert abs(np.median(session.rr_intervals_s) - np.median(true_rr)) < 0.02
     assert all(m.contact for m in seen)
+
+
+def test_a_raising_heart_rate_callback_does_not_stop_the_stream(ecg):
+    sensor = VirtualH10(ecg.signal, ecg.fs)
+    sink = RecordingSink()
+
+    def broken(t, m):
+        raise RuntimeError("app bug")
+
+    transport = SimulatedTransport(sensor, Impairments(), speed=SPEED)
+    session = SensorSession(transport, PolarH10(), sink, on_heart_rate=broken)
+    stats = asyncio.run(session.run())
+    assert stats.handler_errors == stats.hr_notifications >= 100
+    assert check_placement(sink, sensor, stats) == 0  # every ECG sample still delivered
+
+
+def test_rr_intervals_are_broken_at_a_reconnection(ecg):
+    sensor = VirtualH10(ecg.signal, ecg.fs)
+    imp = Impairments(disconnect_every_s=30.0, seed=4)
+    transport = SimulatedTransport(sensor, imp, speed=SPEED)
+    session = SensorSession(
+        transport, PolarH10(), RecordingSink(), backoff=Backoff(initial_s=0.25, max_s=2.0)
+    )
+    stats = asyncio.run(session.run())
+    rr = np.asarray(session.rr_intervals_s)
+    assert stats.connects >= 3
+    assert np.isnan(rr).sum() == stats.connects - 1  # one break per reconnection
+    assert np.all((rr[~np.isnan(rr)] > 0.25) & (rr[~np.isnan(rr)] < 2.0))
+
+
+class RefusingSink(RecordingSink):
+    """Refuses the pushes whose index is in ``refuse`` (as the SDK refuses a bad block)."""
+
+    def __init__(self, refuse: set[int]) -> None:
+        super().__init__()
+        self.refuse, self.calls = refuse, 0
+
+    def push(self, samples, *, timestamp_s=None, fs=None):
+        self.calls += 1
+        if self.calls - 1 in self.refuse:
+            raise ValueError("refused")
+        return super().push(samples, timestamp_s=timestamp_s, fs=fs)
+
+
+def test_a_refused_block_after_a_gap_becomes_one_gap_and_later_times_stay_right():
+    fs, n = 130.0, 73
+    period = 1e9 / fs
+    frames = [
+        DecodedFrame(int(round(k * n * period)), np.full((n, 1), k, np.float32), fs)
+        for k in (0, 2, 3)  # frame 1 lost on the radio
+    ]
+    sink = RefusingSink({1})  # and the SDK refuses frame 2
+    asm = FrameAssembler(sink, fs)
+    asm.add(frames[0])
+    with pytest.raises(ValueError):
+        asm.add(frames[1])
+    asm.add(frames[2])
+    assert [round(ts * fs) for ts, _ in sink.blocks] == [0, 3 * n]  # frame 3 at its place
+    assert asm.stats.samples_lost == n and asm.stats.gaps == 1

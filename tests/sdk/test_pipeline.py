@@ -136,6 +136,57 @@ def test_gap_is_flagged(bundle, ecg):
     assert any("gap" in w.quality.flags for w in wins)
 
 
+def test_samples_before_a_gap_keep_their_times(bundle, ecg):
+    """Small packets staged before a gap are stamped before it, not after (the gap's shift
+    applies from the first sample after it)."""
+    p = StreamPipeline(bundle, fs_in=FS)
+    x = ecg.signal
+    events: list = []
+    step = int(0.25 * FS)
+    before = int(25.5 * FS)  # 0.5 s still staged when the gap comes; a window starts at 25 s
+    for i in range(0, before, step):  # packets as a sensor sends them; batches are 1 s
+        events += p.push(x[i : i + step], timestamp_s=i / FS)
+    events += p.push(x[before:], timestamp_s=100.0)
+    events += p.close()
+    m = bundle.manifest
+    hop_s = m.hop_samples / m.fs
+    wins = windows_of(events)
+    starts_before = [w for w in wins if w.start_s < 100.0 - 0.05]
+    assert [w.start_s for w in starts_before] == pytest.approx(
+        [w.index * hop_s for w in starts_before], abs=0.02
+    )
+    assert starts_before[-1].start_s == pytest.approx(25.0, abs=0.02)
+    assert "gap" in starts_before[-1].quality.flags
+    assert any(w.start_s >= 100.0 for w in wins)
+
+
+def test_an_empty_block_opens_no_gap(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS)
+    n = int(12 * FS)
+    p.push(ecg.signal[:n], timestamp_s=0.0)
+    assert p.push(ecg.signal[:0], timestamp_s=50.0) == []
+    p.push(ecg.signal[n : 2 * n])  # contiguous with what came before
+    assert p.stats.gaps == 0 and p.stats.blocks_in == 3
+
+
+def test_an_episode_ends_at_a_gap(bundle, ecg, monkeypatch):
+    """40 s of AF, an hour without data, 40 s of AF: two episodes, none across the hour."""
+    p = StreamPipeline(bundle, fs_in=FS)
+    classes = bundle.manifest.classes
+    af = np.eye(len(classes))[classes.index("A")]
+    monkeypatch.setattr(p, "_probabilities", lambda seg, peaks, step: af)
+    n = int(40 * FS)
+    events = p.push(ecg.signal[:n], timestamp_s=0.0)
+    events += p.push(ecg.signal[n : 2 * n], timestamp_s=3600.0)
+    events += p.close()
+    eps = p.episodes.episodes
+    assert len(eps) == 2
+    assert eps[0].onset_s < 40.0 and eps[0].offset_s == pytest.approx(40.0)
+    assert eps[1].onset_s >= 3600.0 and eps[1].offset_s == pytest.approx(3640.0, abs=0.1)
+    offsets = [e for e in events if isinstance(e, EpisodeEvent) and e.phase == "offset"]
+    assert [round(e.time_s, 1) for e in offsets] == [40.0, round(eps[1].offset_s, 1)]
+
+
 def test_short_stream_gives_one_padded_window(bundle, ecg):
     _, events = stream(bundle, ecg.signal[: int(6 * FS)], [100])
     wins = windows_of(events)
