@@ -1,4 +1,4 @@
-"""ecgedge firmware bridge: bytes from ECG sensors in, samples with host timestamps out.
+"""ecgedge firmware bridge: bytes from ECG sensors in, samples on a gap-aware stream clock out.
 
 Pure codecs and clock alignment: stdlib and numpy only, no radio. A BLE transport (the
 only module that may import ``bleak``) feeds notifications to these decoders; a simulator

@@ -118,6 +118,7 @@ class FrameAssembler:
 
     def _place(self, frame: DecodedFrame) -> None:
         samples, first_ns = frame.samples_mv, float(frame.first_ns)
+        lost = 0
         if self._next_ns is not None:
             d = (first_ns - self._next_ns) / self.period_ns  # samples between expected and actual
             if d <= -frame.n + 0.5:
@@ -131,9 +132,11 @@ class FrameAssembler:
                 lost = int(round(d))
                 self.stats.gaps += 1
                 self.stats.samples_lost += lost
-                self._stream_samples += lost
-        self.sink.push(samples, timestamp_s=self._stream_samples / self.fs, fs=self.fs)
-        self._stream_samples += samples.shape[0]
-        self._next_ns = first_ns + samples.shape[0] * self.period_ns
+        try:
+            stamp = (self._stream_samples + lost) / self.fs
+            self.sink.push(samples, timestamp_s=stamp, fs=self.fs)
+        finally:  # a block the sink refuses still took its place on the stream clock
+            self._stream_samples += lost + samples.shape[0]
+            self._next_ns = first_ns + samples.shape[0] * self.period_ns
         self.stats.frames += 1
         self.stats.samples += samples.shape[0]

@@ -167,6 +167,8 @@ ECG_START_SETTINGS: dict[SettingType, int] = {
 
 
 # --------------------------------------------------------------------------- control point
+
+
 def get_settings_request(measurement: int = MeasurementType.ECG) -> bytes:
     """Build a get-measurement-settings request (op 0x01) for ``measurement``."""
     return bytes((OpCode.GET_MEASUREMENT_SETTINGS, _u8(measurement, "measurement")))
@@ -553,6 +555,11 @@ def encode_ecg_delta(
     return bytes(out)
 
 
+#: largest relative difference between a frame's measured sample spacing and 1 / fs that
+#: :func:`sample_times_ns` still takes for the sensor's own clock
+SPACING_TOLERANCE = 0.01
+
+
 def sample_times_ns(
     frame: EcgFrame, fs: float, *, previous_timestamp_ns: int | None = None
 ) -> np.ndarray:
@@ -564,24 +571,27 @@ def sample_times_ns(
         A decoded frame.
     fs
         Nominal sample rate in Hz (130 on the H10), used for the sample spacing unless
-        ``previous_timestamp_ns`` is given.
+        ``previous_timestamp_ns`` gives a usable spacing.
     previous_timestamp_ns
-        The previous frame's timestamp; when earlier than this frame's, the spacing is
-        ``(timestamp - previous) / n`` (the sensor's own clock), as Polar's SDK does.
+        The previous frame's timestamp; when earlier than this frame's and the spacing
+        ``(timestamp - previous) / n`` (the sensor's own clock, as Polar's SDK uses it) lies
+        within 1% of ``1 / fs``, that spacing is used; otherwise (a frame was lost in between,
+        or the clock jumped) the nominal ``1 / fs``.
 
     Returns
     -------
     numpy.ndarray
         int64 nanoseconds since 2000-01-01T00:00:00Z, shape ``(n,)``.
     """
+    if not fs > 0:
+        raise ValueError("fs must be positive")
     n = frame.samples_uv.shape[0]
     prev = previous_timestamp_ns
-    if prev is not None and 0 < prev < frame.timestamp_ns:
-        step = (frame.timestamp_ns - prev) / n if n else 0.0
-    elif fs > 0:
-        step = 1e9 / fs
-    else:
-        raise ValueError("fs must be positive")
+    step = 1e9 / fs
+    if prev is not None and 0 < prev < frame.timestamp_ns and n:
+        measured = (frame.timestamp_ns - prev) / n
+        if abs(measured - step) <= SPACING_TOLERANCE * step:
+            step = measured
     if frame.timestamp_ns >= 1 << 63:
         raise ValueError("timestamp_ns beyond int64 nanoseconds")
     back = np.rint(np.arange(n - 1, -1, -1, dtype=np.float64) * step).astype(np.int64)

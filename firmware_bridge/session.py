@@ -8,6 +8,9 @@ stream resumes; what was lost in between becomes a flagged gap, never silently j
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -19,6 +22,11 @@ from firmware_bridge.errors import BridgeError, ConnectError, DecodeError, Trans
 from firmware_bridge.hrs import HeartRateMeasurement, parse_hr_measurement
 from firmware_bridge.profiles import Profile
 from firmware_bridge.transport import Transport
+
+_log = logging.getLogger(__name__)
+
+#: RR intervals a session keeps (about 3 h at 60 bpm)
+RR_HISTORY = 10_000
 
 
 @dataclass
@@ -58,6 +66,8 @@ class SessionStats:
     sink_errors: int = 0
     connects: int = 0
     connect_failures: int = 0
+    #: notifications whose handling raised unexpectedly (incl. the ``on_heart_rate`` callback)
+    handler_errors: int = 0
     reconnects: int = 0
     drift_ppm: float = 0.0
     assembly: AssemblyStats = field(default_factory=AssemblyStats)
@@ -88,8 +98,9 @@ class SensorSession:
         self.clock = ClockAligner()
         self.stats = SessionStats(assembly=self.assembler.stats)
         self.on_heart_rate = on_heart_rate
-        #: RR intervals (s) from the Heart Rate Service, in arrival order: the RR/Lorenz input.
-        self.rr_intervals_s: list[float] = []
+        #: RR intervals (s) from the Heart Rate Service, in arrival order: the RR/Lorenz input;
+        #: the most recent ``RR_HISTORY`` only, and NaN where a reconnection broke the series.
+        self.rr_intervals_s: deque[float] = deque(maxlen=RR_HISTORY)
         self._queue: asyncio.Queue[tuple[str, float, bytes] | None] = asyncio.Queue()
         self._stopping = False
         self._stop_requested = asyncio.Event()
@@ -117,6 +128,7 @@ class SensorSession:
                     break
                 if dropped:
                     self.stats.reconnects += 1
+                    self._queue.put_nowait(("flush", 0.0, b""))  # place frames held for order
                 await self.transport.sleep(self.backoff.next_delay_s())
         finally:
             self._queue.put_nowait(None)
@@ -137,6 +149,8 @@ class SensorSession:
         except (ConnectError, TransportError):
             self.stats.connect_failures += 1
             return False
+        if self.stats.connects and self.rr_intervals_s:
+            self.rr_intervals_s.append(math.nan)  # no RR interval spans the disconnection
         self.stats.connects += 1
         self.backoff.reset()
         stopper = asyncio.create_task(self._stop_requested.wait())
@@ -148,13 +162,27 @@ class SensorSession:
 
     async def _consume(self) -> None:
         while (item := await self._queue.get()) is not None:
-            self._handle(*item)
+            self._handle_safely(*item)
         while not self._queue.empty():  # drain what arrived before the end
             item = self._queue.get_nowait()
             if item is not None:
-                self._handle(*item)
+                self._handle_safely(*item)
+
+    def _handle_safely(self, kind: str, host_time_s: float, payload: bytes) -> None:
+        """One notification; whatever it raises is counted and logged, and the stream goes on
+        (a dead consumer would let the queue grow for as long as the sensor streams)."""
+        try:
+            self._handle(kind, host_time_s, payload)
+        except Exception:
+            self.stats.handler_errors += 1
+            n = self.stats.handler_errors
+            if n == 1 or n % 1000 == 0:
+                _log.exception("%s notification not handled (%d so far)", kind, n)
 
     def _handle(self, kind: str, host_time_s: float, payload: bytes) -> None:
+        if kind == "flush":  # the link dropped: frames held for reordering will not complete
+            self.assembler.flush()
+            return
         if kind == "hr":
             self._handle_hr(host_time_s, payload)
             return
@@ -168,7 +196,8 @@ class SensorSession:
         last_ns = frame.first_ns + int(round((frame.n - 1) * 1e9 / frame.fs))
         reset_gap = None
         if self.clock.update(last_ns, host_time_s):
-            reset_gap = host_time_s - (self._last_arrival or host_time_s) - frame.n / frame.fs
+            since = 0.0 if self._last_arrival is None else host_time_s - self._last_arrival
+            reset_gap = max(0.0, since - frame.n / frame.fs)
         self._last_arrival = host_time_s
         try:
             self.assembler.add(frame, clock_reset_gap_s=reset_gap)
