@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
 from sdk.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 ROLES = ("embedder", "fusion", "head", "denoiser", "inference_noise")
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -92,8 +95,13 @@ class Manifest:
         if precision is not None:
             candidates = [f for f in candidates if f.precision == precision]
         if not candidates:
-            have = sorted({(f.role, f.precision) for f in self.files})
-            raise KeyError(f"no {role} file of precision {precision} in bundle; have {have}")
+            have = sorted({(f.role, f.precision, f.modality) for f in self.files})
+            raise BundleError(
+                f"no {role} file of precision {precision} for {modality} in the bundle; "
+                f"have {have}",
+                path=self.name,
+                reason="missing",
+            )
         return min(candidates, key=lambda f: PRECISIONS[::-1].index(f.precision))
 
 
@@ -111,6 +119,8 @@ def _tensor_specs(raw: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
 
 def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifest:
     """Validate and parse a manifest dict; raise :class:`BundleError` on any defect."""
+    if not isinstance(data, dict):
+        raise BundleError("manifest must be a JSON object", path=path, reason="malformed")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise BundleError(
@@ -147,8 +157,21 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
             metrics=dict(data.get("metrics", {})),
             modality_specs={k: dict(v) for k, v in data.get("modalities", {}).items()},
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"malformed manifest: {exc!r}", path=path, reason="malformed") from exc
+    for f in files:
+        if not isinstance(f.path, str) or not isinstance(f.sha256, str):
+            raise BundleError(
+                f"file entry {f.path!r}: path and sha256 must be strings",
+                path=path,
+                reason="malformed",
+            )
+        if not _SHA256.fullmatch(f.sha256):
+            raise BundleError(
+                f"file entry {f.path!r}: sha256 must be 64 lowercase hex digits",
+                path=path,
+                reason="malformed",
+            )
     _check_consistency(manifest, path)
     return manifest
 
@@ -166,9 +189,15 @@ def _check_consistency(m: Manifest, path: str) -> None:
     for role in ("embedder", "head", "inference_noise"):
         if not any(f.role == role for f in m.files):
             problems.append(f"no file with role {role!r}")
+    for modality in m.modalities:
+        if not any(f.role == "inference_noise" and f.modality == modality for f in m.files):
+            problems.append(f"no inference noise for the {modality} embedder")
+    if not all(np.isfinite(v) for v in m.thresholds.values()):
+        problems.append("thresholds must be finite")
     abar = m.alphas_cumprod
     if (
         abar.ndim != 1
+        or not np.all(np.isfinite(abar))
         or abar.size < 2
         or np.any(np.diff(abar) >= 0)
         or abar[0] > 1
@@ -205,11 +234,34 @@ class Bundle:
     def path_of(self, f: ModelFile) -> Path:
         return self.root / f.path
 
+    def verified_bytes(self, f: ModelFile) -> bytes:
+        """The file's bytes, checked against the manifest's SHA-256 as they are read, so what
+        is used is exactly what was verified (a file replaced after :func:`load_bundle` is
+        refused with reason ``"checksum"``)."""
+        path = self.path_of(f)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"cannot read: {exc}", path=str(path), reason="missing") from exc
+        if hashlib.sha256(data).hexdigest() != f.sha256:
+            raise BundleError(
+                "changed since the bundle was verified (SHA-256 differs from the manifest)",
+                path=str(path),
+                reason="checksum",
+            )
+        return data
+
     def inference_noise(self, modality: str = "raw") -> np.ndarray:
         """The fixed inference noise of ``modality`` float32: (1, leads, window) for raw,
         shaped like the embedder's input ``x`` otherwise."""
         f = self.manifest.file("inference_noise", modality=modality)
-        noise = np.load(self.path_of(f), allow_pickle=False).astype(np.float32)
+        try:
+            stored = np.load(io.BytesIO(self.verified_bytes(f)), allow_pickle=False)
+            noise = np.asarray(stored, dtype=np.float32)
+        except (ValueError, OSError, EOFError) as exc:
+            raise BundleError(
+                f"not a numeric .npy array: {exc}", path=str(self.path_of(f)), reason="malformed"
+            ) from exc
         expected: tuple[object, ...] = (1, len(self.manifest.leads), self.manifest.window_samples)
         if modality != "raw":
             x = self.manifest.file("embedder", modality=modality).inputs[0]
@@ -232,7 +284,7 @@ def load_bundle(root: Path | str) -> Bundle:
     raw = manifest_path.read_bytes()
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BundleError(
             f"manifest is not valid JSON: {exc}", path=str(manifest_path), reason="malformed"
         ) from exc

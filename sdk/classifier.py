@@ -69,12 +69,19 @@ class WindowClassifier:
         self.noise: dict[str, np.ndarray] = {}
         for modality in self.modalities:
             spec = m.file("embedder", precision if modality == "raw" else None, modality)
-            self.embedders[modality] = load(bundle.path_of(spec), spec=spec)
+            self.embedders[modality] = load(
+                bundle.path_of(spec), spec=spec, data=bundle.verified_bytes(spec)
+            )
             self.noise[modality] = bundle.inference_noise(modality)
         self.precision = m.file("embedder", precision).precision
-        self.fusion = load(bundle.path_of(m.file("fusion"))) if m.has("fusion") else None
+        self.fusion = None
+        if m.has("fusion"):
+            fusion_spec = m.file("fusion")
+            self.fusion = load(bundle.path_of(fusion_spec), data=bundle.verified_bytes(fusion_spec))
         head_spec = m.file("head")
-        self.head = load(bundle.path_of(head_spec), spec=head_spec)
+        self.head = load(
+            bundle.path_of(head_spec), spec=head_spec, data=bundle.verified_bytes(head_spec)
+        )
         self.n_rr = len(m.head_features.get("rr_features", []))
 
     def check_t(self, t: int) -> int:

@@ -37,7 +37,13 @@ class WindowDenoiser:
     ) -> None:
         spec = bundle.manifest.file("denoiser", precision)
         self.precision = spec.precision
-        self.model = OnnxModel(bundle.path_of(spec), threads=threads, backend=backend, spec=spec)
+        self.model = OnnxModel(
+            bundle.path_of(spec),
+            threads=threads,
+            backend=backend,
+            spec=spec,
+            data=bundle.verified_bytes(spec),
+        )
         shape = self.model.session.get_inputs()[0].shape
         self.leads, self.window = int(shape[1]), int(shape[2])
         if self.window != bundle.manifest.window_samples:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdk.bundle import Bundle
+from sdk.bundle import Bundle, ModelFile
 from sdk.errors import BlockError, BundleError
 from sdk.runtime import open_model
 
@@ -44,6 +44,7 @@ class StreamingSpec:
     """The manifest's ``streaming`` entry."""
 
     path: str
+    sha256: str
     hop_samples: int
     blocks_per_window: int
     layers: int
@@ -85,6 +86,7 @@ def streaming_spec(bundle: Bundle) -> StreamingSpec:
     try:
         spec = StreamingSpec(
             path=str(entry["path"]),
+            sha256=str(entry["sha256"]),
             hop_samples=int(entry["hop_samples"]),
             blocks_per_window=int(entry["blocks_per_window"]),
             layers=int(entry["layers"]),
@@ -123,7 +125,10 @@ class StepEmbedder:
     def __init__(self, bundle: Bundle, *, backend: str = "cpu", threads: int = 1) -> None:
         self.spec = streaming_spec(bundle)
         path = bundle.root / self.spec.path
-        self.model = open_model(path, backend=backend, threads=threads)
+        step_file = ModelFile(self.spec.path, "embedder", "fp32", self.spec.sha256)
+        self.model = open_model(
+            path, backend=backend, threads=threads, data=bundle.verified_bytes(step_file)
+        )
         if list(self.model.input_names) != list(STEP_INPUTS) or list(
             self.model.output_names
         ) != list(STEP_OUTPUTS):

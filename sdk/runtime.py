@@ -91,8 +91,12 @@ def open_model(
     threads: int = 1,
     spec: ModelFile | None = None,
     engine_dir: Path | None = None,
+    data: bytes | None = None,
 ) -> Model:
     """Open ``path`` (a bundle's ONNX file) on ``backend`` (one of :data:`BACKENDS`).
+
+    ``data``: the file's bytes as verified (:meth:`sdk.bundle.Bundle.verified_bytes`); ONNX
+    Runtime then builds the session from them rather than re-reading ``path``.
 
     ``"trt-engine"`` looks the engine built for ``path`` (and ``spec.precision``) up in
     ``engine_dir`` (default :func:`sdk.trt_runtime.default_engine_dir`); ``"tensorrt"`` caches
@@ -107,7 +111,9 @@ def open_model(
 
         precision = spec.precision if spec is not None else "fp32"
         return open_engine(Path(path), precision=precision, spec=spec, engine_dir=engine_dir)
-    return OnnxModel(Path(path), threads=threads, backend=backend, spec=spec, cache_dir=engine_dir)
+    return OnnxModel(
+        Path(path), threads=threads, backend=backend, spec=spec, cache_dir=engine_dir, data=data
+    )
 
 
 def _ort() -> Any:
@@ -128,6 +134,9 @@ class OnnxModel:
     backend : ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; unavailable providers raise.
     spec : the manifest entry; its declared inputs/outputs are checked against the model.
     cache_dir : where the TensorRT provider caches its engines.
+    data : the model's verified bytes; the session is built from them (``path`` then only
+        names the model in errors), except on ``"tensorrt"``, whose engine cache is keyed
+        by the file.
 
     Not thread-safe for concurrent :meth:`run` calls on one instance.
     """
@@ -140,6 +149,7 @@ class OnnxModel:
         backend: str = "cpu",
         spec: ModelFile | None = None,
         cache_dir: Path | None = None,
+        data: bytes | None = None,
     ) -> None:
         ort = _ort()
         if backend not in PROVIDERS:
@@ -160,7 +170,8 @@ class OnnxModel:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            source = data if data is not None and backend != "tensorrt" else str(path)
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BundleError(
                 f"onnxruntime cannot load the model: {exc}", path=str(path), reason="load"

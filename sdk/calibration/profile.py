@@ -4,8 +4,12 @@ A profile holds the diffusion step t of each modality and the user's head weight
 when and on what it was calibrated. It is one JSON file carrying a SHA-256 of its own
 content, written atomically (temporary file, fsync, rename) with owner-only permissions
 (0600), and refused with a :class:`~sdk.errors.ProfileError` when it is corrupt, edited,
-readable by others, or made for a different bundle (profiles bind to the bundle's
-manifest hash: new weights mean a new calibration).
+readable by others, a symbolic link, owned by another user, or made for a different bundle
+(profiles bind to the bundle's manifest hash: new weights mean a new calibration) or not
+usable with it (classes, head width, t outside the bundle's range).
+
+The checksum carries no secret: it catches damage and hand edits, not a deliberate forgery by
+someone who can write the file; the file's owner-only permissions are what protect it.
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ class UserProfile:
                 path=path,
                 reason="bundle",
             )
+        m = bundle.manifest
+        problems = []
+        if self.head.classes != m.classes:
+            problems.append(f"head classes {list(self.head.classes)} != {list(m.classes)}")
+        width = m.file("head").inputs[0].shape[-1] if m.file("head").inputs else None
+        if isinstance(width, int) and self.head.weight.shape[0] != width:
+            problems.append(f"head takes {self.head.weight.shape[0]} features, bundle {width}")
+        for modality, t in self.t.items():
+            if modality not in m.modalities or not 0 <= t <= m.t_max:
+                problems.append(f"t {modality}={t} is not a modality of the bundle in 0..{m.t_max}")
+        if problems:
+            raise ProfileError("; ".join(problems), path=path, reason="malformed")
 
     def to_dict(self) -> dict[str, Any]:
         h = self.head
@@ -88,7 +104,7 @@ def _digest(body: dict[str, Any]) -> str:
 def save_profile(profile: UserProfile, path: Path | str) -> Path:
     """Write ``profile`` atomically with permissions 0600; return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = profile.to_dict()
     text = json.dumps({**body, "sha256": _digest(body)}, indent=1, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -102,6 +118,12 @@ def save_profile(profile: UserProfile, path: Path | str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if os.name == "posix":  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return path
 
 
@@ -118,6 +140,13 @@ def _parse(data: dict[str, Any], path: str) -> UserProfile:
             raise ValueError("head arrays have inconsistent shapes")
         if k != len(classes) or not all(np.all(np.isfinite(a)) for a in [weight, *arrays]):
             raise ValueError("head weights are not finite or do not match the classes")
+        if np.any(arrays[2] <= 0):
+            raise ValueError("head scale must be positive")
+        t = data["t"]
+        if not isinstance(t, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in t.values()
+        ):
+            raise ValueError("t must map modalities to integers")
         return UserProfile(
             user=str(data["user"]),
             bundle_name=str(data["bundle"]["name"]),
@@ -130,34 +159,59 @@ def _parse(data: dict[str, Any], path: str) -> UserProfile:
         raise ProfileError(f"malformed profile: {exc}", path=path, reason="malformed") from exc
 
 
+def _read_private(path: Path) -> bytes:
+    """The file's bytes, read from one descriptor that was checked: a regular file, not a
+    symbolic link, owned by this user, and (on POSIX) not readable by group or others."""
+    where = str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise ProfileError("no such profile", path=where, reason="missing") from exc
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise ProfileError(f"cannot open: {exc}", path=where, reason="permissions") from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ProfileError("not a regular file", path=where, reason="missing")
+        if os.name == "posix":
+            if st.st_uid != os.getuid():
+                raise ProfileError("owned by another user", path=where, reason="permissions")
+            if stat.S_IMODE(st.st_mode) & 0o077:
+                raise ProfileError(
+                    f"permissions {oct(stat.S_IMODE(st.st_mode))} let others read it; "
+                    f"run: chmod 600 {path}",
+                    path=where,
+                    reason="permissions",
+                )
+        return fh.read()
+
+
 def load_profile(path: Path | str, bundle: Bundle | None = None) -> UserProfile:
     """Read and verify a profile; with ``bundle``, also check that it was made for it.
 
     Raises
     ------
     ProfileError
-        ``missing``, ``permissions`` (group/other may read or write it), ``malformed``,
-        ``checksum`` (edited or damaged) or ``bundle`` (made for another bundle).
+        ``missing``, ``permissions`` (group/other may read or write it, a symbolic link, or
+        another user's file), ``malformed`` (also: not usable with ``bundle``), ``checksum``
+        (edited or damaged) or ``bundle`` (made for another bundle).
     """
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise ProfileError("no such profile", path=where, reason="missing")
-    if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
-        raise ProfileError(
-            f"permissions {oct(stat.S_IMODE(path.stat().st_mode))} let others read it; "
-            f"run: chmod 600 {path}",
-            path=where,
-            reason="permissions",
-        )
+    raw = _read_private(path)
     try:
-        data = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ProfileError(f"not valid JSON: {exc}", path=where, reason="malformed") from exc
     if not isinstance(data, dict) or "sha256" not in data:
         raise ProfileError("no checksum in profile", path=where, reason="malformed")
     claimed = data.pop("sha256")
-    if _digest(data) != claimed:
+    try:
+        digest = _digest(data)
+    except (ValueError, TypeError, RecursionError) as exc:  # NaN, or not JSON-serializable
+        raise ProfileError(f"malformed profile: {exc}", path=where, reason="malformed") from exc
+    if digest != claimed:
         raise ProfileError(
             "content does not match its SHA-256 (edited or damaged)", path=where, reason="checksum"
         )

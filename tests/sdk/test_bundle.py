@@ -110,3 +110,63 @@ def test_streaming_step_model_is_verified_like_every_file(bundle_copy):
     with pytest.raises(BundleError) as err:
         load_bundle(bundle_copy)
     assert err.value.reason == "malformed"
+
+
+def test_a_file_replaced_after_verification_is_refused_when_used(bundle_copy):
+    """What runs is what was hashed: the bytes are checked again as they are loaded."""
+    import numpy as np
+
+    from sdk.denoiser import WindowDenoiser
+
+    b = load_bundle(bundle_copy)
+    np.save(bundle_copy / "noise.npy", np.full((1, 1, b.manifest.window_samples), np.nan))
+    with pytest.raises(BundleError) as err:
+        b.inference_noise()
+    assert err.value.reason == "checksum"
+    b = load_bundle(shutil.copytree(default_bundle_path(), bundle_copy.parent / "second"))
+    shutil.copy(b.root / "embedder.int8.onnx", b.root / "embedder.fp32.onnx")
+    with pytest.raises(BundleError, match="changed since the bundle was verified"):
+        WindowClassifier(b, precision="fp32")
+    b = load_bundle(shutil.copytree(default_bundle_path(), bundle_copy.parent / "third"))
+    (b.root / "denoiser.fp32.onnx").write_bytes(b"\x00" * 10)
+    with pytest.raises(BundleError, match="changed since"):
+        WindowDenoiser(b)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.clear() or d.update({"schema_version": 1, "files": 3}),
+        lambda d: d.update({"thresholds": [1]}),
+        lambda d: d["files"][0].update({"path": 5}),
+        lambda d: d["files"][0].update({"sha256": 5}),
+        lambda d: d["files"][0].update({"sha256": "A" * 64}),
+        lambda d: d["diffusion"]["alphas_cumprod"].__setitem__(1, float("nan")),
+        lambda d: d["thresholds"].update({"episode_on": float("inf")}),
+        lambda d: d.update({"files": [f for f in d["files"] if f["path"] != "noise.lorenz.npy"]}),
+    ],
+    ids=[
+        "files-not-a-list",
+        "thresholds-list",
+        "path-int",
+        "sha-int",
+        "sha-upper",
+        "nan-abar",
+        "inf-threshold",
+        "noise-of-a-modality-missing",
+    ],
+)
+def test_malformed_manifests_are_refused_with_a_bundle_error(bundle_copy, change):
+    edit_manifest(bundle_copy, change)
+    with pytest.raises(BundleError) as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason in ("malformed", "inconsistent", "schema_version")
+
+
+def test_manifest_that_is_not_an_object_or_nests_too_deep_is_refused(bundle_copy):
+    manifest = bundle_copy / "manifest.json"
+    for text in ("[]", "[" * 100_000 + "]" * 100_000):
+        manifest.write_text(text)
+        with pytest.raises(BundleError) as err:
+            load_bundle(bundle_copy)
+        assert err.value.reason == "malformed"

@@ -140,3 +140,48 @@ def test_explicit_t_overrides_the_profile(bundle):
     assert p.t == 5 and p.t_steps["raw"] == 5
     defaults = {m: t for m, t in bundle.manifest.default_t.items() if m != "raw"}
     assert {m: t for m, t in p.t_steps.items() if m != "raw"} == defaults  # profile: raw only
+
+
+def _forge(path, change) -> None:
+    """Edit a profile and recompute its checksum, as someone who can write the file could."""
+    from sdk.calibration.profile import _digest
+
+    data = json.loads(path.read_text())
+    data.pop("sha256")
+    change(data)
+    path.write_text(json.dumps({**data, "sha256": _digest(data)}))
+    os.chmod(path, 0o600)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["t"].update({"raw": 999_999}),
+        lambda d: d["t"].update({"raw": 3.9}),
+        lambda d: d["t"].update({"ecg2": 5}),
+        lambda d: d["head"].update({"classes": ["N", "A", "O", "X"]}),
+        lambda d: d["head"].update({"scale": [0.0] * len(d["head"]["scale"])}),
+    ],
+    ids=["t-out-of-range", "t-not-int", "unknown-modality", "classes", "zero-scale"],
+)
+def test_a_profile_unusable_with_the_bundle_is_refused_and_the_stream_falls_back(
+    bundle, tmp_path, change
+):
+    path = save_profile(make_profile(bundle), tmp_path / "p.json")
+    _forge(path, change)
+    with pytest.raises(ProfileError) as err:
+        load_profile(path, bundle)
+    assert err.value.reason == "malformed"
+    pipe = StreamPipeline(bundle, fs_in=250.0, profile=path)
+    assert pipe.profile is None and pipe.profile_error is not None
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links and modes are POSIX")
+def test_a_symbolic_link_to_a_profile_is_refused(bundle, tmp_path):
+    real = save_profile(make_profile(bundle), tmp_path / "real.json")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    with pytest.raises(ProfileError) as err:
+        load_profile(link, bundle)
+    assert err.value.reason == "permissions"
+    assert load_profile(real, bundle).user == "u1"
