@@ -40,10 +40,12 @@ from sdk.trt_runtime import (
     DEFAULT_MAX_BATCH,
     DEFAULT_OPT_BATCH,
     compute_capability,
+    engine_checksum_path,
     engine_name,
     profile_shapes,
     tensorrt_module,
     trt_major,
+    write_engine_checksum,
 )
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
@@ -212,14 +214,15 @@ def build_engine(
     sha = sha256_file(Path(onnx_path))
     name = engine_name(onnx_path, precision, trt.__version__, cc, max_batch=max_batch, sha256=sha)
     out = Path(cache_dir) / name
-    if out.is_file() and not force:
+    if out.is_file() and engine_checksum_path(out).is_file() and not force:
         return out
     plan = plan_build(onnx_path, precision, trt.__version__, max_batch=max_batch)
     blob = build_serialized(trt, plan)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".{os.getpid()}.partial")
     tmp.write_bytes(blob)
     tmp.replace(out)
+    write_engine_checksum(out, blob)
     meta = {
         "onnx": Path(onnx_path).name,
         "onnx_sha256": sha,
@@ -286,7 +289,9 @@ def trtexec_command(
     elif precision == "int8":
         parts.append("--int8")  # explicit quantization: Q/DQ scales, no --calib
     parts += [f"--{k}Shapes={_shape_arg(profile, i)}" for i, k in enumerate(("min", "opt", "max"))]
-    parts.append(f"--saveEngine={Path(onnx_name).stem}.engine")
+    engine = f"{Path(onnx_name).stem}.engine"
+    parts.append(f"--saveEngine={engine}")
+    parts.append(f"&& sha256sum {engine} > {engine}.sha256")  # the SDK checks it before loading
     return " ".join(parts)
 
 

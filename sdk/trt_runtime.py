@@ -14,6 +14,7 @@ Works with TensorRT 10 and 11 (the name-based I/O tensor API, ``execute_async_v3
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +90,45 @@ def default_engine_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ecgedge" / "engines"
 
 
+def engine_checksum_path(engine_path: Path) -> Path:
+    """Where an engine's SHA-256 is kept: ``<engine>.sha256`` (``sha256sum`` format)."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".sha256")
+
+
+def read_verified_engine(engine_path: Path) -> bytes:
+    """An engine's bytes, checked against the SHA-256 written beside it when it was built.
+
+    A serialized engine can carry plugin code, so one without a checksum, or whose bytes
+    differ from it, is refused (:class:`BundleError`, reasons ``"engine_checksum"`` and
+    ``"checksum"``) before TensorRT sees it.
+    """
+    path = Path(engine_path)
+    sidecar = engine_checksum_path(path)
+    if not sidecar.is_file():
+        raise BundleError(
+            f"no checksum {sidecar.name} beside the engine: rebuild it with `ecgedge engines`, "
+            f"or after trtexec run `sha256sum {path.name} > {sidecar.name}`",
+            path=str(path),
+            reason="engine_checksum",
+        )
+    expected = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != expected.lower():
+        raise BundleError("engine does not match its SHA-256", path=str(path), reason="checksum")
+    return blob
+
+
+def write_engine_checksum(engine_path: Path, blob: bytes) -> Path:
+    """Write ``<engine>.sha256`` for ``blob`` (owner-only), as ``sha256sum`` would."""
+    sidecar = engine_checksum_path(engine_path)
+    tmp = sidecar.with_name(sidecar.name + f".{os.getpid()}.partial")
+    tmp.write_text(f"{hashlib.sha256(blob).hexdigest()}  {Path(engine_path).name}\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(sidecar)
+    return sidecar
+
+
 def engine_name(
     onnx_path: Path,
     precision: str,
@@ -150,7 +190,7 @@ class TrtEngineModel:
         self.path = Path(engine_path)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        engine = self._runtime.deserialize_cuda_engine(read_verified_engine(self.path))
         if engine is None:
             raise AcceleratorError(
                 f"{self.path.name} cannot be deserialized: built by another TensorRT version "

@@ -43,9 +43,22 @@ def test_stream_replays_a_wfdb_record(data_root):
 @pytest.mark.data("mitdb")
 def test_simulated_strap_with_loss_saves_a_replayable_record(data_root, tmp_path):
     wfdb = pytest.importorskip("wfdb")
-    out = run_cli("stream", "--simulate", "--record", str(data_root / "mitdb" / "201"),
-                  "--seconds", "60", "--loss", "0.05", "--jitter", "50", "--seed", "3",
-                  "--save", str(tmp_path))
+    out = run_cli(
+        "stream",
+        "--simulate",
+        "--record",
+        str(data_root / "mitdb" / "201"),
+        "--seconds",
+        "60",
+        "--loss",
+        "0.05",
+        "--jitter",
+        "50",
+        "--seed",
+        "3",
+        "--save",
+        str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     rec = wfdb.rdrecord(str(tmp_path / "session"))
     ann = wfdb.rdann(str(tmp_path / "session"), "gap")

@@ -270,7 +270,8 @@ def test_trtexec_lines_per_version():
     line10 = trtexec_command("embedder.int8.onnx", "int8", profile, trt_major_version=10)
     assert line10 == (
         "trtexec --onnx=embedder.int8.onnx --int8 --minShapes=x:1x1x1280,t:1 "
-        "--optShapes=x:1x1x1280,t:1 --maxShapes=x:8x1x1280,t:8 --saveEngine=embedder.int8.engine"
+        "--optShapes=x:1x1x1280,t:1 --maxShapes=x:8x1x1280,t:8 --saveEngine=embedder.int8.engine "
+        "&& sha256sum embedder.int8.engine > embedder.int8.engine.sha256"
     )
     line11 = trtexec_command("embedder.int8.onnx", "int8", profile, trt_major_version=11)
     assert "--stronglyTyped" in line11 and "--int8" not in line11
@@ -321,3 +322,25 @@ def test_device_side_modules_never_load_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "onnx" in loaded and "torch" not in loaded and "trainer" not in loaded
+
+
+def test_a_built_engine_carries_its_checksum_and_a_changed_one_is_refused(jetson_bundle, tmp_path):
+    from sdk.errors import BundleError
+    from sdk.trt_runtime import engine_checksum_path, read_verified_engine
+
+    out = build_engine(
+        jetson_bundle / "embedder.fp16.onnx",
+        "fp16",
+        cache_dir=tmp_path,
+        trt=fake_tensorrt("10.3.0"),
+        capability=(8, 7),
+    )
+    assert read_verified_engine(out) == b"ENGINE"
+    out.write_bytes(b"ENGINE WITH A PLUGIN")
+    with pytest.raises(BundleError) as err:
+        read_verified_engine(out)
+    assert err.value.reason == "checksum"
+    engine_checksum_path(out).unlink()
+    with pytest.raises(BundleError) as err:
+        read_verified_engine(out)
+    assert err.value.reason == "engine_checksum"

@@ -168,8 +168,9 @@ def test_heart_rate_service_rr_intervals_reach_the_session(ecg):
     sensor = VirtualH10(ecg.signal, ecg.fs)
     seen = []
     transport = SimulatedTransport(sensor, Impairments(), speed=SPEED)
-    session = SensorSession(transport, PolarH10(), RecordingSink(),
-                            on_heart_rate=lambda t, m: seen.append(m))
+    session = SensorSession(
+        transport, PolarH10(), RecordingSink(), on_heart_rate=lambda t, m: seen.append(m)
+    )
     stats = asyncio.run(session.run())
     assert stats.hr_notifications == len(seen) >= 100  # one a second for 2 minutes
     true_rr = np.diff(ecg.r_peaks) / ecg.fs

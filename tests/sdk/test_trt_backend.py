@@ -26,7 +26,13 @@ from sdk import trt_runtime
 from sdk.bundle import BundleError, default_bundle_path, load_bundle
 from sdk.errors import AcceleratorError, ConfigError, MissingDependencyError
 from sdk.runtime import BACKENDS, OnnxModel, _tensorrt_ep_options, open_model
-from sdk.trt_runtime import engine_name, find_engine, profile_shapes
+from sdk.trt_runtime import (
+    engine_checksum_path,
+    engine_name,
+    find_engine,
+    profile_shapes,
+    write_engine_checksum,
+)
 
 BUNDLE = default_bundle_path()
 REAL_TENSORRT_MODULE = trt_runtime.tensorrt_module
@@ -172,7 +178,9 @@ def _fake_engines(folder: Path, bundle_root: Path, files) -> None:
     for f in files:
         onnx_path = bundle_root / f.path
         name = engine_name(onnx_path, f.precision, "10.3.0", (8, 7))
-        (folder / name).write_bytes(json.dumps({"onnx": str(onnx_path)}).encode())
+        blob = json.dumps({"onnx": str(onnx_path)}).encode()
+        (folder / name).write_bytes(blob)
+        write_engine_checksum(folder / name, blob)  # as the real builder does
 
 
 def _block_import(monkeypatch, *names: str) -> None:
@@ -260,6 +268,7 @@ def test_missing_engine_says_how_to_build_it(fakes, tmp_path):
 
 def test_stale_engine_is_a_typed_error(fakes, tmp_path):
     (tmp_path / "head.engine").write_bytes(b"stale")
+    write_engine_checksum(tmp_path / "head.engine", b"stale")  # trtexec line's sha256sum
     with pytest.raises(AcceleratorError, match="another TensorRT version") as err:
         open_model(BUNDLE / "head.onnx", backend="trt-engine", engine_dir=tmp_path)
     assert err.value.reason == "engine"
@@ -295,7 +304,9 @@ def test_engine_of_another_model_is_refused(fakes, tmp_path):
     folder = tmp_path / "e"
     _fake_engines(folder, BUNDLE, [head])
     wrong = folder / engine_name(bundle.path_of(emb), "fp32", "10.3.0", (8, 7))
-    shutil.copy(folder / engine_name(bundle.path_of(head), "fp32", "10.3.0", (8, 7)), wrong)
+    source = folder / engine_name(bundle.path_of(head), "fp32", "10.3.0", (8, 7))
+    shutil.copy(source, wrong)
+    shutil.copy(engine_checksum_path(source), engine_checksum_path(wrong))  # checksum is right
     with pytest.raises(AcceleratorError, match="built from another model"):
         open_model(bundle.path_of(emb), backend="trt-engine", spec=emb, engine_dir=folder)
 
