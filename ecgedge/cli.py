@@ -220,6 +220,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             run_dir=Path(args.run or "runs/cpu"),
             report=args.report or "stream",
             hop_s=args.hop,
+            paced_minutes=args.paced_minutes,
         )
     if args.card:
         from export.model_card import write_model_card
@@ -459,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")
     b.add_argument("--minutes", type=float, default=30.0, help="stream: minutes of ECG to stream")
     b.add_argument("--hop", type=float, help="stream: window hop in s (default: the bundle's)")
+    b.add_argument(
+        "--paced-minutes",
+        type=float,
+        default=2.0,
+        help="stream: minutes pushed at the sensor's pace (real time; 0 skips the paced row)",
+    )
     b.add_argument(
         "--no-peers", action="store_true", help="stream: skip the PyTorch/NeuroKit2 peers"
     )

@@ -258,7 +258,14 @@ def test_bench_stream_compares_whole_windows_with_the_step_model(
     from trainer.bench.stream import run as bench_stream
 
     result = bench_stream(
-        lru_bundle, tmp_path, minutes=1.0, peers=False, repeats=1, hop_s=1.0, report="s"
+        lru_bundle,
+        tmp_path,
+        minutes=1.0,
+        peers=False,
+        repeats=1,
+        hop_s=1.0,
+        report="s",
+        paced_minutes=0.0,
     )
     rows = result["sdk"]
     assert set(rows) == {"fp32", "fp32-step"}
@@ -267,4 +274,4 @@ def test_bench_stream_compares_whole_windows_with_the_step_model(
     assert result["hop_s"] == 1.0
     md = (tmp_path / "s.md").read_text()
     assert "FP32, step model" in md and "FP32, whole windows" in md
-    assert "--hop 1 --no-peers --report s`" in md
+    assert "--hop 1 --no-peers --paced-minutes 0 --report s`" in md
