@@ -270,8 +270,8 @@ def run(
         paced_text = (
             f" The paced row pushes the first {paced_minutes:g} min at the sensor's pace (each "
             "0.5 s block when its last sample would be taken; the process idles in between, "
-            "as on a device; one run): its latencies include models running from cold caches "
-            "on a core that slept, which back-to-back pushing never shows."
+            "as on a device; one run): its latencies include models running cold after each "
+            "idle spell, which back-to-back pushing never shows."
         )
     command = f"ecgedge bench stream --bundle {bundle_dir}"
     command += f" --hop {hop_s:g}" if hop_samples != m.hop_samples else ""
