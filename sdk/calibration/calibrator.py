@@ -109,7 +109,7 @@ class Calibrator:
         )
         self.classes = m.classes
         self.denoiser: WindowDenoiser | None = None
-        if denoise and any(f.role == "denoiser" for f in m.files):
+        if denoise and m.has("denoiser"):
             self.denoiser = WindowDenoiser(bundle, threads=threads, backend=backend)
             if self.denoiser.leads != 1:
                 raise ConfigError(
