@@ -167,8 +167,6 @@ ECG_START_SETTINGS: dict[SettingType, int] = {
 
 
 # --------------------------------------------------------------------------- control point
-
-
 def get_settings_request(measurement: int = MeasurementType.ECG) -> bytes:
     """Build a get-measurement-settings request (op 0x01) for ``measurement``."""
     return bytes((OpCode.GET_MEASUREMENT_SETTINGS, _u8(measurement, "measurement")))

@@ -112,7 +112,7 @@ def read_verified_engine(engine_path: Path) -> bytes:
             path=str(path),
             reason="engine_checksum",
         )
-    expected = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+    expected = (sidecar.read_text().split() or [""])[0]
     blob = path.read_bytes()
     if hashlib.sha256(blob).hexdigest() != expected.lower():
         raise BundleError("engine does not match its SHA-256", path=str(path), reason="checksum")

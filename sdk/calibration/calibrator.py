@@ -121,7 +121,7 @@ class Calibrator:
         self._inputs: list[WindowInputs] = []
         self._labels: list[np.ndarray] = []
         self._sources: list[str] = []
-        self._denoised: list[bool] = []
+        self._denoised: bool | None = None  # whether the windows added so far are denoised
 
     # -- data ---------------------------------------------------------------------------------
     def add_windows(
@@ -143,17 +143,17 @@ class Calibrator:
         y = self._encode(labels)
         if y.shape[0] != len(inputs):
             raise ConfigError(f"{len(inputs)} windows but {y.shape[0]} labels", field="labels")
-        if self._denoised and self._denoised[0] != bool(denoised):
+        if self._denoised is not None and self._denoised != bool(denoised):
             raise ConfigError(
                 f"these windows are {'' if denoised else 'not '}denoised but the windows "
-                f"added before are {'' if self._denoised[0] else 'not '}; a user's head is "
+                f"added before are {'' if self._denoised else 'not '}; a user's head is "
                 "fitted on one kind",
                 field="denoised",
             )
         self._inputs.append(inputs)
         self._labels.append(y)
         self._sources.append(source)
-        self._denoised.append(bool(denoised))
+        self._denoised = bool(denoised)
 
     def add_recording(
         self,
@@ -299,7 +299,7 @@ class Calibrator:
                 "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "sources": sorted(set(self._sources)),
                 "windows": int(y.size),
-                "denoised": all(self._denoised),
+                "denoised": bool(self._denoised),
                 "label_counts": {c: int(n) for c, n in zip(self.classes, counts) if n},
                 "objective": self.objective,
                 "t_box": list(self.t_box),

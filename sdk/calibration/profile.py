@@ -68,7 +68,8 @@ class UserProfile:
         problems = []
         if self.head.classes != m.classes:
             problems.append(f"head classes {list(self.head.classes)} != {list(m.classes)}")
-        width = m.file("head").inputs[0].shape[-1] if m.file("head").inputs else None
+        head_inputs = m.file("head").inputs
+        width = head_inputs[0].shape[-1] if head_inputs else None
         if isinstance(width, int) and self.head.weight.shape[0] != width:
             problems.append(f"head takes {self.head.weight.shape[0]} features, bundle {width}")
         for modality, t in self.t.items():

@@ -132,7 +132,7 @@ def test_recorded_windows_are_what_the_pipeline_feeds_its_embedders(bundle, reco
         assert got.shape[0] == 24
         for k in range(got.shape[0]):  # calibration windows start every window length
             np.testing.assert_allclose(got[k], by_start[round(k * win_s, 6)][0], atol=1e-4)
-        assert cal._denoised == [denoise]
+        assert cal._denoised is denoise
 
 
 def test_profile_records_whether_its_windows_were_denoised(bundle, recording, caplog):
