@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from firmware_bridge.assembler import AssemblyStats, FrameAssembler, SampleSink
+from firmware_bridge.assembler import AssemblyStats, DecodedFrame, FrameAssembler, SampleSink
 from firmware_bridge.clock import ClockAligner
 from firmware_bridge.errors import BridgeError, ConnectError, DecodeError, TransportError
 from firmware_bridge.hrs import HeartRateMeasurement, parse_hr_measurement
 from firmware_bridge.profiles import Profile
+from firmware_bridge.timestamp_guard import TimestampGuard
 from firmware_bridge.transport import Transport
 
 _log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class SessionStats:
     #: notifications whose handling raised unexpectedly (incl. the ``on_heart_rate`` callback)
     handler_errors: int = 0
     reconnects: int = 0
+    #: PMD frames whose corrupted timestamp was rewritten (:mod:`firmware_bridge.timestamp_guard`)
+    timestamps_repaired: int = 0
     drift_ppm: float = 0.0
     assembly: AssemblyStats = field(default_factory=AssemblyStats)
 
@@ -81,6 +84,12 @@ class SensorSession:
 
     ``sink.push`` receives (n, leads) millivolt blocks at the profile's rate with
     sample-accurate stream timestamps (seconds from the first sample; gaps advance it).
+
+    ``repair_timestamps`` (default on): frames without sequence numbers (Polar PMD) go
+    through a :class:`~firmware_bridge.timestamp_guard.TimestampGuard`, which rewrites an
+    isolated corrupted sensor timestamp (counted in ``stats.timestamps_repaired``) at the cost
+    of holding a frame after each discontinuity until the next frame arrives; ``False``
+    places every frame as its timestamp claims.
     """
 
     def __init__(
@@ -91,11 +100,13 @@ class SensorSession:
         *,
         backoff: Backoff | None = None,
         on_heart_rate: Callable[[float, HeartRateMeasurement], None] | None = None,
+        repair_timestamps: bool = True,
     ) -> None:
         self.transport, self.profile, self.sink = transport, profile, sink
         self.backoff = backoff or Backoff()
         self.assembler = FrameAssembler(sink, profile.fs, reorder_depth=profile.reorder_depth)
         self.clock = ClockAligner()
+        self.timestamps = TimestampGuard() if repair_timestamps else None
         self.stats = SessionStats(assembly=self.assembler.stats)
         self.on_heart_rate = on_heart_rate
         #: RR intervals (s) from the Heart Rate Service, in arrival order: the RR/Lorenz input;
@@ -133,7 +144,7 @@ class SensorSession:
         finally:
             self._queue.put_nowait(None)
             await consumer
-            self.assembler.flush()
+            self._handle_safely("flush", 0.0, b"")  # place what is held for order or time
         return self.stats
 
     async def _connected_phase(self) -> bool:
@@ -180,7 +191,9 @@ class SensorSession:
                 _log.exception("%s notification not handled (%d so far)", kind, n)
 
     def _handle(self, kind: str, host_time_s: float, payload: bytes) -> None:
-        if kind == "flush":  # the link dropped: frames held for reordering will not complete
+        if kind == "flush":  # the link dropped: frames held for order or time will not complete
+            if self.timestamps is not None:
+                self._place_all(self.timestamps.flush())
             self.assembler.flush()
             return
         if kind == "hr":
@@ -193,6 +206,18 @@ class SensorSession:
         except DecodeError:
             self.stats.malformed += 1
             return
+        if self.timestamps is None:
+            self._place(frame, host_time_s)
+            return
+        self._place_all(self.timestamps.push(frame, host_time_s))
+        self.stats.timestamps_repaired = self.timestamps.repaired
+
+    def _place_all(self, frames: list[tuple[DecodedFrame, float]]) -> None:
+        for frame, host_time_s in frames:
+            self._place(frame, host_time_s)
+
+    def _place(self, frame: DecodedFrame, host_time_s: float) -> None:
+        """Clock alignment and assembly of one frame, in stream order."""
         last_ns = frame.first_ns + int(round((frame.n - 1) * 1e9 / frame.fs))
         reset_gap = None
         if self.clock.update(last_ns, host_time_s):

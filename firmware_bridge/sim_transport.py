@@ -40,6 +40,7 @@ class SimulatedTransport(Transport):
         self.delivered = 0
         self.lost_on_air = 0
         self.lost_while_down = 0
+        self.timestamp_glitches = 0
 
     # -- clock ---------------------------------------------------------------------------------
     def now(self) -> float:
@@ -134,6 +135,9 @@ class SimulatedTransport(Transport):
             last_arrival = arrival
             if rng.random() < imp.corrupt:
                 payload = self._corrupt(payload, rng)
+            if imp.timestamp_glitch and rng.random() < imp.timestamp_glitch:  # no draw at 0
+                payload = self._flip_timestamp_bit(payload, int(rng.integers(0, 64)))
+                self.timestamp_glitches += 1
             await asyncio.sleep(max(0.0, arrival - self.now()) / self.speed)
             copies = 2 if rng.random() < imp.duplicate else 1
             for _ in range(copies):
@@ -154,6 +158,14 @@ class SimulatedTransport(Transport):
         if handler is not None and self._connected:
             self.delivered += int(uuid == self.sensor.data_uuid)
             handler(arrival, payload)
+
+    def _flip_timestamp_bit(self, payload: bytes, bit: int) -> bytes:
+        data = bytearray(payload)
+        field = self.sensor.timestamp_field
+        if len(data) >= field.stop:
+            stamp = int.from_bytes(data[field], "little") ^ (1 << bit)
+            data[field] = stamp.to_bytes(8, "little")
+        return bytes(data)
 
     @staticmethod
     def _corrupt(payload: bytes, rng: np.random.Generator) -> bytes:

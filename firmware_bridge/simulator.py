@@ -32,6 +32,9 @@ class Impairments:
     jitter_ms: float = 0.0  # mean of an exponential extra delay
     duplicate: float = 0.0
     corrupt: float = 0.0
+    #: one bit of the frame's sensor timestamp flips (uniform over its 64 bits): PMD frames
+    #: decode as valid, the open profile's CRC rejects them
+    timestamp_glitch: float = 0.0
     disconnect_every_s: float = 0.0  # 0 = never
     outage_s: float = 2.0  # how long the link stays down after a disconnect
     base_latency_ms: float = 8.0
@@ -40,7 +43,7 @@ class Impairments:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("loss", "duplicate", "corrupt"):
+        for name in ("loss", "duplicate", "corrupt", "timestamp_glitch"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.jitter_ms < 0 or self.disconnect_every_s < 0 or self.outage_s < 0:
@@ -62,6 +65,8 @@ class VirtualSensor(abc.ABC):
     fs: float
     frame_samples: int
     data_uuid: str
+    #: bytes of a payload holding the sensor timestamp (uint64 little-endian)
+    timestamp_field: slice
     control_uuid: str
 
     def __init__(self, signal_mv: np.ndarray, fs_signal: float) -> None:
@@ -104,6 +109,7 @@ class VirtualH10(VirtualSensor):
 
     fs = 130.0
     data_uuid = polar_pmd.PMD_DATA_UUID
+    timestamp_field = slice(1, 9)
     control_uuid = polar_pmd.PMD_CONTROL_POINT_UUID
 
     def __init__(
@@ -153,6 +159,7 @@ class VirtualOpenDevice(VirtualSensor):
     """A device speaking the open ECG profile (sequence numbers, int16 or int24)."""
 
     data_uuid = open_profile.OPEN_ECG_DATA_UUID
+    timestamp_field = slice(4, 12)
     control_uuid = open_profile.OPEN_ECG_CONTROL_UUID
 
     def __init__(

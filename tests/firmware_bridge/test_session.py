@@ -109,6 +109,32 @@ def test_sensor_clock_reset_on_reconnect_is_detected_and_flagged(ecg):
     assert starts == sorted(starts)  # the stream clock never goes back
 
 
+def test_flipped_pmd_timestamp_bits_move_no_sample(ecg):
+    # PMD frames have no CRC: a flipped timestamp bit decodes as a valid frame
+    imp = Impairments(timestamp_glitch=0.1, jitter_ms=30.0, duplicate=0.02, seed=5)
+    sensor = VirtualH10(ecg.signal, ecg.fs)
+    sink, stats, transport = run_session(sensor, PolarH10(), imp)
+    assert transport.timestamp_glitches >= 10
+    # bits below 2**22 ns stay within half a sample and need no repair
+    assert 1 <= stats.timestamps_repaired <= transport.timestamp_glitches
+    assert check_placement(sink, sensor, stats) == 0  # every sample delivered, in place
+    assert stats.assembly.gaps == 0 and stats.assembly.time_resets == 0
+
+
+def test_flipped_pmd_timestamp_bits_with_loss_and_disconnects_keep_the_stream_going(ecg):
+    imp = Impairments(
+        timestamp_glitch=0.05, loss=0.05, disconnect_every_s=30.0, outage_s=1.5, seed=6
+    )
+    sensor = VirtualH10(ecg.signal, ecg.fs)
+    sink, stats, transport = run_session(sensor, PolarH10(), imp)
+    assert stats.timestamps_repaired >= 1 and stats.reconnects >= 3
+    starts = [ts for ts, _ in sink.blocks]
+    assert starts == sorted(starts)  # the stream clock never goes back
+    placed = sum(b.shape[0] for _, b in sink.blocks)
+    lost_frames = transport.lost_on_air + transport.lost_while_down
+    assert placed >= sensor.samples_uv.shape[0] - (lost_frames + 1) * 73
+
+
 @pytest.mark.parametrize("ppm", [100.0, -100.0])
 def test_drift_of_100_ppm_is_tracked(ecg, ppm):
     imp = Impairments(drift_ppm=ppm, jitter_ms=30.0, seed=3)

@@ -1,0 +1,172 @@
+"""Repair an isolated corrupted sensor timestamp before it shifts the stream.
+
+Polar PMD frames carry no checksum beyond the radio's own, and a frame is placed by the
+sensor time it claims. One wrong timestamp (a flipped bit, a firmware fault) is therefore
+placed as a gap or an overlap, and the frame after it, back on the true time base, is trimmed
+or opens a clock "reset"; measured on the simulated strap, one flipped bit misplaced up to
+three quarters of a two-minute stream (gaps sized by host arrival times shift every later
+sample). A check of the timestamp alone cannot tell such a frame from a real gap (frames
+lost on the air), a duplicate or a sensor clock restart, and arrival times are too jittery
+to decide it within a frame.
+
+:class:`TimestampGuard` decides by looking ahead. A frame that does not continue the
+previous one (more than half a sample period away) is held, and so is every following frame
+that continues neither the last held frame nor the stream, until a frame arrives that
+continues one of them:
+
+- it continues the stream as if every held frame had come back to back: the held frames
+  that do not fit were wrong; they are rewritten to their contiguous times, counted in
+  :attr:`TimestampGuard.repaired`, and all are released (one or several wrong frames in a
+  row);
+- it continues the LAST held frame: that frame's timestamp was right (lost frames, a
+  duplicate, a clock restart); earlier held frames are rewritten only if that frame starts
+  where they would end back to back, else released as they claim (no evidence either way).
+
+At most :data:`MAX_HELD` frames wait (1.7 s on the H10; the oldest is then released as it
+claims), and only after a discontinuity; a gapless stream is never held.
+:meth:`TimestampGuard.flush` releases every held frame when the link drops or the stream
+ends, so nothing is lost. A repeat of a held notification (same timestamp and samples) waits
+with it and is released right after it with the same timestamp, so the assembler still drops
+it as a duplicate. Frames with sequence numbers (the open profile, which also has a CRC)
+pass through unchanged: their order and loss come from the sequence numbers.
+
+Limits: a wrong timestamp on the first frame after a (re)start, or next to a lost frame,
+is not repaired (the frame is placed as claimed, as without the guard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from firmware_bridge.assembler import DecodedFrame
+
+__all__ = ["TimestampGuard"]
+
+#: (frame, host arrival time in seconds), in the order the session should place them
+Released = list[tuple[DecodedFrame, float]]
+#: a held frame, its arrival time and the arrival times of repeats of it
+_Held = tuple[DecodedFrame, float, list[float]]
+
+#: frames held at most; beyond, the oldest is placed as it claims
+MAX_HELD = 3
+
+
+class TimestampGuard:
+    """Frame lookahead that rewrites isolated wrong sensor timestamps.
+
+    Parameters
+    ----------
+    tolerance_samples
+        Largest distance, in sample periods, between a frame's first sample and the sample
+        expected after the previous frame for the two to count as contiguous (the
+        assembler's own rounding threshold).
+    """
+
+    def __init__(self, tolerance_samples: float = 0.5) -> None:
+        if not 0.0 < tolerance_samples < 1.0:
+            raise ValueError(f"tolerance_samples must lie in (0, 1), got {tolerance_samples}")
+        self.tolerance_samples = float(tolerance_samples)
+        #: frames whose timestamp was rewritten to continue the previous frame
+        self.repaired = 0
+        #: frames held because they did not continue the previous one
+        self.held = 0
+        self._next_ns: int | None = None  # where a frame continuing the last released one starts
+        self._pending: list[_Held] = []  # oldest first
+
+    @property
+    def waiting(self) -> int:
+        """Frames held now."""
+        return len(self._pending)
+
+    def push(self, frame: DecodedFrame, host_time_s: float) -> Released:
+        """Accept one decoded frame; return the frames to place now, in stream order."""
+        if frame.seq is not None:
+            return [(frame, host_time_s)]
+        pending = self._pending
+        if pending and _same_frame(frame, pending[-1][0]):  # a repeat waits with its original
+            pending[-1][2].append(host_time_s)
+            return []
+        if not pending:
+            if self._next_ns is None or self._continues(frame, self._next_ns):
+                return self._release([], frame, host_time_s)
+            self._hold(frame, host_time_s)
+            return []
+        assert self._next_ns is not None
+        out: Released = []
+        period = self._period_ns(frame)
+        back_to_back = self._next_ns + round(sum(p[0].n for p in pending) * period)
+        if self._continues(frame, back_to_back):  # every held frame lies in between
+            self._release_back_to_back(out, pending)
+        elif self._continues(frame, self._end_ns(pending[-1][0])):  # the last one was right
+            last = pending.pop()
+            if pending and self._continues(last[0], back_to_back - round(last[0].n * period)):
+                self._release_back_to_back(out, pending)
+            for held in pending:  # no evidence either way: placed as claimed
+                self._release(out, *held)
+            self._release(out, *last)
+        else:
+            self._hold(frame, host_time_s)
+            if len(pending) > MAX_HELD:
+                self._release(out, *pending.pop(0))
+            return out
+        pending.clear()
+        return self._release(out, frame, host_time_s)
+
+    def flush(self) -> Released:
+        """Release held frames unchanged (link drop, end of stream); the next frame after
+        this starts a new reference."""
+        out: Released = []
+        for held in self._pending:
+            self._release(out, *held)
+        self._pending.clear()
+        self._next_ns = None
+        return out
+
+    def _hold(self, frame: DecodedFrame, host_time_s: float) -> None:
+        self._pending.append((frame, host_time_s, []))
+        self.held += 1
+
+    def _release_back_to_back(self, out: Released, held: list[_Held]) -> None:
+        """Release ``held`` (emptied) each starting where the previous one ends, counting the
+        rewritten timestamps."""
+        for frame, host_time_s, copies in held:
+            assert self._next_ns is not None
+            if not self._continues(frame, self._next_ns):
+                self.repaired += 1
+                frame = dataclasses.replace(frame, first_ns=self._next_ns)
+            self._release(out, frame, host_time_s, copies)
+        held.clear()
+
+    def _release(
+        self,
+        out: Released,
+        frame: DecodedFrame,
+        host_time_s: float,
+        copies: list[float] | tuple[()] = (),
+    ) -> Released:
+        """Append ``frame`` and its repeated notifications (same, possibly rewritten,
+        timestamp: the assembler drops them as duplicates) to ``out``."""
+        out.append((frame, host_time_s))
+        out.extend((frame, t) for t in copies)
+        self._next_ns = self._end_ns(frame)
+        return out
+
+    def _continues(self, frame: DecodedFrame, expected_ns: float) -> bool:
+        return abs(frame.first_ns - expected_ns) <= self.tolerance_samples * self._period_ns(frame)
+
+    @staticmethod
+    def _period_ns(frame: DecodedFrame) -> float:
+        return 1e9 / frame.fs
+
+    @classmethod
+    def _end_ns(cls, frame: DecodedFrame) -> int:
+        """Sensor time of the sample after the frame's last (integer ns: timestamps near
+        1e18 ns are beyond float64's nanosecond resolution)."""
+        return int(frame.first_ns) + round(frame.n * cls._period_ns(frame))
+
+
+def _same_frame(a: DecodedFrame, b: DecodedFrame) -> bool:
+    """A repeated notification: same timestamp and the same samples."""
+    return a.first_ns == b.first_ns and np.array_equal(a.samples_mv, b.samples_mv)

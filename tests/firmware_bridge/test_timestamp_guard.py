@@ -1,0 +1,137 @@
+"""TimestampGuard: an isolated wrong PMD timestamp is rewritten; real gaps, duplicates and
+clock restarts keep theirs; nothing is held past the next frame or a flush."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from firmware_bridge.assembler import DecodedFrame
+from firmware_bridge.timestamp_guard import MAX_HELD, TimestampGuard
+
+FS = 130.0
+N = 73
+PERIOD_NS = 1e9 / FS
+T0 = 10**18
+
+
+def frame(k: int, *, shift_ns: int = 0, seq: int | None = None) -> DecodedFrame:
+    """The k-th 73-sample frame of a gapless stream, its timestamp moved by ``shift_ns``."""
+    samples = np.full((N, 1), float(k), np.float32)
+    return DecodedFrame(T0 + int(round(k * N * PERIOD_NS)) + shift_ns, samples, FS, seq)
+
+
+def run(frames: list[DecodedFrame], guard: TimestampGuard | None = None) -> list[DecodedFrame]:
+    guard = guard or TimestampGuard()
+    out = []
+    for i, f in enumerate(frames):
+        out += [g for g, _ in guard.push(f, float(i))]
+    return out + [g for g, _ in guard.flush()]
+
+
+def test_a_gapless_stream_passes_through_without_holding():
+    guard = TimestampGuard()
+    for k in range(5):
+        released = guard.push(frame(k), float(k))
+        assert [f.first_ns for f, _ in released] == [frame(k).first_ns]
+    assert guard.held == 0 and guard.repaired == 0
+
+
+@pytest.mark.parametrize("shift_ns", [2**23, 2**27, -(2**26), 2**40, 2**62])
+def test_an_isolated_wrong_timestamp_is_rewritten(shift_ns):
+    guard = TimestampGuard()
+    frames = [frame(0), frame(1), frame(2, shift_ns=shift_ns), frame(3), frame(4)]
+    out = run(frames, guard)
+    truth = [frame(k).first_ns for k in range(5)]
+    np.testing.assert_allclose([f.first_ns - t for f, t in zip(out, truth)], 0, atol=2)  # ns
+    assert [int(f.samples_mv[0, 0]) for f in out] == list(range(5))  # order and content kept
+    assert guard.repaired == 1 and guard.held == 1
+
+
+def test_a_shift_below_half_a_sample_is_not_a_discontinuity():
+    guard = TimestampGuard()
+    out = run([frame(0), frame(1, shift_ns=int(0.4 * PERIOD_NS)), frame(2)], guard)
+    assert guard.held == 0 and out[1].first_ns == frame(1, shift_ns=int(0.4 * PERIOD_NS)).first_ns
+
+
+def test_a_real_gap_keeps_its_timestamps():
+    guard = TimestampGuard()
+    frames = [frame(0), frame(1), frame(4), frame(5)]  # frames 2 and 3 lost on the air
+    out = run(frames, guard)
+    assert [f.first_ns for f in out] == [f.first_ns for f in frames]
+    assert guard.repaired == 0 and guard.held == 1
+
+
+def test_a_sensor_clock_restart_keeps_its_timestamps():
+    restarted = [
+        DecodedFrame(int(k * N * PERIOD_NS), np.zeros((N, 1), np.float32), FS) for k in range(3)
+    ]
+    frames = [frame(0), frame(1), *restarted]
+    out = run(frames, TimestampGuard())
+    assert [f.first_ns for f in out] == [f.first_ns for f in frames]
+
+
+def test_a_duplicate_notification_keeps_its_timestamp_for_the_assembler_to_drop():
+    frames = [frame(0), frame(1), frame(1), frame(2)]
+    out = run(frames, TimestampGuard())
+    assert [f.first_ns for f in out] == [f.first_ns for f in frames]
+
+
+def test_a_repeated_wrong_frame_is_rewritten_with_its_repeat():
+    bad = frame(2, shift_ns=2**30)
+    guard = TimestampGuard()
+    out = run([frame(0), frame(1), bad, bad, frame(3)], guard)
+    truth = [frame(k).first_ns for k in (0, 1, 2, 2, 3)]
+    np.testing.assert_allclose([f.first_ns - t for f, t in zip(out, truth)], 0, atol=2)  # ns
+    assert guard.repaired == 1
+
+
+def test_two_wrong_timestamps_in_a_row_are_rewritten():
+    guard = TimestampGuard()
+    frames = [frame(0), frame(1, shift_ns=2**62), frame(2, shift_ns=2**63), frame(3)]
+    out = run(frames, guard)
+    truth = [frame(k).first_ns for k in range(4)]
+    np.testing.assert_allclose([f.first_ns - t for f, t in zip(out, truth)], 0, atol=2)  # ns
+    assert guard.repaired == 2
+
+
+def test_a_wrong_timestamp_before_a_lost_frame_is_placed_as_claimed():
+    # no evidence either way (the documented limit): nothing is dropped or invented
+    bad = frame(2, shift_ns=2**30)
+    frames = [frame(0), frame(1), bad, frame(4), frame(5)]
+    guard = TimestampGuard()
+    out = run(frames, guard)
+    assert [f.first_ns for f in out] == [f.first_ns for f in frames]
+    assert guard.repaired == 0
+
+
+def test_at_most_max_held_frames_wait():
+    guard = TimestampGuard()
+    guard.push(frame(0), 0.0)
+    scattered = [frame(10 * k) for k in range(1, MAX_HELD + 3)]  # nothing continues anything
+    released = [f for i, fr in enumerate(scattered) for f, _ in guard.push(fr, float(i))]
+    assert guard.waiting == MAX_HELD
+    assert released == scattered[: len(scattered) - MAX_HELD]  # oldest first, as claimed
+    assert [f for f, _ in guard.flush()] == scattered[-MAX_HELD:]
+
+
+def test_flush_releases_the_held_frame_and_starts_a_new_reference():
+    guard = TimestampGuard()
+    guard.push(frame(0), 0.0)
+    assert guard.push(frame(5), 1.0) == []  # held: does not continue frame 0
+    released = guard.flush()
+    assert [f.first_ns for f, _ in released] == [frame(5).first_ns]
+    assert guard.flush() == []
+    assert [f.first_ns for f, _ in guard.push(frame(9), 2.0)] == [frame(9).first_ns]
+
+
+def test_frames_with_sequence_numbers_pass_through():
+    guard = TimestampGuard()
+    frames = [frame(0, seq=0), frame(3, seq=1, shift_ns=2**30), frame(2, seq=2)]
+    out = [f for i, fr in enumerate(frames) for f, _ in guard.push(fr, float(i))]
+    assert out == frames and guard.held == 0
+
+
+def test_the_tolerance_must_be_a_fraction_of_a_sample():
+    with pytest.raises(ValueError, match="tolerance_samples"):
+        TimestampGuard(tolerance_samples=1.0)
