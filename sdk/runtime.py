@@ -23,6 +23,7 @@ import numpy as np
 
 from sdk.bundle import BundleError, Manifest, ModelFile
 from sdk.errors import AcceleratorError, MissingDependencyError
+from sdk.ort_trt_cache import check_engine_cache, record_engine_cache
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -61,13 +62,13 @@ class Model(Protocol):
     ) -> list[np.ndarray]: ...
 
 
-def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path | None) -> dict[str, Any]:
+def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path) -> dict[str, Any]:
     """TensorRT EP options: engine cache, INT8 for Q/DQ graphs, the window's shape profile."""
-    from sdk.trt_runtime import default_engine_dir, profile_shapes
+    from sdk.trt_runtime import profile_shapes
 
     opts: dict[str, Any] = {
         "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": str(cache_dir or default_engine_dir() / "ort"),
+        "trt_engine_cache_path": str(cache_dir),
     }
     if spec is None:
         return opts
@@ -133,7 +134,8 @@ class OnnxModel:
     threads : intra-op threads (1 = one core, the device benchmark's setting).
     backend : ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; unavailable providers raise.
     spec : the manifest entry; its declared inputs/outputs are checked against the model.
-    cache_dir : where the TensorRT provider caches its engines.
+    cache_dir : where the TensorRT provider caches its engines (default
+        ``<default engine dir>/ort``); checked and indexed by :mod:`sdk.ort_trt_cache`.
     data : the model's verified bytes; the session is built from them (``path`` then only
         names the model in errors), except on ``"tensorrt"``, whose engine cache is keyed
         by the file.
@@ -156,14 +158,20 @@ class OnnxModel:
             raise ValueError(f"backend {backend!r} unknown; expected one of {sorted(PROVIDERS)}")
         available = set(ort.get_available_providers())
         providers: list[Any] = [p for p in PROVIDERS[backend] if p in available]
-        if backend == "tensorrt":
-            providers[0] = (providers[0], _tensorrt_ep_options(spec, cache_dir))
         if PROVIDERS[backend][0] not in available:
             raise BundleError(
                 f"provider {PROVIDERS[backend][0]} not available (have {sorted(available)})",
                 path=str(path),
                 reason="provider",
             )
+        #: ONNX Runtime's TensorRT engine cache, checked before use (:mod:`sdk.ort_trt_cache`)
+        self.trt_cache_dir: Path | None = None
+        if backend == "tensorrt":
+            from sdk.trt_runtime import default_engine_dir
+
+            self.trt_cache_dir = Path(cache_dir or default_engine_dir() / "ort")
+            check_engine_cache(self.trt_cache_dir)
+            providers[0] = (providers[0], _tensorrt_ep_options(spec, self.trt_cache_dir))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -178,6 +186,9 @@ class OnnxModel:
             ) from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._cache_recorded = False
+        if self.trt_cache_dir is not None:
+            record_engine_cache(self.trt_cache_dir)  # engines built at session creation
         if spec is not None:
             self._check(spec, path)
 
@@ -205,4 +216,8 @@ class OnnxModel:
     def run(
         self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]:
-        return self.session.run(list(outputs) if outputs else None, feeds)
+        out = self.session.run(list(outputs) if outputs else None, feeds)
+        if self.trt_cache_dir is not None and not self._cache_recorded:
+            record_engine_cache(self.trt_cache_dir)  # engines built at the first run
+            self._cache_recorded = True
+        return out

@@ -25,6 +25,7 @@ import pytest
 from sdk import trt_runtime
 from sdk.bundle import BundleError, default_bundle_path, load_bundle
 from sdk.errors import AcceleratorError, ConfigError, MissingDependencyError
+from sdk.ort_trt_cache import CACHE_PREFIX, INDEX_NAME
 from sdk.runtime import BACKENDS, OnnxModel, _tensorrt_ep_options, open_model
 from sdk.trt_runtime import (
     engine_checksum_path,
@@ -429,7 +430,7 @@ def test_gpu_classifier_on_engines_matches_onnx_runtime(gpu_bundle, tmp_path):
 
 
 @pytest.mark.gpu
-def test_gpu_onnx_runtime_tensorrt_provider(tmp_path):
+def test_gpu_onnx_runtime_tensorrt_provider(gpu_bundle, tmp_path):
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         pytest.skip(
             "onnxruntime has no TensorRT execution provider (onnxruntime-gpu with TensorRT)"
@@ -443,3 +444,5 @@ def test_gpu_onnx_runtime_tensorrt_provider(tmp_path):
         feeds
     )[0]
     assert np.abs(got - ref).max() / np.abs(ref).max() <= GPU_TOLERANCE["fp32"]
+    indexed = (tmp_path / INDEX_NAME).read_text()  # the provider's engines, checksummed
+    assert CACHE_PREFIX in indexed and ".engine" in indexed

@@ -1,0 +1,141 @@
+"""ONNX Runtime's TensorRT engine cache: private directory, indexed files, tampered files
+removed before the provider can load them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from sdk import runtime
+from sdk.bundle import default_bundle_path
+from sdk.errors import BundleError
+from sdk.ort_trt_cache import CACHE_PREFIX, INDEX_NAME, check_engine_cache, record_engine_cache
+
+ENGINE = CACHE_PREFIX + "TRTKernel_graph_main_graph_123_0_0_sm87.engine"
+PROFILE = CACHE_PREFIX + "TRTKernel_graph_main_graph_123_0_0_sm87.profile"
+
+
+def _cache(tmp_path: Path) -> Path:
+    d = tmp_path / "ort"
+    d.mkdir(mode=0o700)
+    (d / ENGINE).write_bytes(b"engine-bytes")
+    (d / PROFILE).write_bytes(b"profile-bytes")
+    return d
+
+
+def test_recorded_files_pass_and_the_index_is_sha256sum_format(tmp_path):
+    d = _cache(tmp_path)
+    sums = record_engine_cache(d)
+    assert set(sums) == {ENGINE, PROFILE}
+    assert check_engine_cache(d) == []
+    line = next(x for x in (d / INDEX_NAME).read_text().splitlines() if x.endswith(ENGINE))
+    digest, name = line.split()
+    assert len(digest) == 64 and name == ENGINE
+    assert (d / INDEX_NAME).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_changed_or_unindexed_engine_is_removed_and_others_kept(tmp_path):
+    d = _cache(tmp_path)
+    record_engine_cache(d)
+    (d / ENGINE).write_bytes(b"engine-bytes, patched")
+    planted = CACHE_PREFIX + "TRTKernel_graph_other_9_0_0_sm87.engine"
+    (d / planted).write_bytes(b"from elsewhere")
+    (d / "notes.txt").write_text("not the provider's")  # other files are never touched
+    assert sorted(check_engine_cache(d)) == sorted([ENGINE, planted])
+    assert sorted(p.name for p in d.iterdir()) == sorted([PROFILE, INDEX_NAME, "notes.txt"])
+
+
+def test_a_symlinked_cache_file_is_removed(tmp_path):
+    d = _cache(tmp_path)
+    record_engine_cache(d)
+    target = tmp_path / "elsewhere.engine"
+    target.write_bytes(b"engine-bytes")  # same bytes, but not a file of the cache
+    (d / ENGINE).unlink()
+    (d / ENGINE).symlink_to(target)
+    assert check_engine_cache(d) == [ENGINE]
+    assert target.exists()
+
+
+def test_without_an_index_every_cache_file_is_removed(tmp_path):
+    d = _cache(tmp_path)
+    assert sorted(check_engine_cache(d)) == sorted([ENGINE, PROFILE])
+
+
+def test_a_missing_directory_is_created_private(tmp_path):
+    d = tmp_path / "a" / "ort"
+    assert check_engine_cache(d) == []
+    assert d.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_shared_or_symlinked_directory_is_refused(tmp_path):
+    d = _cache(tmp_path)
+    d.chmod(0o777)
+    with pytest.raises(BundleError) as err:
+        check_engine_cache(d)
+    assert err.value.reason == "engine_cache" and "writable" in str(err.value)
+    d.chmod(0o700)
+    link = tmp_path / "link"
+    link.symlink_to(d, target_is_directory=True)
+    with pytest.raises(BundleError, match="symlink"):
+        check_engine_cache(link)
+
+
+class _BuildingSession:
+    """Stands in for a TensorRT-provider session on CPU: runs the model with ONNX Runtime's
+    CPU provider and, like the provider, writes an engine into its cache at the first run."""
+
+    def __init__(self, source, sess_options=None, providers=None):
+        name, opts = providers[0]
+        assert name == "TensorrtExecutionProvider" and opts["trt_engine_cache_enable"]
+        self.cache = Path(opts["trt_engine_cache_path"])
+        self.inner = ort.InferenceSession(source, sess_options, providers=["CPUExecutionProvider"])
+
+    def get_inputs(self):
+        return self.inner.get_inputs()
+
+    def get_outputs(self):
+        return self.inner.get_outputs()
+
+    def run(self, outputs, feeds):
+        engine = self.cache / ENGINE
+        if not engine.exists():
+            engine.write_bytes(b"built engine")
+        return self.inner.run(outputs, feeds)
+
+
+@pytest.fixture
+def tensorrt_provider(monkeypatch):
+    class FakeOrt:
+        SessionOptions = ort.SessionOptions
+        ExecutionMode = ort.ExecutionMode
+        GraphOptimizationLevel = ort.GraphOptimizationLevel
+        InferenceSession = _BuildingSession
+
+        @staticmethod
+        def get_available_providers():
+            return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(runtime, "_ort", lambda: FakeOrt)
+
+
+def test_the_tensorrt_backend_indexes_what_the_provider_builds_and_drops_tampering(
+    tensorrt_provider, tmp_path
+):
+    head = default_bundle_path() / "head.onnx"
+    cache = tmp_path / "ort"
+    model = runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
+    assert model.trt_cache_dir == cache and (cache / INDEX_NAME).read_text() == ""
+    name = model.input_names[0]
+    shape = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
+    model.run({name: np.zeros(shape, np.float32)})
+    assert ENGINE in (cache / INDEX_NAME).read_text()  # recorded after the first run
+    runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
+    assert (cache / ENGINE).read_bytes() == b"built engine"  # an indexed engine is kept
+    (cache / ENGINE).write_bytes(b"swapped engine")
+    runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
+    assert not (cache / ENGINE).exists()  # removed before the provider could load it
