@@ -120,6 +120,7 @@ def scenario(
         "duplicates_dropped": a.duplicates,
         "timestamp_bit_flips": transport.timestamp_glitches,
         "timestamps_repaired": stats.timestamps_repaired,
+        "timestamps_rejected": stats.timestamps_rejected,
         "reconnects": stats.reconnects,
         "malformed": stats.malformed,
         "windows": pipeline.stats.windows,
@@ -184,7 +185,7 @@ def run(
             f"{s['gaps_detected']} / {s['gaps_in_pipeline']}",
             f"{s['samples_lost']} / {s['unaccounted_samples']}",
             f"{s['duplicates_dropped']}, {s['reconnects']}",
-            f"{s['timestamp_bit_flips']} / {s['timestamps_repaired']}",
+            f"{s['timestamp_bit_flips']} / {s['timestamps_repaired']} / {s['timestamps_rejected']}",
             f"{s['windows']} ({s['windows_flagged']})",
         ]
 
@@ -195,7 +196,7 @@ def run(
         "gaps detected by the bridge / flagged in the SDK",
         "samples lost (inside flagged gaps) / unaccounted",
         "duplicates dropped, reconnects",
-        "timestamp bit flips sent / timestamps repaired",
+        "timestamp bit flips sent / repaired / dropped as implausible",
         "windows (flagged)",
     ]
     stress_table = [

@@ -142,20 +142,9 @@ class ClockAligner:
         """
         sensor_ns = int(sensor_ns)
         host = float(host_arrival_s)
-        was_reset = False
-        if self._last is not None:
-            d_sensor = (sensor_ns - self._last[0]) / 1e9
-            d_host = host - self._last[1]
-            reason = None
-            if d_sensor < -self.backward_s:
-                reason = "backward"
-            elif d_sensor - d_host > self.forward_s:
-                reason = "forward"
-            elif d_host - d_sensor > self.lag_s:
-                reason = "lag"
-            if reason is not None:
-                self.reset(reason)
-                was_reset = True
+        reason = self._reset_reason(sensor_ns, host)
+        if reason is not None:
+            self.reset(reason)
         if not self._sensor:
             self._ref_ns, self._ref_host = sensor_ns, host
         self._last = (sensor_ns, host)
@@ -166,7 +155,35 @@ class ClockAligner:
             self._sensor.popleft()
             self._host.popleft()
         self._fit = None
-        return was_reset
+        return reason is not None
+
+    def plausible(self, sensor_ns: int, host_arrival_s: float, early_s: float = 0.25) -> bool:
+        """Whether a frame stamped ``sensor_ns`` arriving at ``host_arrival_s`` fits the
+        current mapping: it implies no clock reset (see the class parameters) and arrives no
+        more than ``early_s`` seconds before its sample was taken (:meth:`to_host`, the
+        earliest plausible arrival; ``early_s`` absorbs the fit's error). ``True`` before the
+        first pair. Nothing is recorded."""
+        if not self._sensor:
+            return True
+        sensor_ns, host = int(sensor_ns), float(host_arrival_s)
+        if self._reset_reason(sensor_ns, host) is not None:
+            return False
+        return host - float(self.to_host(sensor_ns)) >= -early_s
+
+    def _reset_reason(self, sensor_ns: int, host: float) -> str | None:
+        """``"backward"``, ``"forward"`` or ``"lag"`` when this pair reveals a sensor time
+        reset against the last pair, else ``None``."""
+        if self._last is None:
+            return None
+        d_sensor = (sensor_ns - self._last[0]) / 1e9
+        d_host = host - self._last[1]
+        if d_sensor < -self.backward_s:
+            return "backward"
+        if d_sensor - d_host > self.forward_s:
+            return "forward"
+        if d_host - d_sensor > self.lag_s:
+            return "lag"
+        return None
 
     # ------------------------------------------------------------------ output
     @overload

@@ -72,6 +72,8 @@ class SessionStats:
     reconnects: int = 0
     #: PMD frames whose corrupted timestamp was rewritten (:mod:`firmware_bridge.timestamp_guard`)
     timestamps_repaired: int = 0
+    #: PMD frames dropped because their timestamp was implausible and nothing vouched for it
+    timestamps_rejected: int = 0
     drift_ppm: float = 0.0
     assembly: AssemblyStats = field(default_factory=AssemblyStats)
 
@@ -106,7 +108,9 @@ class SensorSession:
         self.backoff = backoff or Backoff()
         self.assembler = FrameAssembler(sink, profile.fs, reorder_depth=profile.reorder_depth)
         self.clock = ClockAligner()
-        self.timestamps = TimestampGuard() if repair_timestamps else None
+        self.timestamps = (
+            TimestampGuard(plausible=self._timestamp_plausible) if repair_timestamps else None
+        )
         self.stats = SessionStats(assembly=self.assembler.stats)
         self.on_heart_rate = on_heart_rate
         #: RR intervals (s) from the Heart Rate Service, in arrival order: the RR/Lorenz input;
@@ -210,15 +214,20 @@ class SensorSession:
             self._place(frame, host_time_s)
             return
         self._place_all(self.timestamps.push(frame, host_time_s))
-        self.stats.timestamps_repaired = self.timestamps.repaired
+
+    def _timestamp_plausible(self, frame: DecodedFrame, host_time_s: float) -> bool:
+        return self.clock.plausible(_last_ns(frame), host_time_s)
 
     def _place_all(self, frames: list[tuple[DecodedFrame, float]]) -> None:
         for frame, host_time_s in frames:
             self._place(frame, host_time_s)
+        if self.timestamps is not None:
+            self.stats.timestamps_repaired = self.timestamps.repaired
+            self.stats.timestamps_rejected = self.timestamps.rejected
 
     def _place(self, frame: DecodedFrame, host_time_s: float) -> None:
         """Clock alignment and assembly of one frame, in stream order."""
-        last_ns = frame.first_ns + int(round((frame.n - 1) * 1e9 / frame.fs))
+        last_ns = _last_ns(frame)
         reset_gap = None
         if self.clock.update(last_ns, host_time_s):
             since = 0.0 if self._last_arrival is None else host_time_s - self._last_arrival
@@ -240,3 +249,8 @@ class SensorSession:
         self.rr_intervals_s.extend(measurement.rr_s)
         if self.on_heart_rate is not None:
             self.on_heart_rate(host_time_s, measurement)
+
+
+def _last_ns(frame: DecodedFrame) -> int:
+    """Sensor time of a frame's last sample (what a PMD frame is stamped with)."""
+    return frame.first_ns + int(round((frame.n - 1) * 1e9 / frame.fs))

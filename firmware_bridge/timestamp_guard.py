@@ -20,23 +20,32 @@ continues one of them:
   row);
 - it continues the LAST held frame: that frame's timestamp was right (lost frames, a
   duplicate, a clock restart); earlier held frames are rewritten only if that frame starts
-  where they would end back to back, else released as they claim (no evidence either way).
+  where they would end back to back.
 
-At most :data:`MAX_HELD` frames wait (1.7 s on the H10; the oldest is then released as it
-claims), and only after a discontinuity; a gapless stream is never held.
+A held frame that no later frame vouches for (the next frame continues neither it nor the
+stream, :data:`MAX_HELD` frames are already waiting, or the link drops) is placed as it
+claims if its timestamp is plausible against the clock mapping (arrival not before its
+samples were taken, no clock reset implied), else dropped and counted in
+:attr:`TimestampGuard.rejected`; its samples then lie in a flagged gap. A wrong timestamp
+that is still plausible (smaller than the link's delay) is placed as claimed: it misplaces
+that frame only, since the next frame is placed by its own timestamp.
+
+At most :data:`MAX_HELD` frames wait (1.7 s on the H10), and only after a discontinuity
+(including the first frame after a reconnection); a gapless stream is never held.
 :meth:`TimestampGuard.flush` releases every held frame when the link drops or the stream
-ends, so nothing is lost. A repeat of a held notification (same timestamp and samples) waits
+ends. A repeat of a held notification (same timestamp and samples) waits
 with it and is released right after it with the same timestamp, so the assembler still drops
 it as a duplicate. Frames with sequence numbers (the open profile, which also has a CRC)
 pass through unchanged: their order and loss come from the sequence numbers.
 
-Limits: a wrong timestamp on the first frame after a (re)start, or next to a lost frame,
-is not repaired (the frame is placed as claimed, as without the guard).
+Limits: a wrong timestamp on the very first frame of a session is not checked; one next to
+a lost frame is not repaired (dropped if implausible, else placed as claimed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,7 +58,7 @@ Released = list[tuple[DecodedFrame, float]]
 #: a held frame, its arrival time and the arrival times of repeats of it
 _Held = tuple[DecodedFrame, float, list[float]]
 
-#: frames held at most; beyond, the oldest is placed as it claims
+#: frames held at most; beyond, the oldest is released unconfirmed
 MAX_HELD = 3
 
 
@@ -62,14 +71,26 @@ class TimestampGuard:
         Largest distance, in sample periods, between a frame's first sample and the sample
         expected after the previous frame for the two to count as contiguous (the
         assembler's own rounding threshold).
+    plausible
+        ``(frame, host arrival s) → bool``: whether a timestamp fits the clock mapping
+        (:meth:`firmware_bridge.clock.ClockAligner.plausible`). Asked only for frames no
+        later frame vouches for; a frame it rejects is dropped and counted in
+        :attr:`rejected`, and its samples become part of the gap the assembler flags.
     """
 
-    def __init__(self, tolerance_samples: float = 0.5) -> None:
+    def __init__(
+        self,
+        tolerance_samples: float = 0.5,
+        plausible: Callable[[DecodedFrame, float], bool] | None = None,
+    ) -> None:
         if not 0.0 < tolerance_samples < 1.0:
             raise ValueError(f"tolerance_samples must lie in (0, 1), got {tolerance_samples}")
         self.tolerance_samples = float(tolerance_samples)
+        self.plausible = plausible
         #: frames whose timestamp was rewritten to continue the previous frame
         self.repaired = 0
+        #: frames no later frame vouched for whose timestamp ``plausible`` rejected (dropped)
+        self.rejected = 0
         #: frames held because they did not continue the previous one
         self.held = 0
         self._next_ns: int | None = None  # where a frame continuing the last released one starts
@@ -103,30 +124,38 @@ class TimestampGuard:
             last = pending.pop()
             if pending and self._continues(last[0], back_to_back - round(last[0].n * period)):
                 self._release_back_to_back(out, pending)
-            for held in pending:  # no evidence either way: placed as claimed
-                self._release(out, *held)
+            for held in pending:  # no evidence either way
+                self._release_unconfirmed(out, held)
             self._release(out, *last)
         else:
             self._hold(frame, host_time_s)
             if len(pending) > MAX_HELD:
-                self._release(out, *pending.pop(0))
+                self._release_unconfirmed(out, pending.pop(0))
             return out
         pending.clear()
         return self._release(out, frame, host_time_s)
 
     def flush(self) -> Released:
-        """Release held frames unchanged (link drop, end of stream); the next frame after
-        this starts a new reference."""
+        """Release held frames as they claim (link drop, end of stream); the first frame after
+        a reconnection is then checked against the last one released, like any other."""
         out: Released = []
         for held in self._pending:
-            self._release(out, *held)
+            self._release_unconfirmed(out, held)
         self._pending.clear()
-        self._next_ns = None
         return out
 
     def _hold(self, frame: DecodedFrame, host_time_s: float) -> None:
         self._pending.append((frame, host_time_s, []))
         self.held += 1
+
+    def _release_unconfirmed(self, out: Released, held: _Held) -> None:
+        """Release a frame no later frame vouches for as it claims, unless ``plausible``
+        rejects its timestamp: it is then dropped (with its repeats) and counted."""
+        frame, host_time_s, copies = held
+        if self.plausible is not None and not self.plausible(frame, host_time_s):
+            self.rejected += 1
+            return
+        self._release(out, frame, host_time_s, copies)
 
     def _release_back_to_back(self, out: Released, held: list[_Held]) -> None:
         """Release ``held`` (emptied) each starting where the previous one ends, counting the

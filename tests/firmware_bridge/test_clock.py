@@ -131,3 +131,16 @@ def test_window_slides():
         clock.update(START_NS + k * 1_000_000_000, float(k))
     assert clock.pairs <= 40
     assert clock.span_s <= 30.0
+
+
+def test_plausible_refuses_timestamps_from_the_future_or_implying_a_reset():
+    clock = ClockAligner()
+    assert clock.plausible(123, 0.0)  # nothing observed yet
+    for k in range(200):  # 0.5 s frames, 10 ms link delay
+        clock.update(k * 500_000_000, 100.0 + k * 0.5 + 0.01)
+    now_ns, host = 200 * 500_000_000, 100.0 + 200 * 0.5 + 0.03
+    assert clock.plausible(now_ns, host)
+    assert not clock.plausible(now_ns + 400_000_000, host)  # sampled 0.4 s after it arrived
+    assert not clock.plausible(now_ns + 10**12, host)  # a forward jump: a reset
+    assert not clock.plausible(now_ns - 10**10, host)  # backward by 10 s: a reset
+    assert clock.resets == 0  # nothing recorded

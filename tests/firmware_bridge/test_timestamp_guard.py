@@ -115,14 +115,42 @@ def test_at_most_max_held_frames_wait():
     assert [f for f, _ in guard.flush()] == scattered[-MAX_HELD:]
 
 
-def test_flush_releases_the_held_frame_and_starts_a_new_reference():
+def test_flush_releases_the_held_frame_and_the_next_frame_is_checked_against_it():
     guard = TimestampGuard()
     guard.push(frame(0), 0.0)
     assert guard.push(frame(5), 1.0) == []  # held: does not continue frame 0
     released = guard.flush()
     assert [f.first_ns for f, _ in released] == [frame(5).first_ns]
     assert guard.flush() == []
-    assert [f.first_ns for f, _ in guard.push(frame(9), 2.0)] == [frame(9).first_ns]
+    assert guard.push(frame(9), 2.0) == []  # after a reconnection: held like any gap
+    assert [f.first_ns for f, _ in guard.push(frame(10), 3.0)] == [
+        frame(9).first_ns,
+        frame(10).first_ns,
+    ]
+
+
+def test_an_implausible_frame_nothing_vouches_for_is_dropped_and_counted():
+    bad = frame(2, shift_ns=2**40)
+    seen = []
+
+    def plausible(f, host):
+        seen.append(f.first_ns)
+        return f.first_ns != bad.first_ns
+
+    guard = TimestampGuard(plausible=plausible)
+    frames = [frame(0), frame(1), bad, frame(4), frame(5)]  # frame 3 lost after the bad one
+    out = run(frames, guard)
+    assert [f.first_ns for f in out] == [frame(k).first_ns for k in (0, 1, 4, 5)]
+    assert guard.rejected == 1 and guard.repaired == 0
+    assert seen == [bad.first_ns]  # asked only about the frame nothing vouched for
+
+
+def test_a_plausible_unconfirmed_frame_is_placed_as_claimed():
+    guard = TimestampGuard(plausible=lambda f, host: True)
+    frames = [frame(0), frame(1), frame(2, shift_ns=2**24), frame(4)]
+    out = run(frames, guard)
+    assert [f.first_ns for f in out] == [f.first_ns for f in frames]
+    assert guard.rejected == 0
 
 
 def test_frames_with_sequence_numbers_pass_through():
