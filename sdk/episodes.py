@@ -49,9 +49,19 @@ class EpisodeTracker:
     def active(self) -> bool:
         return bool(self.episodes) and self.episodes[-1].offset_s is None
 
-    def update(self, probability: float, start_s: float, end_s: float) -> EpisodeEvent | None:
-        """Feed one window's probability of ``label``; return an event when the state flips."""
-        self.smoothed = self.alpha * probability + (1.0 - self.alpha) * self.smoothed
+    def update(
+        self, probability: float, start_s: float, end_s: float, weight: float = 1.0
+    ) -> EpisodeEvent | None:
+        """Feed one window's probability of ``label``; return an event when the state flips.
+
+        ``weight`` in (0, 1]: the share of a full hop of new data the window brings (the tail
+        window at the end of a stream overlaps its predecessor by more than a hop); the
+        window then counts as that fraction of a step, ``1 - (1 - alpha) ** weight``.
+        """
+        if not 0.0 < weight <= 1.0:
+            raise ConfigError(f"weight must lie in (0, 1], got {weight}", field="weight")
+        alpha = 1.0 - (1.0 - self.alpha) ** weight
+        self.smoothed = alpha * probability + (1.0 - alpha) * self.smoothed
         if probability >= self.on and self._pending_onset_s is None:
             self._pending_onset_s = start_s
         if probability < self.on and not self.active:

@@ -451,12 +451,16 @@ class StreamPipeline:
         self.stats.windows += 1
         self.stats.windows_flagged += int(flagged)
         self.stats.latencies_ms.append(latency_ms)
+        fresh = min(1.0, (start + n - self._last_end) / self.hop)  # < 1 for the tail window
         self._last_end = start + n
         self._emit(event, out)
         if not flagged:
             self._interrupt_episodes(before_s=event.start_s, out=out)
             episode = self.episodes.update(
-                event.probabilities.get(self.episodes.label, 0.0), event.start_s, event.end_s
+                event.probabilities.get(self.episodes.label, 0.0),
+                event.start_s,
+                event.end_s,
+                weight=fresh,
             )
             if episode is not None:
                 self._emit(episode, out)

@@ -9,7 +9,7 @@ import pytest
 
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.classifier import WindowClassifier, WindowInputs
-from sdk.errors import BlockError, SampleRateError
+from sdk.errors import BlockError, ConfigError, SampleRateError
 from sdk.events import EpisodeEvent, WindowEvent
 from sdk.pipeline import StreamPipeline
 from sdk.synthetic import synthetic_ecg
@@ -185,6 +185,34 @@ def test_an_episode_ends_at_a_gap(bundle, ecg, monkeypatch):
     assert eps[1].onset_s >= 3600.0 and eps[1].offset_s == pytest.approx(3640.0, abs=0.1)
     offsets = [e for e in events if isinstance(e, EpisodeEvent) and e.phase == "offset"]
     assert [round(e.time_s, 1) for e in offsets] == [40.0, round(eps[1].offset_s, 1)]
+
+
+def test_the_tail_window_moves_the_episode_smoother_by_its_new_data_only(bundle, ecg, monkeypatch):
+    p = StreamPipeline(bundle, fs_in=FS)
+    weights = []
+    update = p.episodes.update
+
+    def spy(probability, start_s, end_s, weight=1.0):
+        weights.append(weight)
+        return update(probability, start_s, end_s, weight=weight)
+
+    monkeypatch.setattr(p.episodes, "update", spy)
+    p.push(ecg.signal[: int(27 * FS)], timestamp_s=0.0)  # windows end at 10, 15, 20, 25 s
+    p.close()  # the tail window ends at 27 s: 2 s of a 5 s hop are new
+    assert weights[:-1] == [1.0] * (len(weights) - 1)
+    assert weights[-1] == pytest.approx(2.0 / 5.0, abs=0.01)
+
+
+def test_a_partial_window_counts_as_that_fraction_of_a_step():
+    from sdk.episodes import EpisodeTracker
+
+    tracker = EpisodeTracker(alpha=0.5)
+    tracker.update(1.0, 0.0, 10.0, weight=0.25)
+    assert tracker.smoothed == pytest.approx(1.0 - 0.5**0.25)
+    tracker.update(1.0, 5.0, 15.0, weight=0.25)
+    assert tracker.smoothed == pytest.approx(1.0 - 0.5**0.5)  # two quarter steps = half
+    with pytest.raises(ConfigError, match="weight"):
+        tracker.update(1.0, 5.0, 15.0, weight=0.0)
 
 
 def test_short_stream_gives_one_padded_window(bundle, ecg):
