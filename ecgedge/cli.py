@@ -183,6 +183,8 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
         run_anomaly(
             {p.name: p for p in paths if args.bundle or (p / "manifest.json").is_file()},
             Path(args.out),
+            report=args.report or "anomaly",
+            denoise=not args.no_denoise,
         )
         return 0
     if args.name == "dacl":
@@ -472,7 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
     b.add_argument(
         "--report",
-        help="rhythm, stream, noise-stress: name of the report files (default: the benchmark's)",
+        help="rhythm, stream, noise-stress, anomaly: name of the report files (default: the "
+        "benchmark's)",
+    )
+    b.add_argument(
+        "--no-denoise",
+        action="store_true",
+        help="anomaly: embed the windows without the bundle's denoiser",
     )
     b.set_defaults(func=_cmd_bench)
 

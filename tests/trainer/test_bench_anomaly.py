@@ -86,3 +86,17 @@ def test_prototype_distance_rejects_an_unknown_metric():
     x = np.zeros((4, 2))
     with pytest.raises(ValueError, match="mahalanobis"):
         prototype_distance(x, x, np.ones(4, bool), "cosine")
+
+
+def test_windows_are_denoised_as_the_pipeline_denoises_them():
+    from sdk.denoiser import WindowDenoiser
+    from trainer.bench.anomaly import denoised
+
+    den = WindowDenoiser.from_bundle(load_bundle(default_bundle_path()), 1)
+    ws = _window_set(["N", "A"], 2, np.random.default_rng(4))
+    out = denoised(den, ws, "test")
+    for i in range(len(ws.windows)):
+        expected = den.denoise_window(ws.windows[i, 0][:, None], 0)[0]
+        np.testing.assert_array_equal(out.windows[i], expected)
+    assert not np.allclose(out.windows, ws.windows)  # the denoiser changed them
+    assert out.rr is ws.rr and out.lorenz is ws.lorenz  # beat features from the raw signal

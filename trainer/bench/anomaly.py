@@ -13,6 +13,7 @@ Mahalanobis distance under the normal training windows' covariance (z-scored, Le
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from sdk.bundle import load_bundle
 from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.denoiser import WindowDenoiser
 from trainer.bench.report import md_table, write_result
 from trainer.config import DataConfig
 from trainer.dacl import anomaly_report, standardize
@@ -74,17 +76,34 @@ def score_blocks(
     return rows
 
 
-def bundle_anomaly(bundle_dir: Path, train: WindowSet, val: WindowSet) -> dict[str, Any]:
-    """Embed both splits with one bundle and score every block."""
+def denoised(den: WindowDenoiser, ws: WindowSet, desc: str) -> WindowSet:
+    """``ws`` with every window denoised as :class:`~sdk.pipeline.StreamPipeline` does
+    (:meth:`~sdk.denoiser.WindowDenoiser.denoise_window`); RR features and Lorenz images
+    unchanged (the pipeline takes them from the signal before denoising)."""
+    out = np.empty_like(ws.windows)
+    for i in tqdm(range(len(out)), desc=desc, unit="window", leave=False, mininterval=2.0):
+        out[i] = den.denoise_window(ws.windows[i, 0][:, None], 0)[0]
+    return dataclasses.replace(ws, windows=out)
+
+
+def bundle_anomaly(
+    bundle_dir: Path, train: WindowSet, val: WindowSet, *, denoise: bool = True
+) -> dict[str, Any]:
+    """Embed both splits with one bundle and score every block; with ``denoise`` (default)
+    a bundle's denoiser runs first, as in the pipeline."""
     tic = time.perf_counter()
     bundle = load_bundle(bundle_dir)
     clf = WindowClassifier(bundle, precision="fp32", threads=1)
     name = bundle.manifest.name
+    den = WindowDenoiser.from_bundle(bundle, 1) if denoise else None
+    if den is not None:
+        train, val = denoised(den, train, f"{name} denoise train"), denoised(den, val, "val")
     train_blocks = embedding_blocks(clf, train, f"{name} train")
     val_blocks = embedding_blocks(clf, val, f"{name} val")
     return {
         "bundle": str(bundle_dir),
         "name": name,
+        "denoised": den is not None,
         "t": clf.resolve_t(None),
         "blocks": score_blocks(train_blocks, val_blocks, train, val),
         "seconds": time.perf_counter() - tic,
@@ -112,6 +131,13 @@ def markdown(results: dict[str, dict[str, Any]], n_records: int) -> str:
         ["bundle", "embedding block", "dim", "AUROC, Euclidean", "z-scored", "Mahalanobis"], rows
     )
     cmd = ",".join(r["bundle"] for r in results.values())
+    den = [label for label, r in results.items() if r.get("denoised")]
+    den_text = (
+        f"Windows of {', '.join(den)} went through the bundle's denoiser first, as in the "
+        "pipeline (`--no-denoise` skips it)."
+        if den
+        else "No denoiser ran."
+    )
     return f"""# anomaly — DACL-style anomaly AUROC of every embedder (CinC 2017 validation split)
 
 Command: `ecgedge bench anomaly --bundle {cmd}`. Score: mean over a record's 10 s windows of
@@ -127,16 +153,20 @@ other than "normal" are used to build the score, but the embedders differ in wha
 training saw: the DiffECG extractors, the DiffAE-LRU encoder and DACL's VAE are
 self-supervised; DACL's triplet encoder uses class labels to pick negatives; the DiffECG
 fusion layer ("fused") was trained with a linear classifier on the rhythm labels. Target
-(issue 6): ≥ 0.85 for the best embedder; DACL paper 0.7815.
+(issue 6): ≥ 0.85 for the best embedder; DACL paper 0.7815. {den_text}
 
 {table}
 """
 
 
-def run(bundles: dict[str, Path], out_dir: Path, report: str = "anomaly") -> dict[str, Any]:
+def run(
+    bundles: dict[str, Path], out_dir: Path, report: str = "anomaly", *, denoise: bool = True
+) -> dict[str, Any]:
     """Score each bundle (label → directory); write ``<report>.json`` and ``.md``."""
     train, val = cinc2017_split(DataConfig())
-    results = {label: bundle_anomaly(path, train, val) for label, path in bundles.items()}
+    results = {
+        label: bundle_anomaly(path, train, val, denoise=denoise) for label, path in bundles.items()
+    }
     n = next(iter(next(iter(results.values()))["blocks"].values()))["euclidean"]["records"]
     md = markdown(results, n)
     write_result(out_dir, report, {"results": results}, md)
