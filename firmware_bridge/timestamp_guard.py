@@ -24,11 +24,18 @@ continues one of them:
 
 A held frame that no later frame vouches for (the next frame continues neither it nor the
 stream, :data:`MAX_HELD` frames are already waiting, or the link drops) is placed as it
-claims if its timestamp is plausible against the clock mapping (arrival not before its
-samples were taken, no clock reset implied), else dropped and counted in
-:attr:`TimestampGuard.rejected`; its samples then lie in a flagged gap. A wrong timestamp
-that is still plausible (smaller than the link's delay) is placed as claimed: it misplaces
-that frame only, since the next frame is placed by its own timestamp.
+claims if its timestamp is plausible against the clock mapping
+(:meth:`~firmware_bridge.clock.ClockAligner.plausible`: no clock reset implied, i.e. at most
+0.5 s back and 2 s ahead of the last frame, and not sampled more than 0.25 s after it
+arrived), else dropped and counted in :attr:`TimestampGuard.rejected`; its samples then lie
+in a flagged gap. Until a frame is released after a reconnection nothing is rejected: the
+H10 restarts its clock on a power cycle, and the first frames on the new clock would all
+look implausible. A wrong timestamp within those bounds is placed as claimed; it misplaces
+that frame only (by up to about 65 samples back or the link delay plus 0.25 s ahead), since
+the next frame is placed by its own timestamp.
+
+A repeat of the last placed frame passes straight through (the assembler drops it as a
+duplicate), so a repeat is never rewritten into the place of a lost frame.
 
 At most :data:`MAX_HELD` frames wait (1.7 s on the H10), and only after a discontinuity
 (including the first frame after a reconnection); a gapless stream is never held.
@@ -94,7 +101,9 @@ class TimestampGuard:
         #: frames held because they did not continue the previous one
         self.held = 0
         self._next_ns: int | None = None  # where a frame continuing the last released one starts
+        self._last: DecodedFrame | None = None  # the last frame released
         self._pending: list[_Held] = []  # oldest first
+        self._reconnected = False  # flushed, nothing released since
 
     @property
     def waiting(self) -> int:
@@ -105,6 +114,8 @@ class TimestampGuard:
         """Accept one decoded frame; return the frames to place now, in stream order."""
         if frame.seq is not None:
             return [(frame, host_time_s)]
+        if self._last is not None and _same_frame(frame, self._last):
+            return [(frame, host_time_s)]  # a repeat of a placed frame: the assembler drops it
         pending = self._pending
         if pending and _same_frame(frame, pending[-1][0]):  # a repeat waits with its original
             pending[-1][2].append(host_time_s)
@@ -142,6 +153,7 @@ class TimestampGuard:
         for held in self._pending:
             self._release_unconfirmed(out, held)
         self._pending.clear()
+        self._reconnected = True
         return out
 
     def _hold(self, frame: DecodedFrame, host_time_s: float) -> None:
@@ -152,7 +164,8 @@ class TimestampGuard:
         """Release a frame no later frame vouches for as it claims, unless ``plausible``
         rejects its timestamp: it is then dropped (with its repeats) and counted."""
         frame, host_time_s, copies = held
-        if self.plausible is not None and not self.plausible(frame, host_time_s):
+        plausible = None if self._reconnected else self.plausible
+        if plausible is not None and not plausible(frame, host_time_s):
             self.rejected += 1
             return
         self._release(out, frame, host_time_s, copies)
@@ -180,6 +193,8 @@ class TimestampGuard:
         out.append((frame, host_time_s))
         out.extend((frame, t) for t in copies)
         self._next_ns = self._end_ns(frame)
+        self._last = frame
+        self._reconnected = False
         return out
 
     def _continues(self, frame: DecodedFrame, expected_ns: float) -> bool:

@@ -451,7 +451,8 @@ class StreamPipeline:
         self.stats.windows += 1
         self.stats.windows_flagged += int(flagged)
         self.stats.latencies_ms.append(latency_ms)
-        fresh = min(1.0, (start + n - self._last_end) / self.hop)  # < 1 for the tail window
+        # share of a hop of new data: < 1 only for the tail window close() aligns to the end
+        fresh = 1.0 if self._last_end == 0 else min(1.0, (start + n - self._last_end) / self.hop)
         self._last_end = start + n
         self._emit(event, out)
         if not flagged:

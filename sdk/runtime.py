@@ -15,6 +15,7 @@ onnxruntime and tensorrt are imported lazily so that importing :mod:`sdk` stays 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +24,9 @@ import numpy as np
 
 from sdk.bundle import BundleError, Manifest, ModelFile
 from sdk.errors import AcceleratorError, MissingDependencyError
-from sdk.ort_trt_cache import check_engine_cache, record_engine_cache
+from sdk.ort_trt_cache import cache_signature, check_engine_cache, record_engine_cache
+
+_log = logging.getLogger(__name__)
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -170,7 +173,14 @@ class OnnxModel:
             from sdk.trt_runtime import default_engine_dir
 
             self.trt_cache_dir = Path(cache_dir or default_engine_dir() / "ort")
-            check_engine_cache(self.trt_cache_dir)
+            try:
+                check_engine_cache(self.trt_cache_dir)
+            except OSError as exc:
+                raise BundleError(
+                    f"TensorRT engine cache cannot be checked: {exc}",
+                    path=str(self.trt_cache_dir),
+                    reason="engine_cache",
+                ) from exc
             providers[0] = (providers[0], _tensorrt_ep_options(spec, self.trt_cache_dir))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -186,9 +196,8 @@ class OnnxModel:
             ) from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._cache_recorded = False
-        if self.trt_cache_dir is not None:
-            record_engine_cache(self.trt_cache_dir)  # engines built at session creation
+        self._cache_seen: tuple[tuple[str, int, int, int], ...] | None = None
+        self._index_cache()  # engines built at session creation
         if spec is not None:
             self._check(spec, path)
 
@@ -217,7 +226,19 @@ class OnnxModel:
         self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]:
         out = self.session.run(list(outputs) if outputs else None, feeds)
-        if self.trt_cache_dir is not None and not self._cache_recorded:
-            record_engine_cache(self.trt_cache_dir)  # engines built at the first run
-            self._cache_recorded = True
+        self._index_cache()  # engines built at a run (first run, new input shapes)
         return out
+
+    def _index_cache(self) -> None:
+        """Re-index the TensorRT engine cache when its files changed; an index that cannot
+        be written is logged, never fails inference (the next session then rebuilds)."""
+        if self.trt_cache_dir is None:
+            return
+        try:
+            seen = cache_signature(self.trt_cache_dir)
+            if seen == self._cache_seen:
+                return
+            self._cache_seen = seen  # one try (and one warning) per change
+            record_engine_cache(self.trt_cache_dir)
+        except OSError as exc:
+            _log.warning("TensorRT engine cache not indexed: %s", exc)

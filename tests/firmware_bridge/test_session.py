@@ -262,3 +262,20 @@ def test_a_refused_block_after_a_gap_becomes_one_gap_and_later_times_stay_right(
     asm.add(frames[2])
     assert [round(ts * fs) for ts, _ in sink.blocks] == [0, 3 * n]  # frame 3 at its place
     assert asm.stats.samples_lost == n and asm.stats.gaps == 1
+
+
+def test_timestamp_repair_moves_no_sample_under_loss_duplicates_and_clock_restarts(ecg):
+    imp = Impairments(
+        loss=0.3,
+        duplicate=0.05,
+        disconnect_every_s=20.0,
+        outage_s=1.0,
+        time_reset_on_reconnect=True,
+        seed=1,
+    )
+    sensor = VirtualH10(ecg.signal, ecg.fs)
+    sink, stats, _ = run_session(sensor, PolarH10(), imp)
+    assert stats.timestamps_repaired == 0 and stats.timestamps_rejected == 0  # no bit flipped
+    assert stats.assembly.time_resets >= 1
+    starts = [ts for ts, _ in sink.blocks]
+    assert starts == sorted(starts)

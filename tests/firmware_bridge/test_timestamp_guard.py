@@ -163,3 +163,28 @@ def test_frames_with_sequence_numbers_pass_through():
 def test_the_tolerance_must_be_a_fraction_of_a_sample():
     with pytest.raises(ValueError, match="tolerance_samples"):
         TimestampGuard(tolerance_samples=1.0)
+
+
+def test_a_repeat_of_a_placed_frame_is_never_rewritten_into_a_lost_frames_place():
+    guard = TimestampGuard()
+    frames = [frame(0), frame(1), frame(1), frame(3)]  # frame 1 repeated, frame 2 lost
+    out = run(frames, guard)
+    assert [f.first_ns for f in out] == [f.first_ns for f in frames]
+    assert guard.repaired == 0
+
+
+def test_nothing_is_rejected_after_a_reconnection_until_a_frame_is_placed():
+    asked = []
+
+    def old_mapping(f, host):  # the clock mapping before the sensor's clock restarted
+        asked.append(f.first_ns)
+        return False
+
+    guard = TimestampGuard(plausible=old_mapping)
+    guard.push(frame(0), 0.0)
+    guard.flush()  # the link dropped; the sensor's clock restarted
+    restarted = DecodedFrame(0, np.zeros((N, 1), np.float32), FS)
+    assert guard.push(restarted, 1.0) == []  # held: does not continue frame 0
+    assert guard.push(frame(7), 2.0) == []  # continues neither: no evidence for either
+    assert [f.first_ns for f, _ in guard.flush()] == [0]  # placed unasked; frame 7 asked
+    assert asked == [frame(7).first_ns] and guard.rejected == 1

@@ -13,7 +13,13 @@ import pytest
 from sdk import runtime
 from sdk.bundle import default_bundle_path
 from sdk.errors import BundleError
-from sdk.ort_trt_cache import CACHE_PREFIX, INDEX_NAME, check_engine_cache, record_engine_cache
+from sdk.ort_trt_cache import (
+    CACHE_PREFIX,
+    INDEX_NAME,
+    cache_signature,
+    check_engine_cache,
+    record_engine_cache,
+)
 
 ENGINE = CACHE_PREFIX + "TRTKernel_graph_main_graph_123_0_0_sm87.engine"
 PROFILE = CACHE_PREFIX + "TRTKernel_graph_main_graph_123_0_0_sm87.profile"
@@ -58,6 +64,38 @@ def test_a_symlinked_cache_file_is_removed(tmp_path):
     (d / ENGINE).symlink_to(target)
     assert check_engine_cache(d) == [ENGINE]
     assert target.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_hard_linked_or_shared_writable_engine_is_removed(tmp_path):
+    d = _cache(tmp_path)
+    record_engine_cache(d)
+    os.link(d / ENGINE, tmp_path / "second-name.engine")  # another path can change its bytes
+    (d / PROFILE).chmod(0o666)
+    assert sorted(check_engine_cache(d)) == sorted([ENGINE, PROFILE])
+
+
+def test_an_untrusted_index_vouches_for_nothing(tmp_path):
+    d = _cache(tmp_path)
+    record_engine_cache(d)
+    (d / INDEX_NAME).chmod(0o666)
+    assert sorted(check_engine_cache(d)) == sorted([ENGINE, PROFILE])
+
+
+def test_a_directory_named_like_a_cache_file_is_refused(tmp_path):
+    d = _cache(tmp_path)
+    (d / (CACHE_PREFIX + "odd")).mkdir()
+    with pytest.raises(BundleError) as err:
+        check_engine_cache(d)
+    assert err.value.reason == "engine_cache" and "directory" in str(err.value)
+
+
+def test_the_signature_changes_when_an_engine_is_rewritten(tmp_path):
+    d = _cache(tmp_path)
+    before = cache_signature(d)
+    (d / ENGINE).write_bytes(b"rebuilt for new shapes, longer")
+    assert cache_signature(d) != before
+    assert {name for name, *_ in before} == {ENGINE, PROFILE}
 
 
 def test_without_an_index_every_cache_file_is_removed(tmp_path):
@@ -137,5 +175,23 @@ def test_the_tensorrt_backend_indexes_what_the_provider_builds_and_drops_tamperi
     runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
     assert (cache / ENGINE).read_bytes() == b"built engine"  # an indexed engine is kept
     (cache / ENGINE).write_bytes(b"swapped engine")
-    runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
+    model = runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
     assert not (cache / ENGINE).exists()  # removed before the provider could load it
+    model.run({name: np.zeros(shape, np.float32)})  # rebuilt at this run: indexed again
+    assert check_engine_cache(cache) == [] and (cache / ENGINE).read_bytes() == b"built engine"
+
+
+def test_an_index_that_cannot_be_written_never_fails_inference(
+    tensorrt_provider, tmp_path, monkeypatch
+):
+    def full_disk(_cache_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runtime, "record_engine_cache", full_disk)
+    head = default_bundle_path() / "head.onnx"
+    model = runtime.OnnxModel(head, backend="tensorrt", cache_dir=tmp_path / "ort")
+    name = model.input_names[0]
+    shape = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
+    for _ in range(2):
+        outputs = model.run({name: np.zeros(shape, np.float32)})
+        assert outputs and all(np.isfinite(o).all() for o in outputs)

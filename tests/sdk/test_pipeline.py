@@ -203,6 +203,18 @@ def test_the_tail_window_moves_the_episode_smoother_by_its_new_data_only(bundle,
     assert weights[-1] == pytest.approx(2.0 / 5.0, abs=0.01)
 
 
+def test_a_stream_shorter_than_a_window_moves_the_smoother_a_full_step(bundle, ecg, monkeypatch):
+    p = StreamPipeline(bundle, fs_in=FS)
+    weights = []
+    update = p.episodes.update
+    monkeypatch.setattr(
+        p.episodes, "update", lambda *a, weight=1.0: weights.append(weight) or update(*a)
+    )
+    p.push(ecg.signal[: int(3 * FS)], timestamp_s=0.0)
+    p.close()
+    assert weights == [1.0]  # all of its data is new
+
+
 def test_a_partial_window_counts_as_that_fraction_of_a_step():
     from sdk.episodes import EpisodeTracker
 
