@@ -24,15 +24,17 @@ continues one of them:
 
 A held frame that no later frame vouches for (the next frame continues neither it nor the
 stream, :data:`MAX_HELD` frames are already waiting, or the link drops) is placed as it
-claims if its timestamp is plausible against the clock mapping
+claims only if its timestamp could be real: frames are lost whole, so with equal frame
+sizes its gaps to the last placed frame (and to the confirmed frame after it) must be whole
+numbers of frames, and it must be plausible against the clock mapping
 (:meth:`~firmware_bridge.clock.ClockAligner.plausible`: no clock reset implied, i.e. at most
 0.5 s back and 2 s ahead of the last frame, and not sampled more than 0.25 s after it
-arrived), else dropped and counted in :attr:`TimestampGuard.rejected`; its samples then lie
-in a flagged gap. Until a frame is released after a reconnection nothing is rejected: the
-H10 restarts its clock on a power cycle, and the first frames on the new clock would all
-look implausible. A wrong timestamp within those bounds is placed as claimed; it misplaces
-that frame only (by up to about 65 samples back or the link delay plus 0.25 s ahead), since
-the next frame is placed by its own timestamp.
+arrived). Otherwise it is dropped and counted in :attr:`TimestampGuard.rejected`; its
+samples then lie in a flagged gap. Until a frame is released after a reconnection nothing is
+rejected: the H10 restarts its clock (and its frame grid) when it reconnects, and the first
+frames on the new clock would all look wrong. A wrong timestamp that passes these checks
+(a shift by whole frames, or frames of differing sizes) is placed as claimed; it misplaces
+that frame only, since the next frame is placed by its own timestamp.
 
 A repeat of the last placed frame passes straight through (the assembler drops it as a
 duplicate), so a repeat is never rewritten into the place of a lost frame.
@@ -136,7 +138,7 @@ class TimestampGuard:
             if pending and self._continues(last[0], back_to_back - round(last[0].n * period)):
                 self._release_back_to_back(out, pending)
             for held in pending:  # no evidence either way
-                self._release_unconfirmed(out, held)
+                self._release_unconfirmed(out, held, before_ns=last[0].first_ns)
             self._release(out, *last)
         else:
             self._hold(frame, host_time_s)
@@ -160,15 +162,36 @@ class TimestampGuard:
         self._pending.append((frame, host_time_s, []))
         self.held += 1
 
-    def _release_unconfirmed(self, out: Released, held: _Held) -> None:
-        """Release a frame no later frame vouches for as it claims, unless ``plausible``
-        rejects its timestamp: it is then dropped (with its repeats) and counted."""
+    def _release_unconfirmed(
+        self, out: Released, held: _Held, before_ns: int | None = None
+    ) -> None:
+        """Release a frame no later frame vouches for as it claims, unless its timestamp is
+        off the frame grid or ``plausible`` rejects it: it is then dropped (with its repeats)
+        and counted. ``before_ns``: the start of the confirmed frame that follows it."""
         frame, host_time_s, copies = held
-        plausible = None if self._reconnected else self.plausible
-        if plausible is not None and not plausible(frame, host_time_s):
-            self.rejected += 1
-            return
+        if not self._reconnected:
+            on_grid = self._on_grid(frame, before_ns)
+            if not on_grid or (
+                self.plausible is not None and not self.plausible(frame, host_time_s)
+            ):
+                self.rejected += 1
+                return
         self._release(out, frame, host_time_s, copies)
+
+    def _on_grid(self, frame: DecodedFrame, before_ns: int | None) -> bool:
+        """Whether ``frame`` could be real: with equal frame sizes, frames are lost whole, so
+        the gap from the last placed frame (and to ``before_ns``) is a whole number of
+        frames. ``True`` when sizes differ (no grid to check)."""
+        if self._last is None or self._next_ns is None or frame.n != self._last.n:
+            return True
+        period = self._period_ns(frame)
+        size, tol = frame.n * period, self.tolerance_samples * period
+
+        def whole_frames(gap_ns: float) -> bool:
+            return gap_ns > -tol and abs(gap_ns - round(gap_ns / size) * size) <= tol
+
+        ok = whole_frames(frame.first_ns - self._next_ns)
+        return ok and (before_ns is None or whole_frames(before_ns - self._end_ns(frame)))
 
     def _release_back_to_back(self, out: Released, held: list[_Held]) -> None:
         """Release ``held`` (emptied) each starting where the previous one ends, counting the
