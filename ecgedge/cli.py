@@ -280,6 +280,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
             disconnect_every_s=args.disconnect_every,
             duplicate=args.duplicate,
             corrupt=args.corrupt,
+            timestamp_glitch=args.timestamp_glitch,
             seed=args.seed,
         )
         transport, profile = simulated(
@@ -532,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jitter", type=float, default=0.0, help="simulate: mean extra delay, ms")
     s.add_argument("--duplicate", type=float, default=0.0, help="simulate: duplication probability")
     s.add_argument("--corrupt", type=float, default=0.0, help="simulate: corruption probability")
+    s.add_argument(
+        "--timestamp-glitch",
+        type=float,
+        default=0.0,
+        help="simulate: probability that a frame's sensor timestamp has one bit flipped",
+    )
     s.add_argument(
         "--disconnect-every", type=float, default=0.0, help="simulate: link drop period, s"
     )
