@@ -23,6 +23,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,14 @@ RPEAK_BATCH_S = 2.0
 #: A timestamp later than expected by more than this many sample periods opens a gap
 #: (timestamps must be sample-accurate: derive them from the sensor clock, not arrival times).
 GAP_TOLERANCE_SAMPLES = 0.5
+#: Input beyond ±this many millivolts is no ECG (a front end's full scale is far below): it
+#: is held like NaN so that the filters never see it (float32 overflow, seconds of ringing).
+MAX_ABS_MV = 1000.0
+#: Timestamps must resolve this fraction of a sample period in float64 (|t| up to about
+#: 3e10 s at 250 Hz: epoch seconds pass, epoch microseconds do not).
+TIMESTAMP_RESOLUTION = 1e-3
+#: Window latencies kept in :attr:`StreamStats.latencies_ms` (the most recent).
+LATENCY_HISTORY = 100_000
 
 
 @dataclass
@@ -66,13 +75,15 @@ class StreamStats:
     samples_in: int = 0
     blocks_in: int = 0
     blocks_rejected: int = 0
+    #: NaN/inf input values, and values beyond ±:data:`MAX_ABS_MV` (held, flagged)
     nonfinite_samples: int = 0
     gaps: int = 0
     gap_s: float = 0.0
     windows: int = 0
     windows_flagged: int = 0
     callback_errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    #: analysis latency of the most recent :data:`LATENCY_HISTORY` windows
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_HISTORY))
 
 
 class StreamPipeline:
@@ -162,7 +173,9 @@ class StreamPipeline:
         self.t = self.t_steps["raw"]
         self._pre = Preprocessor(fs_in, m.preprocess, n_leads)
         self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)
-        self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), n_leads)
+        # the selected lead as received, for the quality check: its INVALID flags are that
+        # lead's own (a dead lead the model does not use flags nothing)
+        self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), 1)
         self._chunk_in = max(1, int(self.hop * self.fs_in / self.fs))
         self._batch_in = max(1, int(PROCESS_BATCH_S * self.fs_in))
         self._staged: list[tuple[np.ndarray, np.ndarray, bool]] = []
@@ -281,12 +294,22 @@ class StreamPipeline:
         expected = (self._offset_s or 0.0) + self._n_in / self.fs_in
         if timestamp_s is None:
             t0 = expected if self._offset_s is not None else 0.0
-        elif not np.isfinite(timestamp_s):
-            raise BlockError(
-                f"timestamp {timestamp_s} is not finite", reason="nonfinite_timestamps"
-            )
         else:
-            t0 = float(timestamp_s)
+            try:
+                t0 = float(timestamp_s)
+            except (TypeError, ValueError) as exc:
+                raise BlockError(
+                    f"timestamp {timestamp_s!r} is not a number", reason="timestamp_type"
+                ) from exc
+            if not math.isfinite(t0):
+                raise BlockError(f"timestamp {t0} is not finite", reason="nonfinite_timestamps")
+        horizon = max(abs(t0), abs(expected)) + 86_400.0  # a day of stream after this block
+        if np.spacing(horizon) > TIMESTAMP_RESOLUTION / self.fs_in:
+            raise BlockError(
+                f"timestamp {t0:g} s is too large to place samples at {self.fs_in:g} Hz "
+                "(give seconds from a recent epoch, e.g. the stream's start)",
+                reason="timestamp_range",
+            )
         if self._offset_s is None:
             self._offset_s = t0
         elif t0 < expected - 0.5 / self.fs_in:
@@ -315,8 +338,9 @@ class StreamPipeline:
             The block is refused and nothing of it is kept; the stream stays usable.
         """
         if self._closed:
+            self.stats.blocks_rejected += 1
             raise BlockError("the stream is closed", reason="closed")
-        if fs is not None and abs(fs - self.fs_in) > 1e-9 * self.fs_in:
+        if fs is not None and not (math.isfinite(fs) and abs(fs - self.fs_in) <= 1e-9 * self.fs_in):
             self.stats.blocks_rejected += 1
             raise SampleRateError(
                 f"block at {fs} Hz, stream at {self.fs_in} Hz", expected_hz=self.fs_in, got_hz=fs
@@ -363,7 +387,10 @@ class StreamPipeline:
             self._ingest(block[i : i + step], times[i : i + step], gap and i == 0, out)
 
     def _ingest(self, block: np.ndarray, times: np.ndarray, gap: bool, out: list[Event]) -> None:
-        self._raw_buf.write(block, times, gap_before=gap)
+        raw = block[:, self.lead : self.lead + 1]
+        with np.errstate(invalid="ignore"):
+            raw = np.where(np.abs(raw) <= MAX_ABS_MV, raw, np.nan)  # out of range: invalid
+        self._raw_buf.write(raw, times, gap_before=gap)
         y = self._pre.process(self._hold_nonfinite(block))
         k0 = self._model_buf.total_written
         offset = self._offset_s or 0.0
@@ -375,8 +402,10 @@ class StreamPipeline:
         self._drain(out, final=False)
 
     def _hold_nonfinite(self, block: np.ndarray) -> np.ndarray:
-        """Replace NaN/inf by the lead's last finite value (so filter state stays finite)."""
-        finite = np.isfinite(block)
+        """Replace NaN/inf and values beyond ±:data:`MAX_ABS_MV` by the lead's last valid
+        value (so the filter state stays finite and does not ring for seconds)."""
+        with np.errstate(invalid="ignore"):
+            finite = np.abs(block) <= MAX_ABS_MV  # False for NaN and inf too
         if finite.all():
             self._last_finite = block[-1].copy()
             return block
@@ -425,7 +454,7 @@ class StreamPipeline:
         raw_start = int(round(start * self.fs_in / self.fs))
         raw_n = min(int(round(n * self.fs_in / self.fs)), self._raw_buf.total_written - raw_start)
         raw, _, raw_flags = self._raw_buf.read_range(raw_start, raw_n)
-        quality = assess_quality(raw[:, self.lead], self.fs_in, flags_in=raw_flags)
+        quality = assess_quality(raw[:, 0], self.fs_in, flags_in=raw_flags)
         peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
         step = self.step_stream.take(start, n) if self.step_stream is not None else None
         proba = self._probabilities(seg, peaks, step)
@@ -454,9 +483,9 @@ class StreamPipeline:
         # share of a hop of new data: < 1 only for the tail window close() aligns to the end
         fresh = 1.0 if self._last_end == 0 else min(1.0, (start + n - self._last_end) / self.hop)
         self._last_end = start + n
+        self._interrupt_episodes(before_s=event.start_s, out=out)  # events stay in time order
         self._emit(event, out)
         if not flagged:
-            self._interrupt_episodes(before_s=event.start_s, out=out)
             episode = self.episodes.update(
                 event.probabilities.get(self.episodes.label, 0.0),
                 event.start_s,

@@ -271,3 +271,69 @@ def test_af_episode_is_found_on_synthetic_af(bundle):
     assert phases == ["onset", "offset"] * (len(phases) // 2)
     times = [e.time_s for e in episodes]
     assert times == sorted(times)
+
+
+def test_a_timestamp_float64_cannot_resolve_is_refused_and_the_stream_goes_on(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS)
+    n = int(4 * FS)
+    with pytest.raises(BlockError) as err:
+        p.push(ecg.signal[:n], timestamp_s=1.7e15)  # epoch microseconds, not seconds
+    assert err.value.reason == "timestamp_range" and p.stats.blocks_rejected == 1
+    assert p.stats.samples_in == 0
+    p.push(ecg.signal[:n], timestamp_s=1.7e9)  # epoch seconds are fine
+    p.push(ecg.signal[n : 4 * n])
+    assert len(windows_of(p.close())) >= 1 and p.stats.samples_in == 4 * n
+
+
+def test_values_no_front_end_produces_are_held_like_nan(bundle):
+    sinus = synthetic_ecg((("sinus", 90.0),), fs=FS, seed=5).signal
+    clean = windows_of(stream(bundle, sinus, [250])[1])
+    for spike in (1e30, 1e39):
+        x = sinus.astype(np.float64)
+        x[int(30 * FS) : int(31 * FS)] = spike
+        p, events = stream(bundle, x, [250])
+        assert p.stats.nonfinite_samples == int(FS)
+        assert not [e for e in events if isinstance(e, EpisodeEvent)]  # no false episode
+        wins = windows_of(events)
+        assert all(np.isfinite(list(w.probabilities.values())).all() for w in wins)
+        far = [(a, b) for a, b in zip(wins, clean) if a.start_s >= 45.0]  # filters settled
+        assert far and all(a.label == b.label for a, b in far)
+
+
+def test_a_dead_lead_the_model_does_not_use_flags_nothing(bundle, ecg):
+    x = np.stack([ecg.signal, ecg.signal, np.full_like(ecg.signal, np.nan)], axis=1)
+    p = StreamPipeline(bundle, fs_in=FS, n_leads=3, lead=1)
+    events = p.push(x) + p.close()
+    wins = windows_of(events)
+    assert wins and not any("nonfinite" in w.quality.flags for w in wins)
+    p0 = StreamPipeline(bundle, fs_in=FS, n_leads=3, lead=2)  # the dead lead itself is flagged
+    assert all(w.flagged for w in windows_of(p0.push(x) + p0.close()))
+
+
+def test_malformed_rates_timestamps_and_pushes_after_close_are_refused_and_counted(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS)
+    with pytest.raises(SampleRateError):
+        p.push(ecg.signal[:250], fs=float("nan"))
+    with pytest.raises(BlockError) as err:
+        p.push(ecg.signal[:250], timestamp_s="soon")
+    assert err.value.reason == "timestamp_type"
+    p.close()
+    with pytest.raises(BlockError, match="closed"):
+        p.push(ecg.signal[:250])
+    assert p.stats.blocks_rejected == 3 and p.stats.samples_in == 0
+
+
+def test_the_episode_ends_at_a_gap_before_any_window_after_it(bundle, ecg, monkeypatch):
+    p = StreamPipeline(bundle, fs_in=FS)
+    classes = bundle.manifest.classes
+    af = np.eye(len(classes))[classes.index("A")]
+    monkeypatch.setattr(p, "_probabilities", lambda seg, peaks, step: af)
+    n = int(40 * FS)
+    events = p.push(ecg.signal[:n], timestamp_s=0.0)
+    events += p.push(ecg.signal[n : 2 * n], timestamp_s=200.0) + p.close()
+    ended = next(
+        i for i, e in enumerate(events) if isinstance(e, EpisodeEvent) and e.phase == "offset"
+    )
+    assert events[ended].time_s == pytest.approx(40.0)
+    after = [i for i, e in enumerate(events) if isinstance(e, WindowEvent) and e.start_s >= 200]
+    assert after and ended < after[0]  # the episode ends before any window after the gap
