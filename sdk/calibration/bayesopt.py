@@ -131,7 +131,9 @@ def expected_improvement(
 
 @dataclass
 class OptimizeResult:
-    """Best point found, every evaluation in order, and why the search stopped."""
+    """Best point found, every evaluation in order, and why the search stopped: ``budget``,
+    ``cancelled``, ``time``, ``exhausted`` (every candidate tried) or ``no_finite_value``
+    (the objective gave none; ``best_x`` is then the first point evaluated)."""
 
     best_x: tuple[int, ...]
     best_y: float
@@ -188,8 +190,11 @@ def maximize_integer(
         raise ConfigError(
             f"bounds must be non-empty (lo, hi) pairs with lo <= hi, got {bounds}", field="bounds"
         )
-    if max_evals < 1 or n_init < 1:
-        raise ConfigError("max_evals and n_init must be >= 1", field="max_evals")
+    if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in (max_evals, n_init)):
+        raise ConfigError(
+            f"max_evals and n_init must be integers >= 1, got {max_evals!r}, {n_init!r}",
+            field="max_evals",
+        )
     rng = np.random.default_rng(seed)
     lo = np.array([b[0] for b in bounds], dtype=np.float64)
     span = np.array([max(b[1] - b[0], 1) for b in bounds], dtype=np.float64)
@@ -219,6 +224,9 @@ def maximize_integer(
             result.best_x, result.best_y = x, y
         if progress is not None:
             progress(result.evaluations, x, y)
+    if result.xs and not math.isfinite(result.best_y):
+        result.best_x = result.xs[0]  # an evaluated point, not the box corner
+        result.stopped = "no_finite_value"
     result.seconds = time.perf_counter() - start
     return result
 
@@ -236,6 +244,8 @@ def _propose(
         return None
     pool = cands[fresh]
     finite = np.isfinite(result.ys)
+    if not finite.any():  # nothing to model yet: the next untried candidate
+        return tuple(int(v) for v in pool[0])
     x = (np.asarray(result.xs, dtype=np.float64)[finite] - lo) / span
     gp = GaussianProcess(x, np.asarray(result.ys)[finite])
     mean, std = gp.predict((pool - lo) / span)

@@ -45,6 +45,10 @@ class CalibrationResult:
     trace: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: Most descent updates an objective may run before its measurement (``r``).
+MAX_R = 1000
+
+
 class Calibrator:
     """Calibrate one user on one bundle from labelled windows or recordings.
 
@@ -93,8 +97,12 @@ class Calibrator:
                 field="objective",
             )
         m = bundle.manifest
+        if len(t_box) != 2 or not all(isinstance(v, (int, np.integer)) for v in t_box):
+            raise ConfigError(f"t_box must be two integers, got {t_box!r}", field="t_box")
         if not 0 <= t_box[0] <= t_box[1] <= m.t_max:
             raise ConfigError(f"0 <= lo <= hi <= {m.t_max} must hold for t_box", field="t_box")
+        if not (isinstance(r, (int, np.integer)) and 0 <= r <= MAX_R):
+            raise ConfigError(f"r must be an integer in 0 … {MAX_R}, got {r!r}", field="r")
         self.bundle, self.objective, self.t_box = bundle, objective, t_box
         self.max_extractor_evals = max_extractor_evals
         self.max_evals, self.max_seconds, self.n_init, self.r, self.seed = (
@@ -143,6 +151,7 @@ class Calibrator:
         y = self._encode(labels)
         if y.shape[0] != len(inputs):
             raise ConfigError(f"{len(inputs)} windows but {y.shape[0]} labels", field="labels")
+        self._check_inputs(inputs)
         if self._denoised is not None and self._denoised != bool(denoised):
             raise ConfigError(
                 f"these windows are {'' if denoised else 'not '}denoised but the windows "
@@ -154,6 +163,21 @@ class Calibrator:
         self._labels.append(y)
         self._sources.append(source)
         self._denoised = bool(denoised)
+
+    def _check_inputs(self, inputs: WindowInputs) -> None:
+        """Shapes the bundle's embedders take, and finite values (a NaN would make a NaN
+        head that scores every window the same)."""
+        n, window = len(inputs), self.bundle.manifest.window_samples
+        parts = {"windows": (inputs.windows, (n, 1, window)), "rr": (inputs.rr, None)}
+        if inputs.lorenz is not None:
+            parts["lorenz"] = (inputs.lorenz, None)
+        for name, (arr, shape) in parts.items():
+            a = np.asarray(arr)
+            if (shape is not None and a.shape != shape) or a.shape[:1] != (n,):
+                want = shape if shape is not None else f"({n}, …)"
+                raise ConfigError(f"{name} must be {want}, got {a.shape}", field=name)
+            if a.dtype.kind not in "fiu" or not np.isfinite(a).all():
+                raise ConfigError(f"{name} must be finite numbers", field=name)
 
     def add_recording(
         self,
@@ -286,7 +310,14 @@ class Calibrator:
                 search.stopped = "extractor_budget"
         if search.evaluations == 0:
             raise ConfigError("calibration stopped before any evaluation", field="should_stop")
+        if not np.isfinite(search.best_y):
+            raise ConfigError(
+                f"the {self.objective} objective gave no finite value at any t evaluated",
+                field="objective",
+            )
         head = fit_softmax_head(features(search.best_x), y, self.classes)
+        if not all(np.isfinite(a).all() for a in (head.weight, head.bias, head.mean, head.scale)):
+            raise ConfigError("the fitted head is not finite", field="windows")
         seconds = time.perf_counter() - tic
         counts = np.bincount(y, minlength=len(self.classes))
         profile = UserProfile(

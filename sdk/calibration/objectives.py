@@ -4,8 +4,8 @@ DiffECG's γ (Section 3.4 of the paper): train the head on the candidate t's fea
 plain gradient descent from zero and measure, at update r, the loss decrease per unit of
 parameter change, ``γ = (L(ω_r) − L(ω_{r+1})) / ‖ω_{r+1} − ω_r‖``; larger means features the
 head learns from quickly. ΔAcc, ΔF1 and ΔLoss (after r updates against the start) are the
-alternatives of the paper's ablation. Features are standardized first, so candidates with
-different feature scales are comparable.
+alternatives of the paper's ablation. Features are standardized first (and scaled by 1/√D),
+so candidates with different feature scales and widths are comparable.
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ from sdk.head import softmax
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:
+    """Each dimension to zero mean and unit variance, then all scaled by 1/√D so a window's
+    squared norm is about 1 whatever the width D: with D ≈ 1,000 features and a few dozen
+    windows, unscaled features let one update at ``lr`` saturate the softmax, and every t
+    then scores the same (γ = 0)."""
     x = np.asarray(x, dtype=np.float64)
-    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-6)
+    z = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-6)
+    return z / np.sqrt(max(z.shape[1], 1)) if z.ndim == 2 else z
 
 
 def _loss_grad(

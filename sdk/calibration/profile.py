@@ -75,6 +75,9 @@ class UserProfile:
         for modality, t in self.t.items():
             if modality not in m.modalities or not 0 <= t <= m.t_max:
                 problems.append(f"t {modality}={t} is not a modality of the bundle in 0..{m.t_max}")
+        h = self.head
+        if not all(np.isfinite(a).all() for a in (h.weight, h.bias, h.mean, h.scale)):
+            problems.append("head parameters are not all finite")
         if problems:
             raise ProfileError("; ".join(problems), path=path, reason="malformed")
 
@@ -107,7 +110,10 @@ def save_profile(profile: UserProfile, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = profile.to_dict()
-    text = json.dumps({**body, "sha256": _digest(body)}, indent=1, allow_nan=False)
+    try:
+        text = json.dumps({**body, "sha256": _digest(body)}, indent=1, allow_nan=False)
+    except ValueError as exc:  # NaN/inf: a profile no pipeline could use
+        raise ProfileError(f"profile not saved: {exc}", path=str(path), reason="malformed") from exc
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)

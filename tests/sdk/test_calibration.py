@@ -115,3 +115,11 @@ def test_objectives_prefer_informative_features():
     noise = rng.normal(0, 1.0, (200, 4))
     for name, objective in OBJECTIVES.items():
         assert objective(informative, y, 2) > objective(noise, y, 2), name
+
+
+def test_an_objective_without_finite_values_returns_a_point_it_evaluated():
+    res = maximize_integer(lambda x: float("nan"), [(1, 50)], n_init=1, max_evals=3)
+    assert res.stopped == "no_finite_value" and res.best_x in res.xs
+    assert not math.isfinite(res.best_y)
+    with pytest.raises(ConfigError):
+        maximize_integer(lambda x: 0.0, [(1, 50)], max_evals=2.5)

@@ -7,7 +7,7 @@ import pytest
 
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.calibration import Calibrator
-from sdk.classifier import WindowClassifier
+from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.errors import ConfigError
 from sdk.synthetic import synthetic_ecg
 
@@ -175,3 +175,46 @@ def test_a_multi_lead_denoiser_needs_denoise_false(bundle, monkeypatch):
         Calibrator(bundle)
     assert err.value.field == "denoise"
     assert Calibrator(bundle, denoise=False).denoiser is None
+
+
+def test_a_few_minutes_of_windows_still_rank_t(bundle, recording):
+    """24 windows against ~1,000 feature dimensions: the objective must not saturate to the
+    same score at every t (it did before features were scaled by 1/sqrt(D))."""
+    res = make(bundle, recording, max_evals=4, n_init=4, denoise=False).calibrate()
+    scores = res.search.ys
+    assert len(scores) == 4 and all(np.isfinite(scores)) and all(s > 0 for s in scores)
+    assert len(set(round(s, 12) for s in scores)) > 1
+
+
+def test_non_finite_or_misshapen_windows_are_refused(bundle, recording):
+    base = make(bundle, recording, denoise=False)
+    inputs, labels = base._inputs[0], [bundle.manifest.classes[i] for i in base._labels[0]]
+    bad = {
+        "windows": WindowInputs(np.full_like(inputs.windows, np.nan), inputs.rr, inputs.lorenz),
+        "rr": WindowInputs(inputs.windows, np.full_like(inputs.rr, np.inf), inputs.lorenz),
+    }
+    short = WindowInputs(inputs.windows[:, :, :100], inputs.rr, inputs.lorenz)
+    for field, wi in [*bad.items(), ("windows", short)]:
+        cal = Calibrator(bundle, denoise=False)
+        with pytest.raises(ConfigError) as err:
+            cal.add_windows(wi, labels)
+        assert err.value.field == field
+
+
+@pytest.mark.parametrize("kw", [{"r": -5}, {"r": 10**9}, {"t_box": (1.5, 5.5)}])
+def test_malformed_settings_are_refused_up_front(bundle, kw):
+    with pytest.raises(ConfigError):
+        Calibrator(bundle, **kw)
+
+
+def test_an_objective_with_no_finite_value_stops_with_a_clear_error(bundle, recording):
+    from sdk.calibration import objectives
+
+    cal = make(bundle, recording, max_evals=3, n_init=2, denoise=False)
+    cal.objective = "nan"
+    objectives.OBJECTIVES["nan"] = lambda *a, **k: float("nan")
+    try:
+        with pytest.raises(ConfigError, match="no finite value"):
+            cal.calibrate()
+    finally:
+        del objectives.OBJECTIVES["nan"]

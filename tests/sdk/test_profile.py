@@ -185,3 +185,15 @@ def test_a_symbolic_link_to_a_profile_is_refused(bundle, tmp_path):
         load_profile(link, bundle)
     assert err.value.reason == "permissions"
     assert load_profile(real, bundle).user == "u1"
+
+
+def test_a_profile_with_a_non_finite_head_is_neither_saved_nor_used(bundle, tmp_path):
+    p = make_profile(bundle)
+    p.head.mean[:5] = np.nan
+    with pytest.raises(ProfileError) as err:
+        save_profile(p, tmp_path / "nan.json")
+    assert err.value.reason == "malformed" and not (tmp_path / "nan.json").exists()
+    with pytest.raises(ProfileError, match="not all finite"):
+        p.check_bundle(bundle)
+    pipeline = StreamPipeline(bundle, fs_in=250.0, profile=p)
+    assert pipeline.profile is None and "finite" in str(pipeline.profile_error)
