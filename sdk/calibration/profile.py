@@ -33,6 +33,12 @@ FORMAT = "ecgedge-user-profile"
 SCHEMA_VERSION = 1
 
 
+#: Bounds a fitted head never leaves (:func:`sdk.head.fit_softmax_head` floors scales at
+#: 1e-6; its L2 keeps weights small); beyond them a profile is refused as malformed.
+MAX_HEAD_ABS = 1e6
+MIN_HEAD_SCALE = 1e-6
+
+
 @dataclass(frozen=True)
 class UserProfile:
     """Per-user calibration result.
@@ -78,6 +84,10 @@ class UserProfile:
         h = self.head
         if not all(np.isfinite(a).all() for a in (h.weight, h.bias, h.mean, h.scale)):
             problems.append("head parameters are not all finite")
+        elif max(np.abs(a).max(initial=0.0) for a in (h.weight, h.bias, h.mean)) > MAX_HEAD_ABS:
+            problems.append(f"head parameters beyond ±{MAX_HEAD_ABS:g}")
+        elif h.scale.min(initial=MIN_HEAD_SCALE) < MIN_HEAD_SCALE:
+            problems.append(f"head feature scales below {MIN_HEAD_SCALE:g}")
         if problems:
             raise ProfileError("; ".join(problems), path=path, reason="malformed")
 
@@ -166,6 +176,10 @@ def _parse(data: dict[str, Any], path: str) -> UserProfile:
         raise ProfileError(f"malformed profile: {exc}", path=path, reason="malformed") from exc
 
 
+#: Largest profile file read (a head of a few thousand features is well under 1 MB).
+MAX_PROFILE_BYTES = 16 * 1024 * 1024
+
+
 def _read_private(path: Path) -> bytes:
     """The file's bytes, read from one descriptor that was checked: a regular file, not a
     symbolic link, owned by this user, and (on POSIX) not readable by group or others."""
@@ -191,7 +205,16 @@ def _read_private(path: Path) -> bytes:
                     path=where,
                     reason="permissions",
                 )
-        return fh.read()
+        if st.st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(
+                f"{st.st_size} bytes; a profile is far smaller (at most {MAX_PROFILE_BYTES})",
+                path=where,
+                reason="malformed",
+            )
+        data = fh.read(MAX_PROFILE_BYTES + 1)
+        if len(data) > MAX_PROFILE_BYTES:  # grew while being read
+            raise ProfileError("profile too large", path=where, reason="malformed")
+        return data
 
 
 def load_profile(path: Path | str, bundle: Bundle | None = None) -> UserProfile:

@@ -197,3 +197,24 @@ def test_a_profile_with_a_non_finite_head_is_neither_saved_nor_used(bundle, tmp_
         p.check_bundle(bundle)
     pipeline = StreamPipeline(bundle, fs_in=250.0, profile=p)
     assert pipeline.profile is None and "finite" in str(pipeline.profile_error)
+
+
+def test_an_oversized_profile_file_is_refused_unread(tmp_path, monkeypatch):
+    from sdk.calibration import profile as profile_module
+
+    monkeypatch.setattr(profile_module, "MAX_PROFILE_BYTES", 1024)
+    path = tmp_path / "big.json"
+    path.write_bytes(b" " * 2048)
+    os.chmod(path, 0o600)
+    with pytest.raises(ProfileError, match="far smaller") as err:
+        load_profile(path)
+    assert err.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("field, value", [("weight", 1e300), ("scale", 1e-300)])
+def test_a_head_no_fit_could_produce_is_refused(bundle, field, value):
+    p = make_profile(bundle)
+    getattr(p.head, field)[0] = value
+    with pytest.raises(ProfileError) as err:
+        p.check_bundle(bundle)
+    assert err.value.reason == "malformed"
