@@ -98,7 +98,7 @@ class TimestampGuard:
         self.plausible = plausible
         #: frames whose timestamp was rewritten to continue the previous frame
         self.repaired = 0
-        #: frames no later frame vouched for whose timestamp ``plausible`` rejected (dropped)
+        #: frames no later frame vouched for, dropped: off the frame grid or not ``plausible``
         self.rejected = 0
         #: frames held because they did not continue the previous one
         self.held = 0
