@@ -51,18 +51,23 @@ CACHE_PREFIX = "TensorrtExecutionProvider_"
 _log = logging.getLogger(__name__)
 
 
+def _foreign(st: os.stat_result) -> str | None:
+    """Why another user could change this file or directory, or ``None``."""
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"owned by uid {st.st_uid}, not by this user"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def _owned_regular(st: os.stat_result) -> str | None:
     """Why a cache file (or the index) cannot be trusted, or ``None``: it must be a regular
     file with one link, owned by this user and writable by no one else."""
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        return f"owned by uid {st.st_uid}"
     if st.st_nlink != 1:
         return f"{st.st_nlink} hard links"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return "writable by group or others"
-    return None
+    return _foreign(st)
 
 
 def _open_trusted(path: Path) -> tuple[int, str | None]:
@@ -88,18 +93,15 @@ def _private_dir(cache_dir: Path) -> Path:
     directory another user owns or may write."""
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = os.lstat(cache_dir)
-    problem = None
     if stat.S_ISLNK(st.st_mode):
-        problem = "is a symlink"
+        problem: str | None = "a symlink"
     elif not stat.S_ISDIR(st.st_mode):
-        problem = "is not a directory"
-    elif hasattr(os, "getuid") and st.st_uid != os.getuid():
-        problem = f"is owned by uid {st.st_uid}, not by this user"
-    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+        problem = "not a directory"
+    else:
+        problem = _foreign(st)
     if problem is not None:
         raise BundleError(
-            f"TensorRT engine cache {problem}; use a private directory (chmod 700)",
+            f"TensorRT engine cache is {problem}; use a private directory (chmod 700)",
             path=str(cache_dir),
             reason="engine_cache",
         )
@@ -115,8 +117,8 @@ def _read_index(cache_dir: Path) -> dict[str, str]:
         if problem is not None:
             _log.warning("ignoring %s in %s: %s", INDEX_NAME, cache_dir, problem)
             return {}
-        with os.fdopen(os.dup(fd), "rb") as f:
-            lines = f.read().decode("utf-8", errors="replace").splitlines()
+        text = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+        lines = text.decode("utf-8", errors="replace").splitlines()
     finally:
         os.close(fd)
     out: dict[str, str] = {}

@@ -183,7 +183,7 @@ class StreamPipeline:
         self._rpeaks = StreamingRPeakDetector(self.fs)
         self._rpeak_batch = int(RPEAK_BATCH_S * self.fs)
         self._peaks = np.zeros(0, dtype=np.int64)
-        self._last_finite = np.zeros(n_leads)
+        self._last_valid = np.zeros(n_leads)
         self._n_in = 0
         self._offset_s: float | None = None
         self._gaps: list[tuple[float, float]] = []  # (last time before, first time after) a gap
@@ -387,11 +387,12 @@ class StreamPipeline:
             self._ingest(block[i : i + step], times[i : i + step], gap and i == 0, out)
 
     def _ingest(self, block: np.ndarray, times: np.ndarray, gap: bool, out: list[Event]) -> None:
-        raw = block[:, self.lead : self.lead + 1]
         with np.errstate(invalid="ignore"):
-            raw = np.where(np.abs(raw) <= MAX_ABS_MV, raw, np.nan)  # out of range: invalid
+            valid = np.abs(block) <= MAX_ABS_MV  # False for NaN and inf too
+        lead = slice(self.lead, self.lead + 1)
+        raw = np.where(valid[:, lead], block[:, lead], np.nan)  # out of range: invalid too
         self._raw_buf.write(raw, times, gap_before=gap)
-        y = self._pre.process(self._hold_nonfinite(block))
+        y = self._pre.process(self._hold_invalid(block, valid))
         k0 = self._model_buf.total_written
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
@@ -401,22 +402,20 @@ class StreamPipeline:
             self.step_stream.feed(self._model_buf)
         self._drain(out, final=False)
 
-    def _hold_nonfinite(self, block: np.ndarray) -> np.ndarray:
-        """Replace NaN/inf and values beyond ±:data:`MAX_ABS_MV` by the lead's last valid
-        value (so the filter state stays finite and does not ring for seconds)."""
-        with np.errstate(invalid="ignore"):
-            finite = np.abs(block) <= MAX_ABS_MV  # False for NaN and inf too
-        if finite.all():
-            self._last_finite = block[-1].copy()
+    def _hold_invalid(self, block: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Replace the values ``valid`` rejects (NaN/inf, beyond ±:data:`MAX_ABS_MV`) by the
+        lead's last valid value (so the filter state stays finite and does not ring)."""
+        if valid.all():
+            self._last_valid = block[-1].copy()
             return block
-        self.stats.nonfinite_samples += int((~finite).sum())
+        self.stats.nonfinite_samples += int((~valid).sum())
         out = block.copy()
         for lead in range(self.n_leads):
-            col, ok = out[:, lead], finite[:, lead]
+            col, ok = out[:, lead], valid[:, lead]
             idx = np.where(ok, np.arange(col.size), -1)
             np.maximum.accumulate(idx, out=idx)
-            col[:] = np.where(idx >= 0, col[np.maximum(idx, 0)], self._last_finite[lead])
-            self._last_finite[lead] = col[-1]
+            col[:] = np.where(idx >= 0, col[np.maximum(idx, 0)], self._last_valid[lead])
+            self._last_valid[lead] = col[-1]
         return out
 
     def _add_peaks(self, new: np.ndarray) -> None:

@@ -316,8 +316,6 @@ class Calibrator:
                 field="objective",
             )
         head = fit_softmax_head(features(search.best_x), y, self.classes)
-        if not all(np.isfinite(a).all() for a in (head.weight, head.bias, head.mean, head.scale)):
-            raise ConfigError("the fitted head is not finite", field="windows")
         seconds = time.perf_counter() - tic
         counts = np.bincount(y, minlength=len(self.classes))
         profile = UserProfile(
@@ -341,4 +339,5 @@ class Calibrator:
                 "trace": trace,
             },
         )
+        profile.check_bundle(self.bundle)  # what every pipeline checks before using it
         return CalibrationResult(profile, search, len(cache), seconds, trace)
