@@ -2,9 +2,11 @@
 
 Filters are second-order-section (SOS) cascades run with :func:`scipy.signal.sosfilt`.
 The filter state is float64 and starts at zero, so the response to a signal that does not
-start at 0 contains a start-up transient. Because the offline helpers run the very same
-causal filter once from the zero state, filtering a signal in blocks of any size gives the
-same result as filtering it in one call (bit-identical in practice; tests allow 1e-5).
+start at 0 contains a start-up transient (:meth:`StreamingSOSFilter.settle_at` avoids it
+where a stream resumes after a gap; :func:`step_envelope` bounds it). Because the offline
+helpers run the very same causal filter once from the zero state, filtering a signal in
+blocks of any size gives the same result as filtering it in one call (bit-identical in
+practice; tests allow 1e-5).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from scipy import signal
 
 from sdk.errors import BlockError, ConfigError
 
-__all__ = ["StreamingSOSFilter", "bandpass", "design_bandpass"]
+__all__ = ["StreamingSOSFilter", "bandpass", "design_bandpass", "step_envelope"]
 
 
 class StreamingSOSFilter:
@@ -61,6 +63,18 @@ class StreamingSOSFilter:
     def reset(self) -> None:
         """Zero the filter state (as if no sample had been processed)."""
         self._zi.fill(0.0)
+
+    def settle_at(self, level: np.ndarray) -> None:
+        """Set the state to the steady state of a constant input ``level`` (one value per lead):
+        the next block is filtered as if the input had been ``level`` forever, so a jump of the
+        input's offset (e.g. across a gap) causes no start-up transient."""
+        lv = np.asarray(level, dtype=np.float64).reshape(-1)
+        if lv.shape != (self._n_leads,) or not np.all(np.isfinite(lv)):
+            raise BlockError(
+                f"level must be {self._n_leads} finite values, got {np.asarray(level)!r}",
+                reason="shape",
+            )
+        self._zi = signal.sosfilt_zi(self._sos)[:, :, None] * lv[None, None, :]
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Filter one block and advance the state.
@@ -164,3 +178,29 @@ def bandpass(x: np.ndarray, fs: float, low_hz: float, high_hz: float, order: int
     n_leads = 1 if arr.ndim == 1 else arr.shape[1]
     filt = StreamingSOSFilter(design_bandpass(fs, low_hz, high_hz, order), n_leads=max(1, n_leads))
     return filt.process(arr)
+
+
+def step_envelope(sos: np.ndarray, n: int) -> np.ndarray:
+    """How long a filter keeps answering a jump of its input: for ``k = 0 .. n - 1``, the
+    largest ``|y|`` from sample ``k`` on of its response to a unit step (zero state, the step
+    at sample 0; for a band-pass the response decays to 0).
+
+    A jump of ``a`` in the input (an artefact's edge, an electrode pop) still moves the output
+    by up to ``a * step_envelope(sos, n)[k]`` ``k`` samples later.
+
+    Parameters
+    ----------
+    sos : numpy.ndarray
+        ``(n_sections, 6)`` second-order sections.
+    n : int
+        Samples to compute, >= 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(n,)``, non-increasing.
+    """
+    if int(n) != n or n < 1:
+        raise ConfigError(f"n must be an integer >= 1, got {n!r}", field="n")
+    y = np.abs(signal.sosfilt(np.asarray(sos, dtype=np.float64), np.ones(int(n))))
+    return np.maximum.accumulate(y[::-1])[::-1]

@@ -37,11 +37,12 @@ from sdk.denoiser import WindowDenoiser
 from sdk.episodes import EpisodeTracker
 from sdk.errors import BlockError, ConfigError, ProfileError, SampleRateError
 from sdk.events import Event, WindowEvent
+from sdk.filters import design_bandpass, step_envelope
 from sdk.lru_step import streaming_spec
 from sdk.modalities import lorenz_image, rr_from_peaks
 from sdk.preprocess import Preprocessor, standardize_window
-from sdk.quality import assess_quality
-from sdk.ringbuffer import RingBuffer
+from sdk.quality import SETTLE_RESIDUAL_MV, assess_quality
+from sdk.ringbuffer import GAP_BEFORE, RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, heart_rate_bpm
 from sdk.rr import rr_features
 from sdk.step_stream import StepStream, step_model_problem
@@ -143,9 +144,12 @@ class StreamPipeline:
         self.window = m.window_samples
         self.hop = self._hop_samples(hop_s)
         self._lag = int(round(PEAK_LAG_S * self.fs))
-        if buffer_s * self.fs < self.window + self._lag + self.hop:
+        self._settle = self._settle_envelope()
+        look_back = int(math.ceil(self._settle.size * self.fs / self.fs_in))
+        if buffer_s * self.fs < self.window + self._lag + self.hop + look_back:
             raise ConfigError(
-                f"buffer_s ({buffer_s}) must hold a window, a hop and {PEAK_LAG_S} s",
+                f"buffer_s ({buffer_s}) must hold a window, a hop, {PEAK_LAG_S} s and the "
+                f"filters' settling time ({look_back / self.fs:.2f} s)",
                 field="buffer_s",
             )
         self.classifier = WindowClassifier(
@@ -201,6 +205,17 @@ class StreamPipeline:
         self.stats = StreamStats()
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._queues: list[asyncio.Queue[Event | None]] = []
+
+    def _settle_envelope(self) -> np.ndarray:
+        """The band-pass's step envelope at the input rate (:func:`sdk.filters.step_envelope`),
+        as long as the largest accepted jump (:data:`MAX_ABS_MV`) takes to settle below
+        :data:`sdk.quality.SETTLE_RESIDUAL_MV`: how far back the quality check looks."""
+        spec = self.bundle.manifest.preprocess
+        sos = design_bandpass(spec.fs, spec.low_hz, spec.high_hz, spec.order)
+        env = step_envelope(sos, int(60 * spec.fs))
+        n = int(np.argmax(MAX_ABS_MV * env <= SETTLE_RESIDUAL_MV)) + 1
+        lag_in = np.arange(int(math.ceil(n * self.fs_in / spec.fs)))
+        return env[np.minimum(np.round(lag_in * spec.fs / self.fs_in).astype(np.int64), n - 1)]
 
     def _hop_samples(self, hop_s: float | None) -> int:
         if hop_s is None:
@@ -392,7 +407,10 @@ class StreamPipeline:
         lead = slice(self.lead, self.lead + 1)
         raw = np.where(valid[:, lead], block[:, lead], np.nan)  # out of range: invalid too
         self._raw_buf.write(raw, times, gap_before=gap)
-        y = self._pre.process(self._hold_invalid(block, valid))
+        held = self._hold_invalid(block, valid)
+        if gap:  # no filter transient from the jump of the offset across the gap
+            self._pre.settle_at(held[0])
+        y = self._pre.process(held)
         k0 = self._model_buf.total_written
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
@@ -453,7 +471,13 @@ class StreamPipeline:
         raw_start = int(round(start * self.fs_in / self.fs))
         raw_n = min(int(round(n * self.fs_in / self.fs)), self._raw_buf.total_written - raw_start)
         raw, _, raw_flags = self._raw_buf.read_range(raw_start, raw_n)
-        quality = assess_quality(raw[:, 0], self.fs_in, flags_in=raw_flags)
+        quality = assess_quality(
+            raw[:, 0],
+            self.fs_in,
+            flags_in=raw_flags,
+            before=self._raw_before(raw_start, raw_flags),
+            settle=self._settle,
+        )
         peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
         step = self.step_stream.take(start, n) if self.step_stream is not None else None
         proba = self._probabilities(seg, peaks, step)
@@ -493,6 +517,16 @@ class StreamPipeline:
             )
             if episode is not None:
                 self._emit(episode, out)
+
+    def _raw_before(self, raw_start: int, window_flags: np.ndarray) -> np.ndarray:
+        """The selected lead's input before a window, back to the settling look-back, the
+        buffer's start or the last gap (the filters restart there)."""
+        if window_flags.size and window_flags[0] & GAP_BEFORE:
+            return np.zeros(0)
+        start = max(raw_start - self._settle.size + 1, self._raw_buf.oldest_index)
+        before, _, flags = self._raw_buf.read_range(start, raw_start - start)
+        gaps = np.flatnonzero(flags & GAP_BEFORE)
+        return before[gaps[-1] if gaps.size else 0 :, 0]
 
     def _probabilities(
         self, seg: np.ndarray, peaks: np.ndarray, step: tuple[np.ndarray, float] | None

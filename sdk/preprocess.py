@@ -66,6 +66,14 @@ class Preprocessor:
         """Group delay of the resampler (s); the band-pass adds a frequency-dependent one."""
         return float(self._resampler.delay_s)
 
+    def settle_at(self, level: np.ndarray) -> None:
+        """Continue as if the input had been constant at ``level`` (one value per lead) before
+        the next block: the stream resumes after a gap without the band-pass's start-up
+        transient from the jump of the offset (seconds of ringing otherwise)."""
+        self._resampler.settle_at(level)
+        gain = self._resampler.dc_gain
+        self._filter.settle_at(np.asarray(level, dtype=np.float64).reshape(-1) * gain)
+
     def process(self, block: np.ndarray) -> np.ndarray:
         """Return the block resampled and filtered, (m, n_leads) float32 at ``spec.fs``."""
         return self._filter.process(self._resampler.process(block))

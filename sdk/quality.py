@@ -23,6 +23,12 @@ Flags
 ``"gap"``
     ``flags_in`` marks :data:`sdk.ringbuffer.GAP_BEFORE` on a sample after the first (a gap
     *inside* the window).
+``"settling"``
+    Only with ``before`` and ``settle``: the filters in front of the model are still answering
+    a jump shortly before the window. A sample of ``before`` (non-finite ones held at the
+    last finite value, as the pipeline holds them) lies more than ``SETTLE_MIN_JUMP_MV`` from
+    the window's median, and that distance times ``settle`` at its lag behind the window's
+    first sample exceeds ``SETTLE_RESIDUAL_MV``. The score does not count it.
 
 Score
 -----
@@ -53,6 +59,8 @@ __all__ = [
     "SATURATION_BAND_FRACTION",
     "SATURATION_MIN_FRACTION",
     "SATURATION_MIN_RUN",
+    "SETTLE_MIN_JUMP_MV",
+    "SETTLE_RESIDUAL_MV",
     "assess_quality",
 ]
 
@@ -74,6 +82,10 @@ AMPLITUDE_PENALTY: float = 0.5
 """Score factor applied when the amplitude is implausible."""
 GAP_PENALTY: float = 0.8
 """Score factor applied when the window contains a gap."""
+SETTLE_MIN_JUMP_MV: float = AMPLITUDE_MAX_PTP_MV / 2.0
+"""Distance from the window's median beyond which a sample before it is an artefact (5 mV)."""
+SETTLE_RESIDUAL_MV: float = 0.05
+"""Largest filter response to an artefact before the window that is tolerated (50 uV)."""
 
 FLAG_NAMES: tuple[str, ...] = (
     "nonfinite",
@@ -83,6 +95,7 @@ FLAG_NAMES: tuple[str, ...] = (
     "high_amplitude",
     "too_short",
     "gap",
+    "settling",
 )
 
 
@@ -168,12 +181,44 @@ def _assess_lead(x: np.ndarray, fs: float, invalid: np.ndarray) -> tuple[set[str
     return flags, score
 
 
+def _as_leads(before: np.ndarray, n_leads: int) -> np.ndarray:
+    b = np.asarray(before, dtype=np.float64)
+    if b.ndim == 1:
+        b = b.reshape(-1, 1)
+    if b.ndim != 2 or b.shape[1] != n_leads:
+        raise BlockError(
+            f"before must be (m,) or (m, {n_leads}), got shape {np.shape(before)}", reason="shape"
+        )
+    return b
+
+
+def _settling(x: np.ndarray, before: np.ndarray, settle: np.ndarray) -> bool:
+    """Whether a jump in ``before`` still moves the filters' output at ``x``'s start."""
+    m = min(before.shape[0], settle.size - 1)
+    if m <= 0:
+        return False
+    lag = np.arange(m, 0, -1)  # samples from each of the last m samples to x's first
+    for lead in range(x.shape[1]):
+        col, ref = before[-m:, lead], x[:, lead]
+        ok = np.isfinite(col)
+        if not ok.any() or not np.isfinite(ref).any():
+            continue
+        idx = np.maximum.accumulate(np.where(ok, np.arange(m), -1))  # hold the last finite
+        held = col[np.maximum(idx, 0)]
+        dist = np.where(idx >= 0, np.abs(held - np.median(ref[np.isfinite(ref)])), 0.0)
+        if np.any((dist > SETTLE_MIN_JUMP_MV) & (dist * settle[lag] > SETTLE_RESIDUAL_MV)):
+            return True
+    return False
+
+
 def assess_quality(
     x: np.ndarray,
     fs: float,
     *,
     min_duration_s: float = 2.0,
     flags_in: np.ndarray | None = None,
+    before: np.ndarray | None = None,
+    settle: np.ndarray | None = None,
 ) -> QualityReport:
     """Assess whether an ECG window is usable.
 
@@ -188,6 +233,12 @@ def assess_quality(
     flags_in : numpy.ndarray, optional
         ``(n,)`` uint8 per-sample flags from :class:`sdk.ringbuffer.RingBuffer`
         (:data:`~sdk.ringbuffer.GAP_BEFORE`, :data:`~sdk.ringbuffer.INVALID`).
+    before : numpy.ndarray, optional
+        ``(m,)`` or ``(m, n_leads)`` samples immediately before ``x`` (none across a gap: the
+        pipeline restarts its filters there), for the ``"settling"`` check; may hold NaN/inf.
+    settle : numpy.ndarray, optional
+        ``(k,)`` bound on the filters' response ``j`` samples after a unit jump of their input
+        (:func:`sdk.filters.step_envelope`, at ``fs``); lags of ``k`` or more are settled.
 
     Returns
     -------
@@ -237,6 +288,9 @@ def assess_quality(
         lead_flags, lead_score = _assess_lead(arr[:, lead], fs, invalid)
         raised |= lead_flags
         scores.append(lead_score)
+    if before is not None and settle is not None and n > 0:
+        if _settling(arr, _as_leads(before, arr.shape[1]), np.asarray(settle, np.float64)):
+            raised.add("settling")
     score = float(np.mean(scores)) if scores else 0.0
     if "gap" in raised:
         score *= GAP_PENALTY

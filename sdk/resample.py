@@ -162,6 +162,23 @@ class StreamingResampler:
         self._n_in = 0
         self._n_out = 0
 
+    def settle_at(self, level: np.ndarray) -> None:
+        """Replace the input history by the constant ``level`` (one value per lead), keeping
+        the counters: the next outputs are computed as if the input had been ``level`` before
+        the next block (no mixing of samples across a gap)."""
+        lv = np.asarray(level, dtype=np.float64).reshape(-1)
+        if lv.shape != (self._n_leads,) or not np.all(np.isfinite(lv)):
+            raise BlockError(
+                f"level must be {self._n_leads} finite values, got {np.asarray(level)!r}",
+                reason="shape",
+            )
+        self._work[: self._n_hist] = lv[None, :]
+
+    @property
+    def dc_gain(self) -> float:
+        """Mean gain of the resampler for a constant input (1 within the FIR's ripple)."""
+        return float(self._poly.sum(axis=1).mean())
+
     # ------------------------------------------------------------------ processing
     def process(self, block: np.ndarray) -> np.ndarray:
         """Resample one block.

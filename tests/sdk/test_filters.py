@@ -79,3 +79,18 @@ def test_shapes_and_errors() -> None:
 def test_design_validation(fs: float, low: float, high: float, order: int) -> None:
     with pytest.raises(ConfigError):
         design_bandpass(fs, low, high, order)
+
+
+def test_settle_at_starts_in_the_steady_state_of_a_level() -> None:
+    from sdk.resample import StreamingResampler
+
+    filt = StreamingSOSFilter(design_bandpass(128.0, 0.5, 40.0), n_leads=2)
+    filt.process(np.random.default_rng(0).standard_normal((300, 2)))
+    filt.settle_at(np.array([7.0, -3.0]))
+    assert np.abs(filt.process(np.tile([7.0, -3.0], (256, 1)))).max() < 1e-5
+    res = StreamingResampler(360.0, 128.0)
+    res.process(np.zeros(1000))
+    res.settle_at(np.array([5.0]))
+    assert np.allclose(res.process(np.full(720, 5.0)), 5.0, atol=1e-3)
+    with pytest.raises(BlockError):
+        filt.settle_at(np.array([np.nan, 0.0]))

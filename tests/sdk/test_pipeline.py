@@ -323,3 +323,38 @@ def test_malformed_rates_timestamps_and_pushes_after_close_are_refused_and_count
     with pytest.raises(BlockError, match="closed"):
         p.push(ecg.signal[:250])
     assert p.stats.blocks_rejected == 3 and p.stats.samples_in == 0
+
+
+def test_filters_restart_settled_after_a_gap_so_an_offset_jump_changes_nothing(bundle, ecg):
+    """Across a gap the baseline may jump (electrode reconnected): the band-pass restarts in
+    the steady state of the first sample after it, so a shifted copy of the signal after the
+    gap gives the same windows as the unshifted one."""
+    x, half = ecg.signal, int(30 * FS)
+
+    def run(offset_mv):
+        p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
+        events = p.push(x[:half], timestamp_s=0.0)
+        events += p.push(x[half:] + offset_mv, timestamp_s=30.0 + 3.0)
+        return windows_of(events + p.close())
+
+    same, shifted = run(0.0), run(8.0)
+    after = [i for i, w in enumerate(same) if w.start_s >= 33.0]
+    assert after
+    for i in after:
+        assert not shifted[i].flagged
+        for c, p in same[i].probabilities.items():
+            assert shifted[i].probabilities[c] == pytest.approx(p, abs=0.01)
+
+
+def test_a_window_right_after_an_in_range_artefact_is_flagged_settling(bundle, ecg):
+    """A 20 mV jump without a gap rings through the band-pass for seconds: the first window
+    starting at it is flagged, windows long after it are not."""
+    x = ecg.signal.copy()
+    hop = bundle.manifest.hop_samples / bundle.manifest.fs
+    at = int(4 * hop * FS)  # a window starts here
+    x[at:] += 20.0
+    _, events = stream(bundle, x, [250])
+    wins = windows_of(events)
+    starting = [w for w in wins if w.start_s == pytest.approx(at / FS)]
+    assert starting and starting[0].quality.flags == ("settling",)
+    assert all(not w.flagged for w in wins if w.start_s >= at / FS + 5.0)

@@ -93,3 +93,34 @@ def test_config_errors() -> None:
         assess_quality(np.zeros(10), FS, min_duration_s=-1.0)
     with pytest.raises(BlockError):
         assess_quality(np.zeros((2, 2, 2)), FS)
+
+
+def test_settling_after_a_jump_shortly_before_the_window() -> None:
+    from scipy import signal
+
+    from sdk.filters import design_bandpass, step_envelope
+
+    settle = step_envelope(design_bandpass(FS, 0.5, 40.0), int(6 * FS))
+    x = clean_ecg()
+    before = clean_ecg(4.0, seed=2)
+    # the window itself is clean, and clean input before it raises nothing
+    assert assess_quality(x, FS, before=before, settle=settle).ok
+    # a 20 mV electrode pop 0.5 s before the window: the band-pass still answers it
+    popped = before.copy()
+    popped[-int(0.5 * FS) :] += 20.0
+    report = assess_quality(x + 20.0, FS, before=popped, settle=settle)
+    assert report.flags == ("settling",) and not report.ok
+    # the same jump longer ago than the filter takes to settle from it is forgotten
+    lag = int(np.argmax(20.0 * settle <= 0.05)) + 1
+    early = np.concatenate([clean_ecg(1.0, seed=4), clean_ecg(lag / FS, seed=5) + 20.0])
+    assert assess_quality(x + 20.0, FS, before=early, settle=settle).ok
+    # held NaNs count at the value the filters saw; a jump below 5 mV is ECG-sized
+    nan_held = popped.copy()
+    nan_held[-int(0.3 * FS) :] = np.nan
+    assert "settling" in assess_quality(x + 20.0, FS, before=nan_held, settle=settle).flags
+    assert assess_quality(x + 3.0, FS, before=before, settle=settle).ok
+    # the envelope is the filter's step response bound
+    y = signal.sosfilt(design_bandpass(FS, 0.5, 40.0), np.ones(settle.size))
+    assert np.all(settle >= np.abs(y) - 1e-12) and np.all(np.diff(settle) <= 0)
+    with pytest.raises(BlockError):
+        assess_quality(x, FS, before=np.zeros((10, 2)), settle=settle)
