@@ -146,7 +146,7 @@ def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[
         ref = net(torch.from_numpy(ex.x)).numpy()
     y32 = run_onnx(fp32, ex.x)
     parity = compare(ref, y32).max_rel
-    if parity > DENOISER_PARITY_TOL:
+    if not parity <= DENOISER_PARITY_TOL:  # NaN fails too
         raise ParityError(
             f"denoiser torch vs ONNX FP32 relative error {parity:.2e} > {DENOISER_PARITY_TOL:.0e}",
             max_rel=parity,

@@ -65,6 +65,21 @@ def _provenance(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def _precision_sentence(m: dict[str, Any]) -> str:
+    """What precisions the bundle's files carry, read from its file list."""
+    per: dict[str, list[str]] = {}
+    for f in m["files"]:
+        if f["role"] == "embedder":
+            per.setdefault(f.get("modality", "raw"), []).append(f["precision"])
+    others = sorted({f["precision"] for f in m["files"] if f["role"] in ("fusion", "head")})
+    said = "; ".join(f"{mod}: {', '.join(p)}" for mod, p in per.items())
+    return (
+        f"Extractor precisions: {said}; fusion and head: {', '.join(others)}. The SDK runs "
+        "the most compact precision present unless told otherwise (`precision=`); an INT8 "
+        "graph ships only if it passed the accuracy gate (`provenance.int8_calibration`)."
+    )
+
+
 def _multimodal_section(m: dict[str, Any]) -> list[str]:
     """The three modalities, their extractors and t, and the fusion ablation of the run."""
     t = m["diffusion"]["default_t"]
@@ -73,8 +88,8 @@ def _multimodal_section(m: dict[str, Any]) -> list[str]:
         "",
         "Each modality has its own diffusion-pretrained extractor and its own t; the bottleneck",
         "maps (pooled to tokens) are fused by one cross-modal attention layer (`fusion.onnx`);",
-        "the head sees every embedding, the fused features and the RR features. All FP32 (the",
-        "raw INT8 graph was chosen for the raw-only head and is not carried over).",
+        "the head sees every embedding, the fused features and the RR features.",
+        _precision_sentence(m),
         "",
         "| modality | input | extractor | default t | run |",
         "|---|---|---|---|---|",

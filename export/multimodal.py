@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from export.errors import ParityError
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_head, export_module
-from export.quantize import mixed_precision_int8
+from export.quantize import mixed_precision_int8, quantizable_nodes
 from sdk.bundle import load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
@@ -250,7 +250,8 @@ def _add_int8(
         "drop": drop,
         "limit": INT8_LIMIT,
     }
-    if max(drop.values()) > INT8_LIMIT:  # refused: the bundle stays FP32, and says so
+    nothing_quantized = set(quantizable_nodes(out / "embedder.fp32.onnx")) <= set(kept)
+    if nothing_quantized or not max(drop.values()) <= INT8_LIMIT:  # refused: stays FP32
         manifest["files"].remove(entry)
         (out / "embedder.int8.onnx").unlink()
         result["shipped"] = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,11 @@ class Parity:
 
 
 def compare(reference: np.ndarray, other: np.ndarray) -> Parity:
-    diff = np.abs(reference.astype(np.float64) - other.astype(np.float64))
-    scale = max(float(np.abs(reference).max()), 1e-12)
+    """Largest absolute and relative difference; ``inf`` for outputs of another shape or
+    with NaN/inf in either (a gate ``not parity.ok(tol)`` then fails, as it must)."""
+    a, b = np.asarray(reference, np.float64), np.asarray(other, np.float64)
+    if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return Parity(math.inf, math.inf)
+    diff = np.abs(a - b)
+    scale = max(float(np.abs(a).max()), 1e-12)
     return Parity(float(diff.max()), float(diff.max() / scale))

@@ -146,7 +146,8 @@ def mixed_precision_int8(
     ``error_of(model_path)`` scores a quantized model (e.g. the mean change of the head's class
     probabilities on calibration windows). If full INT8 exceeds ``budget``, each layer's
     sensitivity is measured alone, and the largest set of least sensitive layers whose joint
-    error stays within ``budget`` is quantized. Returns the nodes kept in float and the error.
+    error stays within ``budget`` is quantized. Returns the nodes kept in float and the error;
+    when no layer fits, every node and the least sensitive layer's error (above ``budget``).
     """
     nodes = quantizable_nodes(fp32_path)
     say = progress or (lambda _msg: None)
@@ -177,4 +178,7 @@ def mixed_precision_int8(
             lo = mid
         else:
             hi = mid - 1
+    if lo == 0:  # no layer fits: the file is FP32; the error says by how much INT8 misses
+        error_with([])
+        return order, sensitivity[order[0]]
     return order[lo:], error_with(order[:lo])

@@ -45,6 +45,7 @@ from sdk.trt_runtime import (
     profile_shapes,
     tensorrt_module,
     trt_major,
+    trtexec_engine_name,
     write_engine_checksum,
 )
 
@@ -280,16 +281,17 @@ def _shape_arg(profile: Shapes, k: int) -> str:
 
 
 def trtexec_command(
-    onnx_name: str, precision: str, profile: Shapes, *, trt_major_version: int
+    onnx_name: str, precision: str, profile: Shapes, *, trt_major_version: int, sha256: str
 ) -> str:
-    """The trtexec line building ``onnx_name`` as ``<stem>.engine`` (what the SDK looks for)."""
+    """The trtexec line building ``onnx_name`` (whose SHA-256 is ``sha256``) as the engine the
+    SDK looks for (:func:`sdk.trt_runtime.trtexec_engine_name`)."""
     parts = ["trtexec", f"--onnx={onnx_name}"]
     if trt_major_version >= 11 or precision == "fp16":
         parts.append("--stronglyTyped")  # precision from the graph; FP32 islands stay FP32
     elif precision == "int8":
         parts.append("--int8")  # explicit quantization: Q/DQ scales, no --calib
     parts += [f"--{k}Shapes={_shape_arg(profile, i)}" for i, k in enumerate(("min", "opt", "max"))]
-    engine = f"{Path(onnx_name).stem}.engine"
+    engine = trtexec_engine_name(onnx_name, sha256)
     parts.append(f"--saveEngine={engine}")
     parts.append(f"&& sha256sum {engine} > {engine}.sha256")  # the SDK checks it before loading
     return " ".join(parts)
@@ -309,6 +311,8 @@ def trtexec_lines(
         profile = profile_shapes(f.inputs, max_batch=max_batch)
         for major in out:
             out[major].append(
-                trtexec_command(f.path, f.precision, profile, trt_major_version=major)
+                trtexec_command(
+                    f.path, f.precision, profile, trt_major_version=major, sha256=f.sha256
+                )
             )
     return out

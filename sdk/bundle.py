@@ -12,14 +12,17 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from sdk.errors import BundleError
+from sdk.errors import BundleError, ConfigError
 from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
 from sdk.preprocess import PreprocessSpec
 
@@ -27,6 +30,10 @@ SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 ROLES = ("embedder", "fusion", "head", "denoiser", "inference_noise")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Largest model file read without a ``bytes`` entry in the manifest
+MAX_FILE_BYTES = 1 << 30
+#: Largest manifest read
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class ModelFile:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     modality: str = "raw"  # for embedders and inference noise: which input they belong to
+    size: int | None = None  # the manifest's ``bytes``: reads stop there
 
 
 @dataclass(frozen=True)
@@ -113,12 +121,95 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tensor_specs(raw: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(r["name"], r["dtype"], tuple(r["shape"])) for r in raw)
+def manifest_int(value: Any, what: str) -> int:
+    """A JSON integer (an integral float such as ``2.0`` too), never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    return int(value)
+
+
+def manifest_number(value: Any, what: str) -> float:
+    """A finite JSON number, never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return float(value)
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    """A non-empty list of unique, non-empty strings."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{what} must be a non-empty list of names, got {value!r}")
+    if not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+        raise ValueError(f"{what} must hold unique non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def _tensor_specs(raw: Any, what: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(raw, list):
+        raise ValueError(f"{what} must be a list, got {raw!r}")
+    specs = []
+    for r in raw:
+        name, dtype, shape = r["name"], r["dtype"], r["shape"]
+        if not (isinstance(name, str) and isinstance(dtype, str) and isinstance(shape, list)):
+            raise ValueError(f"{what}: name and dtype must be strings, shape a list, got {r!r}")
+        axes = tuple(
+            a if a is None or isinstance(a, str) else manifest_int(a, f"{name} axis") for a in shape
+        )
+        specs.append(TensorSpec(name, dtype, axes))
+    return tuple(specs)
+
+
+def _path_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a file inside the bundle (None: it can)."""
+    pure = PurePosixPath(value)
+    if not value or "\x00" in value or "\\" in value:
+        return "must be a non-empty POSIX path without NUL or backslash"
+    if pure.is_absolute() or ".." in pure.parts:
+        return "must be relative to the bundle, without '..'"
+    return None
+
+
+def _model_file(f: Any) -> ModelFile:
+    size = f.get("bytes")
+    return ModelFile(
+        _string(f["path"], "file path"),
+        str(f["role"]),
+        str(f["precision"]),
+        f["sha256"],
+        _tensor_specs(f.get("inputs", []), f"{f['path']} inputs"),
+        _tensor_specs(f.get("outputs", []), f"{f['path']} outputs"),
+        str(f.get("modality", "raw")),
+        None if size is None else manifest_int(size, f"{f['path']} bytes"),
+    )
+
+
+def _preprocess(raw: Any) -> PreprocessSpec:
+    if not isinstance(raw, dict) or set(raw) != {"fs", "low_hz", "high_hz", "order"}:
+        raise ValueError(f"preprocess must give fs, low_hz, high_hz and order, got {raw!r}")
+    return PreprocessSpec(
+        fs=manifest_number(raw["fs"], "preprocess.fs"),
+        low_hz=manifest_number(raw["low_hz"], "preprocess.low_hz"),
+        high_hz=manifest_number(raw["high_hz"], "preprocess.high_hz"),
+        order=manifest_int(raw["order"], "preprocess.order"),
+    )
 
 
 def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifest:
-    """Validate and parse a manifest dict; raise :class:`BundleError` on any defect."""
+    """Validate and parse a manifest dict; raise :class:`BundleError` on any defect.
+
+    Types are checked, not coerced: integers are JSON integers, numbers finite, names lists of
+    unique strings, file paths relative to the bundle without ``..``.
+    """
     if not isinstance(data, dict):
         raise BundleError("manifest must be a JSON object", path=path, reason="malformed")
     version = data.get("schema_version")
@@ -129,44 +220,35 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
             reason="schema_version",
         )
     try:
-        files = tuple(
-            ModelFile(
-                f["path"],
-                f["role"],
-                f["precision"],
-                f["sha256"],
-                _tensor_specs(f.get("inputs", [])),
-                _tensor_specs(f.get("outputs", [])),
-                str(f.get("modality", "raw")),
-            )
-            for f in data["files"]
-        )
+        if not isinstance(data["files"], list):
+            raise ValueError("files must be a list")
+        files = tuple(_model_file(f) for f in data["files"])
+        diffusion = data["diffusion"]
         manifest = Manifest(
             name=str(data["name"]),
-            preprocess=PreprocessSpec(**data["preprocess"]),
-            window_samples=int(data["window_samples"]),
-            hop_samples=int(data["hop_samples"]),
-            leads=tuple(data["leads"]),
-            classes=tuple(data["classes"]),
-            thresholds={k: float(v) for k, v in data["thresholds"].items()},
-            alphas_cumprod=np.asarray(data["diffusion"]["alphas_cumprod"], dtype=np.float64),
-            default_t={k: int(v) for k, v in data["diffusion"]["default_t"].items()},
+            preprocess=_preprocess(data["preprocess"]),
+            window_samples=manifest_int(data["window_samples"], "window_samples"),
+            hop_samples=manifest_int(data["hop_samples"], "hop_samples"),
+            leads=_names(data["leads"], "leads"),
+            classes=_names(data["classes"], "classes"),
+            thresholds={str(k): manifest_number(v, k) for k, v in data["thresholds"].items()},
+            alphas_cumprod=np.asarray(diffusion["alphas_cumprod"], dtype=np.float64),
+            default_t={
+                str(k): manifest_int(v, f"default_t {k}") for k, v in diffusion["default_t"].items()
+            },
             head_features=dict(data["head_features"]),
             files=files,
             provenance=dict(data.get("provenance", {})),
             metrics=dict(data.get("metrics", {})),
             modality_specs={k: dict(v) for k, v in data.get("modalities", {}).items()},
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise BundleError(f"malformed manifest: {exc!r}", path=path, reason="malformed") from exc
     for f in files:
-        if not isinstance(f.path, str) or not isinstance(f.sha256, str):
-            raise BundleError(
-                f"file entry {f.path!r}: path and sha256 must be strings",
-                path=path,
-                reason="malformed",
-            )
-        if not _SHA256.fullmatch(f.sha256):
+        problem = _path_problem(f.path)
+        if problem is not None:
+            raise BundleError(f"file path {f.path!r} {problem}", path=path, reason="path")
+        if not isinstance(f.sha256, str) or not _SHA256.fullmatch(f.sha256):
             raise BundleError(
                 f"file entry {f.path!r}: sha256 must be 64 lowercase hex digits",
                 path=path,
@@ -174,6 +256,10 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
             )
     _check_consistency(manifest, path)
     return manifest
+
+
+def _tensor(specs: tuple[TensorSpec, ...], name: str) -> TensorSpec | None:
+    return next((t for t in specs if t.name == name), None)
 
 
 def _check_consistency(m: Manifest, path: str) -> None:
@@ -192,6 +278,18 @@ def _check_consistency(m: Manifest, path: str) -> None:
     for modality in m.modalities:
         if not any(f.role == "inference_noise" and f.modality == modality for f in m.files):
             problems.append(f"no inference noise for the {modality} embedder")
+    for f in m.files:
+        if f.role == "embedder" and f.modality != "raw" and _tensor(f.inputs, "x") is None:
+            problems.append(f"{f.path}: a {f.modality} embedder must declare its input 'x'")
+        if f.role == "head":
+            proba = _tensor(f.outputs, "probabilities")
+            if _tensor(f.inputs, "features") is None or proba is None:
+                problems.append(f"{f.path}: a head must declare 'features' and 'probabilities'")
+            elif not proba.shape or proba.shape[-1] != len(m.classes):
+                problems.append(
+                    f"{f.path}: probabilities {list(proba.shape)} do not give one per class "
+                    f"({len(m.classes)}: {list(m.classes)})"
+                )
     if not all(np.isfinite(v) for v in m.thresholds.values()):
         problems.append("thresholds must be finite")
     abar = m.alphas_cumprod
@@ -237,15 +335,22 @@ class Bundle:
     def verified_bytes(self, f: ModelFile) -> bytes:
         """The file's bytes, checked against the manifest's SHA-256 as they are read, so what
         is used is exactly what was verified (a file replaced after :func:`load_bundle` is
-        refused with reason ``"checksum"``)."""
+        refused with reason ``"checksum"``). Only a regular file is read, and no more than
+        the manifest's ``bytes`` (else :data:`MAX_FILE_BYTES`)."""
         path = self.path_of(f)
+        limit = f.size if f.size is not None else MAX_FILE_BYTES
         try:
-            data = path.read_bytes()
-        except OSError as exc:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                regular = stat.S_ISREG(st.st_mode) and st.st_size <= limit
+                data = fh.read(limit + 1) if regular else b""
+        except (OSError, ValueError) as exc:
             raise BundleError(f"cannot read: {exc}", path=str(path), reason="missing") from exc
-        if hashlib.sha256(data).hexdigest() != f.sha256:
+        if not regular or len(data) > limit or hashlib.sha256(data).hexdigest() != f.sha256:
             raise BundleError(
-                "changed since the bundle was verified (SHA-256 differs from the manifest)",
+                "changed since the bundle was verified (not the regular file of the manifest's "
+                "size and SHA-256)",
                 path=str(path),
                 reason="checksum",
             )
@@ -257,14 +362,21 @@ class Bundle:
         f = self.manifest.file("inference_noise", modality=modality)
         try:
             stored = np.load(io.BytesIO(self.verified_bytes(f)), allow_pickle=False)
+            if not isinstance(stored, np.ndarray) or stored.dtype.kind not in "fiu":
+                raise ValueError(f"dtype {getattr(stored, 'dtype', type(stored))} is not numeric")
             noise = np.asarray(stored, dtype=np.float32)
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, TypeError, OSError, EOFError) as exc:
             raise BundleError(
                 f"not a numeric .npy array: {exc}", path=str(self.path_of(f)), reason="malformed"
             ) from exc
+        if not np.all(np.isfinite(noise)):
+            raise BundleError(
+                "inference noise holds NaN or inf", path=str(self.path_of(f)), reason="malformed"
+            )
         expected: tuple[object, ...] = (1, len(self.manifest.leads), self.manifest.window_samples)
         if modality != "raw":
-            x = self.manifest.file("embedder", modality=modality).inputs[0]
+            x = _tensor(self.manifest.file("embedder", modality=modality).inputs, "x")
+            assert x is not None  # parse_manifest requires it
             expected = (1, *x.shape[1:])
         if noise.shape != expected:
             raise BundleError(
@@ -281,6 +393,12 @@ def load_bundle(root: Path | str) -> Bundle:
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise BundleError("manifest.json not found", path=str(manifest_path), reason="missing")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(
+            f"manifest larger than {MAX_MANIFEST_BYTES} bytes",
+            path=str(manifest_path),
+            reason="malformed",
+        )
     raw = manifest_path.read_bytes()
     try:
         data = json.loads(raw)
@@ -299,10 +417,14 @@ def load_bundle(root: Path | str) -> Bundle:
                 f"streaming entry lacks {exc}", path=str(manifest_path), reason="malformed"
             ) from exc
     for f in checked:
-        file_path = (root / f.path).resolve()
+        try:
+            file_path = (root / f.path).resolve()
+            is_file = file_path.is_file()
+        except (OSError, ValueError) as exc:  # too long, NUL, a loop of links
+            raise BundleError(f"unusable file path: {exc}", path=f.path, reason="path") from exc
         if root.resolve() not in file_path.parents:
             raise BundleError("file path escapes the bundle", path=f.path, reason="path")
-        if not file_path.is_file():
+        if not is_file:
             raise BundleError(
                 "listed in the manifest but missing", path=str(file_path), reason="missing"
             )

@@ -77,7 +77,11 @@ class WindowClassifier:
         self.fusion = None
         if m.has("fusion"):
             fusion_spec = m.file("fusion")
-            self.fusion = load(bundle.path_of(fusion_spec), data=bundle.verified_bytes(fusion_spec))
+            self.fusion = load(
+                bundle.path_of(fusion_spec),
+                spec=fusion_spec,
+                data=bundle.verified_bytes(fusion_spec),
+            )
         head_spec = m.file("head")
         self.head = load(
             bundle.path_of(head_spec), spec=head_spec, data=bundle.verified_bytes(head_spec)

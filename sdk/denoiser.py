@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from sdk.bundle import Bundle
-from sdk.errors import ConfigError
+from sdk.errors import BundleError, ConfigError
 from sdk.preprocess import MIN_STD_MV, standardize_window
 from sdk.runtime import OnnxModel
 
@@ -45,6 +45,13 @@ class WindowDenoiser:
             data=bundle.verified_bytes(spec),
         )
         shape = self.model.session.get_inputs()[0].shape
+        if len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]):
+            raise BundleError(
+                f"the denoiser's input must be (batch, leads, window) with fixed leads and "
+                f"window, got {shape}",
+                path=str(bundle.path_of(spec)),
+                reason="shape",
+            )
         self.leads, self.window = int(shape[1]), int(shape[2])
         if self.window != bundle.manifest.window_samples:
             raise ConfigError(

@@ -20,10 +20,13 @@ class WindowEvent:
     ----------
     index : window number in the stream, from 0.
     start_s, end_s : stream time (s) of the window's first sample and just past its last.
-    label : most probable class (``probabilities`` argmax).
+    label : most probable class (``probabilities`` argmax); ``""`` when the model gave
+        non-finite probabilities (the window is then flagged and counted in
+        ``StreamStats.model_failures``).
     probabilities : class name → probability, in the bundle's class order.
     quality : signal-quality report of the raw samples under the window.
-    flagged : True when the quality check failed or the window holds a gap; episodes ignore it.
+    flagged : True when the quality check failed, the window holds a gap or the model failed;
+        episodes ignore it.
     heart_rate_bpm : from the streaming R-peaks inside the window, None if too few beats.
     n_beats : R-peaks inside the window.
     t : diffusion step the embedder ran at.

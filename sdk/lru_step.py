@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdk.bundle import Bundle, ModelFile
+from sdk.bundle import Bundle, ModelFile, TensorSpec, manifest_int, manifest_number
 from sdk.errors import BlockError, BundleError
 from sdk.runtime import open_model
 
@@ -84,23 +84,23 @@ def streaming_spec(bundle: Bundle) -> StreamingSpec:
             reason="streaming_layout",
         )
     try:
+        sizes = {
+            k: manifest_int(entry[k], k)
+            for k in ("hop_samples", "blocks_per_window", "layers", "d_state", "emb_dim")
+        }
+        if min(sizes.values()) < 1:
+            raise ValueError(f"sizes must be >= 1, got {sizes}")
         spec = StreamingSpec(
             path=str(entry["path"]),
             sha256=str(entry["sha256"]),
-            hop_samples=int(entry["hop_samples"]),
-            blocks_per_window=int(entry["blocks_per_window"]),
-            layers=int(entry["layers"]),
-            d_state=int(entry["d_state"]),
-            emb_dim=int(entry["emb_dim"]),
-            empty_reducer_m=float(entry["empty_reducer_m"]),
+            empty_reducer_m=manifest_number(entry["empty_reducer_m"], "empty_reducer_m"),
+            **sizes,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(
             f"streaming entry is malformed: {exc!r}", path=str(path), reason="malformed"
         ) from exc
-    if list(entry.get("inputs", [])) != list(STEP_INPUTS) or list(entry.get("outputs", [])) != list(
-        STEP_OUTPUTS
-    ):
+    if entry.get("inputs") != list(STEP_INPUTS) or entry.get("outputs") != list(STEP_OUTPUTS):
         raise BundleError(
             f"streaming entry must list inputs {list(STEP_INPUTS)} and outputs "
             f"{list(STEP_OUTPUTS)}",
@@ -125,9 +125,28 @@ class StepEmbedder:
     def __init__(self, bundle: Bundle, *, backend: str = "cpu", threads: int = 1) -> None:
         self.spec = streaming_spec(bundle)
         path = bundle.root / self.spec.path
-        step_file = ModelFile(self.spec.path, "embedder", "fp32", self.spec.sha256)
+        s = self.spec
+        state = (
+            TensorSpec("lru_state", "float32", ("batch", s.layers, 2 * s.d_state)),
+            TensorSpec("reducer", "float32", ("batch", s.blocks_per_window, 3, s.emb_dim)),
+        )
+        step_file = ModelFile(
+            s.path,
+            "embedder",
+            "fp32",
+            s.sha256,
+            inputs=(TensorSpec("x_block", "float32", ("batch", 1, s.hop_samples)), *state),
+            outputs=(
+                TensorSpec("embedding", "float32", ("batch", s.emb_dim)),
+                *(TensorSpec(f"new_{t.name}", t.dtype, t.shape) for t in state),
+            ),
+        )
         self.model = open_model(
-            path, backend=backend, threads=threads, data=bundle.verified_bytes(step_file)
+            path,
+            backend=backend,
+            threads=threads,
+            spec=step_file,  # the state geometry of the manifest is the model's
+            data=bundle.verified_bytes(step_file),
         )
         if list(self.model.input_names) != list(STEP_INPUTS) or list(
             self.model.output_names

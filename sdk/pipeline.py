@@ -35,7 +35,7 @@ from sdk.calibration.profile import UserProfile, load_profile
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.episodes import EpisodeTracker
-from sdk.errors import BlockError, ConfigError, ProfileError, SampleRateError
+from sdk.errors import BlockError, BundleError, ConfigError, ProfileError, SampleRateError
 from sdk.events import Event, WindowEvent
 from sdk.filters import design_bandpass, step_envelope
 from sdk.lru_step import streaming_spec
@@ -65,6 +65,8 @@ MAX_ABS_MV = 1000.0
 #: Timestamps must resolve this fraction of a sample period in float64 (|t| up to about
 #: 3e10 s at 250 Hz: epoch seconds pass, epoch microseconds do not).
 TIMESTAMP_RESOLUTION = 1e-3
+#: The class whose episodes (onset, offset) the pipeline tracks: atrial fibrillation.
+EPISODE_LABEL = "A"
 #: Window latencies kept in :attr:`StreamStats.latencies_ms` (the most recent).
 LATENCY_HISTORY = 100_000
 
@@ -82,6 +84,8 @@ class StreamStats:
     gap_s: float = 0.0
     windows: int = 0
     windows_flagged: int = 0
+    #: windows whose model output was not finite (label ``""``, flagged; a broken bundle)
+    model_failures: int = 0
     callback_errors: int = 0
     #: analysis latency of the most recent :data:`LATENCY_HISTORY` windows
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_HISTORY))
@@ -138,6 +142,13 @@ class StreamPipeline:
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
+        if EPISODE_LABEL not in m.classes:
+            raise BundleError(
+                f"the bundle's classes {list(m.classes)} lack {EPISODE_LABEL!r}, the rhythm "
+                "whose episodes the pipeline tracks",
+                path=str(self.bundle.root),
+                reason="inconsistent",
+            )
         if not 0 <= lead < n_leads:
             raise ConfigError(f"0 <= lead ({lead}) < n_leads ({n_leads}) must hold", field="lead")
         self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
@@ -197,7 +208,7 @@ class StreamPipeline:
         # the tracker's smoothing is per window; keep its time constant at another hop
         alpha = 1.0 - (1.0 - EpisodeTracker.alpha) ** (self.hop / m.hop_samples)
         self.episodes = EpisodeTracker(
-            label="A",
+            label=EPISODE_LABEL,
             alpha=alpha,
             on=m.thresholds.get("episode_on", 0.6),
             off=m.thresholds.get("episode_off", 0.4),
@@ -483,12 +494,16 @@ class StreamPipeline:
         proba = self._probabilities(seg, peaks, step)
         latency_ms = 1000.0 * (time.perf_counter() - tic) + (step[1] if step else 0.0)
         classes = self.bundle.manifest.classes
-        flagged = not quality.ok
+        failed = not np.all(np.isfinite(proba))
+        if failed:
+            self.stats.model_failures += 1
+            _log.warning("window %d: the model gave non-finite probabilities", self.stats.windows)
+        flagged = failed or not quality.ok
         event = WindowEvent(
             index=self.stats.windows,
             start_s=float(times[0]),
             end_s=float(times[-1] + 1.0 / self.fs),
-            label=classes[int(np.argmax(proba))],
+            label="" if failed else classes[int(np.argmax(proba))],
             probabilities={c: float(p) for c, p in zip(classes, proba)},
             quality=quality,
             flagged=flagged,

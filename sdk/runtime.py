@@ -16,6 +16,7 @@ onnxruntime and tensorrt are imported lazily so that importing :mod:`sdk` stays 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,12 @@ import numpy as np
 
 from sdk.bundle import BundleError, Manifest, ModelFile
 from sdk.errors import AcceleratorError, MissingDependencyError
-from sdk.ort_trt_cache import cache_signature, check_engine_cache, record_engine_cache
+from sdk.ort_trt_cache import (
+    CACHE_PREFIX,
+    cache_signature,
+    check_engine_cache,
+    record_engine_cache,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -66,7 +72,12 @@ class Model(Protocol):
 
 
 def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path) -> dict[str, Any]:
-    """TensorRT EP options: engine cache, INT8 for Q/DQ graphs, the window's shape profile."""
+    """TensorRT EP options: engine cache, INT8 for Q/DQ graphs, the window's shape profile.
+
+    The provider names its cached engines after the graph's structure, not its weights, so a
+    retrained model of the same architecture would load the old engine: with ``spec`` the
+    cache prefix carries the model's SHA-256 (and keeps :data:`CACHE_PREFIX`, whose files
+    :mod:`sdk.ort_trt_cache` checks)."""
     from sdk.trt_runtime import profile_shapes
 
     opts: dict[str, Any] = {
@@ -75,6 +86,8 @@ def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path) -> dict[str, A
     }
     if spec is None:
         return opts
+    stem = re.sub(r"[^A-Za-z0-9]", "_", Path(spec.path).stem)
+    opts["trt_engine_cache_prefix"] = f"{CACHE_PREFIX}{stem}_{spec.sha256[:16]}"
     # Q/DQ graphs: INT8 with the graph's scales (no calibration table). With no precision flag
     # ONNX Runtime builds a strongly typed network, so an FP16 graph runs as typed.
     opts["trt_int8_enable"] = spec.precision == "int8"
@@ -140,8 +153,8 @@ class OnnxModel:
     cache_dir : where the TensorRT provider caches its engines (default
         ``<default engine dir>/ort``); checked and indexed by :mod:`sdk.ort_trt_cache`.
     data : the model's verified bytes; the session is built from them (``path`` then only
-        names the model in errors), except on ``"tensorrt"``, whose engine cache is keyed
-        by the file.
+        names the model in errors; on ``"tensorrt"`` the engine cache is keyed by the
+        manifest's SHA-256 of them, :func:`_tensorrt_ep_options`).
 
     Not thread-safe for concurrent :meth:`run` calls on one instance.
     """
@@ -188,7 +201,7 @@ class OnnxModel:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            source = data if data is not None and backend != "tensorrt" else str(path)
+            source = data if data is not None else str(path)
             self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BundleError(

@@ -299,6 +299,12 @@ class TrtEngineModel:
             pass
 
 
+def trtexec_engine_name(onnx_path: Path | str, sha256: str) -> str:
+    """The ``--saveEngine`` name of the model card's trtexec lines: ``<onnx stem>.<ONNX
+    sha256[:16]>.engine``, so an engine built from another model's ONNX is never picked up."""
+    return f"{Path(onnx_path).stem}.{sha256[:16]}.engine"
+
+
 def find_engine(
     onnx_path: Path,
     precision: str,
@@ -306,17 +312,22 @@ def find_engine(
     engine_dir: Path | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     device: int = 0,
+    sha256: str | None = None,
 ) -> Path:
     """The cached engine for ``onnx_path`` on this TensorRT and GPU, else a precise error.
 
-    Looks for the keyed name (``ecgedge engines``), then ``<onnx stem>.engine`` (the
-    ``--saveEngine`` name the model card's trtexec lines use).
+    Looks for the keyed name (``ecgedge engines``), then :func:`trtexec_engine_name` (the
+    model card's trtexec lines). Both carry the ONNX file's SHA-256 (``sha256``: the
+    manifest's, else the file is hashed).
     """
     trt = tensorrt_module()
     cc = compute_capability(device)
     folder = Path(engine_dir) if engine_dir else default_engine_dir()
-    keyed = folder / engine_name(onnx_path, precision, trt.__version__, cc, max_batch=max_batch)
-    for candidate in (keyed, folder / f"{Path(onnx_path).stem}.engine"):
+    digest = sha256 or sha256_file(Path(onnx_path))
+    keyed = folder / engine_name(
+        onnx_path, precision, trt.__version__, cc, max_batch=max_batch, sha256=digest
+    )
+    for candidate in (keyed, folder / trtexec_engine_name(onnx_path, digest)):
         if candidate.is_file():
             return candidate
     raise BundleError(
@@ -339,6 +350,11 @@ def open_engine(
 ) -> TrtEngineModel:
     """:class:`TrtEngineModel` for a bundle's ONNX file (its engine looked up in the cache)."""
     path = find_engine(
-        onnx_path, precision, engine_dir=engine_dir, max_batch=max_batch, device=device
+        onnx_path,
+        precision,
+        engine_dir=engine_dir,
+        max_batch=max_batch,
+        device=device,
+        sha256=spec.sha256 if spec is not None else None,
     )
     return TrtEngineModel(path, spec=spec, device=device)

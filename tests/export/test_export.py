@@ -107,3 +107,23 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_in_float(smoke_run, tmp
     assert all(
         penalty[n] < cheapest_kept for n in nodes if n not in kept
     )  # least sensitive go INT8
+    # a budget no single layer meets: nothing is quantized and the error says by how much
+    kept, err = mixed_precision_int8(
+        fp32,
+        tmp_path / "int8.onnx",
+        windows,
+        1,
+        inference_noise(1, cfg.data.window),
+        lambda path: 1.0 + error_of(path),
+        budget=0.5,
+    )
+    assert set(kept) == set(nodes) and err >= 1.0
+
+
+def test_parity_of_nan_or_misshapen_outputs_fails_every_tolerance():
+    from export.onnx_export import compare
+
+    ref = np.ones((2, 4), np.float32)
+    assert compare(ref, ref + 1e-6).ok(1e-4)
+    for other in (np.full((2, 4), np.nan, np.float32), np.ones((1, 4), np.float32)):
+        assert not compare(ref, other).ok(1e30)

@@ -139,9 +139,11 @@ def test_gap_resets_the_state(lru_bundle: Path, ecg: np.ndarray) -> None:
 
     Before the gap: 40 s of ECG, then 10 s of zeros so that the band-pass state has decayed
     (< 1e-6) and the pre-gap samples cannot reach the post-gap ones through the filter; the
-    step model's state and normalization would carry them (see the control below)."""
+    step model's state and normalization would carry them (see the control below). The
+    post-gap signal starts at 0 mV: the filters restart settled at the first post-gap sample,
+    which for 0 is the fresh pipeline's zero state."""
     pre = np.r_[ecg[: 40 * 128], np.zeros(10 * 128)]
-    post, gap_s = ecg[40 * 128 :], 7.0
+    post, gap_s = ecg[40 * 128 :] - ecg[40 * 128], 7.0
     t_post = len(pre) / FS + gap_s
     p, events = run(lru_bundle, [(pre, 0.0), (post, t_post)], stateful=True)
     _, fresh = run(lru_bundle, [(post, None)], stateful=True)

@@ -267,15 +267,21 @@ def test_bundle_engines_check_the_rules_first(monkeypatch, jetson_bundle, tmp_pa
 
 def test_trtexec_lines_per_version():
     profile = {"x": ((1, 1, 1280), (1, 1, 1280), (8, 1, 1280)), "t": ((1,), (1,), (8,))}
-    line10 = trtexec_command("embedder.int8.onnx", "int8", profile, trt_major_version=10)
+    sha = "0123456789abcdef" + "0" * 48
+    line10 = trtexec_command(
+        "embedder.int8.onnx", "int8", profile, trt_major_version=10, sha256=sha
+    )
+    engine = "embedder.int8.0123456789abcdef.engine"  # bound to the ONNX it was built from
     assert line10 == (
         "trtexec --onnx=embedder.int8.onnx --int8 --minShapes=x:1x1x1280,t:1 "
-        "--optShapes=x:1x1x1280,t:1 --maxShapes=x:8x1x1280,t:8 --saveEngine=embedder.int8.engine "
-        "&& sha256sum embedder.int8.engine > embedder.int8.engine.sha256"
+        f"--optShapes=x:1x1x1280,t:1 --maxShapes=x:8x1x1280,t:8 --saveEngine={engine} "
+        f"&& sha256sum {engine} > {engine}.sha256"
     )
-    line11 = trtexec_command("embedder.int8.onnx", "int8", profile, trt_major_version=11)
+    line11 = trtexec_command(
+        "embedder.int8.onnx", "int8", profile, trt_major_version=11, sha256=sha
+    )
     assert "--stronglyTyped" in line11 and "--int8" not in line11
-    fp16 = trtexec_command("embedder.fp16.onnx", "fp16", profile, trt_major_version=10)
+    fp16 = trtexec_command("embedder.fp16.onnx", "fp16", profile, trt_major_version=10, sha256=sha)
     assert "--stronglyTyped" in fp16 and "--fp16" not in fp16
 
 

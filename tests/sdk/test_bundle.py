@@ -144,6 +144,19 @@ def test_a_file_replaced_after_verification_is_refused_when_used(bundle_copy):
         lambda d: d["diffusion"]["alphas_cumprod"].__setitem__(1, float("nan")),
         lambda d: d["thresholds"].update({"episode_on": float("inf")}),
         lambda d: d.update({"files": [f for f in d["files"] if f["path"] != "noise.lorenz.npy"]}),
+        lambda d: d.update({"window_samples": 1280.9}),
+        lambda d: d.update({"hop_samples": "640"}),
+        lambda d: d.update({"leads": "ECG"}),
+        lambda d: d.update({"classes": ["N", "A", "O"]}),
+        lambda d: d.update({"classes": ["N", "A", "A", "~"]}),
+        lambda d: d["preprocess"].update({"fs": float("inf")}),
+        lambda d: d["diffusion"]["default_t"].update({"raw": 1.9}),
+        lambda d: d["files"][0].update({"bytes": "1"}),
+        lambda d: d["files"][0]["outputs"][0].update({"shape": "abc"}),
+        lambda d: [
+            f.update({"inputs": []}) for f in d["files"] if f["path"].endswith("lorenz.fp32.onnx")
+        ],
+        lambda d: [f.update({"outputs": []}) for f in d["files"] if f["role"] == "head"],
     ],
     ids=[
         "files-not-a-list",
@@ -154,6 +167,17 @@ def test_a_file_replaced_after_verification_is_refused_when_used(bundle_copy):
         "nan-abar",
         "inf-threshold",
         "noise-of-a-modality-missing",
+        "window-not-integer",
+        "hop-string",
+        "leads-string",
+        "classes-fewer-than-head-outputs",
+        "classes-duplicate",
+        "fs-inf",
+        "default-t-float",
+        "bytes-string",
+        "shape-string",
+        "modality-embedder-without-x",
+        "head-without-probabilities",
     ],
 )
 def test_malformed_manifests_are_refused_with_a_bundle_error(bundle_copy, change):
@@ -161,6 +185,101 @@ def test_malformed_manifests_are_refused_with_a_bundle_error(bundle_copy, change
     with pytest.raises(BundleError) as err:
         load_bundle(bundle_copy)
     assert err.value.reason in ("malformed", "inconsistent", "schema_version")
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "a/../../b", "noise.npy\x00x", "..\\noise.npy"])
+def test_file_paths_outside_the_bundle_or_unusable_are_refused(bundle_copy, bad):
+    edit_manifest(bundle_copy, lambda d: d["files"][1].update(path=bad))
+    with pytest.raises(BundleError) as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "path"
+
+
+def rehash(root, name, data):
+    """Replace a file and update its manifest entry, as a faulty export would."""
+    import hashlib
+
+    (root / name).write_bytes(data)
+
+    def change(d):
+        for f in d["files"]:
+            if f["path"] == name:
+                f.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+    edit_manifest(root, change)
+
+
+def test_non_finite_or_non_numeric_inference_noise_is_refused(bundle_copy):
+    import io
+
+    import numpy as np
+
+    for stored in (
+        np.full((1, 1, 1280), np.nan, np.float32),
+        np.zeros((1, 1, 1280), dtype=[("a", "f4")]),
+        np.array(["1"] * 1280).reshape(1, 1, 1280),
+    ):
+        buf = io.BytesIO()
+        np.save(buf, stored)
+        rehash(bundle_copy, "noise.npy", buf.getvalue())
+        with pytest.raises(BundleError) as err:
+            load_bundle(bundle_copy).inference_noise()
+        assert err.value.reason == "malformed"
+
+
+def test_a_bundle_without_the_af_class_cannot_stream(bundle_copy):
+    from sdk.pipeline import StreamPipeline
+
+    edit_manifest(bundle_copy, lambda d: d.update(classes=["N", "AF", "O", "~"]))
+    with pytest.raises(BundleError) as err:
+        StreamPipeline(bundle_copy, fs_in=128.0)
+    assert err.value.reason == "inconsistent" and "'A'" in str(err.value)
+
+
+def test_a_file_swapped_for_a_fifo_or_a_larger_file_is_refused_without_reading_it(bundle_copy):
+    import os
+
+    b = load_bundle(bundle_copy)
+    spec = b.manifest.file("head")
+    head = b.root / spec.path
+    head.unlink()
+    os.mkfifo(head)  # opening it for reading would block forever
+    with pytest.raises(BundleError) as err:
+        b.verified_bytes(spec)
+    assert err.value.reason == "checksum"
+    head.unlink()
+    head.write_bytes(b"\x00" * (spec.size + 1))
+    with pytest.raises(BundleError) as err:
+        b.verified_bytes(spec)
+    assert err.value.reason == "checksum"
+
+
+def test_a_malformed_streaming_entry_is_refused(bundle_copy):
+    import hashlib
+
+    from sdk.lru_step import STEP_INPUTS, STEP_OUTPUTS, streaming_spec
+
+    head = bundle_copy / "head.onnx"
+    entry = {
+        "path": "head.onnx",
+        "sha256": hashlib.sha256(head.read_bytes()).hexdigest(),
+        "state_layout": "packed-v2",
+        "hop_samples": -128,
+        "blocks_per_window": -10,
+        "layers": 2,
+        "d_state": 8,
+        "emb_dim": 16,
+        "empty_reducer_m": 0.0,
+        "inputs": list(STEP_INPUTS),
+        "outputs": list(STEP_OUTPUTS),
+    }
+    sane = {"hop_samples": 128, "blocks_per_window": 10}
+    for bad in ({}, {"empty_reducer_m": float("nan")}, {"hop_samples": 12.5}, {"inputs": 3}):
+        streaming = {**entry, **sane, **bad} if bad else entry
+        edit_manifest(bundle_copy, lambda d, s=streaming: d.update(streaming=s))
+        with pytest.raises(BundleError) as err:
+            streaming_spec(load_bundle(bundle_copy))
+        assert err.value.reason == "malformed"
 
 
 def test_manifest_that_is_not_an_object_or_nests_too_deep_is_refused(bundle_copy):

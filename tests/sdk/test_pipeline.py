@@ -358,3 +358,20 @@ def test_a_window_right_after_an_in_range_artefact_is_flagged_settling(bundle, e
     starting = [w for w in wins if w.start_s == pytest.approx(at / FS)]
     assert starting and starting[0].quality.flags == ("settling",)
     assert all(not w.flagged for w in wins if w.start_s >= at / FS + 5.0)
+
+
+def test_a_window_the_model_fails_on_is_flagged_counted_and_the_stream_goes_on(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
+    real, calls = p.classifier.classify, []
+
+    def classify(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return np.full_like(out, np.nan) if len(calls) == 2 else out
+
+    p.classifier.classify = classify
+    events = windows_of(p.push(ecg.signal) + p.close())
+    assert p.stats.model_failures == 1 and len(events) == len(calls) > 2
+    failed = events[1]
+    assert failed.flagged and failed.label == "" and failed.quality.ok
+    assert all(e.label in bundle.manifest.classes and not e.flagged for e in events[2:])

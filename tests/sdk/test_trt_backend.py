@@ -245,6 +245,10 @@ def test_ort_tensorrt_options_carry_the_window_profile(tmp_path):
     assert opts["trt_int8_enable"] is True and opts["trt_engine_cache_path"] == str(tmp_path)
     assert opts["trt_profile_min_shapes"] == "x:1x1x1280,t:1,noise:1x1x1280"
     assert opts["trt_profile_max_shapes"] == "x:8x1x1280,t:8,noise:8x1x1280"
+    # engines are keyed by the model's checksum (a retrained model of the same graph must not
+    # load the old engine), under the prefix whose files the cache check covers
+    prefix = f"TensorrtExecutionProvider_embedder_int8_{spec.sha256[:16]}"
+    assert opts["trt_engine_cache_prefix"] == prefix
 
 
 def test_profile_shapes_and_engine_names():
@@ -263,13 +267,20 @@ def test_missing_engine_says_how_to_build_it(fakes, tmp_path):
     with pytest.raises(BundleError) as err:
         find_engine(BUNDLE / "head.onnx", "fp32", engine_dir=tmp_path)
     assert err.value.reason == "engine" and "ecgedge engines --bundle" in str(err.value)
-    (tmp_path / "head.engine").write_bytes(b"x")  # a trtexec --saveEngine=head.engine build
-    assert find_engine(BUNDLE / "head.onnx", "fp32", engine_dir=tmp_path).name == "head.engine"
+    sha = load_bundle(BUNDLE).manifest.file("head").sha256
+    (tmp_path / "head.engine").write_bytes(b"x")  # built from some head.onnx: which one?
+    with pytest.raises(BundleError):
+        find_engine(BUNDLE / "head.onnx", "fp32", engine_dir=tmp_path)
+    built = tmp_path / f"head.{sha[:16]}.engine"  # the model card's trtexec --saveEngine name
+    built.write_bytes(b"x")
+    assert find_engine(BUNDLE / "head.onnx", "fp32", engine_dir=tmp_path) == built
 
 
 def test_stale_engine_is_a_typed_error(fakes, tmp_path):
-    (tmp_path / "head.engine").write_bytes(b"stale")
-    write_engine_checksum(tmp_path / "head.engine", b"stale")  # trtexec line's sha256sum
+    sha = load_bundle(BUNDLE).manifest.file("head").sha256
+    stale = tmp_path / f"head.{sha[:16]}.engine"
+    stale.write_bytes(b"stale")
+    write_engine_checksum(stale, b"stale")  # trtexec line's sha256sum
     with pytest.raises(AcceleratorError, match="another TensorRT version") as err:
         open_model(BUNDLE / "head.onnx", backend="trt-engine", engine_dir=tmp_path)
     assert err.value.reason == "engine"
