@@ -9,6 +9,7 @@ records as a gap. Duplicates are dropped, overlaps trimmed, short reorderings un
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,13 +38,28 @@ class DecodedFrame:
         return int(self.samples_mv.shape[0])
 
 
+#: sequence numbers given up as lost that an assembler remembers, so that a frame arriving
+#: after all is counted ``late`` rather than as a duplicate
+LATE_MEMORY = 256
+
+
 @dataclass
 class AssemblyStats:
+    """What a :class:`FrameAssembler` counts.
+
+    ``frames`` / ``samples`` placed; ``gaps`` and ``samples_lost`` between placed frames;
+    ``duplicates`` dropped (already placed or already held); ``late`` frames that arrived
+    after the reorder window gave up on them (dropped: their samples are already in
+    ``samples_lost``); ``samples_trimmed`` from overlapping frames; ``reordered`` frames that
+    arrived after a later one; ``time_resets`` of the sensor clock.
+    """
+
     frames: int = 0
     samples: int = 0
     gaps: int = 0
     samples_lost: int = 0
     duplicates: int = 0
+    late: int = 0
     samples_trimmed: int = 0
     reordered: int = 0
     time_resets: int = 0
@@ -67,6 +83,7 @@ class FrameAssembler:
         self._stream_samples = 0  # samples (received + lost) on the stream clock
         self._next_seq: int | None = None
         self._held: dict[int, DecodedFrame] = {}
+        self._given_up: deque[int] = deque(maxlen=LATE_MEMORY)  # sequence numbers deemed lost
 
     def add(self, frame: DecodedFrame, *, clock_reset_gap_s: float | None = None) -> None:
         """Accept a frame.
@@ -75,12 +92,11 @@ class FrameAssembler:
         session's clock aligner saw it); the gap is then sized by the host clock, in seconds.
         """
         if clock_reset_gap_s is not None:
-            self.flush()
+            self.reset_sequence()
             self.stats.time_resets += 1
             self._next_ns = (
                 float(frame.first_ns) - round(clock_reset_gap_s * self.fs) * self.period_ns
             )
-            self._next_seq = None
         if frame.seq is None or self.reorder_depth == 0:
             self._place(frame)
             return
@@ -88,6 +104,10 @@ class FrameAssembler:
         if self._next_seq is None:
             self._next_seq = seq
         delta = self._seq_delta(seq)
+        if delta < 0 and seq in self._given_up:
+            self._given_up.remove(seq)
+            self.stats.late += 1  # its samples are already counted lost
+            return
         if delta < 0 or seq in self._held:
             self.stats.duplicates += 1  # already placed, or already waiting
             return
@@ -100,6 +120,16 @@ class FrameAssembler:
         """Place every held frame (end of stream or disconnection)."""
         self._release(give_up=True)
 
+    def reset_sequence(self) -> None:
+        """Place every held frame, then take the next frame's sequence number as it comes.
+
+        For a new link: a sensor may restart its counter or count on through an outage, so
+        sequence numbers say nothing across it; the next frame's timestamp sizes the gap.
+        """
+        self.flush()
+        self._next_seq = None
+        self._given_up.clear()
+
     def _seq_delta(self, seq: int) -> int:
         """Signed distance from the next expected sequence number, modulo wrap."""
         d = (seq - (self._next_seq or 0)) % self.seq_modulo
@@ -110,11 +140,18 @@ class FrameAssembler:
             if self._next_seq not in self._held:
                 if not give_up and len(self._held) <= self.reorder_depth:
                     return  # keep waiting for the missing frame
-                self._next_seq = min(self._held, key=self._seq_delta)  # it is lost
+                self._give_up(min(self._held, key=self._seq_delta))
             seq = self._next_seq
             assert seq is not None
             self._next_seq = (seq + 1) % self.seq_modulo
             self._place(self._held.pop(seq))
+
+    def _give_up(self, next_seq: int) -> None:
+        """Skip the missing frames before ``next_seq`` as lost; remember the latest of them."""
+        first, skipped = self._next_seq or 0, self._seq_delta(next_seq)
+        start = max(0, skipped - LATE_MEMORY)
+        self._given_up.extend((first + i) % self.seq_modulo for i in range(start, skipped))
+        self._next_seq = next_seq
 
     def _place(self, frame: DecodedFrame) -> None:
         samples, first_ns = frame.samples_mv, float(frame.first_ns)

@@ -5,6 +5,7 @@ bleak is imported only here, and only when used: ``pip install 'ecgedge[ble]'``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Collection
 from typing import Any
@@ -47,13 +48,13 @@ class BleakTransport(Transport):
     ----------
     target : a MAC address / platform identifier, or a device name.
     allow_list : if given, only these addresses or names may be connected (a strap in a
-        shared room must not be picked up by accident).
+        shared room must not be picked up by accident); compared case-insensitively.
     """
 
     def __init__(self, target: str, *, allow_list: Collection[str] | None = None) -> None:
         super().__init__()
         self.target = target
-        self.allow_list = set(allow_list) if allow_list is not None else None
+        self.allow_list = {a.upper() for a in allow_list} if allow_list is not None else None
         self._client: Any = None
 
     @property
@@ -65,10 +66,30 @@ class BleakTransport(Transport):
         return int(self._client.mtu_size) if self.is_connected else 23
 
     def _allowed(self, address: str, name: str | None) -> bool:
-        return self.allow_list is None or bool({address, name} & self.allow_list)
+        seen = {address.upper()} | ({name.upper()} if name else set())  # MACs in either case
+        return self.allow_list is None or bool(seen & self.allow_list)
 
     async def connect(self, timeout_s: float = 10.0) -> None:
+        """Find the target and connect; a previous client is disconnected first.
+
+        Raises
+        ------
+        ConnectError
+            Not found, not in the allow-list, or scanning or connecting failed (bleak's
+            backend errors are wrapped).
+        """
         bleak = _bleak()
+        await self._drop_client()  # its handlers and callbacks must not outlive it
+        try:
+            await self._connect(bleak, timeout_s)
+        except ConnectError:
+            raise
+        except Exception as exc:  # bleak raises backend-specific types
+            raise ConnectError(
+                f"connecting to {self.target} failed: {exc}", address=self.target
+            ) from exc
+
+    async def _connect(self, bleak: Any, timeout_s: float) -> None:
         device = await bleak.BleakScanner.find_device_by_address(self.target, timeout=timeout_s)
         if device is None:
             device = await bleak.BleakScanner.find_device_by_name(self.target, timeout=timeout_s)
@@ -80,19 +101,29 @@ class BleakTransport(Transport):
             raise ConnectError(
                 f"{device.name} ({device.address}) is not in the allow-list", address=device.address
             )
-        self._client = bleak.BleakClient(
-            device, disconnected_callback=lambda _client: self._notify_disconnected()
-        )
-        try:
-            await self._client.connect(timeout=timeout_s)
-        except Exception as exc:  # bleak raises backend-specific types
-            raise ConnectError(
-                f"connecting to {device.address} failed: {exc}", address=device.address
-            ) from exc
+        self._client = bleak.BleakClient(device, disconnected_callback=self._on_client_lost)
+        await self._client.connect(timeout=timeout_s)
+
+    def _on_client_lost(self, client: Any) -> None:
+        if client is self._client:  # a replaced client's late callback must not end this link
+            self._notify_disconnected()
+
+    async def _drop_client(self) -> None:
+        """Forget the current client, disconnecting it (best effort) if it is still up."""
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(Exception):  # it is being replaced: nothing left to do
+                await client.disconnect()
 
     async def disconnect(self) -> None:
+        """Disconnect (the disconnected callback fires); a failure raises TransportError."""
         if self._client is not None:
-            await self._client.disconnect()
+            try:
+                await self._client.disconnect()
+            except Exception as exc:
+                raise TransportError(
+                    f"disconnecting from {self.target} failed: {exc}", address=self.target
+                ) from exc
 
     async def start_notify(self, uuid: str, handler: NotifyHandler) -> None:
         def on_data(_sender: Any, data: bytearray) -> None:

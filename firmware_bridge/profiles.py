@@ -8,15 +8,23 @@ A profile turns one notification payload into a :class:`~firmware_bridge.assembl
 from __future__ import annotations
 
 import abc
+import asyncio
 
 import numpy as np
 
 from firmware_bridge import hrs, open_profile, polar_pmd
 from firmware_bridge.assembler import DecodedFrame
-from firmware_bridge.errors import DecodeError
+from firmware_bridge.errors import DecodeError, ProtocolError, TransportError
 from firmware_bridge.transport import Transport
 
 UV_PER_MV = 1000.0
+
+#: first bytes of a PMD control-point answer to a start request
+_START_ANSWER = bytes(
+    (polar_pmd.CONTROL_POINT_RESPONSE, polar_pmd.OpCode.REQUEST_MEASUREMENT_START)
+)
+#: PMD status "already in state": the sensor is streaming already
+_ALREADY_IN_STATE = 6
 
 
 class Profile(abc.ABC):
@@ -51,6 +59,8 @@ class PolarH10(Profile):
     data_uuid = polar_pmd.PMD_DATA_UUID
     control_uuid = polar_pmd.PMD_CONTROL_POINT_UUID
     hr_uuid = hrs.HEART_RATE_MEASUREMENT_UUID
+    #: how long the sensor may take to answer the start request (s)
+    response_timeout_s: float = 5.0
 
     def decode(self, payload: bytes) -> DecodedFrame:
         frame = polar_pmd.decode_ecg_frame(payload)
@@ -61,8 +71,37 @@ class PolarH10(Profile):
         return DecodedFrame(first_ns, (frame.samples_uv / UV_PER_MV).astype(np.float32), self.fs)
 
     async def start(self, transport: Transport) -> None:
-        await transport.start_notify(self.control_uuid, lambda _t, _b: None)
+        """Request the ECG stream and wait for the sensor's answer on the control point.
+
+        Raises
+        ------
+        ProtocolError
+            The sensor refused (e.g. status 13, "device in charger"); "already in state"
+            counts as started.
+        DecodeError
+            The answer is malformed.
+        TransportError
+            No answer within :attr:`response_timeout_s`, or the link failed.
+        """
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def on_indication(_host_time_s: float, data: bytes) -> None:
+            if data[:2] == _START_ANSWER and not answer.done():  # other answers are not ours
+                answer.set_result(data)
+
+        await transport.start_notify(self.control_uuid, on_indication)
         await transport.write(self.control_uuid, polar_pmd.start_request())
+        try:
+            data = await asyncio.wait_for(answer, self.response_timeout_s)
+        except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
+            raise TransportError(
+                f"no answer to the PMD start request within {self.response_timeout_s:g} s"
+            ) from None
+        try:
+            polar_pmd.parse_response(data, expect_op=polar_pmd.OpCode.REQUEST_MEASUREMENT_START)
+        except ProtocolError as exc:
+            if exc.code != _ALREADY_IN_STATE:
+                raise
 
     async def stop(self, transport: Transport) -> None:
         await transport.write(self.control_uuid, polar_pmd.stop_request())

@@ -11,14 +11,14 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from firmware_bridge.assembler import AssemblyStats, DecodedFrame, FrameAssembler, SampleSink
 from firmware_bridge.clock import ClockAligner
-from firmware_bridge.errors import BridgeError, ConnectError, DecodeError, TransportError
+from firmware_bridge.errors import BridgeError, DecodeError, ProtocolError
 from firmware_bridge.hrs import HeartRateMeasurement, parse_hr_measurement
 from firmware_bridge.profiles import Profile
 from firmware_bridge.timestamp_guard import TimestampGuard
@@ -48,11 +48,14 @@ class Backoff:
         self._rng = np.random.default_rng(self.seed)
 
     def next_delay_s(self) -> float:
+        """The next delay in seconds: ``initial_s * factor**attempt``, at most ``max_s``."""
         delay = min(self.max_s, self.initial_s * self.factor**self._attempt)
-        self._attempt += 1
+        if delay < self.max_s:  # past the cap, factor**attempt would only grow to overflow
+            self._attempt += 1
         return float(delay * (1.0 + self.jitter * self._rng.uniform(-1.0, 1.0)))
 
     def reset(self) -> None:
+        """Start again from ``initial_s`` (after a successful connection)."""
         self._attempt = 0
 
 
@@ -60,12 +63,20 @@ class Backoff:
 class SessionStats:
     """Everything a session counts."""
 
+    #: ECG data notifications received, and their bytes
     packets: int = 0
     bytes: int = 0
+    #: Heart Rate Measurement notifications decoded
     hr_notifications: int = 0
+    #: ECG data notifications that did not decode (a share of ``packets``)
     malformed: int = 0
+    #: Heart Rate Measurement notifications that did not decode
+    hr_malformed: int = 0
+    #: blocks the sink refused
     sink_errors: int = 0
+    #: connections that streamed
     connects: int = 0
+    #: attempts that failed to connect or to start the stream (incl. a sensor refusing it)
     connect_failures: int = 0
     #: notifications whose handling raised unexpectedly (incl. the ``on_heart_rate`` callback)
     handler_errors: int = 0
@@ -122,10 +133,9 @@ class SensorSession:
         self._last_arrival: float | None = None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to end after the current step."""
+        """Ask :meth:`run` to end now, also while it backs off before reconnecting."""
         self._stopping = True
         self._stop_requested.set()
-        self._queue.put_nowait(None)
 
     def _on_notify(self, host_time_s: float, payload: bytes) -> None:
         self._queue.put_nowait(("ecg", host_time_s, payload))
@@ -134,7 +144,12 @@ class SensorSession:
         self._queue.put_nowait(("hr", host_time_s, payload))
 
     async def run(self) -> SessionStats:
-        """Connect, stream and reconnect until :meth:`stop` or the source is exhausted."""
+        """Connect, stream and reconnect until :meth:`stop` or the source is exhausted.
+
+        At the end, also when cancelled, the sensor is asked to stop streaming and the link
+        is closed (best effort), what was received is placed, and the transport is closed
+        (which re-raises an error that ended a simulated playback).
+        """
         consumer = asyncio.create_task(self._consume())
         try:
             while not self._stopping and not self.transport.exhausted:
@@ -144,11 +159,13 @@ class SensorSession:
                 if dropped:
                     self.stats.reconnects += 1
                     self._queue.put_nowait(("flush", 0.0, b""))  # place frames held for order
-                await self.transport.sleep(self.backoff.next_delay_s())
+                await self._unless_stopped(self.transport.sleep(self.backoff.next_delay_s()))
         finally:
+            await self._end_link(stop_sensor=True)
             self._queue.put_nowait(None)
             await consumer
             self._handle_safely("flush", 0.0, b"")  # place what is held for order or time
+            await self.transport.close()
         return self.stats
 
     async def _connected_phase(self) -> bool:
@@ -157,23 +174,37 @@ class SensorSession:
         self.transport.set_disconnected_callback(lost.set)
         try:
             await self.transport.connect()
+            self._queue.put_nowait(("link", 0.0, b""))  # ahead of every notification it brings
             await self.transport.start_notify(self.profile.data_uuid, self._on_notify)
             if self.profile.hr_uuid is not None:
                 await self.transport.start_notify(self.profile.hr_uuid, self._on_hr)
             await self.profile.start(self.transport)
-        except (ConnectError, TransportError):
+        except BridgeError as exc:
             self.stats.connect_failures += 1
+            refused = isinstance(exc, ProtocolError)  # e.g. "device in charger": say why
+            _log.log(logging.WARNING if refused else logging.INFO, "no stream: %s", exc)
+            await self._end_link(stop_sensor=False)  # a half-open link must not linger
             return False
-        if self.stats.connects and self.rr_intervals_s:
-            self.rr_intervals_s.append(math.nan)  # no RR interval spans the disconnection
         self.stats.connects += 1
         self.backoff.reset()
-        stopper = asyncio.create_task(self._stop_requested.wait())
-        waiter = asyncio.create_task(lost.wait())
-        await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        waiter.cancel()
+        await self._unless_stopped(lost.wait())
         return lost.is_set()
+
+    async def _unless_stopped(self, aw: Awaitable[object]) -> None:
+        """Await ``aw`` until it completes or :meth:`stop` is called; leaves no task behind."""
+        tasks = {asyncio.ensure_future(aw), asyncio.ensure_future(self._stop_requested.wait())}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _end_link(self, *, stop_sensor: bool) -> None:
+        """Best effort: ask the sensor to stop streaming (if connected), then disconnect."""
+        if stop_sensor and self.transport.is_connected:
+            await _quietly(self.profile.stop(self.transport), "stopping the stream")
+        await _quietly(self.transport.disconnect(), "disconnecting")
 
     async def _consume(self) -> None:
         while (item := await self._queue.get()) is not None:
@@ -195,10 +226,12 @@ class SensorSession:
                 _log.exception("%s notification not handled (%d so far)", kind, n)
 
     def _handle(self, kind: str, host_time_s: float, payload: bytes) -> None:
-        if kind == "flush":  # the link dropped: frames held for order or time will not complete
+        if kind in ("flush", "link"):  # frames held for order or time will not complete
             if self.timestamps is not None:
                 self._place_all(self.timestamps.flush())
-            self.assembler.flush()
+            self.assembler.reset_sequence()  # a new link may restart or skip sequence numbers
+            if kind == "link" and self.rr_intervals_s and not math.isnan(self.rr_intervals_s[-1]):
+                self.rr_intervals_s.append(math.nan)  # no RR interval spans a new link
             return
         if kind == "hr":
             self._handle_hr(host_time_s, payload)
@@ -243,12 +276,20 @@ class SensorSession:
         try:
             measurement = parse_hr_measurement(payload)
         except DecodeError:
-            self.stats.malformed += 1
+            self.stats.hr_malformed += 1
             return
         self.stats.hr_notifications += 1
         self.rr_intervals_s.extend(measurement.rr_s)
         if self.on_heart_rate is not None:
             self.on_heart_rate(host_time_s, measurement)
+
+
+async def _quietly(aw: Awaitable[object], what: str) -> None:
+    """Await a clean-up step; a failure is logged, never raised (the link may be gone)."""
+    try:
+        await aw
+    except Exception as exc:  # any backend error: nothing is left to do about it
+        _log.info("%s failed: %s", what, exc)
 
 
 def _last_ns(frame: DecodedFrame) -> int:

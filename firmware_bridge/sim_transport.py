@@ -88,10 +88,25 @@ class SimulatedTransport(Transport):
                 self._streaming = True
             elif self.sensor.is_stop(data):
                 self._streaming = False
+            answer = self.sensor.answer(data)
+            if answer is not None:
+                self._deliver(self.now(), answer, uuid)
 
     async def read(self, uuid: str) -> bytes:
         self._require_connected("read")
         raise TransportError(f"characteristic {uuid} is not readable on the simulated sensor")
+
+    async def close(self) -> None:
+        """End the playback; re-raise the exception that ended it early, if one did."""
+        await super().close()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
     def _require_connected(self, what: str) -> None:
         if not self._connected:
@@ -99,6 +114,16 @@ class SimulatedTransport(Transport):
 
     # -- playback ------------------------------------------------------------------------------
     async def _play(self) -> None:
+        """Send the recording at the sensor's pace; however it ends, the link goes down and
+        the source counts as exhausted (an error stays in the task for :meth:`close`)."""
+        try:
+            await self._send_all()
+        finally:
+            self.exhausted = True
+            self._connected = self._streaming = False
+            self._notify_disconnected()
+
+    async def _send_all(self) -> None:
         imp, fs = self.imp, self.sensor.fs
         rng = np.random.default_rng(imp.seed)
         rate = 1.0 + imp.drift_ppm * 1e-6
@@ -115,8 +140,8 @@ class SimulatedTransport(Transport):
             if send >= next_drop:
                 next_drop += imp.disconnect_every_s
                 self._drop_link(send)
-                if imp.time_reset_on_reconnect:
-                    epoch_ns = -int((frame.first_index / fs) * 1e9)  # clock restarts near start
+                if imp.time_reset_on_reconnect:  # the clock restarts near its start, in whole
+                    epoch_ns = -round(frame.first_index * 1e6 / fs) * 1000  # µs (open profile)
             payload = frame.payload if epoch_ns == 0 else self.sensor.encode_at(i, frame, epoch_ns)
             self.sent += 1
             await asyncio.sleep(max(0.0, send - self.now()) / self.speed)  # the sensor's pace
@@ -142,9 +167,6 @@ class SimulatedTransport(Transport):
             copies = 2 if rng.random() < imp.duplicate else 1
             for _ in range(copies):
                 self._deliver(arrival, payload, self.sensor.data_uuid)
-        self.exhausted = True
-        self._connected = self._streaming = False
-        self._notify_disconnected()
 
     def _drop_link(self, at: float) -> None:
         was_up = self._connected

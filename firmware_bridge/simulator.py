@@ -60,7 +60,11 @@ class Frame:
 
 
 class VirtualSensor(abc.ABC):
-    """A sensor playing ``signal_mv`` (n,) or (n, leads) resampled to its own rate."""
+    """A sensor playing ``signal_mv`` (n,) or (n, leads) resampled to its own rate.
+
+    Samples must lie in ``[-limit_uv, limit_uv)`` µV, what the sensor's frames can carry;
+    a signal beyond raises ``ValueError`` here rather than failing the playback later.
+    """
 
     fs: float
     frame_samples: int
@@ -69,11 +73,17 @@ class VirtualSensor(abc.ABC):
     timestamp_field: slice
     control_uuid: str
 
-    def __init__(self, signal_mv: np.ndarray, fs_signal: float) -> None:
+    def __init__(self, signal_mv: np.ndarray, fs_signal: float, *, limit_uv: int) -> None:
         x = np.asarray(signal_mv, dtype=np.float64)
         x = x[:, None] if x.ndim == 1 else x
         y = resample(x, fs_signal, self.fs) if fs_signal != self.fs else x
         self.samples_uv = np.round(np.asarray(y) * 1000.0).astype(np.int32)  # (n, leads)
+        lo, hi = int(self.samples_uv.min(initial=0)), int(self.samples_uv.max(initial=0))
+        if lo < -limit_uv or hi >= limit_uv:
+            raise ValueError(
+                f"signal spans {lo} to {hi} µV; {type(self).__name__} frames carry "
+                f"{-limit_uv} to {limit_uv - 1} µV"
+            )
 
     @property
     def duration_s(self) -> float:
@@ -103,9 +113,16 @@ class VirtualSensor(abc.ABC):
     @abc.abstractmethod
     def is_stop(self, command: bytes) -> bool: ...
 
+    def answer(self, command: bytes) -> bytes | None:
+        """The control-point indication answering ``command``, if the sensor sends one."""
+        return None
+
 
 class VirtualH10(VirtualSensor):
-    """Polar H10: 130 Hz single-lead ECG in PMD frames, timestamp = last sample."""
+    """Polar H10: 130 Hz single-lead ECG in PMD frames, timestamp = last sample.
+
+    Compressed frames hold 14-bit samples (within ±8.192 mV), raw ones 24-bit.
+    """
 
     fs = 130.0
     data_uuid = polar_pmd.PMD_DATA_UUID
@@ -121,7 +138,8 @@ class VirtualH10(VirtualSensor):
         frame_samples: int = 73,
         start_ns: int = H10_START_NS,
     ) -> None:
-        super().__init__(signal_mv, fs_signal)
+        bits = polar_pmd.ECG_START_SETTINGS[polar_pmd.SettingType.RESOLUTION] if compressed else 24
+        super().__init__(signal_mv, fs_signal, limit_uv=1 << (bits - 1))
         self.compressed, self.frame_samples, self.start_ns = compressed, frame_samples, start_ns
 
     def side_notifications(self) -> Iterator[tuple[int, str, bytes]]:
@@ -141,6 +159,10 @@ class VirtualH10(VirtualSensor):
 
     def is_stop(self, command: bytes) -> bool:
         return command[:1] == bytes((polar_pmd.OpCode.STOP_MEASUREMENT,))
+
+    def answer(self, command: bytes) -> bytes:
+        """Success: ``F0 | op code | measurement type | 00 (status) | 00 (more)``."""
+        return bytes((polar_pmd.CONTROL_POINT_RESPONSE, *command[:2].ljust(2, b"\0"), 0, 0))
 
     def sensor_ns(self, index: int, epoch_ns: int = 0) -> int:
         return self.start_ns + epoch_ns + int(round(index * 1e9 / self.fs))
@@ -172,7 +194,7 @@ class VirtualOpenDevice(VirtualSensor):
         sample_format: int = open_profile.FORMAT_INT24,
     ) -> None:
         self.fs = float(fs)
-        super().__init__(signal_mv, fs_signal)
+        super().__init__(signal_mv, fs_signal, limit_uv=1 << (8 * sample_format - 1))
         self.frame_samples, self.sample_format = frame_samples, sample_format
 
     def is_start(self, command: bytes) -> bool:

@@ -72,6 +72,13 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def read(self, uuid: str) -> bytes: ...
 
+    async def close(self) -> None:
+        """Release what outlives a link (the disconnected callback; a simulation's playback).
+
+        Sessions call it last, after disconnecting.
+        """
+        self._on_disconnect = None
+
     def set_disconnected_callback(self, callback: Callable[[], None] | None) -> None:
         """Called once per unexpected or requested disconnection."""
         self._on_disconnect = callback

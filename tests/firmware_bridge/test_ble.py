@@ -143,3 +143,83 @@ def test_a_reconnect_uses_a_fresh_client_so_callbacks_never_double():
     assert asyncio.run(main()) == [b"\x07"]
     with pytest.raises(TransportError):
         asyncio.run(BleakTransport("AA:BB").write("cp", b"\x00"))
+
+
+def test_the_allow_list_ignores_the_case_of_addresses():
+    t = BleakTransport("AA:BB", allow_list=["aa:bb"])
+    asyncio.run(t.connect(1.0))
+    assert t.is_connected
+
+
+def test_scanner_and_client_errors_become_connect_errors(monkeypatch):
+    class AdapterOff(Exception):
+        pass
+
+    async def failing_scan(address, timeout):
+        raise AdapterOff("Bluetooth device is turned off")
+
+    monkeypatch.setattr(FakeScanner, "find_device_by_address", staticmethod(failing_scan))
+    with pytest.raises(ConnectError) as err:
+        asyncio.run(BleakTransport("AA:BB").connect(1.0))
+    assert isinstance(err.value.__cause__, AdapterOff) and err.value.address == "AA:BB"
+    monkeypatch.undo()
+
+    def failing_client(device, disconnected_callback):
+        raise AdapterOff("no adapter")
+
+    fake = types.SimpleNamespace(BleakScanner=FakeScanner, BleakClient=failing_client)
+    monkeypatch.setitem(sys.modules, "bleak", fake)
+    with pytest.raises(ConnectError):
+        asyncio.run(BleakTransport("AA:BB").connect(1.0))
+
+
+def test_a_new_connect_closes_the_previous_client_and_ignores_its_callbacks():
+    async def main():
+        t = BleakTransport("AA:BB")
+        dropped = []
+        t.set_disconnected_callback(lambda: dropped.append(True))
+        await t.connect(1.0)
+        await t.connect(1.0)  # e.g. after a stream that failed to start
+        old, new = FakeClient.instances
+        assert not old.is_connected and new.is_connected and dropped == []
+        old.on_disc(old)  # the stale link's late disconnection must not end the new one
+        assert dropped == []
+        new.on_disc(new)
+        return dropped
+
+    assert asyncio.run(main()) == [True]
+
+
+def test_a_failed_start_over_ble_leaves_one_connected_client(monkeypatch):
+    from firmware_bridge.profiles import OpenEcgDevice
+    from firmware_bridge.session import Backoff, SensorSession
+
+    writes = {"failed": False}
+    write = FakeClient.write_gatt_char
+
+    async def fail_first_start(self, uuid, data, response):
+        if not writes["failed"]:
+            writes["failed"] = True
+            raise OSError("ATT error 0x0e")
+        await write(self, uuid, data, response)
+
+    monkeypatch.setattr(FakeClient, "write_gatt_char", fail_first_start)
+
+    class Sink:
+        def push(self, samples, *, timestamp_s=None, fs=None):
+            return []
+
+    async def main():
+        t = BleakTransport("AA:BB")
+        session = SensorSession(t, OpenEcgDevice(), Sink(), backoff=Backoff(initial_s=0.01))
+        task = asyncio.create_task(session.run())
+        while session.stats.connects == 0:
+            await asyncio.sleep(0.005)
+        connected = [c.is_connected for c in FakeClient.instances]
+        session.stop()
+        stats = await task
+        return connected, stats, [c.is_connected for c in FakeClient.instances]
+
+    during, stats, after = asyncio.run(asyncio.wait_for(main(), timeout=5))
+    assert during == [False, True] and stats.connect_failures == 1
+    assert after == [False, False]  # the end of the run closes the link

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import numpy as np
 import pytest
 
 from firmware_bridge.assembler import DecodedFrame, FrameAssembler
+from firmware_bridge.hrs import HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement
+from firmware_bridge.open_profile import OPEN_ECG_DATA_UUID, encode_open_frame
+from firmware_bridge.polar_pmd import PMD_DATA_UUID, encode_ecg_raw
 from firmware_bridge.profiles import OpenEcgDevice, PolarH10
 from firmware_bridge.session import Backoff, SensorSession
 from firmware_bridge.sim_transport import SimulatedTransport
-from firmware_bridge.simulator import Impairments, VirtualH10, VirtualOpenDevice
+from firmware_bridge.simulator import H10_START_NS, Impairments, VirtualH10, VirtualOpenDevice
 from sdk.synthetic import synthetic_ecg
+from tests.firmware_bridge.fake_link import FakeLink
 
 SPEED = 400.0
 
@@ -287,3 +292,163 @@ def test_timestamp_repair_moves_no_sample_under_loss_duplicates_and_clock_restar
     assert stats.assembly.time_resets >= 1
     starts = [ts for ts, _ in sink.blocks]
     assert starts == sorted(starts)
+
+
+# -- link life cycle, against a scripted sensor ------------------------------------------------
+OPEN_FS, OPEN_N = 250.0, 50
+
+
+def open_frame(index: int, sequence: int) -> bytes:
+    """Open-profile frame ``index`` of a recording; its samples hold ``index % 1000`` µV."""
+    return encode_open_frame(
+        np.full(OPEN_N, index % 1000),
+        sequence=sequence % 65536,
+        timestamp_us=index * OPEN_N * 4000,
+        sample_rate_hz=int(OPEN_FS),
+    )
+
+
+@pytest.mark.parametrize(
+    ("skipped", "sequence_after"),
+    [(10, 0), (40_000, 20 + 40_000)],  # the counter restarts / counts on through 40 000 frames
+)
+def test_open_profile_frames_after_a_reconnect_are_placed_whatever_their_sequence(
+    skipped, sequence_after
+):
+    async def script(link: FakeLink, connection: int) -> None:
+        first, seq0 = (0, 0) if connection == 1 else (20 + skipped, sequence_after)
+        for k in range(20):
+            link.notify(OPEN_ECG_DATA_UUID, open_frame(first + k, seq0 + k), (first + k) * 0.2)
+            await asyncio.sleep(0)
+        link.drop() if connection == 1 else link.end()
+
+    sink = RecordingSink()
+    session = SensorSession(FakeLink(script), OpenEcgDevice(fs=OPEN_FS), sink)
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+    placed = sink.placed(OPEN_FS)
+    assert len(placed) == 40 * OPEN_N and stats.assembly.duplicates == 0
+    assert stats.assembly.gaps == 1 and stats.assembly.samples_lost == skipped * OPEN_N
+    first_after = (20 + skipped) * OPEN_N  # the first frame of the new link, at its true place
+    assert placed[first_after] == pytest.approx((20 + skipped) % 1000 / 1000.0)
+
+
+def test_backoff_stops_growing_at_its_cap():
+    backoff = Backoff(initial_s=0.5, max_s=30.0, jitter=0.0)
+    delays = [backoff.next_delay_s() for _ in range(5000)]  # ~40 h of an unreachable sensor
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0] and delays[-1] == 30.0
+    backoff.reset()
+    assert backoff.next_delay_s() == 0.5
+
+
+def test_a_stream_that_fails_to_start_closes_its_link_before_the_next_attempt():
+    async def script(link: FakeLink, connection: int) -> None:
+        link.notify(OPEN_ECG_DATA_UUID, open_frame(0, 0))
+        link.end()
+
+    link = FakeLink(script, fail_starts=1)
+    stats = asyncio.run(SensorSession(link, OpenEcgDevice(fs=OPEN_FS), RecordingSink()).run())
+    assert link.events[:5] == ["connect", "start failed", "disconnect", "connect", "start"]
+    assert stats.connect_failures == 1 and stats.connects == 1 and stats.assembly.frames == 1
+
+
+def test_a_refused_h10_start_is_counted_and_retried():
+    async def main():
+        link = FakeLink(pmd_status=13)  # F0 02 00 0D: "device in charger"
+        session = SensorSession(link, PolarH10(), RecordingSink())
+        task = asyncio.create_task(session.run())
+        while link.connections < 3:
+            await asyncio.sleep(0.001)
+        session.stop()
+        return link, await task
+
+    link, stats = asyncio.run(asyncio.wait_for(main(), timeout=5))
+    assert stats.connects == 0 and stats.connect_failures >= 2
+    assert link.events[:4] == ["connect", "start", "disconnect", "connect"]
+
+
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+def test_the_end_of_a_run_stops_the_sensor_and_leaves_no_task_behind(how):
+    async def main():
+        sensor = VirtualH10(np.zeros(130 * 600), 130.0)
+        transport = SimulatedTransport(sensor, speed=1.0)
+        session = SensorSession(transport, PolarH10(), RecordingSink())
+        task = asyncio.create_task(session.run())
+        await asyncio.sleep(0.2)
+        if how == "stop":
+            session.stop()
+        else:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return left, transport, session.stats
+
+    left, transport, stats = asyncio.run(main())
+    assert left == [] and stats.connects == 1
+    assert not transport.is_connected and transport.exhausted  # playback ended
+
+
+def test_stop_asks_the_sensor_to_stop_streaming_then_disconnects():
+    async def main():
+        link = FakeLink()
+        session = SensorSession(link, PolarH10(), RecordingSink())
+        task = asyncio.create_task(session.run())
+        while "start" not in link.events:
+            await asyncio.sleep(0.001)
+        session.stop()
+        await task
+        return link.events
+
+    assert asyncio.run(asyncio.wait_for(main(), timeout=5)) == [
+        "connect",
+        "start",
+        "stop",
+        "disconnect",
+    ]
+
+
+def test_stop_during_the_backoff_returns_at_once():
+    async def main():
+        link = FakeLink(reachable=False, real_sleep=True)
+        backoff = Backoff(initial_s=30.0, max_s=30.0, jitter=0.0)
+        session = SensorSession(link, PolarH10(), RecordingSink(), backoff=backoff)
+        task = asyncio.create_task(session.run())
+        await asyncio.sleep(0.05)
+        session.stop()
+        return await asyncio.wait_for(task, timeout=1.0)  # not after the 30 s backoff
+
+    assert asyncio.run(main()).connect_failures == 1
+
+
+def test_the_rr_break_of_a_reconnection_precedes_the_new_links_heart_rate():
+    def during_start(link: FakeLink, connection: int) -> None:  # before the start is answered
+        rr = [1.0] if connection == 1 else [0.5]
+        link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(60, rr_s=rr))
+
+    async def script(link: FakeLink, connection: int) -> None:
+        if connection == 1:
+            link.drop()
+            return
+        link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(120, rr_s=[0.5]))
+        link.end()
+
+    link = FakeLink(script, during_start=during_start)
+    session = SensorSession(link, PolarH10(), RecordingSink())
+    asyncio.run(asyncio.wait_for(session.run(), timeout=5))
+    rr = list(session.rr_intervals_s)
+    assert rr[0] == 1.0 and np.isnan(rr[1]) and rr[2:] == [0.5, 0.5]
+
+
+def test_bad_heart_rate_notifications_are_counted_apart_from_ecg_packets():
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in range(3):
+            stamp = H10_START_NS + round((k * 73 + 72) * 1e9 / 130.0)
+            link.notify(PMD_DATA_UUID, encode_ecg_raw(stamp, np.zeros(73, int)), k * 73 / 130)
+        for _ in range(5):  # flags say uint16 heart rate, one byte follows
+            link.notify(HEART_RATE_MEASUREMENT_UUID, b"\x01\x3c")
+        link.end()
+
+    session = SensorSession(FakeLink(script), PolarH10(), RecordingSink())
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=5))
+    assert stats.packets == 3 and stats.malformed == 0
+    assert stats.hr_malformed == 5 and stats.hr_notifications == 0
