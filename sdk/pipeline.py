@@ -65,6 +65,9 @@ MAX_ABS_MV = 1000.0
 #: Timestamps must resolve this fraction of a sample period in float64 (|t| up to about
 #: 3e10 s at 250 Hz: epoch seconds pass, epoch microseconds do not).
 TIMESTAMP_RESOLUTION = 1e-3
+#: Longest settling look-back (s): a slower band-pass than the bundles' 0.5 Hz one is watched
+#: for this long after a jump, not until it settles.
+SETTLE_LOOKBACK_MAX_S = 10.0
 #: The class whose episodes (onset, offset) the pipeline tracks: atrial fibrillation.
 EPISODE_LABEL = "A"
 #: Window latencies kept in :attr:`StreamStats.latencies_ms` (the most recent).
@@ -188,9 +191,10 @@ class StreamPipeline:
         self.t = self.t_steps["raw"]
         self._pre = Preprocessor(fs_in, m.preprocess, n_leads)
         self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)
-        # the selected lead as received, for the quality check: its INVALID flags are that
-        # lead's own (a dead lead the model does not use flags nothing)
-        self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), 1)
+        # the selected lead as received (column 0, for the quality check: its INVALID flags are
+        # that lead's own, a dead lead the model does not use flags nothing) and as the
+        # filters received it, invalid values held (column 1, for the settling look-back)
+        self._raw_buf = RingBuffer(int(buffer_s * self.fs_in), 2)
         self._chunk_in = max(1, int(self.hop * self.fs_in / self.fs))
         self._batch_in = max(1, int(PROCESS_BATCH_S * self.fs_in))
         self._staged: list[tuple[np.ndarray, np.ndarray, bool]] = []
@@ -220,11 +224,13 @@ class StreamPipeline:
     def _settle_envelope(self) -> np.ndarray:
         """The band-pass's step envelope at the input rate (:func:`sdk.filters.step_envelope`),
         as long as the largest accepted jump (:data:`MAX_ABS_MV`) takes to settle below
-        :data:`sdk.quality.SETTLE_RESIDUAL_MV`: how far back the quality check looks."""
+        :data:`sdk.quality.SETTLE_RESIDUAL_MV`, at most :data:`SETTLE_LOOKBACK_MAX_S`: how far
+        back the quality check looks."""
         spec = self.bundle.manifest.preprocess
         sos = design_bandpass(spec.fs, spec.low_hz, spec.high_hz, spec.order)
-        env = step_envelope(sos, int(60 * spec.fs))
-        n = int(np.argmax(MAX_ABS_MV * env <= SETTLE_RESIDUAL_MV)) + 1
+        env = step_envelope(sos, int(SETTLE_LOOKBACK_MAX_S * spec.fs))
+        settled = MAX_ABS_MV * env <= SETTLE_RESIDUAL_MV
+        n = int(np.argmax(settled)) + 1 if settled.any() else env.size
         lag_in = np.arange(int(math.ceil(n * self.fs_in / spec.fs)))
         return env[np.minimum(np.round(lag_in * spec.fs / self.fs_in).astype(np.int64), n - 1)]
 
@@ -415,12 +421,16 @@ class StreamPipeline:
     def _ingest(self, block: np.ndarray, times: np.ndarray, gap: bool, out: list[Event]) -> None:
         with np.errstate(invalid="ignore"):
             valid = np.abs(block) <= MAX_ABS_MV  # False for NaN and inf too
-        lead = slice(self.lead, self.lead + 1)
-        raw = np.where(valid[:, lead], block[:, lead], np.nan)  # out of range: invalid too
-        self._raw_buf.write(raw, times, gap_before=gap)
+        if gap:  # leads resume at their first valid value after the gap, not the last before
+            first = np.argmax(valid, axis=0)
+            resumed = valid[first, np.arange(self.n_leads)]
+            self._last_valid[resumed] = block[first, np.arange(self.n_leads)][resumed]
         held = self._hold_invalid(block, valid)
         if gap:  # no filter transient from the jump of the offset across the gap
             self._pre.settle_at(held[0])
+        lead = self.lead
+        raw = np.where(valid[:, lead], block[:, lead], np.nan)  # out of range: invalid too
+        self._raw_buf.write(np.stack([raw, held[:, lead]], axis=1), times, gap_before=gap)
         y = self._pre.process(held)
         k0 = self._model_buf.total_written
         offset = self._offset_s or 0.0
@@ -486,7 +496,7 @@ class StreamPipeline:
             raw[:, 0],
             self.fs_in,
             flags_in=raw_flags,
-            before=self._raw_before(raw_start, raw_flags),
+            before=self._held_before(raw_start, raw_flags),
             settle=self._settle,
         )
         peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
@@ -533,15 +543,18 @@ class StreamPipeline:
             if episode is not None:
                 self._emit(episode, out)
 
-    def _raw_before(self, raw_start: int, window_flags: np.ndarray) -> np.ndarray:
-        """The selected lead's input before a window, back to the settling look-back, the
-        buffer's start or the last gap (the filters restart there)."""
+    def _held_before(self, raw_start: int, window_flags: np.ndarray) -> np.ndarray:
+        """The selected lead as the filters received it before a window, back to the settling
+        look-back or the last gap (the filters restart there); at the stream's start, the
+        filters' zero state as a sample of 0 mV."""
         if window_flags.size and window_flags[0] & GAP_BEFORE:
             return np.zeros(0)
         start = max(raw_start - self._settle.size + 1, self._raw_buf.oldest_index)
         before, _, flags = self._raw_buf.read_range(start, raw_start - start)
         gaps = np.flatnonzero(flags & GAP_BEFORE)
-        return before[gaps[-1] if gaps.size else 0 :, 0]
+        if gaps.size:
+            return before[gaps[-1] :, 1]
+        return np.r_[0.0, before[:, 1]] if start == 0 else before[:, 1]
 
     def _probabilities(
         self, seg: np.ndarray, peaks: np.ndarray, step: tuple[np.ndarray, float] | None

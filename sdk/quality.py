@@ -25,10 +25,11 @@ Flags
     *inside* the window).
 ``"settling"``
     Only with ``before`` and ``settle``: the filters in front of the model are still answering
-    a jump shortly before the window. A sample of ``before`` (non-finite ones held at the
-    last finite value, as the pipeline holds them) lies more than ``SETTLE_MIN_JUMP_MV`` from
-    the window's median, and that distance times ``settle`` at its lag behind the window's
-    first sample exceeds ``SETTLE_RESIDUAL_MV``. The score does not count it.
+    a jump shortly before the window. A sample of ``before`` (the values the filters
+    received; non-finite ones are held at the last finite value) lies more than
+    ``SETTLE_MIN_JUMP_MV`` from the median of the window's valid samples, and that distance
+    times ``settle`` at its lag behind the window's first sample exceeds
+    ``SETTLE_RESIDUAL_MV``. The score does not count it.
 
 Score
 -----
@@ -192,20 +193,21 @@ def _as_leads(before: np.ndarray, n_leads: int) -> np.ndarray:
     return b
 
 
-def _settling(x: np.ndarray, before: np.ndarray, settle: np.ndarray) -> bool:
-    """Whether a jump in ``before`` still moves the filters' output at ``x``'s start."""
+def _settling(x: np.ndarray, usable: np.ndarray, before: np.ndarray, settle: np.ndarray) -> bool:
+    """Whether a jump in ``before`` still moves the filters' output at ``x``'s start
+    (``usable``: samples of ``x`` that are real values, for its median)."""
     m = min(before.shape[0], settle.size - 1)
     if m <= 0:
         return False
     lag = np.arange(m, 0, -1)  # samples from each of the last m samples to x's first
     for lead in range(x.shape[1]):
-        col, ref = before[-m:, lead], x[:, lead]
+        col, ref = before[-m:, lead], x[usable[:, lead], lead]
         ok = np.isfinite(col)
-        if not ok.any() or not np.isfinite(ref).any():
+        if not ok.any() or ref.size == 0:
             continue
         idx = np.maximum.accumulate(np.where(ok, np.arange(m), -1))  # hold the last finite
         held = col[np.maximum(idx, 0)]
-        dist = np.where(idx >= 0, np.abs(held - np.median(ref[np.isfinite(ref)])), 0.0)
+        dist = np.where(idx >= 0, np.abs(held - np.median(ref)), 0.0)
         if np.any((dist > SETTLE_MIN_JUMP_MV) & (dist * settle[lag] > SETTLE_RESIDUAL_MV)):
             return True
     return False
@@ -289,7 +291,8 @@ def assess_quality(
         raised |= lead_flags
         scores.append(lead_score)
     if before is not None and settle is not None and n > 0:
-        if _settling(arr, _as_leads(before, arr.shape[1]), np.asarray(settle, np.float64)):
+        usable = np.isfinite(arr) & ~invalid[:, None]
+        if _settling(arr, usable, _as_leads(before, arr.shape[1]), np.asarray(settle, np.float64)):
             raised.add("settling")
     score = float(np.mean(scores)) if scores else 0.0
     if "gap" in raised:

@@ -375,3 +375,46 @@ def test_a_window_the_model_fails_on_is_flagged_counted_and_the_stream_goes_on(b
     failed = events[1]
     assert failed.flagged and failed.label == "" and failed.quality.ok
     assert all(e.label in bundle.manifest.classes and not e.flagged for e in events[2:])
+
+
+def test_settling_sees_what_the_filters_saw_through_dropouts_and_at_the_start(bundle, ecg):
+    """The look-back holds invalid samples as the filters do: a dropout inside a steady 8 mV
+    offset flags nothing, a 300 mV pop held through a dropout flags the window where the
+    signal comes back; a stream starting at 20 mV is a jump from the filters' zero state."""
+    hop = bundle.manifest.hop_samples / bundle.manifest.fs
+    at = int(5 * hop * FS)  # a window starts here
+
+    def flags_at(x, start):
+        _, events = stream(bundle, x, [250])
+        return next(w for w in windows_of(events) if w.start_s == pytest.approx(start))
+
+    steady = ecg.signal + 8.0
+    steady[at - 250 : at - 247] = np.nan
+    assert not flags_at(steady, at / FS).flagged
+    popped = ecg.signal.copy()
+    popped[at - 6 * 250 : at - 5 * 250] = 300.0
+    popped[at - 5 * 250 : at - 125] = np.nan  # held at 300 mV, back 0.5 s before the window
+    assert flags_at(popped, at / FS).quality.flags == ("settling",)
+    assert flags_at(ecg.signal + 20.0, 0.0).quality.flags == ("settling",)
+    assert not flags_at(ecg.signal, 0.0).flagged
+
+
+def test_a_lead_resumes_after_a_gap_at_its_first_valid_value(bundle, ecg):
+    """An invalid first sample after a gap is held at the post-gap level, not the pre-gap
+    one, so the filters settle where the signal resumes."""
+    x, half = ecg.signal, int(30 * FS)
+
+    def run(first_nan):
+        post = x[half:] - 8.0
+        if first_nan:
+            post = post.copy()
+            post[0] = np.nan
+        p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
+        events = p.push(x[:half], timestamp_s=0.0)
+        events += p.push(post, timestamp_s=33.0)
+        return [w for w in windows_of(events + p.close()) if w.start_s >= 33.0]
+
+    for a, b in zip(run(False), run(True)):
+        assert not b.flagged or "nonfinite" in b.quality.flags
+        for c, p in a.probabilities.items():
+            assert b.probabilities[c] == pytest.approx(p, abs=0.01)
