@@ -232,7 +232,10 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
             leads=_names(data["leads"], "leads"),
             classes=_names(data["classes"], "classes"),
             thresholds={str(k): manifest_number(v, k) for k, v in data["thresholds"].items()},
-            alphas_cumprod=np.asarray(diffusion["alphas_cumprod"], dtype=np.float64),
+            alphas_cumprod=np.asarray(
+                [manifest_number(v, "alphas_cumprod") for v in diffusion["alphas_cumprod"]],
+                dtype=np.float64,
+            ),
             default_t={
                 str(k): manifest_int(v, f"default_t {k}") for k, v in diffusion["default_t"].items()
             },
