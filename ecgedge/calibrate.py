@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ecgedge.replay import read_wfdb
 from sdk.bundle import load_bundle
 from sdk.calibration import Calibrator, save_profile
@@ -13,6 +15,16 @@ from sdk.calibration import Calibrator, save_profile
 def rhythm_class(label: str) -> str:
     """A rhythm annotation (``(AFIB``, ``AFL``, ``N`` …) → the bundle class it calibrates."""
     return "A" if "AF" in label.upper() else "N"
+
+
+def finite_runs(x: np.ndarray, min_samples: int) -> list[tuple[int, int]]:
+    """(start, end) of the runs of finite samples of ``x`` (n,) at least ``min_samples`` long.
+
+    A saved session marks lost samples NaN; calibration uses only what was received.
+    """
+    ok = np.concatenate([[False], np.isfinite(x), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(ok))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_samples]
 
 
 def calibrate_record(
@@ -28,7 +40,11 @@ def calibrate_record(
     max_seconds: float | None = None,
     denoise: bool = True,
 ) -> int:
-    """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels), save."""
+    """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels), save.
+
+    Lost (NaN) samples are never filled in: each stretch without them of at least one window
+    is windowed on its own.
+    """
     rec = read_wfdb(record, lead)
     if not rec.rhythm:
         print(f"{record}: no rhythm annotations to calibrate on", file=sys.stderr)
@@ -46,7 +62,15 @@ def calibrate_record(
         threads=1,
         denoise=denoise,
     )
-    windows = cal.add_recording(rec.signal[:n], rec.fs, intervals, source=str(record))
+    window_s = bundle.manifest.window_samples / bundle.manifest.fs
+    runs = finite_runs(rec.signal[:n], int(np.ceil(window_s * rec.fs)))
+    if not runs:
+        print(f"{record}: no {window_s:g} s stretch without lost samples", file=sys.stderr)
+        return 2
+    windows = 0
+    for a, b in runs:
+        shifted = [(s - a / rec.fs, e - a / rec.fs, c) for s, e, c in intervals]
+        windows += cal.add_recording(rec.signal[a:b], rec.fs, shifted, source=str(record))
 
     def progress(i: int, t: dict[str, int], score: float) -> None:
         print(f"\r  evaluation {i:2d}/{max_evals}  t={t}  {objective}={score:.4g}   ", end="")

@@ -4,12 +4,63 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 _OUR_PACKAGES = {"sdk", "trainer", "export", "firmware_bridge", "ecgedge"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad input gives one line, ``ecgedge CMD: error: ...``, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(text: str, *, zero_ok: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a finite number {'>= 0' if zero_ok else '> 0'}"
+        )
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(text, zero_ok=True)
+
+
+def _positive(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(text, zero_ok=False)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _check_output(path: Path, option: str, *, folder: bool) -> None:
+    """Refuse, before any work, an output the command could not write: a file where a folder
+    is wanted or the reverse, or a location without write permission."""
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{option} {path}: {'not a folder' if folder else 'is a folder'}")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {existing}")
 
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
@@ -128,7 +179,21 @@ ANOMALY_BUNDLES = (
 )
 
 
+def _levels(text: str) -> tuple[float | None, ...]:
+    """``--levels clean,6,0`` → (None, 6.0, 0.0)."""
+    try:
+        return tuple(None if v == "clean" else float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--levels {text!r}: give SNR levels in dB or 'clean', e.g. clean,6"
+        ) from None
+
+
 def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
+    _check_output(Path(args.out), "--out", folder=True)
+    for bundle in args.bundle.split(",") if args.bundle else ():
+        if not (Path(bundle) / "manifest.json").is_file():
+            raise ValueError(f"--bundle {bundle}: no manifest.json (not a bundle)")
     if args.name == "bridge":
         from ecgedge.demo import demo_recording
         from firmware_bridge.bench import run as run_bridge
@@ -163,7 +228,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "rhythm-noise":
         from trainer.bench.rhythm_noise import run as run_rhythm_noise
 
-        levels = tuple(None if v == "clean" else float(v) for v in args.levels.split(","))
+        levels = _levels(args.levels)
         run_rhythm_noise(_bundle_path(args.bundle), Path(args.out), levels=levels)
         return 0
     if args.name == "noise-stress":
@@ -234,6 +299,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
     from ecgedge.calibrate import calibrate_record
 
+    _check_output(Path(args.out), "--out", folder=False)
     return calibrate_record(
         Path(args.record),
         Path(args.out),
@@ -255,6 +321,8 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
+    import numpy as np
+
     from ecgedge.demo import LiveView
     from ecgedge.live import ble, run_live, simulated
     from ecgedge.replay import play, read_wfdb
@@ -262,6 +330,8 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
     from sdk.pipeline import StreamPipeline
     from sdk.synthetic import synthetic_ecg
 
+    if args.save:
+        _check_output(Path(args.save), "--save", folder=True)
     view = LiveView()
     if args.ble:
         transport, profile = ble(args.ble, args.profile, args.allow)
@@ -269,6 +339,12 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         if args.record:
             rec = read_wfdb(Path(args.record), args.lead)
             signal, fs = rec.signal, rec.fs
+            lost = int(np.count_nonzero(~np.isfinite(signal)))
+            if lost:
+                raise ValueError(
+                    f"{args.record}: {lost} lost (NaN) samples, which a virtual strap cannot "
+                    "send; replay it without --simulate"
+                )
         else:
             ecg = synthetic_ecg()
             signal, fs = ecg.signal, ecg.fs
@@ -355,7 +431,7 @@ def _bundle_path(value: str | None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ecgedge", description=__doc__)
+    p = _Parser(prog="ecgedge", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(
@@ -414,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--spectrogram", default="runs/cpu-spectrogram", help="--preset cpu-spectrogram")
     f.add_argument("--lorenz", default="runs/cpu-lorenz", help="--preset cpu-lorenz run")
     f.add_argument("--out", default="runs/cpu-multimodal", help="folder to write")
-    f.add_argument("--epochs", type=int, default=25, help="fusion training epochs")
+    f.add_argument("--epochs", type=_positive_int, default=25, help="fusion training epochs")
     f.set_defaults(func=_cmd_train_fusion)
 
     ss = sub.add_parser(
@@ -461,11 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
     b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")
-    b.add_argument("--minutes", type=float, default=30.0, help="stream: minutes of ECG to stream")
-    b.add_argument("--hop", type=float, help="stream: window hop in s (default: the bundle's)")
+    b.add_argument(
+        "--minutes", type=_positive, default=30.0, help="stream: minutes of ECG to stream"
+    )
+    b.add_argument("--hop", type=_positive, help="stream: window hop in s (default: the bundle's)")
     b.add_argument(
         "--paced-minutes",
-        type=float,
+        type=_nonnegative,
         default=2.0,
         help="stream: minutes pushed at the sensor's pace (real time; 0 skips the paced row)",
     )
@@ -492,11 +570,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="profile file to write (JSON, mode 0600)")
     c.add_argument("--user", default="user", help="an opaque user identifier stored in the profile")
     c.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
-    c.add_argument("--minutes", type=float, default=10.0, help="use the record's first N minutes")
+    c.add_argument(
+        "--minutes",
+        type=_nonnegative,
+        default=10.0,
+        help="use the record's first N minutes (0 = all)",
+    )
     c.add_argument("--lead", type=int, default=0, help="lead index")
     c.add_argument("--objective", default="gamma", help="gamma | delta_acc | delta_f1 | delta_loss")
-    c.add_argument("--max-evals", type=int, default=30, help="objective evaluations at most")
-    c.add_argument("--max-seconds", type=float, help="wall-time budget of the search")
+    c.add_argument(
+        "--max-evals", type=_positive_int, default=30, help="objective evaluations at most"
+    )
+    c.add_argument("--max-seconds", type=_positive, help="wall-time budget of the search")
     c.add_argument(
         "--no-denoise",
         action="store_true",
@@ -511,11 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--record", help="WFDB record path without extension (played, or simulated)")
     s.add_argument("--user-profile", help="a profile from `ecgedge calibrate` (t and head)")
     s.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
-    s.add_argument("--speed", type=float, default=1.0, help="1 = real time; replay: 0 = no pacing")
+    s.add_argument(
+        "--speed", type=_nonnegative, default=1.0, help="1 = real time; replay: 0 = no pacing"
+    )
     s.add_argument("--lead", type=int, default=0, help="lead index to stream")
-    s.add_argument("--seconds", type=float, default=0.0, help="stop after this much ECG (0 = all)")
+    s.add_argument(
+        "--seconds", type=_nonnegative, default=0.0, help="stop after this much ECG (0 = all)"
+    )
     s.add_argument("--profile", choices=("h10", "open"), default="h10", help="BLE sensor profile")
-    s.add_argument("--hop", type=float, help="seconds between windows (default: the bundle's)")
+    s.add_argument("--hop", type=_positive, help="seconds between windows (default: the bundle's)")
     s.add_argument(
         "--stateful",
         choices=("auto", "on", "off"),
@@ -540,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate: probability that a frame's sensor timestamp has one bit flipped",
     )
     s.add_argument(
-        "--disconnect-every", type=float, default=0.0, help="simulate: link drop period, s"
+        "--disconnect-every", type=_nonnegative, default=0.0, help="simulate: link drop period, s"
     )
     s.add_argument(
         "--compressed", action="store_true", help="simulate: delta-compressed PMD frames"
@@ -551,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("sensors", help="BLE sensors: scan (needs ecgedge[ble])")
     sc.add_argument("action", choices=("scan",))
-    sc.add_argument("--timeout", type=float, default=5.0, help="scan duration, s")
+    sc.add_argument("--timeout", type=_positive, default=5.0, help="scan duration, s")
     sc.add_argument("--name-prefix", help="only names starting with this, e.g. 'Polar H10'")
     sc.add_argument("--all", action="store_true", help="list every device, not only ECG/HR ones")
     sc.set_defaults(func=_cmd_sensors)
@@ -560,7 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
     d.add_argument("--fast", action="store_true", help="no real-time pacing")
     d.add_argument(
-        "--seconds", type=float, default=0.0, help="stop after this much ECG (0 = whole record)"
+        "--seconds",
+        type=_nonnegative,
+        default=0.0,
+        help="stop after this much ECG (0 = whole record)",
     )
     d.add_argument(
         "--synthetic",
@@ -568,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the built-in synthetic ECG even if data exists",
     )
     d.add_argument(
-        "--speed", type=float, default=20.0, help="times real time (ignored with --fast)"
+        "--speed", type=_positive, default=20.0, help="times real time (ignored with --fast)"
     )
     d.set_defaults(func=_cmd_demo)
 

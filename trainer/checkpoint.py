@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from trainer.config import RunConfig, build_config
-from trainer.errors import CheckpointError, ConfigError
+from trainer.errors import CheckpointError
+from trainer.models.unet1d import UNet1d
 
 FORMAT_VERSION = 1
 
@@ -55,13 +56,15 @@ def read_payload(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (config, state_dict, payload); raise :class:`CheckpointError` if unreadable."""
+    """Return (config, state_dict, payload); raise :class:`CheckpointError` if unreadable or
+    if the stored weights do not fit a U-Net built from the stored config."""
     payload = read_payload(path)
     try:
         raw = payload["config"]
         table = {section: raw[section] for section in ("data", "model", "train")}
         cfg = build_config(table, preset=raw.get("preset", "custom"))
         state = payload["state_dict"]
-    except (KeyError, TypeError, ConfigError) as exc:
+        UNet1d(cfg.model).load_state_dict(state)
+    except (KeyError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
         raise CheckpointError(f"incomplete or invalid checkpoint: {exc!r}", path=str(path)) from exc
     return cfg, state, payload

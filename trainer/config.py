@@ -14,10 +14,43 @@ from typing import Any
 import tomllib
 
 from sdk.modalities import MODALITIES
+from trainer.checks import check_range
+from trainer.data.records import ECG_READERS
 from trainer.errors import ConfigError
 from trainer.models.unet1d import UNetConfig
 
-PRESETS = tuple(sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.toml")))
+PRESET_DIR = Path(__file__).parent / "presets"
+#: File-name prefixes of the presets of other commands (train-denoiser, DiffAE-LRU).
+OTHER_COMMAND_PREFIXES = ("denoise_", "lru_")
+
+
+def preset_names(prefix: str = "") -> tuple[str, ...]:
+    """Preset names of one command: files ``<prefix><name>.toml``; without a prefix, the
+    ``train`` presets (files without any of :data:`OTHER_COMMAND_PREFIXES`)."""
+    stems = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    if prefix:
+        return tuple(s.removeprefix(prefix) for s in stems if s.startswith(prefix))
+    return tuple(s for s in stems if not s.startswith(OTHER_COMMAND_PREFIXES))
+
+
+PRESETS = preset_names()
+
+
+def check_band(low_hz: float, high_hz: float, fs: float) -> None:
+    """``0 < low_hz < high_hz < fs / 2`` (the band-pass of the device representation)."""
+    if not 0 < low_hz < high_hz < fs / 2:
+        raise ConfigError(
+            f"0 < low_hz ({low_hz}) < high_hz ({high_hz}) < fs / 2 ({fs / 2}) must hold",
+            key="data.high_hz",
+        )
+
+
+def check_fraction(val_fraction: float) -> None:
+    """``0 < val_fraction < 1``: both the training and the validation side get records."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(
+            f"data.val_fraction must lie in (0, 1), got {val_fraction}", key="data.val_fraction"
+        )
 
 
 @dataclass
@@ -53,8 +86,16 @@ class DataConfig:
                 f"0 < hop_s ({self.hop_s}) <= window_s ({self.window_s}) must hold",
                 key="data.hop_s",
             )
-        if self.max_records < 0:
-            raise ConfigError("data.max_records must be >= 0", key="data.max_records")
+        check_range("data", self, positive=("fs", "window_s"), nonnegative=("max_records",))
+        check_band(self.low_hz, self.high_hz, self.fs)
+        check_fraction(self.val_fraction)
+        unknown = [d for d in self.pretrain_databases if d not in ECG_READERS]
+        if unknown or not self.pretrain_databases:
+            raise ConfigError(
+                f"data.pretrain_databases must be from {sorted(ECG_READERS)}, "
+                f"got {list(self.pretrain_databases)}",
+                key="data.pretrain_databases",
+            )
 
     @property
     def window(self) -> int:
@@ -90,9 +131,15 @@ class TrainConfig:
         for key in ("steps", "batch_size", "diffusion_steps", "log_every", "ckpt_every"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} must be positive", key=f"train.{key}")
-        if any(not 0 <= t < self.diffusion_steps for t in self.probe_t):
+        check_range(
+            "train",
+            self,
+            positive=("lr", "grad_clip"),
+            nonnegative=("weight_decay", "warmup_steps", "threads", "max_minutes"),
+        )
+        if not self.probe_t or any(not 0 <= t < self.diffusion_steps for t in self.probe_t):
             raise ConfigError(
-                f"every train.probe_t must lie in [0, {self.diffusion_steps})", key="train.probe_t"
+                f"train.probe_t needs values in [0, {self.diffusion_steps})", key="train.probe_t"
             )
 
 
@@ -130,16 +177,46 @@ def _coerce(cls: type, key: str, raw: str) -> Any:
         ) from exc
 
 
+def _typed(cls: type, section: str, key: str, value: Any) -> Any:
+    """``value`` as the type of the field's default (ints pass as floats, lists as tuples);
+    :class:`ConfigError` naming ``section.key`` otherwise. Unknown keys pass unchanged."""
+    if key not in {f.name for f in dataclasses.fields(cls)}:
+        return value  # build_sections reports it as unknown, with the known keys
+    default = getattr(cls(), key)
+    if isinstance(default, tuple):
+        inner = type(default[0]) if default else str
+        if isinstance(value, list | tuple) and all(_fits(v, inner) for v in value):
+            return tuple(inner(v) for v in value)
+        expected = f"a list of {inner.__name__}"
+    elif _fits(value, type(default)):
+        return type(default)(value)
+    else:
+        expected = type(default).__name__
+    raise ConfigError(f"{section}.{key} must be {expected}, got {value!r}", key=f"{section}.{key}")
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
 def build_sections(
     table: dict[str, Any], overrides: dict[str, str] | None, sections: dict[str, type]
 ) -> dict[str, Any]:
-    """Validate a nested dict (as from TOML) plus ``section.key`` overrides into dataclasses."""
+    """Validate a nested dict (as from TOML or a checkpoint) plus ``section.key`` overrides
+    into dataclasses: every value must have its field's type, then each dataclass checks
+    ranges."""
     merged: dict[str, dict[str, Any]] = {name: {} for name in sections}
     for section, values in table.items():
         if section not in sections:
             raise ConfigError(
                 f"unknown section [{section}]; expected one of {sorted(sections)}", key=section
             )
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table, got {values!r}", key=section)
         merged[section].update(values)
     for dotted, raw in (overrides or {}).items():
         section, _, key = dotted.partition(".")
@@ -157,7 +234,8 @@ def build_sections(
             raise ConfigError(
                 f"unknown key(s) {unknown} in [{section}]; known: {sorted(known)}", key=unknown[0]
             )
-        built[section] = cls(**merged[section])
+        typed = {k: _typed(cls, section, k, v) for k, v in merged[section].items()}
+        built[section] = cls(**typed)
     return built
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import tomllib
 
-from trainer.config import PRESETS, build_sections
+from trainer.checks import check_range
+from trainer.config import build_sections, check_band, check_fraction, preset_names
 from trainer.data.denoise_data import DATABASE_LEADS
 from trainer.errors import ConfigError
 from trainer.models.cdecgnet import CDConfig
@@ -44,6 +45,9 @@ class DenoiseDataConfig:
                 f"data.databases must be from {sorted(DATABASE_LEADS)}, got {self.databases}",
                 key="data.databases",
             )
+        check_range("data", self, positive=("fs", "window_s"), nonnegative=("context_s",))
+        check_band(self.low_hz, self.high_hz, self.fs)
+        check_fraction(self.val_fraction)
         if not 0.0 <= self.p_noisy <= 1.0 or not 0.0 <= self.p_snr_mode <= 1.0:
             raise ConfigError("data.p_noisy and data.p_snr_mode are probabilities", key="data")
 
@@ -80,8 +84,19 @@ class DenoiseTrainConfig:
         for key in ("steps", "batch_size", "log_every", "ckpt_every", "val_batches"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} must be positive", key=f"train.{key}")
-        if self.temperature <= 0:
-            raise ConfigError("train.temperature must be positive", key="train.temperature")
+        check_range(
+            "train",
+            self,
+            positive=("lr", "lr_dis", "grad_clip", "temperature"),
+            nonnegative=(
+                "weight_decay",
+                "warmup_steps",
+                "lambda_cons",
+                "w_noise",
+                "threads",
+                "max_minutes",
+            ),
+        )
 
 
 @dataclass
@@ -122,9 +137,10 @@ def load_denoise_preset(name_or_path: str, overrides: dict[str, str] | None = No
     """``smoke``/``cpu``/``gpu`` (``trainer/presets/denoise_<name>.toml``) or a TOML path."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        if name_or_path not in PRESETS:
+        names = preset_names("denoise_")
+        if name_or_path not in names:
             raise ConfigError(
-                f"unknown preset {name_or_path!r}; expected {list(PRESETS)} or a .toml path",
+                f"unknown preset {name_or_path!r}; expected {list(names)} or a .toml path",
                 key="preset",
             )
         path = Path(__file__).parent / "presets" / f"denoise_{name_or_path}.toml"

@@ -30,3 +30,12 @@ class CheckpointError(TrainerError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+
+
+class BenchError(TrainerError):
+    """A benchmark's child process failed; the message is the child's own last error line."""
+
+    def __init__(self, message: str, *, command: str, returncode: int) -> None:
+        super().__init__(f"{command} failed (exit {returncode}): {message}")
+        self.command = command
+        self.returncode = returncode

@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 from sdk.head import fit_softmax_head
 from sdk.modalities import MODALITIES
 from trainer.checkpoint import load_checkpoint
+from trainer.config import DataConfig
 from trainer.data.datasets import WindowSet, cinc2017_split
 from trainer.data.splits import stratified_split
+from trainer.errors import ConfigError
 from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics, rhythm_report
 from trainer.models.fusion import CrossModalFusion, FusionConfig
 from trainer.probe import build_extractor, load_head, save_head
@@ -90,6 +92,8 @@ def train_fusion(
 ) -> tuple[CrossModalFusion, dict[str, Any]]:
     """Fusion + linear classifier on the training records; the epoch with the best inner
     challenge F1 is kept."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}", key="epochs")
     torch.manual_seed(seed)
     mods = list(feats)
     fit_names, val_names = stratified_split(
@@ -163,12 +167,44 @@ def _score_rows(
     return rows, heads["raw + spectrogram + lorenz + fused"]
 
 
+#: DataConfig fields that decide the CinC 2017 split and the windows every extractor saw.
+SPLIT_FIELDS = (
+    "source",
+    "split_seed",
+    "val_fraction",
+    "max_records",
+    "fs",
+    "window_s",
+    "hop_s",
+    "low_hz",
+    "high_hz",
+)
+
+
+def check_same_split(data: dict[str, DataConfig]) -> None:
+    """Raise :class:`ConfigError` unless every run's split and window fields equal the raw
+    run's: fusion scores on the raw run's validation records, which another split could have
+    put in that run's pretraining or probe data."""
+    for modality, cfg in data.items():
+        for name in SPLIT_FIELDS:
+            ours, raw = getattr(cfg, name), getattr(data["raw"], name)
+            if ours != raw:
+                raise ConfigError(
+                    f"the {modality} run has data.{name}={ours!r}, the raw run {raw!r}: "
+                    "every run must share the raw run's split and windows",
+                    key=f"data.{name}",
+                )
+
+
 def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dict[str, Any]:
     """Train the fusion, fit the multimodal head, write ``out_dir`` (fusion.pt, head.npz,
     probe.json, modalities.json)."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}", key="epochs")
     tic = time.perf_counter()
-    raw_cfg, _, _ = load_checkpoint(runs["raw"] / "diffecg.pt")
-    train, val = cinc2017_split(raw_cfg.data)
+    data = {m: load_checkpoint(runs[m] / "diffecg.pt")[0].data for m in MODALITIES}
+    check_same_split(data)
+    train, val = cinc2017_split(data["raw"])
     splits = {"train": train, "val": val}
     feats = {m: modality_features(runs[m], m, splits) for m in MODALITIES}
     model, info = train_fusion(feats, train, epochs=epochs)

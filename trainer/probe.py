@@ -8,6 +8,7 @@ scored, once, at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from trainer.config import RunConfig
 from trainer.data.datasets import WindowSet, cinc2017_split
 from trainer.data.splits import stratified_split
 from trainer.diffusion import alphas_cumprod, linear_betas
+from trainer.errors import CheckpointError
 from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics, rhythm_report
 from trainer.models.unet1d import DiffusionFeatureExtractor, UNet1d
 
@@ -133,7 +135,14 @@ def run_probe(checkpoint: Path, out_dir: Path | None = None) -> ProbeResult:
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_head(out_dir / "head.npz", head, t=np.asarray(t), noise=noise)
+        save_head(
+            out_dir / "head.npz",
+            head,
+            t=np.asarray(t),
+            noise=noise,
+            checkpoint=np.asarray(checkpoint.name),
+            checkpoint_sha256=np.asarray(file_sha256(checkpoint)),
+        )
         (out_dir / "probe.json").write_text(json.dumps(report, indent=2))
     return ProbeResult(t, head, t_scores, report)
 
@@ -160,7 +169,29 @@ def read_head(path: Path) -> SoftmaxHead:
     )
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
-    """Head, t and inference noise of a probe's ``head.npz`` (written by :func:`run_probe`)."""
+    """Head, t and inference noise of a probe's ``head.npz`` (written by :func:`run_probe`).
+
+    A head that records its checkpoint's SHA-256 is refused (:class:`CheckpointError`) unless
+    that checkpoint, beside it, is the one it was fitted on: a retrained run must be probed
+    again before export or fusion.
+    """
     z = np.load(path, allow_pickle=False)
+    if "checkpoint_sha256" in z.files:
+        checkpoint = path.parent / str(z["checkpoint"])
+        if not checkpoint.is_file() or file_sha256(checkpoint) != str(z["checkpoint_sha256"]):
+            raise CheckpointError(
+                f"head was fitted on another {checkpoint.name}; "
+                f"probe again: ecgedge probe {checkpoint}",
+                path=str(path),
+            )
     return read_head(path), int(z["t"]), z["noise"]

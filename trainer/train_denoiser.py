@@ -26,7 +26,7 @@ from trainer.checkpoint import read_payload, save_checkpoint
 from trainer.config import parse_overrides
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
 from trainer.denoise_config import DenoiseRunConfig, build_denoise_config, load_denoise_preset
-from trainer.errors import CheckpointError, ConfigError
+from trainer.errors import CheckpointError
 from trainer.models.cdecgnet import CDECGNet, Discriminator
 from trainer.models.cdloss import discriminator_loss, generator_losses
 
@@ -169,7 +169,7 @@ def load_denoiser(path: Path) -> tuple[DenoiseRunConfig, CDECGNet, dict[str, Any
         cfg = build_denoise_config(table, preset=raw.get("preset", "custom"))
         net = CDECGNet(cfg.model)
         net.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError, ConfigError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
         raise CheckpointError(f"not a denoiser checkpoint: {exc!r}", path=str(path)) from exc
     return cfg, net.eval(), payload
 

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
+from trainer.checks import check_range
 from trainer.config import DataConfig, build_sections
 from trainer.data.datasets import cinc2017_split, pretrain_windows
 from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
@@ -58,6 +59,12 @@ class DiffAETrainConfig:
         for key in ("steps", "batch_size", "diffusion_steps", "log_every", "threads"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} must be positive", key=f"train.{key}")
+        check_range(
+            "train",
+            self,
+            positive=("lr", "grad_clip"),
+            nonnegative=("weight_decay", "warmup_steps", "max_minutes"),
+        )
 
 
 @dataclass
@@ -166,10 +173,14 @@ def load(path: Path) -> tuple[DiffAERunConfig, DiffAE, dict[str, Any]]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("kind") != "diffae-lru":
         raise CheckpointError("not a DiffAE-LRU checkpoint", path=str(path))
-    raw = payload["config"]
-    cfg = build_diffae_config({k: raw[k] for k in SECTIONS}, preset=raw.get("preset", "custom"))
-    model = DiffAE(cfg.unet, cfg.lru)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        raw = payload["config"]
+        table = {k: raw[k] for k in SECTIONS}
+        cfg = build_diffae_config(table, preset=raw.get("preset", "custom"))
+        model = DiffAE(cfg.unet, cfg.lru)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
+        raise CheckpointError(f"incomplete or invalid checkpoint: {exc!r}", path=str(path)) from exc
     return cfg, model.eval(), payload
 
 

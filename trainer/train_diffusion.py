@@ -23,6 +23,9 @@ from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
 from trainer.errors import ConfigError
 from trainer.models.unet1d import UNet1d
 
+#: Files of a previous run's probe, removed when training starts (they describe the old weights).
+STALE_AFTER_TRAINING = ("head.npz", "probe.json")
+
 
 @dataclass
 class TrainResult:
@@ -71,6 +74,9 @@ def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float().to(rt.device)
     gen = torch.Generator().manual_seed(tc.seed * 1000 + rt.rank)
     out = Path(tc.out_dir) / "diffecg.pt"
+    if rt.is_main:  # a head probed on the previous checkpoint must not outlive it
+        for stale in STALE_AFTER_TRAINING:
+            (out.parent / stale).unlink(missing_ok=True)
     bar = tqdm(total=tc.steps, desc="diffecg pretrain", unit="step", disable=not rt.is_main)
     start, ema_loss, step = time.perf_counter(), float("nan"), 0
     for step in range(tc.steps):

@@ -7,14 +7,18 @@ from pathlib import Path
 import pytest
 
 import trainer
-from trainer.config import PRESETS, RunConfig, load_preset, parse_overrides
+from trainer.config import PRESETS, RunConfig, load_preset, parse_overrides, preset_names
 from trainer.errors import ConfigError
 
 
-def test_presets_on_disk_match_the_list() -> None:
+def test_presets_are_listed_per_command() -> None:
     folder = Path(trainer.__file__).parent / "presets"
-    assert {p.stem for p in folder.glob("*.toml")} == set(PRESETS)
-    assert {"smoke", "cpu", "gpu", "cpu-spectrogram", "cpu-lorenz"} <= set(PRESETS)
+    on_disk = {p.stem for p in folder.glob("*.toml")}
+    denoise = {f"denoise_{n}" for n in preset_names("denoise_")}
+    lru = {f"lru_{n}" for n in preset_names("lru_")}
+    assert set(PRESETS) | denoise | lru == on_disk
+    assert set(PRESETS) == {"smoke", "cpu", "gpu", "cpu-spectrogram", "cpu-lorenz"}
+    assert set(preset_names("denoise_")) == {"smoke", "cpu", "gpu"}
 
 
 @pytest.mark.parametrize("modality", ["spectrogram", "lorenz"])
@@ -198,3 +202,88 @@ def test_missing_toml_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_preset(str(tmp_path / "absent.toml"))
     assert err.value.key == "preset" and "absent.toml" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.groups=0", "groups"),
+        ("model.attn_heads=0", "attn_heads"),
+        ("model.kernel_size=-3", "kernel_size"),
+        ("model.dims=-8,-16", "dims"),
+        ("model.time_dim=0", "time_dim"),
+        ("model.time_dim=15", "time_dim"),
+        ("data.fs=nan", "fs"),
+        ("data.val_fraction=1", "val_fraction"),
+        ("data.high_hz=80", "high_hz"),  # above fs / 2
+        ("data.pretrain_databases=nstdb", "pretrain_databases"),
+        ("data.pretrain_databases=afdb_rr", "pretrain_databases"),
+        ("data.pretrain_databases=bogus", "pretrain_databases"),
+        ("data.pretrain_databases=", "pretrain_databases"),
+        ("train.probe_t=", "probe_t"),
+        ("train.max_minutes=-1", "max_minutes"),
+        ("train.threads=-2", "threads"),
+        ("train.lr=0", "lr"),
+    ],
+)
+def test_out_of_range_overrides_are_config_errors(override: str, key: str) -> None:
+    _raises_naming(key, override)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[train]\nsteps = "4"\n', "train.steps"),
+        ("[model]\ndims = 16\n", "model.dims"),
+        ('[data]\nfs = "128"\n', "data.fs"),
+        ("[data]\nmax_records = 4.5\n", "data.max_records"),
+        ('[train]\namp = "false"\n', "train.amp"),
+        ('[data]\nmodality = ["raw"]\n', "data.modality"),
+        ("[train]\nprobe_t = [1, 2.5]\n", "train.probe_t"),
+        ("data = 3\n", "data"),
+    ],
+)
+def test_toml_values_of_the_wrong_type(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "typed.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_preset(str(path))
+    assert err.value.key == key
+
+
+def test_toml_ints_are_read_as_floats(tmp_path: Path) -> None:
+    path = tmp_path / "ints.toml"
+    path.write_text("[data]\nfs = 128\n[train]\nmax_minutes = 10\n")
+    cfg = load_preset(str(path))
+    assert isinstance(cfg.data.fs, float) and cfg.train.max_minutes == 10.0
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.se_reduction=0", "se_reduction"),
+        ("model.stem=-8", "stem"),
+        ("model.noise_dim=-4", "noise_dim"),
+        ("data.context_s=-5", "context_s"),
+        ("data.val_fraction=1", "val_fraction"),
+        ("data.val_fraction=0", "val_fraction"),
+        ("data.val_fraction=-0.5", "val_fraction"),
+        ("train.threads=-2", "threads"),
+    ],
+)
+def test_denoiser_config_ranges(override: str, key: str) -> None:
+    from trainer.denoise_config import load_denoise_preset
+
+    dotted, _, value = override.partition("=")
+    with pytest.raises(ConfigError) as err:
+        load_denoise_preset("smoke", {dotted: value})
+    assert err.value.key is not None and err.value.key.split(".")[-1] == key
+
+
+def test_each_command_lists_only_its_presets() -> None:
+    from trainer.denoise_config import load_denoise_preset
+
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_preset("denoise_smoke")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_denoise_preset("cpu-lorenz")

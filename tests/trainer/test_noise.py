@@ -89,3 +89,29 @@ def test_sampler_fixed_snr_and_lead_subset():
     assert clean_leads.any() and x.noisy.any()
     # a lead without noise: input equals target (both clipped alike)
     np.testing.assert_allclose(x.x[clean_leads], x.target[clean_leads], atol=1e-5)
+
+
+def test_a_truncated_record_for_em_recovery_names_its_path(tmp_data_root):
+    import wfdb
+
+    from trainer.errors import DataError
+
+    folder = tmp_data_root / "mitdb"
+    folder.mkdir()
+    x = np.sin(np.arange(3600) / 10.0)[:, None].repeat(2, axis=1)
+    wfdb.wrsamp(
+        "118",
+        fs=360,
+        units=["mV", "mV"],
+        sig_name=["MLII", "V1"],
+        p_signal=x,
+        fmt=["212", "212"],
+        adc_gain=[200.0, 200.0],
+        baseline=[0, 0],
+        write_dir=str(folder),
+    )
+    dat = folder / "118.dat"
+    dat.write_bytes(dat.read_bytes()[:1001])
+    with pytest.raises(DataError) as err:
+        noise.recover_em("118")
+    assert err.value.reason == "corrupt" and str(folder / "118") in str(err.value)

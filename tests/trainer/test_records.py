@@ -332,3 +332,38 @@ def test_missing_reference_file(tmp_data_root: Path) -> None:
 def test_iter_records_rejects_unknown_database() -> None:
     with pytest.raises(ValueError, match="unknown database"):
         next(rec.iter_records("nope"))
+
+
+# --- lost samples (NaN) ---------------------------------------------------------------------
+
+
+def _write_record_with_gap(folder: Path, name: str = "rec") -> np.ndarray:
+    """A 1-lead WFDB record (250 Hz, 20 s) whose samples 1000..1499 are invalid (NaN)."""
+    wfdb = pytest.importorskip("wfdb")
+    x = np.sin(np.arange(5000) / 20.0)[:, None]
+    x[1000:1500] = np.nan
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(
+        name,
+        fs=250,
+        units=["mV"],
+        sig_name=["ECG0"],
+        p_signal=x,
+        fmt=["16"],
+        adc_gain=[1000.0],
+        baseline=[0],
+        write_dir=str(folder),
+    )
+    return x
+
+
+def test_read_signal_keeps_lost_samples_nan(tmp_path: Path) -> None:
+    x = _write_record_with_gap(tmp_path)
+    r = rec.read_signal(tmp_path / "rec", database="session")
+    assert np.array_equal(np.isnan(r.signal), np.isnan(x))  # what `stream --record` replays
+
+
+def test_training_readers_get_finite_signals(tmp_data_root: Path) -> None:
+    x = _write_record_with_gap(tmp_data_root / "ptbdb")
+    r = rec.read_single("ptbdb", "rec", extension=None)
+    assert np.isfinite(r.signal).all() and (r.signal[np.isnan(x)] == 0.0).all()

@@ -130,6 +130,37 @@ def test_checkpoint_missing_fields_raises(good_checkpoint: Path, missing: str) -
         load_checkpoint(good_checkpoint)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("model", "dims", [16, 32]), ("model", "groups", 0), ("train", "steps", "4")],
+)
+def test_checkpoint_config_that_does_not_fit_its_weights_raises(
+    good_checkpoint: Path, section: str, key: str, value
+) -> None:
+    """Weights of another geometry or a config no model can be built from: CheckpointError."""
+    payload = torch.load(good_checkpoint, weights_only=True)
+    payload["config"][section][key] = value
+    torch.save(payload, good_checkpoint)
+    with pytest.raises(CheckpointError, match="invalid checkpoint"):
+        load_checkpoint(good_checkpoint)
+
+
+def test_retrained_checkpoint_refuses_the_old_head(tmp_path: Path) -> None:
+    """Training removes the previous probe's files; a head kept from it is refused."""
+    from trainer.probe import load_head, run_probe
+
+    cfg = _smoke(tmp_path)
+    ckpt = train(cfg).checkpoint
+    run_probe(ckpt, tmp_path)
+    load_head(tmp_path / "head.npz")  # the pair matches
+    old_head = (tmp_path / "head.npz").read_bytes()
+    train(_smoke(tmp_path, **{"train.seed": "1", "train.steps": "2"}))
+    assert not (tmp_path / "head.npz").exists() and not (tmp_path / "probe.json").exists()
+    (tmp_path / "head.npz").write_bytes(old_head)
+    with pytest.raises(CheckpointError, match=f"ecgedge probe {ckpt}"):
+        load_head(tmp_path / "head.npz")
+
+
 # --- diffusion forward process --------------------------------------------------------------
 
 

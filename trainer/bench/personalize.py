@@ -375,6 +375,27 @@ def calibration_speed(bundle_dir: Path, minutes: float = 10.0) -> dict[str, Any]
     }
 
 
+def seen_before(manifest: Any, subjects: list[str]) -> dict[str, Any]:
+    """Which subjects' ECG the bundle's models saw in training (none of it with rhythm
+    labels): the extractors' self-supervised pretraining databases, and the denoiser's clean
+    training records (its record split, re-derived from its config in the provenance)."""
+    from trainer.data.denoise_data import record_split
+
+    prov = manifest.provenance
+    pretrain = set(prov.get("training_data", {}).get("pretrain", []))
+    data = prov.get("denoiser", {}).get("config", {}).get("data", {})
+    denoiser_train: set[str] = set()
+    for db in data.get("databases", []):
+        if db == "mitdb":
+            train, _ = record_split(db, float(data["val_fraction"]), int(data["split_seed"]))
+            denoiser_train |= {f"mitdb/{n}" for n in train}
+    return {
+        "extractor_pretraining": sorted(s for s in subjects if s.split("/")[0] in pretrain),
+        "denoiser_training": sorted(s for s in subjects if s in denoiser_train),
+        "head_training": prov.get("training_data", {}).get("head", ""),
+    }
+
+
 def run(
     bundle_dir: Path,
     out_dir: Path,
@@ -402,6 +423,7 @@ def run(
     result = {
         "bundle": bundle.manifest.name,
         "denoised": denoiser is not None,
+        "seen_before": seen_before(bundle.manifest, [s.name for s in subjects]),
         "protocol": {
             "calibration_fraction": CAL_FRACTION,
             "fixed_t": list(FIXED_T),
@@ -490,6 +512,20 @@ def _gp_line(summary: dict[str, Any]) -> str:
     )
 
 
+def _seen_line(seen: dict[str, Any] | None, n: int) -> str:
+    if seen is None:
+        return ""
+    den = ", ".join(seen["denoiser_training"]) or "none"
+    return (
+        f"What the models saw of these {n} subjects before calibration, none of it with rhythm "
+        f"labels: the extractors' self-supervised pretraining held "
+        f"{len(seen['extractor_pretraining'])} of them; the denoiser's clean training data "
+        f"held {den}. The global head was fitted on {seen['head_training'] or 'other data'} "
+        "only. The rows compare methods on the same models; absolute figures may be "
+        "optimistic for subjects the extractors or the denoiser saw."
+    )
+
+
 def _markdown(r: dict[str, Any], report: str = "personalize") -> str:
     keys = ["global", "finetune_default_t", "fixed_t20", "fixed_t50", "gp_gamma", "grid_gamma"]
     header = ["subject", "cal AF/win", "test AF/win", "global", "fine-tune t0", "fixed t=20"]
@@ -517,6 +553,8 @@ of {summ["subjects"]}) cannot fit a head: they keep the global model in every ro
 {md_table(["method", "F1 (AF subjects)", "accuracy (all)"], _method_rows(summ))}
 
 {_gp_line(summ)}
+
+{_seen_line(r.get("seen_before"), summ["subjects"])}
 
 Per subject (F1 of AF):
 

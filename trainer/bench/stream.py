@@ -31,6 +31,7 @@ from trainer.bench.report import md_table, write_result
 from trainer.checkpoint import load_checkpoint
 from trainer.data import records as rec
 from trainer.data.root import has_folder
+from trainer.errors import BenchError
 from trainer.probe import build_extractor
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -82,9 +83,13 @@ def sdk_runs(
                 ],
                 capture_output=True,
                 text=True,
-                check=True,
                 env={**os.environ, **ONE_THREAD},
             )
+            if out.returncode != 0:
+                lines = out.stderr.strip().splitlines() or ["no error output"]
+                raise BenchError(
+                    lines[-1], command="python -m sdk.bench", returncode=out.returncode
+                )
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = {
         k: float(np.median([r[k] for r in runs]))

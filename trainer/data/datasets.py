@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from sdk.synthetic import synthetic_ecg
 from sdk.windowing import record_windows
 from trainer.config import DataConfig
 from trainer.data import records as rec
+from trainer.data.root import require_folder
 from trainer.data.splits import stratified_split
 from trainer.errors import ConfigError
 
@@ -95,12 +98,25 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
+def _files_digest(folder: Path) -> str:
+    """Digest of the name, size and modification time of every file in a database folder,
+    so replaced or updated records (or labels) invalidate the cache."""
+    h = hashlib.sha256()
+    entries = sorted((e.name, e.stat()) for e in os.scandir(folder) if e.is_file())
+    for name, st in entries:
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _key(database: str, cfg: DataConfig, names: list[str]) -> str:
+    folder = require_folder(database).resolve()
     payload = json.dumps(
         [
             CACHE_VERSION,
             _code_digest(),
             database,
+            str(folder),
+            _files_digest(folder),
             cfg.fs,
             cfg.window,
             cfg.hop,
@@ -113,13 +129,7 @@ def _key(database: str, cfg: DataConfig, names: list[str]) -> str:
 
 
 def _read_lead0(database: str, name: str) -> tuple[np.ndarray, float, str]:
-    readers = {
-        "cinc2017": rec.read_cinc2017,
-        "mitdb": rec.read_mitdb,
-        "cpsc2021": rec.read_cpsc2021,
-        "challenge2021": rec.read_challenge2021,
-    }
-    r = readers[database](name)
+    r = rec.ECG_READERS[database](name)
     lead = 1 if database == "challenge2021" else 0  # lead II for 12-lead records
     return r.signal[:, lead], r.fs, r.label if database == "cinc2017" else ""
 
@@ -132,16 +142,9 @@ def load_windows(database: str, cfg: DataConfig, cache_dir: Path = Path("runs/ca
     if cfg.max_records:
         names = _stratified_head(database, names, cfg.max_records)
     path = cache_dir / f"{database}-{_key(database, cfg, names)}.npz"
-    if path.is_file():
-        z = np.load(path, allow_pickle=False)
-        return WindowSet(
-            z["windows"],
-            z["record_index"],
-            z["rr"],
-            list(z["names"]),
-            list(z["labels"]),
-            z["lorenz"],
-        )
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached
     wins, rrs, lors, idx, labels = [], [], [], [], []
     for i, name in enumerate(tqdm(names, desc=f"preprocess {database}", unit="rec", leave=False)):
         x, fs, label = _read_lead0(database, name)
@@ -172,6 +175,24 @@ def load_windows(database: str, cfg: DataConfig, cache_dir: Path = Path("runs/ca
     )
     tmp.replace(path)
     return ws
+
+
+def _read_cache(path: Path) -> WindowSet | None:
+    """The cached windows, or None when the file is absent or unreadable (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return WindowSet(
+                z["windows"],
+                z["record_index"],
+                z["rr"],
+                list(z["names"]),
+                list(z["labels"]),
+                z["lorenz"],
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def _stratified_head(database: str, names: list[str], n: int) -> list[str]:

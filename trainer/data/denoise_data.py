@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sdk.preprocess import PreprocessSpec
+from trainer.config import check_fraction
 from trainer.data import records as rec
 from trainer.data.noise import (
     AMPLITUDE_RANGE,
@@ -50,13 +51,24 @@ def _clean_records(database: str, fs: float) -> tuple[tuple[str, np.ndarray], ..
 
 
 def record_split(database: str, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(train, val) record names; noise-stress records always go to neither training set."""
+    """(train, val) record names; noise-stress records always go to neither training set.
+
+    Raises :class:`ConfigError` unless ``0 < val_fraction < 1`` and both sides get records.
+    """
+    check_fraction(val_fraction)
     names = [n for n in rec.list_records(database) if n not in NOISE_STRESS_RECORDS]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(names))
     n_val = max(1, int(round(val_fraction * len(names))))
     val = sorted(names[i] for i in order[:n_val])
-    return sorted(n for n in names if n not in val), val
+    train = sorted(n for n in names if n not in val)
+    if not train or not val:
+        raise ConfigError(
+            f"{database}: {len(names)} records give {len(train)} for training and "
+            f"{len(val)} for validation at val_fraction={val_fraction}; both need one",
+            key="data.val_fraction",
+        )
+    return train, val
 
 
 def clean_signals(database: str, names: list[str], fs: float, leads: int) -> list[np.ndarray]:

@@ -57,11 +57,17 @@ def em_segments(n_samples: int, fs: float = NSTDB_FS) -> list[tuple[int, int]]:
 
 
 def _digital(database: str, name: str) -> np.ndarray:
+    """A record's digital samples (n, leads) int64; :class:`DataError` names a bad file."""
     wfdb = rec._wfdb()
     path = require_folder(database) / name
     if not path.with_suffix(".hea").is_file():
         raise DataError("header file not found", path=str(path) + ".hea", reason="missing")
-    return wfdb.rdrecord(str(path), physical=False).d_signal.astype(np.int64)
+    try:
+        return wfdb.rdrecord(str(path), physical=False).d_signal.astype(np.int64)
+    except Exception as exc:  # wfdb raises many types for corrupt files
+        raise DataError(
+            f"cannot read WFDB record: {exc}", path=str(path), reason="corrupt"
+        ) from exc
 
 
 @dataclass

@@ -3,6 +3,10 @@
 Each reader returns :class:`Record` objects with signals in millivolts and the
 database's labels and annotations; a missing or unreadable file raises
 :class:`~trainer.errors.DataError` naming the file and the problem.
+
+:func:`read_signal` keeps invalid samples as NaN (a session saved by ``ecgedge stream --save``
+marks lost samples so, and the SDK counts and flags them); the per-database readers, which
+feed training, replace non-finite samples by 0.0 mV so every window is finite.
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ def _wfdb():
 
 
 def read_signal(path: Path, *, database: str) -> Record:
-    """Read one WFDB record (``path`` without extension) into a :class:`Record`."""
+    """Read one WFDB record (``path`` without extension) into a :class:`Record`.
+
+    Invalid samples (WFDB's missing-sample value) stay NaN in ``Record.signal``.
+    """
     if not path.with_suffix(".hea").is_file():
         raise DataError(
             "header file not found", path=str(path.with_suffix(".hea")), reason="missing"
@@ -75,8 +82,6 @@ def read_signal(path: Path, *, database: str) -> Record:
     signal = np.asarray(rec.p_signal, dtype=np.float32)
     if signal.ndim != 2 or signal.shape[0] == 0:
         raise DataError("record holds no samples", path=str(path), reason="empty")
-    if not np.isfinite(signal).all():
-        signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
     meta = {}
     for line in rec.comments or []:
         key, _, value = line.partition(":")
@@ -90,6 +95,14 @@ def read_signal(path: Path, *, database: str) -> Record:
         lead_names=tuple(rec.sig_name),
         meta=meta,
     )
+
+
+def _read_finite(path: Path, database: str) -> Record:
+    """:func:`read_signal` with non-finite samples set to 0.0 mV, for training windows."""
+    record = read_signal(path, database=database)
+    if not np.isfinite(record.signal).all():
+        record.signal = np.nan_to_num(record.signal, nan=0.0, posinf=0.0, neginf=0.0)
+    return record
 
 
 def read_annotations(
@@ -165,7 +178,7 @@ def cinc2017_labels() -> dict[str, str]:
 
 def read_cinc2017(name: str) -> Record:
     """One CinC 2017 record (single lead, 300 Hz) with its label."""
-    record = read_signal(require_folder("cinc2017") / name, database="cinc2017")
+    record = _read_finite(require_folder("cinc2017") / name, "cinc2017")
     record.label = cinc2017_labels_cached().get(name)
     return record
 
@@ -182,7 +195,7 @@ def cinc2017_labels_cached() -> dict[str, str]:
 
 def _read_annotated(database: str, name: str, extension: str = "atr") -> Record:
     path = require_folder(database) / name
-    record = read_signal(path, database=database)
+    record = _read_finite(path, database)
     record.annotations = read_annotations(path, extension, record.signal.shape[0])
     return record
 
@@ -195,7 +208,7 @@ def read_mitdb(name: str) -> Record:
 def read_nstdb(name: str) -> Record:
     """An NSTDB record: noise ``bw``/``ma`` (no annotations) or ``118eXX``/``119eXX`` (beats)."""
     if name in ("bw", "ma", "em"):
-        return read_signal(require_folder("nstdb") / name, database="nstdb")
+        return _read_finite(require_folder("nstdb") / name, "nstdb")
     return _read_annotated("nstdb", name)
 
 
@@ -206,7 +219,7 @@ def read_cpsc2021(name: str) -> Record:
 
 def read_challenge2021(name: str) -> Record:
     """A 12-lead CinC 2021 record (500 Hz, 10 s); ``meta['Dx']`` holds SNOMED-CT codes."""
-    record = read_signal(require_folder("challenge2021") / name, database="challenge2021")
+    record = _read_finite(require_folder("challenge2021") / name, "challenge2021")
     record.label = record.meta.get("Dx")
     return record
 
@@ -223,7 +236,7 @@ def read_afdb_rr(name: str) -> Annotations:
 def read_single(database: str, name: str, extension: str | None = "atr") -> Record:
     """A record of the one-record folders: ``qtdb/sel100``, ``svdb/800``, ``ptbdb/s0010_re``."""
     if extension is None:
-        return read_signal(require_folder(database) / name, database=database)
+        return _read_finite(require_folder(database) / name, database)
     return _read_annotated(database, name, extension)
 
 
@@ -248,15 +261,18 @@ def list_records(database: str) -> list[str]:
     return _record_names(folder)
 
 
+#: Readers of the databases whose records are ECG to cut windows from (the pretraining set).
+ECG_READERS = {
+    "cinc2017": read_cinc2017,
+    "mitdb": read_mitdb,
+    "cpsc2021": read_cpsc2021,
+    "challenge2021": read_challenge2021,
+}
+
+
 def iter_records(database: str) -> Iterator[Record]:
     """Every signal record of a database with its annotations."""
-    readers = {
-        "cinc2017": read_cinc2017,
-        "mitdb": read_mitdb,
-        "nstdb": read_nstdb,
-        "cpsc2021": read_cpsc2021,
-        "challenge2021": read_challenge2021,
-    }
+    readers = {**ECG_READERS, "nstdb": read_nstdb}
     if database not in readers:
         raise ValueError(f"unknown database {database!r}; expected one of {sorted(readers)}")
     for name in list_records(database):

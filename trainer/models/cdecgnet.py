@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.checks import check_range
 from trainer.errors import ConfigError
 
 
@@ -41,6 +42,20 @@ class CDConfig:
     def __post_init__(self) -> None:
         self.dims = tuple(int(d) for d in self.dims)
         self.kernels = tuple(int(k) for k in self.kernels)
+        check_range(
+            "model",
+            self,
+            positive=(
+                "window",
+                "stem",
+                "dims",
+                "kernels",
+                "noise_dim",
+                "lead_hidden",
+                "lead_dim",
+                "se_reduction",
+            ),
+        )
         if not 1 <= self.leads <= 12:
             raise ConfigError(f"model.leads must lie in 1..12, got {self.leads}", key="leads")
         if self.window % (2 ** len(self.dims)):

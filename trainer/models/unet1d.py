@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainer.checks import check_range
 from trainer.errors import ConfigError
 
 
@@ -33,6 +34,13 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         self.dims = tuple(int(d) for d in self.dims)
+        check_range(
+            "model",
+            self,
+            positive=("in_channels", "dims", "kernel_size", "time_dim", "groups", "attn_heads"),
+        )
+        if self.time_dim % 2:
+            raise ConfigError(f"time_dim must be even, got {self.time_dim}", key="time_dim")
         if len(self.dims) < 2:
             raise ConfigError("dims needs at least two levels", key="dims")
         if any(d % self.groups for d in self.dims):

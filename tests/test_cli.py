@@ -1,0 +1,140 @@
+"""Command-line input checks and the CLI's handling of saved sessions with lost samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgedge import calibrate as calibrate_mod
+from ecgedge.replay import read_wfdb
+from sdk.bundle import default_bundle_path
+
+
+def _session_with_gap(folder: Path) -> np.ndarray:
+    """A 2-minute synthetic recording (sinus then AF) with 2 s lost (NaN), saved as WFDB with
+    rhythm annotations, like ``stream --save`` plus an annotator."""
+    wfdb = pytest.importorskip("wfdb")
+    from sdk.synthetic import synthetic_ecg
+
+    ecg = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=250.0, seed=1)
+    x = ecg.signal.astype(np.float64)[:, None]
+    x[7000:7500] = np.nan
+    folder.mkdir(parents=True, exist_ok=True)
+    common = {"write_dir": str(folder)}
+    wfdb.wrsamp(
+        "session",
+        fs=250,
+        units=["mV"],
+        sig_name=["ECG0"],
+        p_signal=x,
+        fmt=["16"],
+        adc_gain=[1000.0],
+        baseline=[0],
+        **common,
+    )
+    starts = np.array([s for s, _, _ in ecg.rhythm])
+    notes = [f"({'AFIB' if lab.startswith('AF') else 'N'}" for _, _, lab in ecg.rhythm]
+    wfdb.wrann("session", "atr", starts, symbol=["+"] * len(starts), aux_note=notes, **common)
+    return x[:, 0]
+
+
+def test_replay_keeps_lost_samples_for_the_sdk_to_flag(tmp_path: Path) -> None:
+    x = _session_with_gap(tmp_path)
+    rec = read_wfdb(tmp_path / "session")
+    assert np.array_equal(np.isnan(rec.signal), np.isnan(x))
+
+
+def test_calibrate_uses_only_received_samples(tmp_path: Path, monkeypatch) -> None:
+    x = _session_with_gap(tmp_path)
+    seen: list[np.ndarray] = []
+    original = calibrate_mod.Calibrator.add_recording
+
+    def spy(self, signal, fs, intervals, **kw):
+        seen.append(np.asarray(signal))
+        return original(self, signal, fs, intervals, **kw)
+
+    monkeypatch.setattr(calibrate_mod.Calibrator, "add_recording", spy)
+    code = calibrate_mod.calibrate_record(
+        tmp_path / "session",
+        tmp_path / "p.json",
+        bundle_dir=default_bundle_path(),
+        minutes=0,
+        max_evals=2,
+    )
+    assert code == 0
+    assert all(np.isfinite(s).all() for s in seen)
+    assert sum(s.size for s in seen) == int(np.isfinite(x).sum())  # no invented zeros
+
+
+def test_finite_runs_skip_gaps_and_short_stretches() -> None:
+    x = np.ones(20)
+    x[5] = np.nan
+    x[12:14] = np.inf
+    assert calibrate_mod.finite_runs(x, 5) == [(0, 5), (6, 12), (14, 20)]
+    assert calibrate_mod.finite_runs(x, 6) == [(6, 12), (14, 20)]
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    """Run ``ecgedge argv`` in-process; it must fail with status 2 and one stderr line."""
+    from ecgedge.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:  # argparse's own refusals
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (("stream", "--record", "x", "--seconds", "-5"), "--seconds"),
+        (("stream", "--record", "x", "--speed", "-3"), "--speed"),
+        (("stream", "--record", "x", "--hop", "nan"), "--hop"),
+        (("demo", "--seconds", "-5"), "--seconds"),
+        (("calibrate", "r", "--out", "p.json", "--minutes", "-1"), "--minutes"),
+        (("calibrate", "r", "--out", "p.json", "--minutes", "nan"), "--minutes"),
+        (("bench", "bridge", "--minutes", "-1"), "--minutes"),
+        (("bench", "bridge", "--minutes", "0"), "--minutes"),
+        (("bench", "stream", "--hop", "-1"), "--hop"),
+        (("train-fusion", "--epochs", "0"), "--epochs"),
+    ],
+)
+def test_bad_numbers_are_refused_naming_the_option(capsys, argv, option) -> None:
+    assert option in _cli_error(capsys, *argv)
+
+
+def test_outputs_and_bundles_are_checked_before_any_work(capsys, tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert "--save" in _cli_error(capsys, "stream", "--simulate", "--save", str(a_file))
+    assert "--out" in _cli_error(capsys, "calibrate", "rec", "--out", str(tmp_path))
+    missing = str(tmp_path / "absent")
+    assert "--bundle" in _cli_error(capsys, "bench", "anomaly", "--bundle", missing)
+    assert "--levels" in _cli_error(capsys, "bench", "rhythm-noise", "--levels", "abc")
+
+
+def test_bench_child_failure_shows_the_childs_message(monkeypatch, tmp_path: Path) -> None:
+    import subprocess
+
+    from trainer.bench import stream
+    from trainer.errors import BenchError
+
+    def failing(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 2, "", "Traceback ...\nConfigError: hop bad\n")
+
+    monkeypatch.setattr(stream.subprocess, "run", failing)
+    with pytest.raises(BenchError, match="ConfigError: hop bad"):
+        stream.sdk_runs(tmp_path, np.zeros(10, np.float32), 128.0, "fp32", 1)
+
+
+def test_simulating_a_strap_from_a_record_with_lost_samples_is_refused(
+    capsys, tmp_path: Path
+) -> None:
+    _session_with_gap(tmp_path)
+    err = _cli_error(capsys, "stream", "--simulate", "--record", str(tmp_path / "session"))
+    assert "500 lost (NaN) samples" in err
