@@ -249,7 +249,7 @@ def build_bundle_engines(
     """Check the bundle's graphs against the TensorRT rules, then build its engines.
 
     The raw embedder at each of ``precisions`` the bundle carries; the other modalities'
-    embedders, the fusion and the head at the precision they ship in.
+    embedders, the fusion, the head and the denoiser at the precision they ship in.
     """
     bundle = load_bundle(Path(bundle_dir))
     m = bundle.manifest
@@ -268,6 +268,7 @@ def build_bundle_engines(
     files += [m.file("embedder", None, mod) for mod in m.modalities if mod != "raw"]
     files += [m.file("fusion")] if m.has("fusion") else []
     files.append(m.file("head"))
+    files += [m.file("denoiser")] if m.has("denoiser") else []
     paths = [bundle.path_of(f) for f in files]
     require_tensorrt_ready(paths)
     return [

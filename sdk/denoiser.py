@@ -14,7 +14,7 @@ import numpy as np
 from sdk.bundle import Bundle
 from sdk.errors import BundleError, ConfigError
 from sdk.preprocess import MIN_STD_MV, standardize_window
-from sdk.runtime import OnnxModel
+from sdk.runtime import open_model, select_backend
 
 
 class WindowDenoiser:
@@ -24,7 +24,8 @@ class WindowDenoiser:
     ----------
     bundle : a verified bundle with a ``denoiser`` file.
     precision : which denoiser file (``None`` = the most compact present).
-    threads, backend : see :class:`sdk.runtime.OnnxModel`.
+    threads, backend : see :func:`sdk.runtime.open_model` (``"auto"`` resolved for the bundle;
+        ``"trt-engine"`` runs the denoiser's engine like the other models').
     """
 
     def __init__(
@@ -37,22 +38,24 @@ class WindowDenoiser:
     ) -> None:
         spec = bundle.manifest.file("denoiser", precision)
         self.precision = spec.precision
-        self.model = OnnxModel(
-            bundle.path_of(spec),
-            threads=threads,
-            backend=backend,
-            spec=spec,
-            data=bundle.verified_bytes(spec),
-        )
-        shape = self.model.session.get_inputs()[0].shape
-        if len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]):
+        x = next((t for t in spec.inputs if t.name == "x"), None)
+        shape = x.shape if x is not None else ()
+        leads, window = shape[1:] if len(shape) == 3 else (None, None)
+        if not (isinstance(leads, int) and isinstance(window, int)):
             raise BundleError(
-                f"the denoiser's input must be (batch, leads, window) with fixed leads and "
-                f"window, got {shape}",
+                f"the denoiser's input x must be (batch, leads, window) with fixed leads and "
+                f"window, got {list(shape)}",
                 path=str(bundle.path_of(spec)),
                 reason="shape",
             )
-        self.leads, self.window = int(shape[1]), int(shape[2])
+        self.model = open_model(
+            bundle.path_of(spec),
+            threads=threads,
+            backend=select_backend(backend, bundle.manifest),
+            spec=spec,
+            data=bundle.verified_bytes(spec),
+        )
+        self.leads, self.window = leads, window
         if self.window != bundle.manifest.window_samples:
             raise ConfigError(
                 f"the denoiser takes windows of {self.window} samples; the bundle's window is "

@@ -170,7 +170,9 @@ class StreamPipeline:
             self.bundle, precision=precision, threads=threads, backend=backend
         )
         self.denoiser = (
-            WindowDenoiser.from_bundle(self.bundle, n_leads, threads=threads, backend=backend)
+            WindowDenoiser.from_bundle(
+                self.bundle, n_leads, threads=threads, backend=self.classifier.backend
+            )
             if denoise
             else None
         )

@@ -175,14 +175,22 @@ class TrtEngineModel:
     engine_path : a serialized engine (``.engine`` / ``.plan``).
     spec : the manifest entry; its tensor names must be the engine's I/O tensors.
     device : CUDA device index.
+    max_batch : the largest batch of the engine's optimization profile; :meth:`run` feeds a
+        larger batch (a calibration's windows) in pieces of this size.
 
     Not thread-safe for concurrent :meth:`run` calls on one instance. Call :meth:`close`
     (or use it as a context manager) to free device memory early.
     """
 
     def __init__(
-        self, engine_path: Path, *, spec: ModelFile | None = None, device: int = 0
+        self,
+        engine_path: Path,
+        *,
+        spec: ModelFile | None = None,
+        device: int = 0,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
+        self.max_batch = int(max_batch)
         self.trt = trt = tensorrt_module()
         self.rt = rt = cuda_runtime()
         compute_capability(device, rt)
@@ -256,7 +264,20 @@ class TrtEngineModel:
     def run(
         self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]:
-        """Run on host arrays; returns host arrays of ``outputs`` (default: all)."""
+        """Run on host arrays (batch first); returns host arrays of ``outputs`` (default:
+        all). A batch beyond :attr:`max_batch` runs in pieces."""
+        n = max((len(v) for v in feeds.values()), default=0)
+        if n <= self.max_batch:
+            return self._run_batch(feeds, outputs)
+        parts = [
+            self._run_batch({k: v[i : i + self.max_batch] for k, v in feeds.items()}, outputs)
+            for i in range(0, n, self.max_batch)
+        ]
+        return [np.concatenate(piece) for piece in zip(*parts)]
+
+    def _run_batch(
+        self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None
+    ) -> list[np.ndarray]:
         wanted = list(outputs) if outputs else list(self.output_names)
         unknown = [n for n in wanted if n not in self.output_names]
         if unknown:
@@ -357,4 +378,4 @@ def open_engine(
         device=device,
         sha256=spec.sha256 if spec is not None else None,
     )
-    return TrtEngineModel(path, spec=spec, device=device)
+    return TrtEngineModel(path, spec=spec, device=device, max_batch=max_batch)

@@ -9,11 +9,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: Largest β of a schedule (as in Nichol & Dhariwal 2021): ᾱ stays > 0 and √(1 − β) real.
+MAX_BETA = 0.999
+
 
 def linear_betas(n_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-    """DDPM's linear schedule, scaled so any ``n_steps`` spans the same total noise as 1000."""
+    """DDPM's linear schedule, scaled so any ``n_steps`` spans the same total noise as 1000;
+    β is capped at :data:`MAX_BETA` (with 20 steps or fewer the scaled β would reach 1)."""
     scale = 1000.0 / n_steps
-    return np.linspace(scale * beta_start, scale * beta_end, n_steps, dtype=np.float64)
+    betas = np.linspace(scale * beta_start, scale * beta_end, n_steps, dtype=np.float64)
+    return np.minimum(betas, MAX_BETA)
 
 
 def alphas_cumprod(betas: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from trainer.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -32,6 +34,12 @@ def setup(threads: int = 0) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA device(s) are "
+                "visible: start at most one process per GPU (torchrun --nproc_per_node)",
+                key="nproc_per_node",
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     else:

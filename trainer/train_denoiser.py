@@ -62,17 +62,23 @@ def samplers(cfg: DenoiseRunConfig) -> tuple[PairSampler, PairSampler]:
     )
 
 
-def _tensors(ex: Examples) -> tuple[torch.Tensor, ...]:
-    return torch.from_numpy(ex.x), torch.from_numpy(ex.target), torch.from_numpy(ex.noisy)
+def _tensors(ex: Examples, device: torch.device) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a).to(device) for a in (ex.x, ex.target, ex.noisy))
+
+
+def _device() -> torch.device:
+    """The first CUDA device when present (the ``gpu`` preset), else the CPU."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def validate(net: CDECGNet, batches: list[Examples]) -> dict[str, float]:
     """Mean L1 and output SNR (dB) on the noisy leads, and L1 on the clean leads."""
     net.eval()
     err_n, sig_n, l1_n, l1_c, count_n, count_c = 0.0, 0.0, 0.0, 0.0, 0, 0
+    device = next(net.parameters()).device
     with torch.no_grad():
         for ex in batches:
-            y = net(torch.from_numpy(ex.x)).numpy()
+            y = net(torch.from_numpy(ex.x).to(device)).cpu().numpy()
             d = y - ex.target
             m = ex.noisy
             err_n += float(np.square(d[m]).sum())
@@ -112,7 +118,9 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
         val_s.draw(tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode)
         for _ in range(tc.val_batches)
     ]
-    net, dis = CDECGNet(cfg.model), Discriminator(cfg.model.dims[-1])
+    device = _device()
+    net = CDECGNet(cfg.model).to(device)
+    dis = Discriminator(cfg.model.dims[-1]).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     opt_d = torch.optim.Adam(dis.parameters(), lr=tc.lr_dis, betas=(0.5, 0.999))
     out = Path(tc.out_dir) / CHECKPOINT_NAME
@@ -120,15 +128,16 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     first: dict[str, float] = {}
     ema: dict[str, float] = {}
     start, step = time.perf_counter(), 0
-    bar = tqdm(total=tc.steps, desc=f"CD-ECGNet {cfg.model.leads}-lead", unit="step")
+    desc = f"CD-ECGNet {cfg.model.leads}-lead ({device.type})"
+    bar = tqdm(total=tc.steps, desc=desc, unit="step")
     for step in range(tc.steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg, time.perf_counter() - start)
         ex_x, ex_s = train_s.draw_pair(
             tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode
         )
-        x, tx, noisy = _tensors(ex_x)
-        xs, txs, _ = _tensors(ex_s)
+        x, tx, noisy = _tensors(ex_x, device)
+        xs, txs, _ = _tensors(ex_s, device)
         losses, c, c_s = generator_losses(net, dis, x, xs, tx, txs, noisy, tc.temperature)
         opt.zero_grad(set_to_none=True)
         losses.total(tc.lambda_cons, tc.w_noise).backward()

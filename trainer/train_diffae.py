@@ -118,19 +118,21 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     data = torch.from_numpy(windows if windows is not None else pretrain_windows(cfg.data))
-    model = DiffAE(cfg.unet, cfg.lru)
-    abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float()
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    model = DiffAE(cfg.unet, cfg.lru).to(device)
+    abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator().manual_seed(tc.seed)
     start, losses, step = time.perf_counter(), [], 0
     out = Path(tc.out_dir)
-    bar = tqdm(range(tc.steps), desc="diffae", unit="step", mininterval=10)
+    bar = tqdm(range(tc.steps), desc=f"diffae ({device.type})", unit="step", mininterval=10)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, tc)
         x0 = data[torch.randint(0, len(data), (tc.batch_size,), generator=gen)]
         t = torch.randint(0, tc.diffusion_steps, (tc.batch_size,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same on any device
+        x0, t, eps = x0.to(device), t.to(device), eps.to(device)
         loss = torch.mean((model(add_noise(x0, t, eps, abar), t, x0) - eps) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,8 +189,9 @@ def load(path: Path) -> tuple[DiffAERunConfig, DiffAE, dict[str, Any]]:
 @torch.no_grad()
 def embed_windows(encoder: torch.nn.Module, windows: np.ndarray, batch: int = 128) -> np.ndarray:
     """(N, 1, L) → (N, D) with the semantic encoder."""
+    device = next(encoder.parameters()).device
     out = [
-        encoder(torch.from_numpy(windows[i : i + batch])).numpy()
+        encoder(torch.from_numpy(windows[i : i + batch]).to(device)).cpu().numpy()
         for i in tqdm(range(0, len(windows), batch), desc="embed", leave=False, mininterval=10)
     ]
     return np.concatenate(out)

@@ -118,7 +118,9 @@ class Calibrator:
         self.classes = m.classes
         self.denoiser: WindowDenoiser | None = None
         if denoise and m.has("denoiser"):
-            self.denoiser = WindowDenoiser(bundle, threads=threads, backend=backend)
+            self.denoiser = WindowDenoiser(
+                bundle, threads=threads, backend=self.classifier.backend
+            )
             if self.denoiser.leads != 1:
                 raise ConfigError(
                     f"the bundle's denoiser takes {self.denoiser.leads} leads but calibration "

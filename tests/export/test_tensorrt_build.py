@@ -255,10 +255,13 @@ def test_bundle_engines_check_the_rules_first(monkeypatch, jetson_bundle, tmp_pa
     m = load_bundle(jetson_bundle).manifest
     others = [m.file("embedder", None, mod).path for mod in m.modalities if mod != "raw"]
     others += [m.file("fusion").path] if m.has("fusion") else []
+    others += ["head.onnx"]
+    others += [m.file("denoiser").path] if m.has("denoiser") else []  # the pipeline runs it too
     names = [p.name for p in paths]
     assert names[0].startswith("embedder.fp16.") and names[1].startswith("embedder.int8.")
-    assert len(names) == 3 + len(others) and names[-1].startswith("head.fp32.")
-    assert all(n.startswith(o.removesuffix(".onnx") + ".") for n, o in zip(names[2:-1], others))
+    assert len(names) == 2 + len(others)
+    stems = [o.removesuffix(".onnx").removesuffix(".fp32") for o in others]
+    assert all(n.startswith(st + ".") for n, st in zip(names[2:], stems))
     with pytest.raises(JetsonRuleError, match="qdq-zero-point"):
         build_bundle_engines(BUNDLE, ("int8",), cache_dir=tmp_path)  # the CPU-form INT8 graph
     with pytest.raises(EngineBuildError, match="no embedder"):

@@ -418,3 +418,12 @@ def test_a_lead_resumes_after_a_gap_at_its_first_valid_value(bundle, ecg):
         assert not b.flagged or "nonfinite" in b.quality.flags
         for c, p in a.probabilities.items():
             assert b.probabilities[c] == pytest.approx(p, abs=0.01)
+
+
+def test_auto_backend_reaches_the_denoiser_and_the_calibrator(bundle):
+    from sdk.calibration import Calibrator
+
+    p = StreamPipeline(bundle, fs_in=FS, backend="auto")
+    assert p.denoiser is not None and p.classifier.backend == "cpu"
+    cal = Calibrator(bundle, backend="auto")
+    assert cal.denoiser is not None

@@ -301,8 +301,10 @@ def test_engine_runs_like_onnx_runtime_and_checks_inputs(fakes, tmp_path):
     assert fakes.rt.copies.count("h2d") == 3 and fakes.rt.copies.count("d2h") == 1
     small = {k: v[:1] for k, v in feeds.items()}  # smaller batch reuses the buffers
     np.testing.assert_array_equal(model.run(small)[0], ref[:1])
+    nine = {k: np.repeat(v, 3, axis=0) for k, v in feeds.items()}  # batch 9 > 8: two pieces
+    np.testing.assert_array_equal(model.run(nine, ["embedding"])[0], np.repeat(ref, 3, axis=0))
     with pytest.raises(ConfigError, match="optimization profile"):
-        model.run({k: np.repeat(v, 3, axis=0) for k, v in feeds.items()})  # batch 9 > 8
+        model.run({**feeds, "x": x[:, :, :1000], "noise": x[:, :, :1000]})  # not the window
     with pytest.raises(ConfigError, match="missing inputs"):
         model.run({"x": x})
     model.close()
@@ -388,10 +390,11 @@ def test_classifier_runs_on_engines_like_on_onnx_runtime(fakes, tmp_path):
     _fake_engines(tmp_path, BUNDLE, models)
     rng = np.random.default_rng(1)
     grid = 24  # the Lorenz image's size (sdk.modalities.LorenzSpec)
+    n = 12  # beyond the engines' batch of 8 (a calibration's windows): run in pieces
     inputs = WindowInputs(
-        rng.standard_normal((4, 1, 1280)).astype(np.float32),
-        rng.random((4, len(m.head_features["rr_features"]))).astype(np.float32),
-        rng.uniform(-1, 1, (4, grid, grid)).astype(np.float32),
+        rng.standard_normal((n, 1, 1280)).astype(np.float32),
+        rng.random((n, len(m.head_features["rr_features"]))).astype(np.float32),
+        rng.uniform(-1, 1, (n, grid, grid)).astype(np.float32),
     )
     on_trt = WindowClassifier(bundle, precision="fp32", backend="trt-engine", engine_dir=tmp_path)
     on_cpu = WindowClassifier(bundle, precision="fp32")
@@ -426,9 +429,11 @@ def test_gpu_classifier_on_engines_matches_onnx_runtime(gpu_bundle, tmp_path):
     build_bundle_engines(gpu_bundle, ("fp16", "int8"), cache_dir=tmp_path)
     bundle = load_bundle(gpu_bundle)
     rng = np.random.default_rng(2)
+    n, grid = 16, 24  # more windows than an engine's batch (8): run in pieces; Lorenz 24x24
     inputs = WindowInputs(
-        rng.standard_normal((8, 1, 1280)).astype(np.float32),
-        rng.random((8, len(bundle.manifest.head_features["rr_features"]))).astype(np.float32),
+        rng.standard_normal((n, 1, 1280)).astype(np.float32),
+        rng.random((n, len(bundle.manifest.head_features["rr_features"]))).astype(np.float32),
+        rng.uniform(-1, 1, (n, grid, grid)).astype(np.float32),
     )
     for precision in ("fp16", "int8"):
         trt = WindowClassifier(

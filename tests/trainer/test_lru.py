@@ -158,3 +158,10 @@ def test_embedder_ignores_t_and_noise() -> None:
         a = emb(x, torch.tensor([1, 2]), torch.randn_like(x))
         b = emb(x, torch.tensor([50, 9]), torch.randn_like(x))
     assert a.shape == (2, SMALL.emb_dim) and torch.equal(a, b)
+
+
+def test_starting_states_are_made_where_the_model_lives() -> None:
+    """Zero states follow the model's device and dtype (a CUDA model got CPU tensors)."""
+    enc = LRUEncoder(SMALL).to(dtype=torch.float64, device="meta")
+    for z in [*enc.zero_states(2), *LRUStepModel(enc, 4).initial(2)]:
+        assert z.device.type == "meta" and z.dtype == torch.float64

@@ -15,7 +15,7 @@ import torch
 from trainer.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from trainer.config import load_preset
 from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, ConfigError
 from trainer.models.unet1d import UNet1d
 from trainer.train_diffusion import train
 
@@ -197,7 +197,8 @@ def test_add_noise_endpoints() -> None:
 def test_ddp_smoke_run_two_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    # two CPU processes with gloo, also on a machine with one GPU (rank 1 would have none)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "ecgedge", "train", "--preset", "smoke", "--data-source", "synthetic",
@@ -219,3 +220,23 @@ def test_cuda_amp_smoke_step(tmp_path: Path) -> None:
     assert result.steps == 1 and math.isfinite(result.final_loss)
     _, state, _ = load_checkpoint(result.checkpoint)
     assert all(t.device.type == "cpu" for t in state.values())
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="nproc_per_node"):
+        distributed.setup()
+
+
+def test_short_schedules_keep_every_beta_below_one() -> None:
+    from trainer.diffusion import MAX_BETA
+
+    for steps in (5, 10, 20, 50, 1000):
+        betas = linear_betas(steps)
+        abar = alphas_cumprod(betas)
+        assert betas.max() <= MAX_BETA and abar[-1] > 0 and np.all(np.diff(abar) < 0)
+    assert np.allclose(linear_betas(1000)[[0, -1]], [1e-4, 0.02])  # DDPM's own, uncapped

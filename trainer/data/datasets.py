@@ -163,7 +163,7 @@ def load_windows(database: str, cfg: DataConfig, cache_dir: Path = Path("runs/ca
         np.concatenate(lors),
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one per writer (DDP ranks)
     np.savez(
         tmp,
         windows=ws.windows,

@@ -175,7 +175,7 @@ class LRU(nn.Module):
         """Reference: the recurrence one step at a time from a zero state (tests only)."""
         b_re, b_im = self.inputs(u)
         lam_re, lam_im = self.eigenvalues()
-        h_re = torch.zeros(u.shape[0], b_re.shape[-1], dtype=u.dtype)
+        h_re = torch.zeros(u.shape[0], b_re.shape[-1], dtype=u.dtype, device=u.device)
         h_im = torch.zeros_like(h_re)
         xs_re, xs_im = [], []
         for k in range(u.shape[1]):
@@ -249,7 +249,8 @@ class LRUEncoder(nn.Module):
         self.reducer = AttentionReducer(cfg.emb_dim)
 
     def zero_states(self, batch: int) -> list[torch.Tensor]:
-        z = torch.zeros(batch, self.cfg.d_state)
+        p = self.out.weight
+        z = torch.zeros(batch, self.cfg.d_state, device=p.device, dtype=p.dtype)
         return [z.clone() for _ in range(2 * self.cfg.layers)]
 
     def features(
@@ -288,8 +289,9 @@ class LRUStepModel(nn.Module):
 
     def initial(self, batch: int) -> list[torch.Tensor]:
         c = self.encoder.cfg.emb_dim
-        m = torch.full((batch, self.k, c), self.EMPTY_M)
-        z = torch.zeros(batch, self.k, c)
+        p = self.encoder.out.weight
+        m = torch.full((batch, self.k, c), self.EMPTY_M, device=p.device, dtype=p.dtype)
+        z = torch.zeros(batch, self.k, c, device=p.device, dtype=p.dtype)
         return [*self.encoder.zero_states(batch), m, z, z.clone()]
 
     def forward(self, x_block: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
