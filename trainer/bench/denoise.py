@@ -228,7 +228,10 @@ def _markdown(results: list[dict], command: str, seed: int) -> str:
         "# denoise — NSTDB noise on held-out clean ECG\n",
         __doc__.split("\n\n", 1)[1].strip(),
         f"\nCommand: `{command}` (sampling seed {seed}). SSD is summed over a 10 s window at "
-        "128 Hz in mV² (the paper's SSD is on its own scale: compare PRD, cos, SNR, RMSE).\n",
+        "128 Hz in mV² (the paper's SSD is on its own scale: compare PRD, cos, SNR, RMSE). "
+        "SNR imp is the output SNR minus the input's, the input being the noisy window as the "
+        "device has it (causal band-pass): on the `medfilt` reference it is the gain over the "
+        "device band-pass row, not over the raw noisy signal.\n",
     ]
     for res in results:
         s = res["summary"]

@@ -108,7 +108,9 @@ def run(
 
 Protocol: {len(names)} validation records of the shared CinC 2017 data (split by record,
 stratified by label, seed {split["split_seed"]}, {split["val_fraction"]:.0%} held out; never
-used for training or for choosing t). Per-record label = argmax of the mean window
+used for training or for choosing t, but the bundle's configuration (single- or multimodal,
+with or without the denoiser, the anomaly score) was chosen by comparing alternatives on it).
+Per-record label = argmax of the mean window
 probability; AUROC of P(A)+P(O) with noisy records excluded; 95% bootstrap intervals
 (1000 resamples of records). Bundle `{manifest.name}` streamed record by record through
 `sdk.pipeline.StreamPipeline` (one ONNX Runtime thread). Command:
