@@ -133,7 +133,8 @@ class SensorSession:
         self._last_arrival: float | None = None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to end now, also while it backs off before reconnecting."""
+        """Ask :meth:`run` to end now, also while it connects, starts the stream or backs off
+        before reconnecting."""
         self._stopping = True
         self._stop_requested.set()
 
@@ -159,7 +160,7 @@ class SensorSession:
                 if dropped:
                     self.stats.reconnects += 1
                     self._queue.put_nowait(("flush", 0.0, b""))  # place frames held for order
-                await self._unless_stopped(self.transport.sleep(self.backoff.next_delay_s()))
+                await self._until_stopped(self.transport.sleep(self.backoff.next_delay_s()))
         finally:
             await self._end_link(stop_sensor=True)
             self._queue.put_nowait(None)
@@ -173,32 +174,44 @@ class SensorSession:
         lost = asyncio.Event()
         self.transport.set_disconnected_callback(lost.set)
         try:
-            await self.transport.connect()
-            self._queue.put_nowait(("link", 0.0, b""))  # ahead of every notification it brings
-            await self.transport.start_notify(self.profile.data_uuid, self._on_notify)
-            if self.profile.hr_uuid is not None:
-                await self.transport.start_notify(self.profile.hr_uuid, self._on_hr)
-            await self.profile.start(self.transport)
+            started = await self._until_stopped(self._open_stream())
         except BridgeError as exc:
             self.stats.connect_failures += 1
             refused = isinstance(exc, ProtocolError)  # e.g. "device in charger": say why
             _log.log(logging.WARNING if refused else logging.INFO, "no stream: %s", exc)
             await self._end_link(stop_sensor=False)  # a half-open link must not linger
             return False
+        if not started:  # stop() during connect or start: run() ends the link
+            return False
         self.stats.connects += 1
         self.backoff.reset()
-        await self._unless_stopped(lost.wait())
+        await self._until_stopped(lost.wait())
         return lost.is_set()
 
-    async def _unless_stopped(self, aw: Awaitable[object]) -> None:
-        """Await ``aw`` until it completes or :meth:`stop` is called; leaves no task behind."""
-        tasks = {asyncio.ensure_future(aw), asyncio.ensure_future(self._stop_requested.wait())}
+    async def _open_stream(self) -> None:
+        """Connect, subscribe and ask the sensor to stream."""
+        await self.transport.connect()
+        self._queue.put_nowait(("link", 0.0, b""))  # ahead of every notification it brings
+        await self.transport.start_notify(self.profile.data_uuid, self._on_notify)
+        if self.profile.hr_uuid is not None:
+            await self.transport.start_notify(self.profile.hr_uuid, self._on_hr)
+        await self.profile.start(self.transport)
+
+    async def _until_stopped(self, aw: Awaitable[object]) -> bool:
+        """Await ``aw`` unless :meth:`stop` comes first (then ``aw`` is cancelled): True if it
+        completed (its exception, if any, is raised). Leaves no task behind."""
+        work = asyncio.ensure_future(aw)
+        stopper = asyncio.ensure_future(self._stop_requested.wait())
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            work.cancel()
+            stopper.cancel()
+            await asyncio.gather(work, stopper, return_exceptions=True)
+        if work.cancelled():
+            return False
+        work.result()
+        return True
 
     async def _end_link(self, *, stop_sensor: bool) -> None:
         """Best effort: ask the sensor to stop streaming (if connected), then disconnect."""

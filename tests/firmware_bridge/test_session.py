@@ -452,3 +452,18 @@ def test_bad_heart_rate_notifications_are_counted_apart_from_ecg_packets():
     stats = asyncio.run(asyncio.wait_for(session.run(), timeout=5))
     assert stats.packets == 3 and stats.malformed == 0
     assert stats.hr_malformed == 5 and stats.hr_notifications == 0
+
+
+def test_stop_while_the_sensor_has_not_answered_the_start_returns_at_once():
+    async def main():
+        link = FakeLink(pmd_status=None)  # the H10 never answers: start waits up to 5 s
+        session = SensorSession(link, PolarH10(), RecordingSink())
+        task = asyncio.create_task(session.run())
+        await asyncio.sleep(0.05)
+        session.stop()
+        stats = await asyncio.wait_for(task, timeout=1.0)
+        return stats, link
+
+    stats, link = asyncio.run(main())
+    assert stats.connects == 0 and stats.connect_failures == 0
+    assert link.events[-1] == "disconnect" and not link.up  # the half-open link is closed
