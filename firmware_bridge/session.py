@@ -297,12 +297,17 @@ class SensorSession:
             self.on_heart_rate(host_time_s, measurement)
 
 
+#: Longest wait for one clean-up step (stop the sensor, disconnect) on a half-dead link.
+CLEANUP_TIMEOUT_S = 5.0
+
+
 async def _quietly(aw: Awaitable[object], what: str) -> None:
-    """Await a clean-up step; a failure is logged, never raised (the link may be gone)."""
+    """Await a clean-up step for at most :data:`CLEANUP_TIMEOUT_S`; a failure or a timeout is
+    logged, never raised (the link may be gone)."""
     try:
-        await aw
-    except Exception as exc:  # any backend error: nothing is left to do about it
-        _log.info("%s failed: %s", what, exc)
+        await asyncio.wait_for(aw, CLEANUP_TIMEOUT_S)
+    except Exception as exc:  # any backend error or the timeout: nothing is left to do
+        _log.info("%s failed: %r", what, exc)
 
 
 def _last_ns(frame: DecodedFrame) -> int:
