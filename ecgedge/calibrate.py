@@ -13,8 +13,11 @@ from sdk.calibration import Calibrator, save_profile
 
 
 def rhythm_class(label: str) -> str:
-    """A rhythm annotation (``(AFIB``, ``AFL``, ``N`` …) → the bundle class it calibrates."""
-    return "A" if "AF" in label.upper() else "N"
+    """A rhythm annotation (``AFIB``, ``AFL``, ``N`` …) → the bundle class it calibrates:
+    ``A`` for atrial fibrillation only (flutter is not the bundles' AF class)."""
+    from trainer.data.records import is_af
+
+    return "A" if is_af(label) else "N"
 
 
 def finite_runs(x: np.ndarray, min_samples: int) -> list[tuple[int, int]]:

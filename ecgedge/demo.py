@@ -116,10 +116,12 @@ def run_demo(
         f"{'full speed' if fast else f'{speed:g}x real time'}; bundle {bundle}"
     )
     if recording.rhythm:
+        from trainer.data.records import is_af  # torch-free; the recording was read by it
+
         truth = [
             f"{s / recording.fs / 60:.1f}–{e / recording.fs / 60:.1f} min"
             for s, e, lab in recording.rhythm
-            if lab.startswith("AF") and s < signal.size
+            if is_af(lab) and s < signal.size
         ]
         print(f"  reference AF episodes: {', '.join(truth) or 'none'}")
     view = LiveView()

@@ -367,3 +367,12 @@ def test_training_readers_get_finite_signals(tmp_data_root: Path) -> None:
     x = _write_record_with_gap(tmp_data_root / "ptbdb")
     r = rec.read_single("ptbdb", "rec", extension=None)
     assert np.isfinite(r.signal).all() and (r.signal[np.isnan(x)] == 0.0).all()
+
+
+def test_only_atrial_fibrillation_is_af_not_flutter():
+    from ecgedge.calibrate import rhythm_class
+    from trainer.data.records import is_af
+
+    assert is_af("AFIB") and is_af("(AFIB") and is_af("afib ")
+    assert not is_af("AFL") and not is_af("N") and not is_af("SVTA")
+    assert rhythm_class("AFL") == "N" and rhythm_class("AFIB") == "A"

@@ -81,7 +81,7 @@ def _labelled(
     labels = []
     for s in rw.starts:
         a, b = s / rw.fs * fs, (s + m.window_samples) / rw.fs * fs
-        af = sum(max(0.0, min(b, e) - max(a, st)) for st, e, lab in rhythm if "AF" in lab)
+        af = sum(max(0.0, min(b, e) - max(a, st)) for st, e, lab in rhythm if rec.is_af(lab))
         labels.append("A" if af >= 0.5 * (b - a) else "N")
     return rw, labels
 
@@ -260,7 +260,9 @@ def load_rr_subjects(manifest: Any, max_subjects: int = 0) -> list[Subject]:
             rr[i] = rr_features(inside, fs)
             lorenz[i] = lorenz_image(rr_from_peaks(inside, fs))
             af = sum(
-                max(0, min(st + window, e) - max(st, b)) for b, e, lab in ann.rhythm if "AF" in lab
+                max(0, min(st + window, e) - max(st, b))
+                for b, e, lab in ann.rhythm
+                if rec.is_af(lab)
             )
             labels.append("A" if af >= 0.5 * window else "N")
         no_ecg = np.zeros((starts.size, 1, 1), np.float32)  # the Lorenz path never reads it
@@ -356,7 +358,7 @@ def calibration_speed(bundle_dir: Path, minutes: float = 10.0) -> dict[str, Any]
     r = rec.read_mitdb("201")
     n = int(minutes * 60 * r.fs)
     intervals = [
-        (s / r.fs, min(e, n) / r.fs, "A" if "AF" in lab else "N")
+        (s / r.fs, min(e, n) / r.fs, "A" if rec.is_af(lab) else "N")
         for s, e, lab in (r.annotations.rhythm if r.annotations else [])
         if s < n
     ]

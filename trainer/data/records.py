@@ -105,6 +105,16 @@ def _read_finite(path: Path, database: str) -> Record:
     return record
 
 
+#: The rhythm label of atrial fibrillation in PhysioNet annotations (``(AFIB``; ``(AFL`` is
+#: atrial flutter, which CinC 2017 and the bundles' class ``A`` do not include).
+AF_RHYTHM = "AFIB"
+
+
+def is_af(label: str) -> bool:
+    """Whether a rhythm label (as :func:`read_annotations` returns it) is atrial fibrillation."""
+    return label.strip().lstrip("(").upper() == AF_RHYTHM
+
+
 def read_annotations(
     path: Path, extension: str = "atr", n_samples: int | None = None
 ) -> Annotations:
