@@ -437,7 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="pretrain DiffECG and fit the probe head (needs ecgedge[train])"
     )
-    t.add_argument("--preset", default="cpu", help="smoke | cpu | gpu | path/to.toml")
+    t.add_argument(
+        "--preset",
+        default="cpu",
+        help="smoke | cpu | cpu-spectrogram | cpu-lorenz | gpu | path/to.toml",
+    )
     t.add_argument("--data-source", choices=("shared", "synthetic"), help="override data.source")
     t.add_argument(
         "--no-probe", action="store_true", help="skip the linear probe after pretraining"
@@ -671,7 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument(
         "--precision", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp16", "int8"]
     )
-    en.add_argument("--out", help="engine cache (default: $ECGEDGE_ENGINES or ~/.cache/ecgedge)")
+    en.add_argument(
+        "--out", help="engine cache (default: $ECGEDGE_ENGINES or ~/.cache/ecgedge/engines)"
+    )
     en.add_argument("--max-batch", type=int, default=8, help="largest batch of the profile")
     en.add_argument("--force", action="store_true", help="rebuild even if a cached engine exists")
     en.add_argument("--check", action="store_true", help="only check the graphs (no GPU needed)")
