@@ -8,7 +8,6 @@ scored, once, at the end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sdk.bundle import sha256_file
 from sdk.head import SoftmaxHead, fit_softmax_head
 from trainer.checkpoint import load_checkpoint
 from trainer.config import RunConfig
@@ -141,7 +141,7 @@ def run_probe(checkpoint: Path, out_dir: Path | None = None) -> ProbeResult:
             t=np.asarray(t),
             noise=noise,
             checkpoint=np.asarray(checkpoint.name),
-            checkpoint_sha256=np.asarray(file_sha256(checkpoint)),
+            checkpoint_sha256=np.asarray(sha256_file(checkpoint)),
         )
         (out_dir / "probe.json").write_text(json.dumps(report, indent=2))
     return ProbeResult(t, head, t_scores, report)
@@ -169,15 +169,6 @@ def read_head(path: Path) -> SoftmaxHead:
     )
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
     """Head, t and inference noise of a probe's ``head.npz`` (written by :func:`run_probe`).
 
@@ -188,7 +179,7 @@ def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
     z = np.load(path, allow_pickle=False)
     if "checkpoint_sha256" in z.files:
         checkpoint = path.parent / str(z["checkpoint"])
-        if not checkpoint.is_file() or file_sha256(checkpoint) != str(z["checkpoint_sha256"]):
+        if not checkpoint.is_file() or sha256_file(checkpoint) != str(z["checkpoint_sha256"]):
             raise CheckpointError(
                 f"head was fitted on another {checkpoint.name}; "
                 f"probe again: ecgedge probe {checkpoint}",
