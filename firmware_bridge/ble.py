@@ -89,10 +89,14 @@ class BleakTransport(Transport):
                 f"connecting to {self.target} failed: {exc}", address=self.target
             ) from exc
 
+    def _is_target(self, device: Any, adv: Any) -> bool:
+        """Whether an advertiser is the target: its address or name, in any letter case."""
+        names = (device.address, device.name, getattr(adv, "local_name", None))
+        return self.target.upper() in {n.upper() for n in names if n}
+
     async def _connect(self, bleak: Any, timeout_s: float) -> None:
-        device = await bleak.BleakScanner.find_device_by_address(self.target, timeout=timeout_s)
-        if device is None:
-            device = await bleak.BleakScanner.find_device_by_name(self.target, timeout=timeout_s)
+        # one scan for the address or the name (two scans took twice the time for a name)
+        device = await bleak.BleakScanner.find_device_by_filter(self._is_target, timeout=timeout_s)
         if device is None:
             raise ConnectError(
                 f"no device {self.target!r} found within {timeout_s} s", address=self.target

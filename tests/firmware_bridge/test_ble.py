@@ -43,12 +43,9 @@ class FakeScanner:
         }
 
     @staticmethod
-    async def find_device_by_address(address, timeout):
-        return DEVICES.get(address)
-
-    @staticmethod
-    async def find_device_by_name(name, timeout):
-        return next((d for d in DEVICES.values() if d.name == name), None)
+    async def find_device_by_filter(filterfunc, timeout):
+        found = await FakeScanner.discover(timeout, True)
+        return next((d for d, adv in found.values() if filterfunc(d, adv)), None)
 
 
 class FakeClient:
@@ -106,6 +103,10 @@ def test_connect_by_name_honours_the_allow_list():
     with pytest.raises(ConnectError) as err:
         asyncio.run(BleakTransport("EE:FF").connect(1.0))
     assert err.value.address == "EE:FF"
+    for target in ("polar h10 1234", "aa:bb"):  # names and addresses in any letter case
+        t = BleakTransport(target)
+        asyncio.run(t.connect(1.0))
+        assert t.is_connected
 
 
 def test_notifications_writes_and_disconnect_callback():
@@ -158,7 +159,7 @@ def test_scanner_and_client_errors_become_connect_errors(monkeypatch):
     async def failing_scan(address, timeout):
         raise AdapterOff("Bluetooth device is turned off")
 
-    monkeypatch.setattr(FakeScanner, "find_device_by_address", staticmethod(failing_scan))
+    monkeypatch.setattr(FakeScanner, "find_device_by_filter", staticmethod(failing_scan))
     with pytest.raises(ConnectError) as err:
         asyncio.run(BleakTransport("AA:BB").connect(1.0))
     assert isinstance(err.value.__cause__, AdapterOff) and err.value.address == "AA:BB"
