@@ -10,6 +10,7 @@ import pytest
 from ecgedge import calibrate as calibrate_mod
 from ecgedge.replay import read_wfdb
 from sdk.bundle import default_bundle_path
+from tests.wfdb_records import write_record
 
 
 def _session_with_gap(folder: Path) -> np.ndarray:
@@ -19,25 +20,15 @@ def _session_with_gap(folder: Path) -> np.ndarray:
     from sdk.synthetic import synthetic_ecg
 
     ecg = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=250.0, seed=1)
-    x = ecg.signal.astype(np.float64)[:, None]
+    x = ecg.signal.astype(np.float64)
     x[7000:7500] = np.nan
-    folder.mkdir(parents=True, exist_ok=True)
-    common = {"write_dir": str(folder)}
-    wfdb.wrsamp(
-        "session",
-        fs=250,
-        units=["mV"],
-        sig_name=["ECG0"],
-        p_signal=x,
-        fmt=["16"],
-        adc_gain=[1000.0],
-        baseline=[0],
-        **common,
-    )
+    write_record(folder, "session", x)
     starts = np.array([s for s, _, _ in ecg.rhythm])
     notes = [f"({'AFIB' if lab.startswith('AF') else 'N'}" for _, _, lab in ecg.rhythm]
-    wfdb.wrann("session", "atr", starts, symbol=["+"] * len(starts), aux_note=notes, **common)
-    return x[:, 0]
+    wfdb.wrann(
+        "session", "atr", starts, symbol=["+"] * len(starts), aux_note=notes, write_dir=str(folder)
+    )
+    return x
 
 
 def test_replay_keeps_lost_samples_for_the_sdk_to_flag(tmp_path: Path) -> None:

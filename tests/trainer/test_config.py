@@ -188,6 +188,14 @@ def test_preset_from_toml_path(tmp_path: Path) -> None:
         ("[trian]\nsteps = 3\n", "trian"),
         ("[train]\nstepz = 3\n", "stepz"),
         ("[train\nsteps = 3\n", "preset"),  # invalid TOML
+        ('[train]\nsteps = "4"\n', "train.steps"),  # values of the wrong type
+        ("[model]\ndims = 16\n", "model.dims"),
+        ('[data]\nfs = "128"\n', "data.fs"),
+        ("[data]\nmax_records = 4.5\n", "data.max_records"),
+        ('[train]\namp = "false"\n', "train.amp"),
+        ('[data]\nmodality = ["raw"]\n', "data.modality"),
+        ("[train]\nprobe_t = [1, 2.5]\n", "train.probe_t"),
+        ("data = 3\n", "data"),
     ],
 )
 def test_bad_toml_file(tmp_path: Path, text: str, key: str) -> None:
@@ -228,27 +236,6 @@ def test_missing_toml_file(tmp_path: Path) -> None:
 )
 def test_out_of_range_overrides_are_config_errors(override: str, key: str) -> None:
     _raises_naming(key, override)
-
-
-@pytest.mark.parametrize(
-    ("text", "key"),
-    [
-        ('[train]\nsteps = "4"\n', "train.steps"),
-        ("[model]\ndims = 16\n", "model.dims"),
-        ('[data]\nfs = "128"\n', "data.fs"),
-        ("[data]\nmax_records = 4.5\n", "data.max_records"),
-        ('[train]\namp = "false"\n', "train.amp"),
-        ('[data]\nmodality = ["raw"]\n', "data.modality"),
-        ("[train]\nprobe_t = [1, 2.5]\n", "train.probe_t"),
-        ("data = 3\n", "data"),
-    ],
-)
-def test_toml_values_of_the_wrong_type(tmp_path: Path, text: str, key: str) -> None:
-    path = tmp_path / "typed.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        load_preset(str(path))
-    assert err.value.key == key
 
 
 def test_toml_ints_are_read_as_floats(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.wfdb_records import write_record
 from trainer.data import records as rec
 from trainer.errors import DataError
 
@@ -339,22 +340,10 @@ def test_iter_records_rejects_unknown_database() -> None:
 
 def _write_record_with_gap(folder: Path, name: str = "rec") -> np.ndarray:
     """A 1-lead WFDB record (250 Hz, 20 s) whose samples 1000..1499 are invalid (NaN)."""
-    wfdb = pytest.importorskip("wfdb")
-    x = np.sin(np.arange(5000) / 20.0)[:, None]
+    x = np.sin(np.arange(5000) / 20.0)
     x[1000:1500] = np.nan
-    folder.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(
-        name,
-        fs=250,
-        units=["mV"],
-        sig_name=["ECG0"],
-        p_signal=x,
-        fmt=["16"],
-        adc_gain=[1000.0],
-        baseline=[0],
-        write_dir=str(folder),
-    )
-    return x
+    write_record(folder, name, x)
+    return x[:, None]
 
 
 def test_read_signal_keeps_lost_samples_nan(tmp_path: Path) -> None:
