@@ -1,11 +1,12 @@
 """Add a trained CD-ECGNet to a bundle as its ``denoiser``: ONNX export, parity, precision.
 
 The shipped precision is chosen by a gate on the denoising metrics (output SNR and cosine
-similarity of the noisy leads against the clean reference, on validation records with
-evaluation noise): INT8 (static QDQ, per-channel weights, calibrated on training windows)
-when it costs at most ``INT8_MAX_SNR_DROP_DB`` of output SNR and ``INT8_MAX_COS_DROP`` of
-cosine similarity; otherwise FP32 (FP16 is slower than FP32 in ONNX Runtime's CPU provider,
-so it is not a CPU candidate). The choice and its figures are written into the manifest.
+similarity of the noisy leads against the clean reference, on the run's checkpoint-selection
+records with selection noise, never the benchmarks' evaluation data): INT8 (static QDQ, per-
+channel weights, calibrated on training windows) when it costs at most
+``INT8_MAX_SNR_DROP_DB`` of output SNR and ``INT8_MAX_COS_DROP`` of cosine similarity;
+otherwise FP32 (FP16 is slower than FP32 in ONNX Runtime's CPU provider, so it is not a CPU
+candidate). The choice and its figures are written into the manifest.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from export.errors import ParityError
-from export.model_card import denoiser_section
+from export.model_card import write_model_card
 from export.onnx_export import OPSET, compare
 from sdk.bundle import load_bundle, sha256_file
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
@@ -85,14 +86,15 @@ def ms_per_window(path: Path, leads: int, window: int, repeats: int = 200) -> fl
     return 1000.0 * float(np.median(times))
 
 
-def eval_examples(cfg: DenoiseRunConfig, n: int = 256, seed: int = 1) -> Examples:
-    """Validation records of the run's databases, evaluation noise, every lead noisy."""
+def gate_examples(cfg: DenoiseRunConfig, n: int = 256, seed: int = 1) -> Examples:
+    """Selection records of the run's databases, selection noise, every lead noisy."""
     clean = []
-    for db in cfg.data.databases:
-        _, val = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
-        clean += clean_signals(db, val, cfg.data.fs, cfg.model.leads)
+    d = cfg.data
+    for db in d.databases:
+        split = record_split(db, d.val_fraction, d.split_seed, d.select_fraction)
+        clean += clean_signals(db, split.select, d.fs, cfg.model.leads)
     sampler = PairSampler(
-        clean, spec_of(cfg), "eval", window=cfg.data.window, context=cfg.data.context, seed=seed
+        clean, spec_of(cfg), "select", window=d.window, context=d.context, seed=seed
     )
     return sampler.draw(n, p_noisy=1.0, p_snr_mode=cfg.data.p_snr_mode)
 
@@ -141,7 +143,7 @@ def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[
     """Export FP32 (+ parity) and INT8; keep INT8 only if the denoising gate holds."""
     fp32 = root / "denoiser.fp32.onnx"
     export_denoiser(net, fp32)
-    ex = eval_examples(cfg)
+    ex = gate_examples(cfg)
     with torch.no_grad():
         ref = net(torch.from_numpy(ex.x)).numpy()
     y32 = run_onnx(fp32, ex.x)
@@ -164,7 +166,7 @@ def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[
             "int8": ms_per_window(int8, cfg.model.leads, cfg.model.window),
         },
         "gate_limits": {"snr_drop_db": INT8_MAX_SNR_DROP_DB, "cos_drop_pct": INT8_MAX_COS_DROP},
-        "gate_data": "256 windows of the denoiser's validation records, evaluation noise",
+        "gate_data": "256 windows of the denoiser's selection records, selection noise",
     }
     snr_drop = figures["gate_fp32"]["snr_out"] - figures["gate_int8"]["snr_out"]
     cos_drop = figures["gate_fp32"]["cos"] - figures["gate_int8"]["cos"]
@@ -185,8 +187,9 @@ def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[
 def _calibration_sampler(cfg: DenoiseRunConfig) -> tuple[PairSampler, None]:
     clean = []
     for db in cfg.data.databases:
-        train, _ = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
-        clean += clean_signals(db, train, cfg.data.fs, cfg.model.leads)
+        d = cfg.data
+        train = record_split(db, d.val_fraction, d.split_seed, d.select_fraction).train
+        clean += clean_signals(db, train, d.fs, cfg.model.leads)
     spec = spec_of(cfg)
     return PairSampler(
         clean, spec, "train", window=cfg.data.window, context=cfg.data.context, seed=7
@@ -207,7 +210,9 @@ def _entry(root: Path, name: str, precision: str, leads: int, window: int) -> di
 
 
 def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Copy ``base_bundle`` to ``out_dir`` with ``run_dir``'s denoiser added; return figures."""
+    """Copy ``base_bundle`` to ``out_dir`` with ``run_dir``'s denoiser added (replacing the
+    base's denoiser if it has one); return the precision gate's figures. The model card is
+    re-rendered from the manifest (``ecgedge bench stream --card`` adds benchmark sections)."""
     cfg, net, payload = load_denoiser(run_dir / CHECKPOINT_NAME)
     base = load_bundle(base_bundle)
     m = base.manifest
@@ -221,6 +226,7 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
     shutil.copytree(base_bundle, tmp)
     figures = _choose_precision(tmp, cfg, net)
     manifest = json.loads((tmp / "manifest.json").read_text())
+    replaces = any(f["role"] == "denoiser" for f in manifest["files"])
     manifest["files"] = [f for f in manifest["files"] if f["role"] != "denoiser"]
     for precision in ("fp32", "int8"):
         if (tmp / f"denoiser.{precision}.onnx").is_file():
@@ -229,7 +235,8 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
                     tmp, f"denoiser.{precision}.onnx", precision, cfg.model.leads, cfg.model.window
                 )
             )
-    manifest["name"] = f"{manifest['name']}-denoise"
+    if not replaces:
+        manifest["name"] = f"{manifest['name']}-denoise"
     manifest["provenance"]["denoiser"] = {
         "model": "CD-ECGNet (contrastive disentanglement), E_ECG + E_lead + D_ECG exported",
         "placement": "after band-pass and per-window standardization; output re-standardized",
@@ -240,7 +247,8 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
         "train_seconds": payload.get("extra", {}).get("train_seconds"),
         "validation": payload.get("extra", {}).get("val"),
         "config": cfg.to_dict(),
-        "noise": "NSTDB bw, ma, em (em recovered from 118e00 - 118); first 80% for training",
+        "noise": "NSTDB bw, ma, em (em recovered from 118e00 - 118); first 70% for training, "
+        "next 10% for checkpoint selection and the export gate",
         "commands": {
             "train": train_command(cfg),
             "export": f"ecgedge export --denoiser {run_dir} --base-bundle {base_bundle} "
@@ -249,9 +257,7 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
     }
     manifest["metrics"]["denoiser"] = figures
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    card = tmp / "MODEL_CARD.md"
-    section = "\n".join(denoiser_section(manifest))
-    card.write_text((card.read_text().rstrip() + "\n\n" if card.is_file() else "") + section + "\n")
+    write_model_card(tmp)  # benchmark sections: `ecgedge bench stream --card`
     load_bundle(tmp)  # verify as a device would
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

@@ -32,7 +32,8 @@ class DenoiseDataConfig:
     context_s: float = 5.0  # band-pass warm-up before each window
     low_hz: float = 0.5
     high_hz: float = 40.0
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # evaluation records (benchmarks, export gates)
+    select_fraction: float = 0.1  # records that choose the checkpoint (with "select" noise)
     split_seed: int = 2017
     p_noisy: float = 0.6  # probability that a lead of X carries noise
     p_snr_mode: float = 0.5  # fixed-SNR level vs amplitude factor
@@ -48,6 +49,12 @@ class DenoiseDataConfig:
         check_range("data", self, positive=("fs", "window_s"), nonnegative=("context_s",))
         check_band(self.low_hz, self.high_hz, self.fs)
         check_fraction(self.val_fraction)
+        if not 0.0 < self.select_fraction < 1.0 - self.val_fraction:
+            raise ConfigError(
+                "data.select_fraction must lie in (0, 1 - val_fraction), got "
+                f"{self.select_fraction}",
+                key="data.select_fraction",
+            )
         if not 0.0 <= self.p_noisy <= 1.0 or not 0.0 <= self.p_snr_mode <= 1.0:
             raise ConfigError("data.p_noisy and data.p_snr_mode are probabilities", key="data")
 

@@ -1,9 +1,10 @@
 """Train CD-ECGNet on clean ECG with real NSTDB noise (``python -m trainer.train_denoiser``).
 
-Each step draws (X, X_S) pairs from the training records and the first 80% of each noise
+Each step draws (X, X_S) pairs from the training records and the first 70% of each noise
 source, takes a generator step on L_sup + L_rec + L_cont + λ L_cons (+ the E_noise term) and a
-discriminator step. Every ``ckpt_every`` steps the model is scored on fixed validation pairs
-(validation records, evaluation noise) and the best one is saved as ``<out_dir>/denoiser.pt``
+discriminator step. Every ``ckpt_every`` steps the model is scored on fixed selection pairs
+(the selection records and the next 10% of each noise source; neither is trained on nor
+evaluated by the benchmarks) and the best one is saved as ``<out_dir>/denoiser.pt``
 (``trainer.checkpoint`` format, ``torch.load(weights_only=True)``).
 """
 
@@ -48,18 +49,30 @@ def spec_of(cfg: DenoiseRunConfig) -> PreprocessSpec:
 
 
 def samplers(cfg: DenoiseRunConfig) -> tuple[PairSampler, PairSampler]:
-    """(train, val) samplers: records split per database, noise split in time."""
-    train, val = [], []
-    for db in cfg.data.databases:
-        tr, va = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
-        train += clean_signals(db, tr, cfg.data.fs, cfg.model.leads)
-        val += clean_signals(db, va, cfg.data.fs, cfg.model.leads)
-    spec, win, ctx = spec_of(cfg), cfg.data.window, cfg.data.context
+    """(train, select) samplers: records split per database, noise split in time. Neither
+    touches the evaluation records or the evaluation noise."""
+    train, select = [], []
+    d = cfg.data
+    for db in d.databases:
+        split = record_split(db, d.val_fraction, d.split_seed, d.select_fraction)
+        train += clean_signals(db, split.train, d.fs, cfg.model.leads)
+        select += clean_signals(db, split.select, d.fs, cfg.model.leads)
+    spec, win, ctx = spec_of(cfg), d.window, d.context
     seed = cfg.train.seed
     return (
         PairSampler(train, spec, "train", window=win, context=ctx, seed=seed),
-        PairSampler(val, spec, "eval", window=win, context=ctx, seed=10_000 + seed),
+        PairSampler(select, spec, "select", window=win, context=ctx, seed=10_000 + seed),
     )
+
+
+def selection_records(cfg: DenoiseRunConfig) -> list[str]:
+    """``database/record`` names the checkpoint is chosen on."""
+    d = cfg.data
+    return [
+        f"{db}/{n}"
+        for db in d.databases
+        for n in record_split(db, d.val_fraction, d.split_seed, d.select_fraction).select
+    ]
 
 
 def _tensors(ex: Examples, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -108,14 +121,15 @@ def _lr(step: int, cfg: DenoiseRunConfig, elapsed_s: float) -> float:
 
 
 def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
-    """Train and save the best validation checkpoint; return where and how it went."""
+    """Train and save the checkpoint best on the selection pairs; return where and how it
+    went (``val`` holds the selection figures)."""
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
-    train_s, val_s = samplers(cfg)
+    train_s, select_s = samplers(cfg)
     val_batches = [
-        val_s.draw(tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode)
+        select_s.draw(tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode)
         for _ in range(tc.val_batches)
     ]
     device = _device()
@@ -161,6 +175,7 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
             if not best or val["val_l1_noisy"] < best["val_l1_noisy"]:
                 best = {**val, "step": step + 1}
                 extra: dict[str, Any] = {"val": best, "losses": ema, "first_losses": first}
+                extra["selection_records"] = selection_records(cfg)
                 extra["train_seconds"] = time.perf_counter() - start
                 save_checkpoint(out, net, cfg, step + 1, extra)  # type: ignore[arg-type]
         if out_of_time:

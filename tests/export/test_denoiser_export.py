@@ -12,6 +12,7 @@ import torch
 from export.denoiser import (
     DENOISER_PARITY_TOL,
     _entry,
+    add_denoiser,
     export_denoiser,
     ms_per_window,
     quantize_denoiser,
@@ -65,6 +66,25 @@ def test_manifest_entry_makes_a_loadable_bundle(exported, tmp_path):
     assert (den.leads, den.window, den.precision) == (2, 1280, "fp32")
 
 
+@pytest.mark.data("mitdb", "nstdb")
+@pytest.mark.slow
+def test_add_denoiser_replaces_the_denoiser_of_a_bundle(tmp_path):
+    from trainer.denoise_config import load_denoise_preset
+    from trainer.train_denoiser import train_denoiser
+
+    run = tmp_path / "run"
+    train_denoiser(load_denoise_preset("smoke", {"train.out_dir": str(run), "train.steps": "2"}))
+    base = load_bundle(default_bundle_path()).manifest
+    add_denoiser(default_bundle_path(), run, tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["name"] == base.name  # not "…-denoise-denoise"
+    assert manifest["provenance"]["denoiser"]["run"] == str(run)
+    assert [f["role"] for f in manifest["files"]].count("denoiser") in (1, 2)  # FP32 (+ INT8)
+    card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
+    assert card.count("## Denoiser (CD-ECGNet)") == 1 and "Trained 2 steps" in card
+    assert WindowDenoiser(load_bundle(tmp_path / "bundle")).leads == 1
+
+
 #: Clean windows through the shipped bundle's denoiser (runs/denoise-1lead-d4, FP32, via the
 #: SDK), output vs input on 256 windows of its validation records. Measured: median SNR
 #: 61.7 dB, 5th percentile 10.4 dB, mean cosine 99.39% (min 80.0%). Bounds, with margin:
@@ -86,7 +106,7 @@ def test_shipped_denoiser_passes_clean_leads_nearly_unchanged():
     cfg = build_denoise_config({k: conf[k] for k in ("data", "model", "train")})
     clean = []
     for db in cfg.data.databases:
-        _, val = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
+        val = record_split(db, cfg.data.val_fraction, cfg.data.split_seed).eval
         clean += clean_signals(db, val, cfg.data.fs, cfg.model.leads)
     s = PairSampler(clean, spec_of(cfg), "eval", window=1280, context=cfg.data.context, seed=3)
     ex = s.draw(256, p_noisy=0.0)

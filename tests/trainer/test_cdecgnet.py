@@ -109,6 +109,7 @@ def test_training_steps_lower_the_losses():
 @pytest.mark.data("mitdb", "nstdb")
 @pytest.mark.slow
 def test_smoke_preset_trains_and_reloads(tmp_path):
+    from trainer.data.denoise_data import record_split
     from trainer.denoise_config import load_denoise_preset
     from trainer.train_denoiser import load_denoiser, train_denoiser
 
@@ -116,7 +117,11 @@ def test_smoke_preset_trains_and_reloads(tmp_path):
     result = train_denoiser(cfg)
     assert result.checkpoint.is_file() and result.steps == 12
     assert all(np.isfinite(v) for v in result.final_losses.values())
-    cfg2, net, _ = load_denoiser(result.checkpoint)
+    cfg2, net, payload = load_denoiser(result.checkpoint)
+    split = record_split("mitdb", cfg.data.val_fraction, cfg.data.split_seed, 0.1)
+    chosen_on = payload["extra"]["selection_records"]
+    assert chosen_on == [f"mitdb/{n}" for n in split.select] and split.select
+    assert not set(split.select) & set(split.eval)
     assert cfg2.model == cfg.model
     assert net(torch.zeros(1, 1, 1280)).shape == (1, 1, 1280)
 

@@ -23,10 +23,11 @@ def test_mixing_hits_the_requested_snr(target):
     assert k.shape == (3, 1)
 
 
-def test_time_split_is_disjoint_and_ordered():
+def test_time_split_is_disjoint_ordered_and_covering():
     x = np.arange(1000)
-    train, held = noise.time_split(x, "train"), noise.time_split(x, "eval")
-    assert train.size == 800 and held.size == 200 and train[-1] < held[0]
+    parts = [noise.time_split(x, p) for p in ("train", "select", "eval")]
+    assert [p.size for p in parts] == [700, 100, 200]
+    np.testing.assert_array_equal(np.concatenate(parts), x)
     with pytest.raises(ConfigError):
         noise.time_split(x, "test")
 

@@ -1,11 +1,12 @@
 """``ecgedge bench denoise``: NSTDB noise on held-out clean ECG, CD-ECGNet vs filters.
 
-For each trained denoiser run (1-, 2- or 12-lead), windows of its validation records get
-evaluation noise (last 20% of each noise source) in two modes: CD-ECGNet's (noise × U(0.2, 1.5)
-on a random subset of leads) and fixed input SNR (−6 … 24 dB on every lead, SNR measured on the
-device representation). Metrics are computed on the leads that received noise (flat leads,
-clean RMS < 0.02 mV, excluded), each 10 s window after removing its mean, against two
-references (both reported):
+For each trained denoiser run (1-, 2- or 12-lead), windows of its evaluation records
+(``data.val_fraction`` of its record split, never trained on) get evaluation noise (last 20%
+of each noise source) in two modes: CD-ECGNet's (noise × U(0.2, 1.5) on a random subset of
+leads) and fixed input SNR (−6 … 24 dB on every lead, SNR measured on the device
+representation). Metrics are computed on the leads that received noise (flat leads, clean
+RMS < 0.02 mV, excluded), each 10 s window after removing its mean, against two references
+(both reported):
 
 - ``device``: the clean record through the device's own preprocessing (resample, causal
   0.5–40 Hz band-pass): what the pipeline would have seen without the noise; the denoiser's
@@ -146,7 +147,7 @@ def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[s
     leads, fs = cfg.model.leads, cfg.data.fs
     clean, val_names = [], []
     for db in cfg.data.databases:
-        _, val = record_split(db, cfg.data.val_fraction, cfg.data.split_seed)
+        val = record_split(db, cfg.data.val_fraction, cfg.data.split_seed).eval
         clean += clean_signals(db, val, fs, leads)
         val_names += [f"{db}/{n}" for n in val]
     ctx, post = cfg.data.context, int(round(POST_S * fs))
@@ -181,6 +182,8 @@ def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[s
         "leads": leads,
         "databases": list(cfg.data.databases),
         "val_records": val_names,
+        # absent in runs from before the selection split: those chose on the evaluation data
+        "selection_records": payload.get("extra", {}).get("selection_records"),
         "train_steps": payload["step"],
         "windows_per_type_and_mode": n_per_type,
         "summary": {},
@@ -237,8 +240,16 @@ def _markdown(results: list[dict], command: str, seed: int) -> str:
         s = res["summary"]
         parts.append(
             f"## {res['leads']}-lead model ({res['run']}, {', '.join(res['databases'])}; "
-            f"validation records {', '.join(res['val_records'])}; "
+            f"evaluation records {', '.join(res['val_records'])}; "
             f"{res['windows_per_type_and_mode']} windows per noise type and mode)\n"
+        )
+        chosen = res.get("selection_records")
+        parts.append(
+            f"Checkpoint chosen on selection records {', '.join(chosen)} with selection noise "
+            "(70–80% of each source).\n"
+            if chosen
+            else "Checkpoint chosen on these evaluation records and evaluation noise (a run "
+            "from before the selection split): a small optimistic bias.\n"
         )
         for ref in ("device", "medfilt"):
             parts.append(

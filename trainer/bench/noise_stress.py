@@ -30,7 +30,7 @@ from sdk.preprocess import Preprocessor, PreprocessSpec
 from sdk.rpeaks import detect_rpeaks
 from trainer.bench.report import md_table, write_result
 from trainer.data import records as rec
-from trainer.data.noise import NSTDB_FS, TRAIN_FRACTION, em_segments
+from trainer.data.noise import NOISE_PARTS, NSTDB_FS, em_segments
 
 SNR_TAGS = {"24": 24, "18": 18, "12": 12, "06": 6, "00": 0, "_6": -6}
 TOLERANCE_S = 0.075
@@ -71,7 +71,7 @@ def spans_of(n_samples: int) -> dict[str, list[tuple[float, float]] | None]:
     """Whole record, noisy segments, and noisy segments in the em evaluation split (s)."""
     segs = em_segments(n_samples)
     total = sum(b - a for a, b in segs)
-    cut, acc, unseen = TRAIN_FRACTION * total, 0, []
+    cut, acc, unseen = NOISE_PARTS["eval"][0] * total, 0, []
     for a, b in segs:
         if acc + (b - a) > cut:
             unseen.append((max(a, a + int(round(cut - acc))), b))

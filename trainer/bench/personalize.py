@@ -380,7 +380,8 @@ def calibration_speed(bundle_dir: Path, minutes: float = 10.0) -> dict[str, Any]
 def seen_before(manifest: Any, subjects: list[str]) -> dict[str, Any]:
     """Which subjects' ECG the bundle's models saw in training (none of it with rhythm
     labels): the extractors' self-supervised pretraining databases, and the denoiser's clean
-    training records (its record split, re-derived from its config in the provenance)."""
+    training and checkpoint-selection records (its record split, re-derived from its config
+    in the provenance)."""
     from trainer.data.denoise_data import record_split
 
     prov = manifest.provenance
@@ -389,8 +390,13 @@ def seen_before(manifest: Any, subjects: list[str]) -> dict[str, Any]:
     denoiser_train: set[str] = set()
     for db in data.get("databases", []):
         if db == "mitdb":
-            train, _ = record_split(db, float(data["val_fraction"]), int(data["split_seed"]))
-            denoiser_train |= {f"mitdb/{n}" for n in train}
+            split = record_split(
+                db,
+                float(data["val_fraction"]),
+                int(data["split_seed"]),
+                float(data.get("select_fraction", 0.0)),  # 0: a run before selection records
+            )
+            denoiser_train |= {f"mitdb/{n}" for n in split.train + split.select}
     return {
         "extractor_pretraining": sorted(s for s in subjects if s.split("/")[0] in pretrain),
         "denoiser_training": sorted(s for s in subjects if s in denoiser_train),

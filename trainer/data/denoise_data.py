@@ -50,25 +50,48 @@ def _clean_records(database: str, fs: float) -> tuple[tuple[str, np.ndarray], ..
     return tuple(out)
 
 
-def record_split(database: str, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(train, val) record names; noise-stress records always go to neither training set.
+@dataclass(frozen=True)
+class RecordSplit:
+    """Record names of one database: training, checkpoint selection and evaluation."""
 
-    Raises :class:`ConfigError` unless ``0 < val_fraction < 1`` and both sides get records.
+    train: list[str]
+    select: list[str]
+    eval: list[str]
+
+
+def record_split(
+    database: str, val_fraction: float, seed: int, select_fraction: float = 0.0
+) -> RecordSplit:
+    """Split ``database`` by record; noise-stress records go to none of the three sides.
+
+    ``val_fraction`` of the records are for evaluation (benchmarks, export gates) and
+    ``select_fraction`` for choosing the training checkpoint; the rest train. The evaluation
+    side depends only on ``val_fraction`` and ``seed``, so runs with and without a selection
+    side are evaluated on the same records.
+
+    Raises :class:`ConfigError` unless ``0 < val_fraction < 1``, ``0 <= select_fraction < 1``
+    and every side gets a record (the selection side gets one whenever ``select_fraction > 0``).
     """
     check_fraction(val_fraction)
-    names = [n for n in rec.list_records(database) if n not in NOISE_STRESS_RECORDS]
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(names))
-    n_val = max(1, int(round(val_fraction * len(names))))
-    val = sorted(names[i] for i in order[:n_val])
-    train = sorted(n for n in names if n not in val)
-    if not train or not val:
+    if not 0.0 <= select_fraction < 1.0:
         raise ConfigError(
-            f"{database}: {len(names)} records give {len(train)} for training and "
-            f"{len(val)} for validation at val_fraction={val_fraction}; both need one",
+            f"data.select_fraction must lie in [0, 1), got {select_fraction}",
+            key="data.select_fraction",
+        )
+    names = [n for n in rec.list_records(database) if n not in NOISE_STRESS_RECORDS]
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_eval = max(1, int(round(val_fraction * len(names))))
+    n_select = max(1, int(round(select_fraction * len(names)))) if select_fraction > 0 else 0
+    sides = np.split(order, [n_eval, n_eval + n_select])
+    evaluate, select, train = ([names[i] for i in sorted(side)] for side in sides)
+    if not train or not evaluate:  # selection is filled before training
+        raise ConfigError(
+            f"{database}: {len(names)} records give {len(train)} for training, "
+            f"{len(select)} for checkpoint selection and {len(evaluate)} for evaluation at "
+            f"val_fraction={val_fraction}, select_fraction={select_fraction}; each needs one",
             key="data.val_fraction",
         )
-    return train, val
+    return RecordSplit(sorted(train), sorted(select), sorted(evaluate))
 
 
 def clean_signals(database: str, names: list[str], fs: float, leads: int) -> list[np.ndarray]:
@@ -117,7 +140,8 @@ class PairSampler:
     ----------
     clean : raw clean records (leads, n) at ``spec.fs``.
     spec : the device preprocessing (rate and band-pass).
-    part : noise time split, ``"train"`` or ``"eval"``.
+    part : noise time split, ``"train"``, ``"select"`` or ``"eval"``
+        (:data:`~trainer.data.noise.NOISE_PARTS`).
     window, context, post : samples of the window, of band-pass warm-up before it, and of
         extra raw signal after it (only the baselines and the reference use ``post``).
     """

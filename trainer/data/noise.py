@@ -12,8 +12,9 @@ Sources (all 2 channels, 360 Hz in the files; everything here is at the model ra
   RMS of the ``ma`` record (assumption: the three NSTDB noise records were taken with the
   same set-up; ``bw`` and ``ma`` have RMS 0.47/0.18 and 0.19/0.19 mV).
 
-Time split: the first 80% of each noise source (the concatenated segments for ``em``) is
-for training, the last 20% for evaluation, so evaluation noise is never seen in training.
+Time split (:data:`NOISE_PARTS`): the first 70% of each noise source (the concatenated
+segments for ``em``) is for training, the next 10% selects the training checkpoint, the last
+20% is for evaluation, so evaluation noise is never seen in training or in model selection.
 
 Mixing (:func:`mix_at_snr`, :class:`NoiseMixer`): noise is scaled per lead either by a
 factor uniform in [0.2, 1.5] (CD-ECGNet's mode) or to a fixed input SNR, measured on the
@@ -36,7 +37,8 @@ from trainer.data.root import require_folder
 from trainer.errors import ConfigError, DataError
 
 NOISE_TYPES = ("bw", "ma", "em")
-TRAIN_FRACTION = 0.8
+#: Time split of each noise source: (start, end) as fractions of its length.
+NOISE_PARTS = {"train": (0.0, 0.7), "select": (0.7, 0.8), "eval": (0.8, 1.0)}
 NSTDB_FS = 360.0
 #: Noisy segments of the 118e*/119e* records: minute 5 on, 2 min noisy / 2 min clean.
 EM_FIRST_S, EM_PERIOD_S, EM_NOISY_S = 300.0, 240.0, 120.0
@@ -111,14 +113,12 @@ def _noise_360(kind: str) -> np.ndarray:
     raise ConfigError(f"noise type {kind!r} unknown; expected one of {NOISE_TYPES}", key="noise")
 
 
-def time_split(x: np.ndarray, part: str, train_fraction: float = TRAIN_FRACTION) -> np.ndarray:
-    """The first ``train_fraction`` of ``x`` (axis 0) for ``"train"``, the rest for ``"eval"``."""
-    cut = int(round(train_fraction * x.shape[0]))
-    if part == "train":
-        return x[:cut]
-    if part == "eval":
-        return x[cut:]
-    raise ConfigError(f"part must be 'train' or 'eval', got {part!r}", key="part")
+def time_split(x: np.ndarray, part: str) -> np.ndarray:
+    """``part`` (``"train"``, ``"select"`` or ``"eval"``, :data:`NOISE_PARTS`) of ``x`` (axis 0)."""
+    if part not in NOISE_PARTS:
+        raise ConfigError(f"part must be one of {sorted(NOISE_PARTS)}, got {part!r}", key="part")
+    start, end = (int(round(f * x.shape[0])) for f in NOISE_PARTS[part])
+    return x[start:end]
 
 
 def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
