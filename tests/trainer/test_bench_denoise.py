@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
 
-from trainer.bench.denoise import medfilt_reference
+from sdk.filters import design_bandpass
+from sdk.preprocess import PreprocessSpec
+from trainer.bench.denoise import medfilt_reference, zerophase_reference
 from trainer.bench.noise_stress import TOLERANCE_S, match, score, se_pp, spans_of
 from trainer.denoise_metrics import window_metrics
 
@@ -55,6 +58,22 @@ def test_medfilt_reference_removes_a_slow_baseline():
     spikes = (np.abs((t % 1.0) - 0.5) < 0.02).astype(float)
     ref = medfilt_reference(spikes + 0.8 * np.sin(2 * np.pi * 0.2 * t), fs)
     assert np.abs(ref - spikes)[300:-300].max() < 0.05
+
+
+@pytest.mark.parametrize("hz", [0.3, 1.0, 10.0, 45.0])
+def test_zerophase_reference_has_the_device_magnitude_and_no_phase(hz: float) -> None:
+    """A tone comes out scaled by the device band-pass's gain at its frequency, not delayed,
+    while the device filter itself delays it."""
+    spec = PreprocessSpec()
+    t = np.arange(2176) / spec.fs
+    tone = np.sin(2 * np.pi * hz * t) + 0.5  # an offset too: the band-pass removes it
+    sos = design_bandpass(spec.fs, spec.low_hz, spec.high_hz, spec.order)
+    gain = np.abs(signal.sosfreqz(sos, worN=[hz], fs=spec.fs)[1][0])
+    inner = slice(640, 1920)
+    out = zerophase_reference(tone, spec)
+    np.testing.assert_allclose(out[inner], gain * (tone[inner] - 0.5), atol=0.02)
+    causal = signal.sosfilt(sos, tone)
+    assert np.abs(causal[inner] - gain * (tone[inner] - 0.5)).max() > 0.05 * gain
 
 
 class _IdentityDenoiser:
