@@ -58,7 +58,8 @@ def _check_output(path: Path, option: str, *, folder: bool) -> None:
     is wanted or the reverse, or a location without write permission."""
     if path.exists() and path.is_dir() != folder:
         raise ValueError(f"{option} {path}: {'not a folder' if folder else 'is a folder'}")
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    # an existing file is replaced by a rename in its folder: the folder must be writable
+    existing = path if path.is_dir() else next(p for p in path.parents if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: cannot write in {existing}")
 
@@ -223,6 +224,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             [Path(r) for r in runs.split(",")],
             Path(args.out),
             bundle_dir=Path(args.bundle) if args.bundle else None,
+            report=args.report or "denoise",
         )
         return 0
     if args.name == "rhythm-noise":
@@ -360,7 +362,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
             seed=args.seed,
         )
         transport, profile = simulated(
-            signal, fs, imp, speed=args.speed or 5000.0, compressed=args.compressed
+            signal, fs, imp, speed=args.speed, compressed=args.compressed
         )
     elif args.record:
         recording = read_wfdb(Path(args.record), args.lead)
@@ -557,8 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
     b.add_argument(
         "--report",
-        help="rhythm, stream, noise-stress, anomaly: name of the report files (default: the "
-        "benchmark's)",
+        help="rhythm, stream, noise-stress, anomaly, denoise, personalize: name of the report "
+        "files (default: the benchmark's)",
     )
     b.add_argument(
         "--no-denoise",
@@ -601,7 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--user-profile", help="a profile from `ecgedge calibrate` (t and head)")
     s.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
     s.add_argument(
-        "--speed", type=_nonnegative, default=1.0, help="1 = real time; replay: 0 = no pacing"
+        "--speed",
+        type=_nonnegative,
+        default=1.0,
+        help="1 = real time; 0 = as fast as possible (a simulation then runs on virtual time)",
     )
     s.add_argument("--lead", type=int, default=0, help="lead index to stream")
     s.add_argument(

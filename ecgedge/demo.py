@@ -80,21 +80,25 @@ class LiveView:
             f"{a.time_s / 60:.1f}–{b.time_s / 60:.1f} min" for a, b in zip(onsets, offsets)
         )
         a = bridge.assembly
-        return "\n".join(
-            [
-                "",
-                "Summary",
-                f"  streamed        {stream_s / 60:.1f} min, {len(self.windows)} windows "
-                f"({sum(w.flagged for w in self.windows)} flagged by quality)",
-                f"  AF episodes     {len(onsets)}{': ' + spans if spans else ''}",
-                f"  time in AF      {af_s / 60:.1f} min ({af_pct:.0f}%)",
-                f"  window latency  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms",
-                f"  embedding       {sum(w.stateful for w in self.windows)} windows by the step "
-                f"model, {sum(w.denoised for w in self.windows)} denoised",
-                f"  bridge          {bridge.packets} PMD frames, {bridge.malformed} malformed, "
-                f"{a.gaps} gaps ({a.samples_lost} samples), {bridge.reconnects} reconnects",
-            ]
-        )
+        lines = [
+            "",
+            "Summary",
+            f"  streamed        {stream_s / 60:.1f} min, {len(self.windows)} windows "
+            f"({sum(w.flagged for w in self.windows)} flagged by quality)",
+            f"  AF episodes     {len(onsets)}{': ' + spans if spans else ''}",
+            f"  time in AF      {af_s / 60:.1f} min ({af_pct:.0f}%)",
+            f"  window latency  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms",
+            f"  embedding       {sum(w.stateful for w in self.windows)} windows by the step "
+            f"model, {sum(w.denoised for w in self.windows)} denoised",
+            f"  bridge          {bridge.packets} PMD frames, {bridge.malformed} malformed, "
+            f"{a.gaps} gaps ({a.samples_lost} samples), {bridge.reconnects} reconnects",
+        ]
+        if bridge.samples_lost_at_end is not None:  # a source that knows its end (simulated)
+            lines.append(
+                f"  lost at end     {bridge.samples_lost_at_end} samples, never delivered after "
+                "the last one received"
+            )
+        return "\n".join(lines)
 
 
 def run_demo(

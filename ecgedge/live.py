@@ -81,7 +81,8 @@ def simulated(
     speed: float,
     compressed: bool = False,
 ) -> tuple[Transport, Profile]:
-    """A virtual Polar H10 playing ``signal_mv`` over an impaired link."""
+    """A virtual Polar H10 playing ``signal_mv`` over an impaired link; ``speed`` 0 = as fast
+    as possible, on virtual time."""
     return SimulatedTransport(
         VirtualH10(signal_mv, fs, compressed=compressed), impairments, speed=speed
     ), PolarH10()
@@ -127,7 +128,7 @@ def run_live(
             return session.stats
 
     try:
-        stats = asyncio.run(main())
+        stats = transport.run(main())
     except KeyboardInterrupt:
         stats = session.stats
     pipeline.close()

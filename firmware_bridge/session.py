@@ -86,6 +86,10 @@ class SessionStats:
     #: PMD frames dropped because their timestamp was implausible and nothing vouched for it
     timestamps_rejected: int = 0
     drift_ppm: float = 0.0
+    #: samples the source produced after the last one it delivered, so in no gap: the
+    #: session ended during an outage, the last frames were lost, or it stopped before the
+    #: source's end; ``None`` where the source cannot tell (a live sensor)
+    samples_lost_at_end: int | None = None
     assembly: AssemblyStats = field(default_factory=AssemblyStats)
 
     def to_dict(self) -> dict[str, object]:
@@ -149,7 +153,8 @@ class SensorSession:
 
         At the end, also when cancelled, the sensor is asked to stop streaming and the link
         is closed (best effort), what was received is placed, and the transport is closed
-        (which re-raises an error that ended a simulated playback).
+        (which re-raises an error that ended a simulated playback); then
+        ``stats.samples_lost_at_end`` takes what the source says it lost at the end.
         """
         consumer = asyncio.create_task(self._consume())
         try:
@@ -167,6 +172,7 @@ class SensorSession:
             await consumer
             self._handle_safely("flush", 0.0, b"")  # place what is held for order or time
             await self.transport.close()
+            self.stats.samples_lost_at_end = self.transport.samples_lost_at_end
         return self.stats
 
     async def _connected_phase(self) -> bool:

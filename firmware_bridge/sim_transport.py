@@ -2,34 +2,74 @@
 
 Time is virtual: ``now()`` runs ``speed`` times faster than the event loop's clock, and
 notification handlers receive the virtual arrival time, so a run is deterministic for a
-given seed whatever the speed.
+given seed whatever the speed. Speed 0 plays as fast as possible on a
+:class:`VirtualTimeLoop`, whose clock only moves when every task waits for a timer: the
+host's computing then takes no simulated time, so an outage costs the signal it would in
+real time (a large speed counts each millisecond the host computes, e.g. a pipeline's
+inference, as ``speed`` milliseconds, and an outage goes on for as long).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import selectors
+import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import numpy as np
 
 from firmware_bridge.errors import ConnectError, TransportError
 from firmware_bridge.simulator import Impairments, VirtualSensor
-from firmware_bridge.transport import NotifyHandler, Transport
+from firmware_bridge.transport import NotifyHandler, T, Transport
 
 #: How long a connection attempt takes to fail while the sensor is out of reach (s).
 CONNECT_TIMEOUT_S = 0.5
 
 
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls without blocking; when nothing is pending, advances :attr:`now` by the time the
+    event loop would have waited for its next timer."""
+
+    now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:  # no timer: only I/O (a thread or a signal) can wake the loop
+            return super().select(None)
+        events = super().select(0)
+        if not events:
+            self.now += timeout
+        return events
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on simulated time: whenever no callback is ready, its clock jumps to
+    the next timer instead of waiting for it. Sleeps and timeouts take no wall time, and
+    computing takes no loop time."""
+
+    def __init__(self) -> None:
+        self._jumping = _JumpingSelector()
+        super().__init__(self._jumping)
+
+    def time(self) -> float:
+        return self._jumping.now
+
+
 class SimulatedTransport(Transport):
-    """Notifications of ``sensor`` over an impaired link; ``speed`` × real time (> 0)."""
+    """Notifications of ``sensor`` over an impaired link at ``speed`` × real time, or with
+    ``speed`` 0 as fast as possible on virtual time (run the session with :meth:`run`)."""
 
     def __init__(
         self, sensor: VirtualSensor, impairments: Impairments | None = None, *, speed: float = 1.0
     ) -> None:
         super().__init__()
-        if not speed > 0:
-            raise ValueError(f"speed must be > 0, got {speed}")
+        if not 0 <= speed < math.inf:
+            raise ValueError(f"speed must be finite and >= 0, got {speed}")
         self.sensor, self.imp, self.speed = sensor, impairments or Impairments(), float(speed)
+        #: simulated seconds per second of the event loop's clock (virtual itself at speed 0)
+        self._scale = self.speed or 1.0
+        self._delivered_end = 0  # sample index just past the last data frame delivered
         self._handlers: dict[str, NotifyHandler] = {}
         self._connected = False
         self._streaming = False
@@ -46,10 +86,25 @@ class SimulatedTransport(Transport):
     def now(self) -> float:
         if self._t0 is None:
             return 0.0
-        return (asyncio.get_running_loop().time() - self._t0) * self.speed
+        return (asyncio.get_running_loop().time() - self._t0) * self._scale
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.speed)
+        await asyncio.sleep(max(0.0, seconds) / self._scale)
+
+    def run(self, main: Coroutine[Any, Any, T]) -> T:
+        """Run ``main`` to completion as :func:`asyncio.run` does; at speed 0 on a new
+        :class:`VirtualTimeLoop`."""
+        if self.speed:
+            return super().run(main)
+        if sys.version_info >= (3, 11):  # Ctrl-C cancels main, as in asyncio.run
+            with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+                return runner.run(main)
+        loop = VirtualTimeLoop()  # Python 3.10 (as its asyncio.run: Ctrl-C raises where it hits)
+        try:
+            return loop.run_until_complete(main)
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     # -- Transport -----------------------------------------------------------------------------
     @property
@@ -64,7 +119,10 @@ class SimulatedTransport(Transport):
         if self.exhausted:
             raise ConnectError("the simulated recording has ended")
         if self._t0 is None:
-            self._t0 = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            if not self.speed and not isinstance(loop, VirtualTimeLoop):
+                raise RuntimeError("speed 0 plays on virtual time: run the session with run()")
+            self._t0 = loop.time()
             self._task = asyncio.create_task(self._play())
         if self.now() < self._outage_until:
             await self.sleep(min(CONNECT_TIMEOUT_S, timeout_s))
@@ -114,12 +172,14 @@ class SimulatedTransport(Transport):
 
     # -- playback ------------------------------------------------------------------------------
     async def _play(self) -> None:
-        """Send the recording at the sensor's pace; however it ends, the link goes down and
-        the source counts as exhausted (an error stays in the task for :meth:`close`)."""
+        """Send the recording at the sensor's pace; however it ends, the link goes down, the
+        source counts as exhausted and the samples after the last frame delivered count as
+        lost at the end (an error stays in the task for :meth:`close`)."""
         try:
             await self._send_all()
         finally:
             self.exhausted = True
+            self.samples_lost_at_end = self.sensor.samples_uv.shape[0] - self._delivered_end
             self._connected = self._streaming = False
             self._notify_disconnected()
 
@@ -144,7 +204,7 @@ class SimulatedTransport(Transport):
                     epoch_ns = -round(frame.first_index * 1e6 / fs) * 1000  # µs (open profile)
             payload = frame.payload if epoch_ns == 0 else self.sensor.encode_at(i, frame, epoch_ns)
             self.sent += 1
-            await asyncio.sleep(max(0.0, send - self.now()) / self.speed)  # the sensor's pace
+            await asyncio.sleep(max(0.0, send - self.now()) / self._scale)  # the sensor's pace
             if not (self._connected and self._streaming):
                 self.lost_while_down += 1
                 continue
@@ -163,10 +223,11 @@ class SimulatedTransport(Transport):
             if imp.timestamp_glitch and rng.random() < imp.timestamp_glitch:  # no draw at 0
                 payload = self._flip_timestamp_bit(payload, int(rng.integers(0, 64)))
                 self.timestamp_glitches += 1
-            await asyncio.sleep(max(0.0, arrival - self.now()) / self.speed)
+            await asyncio.sleep(max(0.0, arrival - self.now()) / self._scale)
             copies = 2 if rng.random() < imp.duplicate else 1
             for _ in range(copies):
-                self._deliver(arrival, payload, self.sensor.data_uuid)
+                if self._deliver(arrival, payload, self.sensor.data_uuid):
+                    self._delivered_end = frame.first_index + frame.n
 
     def _drop_link(self, at: float) -> None:
         was_up = self._connected
@@ -175,11 +236,14 @@ class SimulatedTransport(Transport):
         if was_up:
             self._notify_disconnected()
 
-    def _deliver(self, arrival: float, payload: bytes, uuid: str) -> None:
+    def _deliver(self, arrival: float, payload: bytes, uuid: str) -> bool:
+        """Hand ``payload`` to the handler of ``uuid`` if the link is up: True if it was."""
         handler = self._handlers.get(uuid)
-        if handler is not None and self._connected:
-            self.delivered += int(uuid == self.sensor.data_uuid)
-            handler(arrival, payload)
+        if handler is None or not self._connected:
+            return False
+        self.delivered += int(uuid == self.sensor.data_uuid)
+        handler(arrival, payload)
+        return True
 
     def _flip_timestamp_bit(self, payload: bytes, bit: int) -> bytes:
         data = bytearray(payload)

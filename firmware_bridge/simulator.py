@@ -2,10 +2,10 @@
 
 :class:`VirtualH10` plays any signal as Polar PMD ECG frames (raw or delta-compressed) at
 130 Hz; :class:`VirtualOpenDevice` as open-profile frames. :class:`SimulatedTransport`
-delivers them as notifications on a virtual clock, in real time or ``speed`` times faster,
-with injectable loss, jitter, duplication, corruption, clock drift and disconnects. The
-sensor keeps sampling while the link is down, so the frames it could not send are lost, as
-on a real strap.
+delivers them as notifications on a virtual clock, in real time, ``speed`` times faster or
+as fast as possible, with injectable loss, jitter, duplication, corruption, clock drift and
+disconnects. The sensor keeps sampling while the link is down, so the frames it could not
+send are lost, as on a real strap.
 """
 
 from __future__ import annotations

@@ -10,11 +10,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 #: ``handler(host_time_s, payload)``: host monotonic time of arrival and the notification bytes.
 NotifyHandler = Callable[[float, bytes], None]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class Transport(abc.ABC):
 
     #: True once a finite source (a simulated recording) has nothing more to send.
     exhausted: bool = False
+    #: Once a finite source has ended: the samples it produced after the last one it
+    #: delivered (the link was down or lost them at the end, or the session stopped before
+    #: the source's end). ``None`` where the source cannot tell (a live sensor).
+    samples_lost_at_end: int | None = None
 
     def __init__(self) -> None:
         self._on_disconnect: Callable[[], None] | None = None
@@ -43,6 +50,11 @@ class Transport(abc.ABC):
     async def sleep(self, seconds: float) -> None:
         """Sleep on the transport's clock (sessions back off with it)."""
         await asyncio.sleep(seconds)
+
+    def run(self, main: Coroutine[Any, Any, T]) -> T:
+        """Run ``main`` (e.g. a session over this transport) to completion on a new event
+        loop whose clock suits the transport: :func:`asyncio.run` here."""
+        return asyncio.run(main)
 
     @property
     @abc.abstractmethod

@@ -1,7 +1,9 @@
-"""Command-line input checks and the CLI's handling of saved sessions with lost samples."""
+"""Command-line input checks, the CLI's handling of saved sessions with lost samples, and
+the stream summary's accounting of a simulated strap's lost samples."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +111,19 @@ def test_outputs_and_bundles_are_checked_before_any_work(capsys, tmp_path: Path)
     assert "--levels" in _cli_error(capsys, "bench", "rhythm-noise", "--levels", "abc")
 
 
+def test_an_existing_output_file_may_be_replaced(tmp_path: Path) -> None:
+    """Re-calibrating a user into the same profile path (it was refused as unwritable)."""
+    from ecgedge.cli import _check_output
+
+    profile = tmp_path / "u.json"
+    profile.write_text("{}")
+    _check_output(profile, "--out", folder=False)  # no error
+    with pytest.raises(ValueError, match="not a folder"):
+        _check_output(profile, "--out", folder=True)
+    with pytest.raises(ValueError, match="cannot write in"):
+        _check_output(profile / "x.json", "--out", folder=False)  # under a file
+
+
 def test_bench_child_failure_shows_the_childs_message(monkeypatch, tmp_path: Path) -> None:
     import subprocess
 
@@ -129,3 +144,33 @@ def test_simulating_a_strap_from_a_record_with_lost_samples_is_refused(
     _session_with_gap(tmp_path)
     err = _cli_error(capsys, "stream", "--simulate", "--record", str(tmp_path / "session"))
     assert "500 lost (NaN) samples" in err
+
+
+def test_stream_simulated_at_speed_0_keeps_outages_short_and_reports_the_lost_tail(capsys):
+    """60 s of the synthetic ECG as fast as possible, the link dropping every 20 s for 2 s:
+    the drops at 20 s and 40 s cost the outage and the reconnection backoff of simulated
+    time, not the host's computing × 5000, and the drop at 60 s takes the last frame, which
+    no later frame reveals as a gap: the summary counts it as lost at the end."""
+    from ecgedge.cli import main
+
+    argv = ["stream", "--simulate", "--seconds", "60", "--speed", "0", "--disconnect-every", "20"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = next(line for line in out if line.strip().startswith("counters"))
+    counters = ast.literal_eval(line.split(None, 1)[1])
+    a = counters["assembly"]
+    assert counters["reconnects"] == 3 and a["gaps"] == 2
+    assert a["samples_lost"] <= 2 * 5.0 * 130  # 2 s outage + backoff, per drop
+    assert counters["samples_lost_at_end"] == 60 * 130 % 73  # the last (short) frame
+    assert a["samples"] + a["samples_lost"] + counters["samples_lost_at_end"] == 60 * 130
+    assert "  lost at end     62 samples, never delivered after the last one received" in out
+
+
+def test_the_stream_summary_has_no_lost_tail_line_for_a_live_sensor() -> None:
+    from ecgedge.demo import LiveView
+    from firmware_bridge.session import SessionStats
+
+    assert "lost at end" not in LiveView().summary(60.0, SessionStats())
+    assert "lost at end     7 samples" in LiveView().summary(
+        60.0, SessionStats(samples_lost_at_end=7)
+    )
