@@ -68,7 +68,8 @@ def calibrate_record(
     window_s = bundle.manifest.window_samples / bundle.manifest.fs
     runs = finite_runs(rec.signal[:n], int(np.ceil(window_s * rec.fs)))
     if not runs:
-        print(f"{record}: no {window_s:g} s stretch without lost samples", file=sys.stderr)
+        why = "shorter than" if n < window_s * rec.fs else "no stretch without lost samples of"
+        print(f"{record}: {why} one {window_s:g} s window", file=sys.stderr)
         return 2
     windows = 0
     for a, b in runs:
@@ -76,13 +77,16 @@ def calibrate_record(
         windows += cal.add_recording(rec.signal[a:b], rec.fs, shifted, source=str(record))
 
     def progress(i: int, t: dict[str, int], score: float) -> None:
-        print(f"\r  evaluation {i:2d}/{max_evals}  t={t}  {objective}={score:.4g}   ", end="")
+        line = f"evaluation {i:2d} (at most {max_evals})  t={t}  {objective}={score:.4g}"
+        print(f"\r  {line}  ", end="")
 
     result = cal.calibrate(user=user, progress=progress)
     path = save_profile(result.profile, out)
     counts = result.profile.calibration["label_counts"]
+    rejected = result.profile.calibration["windows_rejected_quality"]
     print(
-        f"\ncalibrated {user!r} on {windows} windows {counts} of {record.name} in "
+        f"\ncalibrated {user!r} on {windows} windows {counts} of {record.name} "
+        f"({rejected} left out by the quality check) in "
         f"{result.seconds:.1f} s ({result.extractor_evaluations} extractor evaluations, "
         f"stopped: {result.search.stopped}): t={result.profile.t} -> {path}"
     )

@@ -185,6 +185,8 @@ def maximize_integer(
     Stops after ``max_evals`` evaluations, after ``max_seconds`` of wall time (checked before
     each evaluation), when ``should_stop()`` returns True, or when every point was tried.
     ``progress(i, x, y)`` is called after each evaluation. Deterministic for a given seed.
+    A non-finite value is a failed evaluation: never the best, and modelled at the worst
+    finite value so the search leaves a failing region.
     """
     if not bounds or any(lo > hi for lo, hi in bounds):
         raise ConfigError(
@@ -220,7 +222,7 @@ def maximize_integer(
         tried.add(x)
         result.xs.append(x)
         result.ys.append(y)
-        if y > result.best_y:
+        if math.isfinite(y) and y > result.best_y:  # NaN or ±inf: a failed evaluation
             result.best_x, result.best_y = x, y
         if progress is not None:
             progress(result.evaluations, x, y)
@@ -238,16 +240,21 @@ def _propose(
     lo: np.ndarray,
     span: np.ndarray,
 ) -> tuple[int, ...] | None:
-    """The untried candidate of highest Expected Improvement under the GP of all results."""
+    """The untried candidate of highest Expected Improvement under the GP of all results.
+
+    Failed evaluations (non-finite values) enter the GP at the worst finite value, so the
+    search moves away from a failing region instead of trying it point by point.
+    """
     fresh = np.array([tuple(c) not in tried for c in cands.tolist()])
     if not fresh.any():
         return None
     pool = cands[fresh]
-    finite = np.isfinite(result.ys)
+    ys = np.asarray(result.ys, dtype=np.float64)
+    finite = np.isfinite(ys)
     if not finite.any():  # nothing to model yet: the next untried candidate
         return tuple(int(v) for v in pool[0])
-    x = (np.asarray(result.xs, dtype=np.float64)[finite] - lo) / span
-    gp = GaussianProcess(x, np.asarray(result.ys)[finite])
+    x = (np.asarray(result.xs, dtype=np.float64) - lo) / span
+    gp = GaussianProcess(x, np.where(finite, ys, ys[finite].min()))
     mean, std = gp.predict((pool - lo) / span)
     ei = expected_improvement(mean, std, result.best_y)
     return tuple(int(v) for v in pool[int(np.argmax(ei))])

@@ -25,7 +25,8 @@ from sdk.calibration.profile import UserProfile
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.errors import ConfigError
-from sdk.head import fit_softmax_head
+from sdk.head import fit_user_head
+from sdk.quality import assess_quality
 from sdk.windowing import record_windows
 
 #: Default search box of t (inclusive). The bundle's schedule allows more, but beyond ~200
@@ -103,7 +104,17 @@ class Calibrator:
             raise ConfigError(f"0 <= lo <= hi <= {m.t_max} must hold for t_box", field="t_box")
         if not (isinstance(r, (int, np.integer)) and 0 <= r <= MAX_R):
             raise ConfigError(f"r must be an integer in 0 … {MAX_R}, got {r!r}", field="r")
-        self.bundle, self.objective, self.t_box = bundle, objective, t_box
+        n_mods = len(m.modalities)
+        if max_extractor_evals is not None and not (
+            isinstance(max_extractor_evals, (int, np.integer)) and max_extractor_evals >= n_mods
+        ):
+            raise ConfigError(
+                f"max_extractor_evals must be None or an integer >= {n_mods} (one evaluation "
+                f"runs every modality's extractor), got {max_extractor_evals!r}",
+                field="max_extractor_evals",
+            )
+        self.bundle, self.objective = bundle, objective
+        self.t_box = (int(t_box[0]), int(t_box[1]))
         self.max_extractor_evals = max_extractor_evals
         self.max_evals, self.max_seconds, self.n_init, self.r, self.seed = (
             max_evals,
@@ -118,9 +129,7 @@ class Calibrator:
         self.classes = m.classes
         self.denoiser: WindowDenoiser | None = None
         if denoise and m.has("denoiser"):
-            self.denoiser = WindowDenoiser(
-                bundle, threads=threads, backend=self.classifier.backend
-            )
+            self.denoiser = WindowDenoiser(bundle, threads=threads, backend=self.classifier.backend)
             if self.denoiser.leads != 1:
                 raise ConfigError(
                     f"the bundle's denoiser takes {self.denoiser.leads} leads but calibration "
@@ -132,6 +141,7 @@ class Calibrator:
         self._labels: list[np.ndarray] = []
         self._sources: list[str] = []
         self._denoised: bool | None = None  # whether the windows added so far are denoised
+        self._quality_rejected = 0  # recorded windows the quality check kept out
 
     # -- data ---------------------------------------------------------------------------------
     def add_windows(
@@ -195,25 +205,40 @@ class Calibrator:
 
         Windows are cut as the stream cuts them, every ``hop_s`` seconds (default: one window
         length, so windows do not overlap: half the extractor work of the stream's hop for
-        nearly the same information); each takes the class covering most of it, and
-        windows less than ``min_coverage`` covered by any interval are left out.
+        nearly the same information); each takes the class covering most of it. Left out:
+        windows less than ``min_coverage`` covered by one interval's recorded samples (the
+        zero padding of a recording shorter than a window counts as uncovered), and windows
+        the pipeline's quality check (:func:`sdk.quality.assess_quality` on the raw samples)
+        would flag: lead-off, flat, saturated or noisy ECG must not teach the user's head
+        (counted in the profile's ``windows_rejected_quality``).
         Returns the number of windows added.
         """
         m = self.bundle.manifest
         hop = m.window_samples if hop_s is None else int(round(hop_s * m.fs))
         if hop <= 0:
             raise ConfigError(f"hop_s must be positive, got {hop_s}", field="hop_s")
-        rw = record_windows(signal, fs, m.preprocess, m.window_samples, hop, denoiser=self.denoiser)
+        self._encode([label for _, _, label in intervals])  # a misspelled class fails here
+        if not all(np.isfinite([s, e]).all() and s < e for s, e, _ in intervals):
+            raise ConfigError(
+                "intervals must be (start_s, end_s, class) with finite start < end", field="labels"
+            )
+        x = np.asarray(signal)
+        rw = record_windows(x, fs, m.preprocess, m.window_samples, hop, denoiser=self.denoiser)
+        duration = x.shape[0] / fs
         labels, keep = [], []
         for i, start in enumerate(rw.starts):
             a, b = start / rw.fs, (start + m.window_samples) / rw.fs
             cover: dict[str, float] = {}
             for s, e, label in intervals:
-                cover[label] = cover.get(label, 0.0) + max(0.0, min(b, e) - max(a, s))
+                cover[label] = cover.get(label, 0.0) + max(0.0, min(b, e, duration) - max(a, s))
             best = max(cover, key=lambda k: cover[k]) if cover else None
-            if best is not None and cover[best] >= min_coverage * (b - a):
-                labels.append(best)
-                keep.append(i)
+            if best is None or cover[best] < min_coverage * (b - a):
+                continue
+            if not assess_quality(x[int(round(a * fs)) : int(round(b * fs))], fs).ok:
+                self._quality_rejected += 1
+                continue
+            labels.append(best)
+            keep.append(i)
         idx = np.asarray(keep, dtype=np.int64)
         self.add_windows(
             WindowInputs(rw.windows[idx], rw.rr[idx], rw.lorenz[idx]),
@@ -317,7 +342,7 @@ class Calibrator:
                 f"the {self.objective} objective gave no finite value at any t evaluated",
                 field="objective",
             )
-        head = fit_softmax_head(features(search.best_x), y, self.classes)
+        head = fit_user_head(features(search.best_x), y, self.classes)
         seconds = time.perf_counter() - tic
         counts = np.bincount(y, minlength=len(self.classes))
         profile = UserProfile(
@@ -330,6 +355,7 @@ class Calibrator:
                 "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "sources": sorted(set(self._sources)),
                 "windows": int(y.size),
+                "windows_rejected_quality": self._quality_rejected,
                 "denoised": bool(self._denoised),
                 "label_counts": {c: int(n) for c, n in zip(self.classes, counts) if n},
                 "objective": self.objective,

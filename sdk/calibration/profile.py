@@ -72,8 +72,12 @@ class UserProfile:
             )
         m = bundle.manifest
         problems = []
-        if self.head.classes != m.classes:
-            problems.append(f"head classes {list(self.head.classes)} != {list(m.classes)}")
+        ordered = [c for c in m.classes if c in self.head.classes]
+        if len(self.head.classes) < 2 or list(self.head.classes) != ordered:
+            problems.append(
+                f"head classes {list(self.head.classes)} are not >= 2 of {list(m.classes)} "
+                "in the bundle's order"
+            )
         head_inputs = m.file("head").inputs
         width = head_inputs[0].shape[-1] if head_inputs else None
         if isinstance(width, int) and self.head.weight.shape[0] != width:
@@ -81,6 +85,8 @@ class UserProfile:
         for modality, t in self.t.items():
             if modality not in m.modalities or not 0 <= t <= m.t_max:
                 problems.append(f"t {modality}={t} is not a modality of the bundle in 0..{m.t_max}")
+        if not isinstance(self.calibration.get("denoised", False), bool):
+            problems.append("calibration.denoised must be true or false")
         h = self.head
         if not all(np.isfinite(a).all() for a in (h.weight, h.bias, h.mean, h.scale)):
             problems.append("head parameters are not all finite")
