@@ -8,6 +8,9 @@ subjects: the bundle's global head at its default t; the user's head fitted at e
 t; t found by the Gaussian-process optimizer with γ (the SDK's :class:`Calibrator`); t by
 grid search with γ; the user's head at the default t (fine-tune without t search); and
 the objective ablation (γ vs ΔAcc / ΔF1 / ΔLoss) under the same optimizer budget.
+A user's head covers the classes of its labels (N and A) and re-splits the bundle head's
+probability of them, as the pipeline applies a profile (:func:`sdk.head.user_probabilities`);
+the beat-times-only subjects have no bundle head, so there the user's head decides alone.
 A subject whose calibration part holds only one class cannot fit a head: every
 personalized method falls back to the global model there, and the report counts them.
 """
