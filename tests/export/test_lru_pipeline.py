@@ -112,6 +112,22 @@ def test_stateful_pipeline_against_whole_window(lru_bundle: Path, ecg: np.ndarra
     assert all(e.latency_ms > 0 for e in step)
 
 
+def test_bench_pipeline_modes_agreement_is_the_pipelines(lru_bundle: Path, ecg: np.ndarray) -> None:
+    """``ecgedge bench lru``'s mode comparison recomputed from the two pipelines' events.
+    On this bundle the classes differ on some windows (about 20/23 agree), so a wrong
+    agreement cannot hide behind 1.0."""
+    from trainer.bench.lru import pipeline_modes
+
+    res = pipeline_modes(lru_bundle, ecg, FS, repeats=1)
+    a, b = (probs(run(lru_bundle, [(ecg, None)], stateful=s)[1]) for s in (True, False))
+    agreement = float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+    assert MIN_AGREEMENT <= agreement < 1.0
+    assert res["head_class_agreement"] == agreement
+    assert res["max_abs_dprob_median"] == pytest.approx(
+        np.median(np.abs(a - b).max(axis=1)), abs=1e-6
+    )
+
+
 def test_windows_follow_the_documented_block_normalization(
     lru_bundle: Path, ecg: np.ndarray
 ) -> None:

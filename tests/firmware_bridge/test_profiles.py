@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from firmware_bridge.errors import ProtocolError, TransportError
+from firmware_bridge.polar_pmd import PMD_CONTROL_POINT_UUID
 from firmware_bridge.profiles import PolarH10
 from tests.firmware_bridge.fake_link import FakeLink
 
@@ -21,9 +22,29 @@ def start(link: FakeLink, timeout_s: float = 5.0) -> None:
     asyncio.run(main())
 
 
+class WriteRecordingLink(FakeLink):
+    """A :class:`FakeLink` that also keeps every write: (characteristic, bytes)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.writes: list[tuple[str, bytes]] = []
+
+    async def write(self, uuid: str, data: bytes, *, response: bool = True) -> None:
+        self.writes.append((uuid, bytes(data)))
+        await super().write(uuid, data, response=response)
+
+
+#: the H10 ECG start request: op 0x02, type ECG, 130 Hz, 14 bits (Polar's polar-ble-sdk)
+H10_ECG_START = bytes.fromhex("02 00 00 01 82 00 01 01 0e 00")
+
+
 @pytest.mark.parametrize("status", [0, 6])  # success, "already in state"
 def test_h10_start_succeeds_on_success_or_already_streaming(status):
-    start(FakeLink(pmd_status=status))
+    link = WriteRecordingLink(pmd_status=status)
+    start(link)  # returns: the answer was read and accepted
+    assert link.events == ["connect", "start"]  # one start request, no stop
+    assert link.writes == [(PMD_CONTROL_POINT_UUID, H10_ECG_START)]
+    assert PMD_CONTROL_POINT_UUID in link.handlers  # the answer comes as an indication
 
 
 def test_h10_start_refused_raises_protocol_error_with_the_status():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 import numpy as np
 import pytest
@@ -44,9 +45,11 @@ class RecordingSink:
         return out
 
 
-def run_session(sensor, profile, impairments, seconds_cap: float = 120.0) -> tuple:
+def run_session(
+    sensor, profile, impairments, seconds_cap: float = 120.0, *, transport_type=SimulatedTransport
+) -> tuple:
     sink = RecordingSink()
-    transport = SimulatedTransport(sensor, impairments, speed=SPEED)
+    transport = transport_type(sensor, impairments, speed=SPEED)
     session = SensorSession(transport, profile, sink, backoff=Backoff(initial_s=0.25, max_s=2.0))
     stats = asyncio.run(asyncio.wait_for(session.run(), timeout=seconds_cap))
     return sink, stats, transport
@@ -97,21 +100,81 @@ def test_loss_jitter_duplicates_and_disconnects_flag_every_gap(ecg):
     assert stats.assembly.frames == transport.delivered - stats.assembly.duplicates
 
 
+class SwappingTransport(SimulatedTransport):
+    """The simulated link, which delivers data notifications in the order sent whatever the
+    jitter, made to reorder them: now and then an intact one is held back and handed on
+    right after the next one."""
+
+    SWAP = 0.1
+
+    def __init__(self, sensor, impairments, *, speed):
+        super().__init__(sensor, impairments, speed=speed)
+        self.rng = np.random.default_rng(impairments.seed + 1)
+        self.intact = {f.payload: f for f in sensor.frames()}  # the bytes the sensor sends
+        self.held: bytes | None = None
+        self.swapped = 0  # intact frames handed on after a later intact frame
+        self.handed_on: set[int] = set()  # sample indices of the intact frames handed on
+
+    async def start_notify(self, uuid, handler):
+        if uuid == self.sensor.data_uuid:
+            handler = functools.partial(self._swap, handler)
+        await super().start_notify(uuid, handler)
+
+    def _swap(self, handler, host_time_s: float, payload: bytes) -> None:
+        held, self.held = self.held, None
+        if held is None and payload in self.intact and self.rng.random() < self.SWAP:
+            self.held = payload
+            return
+        self._hand_on(handler, host_time_s, payload)
+        if held is not None:
+            self.swapped += payload != held and payload in self.intact  # not a repeat of it
+            self._hand_on(handler, host_time_s, held)
+
+    def _hand_on(self, handler, host_time_s: float, payload: bytes) -> None:
+        if payload in self.intact:
+            f = self.intact[payload]
+            self.handed_on.update(range(f.first_index, f.first_index + f.n))
+        handler(host_time_s, payload)
+
+
 def test_open_profile_reorders_and_rejects_corrupt_frames(ecg):
     imp = Impairments(loss=0.03, corrupt=0.03, duplicate=0.03, jitter_ms=20.0, seed=9)
     sensor = VirtualOpenDevice(ecg.signal, ecg.fs, fs=250.0)
-    sink, stats, _ = run_session(sensor, OpenEcgDevice(fs=250.0), imp)
-    check_placement(sink, sensor, stats)
+    sink, stats, transport = run_session(
+        sensor, OpenEcgDevice(fs=250.0), imp, transport_type=SwappingTransport
+    )
+    check_placement(sink, sensor, stats)  # every sample placed sits at its true index
     assert stats.malformed >= 1  # CRC catches corruption: counted and skipped
+    assert stats.assembly.reordered == transport.swapped >= 10
+    # every intact frame handed on was placed, also those that came after a later frame;
+    # what is missing was lost on the air, corrupted, or held back at the very end
+    assert set(sink.placed(sensor.fs)) == transport.handed_on
+    assert stats.assembly.late == 0
 
 
 def test_sensor_clock_reset_on_reconnect_is_detected_and_flagged(ecg):
     imp = Impairments(disconnect_every_s=40.0, outage_s=2.0, time_reset_on_reconnect=True, seed=1)
     sensor = VirtualH10(ecg.signal, ecg.fs)
-    sink, stats, _ = run_session(sensor, PolarH10(), imp)
+    sink, stats, transport = run_session(sensor, PolarH10(), imp)
     assert stats.assembly.time_resets >= 1
+    # no loss on the air: the only gaps are the outages, and each ended in a clock reset
+    assert stats.assembly.gaps == stats.assembly.time_resets
+    assert transport.lost_on_air == 0 and transport.lost_while_down >= 1
     starts = [ts for ts, _ in sink.blocks]
     assert starts == sorted(starts)  # the stream clock never goes back
+    # the gap across each reset is sized by the host clock: whole frames, the outage at least
+    n = sensor.frame_samples
+    jumps = []
+    for (ts, block), (next_ts, _) in zip(sink.blocks, sink.blocks[1:]):
+        jump = round((next_ts - ts) * sensor.fs) - block.shape[0]
+        if jump:
+            jumps.append(jump)
+    assert len(jumps) == stats.assembly.time_resets
+    assert all(j % n == 0 and j / sensor.fs >= imp.outage_s for j in jumps), jumps
+    assert sum(jumps) == stats.assembly.samples_lost
+    # and so every sample after a reset sits at its true index; only lost frames are missing
+    missing = check_placement(sink, sensor, stats)
+    assert missing == stats.assembly.samples_lost + stats.samples_lost_at_end
 
 
 def test_flipped_pmd_timestamp_bits_move_no_sample(ecg):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -66,7 +67,7 @@ def test_missing_file_truncated_manifest_and_schema_are_refused(bundle_copy):
     assert err.value.reason == "schema_version"
 
 
-def test_path_escape_and_inconsistent_geometry_are_refused(bundle_copy):
+def test_path_escape_is_refused(bundle_copy):
     edit_manifest(bundle_copy, lambda d: d["files"][0].update(path="../../etc/passwd"))
     with pytest.raises(BundleError) as err:
         load_bundle(bundle_copy)
@@ -133,58 +134,147 @@ def test_a_file_replaced_after_verification_is_refused_when_used(bundle_copy):
         WindowDenoiser(b)
 
 
+def _drop_inputs_of_lorenz_embedder(d):
+    for f in d["files"]:
+        if f["path"].endswith("lorenz.fp32.onnx"):
+            f["inputs"] = []
+
+
+def _drop_outputs_of_head(d):
+    for f in d["files"]:
+        if f["role"] == "head":
+            f["outputs"] = []
+
+
+# each case with the reason it must be refused for and a fragment of the message naming the
+# offending entry: "malformed" = a value of the wrong type or form, "inconsistent" = values
+# well formed one by one that do not fit together
 @pytest.mark.parametrize(
-    "change",
+    ("change", "reason", "message"),
     [
-        lambda d: d.clear() or d.update({"schema_version": 1, "files": 3}),
-        lambda d: d.update({"thresholds": [1]}),
-        lambda d: d["files"][0].update({"path": 5}),
-        lambda d: d["files"][0].update({"sha256": 5}),
-        lambda d: d["files"][0].update({"sha256": "A" * 64}),
-        lambda d: d["diffusion"]["alphas_cumprod"].__setitem__(1, float("nan")),
-        lambda d: d["thresholds"].update({"episode_on": float("inf")}),
-        lambda d: d.update({"files": [f for f in d["files"] if f["path"] != "noise.lorenz.npy"]}),
-        lambda d: d.update({"window_samples": 1280.9}),
-        lambda d: d.update({"hop_samples": "640"}),
-        lambda d: d.update({"leads": "ECG"}),
-        lambda d: d.update({"classes": ["N", "A", "O"]}),
-        lambda d: d.update({"classes": ["N", "A", "A", "~"]}),
-        lambda d: d["preprocess"].update({"fs": float("inf")}),
-        lambda d: d["diffusion"]["default_t"].update({"raw": 1.9}),
-        lambda d: d["files"][0].update({"bytes": "1"}),
-        lambda d: d["files"][0]["outputs"][0].update({"shape": "abc"}),
-        lambda d: [
-            f.update({"inputs": []}) for f in d["files"] if f["path"].endswith("lorenz.fp32.onnx")
-        ],
-        lambda d: [f.update({"outputs": []}) for f in d["files"] if f["role"] == "head"],
-    ],
-    ids=[
-        "files-not-a-list",
-        "thresholds-list",
-        "path-int",
-        "sha-int",
-        "sha-upper",
-        "nan-abar",
-        "inf-threshold",
-        "noise-of-a-modality-missing",
-        "window-not-integer",
-        "hop-string",
-        "leads-string",
-        "classes-fewer-than-head-outputs",
-        "classes-duplicate",
-        "fs-inf",
-        "default-t-float",
-        "bytes-string",
-        "shape-string",
-        "modality-embedder-without-x",
-        "head-without-probabilities",
+        pytest.param(
+            lambda d: d.clear() or d.update({"schema_version": 1, "files": 3}),
+            "malformed",
+            "files must be a list",
+            id="files-not-a-list",
+        ),
+        pytest.param(
+            lambda d: d.update({"thresholds": [1]}),
+            "malformed",
+            "malformed manifest",
+            id="thresholds-list",
+        ),
+        pytest.param(
+            lambda d: d["files"][0].update({"path": 5}),
+            "malformed",
+            "file path must be a string",
+            id="path-int",
+        ),
+        pytest.param(
+            lambda d: d["files"][0].update({"sha256": 5}),
+            "malformed",
+            "sha256 must be 64",
+            id="sha-int",
+        ),
+        pytest.param(
+            lambda d: d["files"][0].update({"sha256": "A" * 64}),
+            "malformed",
+            "sha256 must be 64 lowercase",
+            id="sha-upper",
+        ),
+        pytest.param(
+            lambda d: d["diffusion"]["alphas_cumprod"].__setitem__(1, float("nan")),
+            "malformed",
+            "alphas_cumprod must be finite",
+            id="nan-abar",
+        ),
+        pytest.param(
+            lambda d: d["thresholds"].update({"episode_on": float("inf")}),
+            "malformed",
+            "episode_on must be finite",
+            id="inf-threshold",
+        ),
+        pytest.param(
+            lambda d: d.update(
+                {"files": [f for f in d["files"] if f["path"] != "noise.lorenz.npy"]}
+            ),
+            "inconsistent",
+            "no inference noise for the lorenz embedder",
+            id="noise-of-a-modality-missing",
+        ),
+        pytest.param(
+            lambda d: d.update({"window_samples": 1280.9}),
+            "malformed",
+            "window_samples must be an integer",
+            id="window-not-integer",
+        ),
+        pytest.param(
+            lambda d: d.update({"hop_samples": "640"}),
+            "malformed",
+            "hop_samples must be an integer",
+            id="hop-string",
+        ),
+        pytest.param(
+            lambda d: d.update({"leads": "ECG"}),
+            "malformed",
+            "leads must be a non-empty list",
+            id="leads-string",
+        ),
+        pytest.param(
+            lambda d: d.update({"classes": ["N", "A", "O"]}),
+            "inconsistent",
+            "do not give one per class",
+            id="classes-fewer-than-head-outputs",
+        ),
+        pytest.param(
+            lambda d: d.update({"classes": ["N", "A", "A", "~"]}),
+            "malformed",
+            "classes must hold unique",
+            id="classes-duplicate",
+        ),
+        pytest.param(
+            lambda d: d["preprocess"].update({"fs": float("inf")}),
+            "malformed",
+            "preprocess.fs must be finite",
+            id="fs-inf",
+        ),
+        pytest.param(
+            lambda d: d["diffusion"]["default_t"].update({"raw": 1.9}),
+            "malformed",
+            "default_t raw must be an integer",
+            id="default-t-float",
+        ),
+        pytest.param(
+            lambda d: d["files"][0].update({"bytes": "1"}),
+            "malformed",
+            "bytes must be an integer",
+            id="bytes-string",
+        ),
+        pytest.param(
+            lambda d: d["files"][0]["outputs"][0].update({"shape": "abc"}),
+            "malformed",
+            "shape a list",
+            id="shape-string",
+        ),
+        pytest.param(
+            _drop_inputs_of_lorenz_embedder,
+            "inconsistent",
+            "lorenz embedder must declare its input 'x'",
+            id="modality-embedder-without-x",
+        ),
+        pytest.param(
+            _drop_outputs_of_head,
+            "inconsistent",
+            "a head must declare 'features' and 'probabilities'",
+            id="head-without-probabilities",
+        ),
     ],
 )
-def test_malformed_manifests_are_refused_with_a_bundle_error(bundle_copy, change):
+def test_malformed_manifests_are_refused_with_a_bundle_error(bundle_copy, change, reason, message):
     edit_manifest(bundle_copy, change)
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(BundleError, match=re.escape(message)) as err:
         load_bundle(bundle_copy)
-    assert err.value.reason in ("malformed", "inconsistent", "schema_version")
+    assert err.value.reason == reason
 
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "a/../../b", "noise.npy\x00x", "..\\noise.npy"])

@@ -59,18 +59,21 @@ def test_calibration_finds_t_in_the_box_within_budget_and_fits_the_user(bundle, 
     assert p.bundle_sha256 == bundle.manifest_sha256 and p.user == "u7"
     counts = p.calibration["label_counts"]
     assert set(counts) == {"N", "A"} and sum(counts.values()) == len(cal._labels[0])
-    # the fitted head separates the user's rhythms on its own calibration windows
+    # the fitted head separates the user's rhythms on its own calibration windows (it decides
+    # between the classes it was calibrated on; O and ~ stay the bundle head's)
     inputs, y = cal._data()
     clf = WindowClassifier(bundle)
     proba = clf.classify(inputs, p.t, p.head)
-    assert np.mean(proba.argmax(1) == y) >= 0.95
+    assert p.head.classes == ("N", "A")
+    assert np.mean(proba[:, [0, 1]].argmax(1) == y) >= 0.95
 
 
 def test_extractor_budget_stops_the_search(bundle, recording):
     mods = len(bundle.manifest.modalities)
     res = make(bundle, recording, max_evals=30, max_extractor_evals=4 * mods).calibrate()
     assert res.extractor_evaluations <= 4 * mods
-    assert res.search.stopped in ("extractor_budget", "budget")
+    # 30 evaluations would need more than 4 extractor runs per modality: that budget stops it
+    assert res.search.stopped == "extractor_budget" and res.search.evaluations < 30
     assert res.profile.calibration["extractor_evaluations"] == res.extractor_evaluations
 
 
@@ -109,7 +112,9 @@ def test_recorded_windows_are_what_the_pipeline_feeds_its_embedders(bundle, reco
 
     signal, fs = recording
     x = signal.copy()
-    x[int(35 * fs)] += 25.0  # a spike: clipped when standardized, so the order of steps shows
+    # a spike: clipped when standardized, so the order of steps shows (5 mV: higher ones are
+    # flagged by the quality check and left out of calibration)
+    x[int(35 * fs)] += 5.0
     m = bundle.manifest
     win_s = m.window_samples / m.fs
     for denoise in (True, False):

@@ -268,11 +268,17 @@ def test_af_episode_is_found_on_synthetic_af(bundle):
     ecg = synthetic_ecg((("sinus", 60.0), ("af", 90.0), ("sinus", 60.0)), fs=FS, seed=11)
     _, events = stream(bundle, ecg.signal, [250])
     episodes = [e for e in events if isinstance(e, EpisodeEvent)]
-    # the assertion is on the event protocol: onsets and offsets alternate and are ordered
+    # the event protocol: onsets and offsets alternate and are ordered
     phases = [e.phase for e in episodes]
     assert phases == ["onset", "offset"] * (len(phases) // 2)
     times = [e.time_s for e in episodes]
     assert times == sorted(times)
+    # exactly one AF episode, bracketing the AF at 60-150 s. Measured: onset 60.0 s, offset
+    # 155.0 s (one 5 s hop after the AF ends); the bounds leave the smoother a few hops
+    # either way but accept neither a missed nor a split episode.
+    assert [(e.label, e.phase) for e in episodes] == [("A", "onset"), ("A", "offset")]
+    onset, offset = times
+    assert 55.0 <= onset <= 75.0 and 145.0 <= offset <= 170.0
 
 
 def test_a_timestamp_float64_cannot_resolve_is_refused_and_the_stream_goes_on(bundle, ecg):
@@ -414,7 +420,9 @@ def test_a_lead_resumes_after_a_gap_at_its_first_valid_value(bundle, ecg):
         events += p.push(post, timestamp_s=33.0)
         return [w for w in windows_of(events + p.close()) if w.start_s >= 33.0]
 
-    for a, b in zip(run(False), run(True)):
+    clean, first_nan = run(False), run(True)
+    assert len(clean) == len(first_nan) > 0  # zip below would hide a missing window
+    for a, b in zip(clean, first_nan):
         assert not b.flagged or "nonfinite" in b.quality.flags
         for c, p in a.probabilities.items():
             assert b.probabilities[c] == pytest.approx(p, abs=0.01)

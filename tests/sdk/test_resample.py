@@ -82,9 +82,12 @@ def test_leads_are_independent() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="up, down <= 1000") as err:
         StreamingResampler(1031.0, 128.0)  # 128/1031 needs a denominator > 1000
-    with pytest.raises(ConfigError):
+    assert err.value.field == "fs_out"
+    with pytest.raises(ConfigError, match="positive finite rate") as err:
         StreamingResampler(-1.0, 128.0)
-    with pytest.raises(BlockError):
+    assert err.value.field == "fs_in"
+    with pytest.raises(BlockError, match="3 leads but the resampler has 2") as err:
         StreamingResampler(360.0, 128.0, n_leads=2).process(np.zeros((4, 3)))
+    assert err.value.reason == "lead_count"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,11 +14,8 @@ from sdk.rpeaks import (
     heart_rate_bpm,
     rr_intervals_s,
 )
+from trainer.data import root
 
-DATA_ROOT = Path(
-    os.environ.get("ECGEDGE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
-)
-MITDB = DATA_ROOT / "mitdb"
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 MATCH_WINDOW_S = 0.150
 
@@ -138,17 +132,17 @@ def test_heart_rate_and_rr() -> None:
 # ---------------------------------------------------------------- MIT-BIH (real data)
 def _load(record: str) -> tuple[np.ndarray, float, np.ndarray]:
     wfdb = pytest.importorskip("wfdb")
-    rec = wfdb.rdrecord(str(MITDB / record), channels=[0])
-    ann = wfdb.rdann(str(MITDB / record), "atr")
+    path = str(root.data_root() / "mitdb" / record)
+    rec = wfdb.rdrecord(path, channels=[0])
+    ann = wfdb.rdann(path, "atr")
     ref = np.array(
         [s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS]
     )
     return rec.p_signal[:, 0], float(rec.fs), ref
 
 
-@pytest.mark.data
+@pytest.mark.data("mitdb")  # skipped, naming the folder, without it (tests/conftest.py)
 @pytest.mark.filterwarnings("ignore:The inplace keyword")  # wfdb uses a deprecated pandas API
-@pytest.mark.skipif(not MITDB.is_dir(), reason=f"MIT-BIH not found under {MITDB}")
 @pytest.mark.parametrize("record", ["101", "118"])
 def test_mitdb_sensitivity_and_ppv(record: str) -> None:
     x, fs, ref = _load(record)

@@ -14,7 +14,6 @@ import ctypes
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -350,7 +349,8 @@ def gpu_bundle(tmp_path_factory):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_gpu_engine_parity_and_latency(gpu_bundle, precision, tmp_path):
+def test_gpu_engine_parity(gpu_bundle, precision, tmp_path):
+    """A real engine's embedding against ONNX Runtime FP32 (its speed is no test's concern)."""
     from export.tensorrt_build import build_engine
 
     bundle = load_bundle(gpu_bundle)
@@ -369,15 +369,7 @@ def test_gpu_engine_parity_and_latency(gpu_bundle, precision, tmp_path):
     )[0]
     got = model.run(feeds, ["embedding"])[0]
     rel = float(np.abs(got - ref).max() / np.abs(ref).max())
-    one = {k: v[:1] for k, v in feeds.items()}
-    for _ in range(10):
-        model.run(one)
-    t0 = time.perf_counter()
-    for _ in range(100):
-        model.run(one)
-    ms = (time.perf_counter() - t0) * 10
-    print(f"TensorRT {precision}: max rel vs ORT FP32 {rel:.2e}, batch-1 latency {ms:.3f} ms")
-    assert rel <= GPU_TOLERANCE[precision]
+    assert rel <= GPU_TOLERANCE[precision], f"TensorRT {precision}: max rel vs ORT FP32 {rel:.2e}"
 
 
 def test_classifier_runs_on_engines_like_on_onnx_runtime(fakes, tmp_path):

@@ -14,8 +14,11 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from sdk.bundle import load_bundle  # noqa: E402
+from sdk.classifier import WindowClassifier, WindowInputs  # noqa: E402
 from sdk.errors import BlockError, BundleError  # noqa: E402
+from sdk.events import WindowEvent  # noqa: E402
 from sdk.lru_step import StepEmbedder  # noqa: E402
+from sdk.pipeline import StreamPipeline  # noqa: E402
 from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
 from tests.lru_bundles import write_lru_bundle  # noqa: E402
 from trainer.bench.lru import (  # noqa: E402
@@ -33,6 +36,9 @@ CFG = LRUConfig(
     patch=8, chunk=16, d_model=16, d_state=12, layers=2, emb_dim=24, r_cap=0.95, r_max=0.9
 )
 N_PAIRS, LEAD = 6, 640
+#: stateful vs whole-window pipeline: the head class agrees on at least this fraction of the
+#: windows (as in tests/export/test_lru_pipeline.py; measured here 7/7 at a 5 s hop)
+MIN_AGREEMENT = 0.7
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +68,46 @@ def _record(seconds: float = 40.0) -> np.ndarray:
     return synthetic_ecg((("sinus", seconds / 2), ("af", seconds / 2)), fs=128.0, seed=2).signal
 
 
+def _warm_cold_reference(
+    bundle_dir: Path, preceding: np.ndarray, windows: np.ndarray, rr: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """``warm_cold_gap`` recomputed through the SDK's classes: the step model over each
+    preceding signal and its window (warm) vs the whole-window embedder at t = 0 (cold; this
+    bundle's inference noise is zero), both through the head. (relative L2 gaps, agreement)"""
+    bundle = load_bundle(bundle_dir)
+    stepper, clf = StepEmbedder(bundle), WindowClassifier(bundle, precision="fp32")
+    hop = stepper.spec.hop_samples
+    gaps, same = [], []
+    for pre, w, feats in zip(preceding, windows, rr):
+        x = np.concatenate([pre, w], axis=-1)[None]
+        state = stepper.initial_state(1)
+        for j in range(0, x.shape[-1], hop):
+            warm, state = stepper.step(x[..., j : j + hop], state)
+        cold, _ = clf.embed_modality("raw", WindowInputs(w[None], feats[None]), t=0)
+        gaps.append(np.linalg.norm(warm - cold) / np.linalg.norm(cold))
+        warm_p, cold_p = (
+            clf.head_probabilities(clf.combine({"raw": (e, None)}, feats[None]))
+            for e in (warm, cold)
+        )
+        same.append(warm_p.argmax() == cold_p.argmax())
+    return np.asarray(gaps), float(np.mean(same))
+
+
+def _modes_reference(bundle_dir: Path, x: np.ndarray) -> tuple[float, float]:
+    """The two modes compared directly: fresh pipelines, stateful and whole-window, fed
+    ``x`` in 0.5 s blocks; (head-class agreement, median over windows of max |dp|)."""
+    probs = []
+    for stateful in (True, False):
+        p = StreamPipeline(bundle_dir, fs_in=128.0, stateful=stateful)
+        events = [e for i in range(0, x.size, 64) for e in p.push(x[i : i + 64])] + p.close()
+        windows = [e for e in events if isinstance(e, WindowEvent)]
+        probs.append(np.array([list(e.probabilities.values()) for e in windows]))
+    a, b = probs
+    assert a.shape == b.shape and len(a) > 0
+    agreement = float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+    return agreement, float(np.median(np.abs(a - b).max(axis=1)))
+
+
 def test_run_writes_consistent_timings_ratio_and_gap(lru_bundle: Path, tmp_path: Path) -> None:
     stream = (_record(), 128.0, "synthetic")
     result = run(
@@ -70,7 +116,7 @@ def test_run_writes_consistent_timings_ratio_and_gap(lru_bundle: Path, tmp_path:
     rows = result["rows"]
     assert list(rows) == [STEP_ROW, WINDOW_ROW, "Same whole-window re-encode (10 s)"]
     for row in rows.values():
-        assert row["n"] == 15 and 0 < row["median_ms"] <= row["p90_ms"] < 1e4
+        assert row["n"] == 15 and 0 < row["median_ms"] <= row["p90_ms"]
     ratio = rows[WINDOW_ROW]["median_ms"] / rows[STEP_ROW]["median_ms"]
     assert math.isclose(result["ratio_window_over_step"], ratio)
     manifest = json.loads((lru_bundle / "manifest.json").read_text())
@@ -79,10 +125,10 @@ def test_run_writes_consistent_timings_ratio_and_gap(lru_bundle: Path, tmp_path:
     assert result["blocks_per_window"] == 1280 // CFG.block_samples
     assert gap["pairs"] == N_PAIRS and gap["lead_samples"] == LEAD
     assert 1e-3 < gap["rel_l2_median"] <= gap["rel_l2_p95"] < 10  # the carried state matters
-    assert 0.0 <= gap["head_class_agreement"] <= 1.0
-    assert math.isclose(
-        gap["head_class_agreement"] * N_PAIRS, round(gap["head_class_agreement"] * N_PAIRS)
-    )
+    gaps, agreement = _warm_cold_reference(lru_bundle, *_pairs(LEAD))
+    assert gap["rel_l2_median"] == pytest.approx(np.median(gaps), rel=1e-4)
+    assert gap["rel_l2_p95"] == pytest.approx(np.percentile(gaps, 95), rel=1e-4)
+    assert gap["head_class_agreement"] == agreement
     saved = json.loads((tmp_path / "lru.json").read_text())
     assert saved["benchmark"] == "lru"
     assert math.isclose(saved["ratio_window_over_step"], result["ratio_window_over_step"])
@@ -147,13 +193,13 @@ def test_pipeline_modes_time_both_modes_on_the_same_windows(lru_bundle: Path) ->
     assert res["step_calls_per_hop"] == 640 // CFG.block_samples and res["hop_s"] == 5.0
     for f in (step, whole):
         for key in ("window_latency_ms", "emitting_push_ms"):
-            assert 0 < f[key]["p50"] <= f[key]["p99"] < 1e4
+            assert 0 < f[key]["p50"] <= f[key]["p99"]
         assert f["ms_per_hop"] > 0
-    assert math.isclose(
-        res["head_class_agreement"] * n_windows, round(res["head_class_agreement"] * n_windows)
-    )
-    assert 1 / n_windows <= res["head_class_agreement"] <= 1.0  # the first windows are identical
-    assert 0.0 <= res["max_abs_dprob_median"] < 1.0
+    agreement, dprob = _modes_reference(lru_bundle, x)
+    assert res["head_class_agreement"] == agreement >= MIN_AGREEMENT
+    # measured 0.0069: the carried state moves the probabilities, but only a little
+    assert res["max_abs_dprob_median"] == pytest.approx(dprob, abs=1e-6)
+    assert 1e-4 < dprob < 0.1
 
 
 def test_pipeline_modes_at_a_one_block_hop(lru_bundle: Path) -> None:

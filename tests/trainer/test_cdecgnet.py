@@ -36,12 +36,14 @@ def test_shapes_for_any_lead_count(leads):
 
 
 def test_bad_configs_are_refused():
-    with pytest.raises(ConfigError):
-        CDConfig(leads=13)
-    with pytest.raises(ConfigError):
-        CDConfig(window=1281)
-    with pytest.raises(ConfigError):
-        CDConfig(kernels=(4,))
+    for kwargs, key, message in [
+        ({"leads": 13}, "leads", "must lie in 1..12"),
+        ({"window": 1281}, "window", "must be divisible by 2"),
+        ({"kernels": (4,)}, "kernels", "must be odd"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as err:
+            CDConfig(**kwargs)
+        assert err.value.key == key
 
 
 def _batch(leads: int = 2, batch: int = 8, seed: int = 0):

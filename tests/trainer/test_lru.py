@@ -142,13 +142,22 @@ def test_reducer_summaries_merge_exactly() -> None:
 def test_diffae_trains_one_step() -> None:
     torch.manual_seed(0)
     model = DiffAE(UNetConfig(dims=(8, 16), time_dim=16), SMALL)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x0 = torch.randn(2, 1, 2 * SMALL.block_samples)
     t = torch.tensor([3, 400])
     eps = torch.randn_like(x0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     loss = torch.mean((model(x0 + eps, t, x0) - eps) ** 2)
     loss.backward()
     assert torch.isfinite(loss)
-    assert model.encoder.blocks[0].lru.nu_log.grad is not None  # encoder trained jointly
+    nu_log = model.encoder.blocks[0].lru.nu_log
+    assert nu_log.grad is not None and nu_log.grad.abs().sum() > 0  # trained jointly, via z
+    opt.step()
+    assert not torch.equal(nu_log.detach(), before["encoder.blocks.0.lru.nu_log"])
+    changed = {
+        n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])
+    }
+    assert changed == {"unet", "encoder", "z_proj"}
 
 
 def test_embedder_ignores_t_and_noise() -> None:

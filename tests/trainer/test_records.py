@@ -13,7 +13,8 @@ from tests.wfdb_records import write_record
 from trainer.data import records as rec
 from trainer.errors import DataError
 
-pytestmark = pytest.mark.data
+# no module-wide ``data`` mark: the tests on a throw-away data root below run without the
+# shared data (``-m 'not data'``); each test that reads a database carries its own mark
 
 MITDB_DS1 = (
     "101 106 108 109 112 114 115 116 118 119 122 124 201 203 205 207 208 209 215 220 223 230"

@@ -19,10 +19,12 @@ def test_presets_load_with_overrides() -> None:
 
 
 def test_preset_rejects_unknown_key_and_bad_block() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['nope'\] in \[lru\]") as err:
         load_diffae_preset("lru_smoke", {"lru.nope": "1"})
-    with pytest.raises(ConfigError):
+    assert err.value.key == "nope"
+    with pytest.raises(ConfigError, match="must divide by lru block 132") as err:
         load_diffae_preset("lru_smoke", {"lru.chunk": "33"})  # 1280 % (4 * 33) != 0
+    assert err.value.key == "lru.chunk"
 
 
 def test_train_save_load_round_trip(tmp_path: Path) -> None:
