@@ -219,7 +219,8 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "denoise":
         from trainer.bench.denoise import run as run_denoise
 
-        runs = args.run or "runs/denoise-1lead,runs/denoise-2lead,runs/denoise-12lead"
+        readme_runs = "runs/denoise-1lead-d4,runs/denoise-2lead-d4,runs/denoise-12lead-40"
+        runs = args.run or readme_runs
         run_denoise(
             [Path(r) for r in runs.split(",")],
             Path(args.out),
