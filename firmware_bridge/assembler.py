@@ -1,7 +1,10 @@
 """Sensor frames → sample blocks on a sample-accurate stream clock, with every gap flagged.
 
 Samples are placed by the sensor's own timestamps (and sequence numbers where the profile
-has them), never by arrival times, so radio jitter cannot move a sample. The stream clock
+has them), never by arrival times, so radio jitter cannot move a sample, with one exception:
+across a sensor clock restart only the host clock can size the gap (``clock_reset_gap_s``),
+so the samples after it are off by the difference in link delay between the frames either
+side of the outage, rounded to samples (none on a link of constant delay). The stream clock
 starts at 0 s with the first sample; a lost frame advances it by exactly the number of
 samples lost and the next block is pushed with that timestamp, which the SDK ring buffer
 records as a gap. Duplicates are dropped, overlaps trimmed, short reorderings undone.
@@ -89,7 +92,8 @@ class FrameAssembler:
         """Accept a frame.
 
         ``clock_reset_gap_s``: set when the sensor clock was reset before this frame (the
-        session's clock aligner saw it); the gap is then sized by the host clock, in seconds.
+        session's clock aligner saw it); the gap is then sized by the host clock, in seconds,
+        rounded to whole samples (see the module docstring for its error).
         """
         if clock_reset_gap_s is not None:
             self.reset_sequence()

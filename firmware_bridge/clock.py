@@ -16,7 +16,16 @@ The window slides (``window_s`` of sensor time, at most ``max_pairs`` pairs), so
 drift changes (temperature) are followed. A sensor time reset (the Polar H10 restarts its
 clock after a power cycle, see :mod:`firmware_bridge.polar_pmd`) shows as a sensor time
 that goes backwards, runs ahead of the host, or falls behind it by more than any delivery
-delay; the aligner then starts over and counts the reset.
+delay; the aligner then starts over and counts the reset. Within a connection a delivery
+stall may hold frames back for many seconds (``lag_s``); the first pair after a
+reconnection (:meth:`ClockAligner.new_link`) has no stall behind it, so there a sensor
+clock that fell behind the host by more than ``relink_lag_s`` has restarted. That catches a
+restart whose new clock lands near the old one: after an outage about as long as the
+sensor had been counting, its time neither goes back nor lags by ``lag_s``. A restart that
+moves the sensor clock by less than ``relink_lag_s`` against the host (the sensor had
+counted less than that since it last started; an H10 restarts only after shutting down,
+about a minute after it is detached) is indistinguishable from arrival jitter and goes
+undetected.
 
 Host times should come from a monotonic clock (``time.monotonic()``), never wall time.
 """
@@ -56,6 +65,9 @@ class ClockAligner:
     lag_s
         A sensor time advancing less than the host time did, by over this (seconds),
         is a reset; delivery stalls must stay under it.
+    relink_lag_s
+        The same bound for the first pair after :meth:`new_link`: a new connection ends any
+        stall, so only arrival jitter and drift over the outage must stay under it.
     """
 
     def __init__(
@@ -68,15 +80,20 @@ class ClockAligner:
         backward_s: float = 0.5,
         forward_s: float = 2.0,
         lag_s: float = 30.0,
+        relink_lag_s: float = 2.0,
     ) -> None:
         if window_s <= 0 or max_pairs < 2 or min_span_s < 0 or max_drift_ppm <= 0:
             raise ValueError("window_s, max_drift_ppm > 0, max_pairs >= 2, min_span_s >= 0")
+        if not 0 < relink_lag_s <= lag_s:
+            raise ValueError("0 < relink_lag_s <= lag_s must hold")
         self.window_s = float(window_s)
         self.min_span_s = float(min_span_s)
         self.max_drift_ppm = float(max_drift_ppm)
         self.backward_s = float(backward_s)
         self.forward_s = float(forward_s)
         self.lag_s = float(lag_s)
+        self.relink_lag_s = float(relink_lag_s)
+        self._new_link = False  # the next pair is the first over a new connection
         self._sensor: deque[float] = deque(maxlen=max_pairs)
         self._host: deque[float] = deque(maxlen=max_pairs)
         self._ref_ns = 0
@@ -124,6 +141,11 @@ class ClockAligner:
         self.last_reset_reason = reason
 
     # ------------------------------------------------------------------ input
+    def new_link(self) -> None:
+        """The next pair is the first over a new connection: for it, a sensor time falling
+        behind the host by more than ``relink_lag_s`` (not ``lag_s``) is a reset."""
+        self._new_link = True
+
     def update(self, sensor_ns: int, host_arrival_s: float) -> bool:
         """Add the pair of one frame: its sensor timestamp and its host arrival time.
 
@@ -145,6 +167,7 @@ class ClockAligner:
         reason = self._reset_reason(sensor_ns, host)
         if reason is not None:
             self.reset(reason)
+        self._new_link = False
         if not self._sensor:
             self._ref_ns, self._ref_host = sensor_ns, host
         self._last = (sensor_ns, host)
@@ -181,7 +204,7 @@ class ClockAligner:
             return "backward"
         if d_sensor - d_host > self.forward_s:
             return "forward"
-        if d_host - d_sensor > self.lag_s:
+        if d_host - d_sensor > (self.relink_lag_s if self._new_link else self.lag_s):
             return "lag"
         return None
 

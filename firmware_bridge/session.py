@@ -249,8 +249,10 @@ class SensorSession:
             if self.timestamps is not None:
                 self._place_all(self.timestamps.flush())
             self.assembler.reset_sequence()  # a new link may restart or skip sequence numbers
-            if kind == "link" and self.rr_intervals_s and not math.isnan(self.rr_intervals_s[-1]):
-                self.rr_intervals_s.append(math.nan)  # no RR interval spans a new link
+            if kind == "link":
+                self.clock.new_link()  # a clock that fell behind over the outage restarted
+                if self.rr_intervals_s and not math.isnan(self.rr_intervals_s[-1]):
+                    self.rr_intervals_s.append(math.nan)  # no RR interval spans a new link
             return
         if kind == "hr":
             self._handle_hr(host_time_s, payload)
@@ -278,7 +280,11 @@ class SensorSession:
             self.stats.timestamps_rejected = self.timestamps.rejected
 
     def _place(self, frame: DecodedFrame, host_time_s: float) -> None:
-        """Clock alignment and assembly of one frame, in stream order."""
+        """Clock alignment and assembly of one frame, in stream order.
+
+        After a sensor clock reset the gap is the host time since the last frame placed, less
+        this frame's duration: both frames are stamped at their last sample, so the gap is
+        exact when both took the same link delay, and off by the difference otherwise."""
         last_ns = _last_ns(frame)
         reset_gap = None
         if self.clock.update(last_ns, host_time_s):

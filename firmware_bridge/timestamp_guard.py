@@ -32,9 +32,12 @@ numbers of frames, and it must be plausible against the clock mapping
 arrived). Otherwise it is dropped and counted in :attr:`TimestampGuard.rejected`; its
 samples then lie in a flagged gap. Until a frame is released after a reconnection nothing is
 rejected: the H10 restarts its clock (and its frame grid) when it reconnects, and the first
-frames on the new clock would all look wrong. A wrong timestamp that passes these checks
-(a shift by whole frames, or frames of differing sizes) is placed as claimed; it misplaces
-that frame only, since the next frame is placed by its own timestamp.
+frames on the new clock would all look wrong. Frames released with that first one (in the
+same :meth:`~TimestampGuard.push` or :meth:`~TimestampGuard.flush`) are checked against the
+grid only: the clock mapping behind ``plausible`` learns of the restart only when the caller
+places that frame, and would take the new clock for a wrong one. A wrong timestamp that
+passes these checks (a shift by whole frames, or frames of differing sizes) is placed as
+claimed; it misplaces that frame only, since the next frame is placed by its own timestamp.
 
 A repeat of the last placed frame passes straight through (the assembler drops it as a
 duplicate), so a repeat is never rewritten into the place of a lost frame.
@@ -82,7 +85,8 @@ class TimestampGuard:
         assembler's own rounding threshold).
     plausible
         ``(frame, host arrival s) → bool``: whether a timestamp fits the clock mapping
-        (:meth:`firmware_bridge.clock.ClockAligner.plausible`). Asked only for frames no
+        (:meth:`firmware_bridge.clock.ClockAligner.plausible`) of the frames placed so far
+        (the caller places what each call returns before the next). Asked only for frames no
         later frame vouches for; a frame it rejects is dropped and counted in
         :attr:`rejected`, and its samples become part of the gap the assembler flags.
     """
@@ -106,6 +110,7 @@ class TimestampGuard:
         self._last: DecodedFrame | None = None  # the last frame released
         self._pending: list[_Held] = []  # oldest first
         self._reconnected = False  # flushed, nothing released since
+        self._restart_unplaced = False  # released in this call after a reconnection
 
     @property
     def waiting(self) -> int:
@@ -114,6 +119,7 @@ class TimestampGuard:
 
     def push(self, frame: DecodedFrame, host_time_s: float) -> Released:
         """Accept one decoded frame; return the frames to place now, in stream order."""
+        self._restart_unplaced = False  # the caller placed what the last call returned
         if frame.seq is not None:
             return [(frame, host_time_s)]
         if self._last is not None and _same_frame(frame, self._last):
@@ -151,6 +157,7 @@ class TimestampGuard:
     def flush(self) -> Released:
         """Release held frames as they claim (link drop, end of stream); the first frame after
         a reconnection is then checked against the last one released, like any other."""
+        self._restart_unplaced = False  # the caller placed what the last call returned
         out: Released = []
         for held in self._pending:
             self._release_unconfirmed(out, held)
@@ -167,13 +174,14 @@ class TimestampGuard:
     ) -> None:
         """Release a frame no later frame vouches for as it claims, unless its timestamp is
         off the frame grid or ``plausible`` rejects it: it is then dropped (with its repeats)
-        and counted. ``before_ns``: the start of the confirmed frame that follows it."""
+        and counted. ``before_ns``: the start of the confirmed frame that follows it.
+        ``plausible`` is not asked while the first frame released after a reconnection awaits
+        placing (the clock mapping still predates a restart it may bring)."""
         frame, host_time_s, copies = held
         if not self._reconnected:
             on_grid = self._on_grid(frame, before_ns)
-            if not on_grid or (
-                self.plausible is not None and not self.plausible(frame, host_time_s)
-            ):
+            plausible = None if self._restart_unplaced else self.plausible
+            if not on_grid or (plausible is not None and not plausible(frame, host_time_s)):
                 self.rejected += 1
                 return
         self._release(out, frame, host_time_s, copies)
@@ -217,6 +225,7 @@ class TimestampGuard:
         out.extend((frame, t) for t in copies)
         self._next_ns = self._end_ns(frame)
         self._last = frame
+        self._restart_unplaced = self._restart_unplaced or self._reconnected
         self._reconnected = False
         return out
 

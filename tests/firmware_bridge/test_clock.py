@@ -109,6 +109,28 @@ def test_lag_is_a_reset_but_a_gap_is_not():
     assert clock.last_reset_reason == "lag"
 
 
+def test_a_clock_falling_behind_over_a_reconnection_is_a_reset():
+    def clock_at(sensor_s: float, host_s: float) -> ClockAligner:
+        clock = ClockAligner()
+        clock.update(START_NS + round(sensor_s * 1e9), host_s)
+        return clock
+
+    # within a link, 20 s more on the host than on the sensor may be a delivery stall
+    assert clock_at(20.0, 120.0).update(START_NS + 20_500_000_000, 140.5) is False
+    # over a new link it is not: the sensor restarted and its clock caught up with the old one
+    clock = clock_at(20.0, 120.0)
+    clock.new_link()
+    assert clock.update(START_NS + 20_500_000_000, 140.5) is True
+    assert clock.last_reset_reason == "lag"
+    assert clock.update(START_NS + 21_000_000_000, 160.5) is False  # the next pair: a stall
+    # arrival jitter over a new link is not a reset
+    clock = clock_at(20.0, 120.0)
+    clock.new_link()
+    assert clock.update(START_NS + 80_000_000_000, 181.5) is False
+    with pytest.raises(ValueError):
+        ClockAligner(lag_s=1.0, relink_lag_s=2.0)
+
+
 def test_small_backward_step_and_jitter_are_not_resets():
     clock = ClockAligner()
     clock.update(START_NS, 100.0)

@@ -46,12 +46,23 @@ class RecordingSink:
 
 
 def run_session(
-    sensor, profile, impairments, seconds_cap: float = 120.0, *, transport_type=SimulatedTransport
+    sensor,
+    profile,
+    impairments,
+    seconds_cap: float = 120.0,
+    *,
+    transport_type=SimulatedTransport,
+    speed: float = SPEED,
+    backoff: Backoff | None = None,
 ) -> tuple:
+    """``speed`` 0 plays on virtual time (the run repeats exactly; ``seconds_cap`` is then
+    simulated seconds)."""
     sink = RecordingSink()
-    transport = transport_type(sensor, impairments, speed=SPEED)
-    session = SensorSession(transport, profile, sink, backoff=Backoff(initial_s=0.25, max_s=2.0))
-    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=seconds_cap))
+    transport = transport_type(sensor, impairments, speed=speed)
+    backoff = backoff or Backoff(initial_s=0.25, max_s=2.0)
+    session = SensorSession(transport, profile, sink, backoff=backoff)
+    run = asyncio.wait_for(session.run(), timeout=seconds_cap)
+    stats = asyncio.run(run) if speed else transport.run(run)
     return sink, stats, transport
 
 
@@ -340,7 +351,13 @@ def test_a_refused_block_after_a_gap_becomes_one_gap_and_later_times_stay_right(
     assert asm.stats.samples_lost == n and asm.stats.gaps == 1
 
 
-def test_timestamp_repair_moves_no_sample_under_loss_duplicates_and_clock_restarts(ecg):
+@pytest.mark.parametrize("reconnect_s", [None, 19.0])
+def test_timestamp_repair_moves_no_sample_under_loss_duplicates_and_clock_restarts(
+    ecg, reconnect_s
+):
+    """On virtual time, so the run repeats exactly. Reconnecting 19 s after each drop (what a
+    loaded host did at speed 400), the sensor's restarted clock has nearly caught up with
+    where the old one stopped: only the host clock tells the outage from a short gap."""
     imp = Impairments(
         loss=0.3,
         duplicate=0.05,
@@ -350,11 +367,104 @@ def test_timestamp_repair_moves_no_sample_under_loss_duplicates_and_clock_restar
         seed=1,
     )
     sensor = VirtualH10(ecg.signal, ecg.fs)
-    sink, stats, _ = run_session(sensor, PolarH10(), imp)
+    backoff = None if reconnect_s is None else Backoff(reconnect_s, max_s=reconnect_s, jitter=0)
+    sink, stats, _ = run_session(sensor, PolarH10(), imp, 1000.0, speed=0, backoff=backoff)
     assert stats.timestamps_repaired == 0 and stats.timestamps_rejected == 0  # no bit flipped
     assert stats.assembly.time_resets >= 1
     starts = [ts for ts, _ in sink.blocks]
     assert starts == sorted(starts)
+    # every sample at its true index, every missing one counted (a hole or the lost tail)
+    missing = check_placement(sink, sensor, stats)
+    assert missing == stats.assembly.samples_lost + stats.samples_lost_at_end > 0
+
+
+@pytest.mark.parametrize("shift", [0, -30, 150])  # where the restarted clock lands (samples)
+@pytest.mark.parametrize("repair", [True, False])
+def test_a_clock_restart_that_lands_near_the_old_clock_is_still_a_reset(shift, repair):
+    """The H10 restarts its clock during an outage about as long as it had been counting: its
+    new time picks up near where the old one stopped (``shift`` samples on), so it neither
+    goes back nor lags by a delivery stall. The host clock says 30 frames went by."""
+    n, fs, before, missed, after = 73, 130.0, 30, 30, 20
+
+    def arrival(k: int) -> float:  # frame k's last sample, plus 8 ms on the air
+        return (k * n + n) / fs + 0.008
+
+    def stamp(k: int) -> int:  # sensor time of frame k's last sample; lost time after 29
+        first = k * n if k < before else before * n + shift + (k - before - missed) * n
+        return H10_START_NS + round((first + n - 1) * 1e9 / fs)
+
+    async def script(link: FakeLink, connection: int) -> None:
+        first = 0 if connection == 1 else before + missed
+        for k in range(first, first + (before if connection == 1 else after)):
+            link.notify(PMD_DATA_UUID, encode_ecg_raw(stamp(k), np.full(n, k)), arrival(k))
+            await asyncio.sleep(0)
+        link.drop() if connection == 1 else link.end()
+
+    sink = RecordingSink()
+    session = SensorSession(FakeLink(script), PolarH10(), sink, repair_timestamps=repair)
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+    assert stats.assembly.time_resets == 1 and stats.timestamps_rejected == 0
+    assert stats.assembly.samples_lost == missed * n and stats.assembly.samples_trimmed == 0
+    placed = sink.placed(fs)
+    received = [*range(before), *range(before + missed, before + missed + after)]
+    assert sorted(placed) == [k * n + i for k in received for i in range(n)]  # true indices
+    assert [placed[k * n] for k in received] == pytest.approx([k / 1000.0 for k in received])
+
+
+@pytest.mark.parametrize(("before_ms", "after_ms"), [(0.0, 0.0), (0.0, 40.0), (40.0, 0.0)])
+def test_a_gap_across_a_clock_restart_is_off_by_the_difference_in_link_delay(before_ms, after_ms):
+    """Only the host clock can size the gap of a sensor clock restart: the samples after it
+    move by the extra link delay of the first frame after it less that of the last frame
+    before it, rounded to samples (none when the two match)."""
+    n, fs = 73, 130.0
+    frames = {1: [*range(10)], 2: [*range(20, 30)]}  # the clock restarts with frame 20
+
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in frames[connection]:
+            first = k * n if k < 20 else (k - 20) * n
+            payload = encode_ecg_raw(H10_START_NS + round((first + n - 1) * 1e9 / fs), [k] * n)
+            late = {9: before_ms, 20: after_ms}.get(k, 0.0) / 1000.0
+            link.notify(PMD_DATA_UUID, payload, (k * n + n) / fs + 0.008 + late)
+            await asyncio.sleep(0)
+        link.drop() if connection == 1 else link.end()
+
+    sink = RecordingSink()
+    stats = asyncio.run(
+        asyncio.wait_for(SensorSession(FakeLink(script), PolarH10(), sink).run(), timeout=10)
+    )
+    assert stats.assembly.time_resets == 1
+    shift = round((after_ms - before_ms) / 1000.0 * fs)  # ±5 samples
+    assert stats.assembly.samples_lost == 10 * n + shift
+    placed = sink.placed(fs)
+    assert placed[20 * n + shift] == pytest.approx(0.020) and 20 * n + shift - 1 not in placed
+
+
+def test_frames_held_after_a_clock_restart_are_all_placed_when_the_link_drops():
+    """After a reconnection the H10's clock restarts; the first frame and one after a lost
+    frame are both held when the link ends. Both are real: the second must not be judged
+    against the clock mapping from before the restart, which only placing the first updates."""
+    n, fs = 73, 130.0
+    frames = {1: [*range(10)], 2: [20, 22]}  # frames 10-19 in the outage, 21 lost on the air
+
+    def stamp(k: int) -> int:  # the clock restarts with frame 20 at its first frame's time
+        first = k * n if k < 20 else (k - 20) * n
+        return H10_START_NS + round((first + n - 1) * 1e9 / fs)
+
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in frames[connection]:
+            payload = encode_ecg_raw(stamp(k), np.full(n, k))
+            link.notify(PMD_DATA_UUID, payload, (k * n + n) / fs + 0.008)
+            await asyncio.sleep(0)
+        link.drop() if connection == 1 else link.end()
+
+    sink = RecordingSink()
+    stats = asyncio.run(
+        asyncio.wait_for(SensorSession(FakeLink(script), PolarH10(), sink).run(), timeout=10)
+    )
+    assert stats.assembly.time_resets == 1 and stats.timestamps_rejected == 0
+    received = frames[1] + frames[2]
+    assert sorted(sink.placed(fs)) == [k * n + i for k in received for i in range(n)]
+    assert stats.assembly.samples_lost == 11 * n
 
 
 # -- link life cycle, against a scripted sensor ------------------------------------------------

@@ -189,13 +189,30 @@ def test_nothing_is_rejected_after_a_reconnection_until_a_frame_is_placed():
         asked.append(f.first_ns)
         return False
 
-    def restarted(k: int) -> DecodedFrame:  # the k-th frame on the restarted clock
-        return DecodedFrame(round(k * N * PERIOD_NS), np.zeros((N, 1), np.float32), FS)
+    def restarted(k: int, shift_ns: int = 0) -> DecodedFrame:  # frame k on the new clock
+        return DecodedFrame(round(k * N * PERIOD_NS) + shift_ns, np.zeros((N, 1), np.float32), FS)
 
-    guard = TimestampGuard(plausible=old_mapping)
-    guard.push(frame(0), 0.0)
-    guard.flush()  # the link dropped; the sensor's clock restarted
-    assert guard.push(restarted(0), 1.0) == []  # held: does not continue frame 0
+    def reconnected() -> TimestampGuard:
+        guard = TimestampGuard(plausible=old_mapping)
+        guard.push(frame(0), 0.0)
+        guard.flush()  # the link dropped; the sensor's clock restarted
+        assert guard.push(restarted(0), 1.0) == []  # held: does not continue frame 0
+        return guard
+
+    guard = reconnected()
     assert guard.push(restarted(2), 2.0) == []  # frame 1 lost: continues neither
-    assert [f.first_ns for f, _ in guard.flush()] == [0]  # the first is placed unasked
-    assert asked == [restarted(2).first_ns] and guard.rejected == 1  # then checks resume
+    # the link drops again: the first is placed unasked, and the next, on its grid, with it
+    # (the clock mapping learns of the restart only once the first is placed)
+    released = [f.first_ns for f, _ in guard.flush()]
+    assert released == [0, restarted(2).first_ns] and asked == [] and guard.rejected == 0
+
+    guard = reconnected()
+    assert guard.push(restarted(2, shift_ns=2**27), 2.0) == []  # a wrong timestamp
+    assert [f.first_ns for f, _ in guard.flush()] == [0]  # off the grid: dropped unasked
+    assert asked == [] and guard.rejected == 1
+
+    guard = reconnected()
+    assert guard.push(restarted(2), 2.0) == []
+    assert len(guard.push(restarted(3), 3.0)) == 3  # vouches for frame 2; frame 0 unasked
+    assert guard.push(restarted(5), 4.0) == [] and guard.flush() == []  # placed: asked again
+    assert asked == [restarted(5).first_ns] and guard.rejected == 1
