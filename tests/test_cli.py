@@ -161,6 +161,7 @@ def test_stream_simulated_at_speed_0_keeps_outages_short_and_reports_the_lost_ta
     a = counters["assembly"]
     assert counters["reconnects"] == 3 and a["gaps"] == 2
     assert a["samples_lost"] <= 2 * 5.0 * 130  # 2 s outage + backoff, per drop
+    assert a["samples_lost"] == 15 * 73  # exactly, as virtual time makes it deterministic
     assert counters["samples_lost_at_end"] == 60 * 130 % 73  # the last (short) frame
     assert a["samples"] + a["samples_lost"] + counters["samples_lost_at_end"] == 60 * 130
     assert "  lost at end     62 samples, never delivered after the last one received" in out
