@@ -256,7 +256,7 @@ def test_stateful_at_a_hop_off_the_block_grid_is_refused(lru_bundle: Path) -> No
 def test_cli_streams_with_the_step_model_and_refuses_when_it_cannot(lru_bundle: Path) -> None:
     from tests.test_demo import run_cli
 
-    args = ("stream", "--simulate", "--seconds", "25", "--bundle", str(lru_bundle))
+    args = ("stream", "--simulate", "--speed", "0", "--seconds", "25", "--bundle", str(lru_bundle))
     out = run_cli(*args, "--hop", "1")
     assert out.returncode == 0, out.stderr
     windows = [line for line in out.stdout.splitlines() if " HR " in line]
