@@ -13,9 +13,9 @@ Detectors, all on lead 0 (MLII):
 
 Scored over the whole record, over the noisy segments only (minute 5 on, 2 min noisy / 2 min
 clean), and over the noisy segments whose electrode-motion noise lies in the evaluation 20% of
-the recovered ``em`` (never in the denoiser's training batches, though its validation, which
-chose the checkpoint, draws from it; the rest of the em noise was trained on).
-mitdb 118 and 119 are excluded from the denoiser's clean training data.
+the recovered ``em`` (never seen by the denoiser: its first 70% is trained on, the next 10%
+chose the checkpoint; a denoiser from before that split chose its checkpoint on this 20%).
+mitdb 118 and 119 are excluded from the denoiser's clean training and selection data.
 """
 
 from __future__ import annotations
