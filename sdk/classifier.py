@@ -18,7 +18,7 @@ import numpy as np
 
 from sdk.bundle import Bundle
 from sdk.errors import ConfigError
-from sdk.head import SoftmaxHead, user_probabilities
+from sdk.head import SoftmaxHead
 from sdk.modalities import spectrogram
 from sdk.runtime import Model, open_model, select_backend
 
@@ -176,7 +176,7 @@ class WindowClassifier:
 
     def head_probabilities(self, feats: np.ndarray, head: SoftmaxHead | None = None) -> np.ndarray:
         """(B, n_classes) probabilities of head inputs ``feats`` (:meth:`combine`), with the
-        bundle's head or a user's ``head`` (:func:`sdk.head.user_probabilities`: the user's
-        head re-splits the bundle head's probability of the classes it was calibrated on)."""
-        p = self.head.run({"features": feats}, ["probabilities"])[0]
-        return p if head is None else user_probabilities(p, head, feats, self.manifest.classes)
+        bundle's head or a user's ``head``."""
+        if head is not None:
+            return head.predict_proba(feats).astype(np.float32)
+        return self.head.run({"features": feats}, ["probabilities"])[0]

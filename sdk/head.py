@@ -3,11 +3,6 @@
 Trained on frozen features in the trainer and, per user, on the device. Inputs are
 standardized with the training mean and scale, which :meth:`SoftmaxHead.folded`
 folds into one affine map for export (``logits = x @ W + b``).
-
-A user's head (:func:`fit_user_head`) covers only the classes the user's labels contain
-(calibration labels AF vs non-AF: ``N`` and ``A``); :func:`user_probabilities` lets it
-re-split the bundle head's probability of those classes and leaves the others (``O``,
-noise ``~``) to the bundle's head, so a calibrated user keeps noise and "other" detection.
 """
 
 from __future__ import annotations
@@ -104,31 +99,3 @@ def fit_softmax_head(
     )
     d = xs.shape[1]
     return SoftmaxHead(res.x[: d * k].reshape(d, k), res.x[d * k :], mean, scale, tuple(classes))
-
-
-def fit_user_head(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> SoftmaxHead:
-    """A head over the classes present in ``y`` (indices into ``classes``), in ``classes``
-    order; the absent classes stay the bundle head's (:func:`user_probabilities`).
-
-    Raises :class:`ConfigError` unless ``y`` holds at least two classes.
-    """
-    y = np.asarray(y, dtype=np.int64)
-    present = np.unique(y)
-    if present.size < 2 or present[0] < 0 or present[-1] >= len(classes):
-        raise ConfigError(
-            f"a user's head needs labels of >= 2 of the classes {list(classes)}", field="y"
-        )
-    return fit_softmax_head(x, np.searchsorted(present, y), tuple(classes[k] for k in present))
-
-
-def user_probabilities(
-    p_bundle: np.ndarray, head: SoftmaxHead, x: np.ndarray, classes: tuple[str, ...]
-) -> np.ndarray:
-    """(N, K) probabilities over ``classes`` with a user's ``head`` on features ``x``: the
-    bundle head's probabilities ``p_bundle`` (N, K) with the total of the head's classes
-    re-split as the head splits it; the other classes keep the bundle's values."""
-    cols = [classes.index(c) for c in head.classes]
-    out = np.asarray(p_bundle, dtype=np.float64).copy()
-    mass = out[:, cols].sum(axis=1, keepdims=True)
-    out[:, cols] = mass * head.predict_proba(x)
-    return out.astype(np.float32)

@@ -25,7 +25,7 @@ from sdk.calibration.profile import UserProfile
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.errors import ConfigError
-from sdk.head import fit_user_head
+from sdk.head import fit_softmax_head
 from sdk.quality import assess_quality
 from sdk.windowing import record_windows
 
@@ -342,7 +342,7 @@ class Calibrator:
                 f"the {self.objective} objective gave no finite value at any t evaluated",
                 field="objective",
             )
-        head = fit_user_head(features(search.best_x), y, self.classes)
+        head = fit_softmax_head(features(search.best_x), y, self.classes)
         seconds = time.perf_counter() - tic
         counts = np.bincount(y, minlength=len(self.classes))
         profile = UserProfile(

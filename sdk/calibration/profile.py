@@ -72,12 +72,8 @@ class UserProfile:
             )
         m = bundle.manifest
         problems = []
-        ordered = [c for c in m.classes if c in self.head.classes]
-        if len(self.head.classes) < 2 or list(self.head.classes) != ordered:
-            problems.append(
-                f"head classes {list(self.head.classes)} are not >= 2 of {list(m.classes)} "
-                "in the bundle's order"
-            )
+        if self.head.classes != m.classes:
+            problems.append(f"head classes {list(self.head.classes)} != {list(m.classes)}")
         head_inputs = m.file("head").inputs
         width = head_inputs[0].shape[-1] if head_inputs else None
         if isinstance(width, int) and self.head.weight.shape[0] != width:

@@ -8,9 +8,6 @@ subjects: the bundle's global head at its default t; the user's head fitted at e
 t; t found by the Gaussian-process optimizer with γ (the SDK's :class:`Calibrator`); t by
 grid search with γ; the user's head at the default t (fine-tune without t search); and
 the objective ablation (γ vs ΔAcc / ΔF1 / ΔLoss) under the same optimizer budget.
-A user's head covers the classes of its labels (N and A) and re-splits the bundle head's
-probability of them, as the pipeline applies a profile (:func:`sdk.head.user_probabilities`);
-the beat-times-only subjects have no bundle head, so there the user's head decides alone.
 A subject whose calibration part holds only one class cannot fit a head: every
 personalized method falls back to the global model there, and the report counts them.
 """
@@ -30,7 +27,7 @@ from sdk.bundle import load_bundle
 from sdk.calibration import OBJECTIVES, Calibrator, maximize_integer
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
-from sdk.head import SoftmaxHead, fit_user_head
+from sdk.head import SoftmaxHead, fit_softmax_head
 from sdk.modalities import LorenzSpec, lorenz_image, rr_from_peaks
 from sdk.rr import RR_FEATURE_NAMES, rr_features
 from sdk.windowing import record_windows, window_starts
@@ -204,8 +201,8 @@ def _evaluate_subject(
     def personal(t: int | dict[str, int]) -> dict[str, float | None]:
         if not calibratable:
             return rows["global"]
-        head = fit_user_head(feats("cal", t), codes, m.classes)
-        return _scores(y_test, _predict_af(clf, head, feats("test", t)))
+        head = fit_softmax_head(feats("cal", t), codes, m.classes)
+        return _scores(y_test, head.predict_proba(feats("test", t)).argmax(1) == a)
 
     rows["finetune_default_t"] = personal(t0)
     for t in FIXED_T:
@@ -233,7 +230,7 @@ def _evaluate_subject(
         t = res.profile.t
         name = "gp_gamma" if objective == "gamma" else f"gp_{objective}"
         rows[name] = {
-            **_scores(y_test, _predict_af(clf, res.profile.head, feats("test", t))),
+            **_scores(y_test, _predict_af(res.profile.head, feats("test", t), a)),
             "t": t,
             "evaluations": res.extractor_evaluations,
             "seconds": seconds,
@@ -299,11 +296,11 @@ def _evaluate_rr_subject(
     }
     if not out["calibratable"]:
         return out
-    codes, k = _codes(y_cal, m.classes), len(m.classes)
+    a, codes, k = m.classes.index("A"), _codes(y_cal, m.classes), len(m.classes)
 
     def personal(t: int) -> dict[str, float | None]:
-        head = fit_user_head(feats("cal", t), codes, m.classes)
-        return _scores(y_test, _predict_af(None, head, feats("test", t)))
+        head = fit_softmax_head(feats("cal", t), codes, m.classes)
+        return _scores(y_test, _predict_af(head, feats("test", t), a))
 
     rows = out["methods"]
     rows["finetune_default_t"] = personal(m.default_t["lorenz"])
@@ -337,13 +334,8 @@ def _codes(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
     return np.array([classes.index(str(v)) for v in labels], dtype=np.int64)
 
 
-def _predict_af(clf: WindowClassifier | None, head: SoftmaxHead, x: np.ndarray) -> np.ndarray:
-    """Windows the user's ``head`` calls AF, as the pipeline applies it (re-splitting the
-    bundle head's probabilities, :func:`sdk.head.user_probabilities`), or alone without
-    ``clf`` (the Lorenz-only path has no bundle head)."""
-    if clf is None:
-        return head.predict_proba(x).argmax(1) == head.classes.index("A")
-    return clf.head_probabilities(x, head).argmax(1) == clf.manifest.classes.index("A")
+def _predict_af(head: SoftmaxHead, x: np.ndarray, a: int) -> np.ndarray:
+    return head.predict_proba(x).argmax(1) == a
 
 
 def _summary(values: list[float | None]) -> dict[str, float | int]:
