@@ -31,8 +31,11 @@ numbers of frames, and it must be plausible against the clock mapping
 0.5 s back and 2 s ahead of the last frame, and not sampled more than 0.25 s after it
 arrived). Otherwise it is dropped and counted in :attr:`TimestampGuard.rejected`; its
 samples then lie in a flagged gap. Until a frame is released after a reconnection nothing is
-rejected: the H10 restarts its clock (and its frame grid) when it reconnects, and the first
-frames on the new clock would all look wrong. Frames released with that first one (in the
+checked against the frames before it: the H10 restarts its clock (and its frame grid) when it
+reconnects, and the first frames on the new clock would all look wrong. The first frame
+after a reconnection must still lie on the grid of the confirmed frame that follows it (same
+clock); a flipped bit there would otherwise pass as a clock restart and shift every later
+sample by the host clock's error. Frames released with that first one (in the
 same :meth:`~TimestampGuard.push` or :meth:`~TimestampGuard.flush`) are checked against the
 grid only: the clock mapping behind ``plausible`` learns of the restart only when the caller
 places that frame, and would take the new clock for a wrong one. A wrong timestamp that
@@ -184,6 +187,13 @@ class TimestampGuard:
             if not on_grid or (plausible is not None and not plausible(frame, host_time_s)):
                 self.rejected += 1
                 return
+        elif before_ns is not None and not self._whole_frames(
+            frame, before_ns - self._end_ns(frame)
+        ):
+            # the first frame after a reconnection, contradicted by the confirmed frame that
+            # follows it on the same (possibly restarted) clock: a wrong timestamp
+            self.rejected += 1
+            return
         self._release(out, frame, host_time_s, copies)
 
     def _on_grid(self, frame: DecodedFrame, before_ns: int | None) -> bool:
@@ -192,14 +202,16 @@ class TimestampGuard:
         frames. ``True`` when sizes differ (no grid to check)."""
         if self._last is None or self._next_ns is None or frame.n != self._last.n:
             return True
+        ok = self._whole_frames(frame, frame.first_ns - self._next_ns)
+        return ok and (
+            before_ns is None or self._whole_frames(frame, before_ns - self._end_ns(frame))
+        )
+
+    def _whole_frames(self, frame: DecodedFrame, gap_ns: float) -> bool:
+        """Whether ``gap_ns`` is a whole number (>= 0) of frames of ``frame``'s size."""
         period = self._period_ns(frame)
         size, tol = frame.n * period, self.tolerance_samples * period
-
-        def whole_frames(gap_ns: float) -> bool:
-            return gap_ns > -tol and abs(gap_ns - round(gap_ns / size) * size) <= tol
-
-        ok = whole_frames(frame.first_ns - self._next_ns)
-        return ok and (before_ns is None or whole_frames(before_ns - self._end_ns(frame)))
+        return gap_ns > -tol and abs(gap_ns - round(gap_ns / size) * size) <= tol
 
     def _release_back_to_back(self, out: Released, held: list[_Held]) -> None:
         """Release ``held`` (emptied) each starting where the previous one ends, counting the
