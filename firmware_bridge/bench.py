@@ -70,6 +70,12 @@ class TimedSink:
         return self.pipeline.push(samples, timestamp_s=timestamp_s, fs=fs)
 
 
+#: The stress scenario's link: loss, jitter, a disconnect a minute and flipped timestamp bits.
+STRESS = Impairments(
+    loss=0.05, jitter_ms=50.0, disconnect_every_s=60.0, outage_s=2.0, timestamp_glitch=0.01, seed=1
+)
+
+
 def _quantiles(values: list[float]) -> dict[str, float] | None:
     """p50 and p99 of ``values``; None when there are none (a run on virtual time)."""
     if not values:
@@ -154,14 +160,7 @@ def run(
     latency_seconds: float = 60.0,
 ) -> dict[str, Any]:
     thr = decoder_throughput()
-    stress = Impairments(
-        loss=0.05,
-        jitter_ms=50.0,
-        disconnect_every_s=60.0,
-        outage_s=2.0,
-        timestamp_glitch=0.01,
-        seed=1,
-    )
+    stress = STRESS
     long = signal[: int(minutes * 60 * fs)]
     result: dict[str, Any] = {
         "source": source,
