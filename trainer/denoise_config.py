@@ -32,7 +32,7 @@ class DenoiseDataConfig:
     context_s: float = 5.0  # band-pass warm-up before each window
     low_hz: float = 0.5
     high_hz: float = 40.0
-    val_fraction: float = 0.2  # evaluation records (benchmarks, export gates)
+    val_fraction: float = 0.2  # evaluation records (the benchmarks score them)
     select_fraction: float = 0.1  # records that choose the checkpoint (with "select" noise)
     split_seed: int = 2017
     p_noisy: float = 0.6  # probability that a lead of X carries noise

@@ -5,8 +5,8 @@ For each trained denoiser run (1-, 2- or 12-lead), windows of its evaluation rec
 of each noise source) in two modes: CD-ECGNet's (noise × U(0.2, 1.5) on a random subset of
 leads) and fixed input SNR (−6 … 24 dB on every lead, SNR measured on the device
 representation). Metrics are computed on the leads that received noise (flat leads, clean
-RMS < 0.02 mV, excluded), each 10 s window after removing its mean, against two references
-(both reported):
+RMS < 0.02 mV, excluded), each 10 s window after removing its mean, against these
+references:
 
 - ``device``: the clean record through the device's own preprocessing (resample, causal
   0.5–40 Hz band-pass): what the pipeline would have seen without the noise; the denoiser's
@@ -40,7 +40,7 @@ from sdk.filters import design_bandpass
 from sdk.preprocess import PreprocessSpec
 from trainer.bench.report import md_table, write_result
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
-from trainer.data.noise import NOISE_TYPES, SNR_LEVELS_DB
+from trainer.data.noise import NOISE_PARTS, NOISE_TYPES, SNR_LEVELS_DB
 from trainer.denoise_metrics import summarize, window_metrics
 from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser, spec_of
 
@@ -87,8 +87,8 @@ def zerophase_reference(raw_clean: np.ndarray, spec: PreprocessSpec) -> np.ndarr
     Filtered in the frequency domain after odd reflection at both ends (no wrap-around jump).
     """
     n = raw_clean.shape[-1]
-    head = 2 * raw_clean[..., :1] - raw_clean[..., n - 1 : 0 : -1][..., -n:]
-    tail = 2 * raw_clean[..., -1:] - raw_clean[..., -2::-1][..., :n]
+    head = 2 * raw_clean[..., :1] - raw_clean[..., :0:-1]
+    tail = 2 * raw_clean[..., -1:] - raw_clean[..., -2::-1]
     ext = np.concatenate([head, raw_clean, tail], axis=-1).astype(np.float64)
     freqs = np.fft.rfftfreq(ext.shape[-1], d=1.0 / spec.fs)
     sos = design_bandpass(spec.fs, spec.low_hz, spec.high_hz, spec.order)
@@ -271,7 +271,8 @@ def _markdown(results: list[dict], command: str, seed: int) -> str:
         "128 Hz in mV² (the paper's SSD is on its own scale: compare PRD, cos, SNR, RMSE). "
         "SNR imp is the output SNR minus the input's, the input being the noisy window as the "
         "device has it (causal band-pass): on the `medfilt` reference it is the gain over the "
-        "device band-pass row, not over the raw noisy signal.\n",
+        "device band-pass row, not over the raw noisy signal; on `zerophase` and `matched` "
+        "the input SNR is that of the causal device band-pass, so compare SNR out there.\n",
     ]
     for res in results:
         s = res["summary"]
@@ -281,9 +282,10 @@ def _markdown(results: list[dict], command: str, seed: int) -> str:
             f"{res['windows_per_type_and_mode']} windows per noise type and mode)\n"
         )
         chosen = res.get("selection_records")
+        select_lo, select_hi = NOISE_PARTS["select"]
         parts.append(
             f"Checkpoint chosen on selection records {', '.join(chosen)} with selection noise "
-            "(70–80% of each source).\n"
+            f"({select_lo:.0%}–{select_hi:.0%} of each source).\n"
             if chosen
             else "Checkpoint chosen on these evaluation records and evaluation noise (a run "
             "from before the selection split): a small optimistic bias.\n"

@@ -64,7 +64,7 @@ def record_split(
 ) -> RecordSplit:
     """Split ``database`` by record; noise-stress records go to none of the three sides.
 
-    ``val_fraction`` of the records are for evaluation (benchmarks, export gates) and
+    ``val_fraction`` of the records are for evaluation (the benchmarks) and
     ``select_fraction`` for choosing the training checkpoint; the rest train. The evaluation
     side depends only on ``val_fraction`` and ``seed``, so runs with and without a selection
     side are evaluated on the same records.
@@ -83,7 +83,7 @@ def record_split(
     n_eval = max(1, int(round(val_fraction * len(names))))
     n_select = max(1, int(round(select_fraction * len(names)))) if select_fraction > 0 else 0
     sides = np.split(order, [n_eval, n_eval + n_select])
-    evaluate, select, train = ([names[i] for i in sorted(side)] for side in sides)
+    evaluate, select, train = ([names[i] for i in side] for side in sides)
     if not train or not evaluate:  # selection is filled before training
         raise ConfigError(
             f"{database}: {len(names)} records give {len(train)} for training, "
