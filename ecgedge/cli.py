@@ -95,6 +95,17 @@ def _cmd_probe(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from export.build import build_bundle
 
+    if args.refit_head:
+        if not args.base_bundle:
+            raise ValueError("--refit-head needs --base-bundle (the bundle whose head to refit)")
+        from export.refit_head import refit_head
+
+        info = refit_head(Path(args.base_bundle), Path(args.out))
+        print(
+            f"bundle with the refitted head written to {args.out}: {info['windows']} windows of "
+            f"{info['records']} records, {info['seconds']:.0f} s"
+        )
+        return 0
     if args.denoiser and args.base_bundle:  # add a denoiser to an existing bundle
         from export.denoiser import add_denoiser
 
@@ -480,7 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--denoiser", help="denoiser run folder (denoiser.pt) to add as the denoiser")
     e.add_argument(
-        "--base-bundle", help="with --denoiser: copy this bundle and only add the denoiser"
+        "--base-bundle",
+        help="with --denoiser: copy this bundle and only add (or replace) the denoiser; "
+        "with --refit-head: the bundle whose head to refit",
+    )
+    e.add_argument(
+        "--refit-head",
+        action="store_true",
+        help="refit the head of --base-bundle on the features its device path computes "
+        "(its denoiser included) on the head's CinC 2017 training records",
     )
     e.set_defaults(func=_cmd_export)
 

@@ -256,6 +256,14 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
         },
     }
     manifest["metrics"]["denoiser"] = figures
+    refit = manifest["provenance"].get("head_refit")
+    shipped = next(f["sha256"] for f in manifest["files"] if f["role"] == "denoiser")
+    if refit and refit.get("denoiser_sha256") != shipped:
+        refit["stale"] = (
+            "the head was refitted on windows of another denoiser; run `ecgedge export "
+            "--refit-head` on this bundle"
+        )
+        warnings.warn(f"{out_dir}: {refit['stale']}", stacklevel=2)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     write_model_card(tmp)  # benchmark sections: `ecgedge bench stream --card`
     load_bundle(tmp)  # verify as a device would

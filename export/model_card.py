@@ -62,7 +62,20 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"- Input: {pre['fs']:.0f} Hz, band-pass {pre['low_hz']}–{pre['high_hz']} Hz, window "
         f"{m['window_samples']}, hop {m['hop_samples']} samples; default t = "
         f"{m['diffusion']['default_t']['raw']}",
+        *_head_refit_lines(prov.get("head_refit")),
     ]
+
+
+def _head_refit_lines(refit: dict[str, Any] | None) -> list[str]:
+    if not refit:
+        return []
+    line = (
+        f"- Head refitted (`{refit['command']}`): {refit['what']}; {refit['windows']} windows of "
+        f"{refit['records']} records, embedders in {refit['embedder_precision'].upper()}"
+    )
+    if refit.get("stale"):
+        line += f". **Stale:** {refit['stale']}"
+    return [line]
 
 
 def _precision_sentence(m: dict[str, Any]) -> str:

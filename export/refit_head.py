@@ -1,0 +1,159 @@
+"""Refit a bundle's head on the features its own device path computes, denoiser included.
+
+A bundle's head is fitted by the trainer on windows without a denoiser. Once a denoiser is
+put in front of the embedders (``ecgedge export --denoiser … --base-bundle …``), the head
+sees embeddings unlike those it was fitted on. :func:`refit_head` streams nothing and trains
+no network: it cuts each CinC 2017 training record (the split the bundle's head was trained
+on, from its provenance) the way the device does (:func:`sdk.windowing.record_windows`,
+with the bundle's denoiser), computes the head's input with the bundle's own ONNX graphs
+(:class:`sdk.classifier.WindowClassifier`, FP32, the bundle's default t), and fits the same
+class-balanced softmax head (:func:`sdk.head.fit_softmax_head`). Validation records are
+never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from export.model_card import write_model_card
+from export.onnx_export import export_head
+from sdk.bundle import Bundle, load_bundle, sha256_file
+from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.denoiser import WindowDenoiser
+from sdk.head import fit_softmax_head
+from sdk.windowing import record_windows
+from trainer.data import records as rec
+from trainer.data.splits import stratified_split
+from trainer.errors import ConfigError
+
+#: L2 strength of the head fit; the trainer's (:func:`trainer.fusion._score_rows`).
+HEAD_L2 = 1.0
+#: Windows per classifier call (the graphs take any batch; this bounds memory).
+BATCH = 64
+
+
+def training_records(bundle: Bundle) -> list[str]:
+    """The CinC 2017 records the bundle's head was trained on (its provenance's split)."""
+    data = bundle.manifest.provenance.get("training_data", {})
+    if not str(data.get("head", "")).startswith("cinc2017"):
+        raise ConfigError(
+            f"the bundle's head was not trained on CinC 2017 ({data.get('head')!r}); "
+            "refit needs its training split",
+            key="provenance.training_data",
+        )
+    labels = rec.cinc2017_labels_cached()
+    names = sorted(labels)
+    train, _ = stratified_split(
+        names,
+        [labels[n] for n in names],
+        val_fraction=float(data["val_fraction"]),
+        seed=int(data["split_seed"]),
+    )
+    expected = data.get("train_records")
+    if expected is not None and len(train) != int(expected):
+        raise ConfigError(
+            f"the data root gives {len(train)} CinC 2017 training records, the bundle's head "
+            f"was trained on {expected}: another data root or another copy of the database",
+            key="ECGEDGE_DATA",
+        )
+    return train
+
+
+def device_features(
+    bundle: Bundle, names: list[str], *, denoise: bool = True, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head inputs of every window of ``names`` as the device computes them.
+
+    Returns ``features`` (W, D) float32, ``labels`` (W,) class indices (each window takes its
+    record's label) and ``record_index`` (W,) into ``names``.
+    """
+    m = bundle.manifest
+    classifier = WindowClassifier(bundle, precision="fp32", threads=threads)
+    denoiser = (
+        WindowDenoiser(bundle, threads=threads) if denoise and m.has("denoiser") else None
+    )
+    steps = classifier.resolve_t(None)
+    classes = list(m.classes)
+    feats, labels, index = [], [], []
+    pending: list[WindowInputs] = []
+
+    def run_pending() -> None:
+        if not pending:
+            return
+        lorenz = [p.lorenz for p in pending]
+        batch = WindowInputs(
+            np.concatenate([p.windows for p in pending]),
+            np.concatenate([p.rr for p in pending]),
+            None if any(x is None for x in lorenz) else np.concatenate(lorenz),  # type: ignore[arg-type]
+        )
+        feats.append(classifier.features(batch, steps))
+        pending.clear()
+
+    for i, name in enumerate(tqdm(names, desc="device features", unit="rec")):
+        r = rec.read_cinc2017(name)
+        rw = record_windows(
+            r.signal[:, 0], r.fs, m.preprocess, m.window_samples, m.hop_samples, denoiser=denoiser
+        )
+        pending.append(WindowInputs(rw.windows, rw.rr, rw.lorenz))
+        labels.append(np.full(rw.starts.size, classes.index(str(r.label)), dtype=np.int64))
+        index.append(np.full(rw.starts.size, i, dtype=np.int64))
+        if sum(len(p) for p in pending) >= BATCH:
+            run_pending()
+    run_pending()
+    return np.concatenate(feats), np.concatenate(labels), np.concatenate(index)
+
+
+def refit_head(base_bundle: Path, out_dir: Path, *, threads: int = 1) -> dict[str, Any]:
+    """Copy ``base_bundle`` to ``out_dir`` with its head refitted on device-path features of
+    the head's training records; return what was done (also written to the manifest)."""
+    tic = time.perf_counter()
+    base = load_bundle(base_bundle)
+    m = base.manifest
+    names = training_records(base)
+    x, y, _ = device_features(base, names, threads=threads)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{int((~np.isfinite(x)).any(1).sum())} windows gave non-finite features")
+    head = fit_softmax_head(x, y, tuple(m.classes), l2=HEAD_L2)
+    train_acc = float(np.mean(np.argmax(head.predict_proba(x), 1) == y))
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base_bundle, tmp)
+    export_head(*head.folded(), tmp / "head.onnx")
+    manifest = json.loads((tmp / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["role"] == "head":
+            entry["sha256"] = sha256_file(tmp / entry["path"])
+            entry["bytes"] = (tmp / entry["path"]).stat().st_size
+    denoiser = next((f for f in manifest["files"] if f["role"] == "denoiser"), None)
+    info = {
+        "what": "head refitted on the device path's features of its training records "
+        + ("(bundle denoiser on)" if denoiser else "(no denoiser)"),
+        "records": len(names),
+        "windows": int(y.size),
+        "windows_per_class": {c: int((y == k).sum()) for k, c in enumerate(m.classes)},
+        "features": int(x.shape[1]),
+        "embedder_precision": "fp32",
+        "t": dict(m.default_t),
+        "l2": HEAD_L2,
+        "train_window_accuracy": train_acc,
+        "denoiser_sha256": denoiser["sha256"] if denoiser else None,
+        "features_sha256": hashlib.sha256(x.astype(np.float32).tobytes()).hexdigest(),
+        "seconds": time.perf_counter() - tic,
+        "command": f"ecgedge export --refit-head --base-bundle {base_bundle} --out {out_dir}",
+    }
+    manifest["provenance"]["head_refit"] = info
+    manifest["metrics"].pop("rhythm_val_sdk", None)  # of the old head: re-run bench rhythm
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_model_card(tmp)
+    load_bundle(tmp)  # verify as a device would
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return info
