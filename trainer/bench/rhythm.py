@@ -23,7 +23,7 @@ from trainer.bench.report import md_table, write_result
 from trainer.config import DataConfig
 from trainer.data import records as rec
 from trainer.data.splits import stratified_split
-from trainer.metrics import encode, rhythm_report
+from trainer.metrics import CLASSES, encode, f1_per_class, rhythm_report
 
 ANCHORS = {
     "RR features + gradient boosting (floor, 5-fold CV)": {"challenge_f1": 0.750, "auroc": 0.897},
@@ -62,7 +62,9 @@ def _row(name: str, report: dict[str, Any]) -> list[Any]:
         v = report[key]
         return f"{v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
 
-    return [name, fmt("challenge_f1"), fmt("macro_f1"), fmt("auroc_normal_vs_af_other")]
+    per_class = report.get("f1_per_class")
+    classes = " / ".join(f"{v:.2f}" for v in per_class.values()) if per_class else "—"
+    return [name, fmt("challenge_f1"), fmt("macro_f1"), classes, fmt("auroc_normal_vs_af_other")]
 
 
 def run(
@@ -83,9 +85,11 @@ def run(
     )
     for precision in precisions:
         tic = time.perf_counter()
-        rows[f"bundle via SDK ({precision.upper()})"] = rhythm_report(
-            y, stream_record_probabilities(bundle_dir, names, precision)
-        )
+        proba = stream_record_probabilities(bundle_dir, names, precision)
+        row = rhythm_report(y, proba)
+        f1 = f1_per_class(y, proba.argmax(axis=1), len(CLASSES))
+        row["f1_per_class"] = {c: float(v) for c, v in zip(CLASSES, f1)}
+        rows[f"bundle via SDK ({precision.upper()})"] = row
         timings[precision] = time.perf_counter() - tic
     probe_path = (run_dir or Path()) / "probe.json"
     probe = (
@@ -98,7 +102,13 @@ def run(
             rows[f"linear probe, torch FP32 ({key.replace('_', ' ')})"] = probe[key]
     for key, value in probe.get("rows", {}).items():  # a multimodal run's modality ablation
         rows[f"linear probe, torch FP32 ({key} ++ RR)"] = value
-    header = ["model", "challenge F1 [95% CI]", "4-class macro F1", "AUROC N vs (A+O)"]
+    header = [
+        "model",
+        "challenge F1 [95% CI]",
+        "4-class macro F1",
+        "F1 N / A / O / ~",
+        "AUROC N vs (A+O)",
+    ]
     table = md_table(header, [_row(k, v) for k, v in rows.items()])
     anchors = md_table(
         ["anchor", "figures"],
