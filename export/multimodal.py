@@ -188,19 +188,14 @@ def build_multimodal_bundle(
     return figures
 
 
-def _add_int8(
-    out: Path, manifest: dict[str, Any], train: Any, val: Any, fp32_val: dict, t: int
-) -> dict[str, Any]:
-    """Mixed-precision INT8 for the raw embedder (the layers the head's probabilities
-    tolerate, as for raw bundles), kept only if the validation metrics hold within
-    ``INT8_LIMIT``; otherwise the bundle stays FP32 and the figures say why."""
+def search_int8_layers(root: Path, inputs: WindowInputs, t: int) -> tuple[list[str], float]:
+    """Write ``root/embedder.int8.onnx``: the raw embedder with INT8 on the layers the head
+    in ``root`` tolerates (mean max |Δp| of its probabilities on ``inputs`` within
+    ``INT8_BUDGET``; other modalities and the fusion stay FP32). Returns the nodes kept in
+    float and the error (above the budget when no layer fits)."""
     import onnxruntime as ort
 
-    rng = np.random.default_rng(0)
-    n = min(CALIBRATION_WINDOWS, len(train.windows))
-    idx = np.sort(rng.choice(len(train.windows), n, replace=False))
-    inputs = WindowInputs(train.windows[idx], train.rr[idx], train.lorenz[idx])
-    clf = WindowClassifier(load_bundle(out), threads=2)
+    clf = WindowClassifier(load_bundle(root), precision="fp32", threads=2)
     steps = clf.resolve_t(None)
     fixed = {m: clf.embed_modality(m, inputs, steps[m]) for m in clf.modalities if m != "raw"}
     noise = clf.noise["raw"]
@@ -225,9 +220,9 @@ def _add_int8(
         return float(np.abs(proba((emb, tok)) - reference).max(axis=1).mean())
 
     with tqdm(desc="INT8 layer sensitivity", unit="trial", leave=False) as bar:
-        kept, err = mixed_precision_int8(
-            out / "embedder.fp32.onnx",
-            out / "embedder.int8.onnx",
+        return mixed_precision_int8(
+            root / "embedder.fp32.onnx",
+            root / "embedder.int8.onnx",
             inputs.windows,
             t,
             noise,
@@ -235,6 +230,19 @@ def _add_int8(
             budget=INT8_BUDGET,
             progress=lambda _msg: bar.update(1),
         )
+
+
+def _add_int8(
+    out: Path, manifest: dict[str, Any], train: Any, val: Any, fp32_val: dict, t: int
+) -> dict[str, Any]:
+    """Mixed-precision INT8 for the raw embedder (the layers the head's probabilities
+    tolerate, as for raw bundles), kept only if the validation metrics hold within
+    ``INT8_LIMIT``; otherwise the bundle stays FP32 and the figures say why."""
+    rng = np.random.default_rng(0)
+    n = min(CALIBRATION_WINDOWS, len(train.windows))
+    idx = np.sort(rng.choice(len(train.windows), n, replace=False))
+    inputs = WindowInputs(train.windows[idx], train.rr[idx], train.lorenz[idx])
+    kept, err = search_int8_layers(out, inputs, t)
     entry = dict(manifest["files"][0], path="embedder.int8.onnx", precision="int8")
     entry["sha256"] = sha256_file(out / "embedder.int8.onnx")
     entry["bytes"] = (out / "embedder.int8.onnx").stat().st_size

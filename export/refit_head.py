@@ -7,8 +7,10 @@ no network: it cuts each CinC 2017 training record (the split the bundle's head 
 on, from its provenance) the way the device does (:func:`sdk.windowing.record_windows`,
 with the bundle's denoiser), computes the head's input with the bundle's own ONNX graphs
 (:class:`sdk.classifier.WindowClassifier`, FP32, the bundle's default t), and fits the same
-class-balanced softmax head (:func:`sdk.head.fit_softmax_head`). Validation records are
-never read.
+class-balanced softmax head (:func:`sdk.head.fit_softmax_head`). The INT8 raw embedder's
+layers kept in float were chosen for the old head, so its layer search is run again for the
+new one, on device-path windows of the same training records
+(:func:`export.multimodal.search_int8_layers`). Validation records are never read.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from export.model_card import write_model_card
+from export.multimodal import CALIBRATION_WINDOWS, INT8_BUDGET, search_int8_layers
 from export.onnx_export import export_head
+from export.quantize import quantizable_nodes
 from sdk.bundle import Bundle, load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
@@ -77,9 +81,7 @@ def device_features(
     """
     m = bundle.manifest
     classifier = WindowClassifier(bundle, precision="fp32", threads=threads)
-    denoiser = (
-        WindowDenoiser(bundle, threads=threads) if denoise and m.has("denoiser") else None
-    )
+    denoiser = WindowDenoiser(bundle, threads=threads) if denoise and m.has("denoiser") else None
     steps = classifier.resolve_t(None)
     classes = list(m.classes)
     feats, labels, index = [], [], []
@@ -111,9 +113,68 @@ def device_features(
     return np.concatenate(feats), np.concatenate(labels), np.concatenate(index)
 
 
-def refit_head(base_bundle: Path, out_dir: Path, *, threads: int = 1) -> dict[str, Any]:
+def calibration_inputs(
+    bundle: Bundle, names: list[str], n: int = CALIBRATION_WINDOWS, seed: int = 0
+) -> WindowInputs:
+    """``n`` device-path windows (denoised when the bundle has a denoiser) of randomly chosen
+    records of ``names``, for the INT8 layer search."""
+    m = bundle.manifest
+    denoiser = WindowDenoiser(bundle) if m.has("denoiser") else None
+    parts: list[WindowInputs] = []
+    for i in np.random.default_rng(seed).permutation(len(names)):
+        r = rec.read_cinc2017(names[i])
+        rw = record_windows(
+            r.signal[:, 0], r.fs, m.preprocess, m.window_samples, m.hop_samples, denoiser=denoiser
+        )
+        parts.append(WindowInputs(rw.windows, rw.rr, rw.lorenz))
+        if sum(len(p) for p in parts) >= n:
+            break
+    return WindowInputs(
+        np.concatenate([p.windows for p in parts])[:n],
+        np.concatenate([p.rr for p in parts])[:n],
+        np.concatenate([p.lorenz for p in parts])[:n],  # type: ignore[misc]
+    )
+
+
+def _requantize(root: Path, manifest: dict[str, Any], inputs: WindowInputs) -> dict[str, Any]:
+    """Redo the raw embedder's INT8 layer search for the new head (the layers an INT8 file
+    keeps in float were chosen for the head it shipped with); drop INT8 if nothing fits."""
+    t = int(manifest["diffusion"]["default_t"]["raw"])
+    kept, err = search_int8_layers(root, inputs, t)
+    entry = next(f for f in manifest["files"] if f["path"] == "embedder.int8.onnx")
+    nothing = set(quantizable_nodes(root / "embedder.fp32.onnx")) <= set(kept)
+    shipped = not nothing and err <= INT8_BUDGET
+    if shipped:
+        entry["sha256"] = sha256_file(root / entry["path"])
+        entry["bytes"] = (root / entry["path"]).stat().st_size
+    else:
+        manifest["files"].remove(entry)
+        (root / entry["path"]).unlink()
+    info = {
+        "windows": len(inputs),
+        "calibration": "device-path windows (denoised as the pipeline does) of the head's "
+        "training records",
+        "layers_kept_float": kept,
+        "budget_mean_max_prob_change": INT8_BUDGET,
+        "mean_max_prob_change": err,
+        "shipped": shipped,
+        "validation_gate": "not run by --refit-head (it reads no validation record); "
+        "ecgedge bench rhythm reports both precisions",
+    }
+    manifest["provenance"]["int8_calibration"] = info
+    return info
+
+
+def refit_head(
+    base_bundle: Path,
+    out_dir: Path,
+    *,
+    threads: int = 1,
+    calibration_windows: int = CALIBRATION_WINDOWS,
+) -> dict[str, Any]:
     """Copy ``base_bundle`` to ``out_dir`` with its head refitted on device-path features of
-    the head's training records; return what was done (also written to the manifest)."""
+    the head's training records (and its INT8 raw embedder's layer search redone for the new
+    head on ``calibration_windows`` of them); return what was done (also in the manifest)."""
     tic = time.perf_counter()
     base = load_bundle(base_bundle)
     m = base.manifest
@@ -132,6 +193,10 @@ def refit_head(base_bundle: Path, out_dir: Path, *, threads: int = 1) -> dict[st
         if entry["role"] == "head":
             entry["sha256"] = sha256_file(tmp / entry["path"])
             entry["bytes"] = (tmp / entry["path"]).stat().st_size
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    int8 = None
+    if any(f["path"] == "embedder.int8.onnx" for f in manifest["files"]):
+        int8 = _requantize(tmp, manifest, calibration_inputs(base, names, calibration_windows))
     denoiser = next((f for f in manifest["files"] if f["role"] == "denoiser"), None)
     info = {
         "what": "head refitted on the device path's features of its training records "
@@ -146,6 +211,7 @@ def refit_head(base_bundle: Path, out_dir: Path, *, threads: int = 1) -> dict[st
         "train_window_accuracy": train_acc,
         "denoiser_sha256": denoiser["sha256"] if denoiser else None,
         "features_sha256": hashlib.sha256(x.astype(np.float32).tobytes()).hexdigest(),
+        "int8_layers_kept_float": None if int8 is None else len(int8["layers_kept_float"]),
         "seconds": time.perf_counter() - tic,
         "command": f"ecgedge export --refit-head --base-bundle {base_bundle} --out {out_dir}",
     }

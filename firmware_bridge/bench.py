@@ -234,7 +234,10 @@ def run(
             f"p50 {pm['p50']:.1f} ms, p99 {pm['p99']:.1f} ms; a window's last sample acquired →",
             f"its event p50 {se['p50']:.2f} s,",
             f"p99 {se['p99']:.2f} s (hop {lat['hop_s']:.0f} s; includes the pipeline's R-peak lag,",
-            "the 73-sample frame and the radio).",
+            "the 73-sample frame and the radio). The processing figure depends on the host: the",
+            "process sleeps between frames, and a host whose CPU is slower after idle (this",
+            "project's VM: several times, in CPU time) shows it here; `bench stream` measures",
+            "compute per window back to back.",
             "",
         ]
     )

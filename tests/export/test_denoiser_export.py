@@ -76,13 +76,17 @@ def test_add_denoiser_replaces_the_denoiser_of_a_bundle(tmp_path):
     run = tmp_path / "run"
     train_denoiser(load_denoise_preset("smoke", {"train.out_dir": str(run), "train.steps": "2"}))
     base = load_bundle(default_bundle_path()).manifest
-    add_denoiser(default_bundle_path(), run, tmp_path / "bundle")
+    assert "head_refit" in base.provenance  # the shipped head was refitted behind its denoiser
+    with pytest.warns(UserWarning, match="refitted on windows of another denoiser"):
+        add_denoiser(default_bundle_path(), run, tmp_path / "bundle")
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert "run `ecgedge export --refit-head`" in manifest["provenance"]["head_refit"]["stale"]
     assert manifest["name"] == base.name  # not "…-denoise-denoise"
     assert manifest["provenance"]["denoiser"]["run"] == str(run)
     assert [f["role"] for f in manifest["files"]].count("denoiser") in (1, 2)  # FP32 (+ INT8)
     card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
     assert card.count("## Denoiser (CD-ECGNet)") == 1 and "Trained 2 steps" in card
+    assert "**Stale:**" in card
     assert WindowDenoiser(load_bundle(tmp_path / "bundle")).leads == 1
 
 

@@ -17,7 +17,8 @@ from trainer.config import load_preset
 from trainer.probe import run_probe
 from trainer.train_diffusion import train
 
-#: INT8 vs FP32 class probabilities of the shipped bundle on real-like windows (max |Δp|)
+#: INT8 vs FP32 class probabilities of the shipped bundle, worst window (max |Δp|; measured
+#: 0.044 on the synthetic record below, denoised)
 INT8_PROB_TOL = 0.05
 
 
@@ -55,14 +56,28 @@ def test_accuracy_gate_refuses_and_publishes_nothing(smoke_run, tmp_path):
 
 
 def test_shipped_int8_embedder_matches_fp32_within_tolerance():
+    """On windows the pipeline would analyse (denoised by the bundle's denoiser, as its INT8
+    layer search saw them): the export gate's statistic and the worst window."""
+    from export.multimodal import INT8_BUDGET
+    from sdk.denoiser import WindowDenoiser
+
     bundle = load_bundle(default_bundle_path())
     m = bundle.manifest
     ecg = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=m.fs, seed=5)
-    rw = record_windows(ecg.signal, m.fs, m.preprocess, m.window_samples, m.hop_samples)
+    rw = record_windows(
+        ecg.signal,
+        m.fs,
+        m.preprocess,
+        m.window_samples,
+        m.hop_samples,
+        denoiser=WindowDenoiser(bundle),
+    )
     inputs = WindowInputs(rw.windows, rw.rr, rw.lorenz)
     p32 = WindowClassifier(bundle, precision="fp32").classify(inputs)
     p8 = WindowClassifier(bundle, precision="int8").classify(inputs)
-    assert np.max(np.abs(p32 - p8)) <= INT8_PROB_TOL
+    change = np.abs(p32 - p8).max(axis=1)
+    assert change.mean() <= INT8_BUDGET
+    assert change.max() <= INT8_PROB_TOL
 
 
 @pytest.mark.slow

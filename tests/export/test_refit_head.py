@@ -10,6 +10,7 @@ import pytest
 
 import export.refit_head as refit
 from ecgedge.cli import main
+from export.multimodal import INT8_BUDGET
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.classifier import WindowClassifier
 from sdk.head import fit_softmax_head
@@ -40,12 +41,23 @@ def test_a_head_not_trained_on_cinc2017_is_refused(tmp_path):
         refit.training_records(load_bundle(root))
 
 
+def _without_int8(root):
+    """A copy of the shipped bundle without its INT8 raw embedder."""
+    shutil.copytree(default_bundle_path(), root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"] = [f for f in manifest["files"] if f["path"] != "embedder.int8.onnx"]
+    (root / "embedder.int8.onnx").unlink()
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
 @pytest.mark.data("cinc2017")
 @pytest.mark.slow
 def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_only_the_head(
     tmp_path, monkeypatch
 ):
-    base = load_bundle(default_bundle_path())
+    base_dir = _without_int8(tmp_path / "base")
+    base = load_bundle(base_dir)
     names = refit.training_records(base)[:N_RECORDS]
     monkeypatch.setattr(refit, "training_records", lambda bundle: names)
     read: list[str] = []
@@ -56,7 +68,7 @@ def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_on
         return real_read(name)
 
     monkeypatch.setattr(rec, "read_cinc2017", spy)
-    info = refit.refit_head(default_bundle_path(), tmp_path / "out")
+    info = refit.refit_head(base_dir, tmp_path / "out")
     assert sorted(set(read)) == sorted(names)  # every training record, nothing else
 
     out = load_bundle(tmp_path / "out")  # checksums verified
@@ -81,7 +93,29 @@ def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_on
     assert np.abs(got - before).max() > 0.05  # the head did change
 
 
+@pytest.mark.data("cinc2017")
+@pytest.mark.slow
+def test_refit_redoes_the_int8_layer_search_for_the_new_head(tmp_path, monkeypatch):
+    base = load_bundle(default_bundle_path())
+    names = refit.training_records(base)[:4]
+    monkeypatch.setattr(refit, "training_records", lambda bundle: names)
+    refit.refit_head(default_bundle_path(), tmp_path / "out", calibration_windows=8)
+    out = load_bundle(tmp_path / "out")
+    q = out.manifest.provenance["int8_calibration"]
+    assert q["windows"] == 8 and "device-path" in q["calibration"]
+    assert out.manifest.provenance["head_refit"]["int8_layers_kept_float"] == len(
+        q["layers_kept_float"]
+    )
+    has_int8 = any(f.precision == "int8" for f in out.manifest.files)
+    assert has_int8 == q["shipped"] == (q["mean_max_prob_change"] <= INT8_BUDGET)
+    if has_int8:  # the gate's figure, recomputed with the SDK on the same windows
+        inputs = refit.calibration_inputs(base, names, 8)
+        p32 = WindowClassifier(out, precision="fp32").classify(inputs)
+        p8 = WindowClassifier(out, precision="int8").classify(inputs)
+        err = float(np.abs(p32 - p8).max(axis=1).mean())
+        assert err == pytest.approx(q["mean_max_prob_change"], abs=1e-4)
+
+
 def test_cli_refit_head_needs_the_bundle(capsys):
     assert main(["export", "--refit-head", "--out", "x"]) == 2
     assert "--refit-head needs --base-bundle" in capsys.readouterr().err
-
