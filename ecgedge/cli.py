@@ -96,11 +96,16 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from export.build import build_bundle
 
     if args.refit_head:
-        if not args.base_bundle:
-            raise ValueError("--refit-head needs --base-bundle (the bundle whose head to refit)")
+        if not args.base_bundle or not args.out:
+            raise ValueError(
+                "--refit-head needs --base-bundle (the bundle whose head to refit) "
+                "and --out (the bundle to write)"
+            )
         from export.refit_head import refit_head
 
-        info = refit_head(Path(args.base_bundle), Path(args.out))
+        info = refit_head(
+            Path(args.base_bundle), Path(args.out), calibration_windows=args.calibration_windows
+        )
         print(
             f"bundle with the refitted head written to {args.out}: {info['windows']} windows of "
             f"{info['records']} records, {info['seconds']:.0f} s"
@@ -109,9 +114,12 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     if args.denoiser and args.base_bundle:  # add a denoiser to an existing bundle
         from export.denoiser import add_denoiser
 
+        if not args.out:
+            raise ValueError("--denoiser with --base-bundle needs --out (the bundle to write)")
         figures = add_denoiser(Path(args.base_bundle), Path(args.denoiser), Path(args.out))
         print(f"bundle with denoiser written to {args.out}: {figures}")
         return 0
+    args.out = args.out or "bundles/diffecg-cpu"
     result = build_bundle(
         Path(args.run),
         Path(args.out),
@@ -470,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="turn a training run into a model bundle (needs ecgedge[export])"
     )
     e.add_argument("--run", default="runs/cpu", help="folder with diffecg.pt and head.npz")
-    e.add_argument("--out", default="bundles/diffecg-cpu", help="bundle directory to write")
+    e.add_argument(
+        "--out", help="bundle directory to write (default with --run: bundles/diffecg-cpu)"
+    )
     e.add_argument(
         "--int8-limit", type=float, default=0.01, help="largest allowed FP32→INT8 metric drop"
     )

@@ -25,7 +25,7 @@ import torch
 from export.errors import ParityError
 from export.model_card import write_model_card
 from export.onnx_export import OPSET, compare
-from sdk.bundle import load_bundle, sha256_file
+from sdk.bundle import PRECISIONS, load_bundle, sha256_file
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
 from trainer.denoise_config import DenoiseRunConfig, train_command
 from trainer.denoise_metrics import window_metrics
@@ -257,7 +257,9 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
     }
     manifest["metrics"]["denoiser"] = figures
     refit = manifest["provenance"].get("head_refit")
-    shipped = next(f["sha256"] for f in manifest["files"] if f["role"] == "denoiser")
+    denoisers = [f for f in manifest["files"] if f["role"] == "denoiser"]
+    # the file the SDK runs by default: the most compact precision (sdk.bundle.Manifest.file)
+    shipped = min(denoisers, key=lambda f: PRECISIONS[::-1].index(f["precision"]))["sha256"]
     if refit and refit.get("denoiser_sha256") != shipped:
         refit["stale"] = (
             "the head was refitted on windows of another denoiser; run `ecgedge export "

@@ -86,10 +86,13 @@ def _precision_sentence(m: dict[str, Any]) -> str:
             per.setdefault(f.get("modality", "raw"), []).append(f["precision"])
     others = sorted({f["precision"] for f in m["files"] if f["role"] in ("fusion", "head")})
     said = "; ".join(f"{mod}: {', '.join(p)}" for mod, p in per.items())
+    gate = m["provenance"].get("int8_calibration", {}).get("validation_gate")
     return (
         f"Extractor precisions: {said}; fusion and head: {', '.join(others)}. The SDK runs "
         "the most compact precision present unless told otherwise (`precision=`); an INT8 "
-        "graph ships only if it passed the accuracy gate (`provenance.int8_calibration`)."
+        "graph ships only if it passed the accuracy gate (`provenance.int8_calibration`"
+        + (f"; validation gate {gate}" if gate else "")
+        + ")."
     )
 
 
@@ -173,8 +176,8 @@ def denoiser_section(m: dict[str, Any]) -> list[str]:
         "Two adaptations of the paper: the decoder's correction is added to the input through a",
         "per-lead gate computed from E_lead's features, and E_noise learns the noise residual",
         "(it has no loss of its own in the paper). The pipeline runs it on every window before",
-        "the embedders (`StreamPipeline(denoise=False)` skips it); the validation table above",
-        "was measured at export, without it. Shipped precision:",
+        "the embedders (`StreamPipeline(denoise=False)` skips it); validation figures recorded",
+        "at export (`metrics.rhythm_val_sdk`) were measured without it. Shipped precision:",
         f"**{figures['shipped_precision'].upper()}** ({figures['precision_reason']}).",
         f"Gate on {figures['gate_data']}: FP32 output SNR {g32['snr_out']:.2f} dB, cos",
         f"{g32['cos']:.2f}%; INT8 {g8['snr_out']:.2f} dB, cos {g8['cos']:.2f}% (limits: SNR drop",
@@ -204,7 +207,11 @@ def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
     for key in ("embedding_plus_rr", "embedding_only"):
         if key in probe:
             rows[f"linear probe (torch FP32), {key.replace('_', ' ')}"] = probe[key]
-    lines += _table(rows, cols)
+    lines += (
+        _table(rows, cols)
+        if rows
+        else ["Not measured for this head: `ecgedge bench rhythm --bundle B --card`."]
+    )
     drop = sdk_rows.get("int8_drop", {})
     if drop:
         lines += ["", "FP32 → INT8 change: " + ", ".join(f"{k} {-v:+.4f}" for k, v in drop.items())]

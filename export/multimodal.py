@@ -188,14 +188,26 @@ def build_multimodal_bundle(
     return figures
 
 
-def search_int8_layers(root: Path, inputs: WindowInputs, t: int) -> tuple[list[str], float]:
+def search_int8_layers(
+    root: Path,
+    inputs: WindowInputs,
+    t: int,
+    *,
+    budget: float = INT8_BUDGET,
+    target: str = "cpu",
+) -> tuple[list[str], float]:
     """Write ``root/embedder.int8.onnx``: the raw embedder with INT8 on the layers the head
     in ``root`` tolerates (mean max |Δp| of its probabilities on ``inputs`` within
-    ``INT8_BUDGET``; other modalities and the fusion stay FP32). Returns the nodes kept in
-    float and the error (above the budget when no layer fits)."""
+    ``budget``; other modalities and the fusion stay FP32). Works for raw-only bundles (no
+    ``tokens`` output) and multimodal ones; ``target`` as in
+    :func:`export.quantize.mixed_precision_int8`. Returns the nodes kept in float and the
+    error (above the budget when no layer fits)."""
     import onnxruntime as ort
 
-    clf = WindowClassifier(load_bundle(root), precision="fp32", threads=2)
+    bundle = load_bundle(root)
+    if "x" not in [i.name for i in bundle.manifest.file("embedder", "fp32").inputs]:
+        raise ValueError(f"{root}: the raw embedder takes no ECG input x (a DACL bundle?)")
+    clf = WindowClassifier(bundle, precision="fp32", threads=2)
     steps = clf.resolve_t(None)
     fixed = {m: clf.embed_modality(m, inputs, steps[m]) for m in clf.modalities if m != "raw"}
     noise = clf.noise["raw"]
@@ -209,15 +221,17 @@ def search_int8_layers(root: Path, inputs: WindowInputs, t: int) -> tuple[list[s
     def error_of(path: Path) -> float:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         x = inputs.windows
-        emb, tok = sess.run(
-            ["embedding", "tokens"],
+        names = [o.name for o in sess.get_outputs() if o.name in ("embedding", "tokens")]
+        out = sess.run(
+            names,
             {
                 "x": x,
                 "t": np.full(len(x), t, np.int64),
                 "noise": np.broadcast_to(noise, x.shape).copy(),
             },
         )
-        return float(np.abs(proba((emb, tok)) - reference).max(axis=1).mean())
+        raw = (out[0], out[1] if len(out) > 1 else None)
+        return float(np.abs(proba(raw) - reference).max(axis=1).mean())
 
     with tqdm(desc="INT8 layer sensitivity", unit="trial", leave=False) as bar:
         return mixed_precision_int8(
@@ -227,8 +241,9 @@ def search_int8_layers(root: Path, inputs: WindowInputs, t: int) -> tuple[list[s
             t,
             noise,
             error_of,
-            budget=INT8_BUDGET,
+            budget=budget,
             progress=lambda _msg: bar.update(1),
+            target=target,
         )
 
 

