@@ -57,6 +57,18 @@ def stream_record_probabilities(bundle_dir: Path, names: list[str], precision: s
     return out
 
 
+#: Columns of :func:`_row`.
+HEADER = ["challenge F1 [95% CI]", "4-class macro F1", "F1 N / A / O / ~", "AUROC N vs (A+O)"]
+
+
+def record_report(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+    """:func:`trainer.metrics.rhythm_report` of record probabilities plus per-class F1."""
+    report = rhythm_report(y, proba)
+    f1 = f1_per_class(y, proba.argmax(axis=1), len(CLASSES))
+    report["f1_per_class"] = {c: float(v) for c, v in zip(CLASSES, f1)}
+    return report
+
+
 def _row(name: str, report: dict[str, Any]) -> list[Any]:
     def fmt(key: str) -> str:
         v = report[key]
@@ -86,10 +98,7 @@ def run(
     for precision in precisions:
         tic = time.perf_counter()
         proba = stream_record_probabilities(bundle_dir, names, precision)
-        row = rhythm_report(y, proba)
-        f1 = f1_per_class(y, proba.argmax(axis=1), len(CLASSES))
-        row["f1_per_class"] = {c: float(v) for c, v in zip(CLASSES, f1)}
-        rows[f"bundle via SDK ({precision.upper()})"] = row
+        rows[f"bundle via SDK ({precision.upper()})"] = record_report(y, proba)
         timings[precision] = time.perf_counter() - tic
     probe_path = (run_dir or Path()) / "probe.json"
     probe = (
@@ -102,13 +111,7 @@ def run(
             rows[f"linear probe, torch FP32 ({key.replace('_', ' ')})"] = probe[key]
     for key, value in probe.get("rows", {}).items():  # a multimodal run's modality ablation
         rows[f"linear probe, torch FP32 ({key} ++ RR)"] = value
-    header = [
-        "model",
-        "challenge F1 [95% CI]",
-        "4-class macro F1",
-        "F1 N / A / O / ~",
-        "AUROC N vs (A+O)",
-    ]
+    header = ["model", *HEADER]
     table = md_table(header, [_row(k, v) for k, v in rows.items()])
     anchors = md_table(
         ["anchor", "figures"],

@@ -22,10 +22,10 @@ from sdk.events import WindowEvent
 from sdk.pipeline import StreamPipeline
 from sdk.preprocess import preprocess
 from trainer.bench.report import md_table, write_result
-from trainer.bench.rhythm import _row, val_records
+from trainer.bench.rhythm import HEADER, _row, record_report, val_records
 from trainer.data import records as rec
 from trainer.data.noise import NOISE_TYPES, noise_source, scale_for_snr
-from trainer.metrics import encode, rhythm_report
+from trainer.metrics import encode
 
 
 def noisy_signal(x: np.ndarray, fs: float, index: int, snr_db: float, spec: Any) -> np.ndarray:
@@ -75,9 +75,9 @@ def run(
         for denoise in (False, True):
             key = f"{tag}, {'with' if denoise else 'without'} denoiser"
             tic = time.perf_counter()
-            rows[key] = rhythm_report(y, record_probabilities(bundle_dir, names, level, denoise))
+            rows[key] = record_report(y, record_probabilities(bundle_dir, names, level, denoise))
             seconds[key] = time.perf_counter() - tic
-    header = ["condition", "challenge F1 [95% CI]", "4-class macro F1", "AUROC N vs (A+O)"]
+    header = ["condition", *HEADER]
     table = md_table(header, [_row(k, v) for k, v in rows.items()])
     den = next(f for f in manifest.files if f.role == "denoiser")
     levels_arg = ",".join("clean" if lv is None else f"{lv:g}" for lv in levels)
