@@ -7,13 +7,12 @@ no network: it cuts each CinC 2017 training record (the split the bundle's head 
 on, from its provenance) the way the device does (:func:`sdk.windowing.record_windows`,
 with the bundle's denoiser), computes the head's input with the bundle's own ONNX graphs
 (:class:`sdk.classifier.WindowClassifier`, FP32 embedders, the bundle's default t), and fits
-the same
-class-balanced softmax head (:func:`sdk.head.fit_softmax_head`). The head then assumes the
-pipeline denoises (``StreamPipeline(denoise=True)``, the default; the pipeline warns
-otherwise). The INT8 raw embedder's
-layers kept in float were chosen for the old head, so its layer search is run again for the
-new one, on device-path windows of the same training records
-(:func:`export.multimodal.search_int8_layers`). Validation records are never read.
+the same class-balanced softmax head (:func:`sdk.head.fit_softmax_head`). The head then
+assumes the pipeline denoises (``StreamPipeline(denoise=True)``, the default; the pipeline
+warns otherwise). The INT8 raw embedder's layers kept in float were chosen for the old head,
+so its layer search is run again for the new one, on device-path windows of the same
+training records (:func:`export.multimodal.search_int8_layers`). Validation records are
+never read.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from sdk.bundle import Bundle, load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.head import fit_softmax_head
-from sdk.windowing import record_windows
+from sdk.windowing import RecordWindows, record_windows
 from trainer.data import records as rec
 from trainer.data.splits import stratified_split
 from trainer.errors import ConfigError
@@ -80,6 +80,27 @@ def training_records(bundle: Bundle) -> list[str]:
     return train
 
 
+def _record_windows(
+    bundle: Bundle, names: list[str], denoiser: WindowDenoiser | None, *, progress: bool = False
+) -> Iterator[tuple[int, rec.Record, RecordWindows]]:
+    """Each CinC 2017 record of ``names`` (index, record) cut as the device cuts it."""
+    m = bundle.manifest
+    for i, name in enumerate(tqdm(names, desc="device features", unit="rec", disable=not progress)):
+        r = rec.read_cinc2017(name)
+        yield (
+            i,
+            r,
+            record_windows(
+                r.signal[:, 0],
+                r.fs,
+                m.preprocess,
+                m.window_samples,
+                m.hop_samples,
+                denoiser=denoiser,
+            ),
+        )
+
+
 def device_features(
     bundle: Bundle, names: list[str], *, denoise: bool = True, threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,24 +120,19 @@ def device_features(
     def run_pending() -> None:
         if not pending:
             return
-        lorenz = [p.lorenz for p in pending]
         batch = WindowInputs(
             np.concatenate([p.windows for p in pending]),
             np.concatenate([p.rr for p in pending]),
-            None if any(x is None for x in lorenz) else np.concatenate(lorenz),  # type: ignore[arg-type]
+            np.concatenate([p.lorenz for p in pending]),  # type: ignore[misc]
         )
         feats.append(classifier.features(batch, steps))
         pending.clear()
 
-    for i, name in enumerate(tqdm(names, desc="device features", unit="rec")):
-        r = rec.read_cinc2017(name)
-        rw = record_windows(
-            r.signal[:, 0], r.fs, m.preprocess, m.window_samples, m.hop_samples, denoiser=denoiser
-        )
+    for i, r, rw in _record_windows(bundle, names, denoiser, progress=True):
         pending.append(WindowInputs(rw.windows, rw.rr, rw.lorenz))
         if r.label not in classes:
             raise ConfigError(
-                f"cinc2017/{name}: label {r.label!r} is not a class of the bundle {classes}",
+                f"cinc2017/{names[i]}: label {r.label!r} is not a class of the bundle {classes}",
                 key="labels",
             )
         labels.append(np.full(rw.starts.size, classes.index(r.label), dtype=np.int64))
@@ -132,14 +148,10 @@ def calibration_inputs(
 ) -> WindowInputs:
     """``n`` device-path windows (denoised when the bundle has a denoiser) of randomly chosen
     records of ``names``, for the INT8 layer search."""
-    m = bundle.manifest
-    denoiser = WindowDenoiser(bundle) if m.has("denoiser") else None
+    denoiser = WindowDenoiser(bundle) if bundle.manifest.has("denoiser") else None
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     parts: list[WindowInputs] = []
-    for i in np.random.default_rng(seed).permutation(len(names)):
-        r = rec.read_cinc2017(names[i])
-        rw = record_windows(
-            r.signal[:, 0], r.fs, m.preprocess, m.window_samples, m.hop_samples, denoiser=denoiser
-        )
+    for _, _, rw in _record_windows(bundle, order, denoiser):
         parts.append(WindowInputs(rw.windows, rw.rr, rw.lorenz))
         if sum(len(p) for p in parts) >= n:
             break
