@@ -38,7 +38,7 @@ from sdk.denoiser import WindowDenoiser
 from sdk.head import fit_softmax_head
 from sdk.windowing import RecordWindows, record_windows
 from trainer.data import records as rec
-from trainer.data.splits import stratified_split
+from trainer.data.datasets import cinc2017_record_names
 from trainer.errors import ConfigError
 
 #: L2 strength of the head fit; the trainer's (:func:`trainer.fusion._score_rows`).
@@ -62,14 +62,7 @@ def training_records(bundle: Bundle) -> list[str]:
             f"the bundle's provenance.training_data lacks {missing}: its head's split is unknown",
             key="provenance.training_data",
         )
-    labels = rec.cinc2017_labels_cached()
-    names = sorted(labels)
-    train, _ = stratified_split(
-        names,
-        [labels[n] for n in names],
-        val_fraction=float(data["val_fraction"]),
-        seed=int(data["split_seed"]),
-    )
+    train, _ = cinc2017_record_names(int(data["split_seed"]), float(data["val_fraction"]))
     expected = data.get("train_records")
     if expected is not None and len(train) != int(expected):
         raise ConfigError(
@@ -210,7 +203,7 @@ def refit_head(
     base = load_bundle(base_bundle)
     m = base.manifest
     used = m.file("denoiser") if m.has("denoiser") else None  # the file the pipeline runs
-    if used is not None and WindowDenoiser(base).leads != 1:
+    if used is not None and used.inputs[0].shape[1] != 1:  # (batch, leads, window)
         raise ConfigError(
             "the bundle's denoiser takes several leads; CinC 2017 records have one",
             key="denoiser",

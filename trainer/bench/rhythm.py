@@ -22,7 +22,7 @@ from sdk.pipeline import StreamPipeline
 from trainer.bench.report import md_table, write_result
 from trainer.config import DataConfig
 from trainer.data import records as rec
-from trainer.data.splits import stratified_split
+from trainer.data.datasets import cinc2017_record_names
 from trainer.metrics import CLASSES, encode, f1_per_class, rhythm_report
 
 ANCHORS = {
@@ -34,12 +34,7 @@ ANCHORS = {
 
 
 def val_records(split_seed: int, val_fraction: float) -> list[str]:
-    labels = rec.cinc2017_labels_cached()
-    names = sorted(labels)
-    _, val = stratified_split(
-        names, [labels[n] for n in names], val_fraction=val_fraction, seed=split_seed
-    )
-    return val
+    return cinc2017_record_names(split_seed, val_fraction)[1]
 
 
 def stream_record_probabilities(bundle_dir: Path, names: list[str], precision: str) -> np.ndarray:

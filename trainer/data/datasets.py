@@ -234,6 +234,15 @@ def synthetic_windows(cfg: DataConfig, n_records: int = 24) -> WindowSet:
     )
 
 
+def cinc2017_record_names(split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, val) CinC 2017 record names of :func:`cinc2017_split`, without reading signals."""
+    labels = rec.cinc2017_labels_cached()
+    names = sorted(labels)
+    return stratified_split(
+        names, [labels[n] for n in names], val_fraction=val_fraction, seed=split_seed
+    )
+
+
 def cinc2017_split(cfg: DataConfig) -> tuple[WindowSet, WindowSet]:
     """(train, val) windows of CinC 2017, split by record, stratified by label, fixed seed."""
     ws = load_windows("cinc2017", cfg)
