@@ -263,6 +263,15 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             report=args.report or "noise_stress",
         )
         return 0
+    if args.name == "rpeak-tuning":
+        from trainer.bench.rpeak_tuning import run as run_rpeak_tuning
+
+        run_rpeak_tuning(
+            Path(args.out),
+            bundle_dir=Path(args.bundle) if args.bundle else None,
+            report=args.report or "rpeak_tuning",
+        )
+        return 0
     if args.name == "anomaly":
         from trainer.bench.anomaly import run as run_anomaly
 
@@ -556,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
             "personalize",
             "denoise",
             "noise-stress",
+            "rpeak-tuning",
             "rhythm-noise",
             "lru",
             "dacl",
@@ -589,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
     b.add_argument(
         "--report",
-        help="rhythm, stream, noise-stress, anomaly, denoise, personalize: name of the report "
+        help="rhythm, stream, noise-stress, rpeak-tuning, anomaly, denoise, personalize: name "
+        "of the report "
         "files (default: the benchmark's)",
     )
     b.add_argument(

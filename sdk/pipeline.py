@@ -7,8 +7,11 @@ the newest window → quality check → embedder at the user's t → head → a
 
 A window is analysed once the R-peak detector can no longer add a beat inside it
 (``PEAK_LAG_S`` after its end), so its RR features equal those computed offline on the
-whole record. At the end of a stream :meth:`StreamPipeline.close` analyses the tail the
-way training windows were cut (a last window aligned to the end; a short stream gives one
+whole record. A pipeline that runs the bundle's denoiser finds each window's beats (heart
+rate, RR features, Lorenz image) in the denoised window instead
+(:func:`sdk.rpeaks.denoised_window_rpeaks`) and analyses a window as soon as it is complete.
+At the end of a stream :meth:`StreamPipeline.close` analyses the tail the way training
+windows were cut (a last window aligned to the end; a short stream gives one
 zero-padded window).
 
 With a bundle that has a stateful step model (manifest ``streaming``, e.g. DiffAE-LRU) the
@@ -43,7 +46,7 @@ from sdk.modalities import lorenz_image, rr_from_peaks
 from sdk.preprocess import Preprocessor, standardize_window
 from sdk.quality import SETTLE_RESIDUAL_MV, assess_quality
 from sdk.ringbuffer import GAP_BEFORE, RingBuffer
-from sdk.rpeaks import StreamingRPeakDetector, heart_rate_bpm
+from sdk.rpeaks import StreamingRPeakDetector, denoised_window_rpeaks, heart_rate_bpm
 from sdk.rr import rr_features
 from sdk.step_stream import StepStream, step_model_problem
 
@@ -110,9 +113,12 @@ class StreamPipeline:
         reason in :attr:`profile_error`.
     precision : embedder precision (default: the most compact in the bundle).
     threads, backend : ONNX Runtime threads and provider (``"cpu"``, ``"cuda"``, ``"tensorrt"``).
-    buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag.
+    buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag (if any).
     on_event : callback receiving every event (more with :meth:`add_callback`).
-    denoise : run the bundle's ``denoiser`` (if it has one) on each window before the embedder.
+    denoise : run the bundle's ``denoiser`` (if it has one) on each window before the embedder;
+        the window's beats (heart rate, RR features, Lorenz image) then come from the denoised
+        window, and windows are analysed without waiting ``PEAK_LAG_S`` for the stream's
+        R-peak detector.
     stateful : embed with the bundle's step model, one block at a time (:mod:`sdk.step_stream`).
         ``None``: when the bundle has one it can use (raw-only bundle, no denoiser running)
         and the window hop is one step block (at a longer hop several step calls cost more
@@ -157,12 +163,15 @@ class StreamPipeline:
         self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
         self.window = m.window_samples
         self.hop = self._hop_samples(hop_s)
-        self._lag = int(round(PEAK_LAG_S * self.fs))
         self._settle = self._settle_envelope()
         look_back = int(math.ceil(self._settle.size * self.fs / self.fs_in))
+        # the stream's R-peaks must be final inside a window before it is analysed; a denoising
+        # pipeline finds each window's beats in the denoised window instead, without waiting
+        lag_s = 0.0 if denoise and any(f.role == "denoiser" for f in m.files) else PEAK_LAG_S
+        self._lag = int(round(lag_s * self.fs))
         if buffer_s * self.fs < self.window + self._lag + self.hop + look_back:
             raise ConfigError(
-                f"buffer_s ({buffer_s}) must hold a window, a hop, {PEAK_LAG_S} s and the "
+                f"buffer_s ({buffer_s}) must hold a window, a hop, {lag_s} s and the "
                 f"filters' settling time ({look_back / self.fs:.2f} s)",
                 field="buffer_s",
             )
@@ -481,7 +490,10 @@ class StreamPipeline:
 
     # -- windows ------------------------------------------------------------------------------
     def _feed_rpeaks(self, *, force: bool) -> None:
-        """R-peak detection runs in batches (its result does not depend on the split)."""
+        """R-peak detection runs in batches (its result does not depend on the split); a
+        denoising pipeline detects in each denoised window instead."""
+        if self.denoiser is not None:
+            return
         pending = self._model_buf.total_written - self._rpeaks.n_processed
         if pending and (force or pending >= self._rpeak_batch):
             y, _, _ = self._model_buf.read_range(self._rpeaks.n_processed, pending)
@@ -492,7 +504,7 @@ class StreamPipeline:
         ready = total if final else total - self._lag
         window_due = self._next_start + self.window <= ready
         self._feed_rpeaks(force=window_due or final)
-        if final:
+        if final and self.denoiser is None:
             self._add_peaks(self._rpeaks.flush())
         while self._next_start + self.window <= ready:
             self._analyse(self._next_start, self.window, out)
@@ -516,9 +528,13 @@ class StreamPipeline:
             before=self._held_before(raw_start, raw_flags),
             settle=self._settle,
         )
-        peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
         step = self.step_stream.take(start, n) if self.step_stream is not None else None
-        proba = self._probabilities(seg, peaks, step)
+        x = self._embedder_input(seg) if step is None else None
+        if self.denoiser is not None and x is not None:
+            peaks = denoised_window_rpeaks(x[0, 0], seg.shape[0], self.fs)
+        else:
+            peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
+        proba = self._probabilities(x, peaks, step)
         latency_ms = 1000.0 * (time.perf_counter() - tic) + (step[1] if step else 0.0)
         classes = self.bundle.manifest.classes
         failed = not np.all(np.isfinite(proba))
@@ -573,21 +589,25 @@ class StreamPipeline:
             return before[gaps[-1] :, 1]
         return np.r_[0.0, before[:, 1]] if start == 0 else before[:, 1]
 
+    def _embedder_input(self, seg: np.ndarray) -> np.ndarray:
+        """A window's (1, 1, window) embedder input: denoised when the pipeline denoises."""
+        if self.denoiser is not None:
+            return self.denoiser.denoise_window(seg, self.lead)
+        x = np.zeros((1, 1, self.window), dtype=np.float32)
+        x[0, 0, : seg.shape[0]] = standardize_window(seg[:, self.lead])
+        return x
+
     def _probabilities(
-        self, seg: np.ndarray, peaks: np.ndarray, step: tuple[np.ndarray, float] | None
+        self, x: np.ndarray | None, peaks: np.ndarray, step: tuple[np.ndarray, float] | None
     ) -> np.ndarray:
         """A window's class probabilities: the head on the step model's embedding (``step``)
-        or on the whole-window embedders' (denoised first when the pipeline denoises)."""
+        or on the whole-window embedders' of ``x`` (:meth:`_embedder_input`)."""
         head = self.profile.head if self.profile is not None else None
         rr = rr_features(peaks, self.fs)[None]
         if step is not None:
             feats = self.classifier.combine({"raw": (step[0], None)}, rr)
             return self.classifier.head_probabilities(feats, head)[0]
-        if self.denoiser is not None:
-            x = self.denoiser.denoise_window(seg, self.lead)
-        else:
-            x = np.zeros((1, 1, self.window), dtype=np.float32)
-            x[0, 0, : seg.shape[0]] = standardize_window(seg[:, self.lead])
+        assert x is not None
         lorenz = (
             lorenz_image(rr_from_peaks(peaks, self.fs))[None]
             if "lorenz" in self.classifier.modalities

@@ -10,7 +10,7 @@ import numpy as np
 from sdk.errors import ConfigError
 from sdk.modalities import LorenzSpec, lorenz_image, rr_from_peaks
 from sdk.preprocess import PreprocessSpec, preprocess, standardize_window
-from sdk.rpeaks import detect_rpeaks
+from sdk.rpeaks import denoised_window_rpeaks, detect_rpeaks
 from sdk.rr import RR_FEATURE_NAMES, rr_features
 
 if TYPE_CHECKING:
@@ -87,18 +87,19 @@ def record_windows(
 ) -> RecordWindows:
     """One lead (n,) in mV at ``fs_in`` → :class:`RecordWindows` at ``spec.fs``.
 
-    Preprocessing, R-peaks (on the whole record, as a stream finds them), windowing,
-    standardization, RR features and Lorenz images are the device's own code. With a 1-lead
-    ``denoiser`` each window is denoised from its band-passed segment exactly as
-    ``StreamPipeline(denoise=True)`` does (:meth:`WindowDenoiser.denoise_window`); R-peaks
-    and RR features come from the signal before denoising, as in the pipeline.
+    Preprocessing, R-peaks, windowing, standardization, RR features and Lorenz images are the
+    device's own code. Without a denoiser, R-peaks are found on the whole record, as a stream
+    finds them. With a 1-lead ``denoiser`` each window is denoised from its band-passed segment
+    exactly as ``StreamPipeline(denoise=True)`` does (:meth:`WindowDenoiser.denoise_window`),
+    and its R-peaks, RR features and Lorenz image come from the denoised window
+    (:func:`sdk.rpeaks.denoised_window_rpeaks`), as in the pipeline.
     """
     if denoiser is not None and denoiser.leads != 1:
         raise ConfigError(
             f"record_windows takes one lead; the denoiser takes {denoiser.leads}", field="denoiser"
         )
     y = preprocess(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
-    peaks = detect_rpeaks(y, spec.fs)
+    peaks = detect_rpeaks(y, spec.fs) if denoiser is None else None
     starts = window_starts(y.shape[0], window, hop, tail)
     wins = np.zeros((starts.size, 1, window), dtype=np.float32)
     feats = np.zeros((starts.size, len(RR_FEATURE_NAMES)), dtype=np.float32)
@@ -107,10 +108,12 @@ def record_windows(
     for i, s in enumerate(starts):
         seg = y[s : s + window]
         if denoiser is None:
+            assert peaks is not None
             wins[i, 0, : seg.shape[0]] = standardize_window(seg)
+            inside = peaks[(peaks >= s) & (peaks < s + window)] - s
         else:
             wins[i] = denoiser.denoise_window(seg[:, None], 0)[0]
-        inside = peaks[(peaks >= s) & (peaks < s + window)] - s
+            inside = denoised_window_rpeaks(wins[i, 0], seg.shape[0], spec.fs)
         feats[i] = rr_features(inside, spec.fs)
         lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))
     return RecordWindows(wins, feats, lorenz, starts, spec.fs, denoised=denoiser is not None)

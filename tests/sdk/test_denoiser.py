@@ -105,6 +105,51 @@ def test_streaming_with_denoiser_equals_offline(bundle, ecg):
     assert all(e.denoised for e in whole)
 
 
+def test_a_denoising_pipeline_takes_each_windows_beats_from_the_denoised_window(
+    bundle, ecg, monkeypatch
+):
+    from sdk import pipeline as pipeline_module
+    from sdk.rpeaks import denoised_window_rpeaks, heart_rate_bpm
+    from sdk.rr import rr_features
+    from sdk.windowing import record_windows
+
+    m = bundle.manifest
+    events = _stream(bundle, ecg.signal, [500])
+    rw = record_windows(
+        ecg.signal,
+        FS,
+        m.preprocess,
+        m.window_samples,
+        m.hop_samples,
+        denoiser=WindowDenoiser(bundle, threads=1),
+    )
+    assert len(events) == rw.windows.shape[0]
+    for i, e in enumerate(events):
+        peaks = denoised_window_rpeaks(rw.windows[i, 0], m.window_samples, m.fs)
+        assert e.n_beats == peaks.size > 5
+        assert e.heart_rate_bpm == pytest.approx(heart_rate_bpm(peaks, m.fs))
+        np.testing.assert_allclose(rw.rr[i], rr_features(peaks, m.fs), rtol=1e-6)
+    # the events' beats are the denoised window's: a stand-in detector shows through
+    monkeypatch.setattr(
+        pipeline_module, "denoised_window_rpeaks", lambda x, n, fs: np.array([10, 138, 266])
+    )
+    fixed = _stream(bundle, ecg.signal[: int(30 * FS)], [500])
+    assert fixed and all(e.n_beats == 3 and e.heart_rate_bpm == 60.0 for e in fixed)
+    off = _stream(bundle, ecg.signal[: int(30 * FS)], [500], denoise=False)
+    assert all(e.n_beats > 10 for e in off)  # without the denoiser: the stream's detector
+
+
+def test_a_denoising_pipeline_does_not_wait_for_the_streams_r_peaks(bundle, ecg):
+    from sdk.pipeline import PEAK_LAG_S, PROCESS_BATCH_S
+
+    x = ecg.signal[: int((10.0 + PROCESS_BATCH_S + 0.5) * FS)]  # one window, < PEAK_LAG_S more
+    assert PROCESS_BATCH_S + 0.5 < PEAK_LAG_S
+    for denoise, expected in ((True, 1), (False, 0)):
+        p = StreamPipeline(bundle, fs_in=FS, precision="fp32", denoise=denoise)
+        events = [e for i in range(0, len(x), 125) for e in p.push(x[i : i + 125])]
+        assert len([e for e in events if isinstance(e, WindowEvent)]) == expected
+
+
 def test_denoiser_changes_the_embedder_input_and_can_be_switched_off(bundle, ecg):
     on = _stream(bundle, ecg.signal, [500])
     off = _stream(bundle, ecg.signal, [500], denoise=False)

@@ -115,8 +115,7 @@ def test_bad_blocks_are_refused_and_nothing_is_lost(bundle, ecg):
     with pytest.raises(BlockError):
         p.push(np.array(["a", "b"]))
     assert p.push(np.zeros(0)) == []
-    p.push(x[500:], timestamp_s=2.0)
-    events = p.close()
+    events = p.push(x[500:], timestamp_s=2.0) + p.close()
     assert p.stats.blocks_rejected == 4
     assert p.stats.samples_in == len(x)
     reference = probs(stream(bundle, x, [len(x)])[1])

@@ -156,3 +156,53 @@ def test_mitdb_sensitivity_and_ppv(record: str) -> None:
     back = np.round((det128 / 128.0 - rs.delay_s) * fs).astype(np.int64)
     tp = match_count(ref, back, tol)
     assert tp / ref.size >= 0.97 and tp / back.size >= 0.97, (tp, ref.size, back.size)
+
+
+# ---------------------------------------------------------------- search-back rule
+def _regular_with_small_beat_and_artefact(fs: float) -> tuple[np.ndarray, float, float]:
+    """Regular 75 bpm ECG; one beat shrunk to 0.3 and, 0.45 s after the beat before it, a
+    narrow artefact of 0.45 mV: both below I1, the artefact the larger. Returns the signal,
+    the small beat's and the artefact's times (s)."""
+    t = np.arange(int(60.0 * fs)) / fs
+    r_times = 0.5 + 0.8 * np.arange(73)
+    x = np.zeros_like(t)
+    small = r_times[40]
+    for r in r_times:
+        scale = 0.3 if r == small else 1.0
+        for offset, amp, width in _WAVES:
+            x += scale * amp * np.exp(-0.5 * ((t - r - offset) / width) ** 2)
+    artefact = r_times[39] + 0.45
+    x += 0.45 * np.exp(-0.5 * ((t - artefact) / 0.012) ** 2)
+    return x, small, artefact
+
+
+def _found(peaks: np.ndarray, fs: float, when: float) -> bool:
+    return bool(np.any(np.abs(peaks / fs - when) <= 0.05))
+
+
+def test_search_back_takes_the_beat_where_the_rhythm_expects_it() -> None:
+    fs = 128.0
+    x, small, artefact = _regular_with_small_beat_and_artefact(fs)
+    default = detect_rpeaks(x, fs)
+    assert _found(default, fs, small) and not _found(default, fs, artefact)
+    assert default.size == 73
+    # Pan and Tompkins' rule takes the larger artefact and then misses the small beat
+    paper = detect_rpeaks(x, fs, search_back_threshold=0.5, search_back_pick="largest")
+    assert _found(paper, fs, artefact) and not _found(paper, fs, small)
+    # the small beat lies below the paper's I2 = I1 / 2 without the artefact too
+    clean = x - 0.45 * np.exp(-0.5 * ((np.arange(x.size) / fs - artefact) / 0.012) ** 2)
+    assert not _found(detect_rpeaks(clean, fs, search_back_threshold=0.5), fs, small)
+    assert _found(detect_rpeaks(clean, fs), fs, small)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"search_back_threshold": -0.1},
+        {"search_back_threshold": 1.5},
+        {"search_back_pick": "first"},
+    ],
+)
+def test_search_back_options_checked(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        StreamingRPeakDetector(128.0, **kwargs)

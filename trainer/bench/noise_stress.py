@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from sdk.preprocess import Preprocessor, PreprocessSpec
 from sdk.rpeaks import detect_rpeaks
-from trainer.bench.report import md_table, write_result
+from trainer.bench import stream_heart_rate as hr
+from trainer.bench.report import md_table, once_per_message, write_result
 from trainer.data import records as rec
 from trainer.data.noise import NOISE_PARTS, NSTDB_FS, em_segments
 
@@ -182,16 +183,42 @@ def run(
     command = "ecgedge bench noise-stress" + (f" --bundle {bundle_dir}" if bundle_dir else "")
     command += f" --report {report}" if report != "noise_stress" else ""
     md = _markdown(summary, command, bundle_name, den)
+    heart_rate = None
+    if den is not None and bundle_dir is not None:
+        heart_rate = _stream_heart_rate(bundle_dir, jobs)
+        md += "\n\n" + hr.markdown(heart_rate)
     result = {
         "command": command,
         "bundle": bundle_name,
         "denoiser_precision": den.precision if den is not None else None,
         "tolerance_s": TOLERANCE_S,
         "summary": summary,
+        "stream_heart_rate": heart_rate,
     }
     write_result(out_dir, report, result, md)
     print(md)
     return result
+
+
+def _stream_heart_rate(bundle_dir: Path, jobs: list[tuple[str, str, str]]) -> dict:
+    """``[level][mode][span]`` → :func:`trainer.bench.stream_heart_rate.summarize`."""
+    from sdk.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    pooled: dict[str, dict[str, dict[str, list[float]]]] = {}
+    with once_per_message("sdk.pipeline"):
+        for name, database, level in tqdm(jobs, desc="noise-stress: stream HR", unit="rec"):
+            r = rec.read_nstdb(name) if database == "nstdb" else rec.read_mitdb(name)
+            noisy = spans_of(r.signal.shape[0])["noisy"] if database == "nstdb" else None
+            for mode, spans in hr.record_errors(bundle, r, noisy or []).items():
+                for span, errors in spans.items():
+                    pooled.setdefault(level, {}).setdefault(mode, {}).setdefault(span, []).extend(
+                        errors
+                    )
+    return {
+        lv: {m: {s: hr.summarize(e) for s, e in spans.items()} for m, spans in modes.items()}
+        for lv, modes in pooled.items()
+    }
 
 
 def _denoiser_text(den: Any) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,30 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+class _OncePerMessage(logging.Filter):
+    """Let each distinct log message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
+
+
+@contextmanager
+def once_per_message(logger: str) -> Iterator[None]:
+    """Within the block, ``logger`` logs each distinct message once (a benchmark that opens one
+    pipeline per record would repeat its warnings hundreds of times)."""
+    once = _OncePerMessage()
+    log = logging.getLogger(logger)
+    log.addFilter(once)
+    try:
+        yield
+    finally:
+        log.removeFilter(once)

@@ -21,7 +21,7 @@ from sdk.bundle import load_bundle
 from sdk.events import WindowEvent
 from sdk.pipeline import StreamPipeline
 from sdk.preprocess import preprocess
-from trainer.bench.report import md_table, write_result
+from trainer.bench.report import md_table, once_per_message, write_result
 from trainer.bench.rhythm import HEADER, _row, record_report, val_records
 from trainer.data import records as rec
 from trainer.data.noise import NOISE_TYPES, noise_source, scale_for_snr
@@ -47,14 +47,15 @@ def record_probabilities(
     bundle = load_bundle(bundle_dir)
     out = np.zeros((len(names), len(bundle.manifest.classes)))
     desc = f"rhythm {'clean' if snr_db is None else f'{snr_db:+.0f} dB'} denoise={denoise}"
-    for i, name in enumerate(tqdm(names, desc=desc, unit="rec", leave=False)):
-        r = rec.read_cinc2017(name)
-        x = r.signal[:, 0].astype(np.float64)
-        if snr_db is not None:
-            x = noisy_signal(x, r.fs, i, snr_db, bundle.manifest.preprocess)
-        p = StreamPipeline(bundle, fs_in=r.fs, denoise=denoise)
-        events = [e for e in p.push(x) + p.close() if isinstance(e, WindowEvent)]
-        out[i] = np.mean([list(e.probabilities.values()) for e in events], axis=0)
+    with once_per_message("sdk.pipeline"):
+        for i, name in enumerate(tqdm(names, desc=desc, unit="rec", leave=False)):
+            r = rec.read_cinc2017(name)
+            x = r.signal[:, 0].astype(np.float64)
+            if snr_db is not None:
+                x = noisy_signal(x, r.fs, i, snr_db, bundle.manifest.preprocess)
+            p = StreamPipeline(bundle, fs_in=r.fs, denoise=denoise)
+            events = [e for e in p.push(x) + p.close() if isinstance(e, WindowEvent)]
+            out[i] = np.mean([list(e.probabilities.values()) for e in events], axis=0)
     return out
 
 

@@ -1,0 +1,88 @@
+"""Tests of trainer.bench.rpeak_tuning (the search-back rule's tuning set and choice)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.bench import rpeak_tuning as rt
+from trainer.data.denoise_data import NOISE_STRESS_RECORDS, record_split
+
+
+def _result(se6: float, pp6: float, clean_pp: float, at12: float = 99.5) -> dict:
+    cell = lambda se, pp: {"se": se, "pp": pp}  # noqa: E731
+    return {
+        "12 dB / raw": cell(at12, at12),
+        "6 dB / raw": cell(se6, pp6),
+        "clean / raw": cell(99.9, clean_pp),
+    }
+
+
+def test_choice_maximizes_the_worse_of_se_and_pp_at_6_db_within_the_limits():
+    results = {
+        rt.PAPER_RULE: _result(95.0, 98.0, 99.90),
+        (0.2, "largest"): _result(97.0, 97.5, 99.88),  # best allowed: min 97.0
+        (0.1, "nearest"): _result(98.0, 96.5, 99.89),  # min 96.5
+        (0.0, "nearest"): _result(98.5, 98.5, 99.80),  # loses 0.10 clean +P: not allowed
+        (0.05, "nearest"): _result(99.0, 99.0, 99.9, at12=98.9),  # 12 dB below 99: not allowed
+    }
+    assert rt.choose(results, "raw") == (0.2, "largest")
+    # nothing allowed but the paper's rule: the paper's rule
+    only_paper = {rt.PAPER_RULE: _result(95.0, 98.0, 99.9, at12=98.0)}
+    assert rt.choose(only_paper, "raw") == rt.PAPER_RULE
+
+
+def test_qrs_power_is_squared_median_peak_to_peak_over_8():
+    fs = 360.0
+    x = np.zeros(3600)
+    beats = np.array([500, 1000, 1500, 2000])
+    for b, amp in zip(beats, (1.0, 2.0, 2.0, 3.0), strict=True):
+        x[b] = amp
+    assert rt.qrs_power(x, beats, fs) == pytest.approx(2.0**2 / 8)
+    with pytest.raises(ValueError):
+        rt.qrs_power(x, np.array([1]), fs)
+
+
+def test_noisy_mask_follows_nstdb_layout():
+    fs = 360.0
+    n = int(30 * 60 * fs)
+    on = rt.noisy_mask(n, fs)
+    minutes = np.arange(n) / fs / 60
+    assert not on[minutes < 5].any()
+    assert on[(minutes >= 5.01) & (minutes < 6.99)].all()
+    assert not on[(minutes >= 7.01) & (minutes < 8.99)].any()
+    assert on.mean() == pytest.approx(13 / 30, abs=0.01)
+
+
+@pytest.mark.data("mitdb")
+def test_tuning_records_are_neither_noise_stress_nor_denoiser_training_records():
+    names = rt.tuning_records(rt.DEFAULT_SPLIT)
+    train = record_split("mitdb", 0.2, 2017, 0.1).train
+    assert names and not set(names) & set(NOISE_STRESS_RECORDS) and not set(names) & set(train)
+
+
+@pytest.mark.data("mitdb", "nstdb")
+def test_nstdb_labels_are_our_snr_plus_one_offset():
+    offset, per = rt.nstdb_snr_offset()
+    assert len(per) == 2 * len(rt.LEVELS_DB)
+    # the same offset holds for every record and level (within 0.5 dB), as the mixing assumes
+    assert max(abs(v - offset) for v in per.values()) < 0.5
+    assert 3.0 < offset < 12.0
+
+
+@pytest.mark.data("mitdb", "nstdb")
+def test_added_noise_hits_the_requested_snr_on_the_nstdb_segments_only():
+    from trainer.data import records
+
+    r = records.read_mitdb("122")
+    x = r.signal[:, 0].astype(np.float64)
+    beats = r.annotations.beat_samples
+    noisy = rt.add_noise(x, beats, r.fs, "em", -1.0, seed=3)
+    on = rt.noisy_mask(x.size, r.fs)
+    z = noisy - x
+    assert not z[~on].any() and z[on].std() > 0
+    got = 10 * np.log10(rt.qrs_power(x, beats, r.fs) / np.mean(np.square(z[on])))
+    assert got == pytest.approx(-1.0, abs=1e-9)
+    # seeded: the same seed gives the same noise, another seed another stretch
+    np.testing.assert_array_equal(noisy, rt.add_noise(x, beats, r.fs, "em", -1.0, seed=3))
+    assert not np.array_equal(noisy, rt.add_noise(x, beats, r.fs, "em", -1.0, seed=4))
