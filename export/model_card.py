@@ -58,7 +58,14 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"- INT8 (raw embedder): static QDQ, per-channel weights, calibrated on "
         f"{q['windows']} real windows; {len(q.get('layers_kept_float', []))} layers kept in float "
         f"where INT8 moved the class probabilities (budget {q.get('budget_mean_max_prob_change')}, "
-        f"reached {q.get('mean_max_prob_change', float('nan')):.4f} mean max |Δp|)",
+        f"reached {q.get('mean_max_prob_change', float('nan')):.4f} mean max |Δp|"
+        + (
+            f"; 99th percentile {q['p99_max_prob_change']:.4f}, budget "
+            f"{q.get('budget_p99_max_prob_change')}"
+            if "p99_max_prob_change" in q
+            else ""
+        )
+        + ")",
         f"- Input: {pre['fs']:.0f} Hz, band-pass {pre['low_hz']}–{pre['high_hz']} Hz, window "
         f"{m['window_samples']}, hop {m['hop_samples']} samples; default t = "
         f"{m['diffusion']['default_t']['raw']}",

@@ -406,25 +406,34 @@ def test_settling_sees_what_the_filters_saw_through_dropouts_and_at_the_start(bu
 
 def test_a_lead_resumes_after_a_gap_at_its_first_valid_value(bundle, ecg):
     """An invalid first sample after a gap is held at the post-gap level, not the pre-gap
-    one, so the filters settle where the signal resumes."""
+    one, so the filters settle where the signal resumes. A one-sample difference at a
+    window's start still moves the probabilities a little (up to 0.06 over five synthetic
+    records); resuming at the pre-gap level moves them by 0.36-0.91."""
     x, half = ecg.signal, int(30 * FS)
 
-    def run(first_nan):
+    def run(first: str):
         post = x[half:] - 8.0
-        if first_nan:
+        if first != "clean":
             post = post.copy()
-            post[0] = np.nan
+            post[0] = np.nan if first == "nan" else x[half - 1]  # "pre-gap": the old level
         p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
         events = p.push(x[:half], timestamp_s=0.0)
         events += p.push(post, timestamp_s=33.0)
         return [w for w in windows_of(events + p.close()) if w.start_s >= 33.0]
 
-    clean, first_nan = run(False), run(True)
-    assert len(clean) == len(first_nan) > 0  # zip below would hide a missing window
-    for a, b in zip(clean, first_nan):
-        assert not b.flagged or "nonfinite" in b.quality.flags
-        for c, p in a.probabilities.items():
-            assert b.probabilities[c] == pytest.approx(p, abs=0.01)
+    clean, first_nan, pre_gap = run("clean"), run("nan"), run("pre-gap")
+    assert len(clean) == len(first_nan) == len(pre_gap) > 0  # zip would hide a missing window
+    assert all(not b.flagged or "nonfinite" in b.quality.flags for b in first_nan)
+
+    def change(events) -> float:
+        return max(
+            abs(b.probabilities[c] - p)
+            for a, b in zip(clean, events, strict=True)
+            for c, p in a.probabilities.items()
+        )
+
+    assert change(first_nan) <= 0.06
+    assert change(first_nan) <= 0.1 * change(pre_gap)
 
 
 def test_auto_backend_reaches_the_denoiser_and_the_calibrator(bundle):

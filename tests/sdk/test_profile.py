@@ -110,8 +110,8 @@ def test_missing_profile(tmp_path):
 
 
 def _stream(pipeline: StreamPipeline, ecg) -> list:
-    pipeline.push(ecg.signal)
-    return [e for e in pipeline.close() if e.kind == "window"]
+    events = pipeline.push(ecg.signal) + pipeline.close()
+    return [e for e in events if e.kind == "window"]
 
 
 def test_pipeline_uses_a_profile_and_falls_back_from_a_bad_one(bundle, tmp_path, caplog):
