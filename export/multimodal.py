@@ -236,14 +236,15 @@ def search_int8_layers(
         )
         raw = (out[0], out[1] if len(out) > 1 else None)
         change = np.abs(proba(raw) - reference).max(axis=1)
-        last["mean"] = float(change.mean())
-        last["tail"] = float(np.quantile(change, INT8_TAIL_QUANTILE))
+        mean, tail = float(change.mean()), float(np.quantile(change, INT8_TAIL_QUANTILE))
         # a file over the tail budget counts as over budget, however small its mean
-        return last["mean"] if last["tail"] <= tail_budget else budget + last["tail"]
+        score = mean if tail <= tail_budget else budget + tail
+        trials[score] = (mean, tail)
+        return score
 
-    last: dict[str, float] = {}
+    trials: dict[float, tuple[float, float]] = {}  # score → (mean, p99) of each trial
     with tqdm(desc="INT8 layer sensitivity", unit="trial", leave=False) as bar:
-        kept, _ = mixed_precision_int8(
+        kept, score = mixed_precision_int8(
             root / "embedder.fp32.onnx",
             root / "embedder.int8.onnx",
             inputs.windows,
@@ -254,7 +255,10 @@ def search_int8_layers(
             progress=lambda _msg: bar.update(1),
             target=target,
         )
-    return kept, last["mean"], last["tail"]
+    # the written file's figures; when no layer fits, the least sensitive layer's (the score
+    # mixed_precision_int8 returns), not those of the float file it leaves behind
+    mean, tail = trials[score]
+    return kept, mean, tail
 
 
 def _add_int8(

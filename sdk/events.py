@@ -27,8 +27,9 @@ class WindowEvent:
     quality : signal-quality report of the raw samples under the window.
     flagged : True when the quality check failed, the window holds a gap or the model failed;
         episodes ignore it.
-    heart_rate_bpm : from the streaming R-peaks inside the window, None if too few beats.
-    n_beats : R-peaks inside the window.
+    heart_rate_bpm : from the window's R-peaks (found in the denoised window when ``denoised``,
+        else by the streaming detector), None if too few beats.
+    n_beats : R-peaks inside the window (the same source).
     t : diffusion step the embedder ran at.
     denoised : whether a denoiser ran before the embedder.
     personalized : whether a user profile's head and t produced it.

@@ -170,9 +170,10 @@ class StreamPipeline:
         lag_s = 0.0 if denoise and any(f.role == "denoiser" for f in m.files) else PEAK_LAG_S
         self._lag = int(round(lag_s * self.fs))
         if buffer_s * self.fs < self.window + self._lag + self.hop + look_back:
+            lag = f", the R-peak lag ({lag_s} s)" if lag_s else ""
             raise ConfigError(
-                f"buffer_s ({buffer_s}) must hold a window, a hop, {lag_s} s and the "
-                f"filters' settling time ({look_back / self.fs:.2f} s)",
+                f"buffer_s ({buffer_s}) must hold a window, a hop{lag} and the filters' "
+                f"settling time ({look_back / self.fs:.2f} s)",
                 field="buffer_s",
             )
         self.classifier = WindowClassifier(

@@ -139,6 +139,49 @@ def test_a_denoising_pipeline_takes_each_windows_beats_from_the_denoised_window(
     assert all(e.n_beats > 10 for e in off)  # without the denoiser: the stream's detector
 
 
+@pytest.mark.parametrize("seconds", [67.3, 4.0])  # an end-aligned tail window; one short window
+def test_window_beats_equal_record_windows_on_tail_and_short_streams(bundle, ecg, seconds):
+    from sdk.preprocess import preprocess
+    from sdk.rpeaks import denoised_window_rpeaks
+    from sdk.rr import rr_features
+    from sdk.windowing import record_windows
+
+    m = bundle.manifest
+    x = ecg.signal[: int(seconds * FS)]
+    events = _stream(bundle, x, [500])
+    rw = record_windows(
+        x,
+        FS,
+        m.preprocess,
+        m.window_samples,
+        m.hop_samples,
+        denoiser=WindowDenoiser(bundle, threads=1),
+    )
+    n_model = preprocess(x, FS, m.preprocess).shape[0]
+    assert len(events) == rw.windows.shape[0]
+    for i, e in enumerate(events):
+        n = min(m.window_samples, n_model - int(rw.starts[i]))
+        peaks = denoised_window_rpeaks(rw.windows[i, 0], n, m.fs)
+        assert e.n_beats == peaks.size
+        np.testing.assert_allclose(rw.rr[i], rr_features(peaks, m.fs), rtol=1e-6)
+    assert e.end_s - e.start_s == pytest.approx(min(seconds, 10.0), abs=0.01)
+
+
+def test_a_multi_lead_denoising_pipeline_takes_the_selected_leads_beats(tmp_path):
+    slow = synthetic_ecg((("sinus", 60.0),), fs=FS, seed=5).signal
+    fast = synthetic_ecg((("sinus", 120.0),), fs=FS, seed=6).signal[::2]  # twice the rate
+    x = np.stack([slow, fast[: slow.size]], axis=1)
+    b2 = _bundle_with_denoiser(tmp_path / "b2", leads=2)
+
+    def rates(lead: int) -> float:
+        p = StreamPipeline(b2, fs_in=FS, n_leads=2, lead=lead, precision="fp32")
+        events = [e for e in p.push(x) + p.close() if isinstance(e, WindowEvent)]
+        assert events and all(e.denoised for e in events)
+        return float(np.median([e.heart_rate_bpm for e in events]))
+
+    assert rates(1) > 1.7 * rates(0)
+
+
 def test_a_denoising_pipeline_does_not_wait_for_the_streams_r_peaks(bundle, ecg):
     from sdk.pipeline import PEAK_LAG_S, PROCESS_BATCH_S
 
