@@ -130,8 +130,7 @@ def _add(total: dict, counts: dict) -> None:
         total[k] = total.get(k, 0) + v
 
 
-def _record_counts(det: Detectors, name: str, database: str, peers: bool) -> dict:
-    r = rec.read_nstdb(name) if database == "nstdb" else rec.read_mitdb(name)
+def _record_counts(det: Detectors, r: rec.Record, database: str, peers: bool) -> dict:
     assert r.annotations is not None
     ref = r.annotations.beat_samples / r.fs
     spans = spans_of(r.signal.shape[0]) if database == "nstdb" else {"whole": None}
@@ -167,12 +166,23 @@ def run(
         for r in ("118", "119")
     ]
     jobs += [(r, "mitdb", "clean (mitdb)") for r in ("118", "119")]
-    for name, database, level in tqdm(jobs, desc="noise-stress", unit="rec"):
-        for method, spans in _record_counts(det, name, database, peers).items():
-            for span, counts in spans.items():
-                _add(
-                    table.setdefault(level, {}).setdefault(method, {}).setdefault(span, {}), counts
-                )
+    errors: dict[str, dict[str, dict[str, list[float]]]] = {}  # level -> mode -> span -> bpm
+    with once_per_message("sdk.pipeline"):
+        for name, database, level in tqdm(jobs, desc="noise-stress", unit="rec"):
+            r = rec.read_nstdb(name) if database == "nstdb" else rec.read_mitdb(name)
+            for method, spans in _record_counts(det, r, database, peers).items():
+                for span, counts in spans.items():
+                    _add(
+                        table.setdefault(level, {}).setdefault(method, {}).setdefault(span, {}),
+                        counts,
+                    )
+            if den is not None:  # the heart rate a stream reports, with and without it
+                noisy = spans_of(r.signal.shape[0])["noisy"] if database == "nstdb" else None
+                for mode, per_span in hr.record_errors(bundle, den.leads, r, noisy or []).items():
+                    for span, e in per_span.items():
+                        errors.setdefault(level, {}).setdefault(mode, {}).setdefault(
+                            span, []
+                        ).extend(e)
     summary = {
         level: {
             m: {s: {**c, "se": se_pp(c)[0], "pp": se_pp(c)[1]} for s, c in spans.items()}
@@ -184,8 +194,11 @@ def run(
     command += f" --report {report}" if report != "noise_stress" else ""
     md = _markdown(summary, command, bundle_name, den)
     heart_rate = None
-    if den is not None and bundle_dir is not None:
-        heart_rate = _stream_heart_rate(bundle_dir, jobs)
+    if den is not None:
+        heart_rate = {
+            lv: {m: {s: hr.summarize(e) for s, e in spans.items()} for m, spans in modes.items()}
+            for lv, modes in errors.items()
+        }
         md += "\n\n" + hr.markdown(heart_rate)
     result = {
         "command": command,
@@ -198,27 +211,6 @@ def run(
     write_result(out_dir, report, result, md)
     print(md)
     return result
-
-
-def _stream_heart_rate(bundle_dir: Path, jobs: list[tuple[str, str, str]]) -> dict:
-    """``[level][mode][span]`` → :func:`trainer.bench.stream_heart_rate.summarize`."""
-    from sdk.bundle import load_bundle
-
-    bundle = load_bundle(bundle_dir)
-    pooled: dict[str, dict[str, dict[str, list[float]]]] = {}
-    with once_per_message("sdk.pipeline"):
-        for name, database, level in tqdm(jobs, desc="noise-stress: stream HR", unit="rec"):
-            r = rec.read_nstdb(name) if database == "nstdb" else rec.read_mitdb(name)
-            noisy = spans_of(r.signal.shape[0])["noisy"] if database == "nstdb" else None
-            for mode, spans in hr.record_errors(bundle, r, noisy or []).items():
-                for span, errors in spans.items():
-                    pooled.setdefault(level, {}).setdefault(mode, {}).setdefault(span, []).extend(
-                        errors
-                    )
-    return {
-        lv: {m: {s: hr.summarize(e) for s, e in spans.items()} for m, spans in modes.items()}
-        for lv, modes in pooled.items()
-    }
 
 
 def _denoiser_text(den: Any) -> str:

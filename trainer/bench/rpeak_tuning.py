@@ -42,7 +42,7 @@ from trainer.bench.noise_stress import score, se_pp
 from trainer.bench.report import md_table, write_result
 from trainer.data import records as rec
 from trainer.data.denoise_data import NOISE_STRESS_RECORDS, record_split
-from trainer.data.noise import NOISE_PARTS, _noise_360, em_segments
+from trainer.data.noise import NOISE_PARTS, em_segments, noise_360
 
 LEVELS_DB = (12, 6, 0)
 NOISE_KINDS = ("ma",)  # not em: recovered from the noise-stress records themselves
@@ -117,7 +117,7 @@ def tuning_records(split: dict[str, Any]) -> list[str]:
 
 
 def _noise(kind: str, n: int, seed: int) -> np.ndarray:
-    src = _noise_360(kind)[:, 0].astype(np.float64)
+    src = noise_360(kind)[:, 0].astype(np.float64)
     src = src[: int(round(NOISE_PARTS["select"][1] * src.size))]  # never the evaluation 20%
     start = int(np.random.default_rng(seed).integers(0, src.size))
     z = np.tile(src, int(np.ceil((n + start) / src.size)) + 1)[start : start + n]

@@ -46,12 +46,11 @@ def window_errors(
 
 
 def record_errors(
-    bundle: Bundle, r: Record, noisy: list[tuple[float, float]]
+    bundle: Bundle, leads: int, r: Record, noisy: list[tuple[float, float]]
 ) -> dict[str, dict[str, list[float]]]:
     """Per mode (:data:`MODES`) and span, the window errors of record ``r``, streamed at its
-    own rate with as many leads as the bundle's denoiser takes (lead 0 selected)."""
-    den = next(f for f in bundle.manifest.files if f.role == "denoiser")
-    leads = int(den.inputs[0].shape[1])
+    own rate with its first ``leads`` leads (as many as the bundle's denoiser takes; lead 0
+    selected)."""
     assert r.annotations is not None
     x = r.signal[:, :leads].astype(np.float64)
     delay_s = Preprocessor(r.fs, bundle.manifest.preprocess, leads).delay_s

@@ -102,12 +102,14 @@ def recover_em(record: str = "118", snr_tag: str = "00") -> EmRecovery:
 
 
 @functools.lru_cache(maxsize=8)
-def _noise_360(kind: str) -> np.ndarray:
+def noise_360(kind: str) -> np.ndarray:
+    """Noise ``kind`` (``bw``/``ma``/``em``), the whole record, (n, 2) mV at 360 Hz; ``em`` is
+    recovered from 118e00 (:func:`recover_em`) and scaled to the RMS of ``ma``."""
     if kind in ("bw", "ma"):
         return rec.read_nstdb(kind).signal.astype(np.float32)
     if kind == "em":
         em = recover_em().noise.astype(np.float64)
-        ma_rms = np.sqrt(np.mean(np.square(_noise_360("ma") - _noise_360("ma").mean(0)), axis=0))
+        ma_rms = np.sqrt(np.mean(np.square(noise_360("ma") - noise_360("ma").mean(0)), axis=0))
         em *= ma_rms / np.sqrt(np.mean(np.square(em), axis=0))
         return em.astype(np.float32)
     raise ConfigError(f"noise type {kind!r} unknown; expected one of {NOISE_TYPES}", key="noise")
@@ -130,7 +132,7 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def noise_source(kind: str, part: str, fs: float = 128.0) -> np.ndarray:
     """Noise ``kind`` (``bw``/``ma``/``em``), ``part`` of its time split, (n, 2) mV at ``fs``."""
-    return resample(time_split(_noise_360(kind), part), NSTDB_FS, fs)
+    return resample(time_split(noise_360(kind), part), NSTDB_FS, fs)
 
 
 def power(x: np.ndarray, axis: int = -1) -> np.ndarray:
