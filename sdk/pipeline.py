@@ -49,6 +49,7 @@ from sdk.ringbuffer import GAP_BEFORE, RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, denoised_window_rpeaks, heart_rate_bpm
 from sdk.rr import rr_features
 from sdk.step_stream import StepStream, step_model_problem
+from sdk.windowing import denoised_context
 
 _log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class StreamPipeline:
         self._gaps: list[tuple[float, float]] = []  # (last time before, first time after) a gap
         self._next_start = 0
         self._last_end = 0
+        self._denoised_prev: tuple[int, np.ndarray] | None = None  # start, denoised samples
         self._closed = False
         # the tracker's smoothing is per window; keep its time constant at another hop
         alpha = 1.0 - (1.0 - EpisodeTracker.alpha) ** (self.hop / m.hop_samples)
@@ -532,7 +534,9 @@ class StreamPipeline:
         step = self.step_stream.take(start, n) if self.step_stream is not None else None
         x = self._embedder_input(seg) if step is None else None
         if self.denoiser is not None and x is not None:
-            peaks = denoised_window_rpeaks(x[0, 0], seg.shape[0], self.fs)
+            context = self._denoised_context(start, flags)
+            peaks = denoised_window_rpeaks(x[0, 0], seg.shape[0], self.fs, context)
+            self._denoised_prev = (start, x[0, 0, : seg.shape[0]].copy())
         else:
             peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
         proba = self._probabilities(x, peaks, step)
@@ -576,6 +580,17 @@ class StreamPipeline:
             )
             if episode is not None:
                 self._emit(episode, out)
+
+    def _denoised_context(self, start: int, window_flags: np.ndarray) -> np.ndarray | None:
+        """The last denoised window's samples before the window at ``start``, as
+        :func:`sdk.windowing.record_windows` takes them; none across a gap."""
+        context = denoised_context(self._denoised_prev, start)
+        if context is None or (window_flags.size and window_flags[0] & GAP_BEFORE):
+            return None
+        if start - context.size < self._model_buf.oldest_index:
+            return None
+        _, _, flags = self._model_buf.read_range(start - context.size + 1, context.size - 1)
+        return None if np.any(flags & GAP_BEFORE) else context
 
     def _held_before(self, raw_start: int, window_flags: np.ndarray) -> np.ndarray:
         """The selected lead as the filters received it before a window, back to the settling

@@ -350,7 +350,8 @@ class StreamingRPeakDetector:
         the one above ``I2`` nearest to the beat the RR average expects."""
         while t - self._ref > SEARCH_BACK_RR_FACTOR * self._rr_average():
             i2 = self._sb_threshold * self._threshold()
-            expected = (self._last if self._last is not None else 0) + self._rr_average()
+            # one RR after the last beat; before any beat, after the last relearn point
+            expected = (self._last if self._last is not None else self._ref) + self._rr_average()
             best, best_rank = -1, math.inf
             for j in range(self._n_noise):
                 k, value, _, slope = self._noise[j]
@@ -404,12 +405,19 @@ def detect_rpeaks(
     return np.concatenate([det.process(x), det.flush()])
 
 
-def denoised_window_rpeaks(x: np.ndarray, n: int, fs: float) -> np.ndarray:
-    """R peaks of a denoised window, detected on that window alone.
+def denoised_window_rpeaks(
+    x: np.ndarray, n: int, fs: float, context: np.ndarray | None = None
+) -> np.ndarray:
+    """R peaks of a denoised window, detected on that window and the denoised signal just
+    before it.
 
     A pipeline that denoises takes a window's beats (heart rate, RR features, Lorenz image)
     from here instead of from the stream's detector on the signal before denoising: under
     noise the denoised window gives far more accurate beats (``bench/noise_stress.md``).
+    ``context`` gives the detector what it learns its thresholds and RR average from before
+    the window starts, and the beat just before the window (a beat at the window's first
+    samples is then not taken twice or missed): the previous window's denoised samples that
+    precede this window, contiguous with it.
 
     Parameters
     ----------
@@ -419,13 +427,19 @@ def denoised_window_rpeaks(x: np.ndarray, n: int, fs: float) -> np.ndarray:
         Samples at the start of ``x`` that hold signal (the rest is zero padding).
     fs : float
         Sample rate in Hz.
+    context : numpy.ndarray, optional
+        ``(m,)`` denoised samples immediately before ``x`` (none at a stream's start or after
+        a gap).
 
     Returns
     -------
     numpy.ndarray
         int64 sample indices within the window, increasing.
     """
-    return detect_rpeaks(np.asarray(x[:n], dtype=np.float64), fs)
+    ctx = np.zeros(0) if context is None else np.asarray(context, dtype=np.float64).ravel()
+    y = np.concatenate([ctx, np.asarray(x[:n], dtype=np.float64)])
+    peaks = detect_rpeaks(y, fs) - ctx.size
+    return peaks[peaks >= 0]
 
 
 def rr_intervals_s(peaks: np.ndarray, fs: float) -> np.ndarray:

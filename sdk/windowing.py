@@ -76,6 +76,16 @@ class RecordWindows:
     denoised: bool = False
 
 
+def denoised_context(prev: tuple[int, np.ndarray] | None, start: int) -> np.ndarray | None:
+    """The samples of the previous denoised window ``prev`` = (its start, its denoised samples)
+    that precede a window starting at ``start``, or ``None`` when ``prev`` does not reach
+    ``start`` (no overlap or adjacency) or is missing."""
+    if prev is None:
+        return None
+    k = start - prev[0]
+    return prev[1][:k] if 0 < k <= prev[1].size else None
+
+
 def record_windows(
     x: np.ndarray,
     fs_in: float,
@@ -92,7 +102,8 @@ def record_windows(
     finds them. With a 1-lead ``denoiser`` each window is denoised from its band-passed segment
     exactly as ``StreamPipeline(denoise=True)`` does (:meth:`WindowDenoiser.denoise_window`),
     and its R-peaks, RR features and Lorenz image come from the denoised window
-    (:func:`sdk.rpeaks.denoised_window_rpeaks`), as in the pipeline.
+    (:func:`sdk.rpeaks.denoised_window_rpeaks`, the previous window's denoised samples before
+    it as context: :func:`denoised_context`), as in the pipeline.
     """
     if denoiser is not None and denoiser.leads != 1:
         raise ConfigError(
@@ -105,6 +116,7 @@ def record_windows(
     feats = np.zeros((starts.size, len(RR_FEATURE_NAMES)), dtype=np.float32)
     grid = LorenzSpec().grid
     lorenz = np.zeros((starts.size, grid, grid), dtype=np.float32)
+    prev: tuple[int, np.ndarray] | None = None  # the last denoised window: start, samples
     for i, s in enumerate(starts):
         seg = y[s : s + window]
         if denoiser is None:
@@ -113,7 +125,9 @@ def record_windows(
             inside = peaks[(peaks >= s) & (peaks < s + window)] - s
         else:
             wins[i] = denoiser.denoise_window(seg[:, None], 0)[0]
-            inside = denoised_window_rpeaks(wins[i, 0], seg.shape[0], spec.fs)
+            context = denoised_context(prev, int(s))
+            inside = denoised_window_rpeaks(wins[i, 0], seg.shape[0], spec.fs, context)
+            prev = (int(s), wins[i, 0, : seg.shape[0]])
         feats[i] = rr_features(inside, spec.fs)
         lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))
     return RecordWindows(wins, feats, lorenz, starts, spec.fs, denoised=denoiser is not None)

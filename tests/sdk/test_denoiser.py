@@ -111,7 +111,7 @@ def test_a_denoising_pipeline_takes_each_windows_beats_from_the_denoised_window(
     from sdk import pipeline as pipeline_module
     from sdk.rpeaks import denoised_window_rpeaks, heart_rate_bpm
     from sdk.rr import rr_features
-    from sdk.windowing import record_windows
+    from sdk.windowing import denoised_context, record_windows
 
     m = bundle.manifest
     events = _stream(bundle, ecg.signal, [500])
@@ -124,19 +124,57 @@ def test_a_denoising_pipeline_takes_each_windows_beats_from_the_denoised_window(
         denoiser=WindowDenoiser(bundle, threads=1),
     )
     assert len(events) == rw.windows.shape[0]
+    prev = None
     for i, e in enumerate(events):
-        peaks = denoised_window_rpeaks(rw.windows[i, 0], m.window_samples, m.fs)
+        start = int(rw.starts[i])
+        context = denoised_context(prev, start)
+        assert (context is None) == (i == 0)  # the previous window's first hop, from the 2nd on
+        assert context is None or context.size == m.hop_samples
+        peaks = denoised_window_rpeaks(rw.windows[i, 0], m.window_samples, m.fs, context)
+        prev = (start, rw.windows[i, 0])
         assert e.n_beats == peaks.size > 5
         assert e.heart_rate_bpm == pytest.approx(heart_rate_bpm(peaks, m.fs))
         np.testing.assert_allclose(rw.rr[i], rr_features(peaks, m.fs), rtol=1e-6)
-    # the events' beats are the denoised window's: a stand-in detector shows through
-    monkeypatch.setattr(
-        pipeline_module, "denoised_window_rpeaks", lambda x, n, fs: np.array([10, 138, 266])
-    )
+    # the events' beats are the denoised window's: a stand-in detector shows through, and it
+    # gets the previous window's denoised samples before this window as context
+    contexts: list = []
+
+    def stand_in(x, n, fs, context=None):  # noqa: ANN001, ANN202
+        contexts.append(context)
+        return np.array([10, 138, 266])
+
+    monkeypatch.setattr(pipeline_module, "denoised_window_rpeaks", stand_in)
     fixed = _stream(bundle, ecg.signal[: int(30 * FS)], [500])
     assert fixed and all(e.n_beats == 3 and e.heart_rate_bpm == 60.0 for e in fixed)
+    assert contexts[0] is None and all(c.shape == (m.hop_samples,) for c in contexts[1:])
     off = _stream(bundle, ecg.signal[: int(30 * FS)], [500], denoise=False)
     assert all(e.n_beats > 10 for e in off)  # without the denoiser: the stream's detector
+
+
+def test_no_denoised_context_crosses_a_gap(bundle, ecg, monkeypatch):
+    from sdk import pipeline as pipeline_module
+    from sdk.rpeaks import denoised_window_rpeaks
+
+    seen: list = []
+
+    def spy(x, n, fs, context=None):  # noqa: ANN001, ANN202
+        seen.append(context)
+        return denoised_window_rpeaks(x, n, fs, context)
+
+    monkeypatch.setattr(pipeline_module, "denoised_window_rpeaks", spy)
+    p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
+    half = int(30 * FS)
+    events = p.push(ecg.signal[:half], timestamp_s=0.0)
+    events += p.push(ecg.signal[half:], timestamp_s=30.0 + 5.0)  # 5 s lost
+    windows = [e for e in events + p.close() if isinstance(e, WindowEvent)]
+    assert len(seen) == len(windows) > 8
+    starts = [e.start_s for e in windows]
+    assert any(abs(s - 35.0) < 1e-6 for s in starts)  # the first window after the gap
+    for start_s, context in zip(starts, seen):
+        # without context: the stream's first window and the one starting at the gap (its
+        # context would end before the gap); a window starting inside the 5 s after the gap
+        # has context from after the gap, one spanning the gap has it from before
+        assert (context is None) == (start_s == 0.0 or abs(start_s - 35.0) < 1e-6), start_s
 
 
 @pytest.mark.parametrize("seconds", [67.3, 4.0])  # an end-aligned tail window; one short window
@@ -144,7 +182,7 @@ def test_window_beats_equal_record_windows_on_tail_and_short_streams(bundle, ecg
     from sdk.preprocess import preprocess
     from sdk.rpeaks import denoised_window_rpeaks
     from sdk.rr import rr_features
-    from sdk.windowing import record_windows
+    from sdk.windowing import denoised_context, record_windows
 
     m = bundle.manifest
     x = ecg.signal[: int(seconds * FS)]
@@ -159,9 +197,14 @@ def test_window_beats_equal_record_windows_on_tail_and_short_streams(bundle, ecg
     )
     n_model = preprocess(x, FS, m.preprocess).shape[0]
     assert len(events) == rw.windows.shape[0]
+    prev = None
     for i, e in enumerate(events):
-        n = min(m.window_samples, n_model - int(rw.starts[i]))
-        peaks = denoised_window_rpeaks(rw.windows[i, 0], n, m.fs)
+        start = int(rw.starts[i])
+        n = min(m.window_samples, n_model - start)
+        peaks = denoised_window_rpeaks(
+            rw.windows[i, 0], n, m.fs, denoised_context(prev, start)
+        )
+        prev = (start, rw.windows[i, 0, :n])
         assert e.n_beats == peaks.size
         np.testing.assert_allclose(rw.rr[i], rr_features(peaks, m.fs), rtol=1e-6)
     assert e.end_s - e.start_s == pytest.approx(min(seconds, 10.0), abs=0.01)

@@ -10,6 +10,7 @@ from sdk.resample import StreamingResampler
 from sdk.rpeaks import (
     LEARNING_S,
     StreamingRPeakDetector,
+    denoised_window_rpeaks,
     detect_rpeaks,
     heart_rate_bpm,
     rr_intervals_s,
@@ -206,3 +207,22 @@ def test_search_back_takes_the_beat_where_the_rhythm_expects_it() -> None:
 def test_search_back_options_checked(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         StreamingRPeakDetector(128.0, **kwargs)
+
+
+def test_window_beats_with_context_are_the_windows_beats_of_the_joined_signal():
+    fs, window, hop = 128.0, 1280, 640
+    x, r_times = synthetic_ecg(fs, 40.0, seed=11)
+    for start in (hop, 3 * hop + 7, 1900):
+        w, context = x[start : start + window], x[start - hop : start]
+        got = denoised_window_rpeaks(w, window, fs, context)
+        joined = detect_rpeaks(np.r_[context, w], fs) - hop
+        np.testing.assert_array_equal(got, joined[joined >= 0])
+        truth = r_times * fs - start
+        truth = truth[(truth >= 0) & (truth < window)]
+        assert got.size == truth.size
+        assert np.all(np.abs(got - truth) <= MATCH_WINDOW_S * fs)
+    # no context (stream start, after a gap) is the window alone; padding beyond n is ignored
+    padded = np.r_[x[:900], np.zeros(380)]
+    alone = denoised_window_rpeaks(padded, 900, fs)
+    np.testing.assert_array_equal(alone, denoised_window_rpeaks(padded, 900, fs, np.zeros(0)))
+    np.testing.assert_array_equal(alone, detect_rpeaks(x[:900], fs))
