@@ -60,9 +60,9 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"where INT8 moved the class probabilities (budget {q.get('budget_mean_max_prob_change')}, "
         f"reached {q.get('mean_max_prob_change', float('nan')):.4f} mean max |Δp|"
         + (
-            f"; 99th percentile {q['p99_max_prob_change']:.4f}, budget "
-            f"{q.get('budget_p99_max_prob_change')}"
-            if "p99_max_prob_change" in q
+            f"; worst window {q['worst_max_prob_change']:.4f}, budget "
+            f"{q.get('budget_worst_max_prob_change')}"
+            if "worst_max_prob_change" in q
             else ""
         )
         + ")",
