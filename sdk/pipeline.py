@@ -37,7 +37,7 @@ from sdk.bundle import Bundle, load_bundle
 from sdk.calibration.profile import UserProfile, load_profile
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
-from sdk.episodes import EpisodeTracker
+from sdk.episodes import AF_EPISODE_MIN_S, EpisodeTracker
 from sdk.errors import BlockError, BundleError, ConfigError, ProfileError, SampleRateError
 from sdk.events import Event, WindowEvent
 from sdk.filters import design_bandpass, step_envelope
@@ -231,6 +231,7 @@ class StreamPipeline:
             alpha=alpha,
             on=m.thresholds.get("episode_on", 0.6),
             off=m.thresholds.get("episode_off", 0.4),
+            min_duration_s=m.thresholds.get("episode_min_s", AF_EPISODE_MIN_S),
         )
         self.stats = StreamStats()
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
