@@ -272,6 +272,11 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             report=args.report or "rpeak_tuning",
         )
         return 0
+    if args.name == "episodes":
+        from trainer.bench.episodes import run as run_episodes
+
+        run_episodes(_bundle_path(args.bundle), Path(args.out), report=args.report or "episodes")
+        return 0
     if args.name == "anomaly":
         from trainer.bench.anomaly import run as run_anomaly
 
@@ -566,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
             "denoise",
             "noise-stress",
             "rpeak-tuning",
+            "episodes",
             "rhythm-noise",
             "lru",
             "dacl",
@@ -599,8 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--card", action="store_true", help="refresh the bundle's MODEL_CARD.md")
     b.add_argument(
         "--report",
-        help="rhythm, stream, noise-stress, rpeak-tuning, anomaly, denoise, personalize: name "
-        "of the report "
+        help="rhythm, stream, noise-stress, rpeak-tuning, episodes, anomaly, denoise, "
+        "personalize: name of the report "
         "files (default: the benchmark's)",
     )
     b.add_argument(

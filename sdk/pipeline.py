@@ -128,6 +128,9 @@ class StreamPipeline:
         ``False``: re-encode each whole window. :attr:`step_stream` is the streamer or None.
     hop_s : seconds between window starts (default: the bundle's hop). The episode tracker's
         smoothing is rescaled so that its time constant stays the same in seconds.
+    episode_min_s : shortest AF episode reported, in seconds (default: the bundle's
+        ``episode_min_s`` threshold, else :data:`sdk.episodes.AF_EPISODE_MIN_S` = 30 s, the
+        clinical definition); 0 reports an onset as soon as the smoothed probability crosses.
 
     Not thread-safe: push from one thread (or the event loop that iterates :meth:`events`).
     """
@@ -149,6 +152,7 @@ class StreamPipeline:
         denoise: bool = True,
         stateful: bool | None = None,
         hop_s: float | None = None,
+        episode_min_s: float | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
@@ -231,7 +235,11 @@ class StreamPipeline:
             alpha=alpha,
             on=m.thresholds.get("episode_on", 0.6),
             off=m.thresholds.get("episode_off", 0.4),
-            min_duration_s=m.thresholds.get("episode_min_s", AF_EPISODE_MIN_S),
+            min_duration_s=(
+                m.thresholds.get("episode_min_s", AF_EPISODE_MIN_S)
+                if episode_min_s is None
+                else float(episode_min_s)
+            ),
         )
         self.stats = StreamStats()
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []

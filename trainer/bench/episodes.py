@@ -1,0 +1,220 @@
+"""``ecgedge bench episodes``: AF episodes as a stream reports them, against the annotations.
+
+Records: every MIT-BIH Arrhythmia record in the data root (30 min each: 201 and 203 hold AF;
+the others sinus rhythm with ectopy, bigeminy, flutter, tachycardias, noise, where false AF
+alarms come from) and every CPSC 2021 record (paroxysmal and persistent AF and non-AF
+subjects, 0.7–8.7 min). Lead 0 of each record is streamed through
+:class:`sdk.pipeline.StreamPipeline` with the bundle (its denoiser and default precision, the
+bundle's window and hop) in 1 s blocks, and the pipeline's AF ``EpisodeEvent``s are scored.
+Neither database trains the head (CinC 2017); both were in the extractors' self-supervised
+pretraining (no labels), and mitdb's training records in the denoiser's.
+
+Reference: the rhythm annotations' AF episodes (``(AFIB``; flutter is not AF). Measures, in
+the manner of ANSI/AAMI EC57's AF measures, pooled over the records of a database:
+
+- episode Se: reference AF episodes that a reported episode overlaps;
+- episode +P: reported episodes that overlap reference AF;
+- duration Se / +P: reference AF time covered by reported episodes / reported time that is
+  reference AF;
+- false episodes per hour: reported episodes overlapping no reference AF, per hour streamed;
+- AF burden: per record, reported and reference AF time / record length; the mean absolute
+  difference in percentage points.
+
+Two minimum durations: 0 s (an onset as soon as the smoothed AF probability crosses the
+threshold) and the SDK's default (:data:`sdk.episodes.AF_EPISODE_MIN_S`, 30 s, the clinical
+definition of an AF episode). The stream runs once without a minimum; the 30 s row keeps its
+episodes of at least 30 s, which is what the tracker with that minimum reports when the hop
+is half the window (``tests/sdk/test_episodes.py``; checked here).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sdk.bundle import load_bundle
+from sdk.episodes import AF_EPISODE_MIN_S
+from sdk.events import EpisodeEvent
+from sdk.pipeline import StreamPipeline
+from trainer.bench.report import md_table, write_result
+from trainer.data import records as rec
+from trainer.data.root import has_folder
+
+DATABASES = {"mitdb": rec.read_mitdb, "cpsc2021": rec.read_cpsc2021}
+BLOCK_S = 1.0
+MIN_DURATIONS_S = (0.0, AF_EPISODE_MIN_S)
+
+Span = tuple[float, float]
+
+
+def reference_af(record: rec.Record) -> list[Span]:
+    """The record's AF episodes (s)."""
+    assert record.annotations is not None
+    return [
+        (s / record.fs, e / record.fs)
+        for s, e, label in record.annotations.rhythm
+        if rec.is_af(label)
+    ]
+
+
+def stream_episodes(bundle: Any, record: rec.Record) -> list[Span]:
+    """Lead 0 of ``record`` through a pipeline without a minimum episode duration: the AF
+    episodes it reports (s)."""
+    p = StreamPipeline(bundle, fs_in=record.fs, episode_min_s=0.0)
+    x = record.signal[:, :1]
+    block = int(BLOCK_S * record.fs)
+    events = []
+    for i in range(0, x.shape[0], block):
+        events += p.push(x[i : i + block])
+    events += p.close()
+    onsets = [e.time_s for e in events if isinstance(e, EpisodeEvent) and e.phase == "onset"]
+    offsets = [e.time_s for e in events if isinstance(e, EpisodeEvent) and e.phase == "offset"]
+    if len(onsets) != len(offsets):
+        raise RuntimeError(f"{len(onsets)} onsets but {len(offsets)} offsets")
+    return list(zip(onsets, offsets, strict=True))
+
+
+def _overlap(a: Span, spans: list[Span]) -> float:
+    return sum(max(0.0, min(a[1], b[1]) - max(a[0], b[0])) for b in spans)
+
+
+def score(rows: list[dict[str, Any]], min_s: float) -> dict[str, Any]:
+    """Pooled measures (module docstring) of the episodes at least ``min_s`` long."""
+    n_ref = n_ref_hit = n_rep = n_rep_true = 0
+    ref_t = ref_cov = rep_t = rep_true = hours = 0.0
+    burden_err = []
+    for r in rows:
+        ref = [tuple(s) for s in r["reference"]]
+        rep = [tuple(s) for s in r["reported"] if s[1] - s[0] >= min_s]
+        n_ref += len(ref)
+        n_ref_hit += sum(_overlap(a, rep) > 0 for a in ref)
+        n_rep += len(rep)
+        n_rep_true += sum(_overlap(a, ref) > 0 for a in rep)
+        ref_t += sum(b - a for a, b in ref)
+        ref_cov += sum(_overlap(a, rep) for a in ref)
+        rep_t += sum(b - a for a, b in rep)
+        rep_true += sum(_overlap(a, ref) for a in rep)
+        hours += r["seconds"] / 3600.0
+        burden_err.append(
+            100.0 * abs(sum(b - a for a, b in rep) - sum(b - a for a, b in ref)) / r["seconds"]
+        )
+
+    def pct(a: float, b: float) -> float | None:
+        return 100.0 * a / b if b > 0 else None
+
+    return {
+        "min_duration_s": min_s,
+        "reference_episodes": n_ref,
+        "reported_episodes": n_rep,
+        "episode_se": pct(n_ref_hit, n_ref),
+        "episode_pp": pct(n_rep_true, n_rep),
+        "duration_se": pct(ref_cov, ref_t),
+        "duration_pp": pct(rep_true, rep_t),
+        "false_episodes": n_rep - n_rep_true,
+        "false_episodes_per_hour": (n_rep - n_rep_true) / hours if hours else None,
+        "hours": hours,
+        "burden_mae_pct_points": float(np.mean(burden_err)) if burden_err else None,
+    }
+
+
+def run(bundle_dir: Path, out_dir: Path, *, report: str = "episodes") -> dict[str, Any]:
+    """Stream every record of :data:`DATABASES` present; write ``<report>.json`` and ``.md``."""
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    if 2 * m.hop_samples != m.window_samples:
+        raise ValueError(
+            f"the bundle's hop ({m.hop_samples}) is not half its window ({m.window_samples}): "
+            "the 30 s row could not be derived from one stream"
+        )
+    present = {db: read for db, read in DATABASES.items() if has_folder(db)}
+    if not present:
+        raise FileNotFoundError(f"none of {list(DATABASES)} is in the data root")
+    tic = time.perf_counter()
+    rows: dict[str, list[dict[str, Any]]] = {}
+    jobs = [(db, name) for db in present for name in rec.list_records(db)]
+    for db, name in tqdm(jobs, desc="episodes", unit="rec"):
+        r = present[db](name)
+        rows.setdefault(db, []).append(
+            {
+                "record": name,
+                "seconds": r.signal.shape[0] / r.fs,
+                "reference": reference_af(r),
+                "reported": stream_episodes(bundle, r),
+            }
+        )
+    result = {
+        "command": f"ecgedge bench episodes --bundle {bundle_dir}",
+        "bundle": m.name,
+        "seconds": time.perf_counter() - tic,
+        "scores": {
+            db: [score(rs, min_s) for min_s in MIN_DURATIONS_S] for db, rs in rows.items()
+        },
+        "records": rows,
+    }
+    md = _markdown(result)
+    write_result(out_dir, report, result, md)
+    print(md)
+    return result
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    header = [
+        "database",
+        "minimum",
+        "episodes ref / reported",
+        "episode Se / +P (%)",
+        "duration Se / +P (%)",
+        "false episodes (per h)",
+        "burden error (pp)",
+    ]
+    rows = []
+    for db, scores in result["scores"].items():
+        for s in scores:
+            rows.append(
+                [
+                    f"{db} ({s['hours']:.1f} h)",
+                    f"{s['min_duration_s']:g} s",
+                    f"{s['reference_episodes']} / {s['reported_episodes']}",
+                    f"{_fmt(s['episode_se'])} / {_fmt(s['episode_pp'])}",
+                    f"{_fmt(s['duration_se'])} / {_fmt(s['duration_pp'])}",
+                    f"{s['false_episodes']} ({_fmt(s['false_episodes_per_hour'], 2)})",
+                    _fmt(s["burden_mae_pct_points"], 2),
+                ]
+            )
+    per_record = []
+    for db, rs in result["records"].items():
+        for r in rs:
+            ref = sum(b - a for a, b in r["reference"]) / 60
+            rep = [b - a for a, b in r["reported"]]
+            long = [d for d in rep if d >= AF_EPISODE_MIN_S]
+            per_record.append(
+                [
+                    f"{db}/{r['record']}",
+                    f"{r['seconds'] / 60:.1f}",
+                    f"{len(r['reference'])} / {ref:.1f}",
+                    f"{len(rep)} / {sum(rep) / 60:.1f}",
+                    f"{len(long)} / {sum(long) / 60:.1f}",
+                ]
+            )
+    return "\n".join(
+        [
+            "# episodes — AF episodes as a stream reports them\n",
+            __doc__.split("\n\n", 1)[1].strip(),
+            f"\nBundle `{result['bundle']}`. Command: `{result['command']}` "
+            f"({result['seconds'] / 60:.1f} min).\n",
+            md_table(header, rows),
+            "\nPer record (AF episodes / minutes):\n",
+            md_table(
+                ["record", "minutes", "reference", "reported, no minimum", "reported, ≥ 30 s"],
+                per_record,
+            ),
+        ]
+    )
