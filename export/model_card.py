@@ -63,6 +63,9 @@ def _provenance(m: dict[str, Any]) -> list[str]:
             f"; worst window {q['worst_max_prob_change']:.4f}, budget "
             f"{q.get('budget_worst_max_prob_change')}"
             if "worst_max_prob_change" in q
+            else f"; 99th percentile {q['p99_max_prob_change']:.4f}, budget "
+            f"{q.get('budget_p99_max_prob_change')}"  # a bundle from before the worst bound
+            if "p99_max_prob_change" in q
             else ""
         )
         + ")",

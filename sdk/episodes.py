@@ -4,11 +4,11 @@ A class's episode starts when its smoothed probability rises above ``on`` and en
 falls below ``off`` (hysteresis), so one doubtful window neither opens nor closes an
 episode. Flagged windows (poor quality) do not move the smoother.
 
-An episode is reported only once it has lasted ``min_duration_s`` (by the end of a window);
-its onset event then carries the time it began. The default, :data:`AF_EPISODE_MIN_S` = 30 s,
-is the clinical definition of an AF episode: AF documented on ECG for at least 30 s (the
-2017 HRS/EHRA/ECAS/APHRS/SOLAECE expert consensus statement on AF ablation). Shorter runs are
-dropped, onset and offset alike.
+An episode is reported only once it has lasted ``min_duration_s`` (see
+:meth:`EpisodeTracker.update`); its onset event then carries the time it began. The default,
+:data:`AF_EPISODE_MIN_S` = 30 s, is the clinical definition of an AF episode: AF documented on
+ECG for at least 30 s (the 2017 HRS/EHRA/ECAS/APHRS/SOLAECE expert consensus statement on AF
+ablation). Shorter runs are dropped, onset and offset alike.
 """
 
 from __future__ import annotations
@@ -69,58 +69,74 @@ class EpisodeTracker:
 
     def update(
         self, probability: float, start_s: float, end_s: float, weight: float = 1.0
-    ) -> EpisodeEvent | None:
-        """Feed one window's probability of ``label``; return an event when the state flips.
+    ) -> list[EpisodeEvent]:
+        """Feed one window's probability of ``label``; return the events it causes (none, an
+        onset, an offset, or both for an episode that reached ``min_duration_s`` as it
+        ended).
 
         ``weight`` in (0, 1]: the share of a full hop of new data the window brings (the tail
         window at the end of a stream overlaps its predecessor by more than a hop); the
         window then counts as that fraction of a step, ``1 - (1 - alpha) ** weight``.
+
+        An episode ends at the middle of the window whose smoothed probability falls below
+        ``off``. It is reported when the middle of a window lies ``min_duration_s`` after its
+        onset (any later end lies later still) or, if it ends first, when it ends having lasted
+        that long: the reported episodes are exactly those the tracker without a minimum
+        finds that last at least ``min_duration_s``.
         """
         if not 0.0 < weight <= 1.0:
             raise ConfigError(f"weight must lie in (0, 1], got {weight}", field="weight")
         alpha = 1.0 - (1.0 - self.alpha) ** weight
         self.smoothed = alpha * probability + (1.0 - alpha) * self.smoothed
+        middle = start_s + (end_s - start_s) / 2.0
         if probability >= self.on and self._pending_onset_s is None:
             self._pending_onset_s = start_s
-        if probability < self.on and not self.active and self._candidate_s is None:
+        open_ = self.active or self._candidate_s is not None
+        if probability < self.on and not open_:
             self._pending_onset_s = None
-        if not self.active and self._candidate_s is None and self.smoothed >= self.on:
+        if not open_ and self.smoothed >= self.on:
             onset = self._pending_onset_s if self._pending_onset_s is not None else start_s
             self._candidate_s = onset
+        if self.smoothed < self.off and (self.active or self._candidate_s is not None):
+            return self._end(middle)
+        if self._candidate_s is not None and middle - self._candidate_s >= self.min_duration_s:
+            return [self._report()]
+        return []
+
+    def _report(self) -> EpisodeEvent:
+        """The candidate has lasted ``min_duration_s``: it becomes a reported episode."""
+        assert self._candidate_s is not None
+        onset, self._candidate_s = self._candidate_s, None
+        self.episodes.append(Episode(self.label, onset))
+        return EpisodeEvent(self.label, "onset", onset)
+
+    def _end(self, offset_s: float) -> list[EpisodeEvent]:
+        """End the open episode or candidate at ``offset_s``; a candidate is reported if it
+        lasted ``min_duration_s``, else dropped."""
+        self._pending_onset_s = None
+        events = []
         if self._candidate_s is not None:
-            onset = self._candidate_s
-            if self.smoothed < self.off:  # ended before it lasted min_duration_s: dropped
+            if offset_s - self._candidate_s < self.min_duration_s:
                 self._candidate_s = None
-                self._pending_onset_s = start_s if probability >= self.on else None
-            elif end_s - onset >= self.min_duration_s:
-                self._candidate_s = None
-                self.episodes.append(Episode(self.label, onset))
-                return EpisodeEvent(self.label, "onset", onset)
-            return None
-        if self.active and self.smoothed < self.off:
-            episode = self.episodes[-1]
-            episode.offset_s = start_s + (end_s - start_s) / 2.0
-            self._pending_onset_s = None
-            return EpisodeEvent(self.label, "offset", episode.offset_s, episode.duration_s)
-        return None
-
-    def close(self, end_s: float) -> EpisodeEvent | None:
-        """End an open episode at the end of the stream (one not yet ``min_duration_s`` long
-        is dropped)."""
-        self._candidate_s = None
+                return []
+            events.append(self._report())
         if not self.active:
-            return None
+            return events
         episode = self.episodes[-1]
-        episode.offset_s = end_s
-        return EpisodeEvent(self.label, "offset", end_s, episode.duration_s)
+        episode.offset_s = offset_s
+        return [*events, EpisodeEvent(self.label, "offset", offset_s, episode.duration_s)]
 
-    def interrupt(self, last_s: float) -> EpisodeEvent | None:
+    def close(self, end_s: float) -> list[EpisodeEvent]:
+        """End an open episode at the end of the stream (one shorter than ``min_duration_s``
+        is dropped)."""
+        return self._end(end_s)
+
+    def interrupt(self, last_s: float) -> list[EpisodeEvent]:
         """A gap in the data after ``last_s``: end an open episode there and forget the
         smoothing and any pending onset, so nothing carries across the gap."""
-        event = self.close(last_s)
+        events = self._end(last_s)
         self.smoothed = 0.0
-        self._pending_onset_s = None
-        return event
+        return events
 
     def total_s(self) -> float:
         return sum(e.duration_s or 0.0 for e in self.episodes)

@@ -581,13 +581,12 @@ class StreamPipeline:
         self._interrupt_episodes(before_s=event.start_s, out=out)  # events stay in time order
         self._emit(event, out)
         if not flagged:
-            episode = self.episodes.update(
+            for episode in self.episodes.update(
                 event.probabilities.get(self.episodes.label, 0.0),
                 event.start_s,
                 event.end_s,
                 weight=fresh,
-            )
-            if episode is not None:
+            ):
                 self._emit(episode, out)
 
     def _denoised_context(self, start: int, window_flags: np.ndarray) -> np.ndarray | None:
@@ -596,8 +595,7 @@ class StreamPipeline:
         context = denoised_context(self._denoised_prev, start)
         if context is None or (window_flags.size and window_flags[0] & GAP_BEFORE):
             return None
-        if start - context.size < self._model_buf.oldest_index:
-            return None
+        # the buffer holds a window, the lag and a hop beyond: the context is still in it
         _, _, flags = self._model_buf.read_range(start - context.size + 1, context.size - 1)
         return None if np.any(flags & GAP_BEFORE) else context
 
@@ -645,8 +643,7 @@ class StreamPipeline:
         time without data, and smoothing restarts after it."""
         while self._gaps and self._gaps[0][1] <= before_s + 0.5 / self.fs:
             last_before, _ = self._gaps.pop(0)
-            ended = self.episodes.interrupt(last_before)
-            if ended is not None:
+            for ended in self.episodes.interrupt(last_before):
                 self._emit(ended, out)
 
     def close(self) -> list[Event]:
@@ -659,8 +656,7 @@ class StreamPipeline:
         self._drain(out, final=True)
         end_s = (self._offset_s or 0.0) + self._model_buf.total_written / self.fs
         self._interrupt_episodes(before_s=end_s, out=out)
-        closing = self.episodes.close(end_s)
-        if closing is not None:
+        for closing in self.episodes.close(end_s):
             self._emit(closing, out)
         for queue in self._queues:
             queue.put_nowait(None)

@@ -162,19 +162,22 @@ def test_no_denoised_context_crosses_a_gap(bundle, ecg, monkeypatch):
         return denoised_window_rpeaks(x, n, fs, context)
 
     monkeypatch.setattr(pipeline_module, "denoised_window_rpeaks", spy)
-    p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
-    half = int(30 * FS)
-    events = p.push(ecg.signal[:half], timestamp_s=0.0)
-    events += p.push(ecg.signal[half:], timestamp_s=30.0 + 5.0)  # 5 s lost
-    windows = [e for e in events + p.close() if isinstance(e, WindowEvent)]
-    assert len(seen) == len(windows) > 8
-    starts = [e.start_s for e in windows]
-    assert any(abs(s - 35.0) < 1e-6 for s in starts)  # the first window after the gap
-    for start_s, context in zip(starts, seen):
-        # without context: the stream's first window and the one starting at the gap (its
-        # context would end before the gap); a window starting inside the 5 s after the gap
-        # has context from after the gap, one spanning the gap has it from before
-        assert (context is None) == (start_s == 0.0 or abs(start_s - 35.0) < 1e-6), start_s
+    def context_free_starts(gap_at_s: float) -> list[float]:
+        seen.clear()
+        p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
+        cut = int(gap_at_s * FS)
+        events = p.push(ecg.signal[:cut], timestamp_s=0.0)
+        events += p.push(ecg.signal[cut:], timestamp_s=gap_at_s + 5.0)  # 5 s lost
+        windows = [e for e in events + p.close() if isinstance(e, WindowEvent)]
+        assert len(seen) == len(windows) > 8
+        return [e.start_s for e, context in zip(windows, seen) if context is None]
+
+    # at a hop boundary (30 s): the window starting at the gap (35 s on the stream clock; its
+    # context would end before the gap) has none; the next ones have context after the gap
+    assert context_free_starts(30.0) == pytest.approx([0.0, 35.0])
+    # mid-hop (32.5 s): the window starting at 30 s spans the gap but its context (25-30 s)
+    # does not; the next window (its data from 40 s) would take context across the gap
+    assert context_free_starts(32.5) == pytest.approx([0.0, 40.0])
 
 
 @pytest.mark.parametrize("seconds", [67.3, 4.0])  # an end-aligned tail window; one short window

@@ -20,6 +20,7 @@ def test_scores_count_episodes_time_and_false_alarms():
     s = ep.score(rows, 0.0)
     assert (s["reference_episodes"], s["reported_episodes"]) == (2, 3)
     assert s["episode_se"] == pytest.approx(50.0)
+    assert (s["reference_episodes_30s"], s["episode_se_30s"]) == (2, pytest.approx(50.0))
     assert s["episode_pp"] == pytest.approx(100.0 / 3)
     assert s["duration_se"] == pytest.approx(100.0 * 250 / 400)
     assert s["duration_pp"] == pytest.approx(100.0 * 250 / 380)
@@ -38,8 +39,8 @@ def test_nothing_reported_has_no_positive_predictivity():
 
 @pytest.mark.data("cpsc2021")
 def test_the_30_s_row_is_what_a_stream_with_that_minimum_reports():
-    """On real AF records: the bench's derived 30 s episodes equal a pipeline run with
-    ``episode_min_s=30`` (the bundle's hop is half its window)."""
+    """On real AF records (tail windows included): the bench's derived 30 s episodes equal a
+    pipeline run with ``episode_min_s=30``."""
     from sdk.bundle import default_bundle_path, load_bundle
     from sdk.events import EpisodeEvent
     from sdk.pipeline import StreamPipeline
