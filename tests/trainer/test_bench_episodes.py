@@ -62,3 +62,14 @@ def test_the_30_s_row_is_what_a_stream_with_that_minimum_reports():
         if checked == 3:
             break
     assert checked == 3
+
+
+def test_timeline_plot_is_written_for_records_with_af(tmp_path):
+    rows = {
+        "db": [
+            _row([(60.0, 400.0)], [(50.0, 70.0), (100.0, 420.0)], seconds=600.0),
+            _row([], [], seconds=600.0),  # nothing to show: left out
+        ]
+    }
+    path = ep.plot_timelines(rows, tmp_path / "t.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

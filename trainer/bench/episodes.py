@@ -157,11 +157,46 @@ def run(bundle_dir: Path, out_dir: Path, *, report: str = "episodes") -> dict[st
             db: [score(rs, min_s) for min_s in MIN_DURATIONS_S] for db, rs in rows.items()
         },
         "records": rows,
+        "plot": f"{report}.png",
     }
     md = _markdown(result)
     write_result(out_dir, report, result, md)
+    plot_timelines(rows, out_dir / f"{report}.png")
     print(md)
     return result
+
+
+def plot_timelines(rows: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """One line per record with reference or reported AF: the reference AF (grey), the
+    episodes reported without a minimum (light) and with the 30 s minimum (dark)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    shown = [
+        (f"{db}/{r['record']}", r)
+        for db, rs in rows.items()
+        for r in rs
+        if r["reference"] or r["reported"]
+    ]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.2))
+    for i, (name, r) in enumerate(reversed(shown)):
+        ax.broken_barh(
+            [(a / 60, (b - a) / 60) for a, b in r["reference"]], (i - 0.4, 0.8), color="0.8"
+        )
+        long = [s for s in r["reported"] if s[1] - s[0] >= AF_EPISODE_MIN_S]
+        for spans, color, y in ((r["reported"], "#9ecae1", -0.25), (long, "#08519c", 0.05)):
+            ax.broken_barh([(a / 60, (b - a) / 60) for a, b in spans], (i + y, 0.2), color=color)
+        ax.text(r["seconds"] / 60 + 0.3, i, name, va="center", fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlabel("minutes")
+    ax.set_title("AF: reference (grey), reported without a minimum (light), with 30 s (dark)")
+    ax.set_xlim(0, max(r["seconds"] for _, r in shown) / 60 + 6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -216,7 +251,7 @@ def _markdown(result: dict[str, Any]) -> str:
             f"\nBundle `{result['bundle']}`. Command: `{result['command']}` "
             f"({result['seconds'] / 60:.1f} min).\n",
             md_table(header, rows),
-            "\nPer record (AF episodes / minutes):\n",
+            f"\nTimelines: `{result['plot']}`. Per record (AF episodes / minutes):\n",
             md_table(
                 ["record", "minutes", "reference", "reported, no minimum", "reported, ≥ 30 s"],
                 per_record,
