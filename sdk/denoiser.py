@@ -87,16 +87,27 @@ class WindowDenoiser:
             )
         return self.model.run({"x": x}, ["y"])[0]
 
-    def denoise_window(self, seg: np.ndarray, lead: int) -> np.ndarray:
-        """A stream's window ``seg`` (n, n_leads) band-passed, n <= window → the selected
-        lead's embedder input (1, 1, window): denoised, re-standardized, zero-padded."""
+    def denoise_leads(self, seg: np.ndarray, lead: int) -> np.ndarray:
+        """A stream's window ``seg`` (n, n_leads) band-passed, n <= window → the leads the
+        denoiser sees, denoised and re-standardized, (n, leads) with the selected ``lead``
+        first (a 1-lead denoiser sees only that lead)."""
         n = seg.shape[0]
         cols = seg[:, lead : lead + 1] if self.leads == 1 else seg
         x = np.zeros((1, self.leads, self.window), dtype=np.float32)
         x[0, :, :n] = standardize_window(cols).T
-        y = self.denoise(x)[0, 0 if self.leads == 1 else lead, :n]
+        y = self.denoise(x)[0, :, :n].T
+        order = [lead] + [j for j in range(self.leads) if j != lead] if self.leads > 1 else [0]
+        return np.stack([standardize_window(y[:, j]) for j in order], axis=1)
+
+    def denoise_window(self, seg: np.ndarray, lead: int) -> np.ndarray:
+        """A stream's window ``seg`` (n, n_leads) band-passed, n <= window → the selected
+        lead's embedder input (1, 1, window): denoised, re-standardized, zero-padded."""
+        return self.embedder_input(self.denoise_leads(seg, lead))
+
+    def embedder_input(self, leads: np.ndarray) -> np.ndarray:
+        """:meth:`denoise_leads`' output → the selected lead zero-padded, (1, 1, window)."""
         out = np.zeros((1, 1, self.window), dtype=np.float32)
-        out[0, 0, :n] = standardize_window(y)
+        out[0, 0, : leads.shape[0]] = leads[:, 0]
         return out
 
 

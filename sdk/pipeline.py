@@ -118,8 +118,9 @@ class StreamPipeline:
     on_event : callback receiving every event (more with :meth:`add_callback`).
     denoise : run the bundle's ``denoiser`` (if it has one) on each window before the embedder;
         the window's beats (heart rate, RR features, Lorenz image) then come from the denoised
-        window, and windows are analysed without waiting ``PEAK_LAG_S`` for the stream's
-        R-peak detector.
+        window (every lead a multi-lead denoiser cleans, placed on the selected one), and
+        windows are analysed without waiting ``PEAK_LAG_S`` for the stream's R-peak
+        detector.
     stateful : embed with the bundle's step model, one block at a time (:mod:`sdk.step_stream`).
         ``None``: when the bundle has one it can use (raw-only bundle, no denoiser running)
         and the window hop is one step block (at a longer hop several step calls cost more
@@ -541,12 +542,19 @@ class StreamPipeline:
             settle=self._settle,
         )
         step = self.step_stream.take(start, n) if self.step_stream is not None else None
-        x = self._embedder_input(seg) if step is None else None
-        if self.denoiser is not None and x is not None:
+        x: np.ndarray | None = None
+        if step is None and self.denoiser is not None:
+            # every lead the denoiser cleans gives the beats (the selected one first)
+            leads = self.denoiser.denoise_leads(seg, self.lead)
+            x = self.denoiser.embedder_input(leads)
+            beats_in = leads[:, 0] if leads.shape[1] == 1 else leads
             context = self._denoised_context(start, flags)
-            peaks = denoised_window_rpeaks(x[0, 0], seg.shape[0], self.fs, context)
-            self._denoised_prev = (start, x[0, 0, : seg.shape[0]].copy())
+            peaks = denoised_window_rpeaks(beats_in, seg.shape[0], self.fs, context)
+            self._denoised_prev = (start, beats_in)
         else:
+            if step is None:
+                x = np.zeros((1, 1, self.window), dtype=np.float32)
+                x[0, 0, : seg.shape[0]] = standardize_window(seg[:, self.lead])
             peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
         proba = self._probabilities(x, peaks, step)
         latency_ms = 1000.0 * (time.perf_counter() - tic) + (step[1] if step else 0.0)
@@ -596,7 +604,8 @@ class StreamPipeline:
         if context is None or (window_flags.size and window_flags[0] & GAP_BEFORE):
             return None
         # the buffer holds a window, the lag and a hop beyond: the context is still in it
-        _, _, flags = self._model_buf.read_range(start - context.size + 1, context.size - 1)
+        m = context.shape[0]
+        _, _, flags = self._model_buf.read_range(start - m + 1, m - 1)
         return None if np.any(flags & GAP_BEFORE) else context
 
     def _held_before(self, raw_start: int, window_flags: np.ndarray) -> np.ndarray:
@@ -612,19 +621,12 @@ class StreamPipeline:
             return before[gaps[-1] :, 1]
         return np.r_[0.0, before[:, 1]] if start == 0 else before[:, 1]
 
-    def _embedder_input(self, seg: np.ndarray) -> np.ndarray:
-        """A window's (1, 1, window) embedder input: denoised when the pipeline denoises."""
-        if self.denoiser is not None:
-            return self.denoiser.denoise_window(seg, self.lead)
-        x = np.zeros((1, 1, self.window), dtype=np.float32)
-        x[0, 0, : seg.shape[0]] = standardize_window(seg[:, self.lead])
-        return x
-
     def _probabilities(
         self, x: np.ndarray | None, peaks: np.ndarray, step: tuple[np.ndarray, float] | None
     ) -> np.ndarray:
         """A window's class probabilities: the head on the step model's embedding (``step``)
-        or on the whole-window embedders' of ``x`` (:meth:`_embedder_input`)."""
+        or on the whole-window embedders' of ``x`` (the window standardized, or the selected
+        lead denoised)."""
         head = self.profile.head if self.profile is not None else None
         rr = rr_features(peaks, self.fs)[None]
         if step is not None:

@@ -84,12 +84,16 @@ _GROUP_DELAY_HZ = 10.0
 
 
 class StreamingRPeakDetector:
-    """Streaming Pan-Tompkins (``pantompkins1985``) R-peak detector for one lead.
+    """Streaming Pan-Tompkins (``pantompkins1985``) R-peak detector for one or more leads.
 
     Parameters
     ----------
     fs : float
         Sample rate in Hz; must exceed ``2 * 15`` Hz (tested at 128 and 360 Hz).
+    leads : int, default 1
+        Leads per sample. With several, the squared slopes of the band-passed leads are summed
+        before the moving-window integration (one integrated signal, one set of thresholds),
+        and each R peak is placed, and checked for a T wave, on the first lead.
     search_back_threshold : float, default ``SEARCH_BACK_THRESHOLD`` (0.1)
         ``I2 / I1`` in [0, 1]: how small a rejected candidate search-back may take
         (Pan and Tompkins: 0.5).
@@ -109,6 +113,7 @@ class StreamingRPeakDetector:
         self,
         fs: float,
         *,
+        leads: int = 1,
         search_back_threshold: float = SEARCH_BACK_THRESHOLD,
         search_back_pick: Literal["nearest", "largest"] = "nearest",
     ) -> None:
@@ -127,11 +132,14 @@ class StreamingRPeakDetector:
                 f"search_back_pick must be one of {SEARCH_BACK_PICKS}, got {search_back_pick!r}",
                 field="search_back_pick",
             )
+        if isinstance(leads, bool) or int(leads) != leads or leads < 1:
+            raise ConfigError(f"leads must be an integer >= 1, got {leads!r}", field="leads")
+        self._leads = int(leads)
         self._sb_threshold = float(search_back_threshold)
         self._sb_nearest = search_back_pick == "nearest"
         self._fs = float(fs)
         sos = design_bandpass(self._fs, BAND_LOW_HZ, BAND_HIGH_HZ, order=2)
-        self._bp = StreamingSOSFilter(sos)
+        self._bp = StreamingSOSFilter(sos, self._leads)
         b, a = signal.sos2tf(sos)
         _, gd = signal.group_delay((b, a), w=[_GROUP_DELAY_HZ], fs=self._fs)
         self._bp_delay = int(round(float(gd[0])))
@@ -166,7 +174,7 @@ class StreamingRPeakDetector:
     def reset(self) -> None:
         """Forget all state, as if freshly constructed."""
         self._bp.reset()
-        self._zi_deriv = np.zeros(self._b_deriv.size - 1, dtype=np.float64)
+        self._zi_deriv = np.zeros((self._b_deriv.size - 1, self._leads), dtype=np.float64)
         self._zi_mwi = np.zeros(self._win - 1, dtype=np.float64)
         self._buf_start = 0
         self._buf_len = 0
@@ -191,7 +199,8 @@ class StreamingRPeakDetector:
         Parameters
         ----------
         block : numpy.ndarray
-            ``(n,)`` samples of one lead (any unit; millivolts by convention), ``n >= 0``.
+            ``(n,)`` samples of one lead, or ``(n, leads)`` (any unit; millivolts by
+            convention), ``n >= 0``.
 
         Returns
         -------
@@ -199,11 +208,18 @@ class StreamingRPeakDetector:
             int64 ``(k,)`` absolute sample indices of R peaks, increasing.
         """
         x = np.asarray(block, dtype=np.float64)
-        if x.ndim != 1:
-            raise BlockError(f"block must be 1-D (n,), got shape {x.shape}", reason="shape")
+        if x.ndim == 1 and self._leads == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != self._leads:
+            raise BlockError(
+                f"block must be (n, {self._leads})"
+                + (" or (n,)" if self._leads == 1 else "")
+                + f", got shape {x.shape}",
+                reason="shape",
+            )
         x = np.where(np.isfinite(x), x, 0.0)
         out: list[int] = []
-        for start in range(0, x.size, self._chunk):
+        for start in range(0, x.shape[0], self._chunk):
             self._ingest(x[start : start + self._chunk], out)
         return np.asarray(out, dtype=np.int64)
 
@@ -226,10 +242,14 @@ class StreamingRPeakDetector:
 
     # ------------------------------------------------------------------ signal chain
     def _ingest(self, x: np.ndarray, out: list[int]) -> None:
-        bp = self._bp.process(x).astype(np.float64)
-        deriv, self._zi_deriv = signal.lfilter(self._b_deriv, 1.0, bp, zi=self._zi_deriv)
-        mwi, self._zi_mwi = signal.lfilter(self._b_mwi, 1.0, deriv * deriv, zi=self._zi_mwi)
-        m = x.size
+        bps = self._bp.process(x).astype(np.float64)
+        deriv, self._zi_deriv = signal.lfilter(
+            self._b_deriv, 1.0, bps, axis=0, zi=self._zi_deriv
+        )
+        slopes = np.sum(deriv * deriv, axis=1)
+        mwi, self._zi_mwi = signal.lfilter(self._b_mwi, 1.0, slopes, zi=self._zi_mwi)
+        bp = bps[:, 0]  # R peaks are placed on the first lead
+        m = x.shape[0]
         if self._buf_len + m > self._bp_buf.size:
             keep = min(self._buf_len, self._context)
             drop = self._buf_len - keep
@@ -380,7 +400,7 @@ def detect_rpeaks(
     search_back_threshold: float = SEARCH_BACK_THRESHOLD,
     search_back_pick: Literal["nearest", "largest"] = "nearest",
 ) -> np.ndarray:
-    """Detect R peaks in a whole single-lead signal (``pantompkins1985``).
+    """Detect R peaks in a whole signal of one or more leads (``pantompkins1985``).
 
     Runs a fresh :class:`StreamingRPeakDetector` over ``x`` and flushes it, so the result is
     exactly what streaming would report.
@@ -388,7 +408,7 @@ def detect_rpeaks(
     Parameters
     ----------
     x : numpy.ndarray
-        ``(n,)`` samples of one lead.
+        ``(n,)`` samples of one lead, or ``(n, leads)`` (peaks placed on the first lead).
     fs : float
         Sample rate in Hz.
     search_back_threshold, search_back_pick
@@ -399,8 +419,12 @@ def detect_rpeaks(
     numpy.ndarray
         int64 ``(k,)`` sample indices of R peaks, increasing.
     """
+    x = np.asarray(x)
     det = StreamingRPeakDetector(
-        fs, search_back_threshold=search_back_threshold, search_back_pick=search_back_pick
+        fs,
+        leads=1 if x.ndim == 1 else x.shape[-1],
+        search_back_threshold=search_back_threshold,
+        search_back_pick=search_back_pick,
     )
     return np.concatenate([det.process(x), det.flush()])
 
@@ -422,23 +446,25 @@ def denoised_window_rpeaks(
     Parameters
     ----------
     x : numpy.ndarray
-        ``(window,)`` one lead of :meth:`sdk.denoiser.WindowDenoiser.denoise_window`'s output.
+        ``(window,)`` one denoised lead, or ``(window, leads)`` the leads of a multi-lead
+        denoiser (beats from all of them, placed on the first:
+        :class:`StreamingRPeakDetector`).
     n : int
         Samples at the start of ``x`` that hold signal (the rest is zero padding).
     fs : float
         Sample rate in Hz.
     context : numpy.ndarray, optional
-        ``(m,)`` denoised samples immediately before ``x`` (none at a stream's start or after
-        a gap).
+        ``(m,)`` or ``(m, leads)`` denoised samples immediately before ``x`` (none at a
+        stream's start or after a gap).
 
     Returns
     -------
     numpy.ndarray
         int64 sample indices within the window, increasing.
     """
-    ctx = np.zeros(0) if context is None else np.asarray(context, dtype=np.float64).ravel()
-    y = np.concatenate([ctx, np.asarray(x[:n], dtype=np.float64)])
-    peaks = detect_rpeaks(y, fs) - ctx.size
+    w = np.asarray(x[:n], dtype=np.float64)
+    ctx = np.zeros((0, *w.shape[1:])) if context is None else np.asarray(context, np.float64)
+    peaks = detect_rpeaks(np.concatenate([ctx, w]), fs) - ctx.shape[0]
     return peaks[peaks >= 0]
 
 

@@ -83,7 +83,7 @@ def denoised_context(prev: tuple[int, np.ndarray] | None, start: int) -> np.ndar
     if prev is None:
         return None
     k = start - prev[0]
-    return prev[1][:k] if 0 < k <= prev[1].size else None
+    return prev[1][:k] if 0 < k <= prev[1].shape[0] else None
 
 
 def record_windows(

@@ -87,7 +87,7 @@ class _IdentityDenoiser:
         return x
 
 
-def test_noise_stress_feeds_a_two_lead_denoiser_both_leads_and_detects_on_lead_0():
+def test_noise_stress_feeds_a_two_lead_denoiser_both_leads_and_detects_on_both(monkeypatch):
     from sdk.preprocess import PreprocessSpec
     from sdk.synthetic import synthetic_ecg
     from trainer.bench.noise_stress import Detectors
@@ -103,10 +103,23 @@ def test_noise_stress_feeds_a_two_lead_denoiser_both_leads_and_detects_on_lead_0
         assert {x.shape[1] for x in den.seen} == {leads}
         if leads == 2:  # lead 1 is the record's lead 1, not a copy of lead 0
             assert not np.allclose(den.seen[0][0, 0], den.seen[0][0, 1])
-    # the identity denoiser changes nothing the detector sees on lead 0
+    # the identity denoiser changes nothing the detector sees on lead 0, and lead 1 is small
     for leads in (1, 2):
         a, b = found[leads]["SDK Pan-Tompkins"], found[leads]["SDK Pan-Tompkins + denoiser"]
         assert len(a) >= 40 and np.allclose(a, b, atol=1.0 / 128)
+    # behind the 2-lead denoiser the SDK's detector takes both leads, as the pipeline does
+    import trainer.bench.noise_stress as ns
+
+    shapes = []
+
+    def spy(x, f):  # noqa: ANN001, ANN202
+        shapes.append(np.shape(x)[1:])
+        return detect(x, f)
+
+    detect = ns.detect_rpeaks
+    monkeypatch.setattr(ns, "detect_rpeaks", spy)
+    Detectors(_IdentityDenoiser(2), PreprocessSpec())(record, fs, peers=False)
+    assert shapes == [(), (2,)]  # without the denoiser lead 0; behind it both leads
     three = Detectors(_IdentityDenoiser(3), PreprocessSpec())
     with pytest.raises(ValueError, match="takes 3 leads"):
         three(record, fs, peers=False)

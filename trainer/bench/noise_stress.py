@@ -1,13 +1,15 @@
 """``ecgedge bench noise-stress``: R-peak detection on nstdb 118e*/119e* with and without
 the denoiser (ANSI/AAMI EC57 style: Se and +P against the reference beats, ±75 ms).
 
-Detectors, all on lead 0 (MLII):
+Detectors, all on lead 0 (MLII) unless said:
 
 - the SDK's streaming Pan-Tompkins (:func:`sdk.rpeaks.detect_rpeaks`) on the device
   representation (resample to 128 Hz, causal 0.5–40 Hz band-pass), as the pipeline runs it;
 - the same after the denoiser (:func:`sdk.denoiser.denoise_signal`: windows of 10 s with 5 s
   hop, each sample from the window where it is most central); a 1-lead denoiser sees MLII, a
-  2-lead one both leads of the record (MLII and V1, both carrying the stress noise);
+  2-lead one both leads of the record (MLII and V1, both carrying the stress noise), and the
+  SDK's detector then takes both denoised leads (their squared slopes summed, beats placed
+  on MLII), as the pipeline does;
 - ``wfdb.processing.xqrs_detect`` and NeuroKit2 (``ecg_peaks`` on ``ecg_clean``) on the raw
   360 Hz record, and the same two on the denoised signal.
 
@@ -83,7 +85,8 @@ def spans_of(n_samples: int) -> dict[str, list[tuple[float, float]] | None]:
 
 class Detectors:
     """Every detector on lead 0 of a raw record; returns beat times in s of the record.
-    A denoiser sees as many leads, from lead 0 on, as it takes."""
+    A denoiser sees as many leads, from lead 0 on, as it takes; the SDK's detector behind a
+    multi-lead denoiser uses all of them, as the pipeline does."""
 
     def __init__(self, denoiser: Any | None, spec: PreprocessSpec) -> None:
         self.den, self.spec = denoiser, spec
@@ -108,8 +111,11 @@ class Detectors:
         f = self.spec.fs
         out = {"SDK Pan-Tompkins": detect_rpeaks(y, f) / f - delay}
         if self.den is not None:
-            yd = denoise_signal(self.den, ys)[:, 0].astype(np.float64)
-            out["SDK Pan-Tompkins + denoiser"] = detect_rpeaks(yd, f) / f - delay
+            yds = denoise_signal(self.den, ys).astype(np.float64)
+            yd = yds[:, 0]
+            # as the pipeline: beats from every lead the denoiser cleans, placed on lead 0
+            sdk_in = yd if leads == 1 else yds
+            out["SDK Pan-Tompkins + denoiser"] = detect_rpeaks(sdk_in, f) / f - delay
         if peers:
             out["wfdb XQRS (raw 360 Hz)"] = processing.xqrs_detect(x, fs, verbose=False) / fs
             nk_peaks = nk.ecg_peaks(nk.ecg_clean(x, sampling_rate=int(fs)), sampling_rate=int(fs))
