@@ -89,11 +89,11 @@ def test_added_noise_hits_the_requested_snr_on_the_nstdb_segments_only():
 
 
 class _PassThrough:
-    """Stand-in denoiser: returns the window standardized, as ``denoise_window`` shapes it."""
+    """Stand-in denoiser: returns the window standardized, as ``denoise_leads`` shapes it."""
 
-    def denoise_window(self, seg: np.ndarray, lead: int) -> np.ndarray:
-        x = seg[:, lead]
-        return ((x - x.mean()) / x.std())[None, None].astype(np.float32)
+    def denoise_leads(self, seg: np.ndarray, lead: int) -> np.ndarray:
+        x = seg[:, lead : lead + 1]
+        return ((x - x.mean()) / x.std()).astype(np.float32)
 
 
 def test_window_beats_scores_each_windows_interior_alone_and_with_context():
@@ -102,7 +102,7 @@ def test_window_beats_scores_each_windows_interior_alone_and_with_context():
     fs, window, hop = 128.0, 1280, 640
     ecg = synthetic_ecg((("sinus", 60.0),), fs=fs, seed=2)
     ref_s = ecg.r_peaks / fs
-    case = rt.Case("syn", "clean", None, ref_s, 0.0, ecg.signal, None, fs)
+    case = rt.Case("syn", "clean", None, ref_s, 0.0, ecg.signal[:, None], None, fs)
     got = rt.window_beats([case], _PassThrough(), window, hop)
     starts = np.arange(0, ecg.signal.size - window + 1, hop)
     edge = rt.WINDOW_EDGE_S * fs

@@ -2,12 +2,15 @@
 with added noise, never on the noise-stress records (118, 119) that ``bench noise-stress`` scores.
 
 Tuning set: the mitdb records that the bundle's denoiser neither trained on nor has in the
-noise-stress benchmark (its checkpoint-selection and evaluation records), lead 0 (MLII). Noise
-is added as in nstdb: from minute 5 on, two-minute noisy segments alternating with clean ones,
-at the labels 12, 6 and 0 dB. The noise is NSTDB muscle artefact (``ma``) from the first 80% of
-the record (the denoiser's training and selection part; the last 20% stays unseen), starting
-at a seeded random offset per record. Electrode motion is left out: the only ``em`` there is
-was recovered from 118e*/119e*, so it is the noise-stress benchmark's own noise.
+noise-stress benchmark (its checkpoint-selection and evaluation records), lead 0 (MLII; V5
+in 114, whose leads are swapped); a 2-lead denoiser sees leads 0 and 1 (MLII and V1; V5 and
+MLII in 114), each with its own channel of
+the noise record, each at the level measured on its own QRS. Noise is added as in nstdb: from
+minute 5 on, two-minute noisy segments alternating with clean ones, at the labels 12, 6 and 0
+dB. The noise is NSTDB muscle artefact (``ma``) from the first 80% of the record (the
+denoiser's training and selection part; the last 20% stays unseen), starting at a seeded random
+offset per record. Electrode motion is left out: the only ``em`` there is was recovered from
+118e*/119e*, so it is the noise-stress benchmark's own noise.
 
 The SNR scale is nstdb's: signal power is the squared median peak-to-peak QRS amplitude / 8,
 noise power the mean square over the noisy segments, and the labels of nstdb's 118e*/119e* are
@@ -16,23 +19,24 @@ any detection) and applied to the tuning records.
 
 Each rule ``(I2 / I1, pick)`` runs the SDK's streaming Pan-Tompkins
 (:func:`sdk.rpeaks.detect_rpeaks`) on the device representation (128 Hz, band-pass), with and
-without the bundle's denoiser, and on the clean tuning records. Behind the denoiser the record
-is denoised window by window and stitched (:func:`sdk.denoiser.denoise_signal`), as
-``bench noise-stress`` scores it; a streaming pipeline detects in each denoised window alone
-(what it reports is measured in ``bench noise-stress``'s heart-rate section).
+without the bundle's denoiser, and on the clean tuning records; behind a multi-lead denoiser on
+all its denoised leads, as the pipeline does, and on lead 0 alone for comparison. Behind the
+denoiser the record is denoised window by window and stitched
+(:func:`sdk.denoiser.denoise_signal`), as ``bench noise-stress`` scores it; a streaming
+pipeline detects in each denoised window alone (what it reports is measured in ``bench noise-
+stress``'s heart-rate section).
 
-The chosen rule maximizes min(Se, +P) at 6 dB (denoised when the bundle has a denoiser)
-among rules that keep Se and +P at 12 dB >= 99% and lose at most 0.05 points of clean +P
-against Pan and Tompkins' rule (0.5, largest).
+The chosen rule maximizes min(Se, +P) at 6 dB (denoised when the bundle has a denoiser) among
+rules that keep Se and +P at 12 dB >= 99% and lose at most 0.05 points of clean +P against Pan
+and Tompkins' rule (0.5, largest).
 
-With a denoiser, a second table scores a window's beats as a denoising stream finds them
-(the SDK's rule): each window (the bundle's window and hop) denoised alone
-(:meth:`sdk.denoiser.WindowDenoiser.denoise_window`), its beats detected on the window alone
-and with the previous window's denoised samples before it as context
+With a denoiser, a second table scores a window's beats as a denoising stream finds them (the
+SDK's rule): each window (the bundle's window and hop) denoised alone
+(:meth:`sdk.denoiser.WindowDenoiser.denoise_leads`), its beats detected on the window alone and
+with the previous window's denoised samples before it as context
 (:func:`sdk.rpeaks.denoised_window_rpeaks`, :func:`sdk.windowing.denoised_context`, as
 :class:`sdk.pipeline.StreamPipeline`). Beats and detections within 0.1 s of a window's edges
-are not scored; the counts pool every window (a beat lies in two windows).
-"""
+are not scored; the counts pool every window (a beat lies in two windows)."""
 
 from __future__ import annotations
 
@@ -73,8 +77,8 @@ class Case:
     level_db: int | None
     ref_s: np.ndarray
     delay_s: float
-    y: np.ndarray
-    y_denoised: np.ndarray | None
+    y: np.ndarray  # (n, leads): the leads the denoiser sees (lead 0 alone without one)
+    y_denoised: np.ndarray | None  # (n, leads)
     fs: float
 
 
@@ -125,8 +129,8 @@ def tuning_records(split: dict[str, Any]) -> list[str]:
     return names
 
 
-def _noise(kind: str, n: int, seed: int) -> np.ndarray:
-    src = noise_360(kind)[:, 0].astype(np.float64)
+def _noise(kind: str, n: int, seed: int, channel: int = 0) -> np.ndarray:
+    src = noise_360(kind)[:, channel].astype(np.float64)
     src = src[: int(round(NOISE_PARTS["select"][1] * src.size))]  # never the evaluation 20%
     start = int(np.random.default_rng(seed).integers(0, src.size))
     z = np.tile(src, int(np.ceil((n + start) / src.size)) + 1)[start : start + n]
@@ -134,11 +138,17 @@ def _noise(kind: str, n: int, seed: int) -> np.ndarray:
 
 
 def add_noise(
-    x: np.ndarray, beats: np.ndarray, fs: float, kind: str, snr_db: float, seed: int
+    x: np.ndarray,
+    beats: np.ndarray,
+    fs: float,
+    kind: str,
+    snr_db: float,
+    seed: int,
+    channel: int = 0,
 ) -> np.ndarray:
-    """``x`` (360 Hz) plus noise ``kind`` on the nstdb segments, ``qrs_power`` / noise power
-    = ``snr_db`` over those segments."""
-    z = _noise(kind, x.size, seed)
+    """``x`` (one lead, 360 Hz) plus noise ``kind`` (its ``channel``) on the nstdb segments,
+    ``qrs_power`` / noise power = ``snr_db`` over those segments."""
+    z = _noise(kind, x.size, seed, channel)
     on = noisy_mask(x.size, fs)
     k = np.sqrt(qrs_power(x, beats, fs) / np.mean(np.square(z[on])) / 10.0 ** (snr_db / 10.0))
     return x + k * z * on
@@ -146,7 +156,8 @@ def add_noise(
 
 def build_cases(den: Any, spec: PreprocessSpec, names: list[str], offset_db: float) -> list[Case]:
     """Every tuning record clean and with each noise type at each level, preprocessed (and
-    denoised when ``den`` is given)."""
+    denoised when ``den`` is given). A multi-lead denoiser sees the record's first leads, each
+    with its own channel of the noise record, each at the level on its own QRS power."""
     from sdk.denoiser import denoise_signal
 
     cases = []
@@ -155,27 +166,36 @@ def build_cases(den: Any, spec: PreprocessSpec, names: list[str], offset_db: flo
     for name, kind, level in tqdm(jobs, desc="rpeak-tuning: cases", unit="case"):
         r = rec.read_mitdb(name)
         assert r.annotations is not None
-        x = r.signal[:, 0].astype(np.float64)
+        leads = den.leads if den is not None else 1
+        x = r.signal[:, :leads].astype(np.float64)
         if level is not None:
             seed = zlib.crc32(f"{name}/{kind}".encode())
-            x = add_noise(x, r.annotations.beat_samples, r.fs, kind, level - offset_db, seed)
-        pre = Preprocessor(r.fs, spec, 1)
-        y = pre.process(x[:, None]).astype(np.float64)
-        yd = denoise_signal(den, y)[:, 0] if den is not None else None
+            for j in range(leads):
+                x[:, j] = add_noise(
+                    x[:, j], r.annotations.beat_samples, r.fs, kind, level - offset_db, seed, j
+                )
+        pre = Preprocessor(r.fs, spec, leads)
+        y = pre.process(x).astype(np.float64)
+        yd = denoise_signal(den, y) if den is not None else None
         ref = r.annotations.beat_samples / r.fs
-        cases.append(Case(name, kind, level, ref, pre.delay_s, y[:, 0], yd, spec.fs))
+        cases.append(Case(name, kind, level, ref, pre.delay_s, y, yd, spec.fs))
     return cases
 
 
 def evaluate(cases: list[Case], threshold: float, pick: str) -> dict[str, dict[str, float]]:
     """Pooled Se / +P per condition (``"12 dB"``, ``"6 dB"``, ``"0 dB"``, ``"clean"``) and
-    signal (``"raw"``, ``"denoised"``)."""
+    signal (``"raw"``: lead 0; ``"denoised"``: every denoised lead, as the pipeline takes
+    them; with a multi-lead denoiser also ``"denoised lead 0"``)."""
     counts: dict[tuple[str, str], dict[str, int]] = {}
     for c in cases:
         cond = "clean" if c.level_db is None else f"{c.level_db} dB"
-        for sig, y in (("raw", c.y), ("denoised", c.y_denoised)):
-            if y is None:
-                continue
+        signals: list[tuple[str, np.ndarray]] = [("raw", c.y[:, 0])]
+        if c.y_denoised is not None:
+            yd = c.y_denoised
+            signals.append(("denoised", yd[:, 0] if yd.shape[1] == 1 else yd))
+            if yd.shape[1] > 1:
+                signals.append(("denoised lead 0", yd[:, 0]))
+        for sig, y in signals:
             peaks = rpeaks.detect_rpeaks(
                 y, c.fs, search_back_threshold=threshold, search_back_pick=pick
             )
@@ -203,9 +223,9 @@ def window_beats(
         ref = c.ref_s + c.delay_s  # in the device representation's time
         edge = WINDOW_EDGE_S * c.fs
         prev: tuple[int, np.ndarray] | None = None
-        for s in range(0, c.y.size - window + 1, hop):
-            seg = c.y[s : s + window, None].astype(np.float32)
-            x = den.denoise_window(seg, 0)[0, 0]
+        for s in range(0, c.y.shape[0] - window + 1, hop):
+            leads = den.denoise_leads(c.y[s : s + window].astype(np.float32), 0)
+            x = leads[:, 0] if leads.shape[1] == 1 else leads
             context = denoised_context(prev, s)
             prev = (s, x)
             spans = [((s + edge) / c.fs, (s + window - edge) / c.fs)]
@@ -254,10 +274,8 @@ def run(
         spec, bundle_name = bundle.manifest.preprocess, bundle.manifest.name
         if any(f.role == "denoiser" for f in bundle.manifest.files):
             den = WindowDenoiser(bundle, threads=1)
-            if den.leads != 1:
-                raise ValueError(
-                    f"the tuning set is one lead (MLII); the denoiser takes {den.leads}"
-                )
+            if den.leads > 2:
+                raise ValueError(f"mitdb has 2 leads; the denoiser takes {den.leads}")
             data = bundle.manifest.provenance.get("denoiser", {}).get("config", {}).get("data", {})
             split = {k: data.get(k, v) for k, v in DEFAULT_SPLIT.items()}
     offset, per_record = nstdb_snr_offset()
@@ -296,7 +314,8 @@ def run(
 
 def _markdown(result: dict, results: dict, chosen: tuple, sdk_rule: tuple, signal: str) -> str:
     conds = ["12 dB", "6 dB", "0 dB", "clean"]
-    signals = ["denoised", "raw"] if signal == "denoised" else ["raw"]
+    first = next(iter(results.values()))
+    signals = [s for s in ("denoised", "denoised lead 0", "raw") if f"clean / {s}" in first]
     header = ["I2 / I1", "pick", *[f"{c} {s}" for s in signals for c in conds]]
     rows = []
     for (t, p), r in results.items():
