@@ -199,14 +199,22 @@ def evaluate(cases: list[Case], threshold: float, pick: str) -> dict[str, dict[s
             peaks = rpeaks.detect_rpeaks(
                 y, c.fs, search_back_threshold=threshold, search_back_pick=pick
             )
-            got = score(c.ref_s, peaks / c.fs - c.delay_s, None)
-            acc = counts.setdefault((cond, sig), {"tp": 0, "fn": 0, "fp": 0})
-            for key, v in got.items():
-                acc[key] += v
+            _tally(counts, (cond, sig), score(c.ref_s, peaks / c.fs - c.delay_s, None))
+    return _rates(counts)
+
+
+def _tally(counts: dict[tuple[str, str], dict[str, int]], key: tuple[str, str], got: dict) -> None:
+    acc = counts.setdefault(key, {"tp": 0, "fn": 0, "fp": 0})
+    for k, v in got.items():
+        acc[k] += v
+
+
+def _rates(counts: dict[tuple[str, str], dict[str, int]]) -> dict[str, dict[str, float]]:
+    """``"<condition> / <signal or mode>"`` → the counts with Se and +P (%)."""
     out: dict[str, dict[str, float]] = {}
-    for (cond, sig), c in counts.items():
-        se, pp = se_pp(c)
-        out[f"{cond} / {sig}"] = {**c, "se": se, "pp": pp}
+    for (cond, what), n in counts.items():
+        se, pp = se_pp(n)
+        out[f"{cond} / {what}"] = {**n, "se": se, "pp": pp}
     return out
 
 
@@ -231,15 +239,8 @@ def window_beats(
             spans = [((s + edge) / c.fs, (s + window - edge) / c.fs)]
             for mode, ctx in (("alone", None), ("with context", context)):
                 peaks = rpeaks.denoised_window_rpeaks(x, window, c.fs, ctx)
-                got = score(ref, (peaks + s) / c.fs, spans)
-                acc = counts.setdefault((cond, mode), {"tp": 0, "fn": 0, "fp": 0})
-                for key, v in got.items():
-                    acc[key] += v
-    out: dict[str, dict[str, float]] = {}
-    for (cond, mode), n in counts.items():
-        se, pp = se_pp(n)
-        out[f"{cond} / {mode}"] = {**n, "se": se, "pp": pp}
-    return out
+                _tally(counts, (cond, mode), score(ref, (peaks + s) / c.fs, spans))
+    return _rates(counts)
 
 
 def choose(results: dict[tuple[float, str], dict], signal: str) -> tuple[float, str]:
