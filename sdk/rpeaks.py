@@ -5,7 +5,8 @@ algorithm." IEEE Trans Biomed Eng 32(3):230-236, 1985:
 
 1. causal Butterworth band-pass 5-15 Hz (:class:`sdk.filters.StreamingSOSFilter`);
 2. five-point derivative ``(2x[n] + x[n-1] - x[n-3] - 2x[n-4]) * fs / 8``;
-3. squaring;
+3. squaring (with several leads, the leads' squares summed: one integrated signal, one set
+   of thresholds; leads given equal weight by the caller, e.g. each standardized);
 4. moving-window integration over 150 ms;
 5. candidate peaks: local maxima of the integrated signal that are the largest within
    +/-200 ms (found vectorized, so a candidate is confirmed 200 ms after it occurs);
@@ -27,8 +28,9 @@ SPKI / NPKI are learnt from the first 2 s
 preceding 2 s whenever 3 s pass without a QRS even after search-back (recovery after an
 amplitude change or a large artefact).
 
-The R location is refined to the maximum of ``|band-passed signal|`` within +/-75 ms of the
-integrated peak's centre, minus the band-pass group delay at 10 Hz.
+The R location is refined to the maximum of ``|band-passed signal|`` of the first lead within
++/-75 ms of the integrated peak's centre, minus the band-pass group delay at 10 Hz; the T-wave
+slope check also uses the first lead.
 
 Latency: nothing is reported during the first ``LEARNING_S`` (2 s); beats found there
 are reported when it ends. After that, an R peak is reported about 0.2 s (candidate
@@ -132,7 +134,7 @@ class StreamingRPeakDetector:
                 f"search_back_pick must be one of {SEARCH_BACK_PICKS}, got {search_back_pick!r}",
                 field="search_back_pick",
             )
-        if isinstance(leads, bool) or int(leads) != leads or leads < 1:
+        if not isinstance(leads, (int, np.integer)) or isinstance(leads, bool) or leads < 1:
             raise ConfigError(f"leads must be an integer >= 1, got {leads!r}", field="leads")
         self._leads = int(leads)
         self._sb_threshold = float(search_back_threshold)
@@ -208,8 +210,8 @@ class StreamingRPeakDetector:
             int64 ``(k,)`` absolute sample indices of R peaks, increasing.
         """
         x = np.asarray(block, dtype=np.float64)
-        if x.ndim == 1 and self._leads == 1:
-            x = x[:, None]
+        if x.ndim == 1 and (self._leads == 1 or x.size == 0):
+            x = x.reshape(-1, self._leads)
         if x.ndim != 2 or x.shape[1] != self._leads:
             raise BlockError(
                 f"block must be (n, {self._leads})"
@@ -464,6 +466,10 @@ def denoised_window_rpeaks(
     """
     w = np.asarray(x[:n], dtype=np.float64)
     ctx = np.zeros((0, *w.shape[1:])) if context is None else np.asarray(context, np.float64)
+    if ctx.shape[1:] != w.shape[1:]:
+        raise ConfigError(
+            f"context {ctx.shape} must have the window's leads {w.shape[1:]}", field="context"
+        )
     peaks = detect_rpeaks(np.concatenate([ctx, w]), fs) - ctx.shape[0]
     return peaks[peaks >= 0]
 

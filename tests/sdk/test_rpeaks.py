@@ -270,3 +270,13 @@ def test_block_shape_must_match_the_leads():
     for leads in (0, 1.5, True):
         with pytest.raises(ConfigError, match="leads"):
             StreamingRPeakDetector(128.0, leads=leads)
+
+
+def test_multi_lead_edge_cases_are_clear():
+    det = StreamingRPeakDetector(128.0, leads=2)
+    assert det.process(np.zeros(0)).size == 0  # an empty block says nothing, in any shape
+    with pytest.raises(ConfigError, match="leads"):
+        StreamingRPeakDetector(128.0, leads=None)  # type: ignore[arg-type]
+    x, _ = synthetic_ecg(128.0, 20.0, seed=2)
+    with pytest.raises(ConfigError, match="context"):
+        denoised_window_rpeaks(x[640:1920], 1280, 128.0, np.zeros((640, 2)))

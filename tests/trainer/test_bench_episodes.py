@@ -73,3 +73,5 @@ def test_timeline_plot_is_written_for_records_with_af(tmp_path):
     }
     path = ep.plot_timelines(rows, tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    none = ep.plot_timelines({"db": [_row([], [], seconds=600.0)]}, tmp_path / "none.png")
+    assert none.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # no AF anywhere: still a figure

@@ -113,3 +113,28 @@ def test_window_beats_scores_each_windows_interior_alone_and_with_context():
         r = got[f"clean / {mode}"]
         assert r["tp"] + r["fn"] == inside  # every interior beat of every window is scored
         assert r["se"] > 99.0 and r["pp"] > 99.0
+
+
+class _PassThrough2:
+    """Two-lead stand-in: both leads standardized, the selected one first."""
+
+    leads = 2
+
+    def denoise_leads(self, seg: np.ndarray, lead: int) -> np.ndarray:
+        z = (seg - seg.mean(axis=0)) / seg.std(axis=0)
+        return z[:, [lead, 1 - lead]].astype(np.float32)
+
+
+def test_a_two_lead_case_is_scored_on_both_leads_and_on_lead_0():
+    from sdk.synthetic import synthetic_ecg
+
+    fs = 128.0
+    ecg = synthetic_ecg((("sinus", 60.0),), fs=fs, seed=2)
+    y = np.stack([ecg.signal, -0.4 * ecg.signal], axis=1).astype(np.float64)
+    ref_s = ecg.r_peaks / fs
+    case = rt.Case("syn", "clean", None, ref_s, 0.0, y, 3.0 * y, fs)  # "denoised" in mV
+    got = rt.evaluate([case], 0.1, "nearest")
+    assert set(got) == {"clean / raw", "clean / denoised", "clean / denoised lead 0"}
+    assert all(r["se"] > 99.0 and r["pp"] > 99.0 for r in got.values())
+    windows = rt.window_beats([case], _PassThrough2(), 1280, 640)
+    assert windows["clean / with context"]["se"] > 99.0

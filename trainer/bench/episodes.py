@@ -180,6 +180,8 @@ def plot_timelines(rows: dict[str, list[dict[str, Any]]], path: Path) -> Path:
         for r in rs
         if r["reference"] or r["reported"]
     ]
+    if not shown:
+        shown = [(f"{db}/{r['record']}", r) for db, rs in rows.items() for r in rs][:1]
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.2))
     for i, (name, r) in enumerate(reversed(shown)):
         ax.broken_barh(
@@ -192,7 +194,7 @@ def plot_timelines(rows: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     ax.set_yticks([])
     ax.set_xlabel("minutes")
     ax.set_title("AF: reference (grey), reported without a minimum (light), with 30 s (dark)")
-    ax.set_xlim(0, max(r["seconds"] for _, r in shown) / 60 + 6)
+    ax.set_xlim(0, max((r["seconds"] for _, r in shown), default=60.0) / 60 + 6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
