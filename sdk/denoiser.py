@@ -9,6 +9,8 @@ N-lead one on all N leads of the stream (it can use the clean leads to denoise t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sdk.bundle import Bundle
@@ -87,28 +89,55 @@ class WindowDenoiser:
             )
         return self.model.run({"x": x}, ["y"])[0]
 
-    def denoise_leads(self, seg: np.ndarray, lead: int) -> np.ndarray:
-        """A stream's window ``seg`` (n, n_leads) band-passed, n <= window → the leads the
-        denoiser sees, denoised and re-standardized, (n, leads) with the selected ``lead``
-        first (a 1-lead denoiser sees only that lead)."""
+    def denoise_leads(self, seg: np.ndarray, lead: int) -> DenoisedWindow:
+        """A stream's window ``seg`` (n, n_leads) band-passed in mV, n <= window → the leads
+        the denoiser sees, denoised, the selected ``lead`` first (a 1-lead denoiser sees only
+        that lead): :class:`DenoisedWindow`."""
         n = seg.shape[0]
         cols = seg[:, lead : lead + 1] if self.leads == 1 else seg
         x = np.zeros((1, self.leads, self.window), dtype=np.float32)
         x[0, :, :n] = standardize_window(cols).T
         y = self.denoise(x)[0, :, :n].T
         order = [lead] + [j for j in range(self.leads) if j != lead] if self.leads > 1 else [0]
-        return np.stack([standardize_window(y[:, j]) for j in order], axis=1)
+        scale = np.maximum(cols.std(axis=0), MIN_STD_MV)  # what standardizing divided by
+        return DenoisedWindow(
+            np.stack([standardize_window(y[:, j]) for j in order], axis=1),
+            np.array([float(y[:, j].std() * scale[j]) for j in order]),
+        )
 
     def denoise_window(self, seg: np.ndarray, lead: int) -> np.ndarray:
         """A stream's window ``seg`` (n, n_leads) band-passed, n <= window → the selected
         lead's embedder input (1, 1, window): denoised, re-standardized, zero-padded."""
-        return self.embedder_input(self.denoise_leads(seg, lead))
+        return self.denoise_leads(seg, lead).embedder_input(self.window)
 
-    def embedder_input(self, leads: np.ndarray) -> np.ndarray:
-        """:meth:`denoise_leads`' output → the selected lead zero-padded, (1, 1, window)."""
-        out = np.zeros((1, 1, self.window), dtype=np.float32)
-        out[0, 0, : leads.shape[0]] = leads[:, 0]
+
+@dataclass(frozen=True)
+class DenoisedWindow:
+    """One window's denoised leads (:meth:`WindowDenoiser.denoise_leads`), selected first.
+
+    Attributes
+    ----------
+    leads : (n, leads) float32, each lead re-standardized (what an embedder sees).
+    amplitude_mv : (leads,) each denoised lead's standard deviation in mV.
+    """
+
+    leads: np.ndarray
+    amplitude_mv: np.ndarray
+
+    def embedder_input(self, window: int) -> np.ndarray:
+        """The selected lead zero-padded to ``window`` samples, (1, 1, window)."""
+        out = np.zeros((1, 1, window), dtype=np.float32)
+        out[0, 0, : self.leads.shape[0]] = self.leads[:, 0]
         return out
+
+    def beat_signal(self) -> np.ndarray:
+        """What the R-peak detector takes: the one lead as standardized, (n,); several leads
+        back at their amplitude in mV, (n, leads), so each weighs in the detector's summed
+        slopes as it does in mV (a lead with a larger QRS counts more, as in stitched records
+        in ``bench noise-stress``)."""
+        if self.leads.shape[1] == 1:
+            return self.leads[:, 0]
+        return self.leads * self.amplitude_mv[None, :].astype(np.float32)
 
 
 def denoise_signal(den: WindowDenoiser, y: np.ndarray, hop: int | None = None) -> np.ndarray:

@@ -545,9 +545,9 @@ class StreamPipeline:
         x: np.ndarray | None = None
         if step is None and self.denoiser is not None:
             # every lead the denoiser cleans gives the beats (the selected one first)
-            leads = self.denoiser.denoise_leads(seg, self.lead)
-            x = self.denoiser.embedder_input(leads)
-            beats_in = leads[:, 0] if leads.shape[1] == 1 else leads
+            denoised = self.denoiser.denoise_leads(seg, self.lead)
+            x = denoised.embedder_input(self.window)
+            beats_in = denoised.beat_signal()
             context = self._denoised_context(start, flags)
             peaks = denoised_window_rpeaks(beats_in, seg.shape[0], self.fs, context)
             self._denoised_prev = (start, beats_in)

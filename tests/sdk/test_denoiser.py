@@ -224,7 +224,7 @@ def test_a_multi_lead_denoising_pipeline_takes_beats_from_every_lead(tmp_path, l
     noisy = ecg + 0.5 * np.random.default_rng(3).standard_normal(ecg.size) * (
         (np.arange(ecg.size) // int(4 * FS)) % 2 == 1
     )  # noise in every other 4 s
-    clean = -0.4 * ecg
+    clean = -1.2 * ecg  # a lead with a larger QRS (weighs more in the summed slopes)
     x = np.stack([noisy, clean] if lead == 0 else [clean, noisy], axis=1)
     b2 = _bundle_with_denoiser(tmp_path / "b2", leads=2)
     m = b2.manifest
@@ -237,12 +237,15 @@ def test_a_multi_lead_denoising_pipeline_takes_beats_from_every_lead(tmp_path, l
     prev = prev_one = None
     differs = 0
     for e, s in zip(events, starts.tolist()):
-        leads = den.denoise_leads(y[s : s + m.window_samples], lead)
-        np.testing.assert_array_equal(leads[:, 0], den.denoise_window(y[s : s + 1280], lead)[0, 0])
+        d = den.denoise_leads(y[s : s + m.window_samples], lead)
+        window = den.denoise_window(y[s : s + m.window_samples], lead)
+        np.testing.assert_array_equal(d.leads[:, 0], window[0, 0])
+        leads = d.beat_signal()  # the leads back in mV: each weighs as its amplitude
+        np.testing.assert_allclose(leads.std(axis=0), d.amplitude_mv, rtol=1e-3)
         n = leads.shape[0]
         both = denoised_window_rpeaks(leads, n, m.fs, denoised_context(prev, s))
-        one = denoised_window_rpeaks(leads[:, 0], n, m.fs, denoised_context(prev_one, s))
-        prev, prev_one = (s, leads), (s, leads[:, 0])
+        one = denoised_window_rpeaks(d.leads[:, 0], n, m.fs, denoised_context(prev_one, s))
+        prev, prev_one = (s, leads), (s, d.leads[:, 0])
         assert e.n_beats == both.size
         assert e.heart_rate_bpm == pytest.approx(heart_rate_bpm(both, m.fs))
         differs += not np.array_equal(both, one)

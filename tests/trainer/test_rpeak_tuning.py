@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdk.denoiser import DenoisedWindow
 from trainer.bench import rpeak_tuning as rt
 from trainer.data.denoise_data import NOISE_STRESS_RECORDS, record_split
 
@@ -91,9 +92,9 @@ def test_added_noise_hits_the_requested_snr_on_the_nstdb_segments_only():
 class _PassThrough:
     """Stand-in denoiser: returns the window standardized, as ``denoise_leads`` shapes it."""
 
-    def denoise_leads(self, seg: np.ndarray, lead: int) -> np.ndarray:
+    def denoise_leads(self, seg: np.ndarray, lead: int) -> DenoisedWindow:
         x = seg[:, lead : lead + 1]
-        return ((x - x.mean()) / x.std()).astype(np.float32)
+        return DenoisedWindow(((x - x.mean()) / x.std()).astype(np.float32), x.std(axis=0))
 
 
 def test_window_beats_scores_each_windows_interior_alone_and_with_context():
@@ -120,9 +121,10 @@ class _PassThrough2:
 
     leads = 2
 
-    def denoise_leads(self, seg: np.ndarray, lead: int) -> np.ndarray:
+    def denoise_leads(self, seg: np.ndarray, lead: int) -> DenoisedWindow:
         z = (seg - seg.mean(axis=0)) / seg.std(axis=0)
-        return z[:, [lead, 1 - lead]].astype(np.float32)
+        order = [lead, 1 - lead]
+        return DenoisedWindow(z[:, order].astype(np.float32), seg.std(axis=0)[order])
 
 
 def test_a_two_lead_case_is_scored_on_both_leads_and_on_lead_0():

@@ -8,8 +8,8 @@ Detectors, all on lead 0 (MLII) unless said:
 - the same after the denoiser (:func:`sdk.denoiser.denoise_signal`: windows of 10 s with 5 s
   hop, each sample from the window where it is most central); a 1-lead denoiser sees MLII, a
   2-lead one both leads of the record (MLII and V1, both carrying the stress noise), and the
-  SDK's detector then takes both denoised leads (each z-scored over the record, their squared
-  slopes summed, beats placed on MLII), as the pipeline does with its standardized windows;
+  SDK's detector then takes both denoised leads in mV (their squared slopes summed, beats
+  placed on MLII), as the pipeline weighs them (:meth:`sdk.denoiser.DenoisedWindow.beat_signal`);
 - ``wfdb.processing.xqrs_detect`` and NeuroKit2 (``ecg_peaks`` on ``ecg_clean``) on the raw
   360 Hz record, and the same two on the denoised signal.
 
@@ -83,14 +83,6 @@ def spans_of(n_samples: int) -> dict[str, list[tuple[float, float]] | None]:
     return {"whole": None, "noisy": to_s(segs), "noisy_unseen_em": to_s(unseen)}
 
 
-def equal_weight(y: np.ndarray) -> np.ndarray:
-    """Each lead of a stitched record (n, leads) z-scored over the record, so a multi-lead
-    detector weighs the leads equally, as the pipeline's per-window standardized leads
-    (:meth:`sdk.denoiser.WindowDenoiser.denoise_leads`) are; in mV the larger lead would
-    dominate the summed slopes."""
-    return (y - y.mean(axis=0)) / np.maximum(y.std(axis=0), 1e-9)
-
-
 class Detectors:
     """Every detector on lead 0 of a raw record; returns beat times in s of the record.
     A denoiser sees as many leads, from lead 0 on, as it takes; the SDK's detector behind a
@@ -122,7 +114,7 @@ class Detectors:
             yds = denoise_signal(self.den, ys).astype(np.float64)
             yd = yds[:, 0]
             # as the pipeline: beats from every lead the denoiser cleans, placed on lead 0
-            sdk_in = yd if leads == 1 else equal_weight(yds)
+            sdk_in = yd if leads == 1 else yds
             out["SDK Pan-Tompkins + denoiser"] = detect_rpeaks(sdk_in, f) / f - delay
         if peers:
             out["wfdb XQRS (raw 360 Hz)"] = processing.xqrs_detect(x, fs, verbose=False) / fs

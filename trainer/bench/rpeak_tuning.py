@@ -20,8 +20,8 @@ any detection) and applied to the tuning records.
 Each rule ``(I2 / I1, pick)`` runs the SDK's streaming Pan-Tompkins
 (:func:`sdk.rpeaks.detect_rpeaks`) on the device representation (128 Hz, band-pass), with and
 without the bundle's denoiser, and on the clean tuning records; behind a multi-lead denoiser on
-all its denoised leads (each z-scored over the record, as the pipeline's windows are
-standardized), and on lead 0 alone for comparison. Behind the
+all its denoised leads (in mV, as the pipeline weighs them:
+:meth:`sdk.denoiser.DenoisedWindow.beat_signal`), and on lead 0 alone for comparison. Behind the
 denoiser the record is denoised window by window and stitched
 (:func:`sdk.denoiser.denoise_signal`), as ``bench noise-stress`` scores it; a streaming
 pipeline detects in each denoised window alone (what it reports is measured in ``bench noise-
@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from sdk import rpeaks
 from sdk.preprocess import Preprocessor, PreprocessSpec
-from trainer.bench.noise_stress import equal_weight, score, se_pp
+from trainer.bench.noise_stress import score, se_pp
 from trainer.bench.report import md_table, write_result
 from trainer.data import records as rec
 from trainer.data.denoise_data import NOISE_STRESS_RECORDS, record_split
@@ -193,7 +193,7 @@ def evaluate(cases: list[Case], threshold: float, pick: str) -> dict[str, dict[s
         signals: list[tuple[str, np.ndarray]] = [("raw", c.y[:, 0])]
         if c.y_denoised is not None:
             yd = c.y_denoised
-            signals.append(("denoised", yd[:, 0] if yd.shape[1] == 1 else equal_weight(yd)))
+            signals.append(("denoised", yd[:, 0] if yd.shape[1] == 1 else yd))
             if yd.shape[1] > 1:
                 signals.append(("denoised lead 0", yd[:, 0]))
         for sig, y in signals:
@@ -233,8 +233,7 @@ def window_beats(
         edge = WINDOW_EDGE_S * c.fs
         prev: tuple[int, np.ndarray] | None = None
         for s in range(0, c.y.shape[0] - window + 1, hop):
-            leads = den.denoise_leads(c.y[s : s + window].astype(np.float32), 0)
-            x = leads[:, 0] if leads.shape[1] == 1 else leads
+            x = den.denoise_leads(c.y[s : s + window].astype(np.float32), 0).beat_signal()
             context = denoised_context(prev, s)
             prev = (s, x)
             spans = [((s + edge) / c.fs, (s + window - edge) / c.fs)]
