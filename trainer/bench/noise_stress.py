@@ -83,6 +83,23 @@ def spans_of(n_samples: int) -> dict[str, list[tuple[float, float]] | None]:
     return {"whole": None, "noisy": to_s(segs), "noisy_unseen_em": to_s(unseen)}
 
 
+def bundle_denoiser(bundle_dir: Path | None) -> tuple[Any, Any, PreprocessSpec, str]:
+    """The bundle at ``bundle_dir`` (None without one), its denoiser (None without one; at
+    most 2 leads, as mitdb and nstdb records have), its preprocessing and its name."""
+    from sdk.bundle import load_bundle
+    from sdk.denoiser import WindowDenoiser
+
+    if bundle_dir is None:
+        return None, None, PreprocessSpec(), "none"
+    bundle = load_bundle(bundle_dir)
+    den = None
+    if any(f.role == "denoiser" for f in bundle.manifest.files):
+        den = WindowDenoiser(bundle, threads=1)
+        if den.leads > 2:
+            raise ValueError(f"the records have 2 leads; the denoiser takes {den.leads}")
+    return bundle, den, bundle.manifest.preprocess, bundle.manifest.name
+
+
 class Detectors:
     """Every detector on lead 0 of a raw record; returns beat times in s of the record.
     A denoiser sees as many leads, from lead 0 on, as it takes; the SDK's detector behind a
@@ -153,17 +170,7 @@ def run(
 ) -> dict[str, Any]:
     """Score every detector on 118e*/119e* (and clean mitdb 118/119); write
     ``<report>.json`` and ``.md``."""
-    from sdk.bundle import load_bundle
-    from sdk.denoiser import WindowDenoiser
-
-    den, spec, bundle_name = None, PreprocessSpec(), "none"
-    if bundle_dir is not None:
-        bundle = load_bundle(bundle_dir)
-        spec, bundle_name = bundle.manifest.preprocess, bundle.manifest.name
-        if any(f.role == "denoiser" for f in bundle.manifest.files):
-            den = WindowDenoiser(bundle, threads=1)
-            if den.leads > 2:
-                raise ValueError(f"the records have 2 leads; the denoiser takes {den.leads}")
+    bundle, den, spec, bundle_name = bundle_denoiser(bundle_dir)
     det = Detectors(den, spec)
     table: dict[str, dict[str, dict[str, dict]]] = {}  # level -> method -> span -> counts
     jobs = [

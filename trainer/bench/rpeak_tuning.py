@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from sdk import rpeaks
 from sdk.preprocess import Preprocessor, PreprocessSpec
-from trainer.bench.noise_stress import score, se_pp
+from trainer.bench.noise_stress import bundle_denoiser, score, se_pp
 from trainer.bench.report import md_table, write_result
 from trainer.data import records as rec
 from trainer.data.denoise_data import NOISE_STRESS_RECORDS, record_split
@@ -266,19 +266,11 @@ def run(
     out_dir: Path, *, bundle_dir: Path | None = None, report: str = "rpeak_tuning"
 ) -> dict[str, Any]:
     """Evaluate every search-back rule on the tuning set; write ``<report>.json`` and ``.md``."""
-    from sdk.bundle import load_bundle
-    from sdk.denoiser import WindowDenoiser
-
-    den, spec, bundle_name, split = None, PreprocessSpec(), "none", dict(DEFAULT_SPLIT)
-    if bundle_dir is not None:
-        bundle = load_bundle(bundle_dir)
-        spec, bundle_name = bundle.manifest.preprocess, bundle.manifest.name
-        if any(f.role == "denoiser" for f in bundle.manifest.files):
-            den = WindowDenoiser(bundle, threads=1)
-            if den.leads > 2:
-                raise ValueError(f"mitdb has 2 leads; the denoiser takes {den.leads}")
-            data = bundle.manifest.provenance.get("denoiser", {}).get("config", {}).get("data", {})
-            split = {k: data.get(k, v) for k, v in DEFAULT_SPLIT.items()}
+    bundle, den, spec, bundle_name = bundle_denoiser(bundle_dir)
+    split = dict(DEFAULT_SPLIT)
+    if den is not None:
+        data = bundle.manifest.provenance.get("denoiser", {}).get("config", {}).get("data", {})
+        split = {k: data.get(k, v) for k, v in DEFAULT_SPLIT.items()}
     offset, per_record = nstdb_snr_offset()
     names = tuning_records(split)
     cases = build_cases(den, spec, names, offset)
