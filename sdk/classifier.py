@@ -9,7 +9,7 @@ by the user's (a numpy :class:`~sdk.head.SoftmaxHead`) and sets each modality's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,7 +18,7 @@ import numpy as np
 
 from sdk.bundle import Bundle
 from sdk.errors import ConfigError
-from sdk.head import SoftmaxHead, defer_unfitted
+from sdk.head import SoftmaxHead
 from sdk.modalities import spectrogram
 from sdk.runtime import Model, open_model, select_backend
 
@@ -170,27 +170,13 @@ class WindowClassifier:
         inputs: WindowInputs,
         t: Mapping[str, int] | int | None = None,
         head: SoftmaxHead | None = None,
-        fitted: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """(B, n_classes) probabilities, with the bundle's head or a user's ``head``
-        (``fitted``: see :meth:`head_probabilities`)."""
-        return self.head_probabilities(self.features(inputs, t), head, fitted)
+        """(B, n_classes) probabilities, with the bundle's head or a user's ``head``."""
+        return self.head_probabilities(self.features(inputs, t), head)
 
-    def head_probabilities(
-        self,
-        feats: np.ndarray,
-        head: SoftmaxHead | None = None,
-        fitted: Sequence[str] | None = None,
-    ) -> np.ndarray:
+    def head_probabilities(self, feats: np.ndarray, head: SoftmaxHead | None = None) -> np.ndarray:
         """(B, n_classes) probabilities of head inputs ``feats`` (:meth:`combine`), with the
-        bundle's head or a user's ``head``. A user's head fitted on some classes only
-        (``fitted``, e.g. :attr:`UserProfile.fitted_classes`) takes the other classes'
-        probabilities from the bundle's head (:func:`sdk.head.defer_unfitted`)."""
-        if head is None:
-            return self.head.run({"features": feats}, ["probabilities"])[0]
-        user = head.predict_proba(feats)
-        mask = np.array([c in (fitted or head.classes) for c in head.classes])
-        if mask.all():
-            return user.astype(np.float32)
-        bundle_p = self.head.run({"features": feats}, ["probabilities"])[0]
-        return defer_unfitted(user, bundle_p, mask).astype(np.float32)
+        bundle's head or a user's ``head``."""
+        if head is not None:
+            return head.predict_proba(feats).astype(np.float32)
+        return self.head.run({"features": feats}, ["probabilities"])[0]

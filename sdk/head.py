@@ -22,28 +22,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def defer_unfitted(user: np.ndarray, global_: np.ndarray, fitted: np.ndarray) -> np.ndarray:
-    """Probabilities of a user's head fitted on some classes only, completed by the bundle's.
-
-    A head fitted on a user's labelled windows of, say, N and A only cannot predict the
-    classes it never saw (O, ~). Here the classes not ``fitted`` keep the global head's
-    probabilities, and the probability the global head leaves to the ``fitted`` ones is split
-    among them as the user's head splits it.
-
-    Parameters
-    ----------
-    user, global_ : (N, K) class probabilities of the user's and the bundle's head.
-    fitted : (K,) bool, the classes the user's head was fitted on.
-    """
-    fitted = np.asarray(fitted, dtype=bool)
-    u = np.asarray(user, dtype=np.float64)[:, fitted]
-    g = np.asarray(global_, dtype=np.float64)
-    out = g.copy()
-    share = u / np.maximum(u.sum(axis=1, keepdims=True), 1e-300)
-    out[:, fitted] = g[:, fitted].sum(axis=1, keepdims=True) * share
-    return out
-
-
 @dataclass
 class SoftmaxHead:
     """``p(y | x) = softmax(((x − mean) / scale) W + b)``; W (D, K), b (K,)."""

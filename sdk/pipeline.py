@@ -628,19 +628,17 @@ class StreamPipeline:
         or on the whole-window embedders' of ``x`` (the window standardized, or the selected
         lead denoised)."""
         head = self.profile.head if self.profile is not None else None
-        fitted = self.profile.fitted_classes if self.profile is not None else None
         rr = rr_features(peaks, self.fs)[None]
         if step is not None:
             feats = self.classifier.combine({"raw": (step[0], None)}, rr)
-            return self.classifier.head_probabilities(feats, head, fitted)[0]
+            return self.classifier.head_probabilities(feats, head)[0]
         assert x is not None
         lorenz = (
             lorenz_image(rr_from_peaks(peaks, self.fs))[None]
             if "lorenz" in self.classifier.modalities
             else None
         )
-        inputs = WindowInputs(x, rr, lorenz)
-        return self.classifier.classify(inputs, self.t_steps, head, fitted)[0]
+        return self.classifier.classify(WindowInputs(x, rr, lorenz), self.t_steps, head)[0]
 
     def _interrupt_episodes(self, *, before_s: float, out: list[Event]) -> None:
         """End the open episode at each gap that lies before ``before_s``: no episode spans

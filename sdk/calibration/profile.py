@@ -60,20 +60,6 @@ class UserProfile:
     head: SoftmaxHead
     calibration: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def fitted_classes(self) -> tuple[str, ...]:
-        """The classes the user's head was fitted on (those its calibration labelled, in the
-        head's order); all of them for a profile without label counts. A pipeline takes the
-        others' probabilities from the bundle's head (:func:`sdk.head.defer_unfitted`)."""
-        counts = self.calibration.get("label_counts")
-        if not isinstance(counts, dict) or not counts:
-            return self.head.classes
-        labelled = {
-            c for c, n in counts.items() if isinstance(n, (int, float)) and not isinstance(n, bool)
-            and n > 0
-        }
-        return tuple(c for c in self.head.classes if c in labelled) or self.head.classes
-
     def check_bundle(self, bundle: Bundle, path: str = "<profile>") -> None:
         """Raise :class:`ProfileError` (``reason="bundle"``) unless made for ``bundle``."""
         if self.bundle_sha256 != bundle.manifest_sha256:

@@ -10,9 +10,6 @@ grid search with γ; the user's head at the default t (fine-tune without t searc
 the objective ablation (γ vs ΔAcc / ΔF1 / ΔLoss) under the same optimizer budget.
 A subject whose calibration part holds only one class cannot fit a head: every
 personalized method falls back to the global model there, and the report counts them.
-A user's head decides among the classes it was fitted on (N and A here) and takes the
-others' probabilities (O, ~) from the bundle's head, as a pipeline with the profile does
-(:func:`sdk.head.defer_unfitted`).
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from tqdm.auto import tqdm
 
 from sdk.bundle import load_bundle
 from sdk.calibration import OBJECTIVES, Calibrator, maximize_integer
-from sdk.calibration.profile import UserProfile
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.head import SoftmaxHead, fit_softmax_head
@@ -201,14 +197,12 @@ def _evaluate_subject(
     calibratable = len(set(y_cal.tolist())) == 2 and n_cal >= 8
     out["calibratable"] = calibratable
     codes = _codes(y_cal, m.classes)
-    labelled = sorted(set(y_cal.tolist()))  # the classes a user's head is fitted on
 
     def personal(t: int | dict[str, int]) -> dict[str, float | None]:
         if not calibratable:
             return rows["global"]
         head = fit_softmax_head(feats("cal", t), codes, m.classes)
-        p = clf.head_probabilities(feats("test", t), head, labelled)  # as a pipeline does
-        return _scores(y_test, p.argmax(1) == a)
+        return _scores(y_test, head.predict_proba(feats("test", t)).argmax(1) == a)
 
     rows["finetune_default_t"] = personal(t0)
     for t in FIXED_T:
@@ -236,7 +230,7 @@ def _evaluate_subject(
         t = res.profile.t
         name = "gp_gamma" if objective == "gamma" else f"gp_{objective}"
         rows[name] = {
-            **_scores(y_test, _profile_af(clf, res.profile, feats("test", t), a)),
+            **_scores(y_test, _predict_af(res.profile.head, feats("test", t), a)),
             "t": t,
             "evaluations": res.extractor_evaluations,
             "seconds": seconds,
@@ -340,14 +334,7 @@ def _codes(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
     return np.array([classes.index(str(v)) for v in labels], dtype=np.int64)
 
 
-def _profile_af(clf: WindowClassifier, profile: UserProfile, x: np.ndarray, a: int) -> np.ndarray:
-    """AF decisions of a user's profile on head inputs ``x``, as a pipeline makes them (the
-    classes the profile never saw from the bundle's head)."""
-    return clf.head_probabilities(x, profile.head, profile.fitted_classes).argmax(1) == a
-
-
 def _predict_af(head: SoftmaxHead, x: np.ndarray, a: int) -> np.ndarray:
-    """AF decisions of a head with no bundle head to complete it (the Lorenz-only rows)."""
     return head.predict_proba(x).argmax(1) == a
 
 
