@@ -6,7 +6,8 @@ algorithm." IEEE Trans Biomed Eng 32(3):230-236, 1985:
 1. causal Butterworth band-pass 5-15 Hz (:class:`sdk.filters.StreamingSOSFilter`);
 2. five-point derivative ``(2x[n] + x[n-1] - x[n-3] - 2x[n-4]) * fs / 8``;
 3. squaring (with several leads, the leads' squares summed: one integrated signal, one set
-   of thresholds; leads given equal weight by the caller, e.g. each standardized);
+   of thresholds; each lead weighs by its scale, so a pipeline passes denoised leads in mV:
+   :meth:`sdk.denoiser.DenoisedWindow.beat_signal`);
 4. moving-window integration over 150 ms;
 5. candidate peaks: local maxima of the integrated signal that are the largest within
    +/-200 ms (found vectorized, so a candidate is confirmed 200 ms after it occurs);

@@ -100,7 +100,7 @@ def record_windows(
     Preprocessing, R-peaks, windowing, standardization, RR features and Lorenz images are the
     device's own code. Without a denoiser, R-peaks are found on the whole record, as a stream
     finds them. With a 1-lead ``denoiser`` each window is denoised from its band-passed segment
-    exactly as ``StreamPipeline(denoise=True)`` does (:meth:`WindowDenoiser.denoise_window`),
+    exactly as ``StreamPipeline(denoise=True)`` does (:meth:`WindowDenoiser.denoise_leads`),
     and its R-peaks, RR features and Lorenz image come from the denoised window
     (:func:`sdk.rpeaks.denoised_window_rpeaks`, the previous window's denoised samples before
     it as context: :func:`denoised_context`), as in the pipeline.
@@ -124,10 +124,12 @@ def record_windows(
             wins[i, 0, : seg.shape[0]] = standardize_window(seg)
             inside = peaks[(peaks >= s) & (peaks < s + window)] - s
         else:
-            wins[i] = denoiser.denoise_window(seg[:, None], 0)[0]
+            denoised = denoiser.denoise_leads(seg[:, None], 0)
+            wins[i] = denoised.embedder_input(window)[0]
+            beats_in = denoised.beat_signal()
             context = denoised_context(prev, int(s))
-            inside = denoised_window_rpeaks(wins[i, 0], seg.shape[0], spec.fs, context)
-            prev = (int(s), wins[i, 0, : seg.shape[0]])
+            inside = denoised_window_rpeaks(beats_in, seg.shape[0], spec.fs, context)
+            prev = (int(s), beats_in)
         feats[i] = rr_features(inside, spec.fs)
         lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))
     return RecordWindows(wins, feats, lorenz, starts, spec.fs, denoised=denoiser is not None)
