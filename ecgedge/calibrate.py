@@ -10,6 +10,7 @@ import numpy as np
 from ecgedge.replay import read_wfdb
 from sdk.bundle import load_bundle
 from sdk.calibration import Calibrator, save_profile
+from sdk.calibration.calibrator import DEFAULT_ANCHORS
 
 
 def rhythm_class(label: str) -> str:
@@ -41,6 +42,7 @@ def calibrate_record(
     objective: str = "gamma",
     max_evals: int = 30,
     max_seconds: float | None = None,
+    anchors: str | None = None,
     denoise: bool = True,
 ) -> int:
     """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels), save.
@@ -63,6 +65,7 @@ def calibrate_record(
         max_evals=max_evals,
         max_seconds=max_seconds,
         threads=1,
+        anchors=anchors or DEFAULT_ANCHORS,
         denoise=denoise,
     )
     window_s = bundle.manifest.window_samples / bundle.manifest.fs
@@ -84,9 +87,13 @@ def calibrate_record(
     path = save_profile(result.profile, out)
     counts = result.profile.calibration["label_counts"]
     rejected = result.profile.calibration["windows_rejected_quality"]
+    used = result.profile.calibration["anchors"]
     print(
         f"\ncalibrated {user!r} on {windows} windows {counts} of {record.name} "
-        f"({rejected} left out by the quality check) in "
+        f"({rejected} left out by the quality check) and {used['windows']} of the "
+        f"bundle's anchor windows ({used['mode']}"
+        + (f": {used['skipped']}" if "skipped" in used else "")
+        + ") in "
         f"{result.seconds:.1f} s ({result.extractor_evaluations} extractor evaluations, "
         f"stopped: {result.search.stopped}): t={result.profile.t} -> {path}"
     )

@@ -111,6 +111,14 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
             f"{info['records']} records, {info['seconds']:.0f} s"
         )
         return 0
+    if args.add_anchors:
+        if not args.base_bundle or not args.out:
+            raise ValueError("--add-anchors needs --base-bundle and --out (the bundle to write)")
+        from export.anchors import add_anchors
+
+        info = add_anchors(Path(args.base_bundle), Path(args.out))
+        print(f"bundle with {info['per_class']} anchor windows per class written to {args.out}")
+        return 0
     if args.denoiser and args.base_bundle:  # add a denoiser to an existing bundle
         from export.denoiser import add_denoiser
 
@@ -346,6 +354,7 @@ def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
         objective=args.objective,
         max_evals=args.max_evals,
         max_seconds=args.max_seconds,
+        anchors=args.anchors,
         denoise=not args.no_denoise,
     )
 
@@ -517,7 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--base-bundle",
         help="with --denoiser: copy this bundle and only add (or replace) the denoiser; "
-        "with --refit-head: the bundle whose head to refit",
+        "with --refit-head: the bundle whose head to refit; with --add-anchors: the bundle "
+        "to add anchor windows to",
+    )
+    e.add_argument(
+        "--add-anchors",
+        action="store_true",
+        help="copy --base-bundle with anchor windows of every class (CinC 2017 training "
+        "records, device path) that per-user calibration fits the user's head on too",
     )
     e.add_argument(
         "--refit-head",
@@ -639,6 +655,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-denoise",
         action="store_true",
         help="calibrate without the bundle's denoiser (for `stream --no-denoise`)",
+    )
+    c.add_argument(
+        "--anchors",
+        choices=("missing", "all", "none"),  # sdk.anchors.ANCHOR_MODES (a test checks)
+        help="the bundle's anchor windows the user's head is also fitted on: those of the "
+        "classes the recording has none of (e.g. O, ~), all, or none (default: the "
+        "Calibrator's, sdk.calibration.calibrator.DEFAULT_ANCHORS)",
     )
     c.set_defaults(func=_cmd_calibrate)
 

@@ -266,6 +266,18 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
             "--refit-head` on this bundle"
         )
         warnings.warn(f"{out_dir}: {refit['stale']}", stacklevel=2)
+    anchors = manifest["provenance"].get("anchors")
+    if anchors and anchors.get("denoiser_sha256") != shipped:
+        # windows of another denoiser would never be used (sdk.anchors.anchors_mismatch)
+        for f in [f for f in manifest["files"] if f["role"] == "anchors"]:
+            (tmp / f["path"]).unlink()
+        manifest["files"] = [f for f in manifest["files"] if f["role"] != "anchors"]
+        del manifest["provenance"]["anchors"]
+        warnings.warn(
+            f"{out_dir}: the anchor windows went through another denoiser and were removed; "
+            f"run `ecgedge export --add-anchors --base-bundle {out_dir} --out …` to add new ones",
+            stacklevel=2,
+        )
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     write_model_card(tmp)  # benchmark sections: `ecgedge bench stream --card`
     load_bundle(tmp)  # verify as a device would

@@ -73,6 +73,18 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"{m['window_samples']}, hop {m['hop_samples']} samples; default t = "
         f"{m['diffusion']['default_t']['raw']}",
         *_head_refit_lines(prov.get("head_refit")),
+        *_anchor_lines(prov.get("anchors")),
+    ]
+
+
+def _anchor_lines(anchors: dict[str, Any] | None) -> list[str]:
+    if not anchors:
+        return []
+    through = "through the bundle's denoiser" if anchors.get("denoiser_sha256") else "no denoiser"
+    return [
+        f"- Anchor windows (`{anchors['command']}`): {anchors['per_class']} per class from "
+        f"{anchors['source']}, {through}; a user's head is fitted on them and the user's "
+        "windows (`sdk.anchors`)"
     ]
 
 

@@ -43,7 +43,7 @@ from sdk.denoiser import WindowDenoiser
 from sdk.head import fit_softmax_head
 from sdk.windowing import RecordWindows, record_windows
 from trainer.data import records as rec
-from trainer.data.datasets import cinc2017_record_names
+from trainer.data.datasets import head_split
 from trainer.errors import ConfigError
 
 #: L2 strength of the head fit; the trainer's (:func:`trainer.fusion._score_rows`).
@@ -53,32 +53,12 @@ BATCH = 64
 
 
 def training_records(bundle: Bundle) -> list[str]:
-    """The CinC 2017 records the bundle's head was trained on (its provenance's split)."""
-    data = bundle.manifest.provenance.get("training_data", {})
-    if not str(data.get("head", "")).startswith("cinc2017"):
-        raise ConfigError(
-            f"the bundle's head was not trained on CinC 2017 ({data.get('head')!r}); "
-            "refit needs its training split",
-            key="provenance.training_data",
-        )
-    missing = [k for k in ("val_fraction", "split_seed") if k not in data]
-    if missing:
-        raise ConfigError(
-            f"the bundle's provenance.training_data lacks {missing}: its head's split is unknown",
-            key="provenance.training_data",
-        )
-    train, _ = cinc2017_record_names(int(data["split_seed"]), float(data["val_fraction"]))
-    expected = data.get("train_records")
-    if expected is not None and len(train) != int(expected):
-        raise ConfigError(
-            f"the data root gives {len(train)} CinC 2017 training records, the bundle's head "
-            f"was trained on {expected}: another data root or another copy of the database",
-            key="ECGEDGE_DATA",
-        )
-    return train
+    """The CinC 2017 records the bundle's head was trained on (its provenance's split;
+    :func:`trainer.data.datasets.head_split`)."""
+    return head_split(bundle.manifest.provenance.get("training_data", {}))[0]
 
 
-def _record_windows(
+def cinc_record_windows(
     bundle: Bundle, names: list[str], denoiser: WindowDenoiser | None, *, progress: bool = False
 ) -> Iterator[tuple[int, rec.Record, RecordWindows]]:
     """Each CinC 2017 record of ``names`` (index, record) cut as the device cuts it."""
@@ -126,7 +106,7 @@ def device_features(
         feats.append(classifier.features(batch, steps))
         pending.clear()
 
-    for i, r, rw in _record_windows(bundle, names, denoiser, progress=True):
+    for i, r, rw in cinc_record_windows(bundle, names, denoiser, progress=True):
         pending.append(WindowInputs(rw.windows, rw.rr, rw.lorenz))
         if r.label not in classes:
             raise ConfigError(
@@ -149,7 +129,7 @@ def calibration_inputs(
     denoiser = WindowDenoiser(bundle) if bundle.manifest.has("denoiser") else None
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     parts: list[WindowInputs] = []
-    for _, _, rw in _record_windows(bundle, order, denoiser):
+    for _, _, rw in cinc_record_windows(bundle, order, denoiser):
         parts.append(WindowInputs(rw.windows, rw.rr, rw.lorenz))
         if sum(len(p) for p in parts) >= n:
             break

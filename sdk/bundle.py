@@ -28,7 +28,7 @@ from sdk.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-ROLES = ("embedder", "fusion", "head", "denoiser", "inference_noise")
+ROLES = ("embedder", "fusion", "head", "denoiser", "inference_noise", "anchors")
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Largest model file read without a ``bytes`` entry in the manifest
 MAX_FILE_BYTES = 1 << 30

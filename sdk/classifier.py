@@ -39,6 +39,11 @@ class WindowInputs:
     def __len__(self) -> int:
         return int(self.windows.shape[0])
 
+    def take(self, idx: np.ndarray) -> WindowInputs:
+        """The windows at ``idx`` (integer indices)."""
+        lorenz = self.lorenz[idx] if self.lorenz is not None else None
+        return WindowInputs(self.windows[idx], self.rr[idx], lorenz)
+
 
 class WindowClassifier:
     """Runs ``embedders(x_m, t_m, noise_m) [→ fusion] ++ rr → head`` on :class:`WindowInputs`.

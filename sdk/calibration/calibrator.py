@@ -11,6 +11,7 @@ an extractor runs once per distinct step it is asked for. No torch, no re-export
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from sdk.anchors import ANCHOR_MODES, anchors_mismatch, load_anchors, select_anchors
 from sdk.bundle import Bundle
 from sdk.calibration.bayesopt import OptimizeResult, maximize_integer
 from sdk.calibration.objectives import OBJECTIVES
@@ -33,6 +35,9 @@ from sdk.windowing import record_windows
 #: of 1000 linear-schedule steps the window is mostly noise (ᾱ < 0.66).
 DEFAULT_T_BOX = (1, 200)
 MIN_WINDOWS = 8
+#: The anchor windows a user's head is fitted on by default (:data:`sdk.anchors.ANCHOR_MODES`)
+DEFAULT_ANCHORS = "missing"
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,6 +70,15 @@ class Calibrator:
         objective evaluation may need one per modality; the search stops before exceeding it.
     r : the update at which the objective is read (γ compares ω_r and ω_{r+1}).
     precision, threads, backend : how the embedders run (see :class:`WindowClassifier`).
+    anchors : which of the bundle's anchor windows (:mod:`sdk.anchors`) the user's head is
+        fitted on besides the user's windows, embedded at the user's t: ``"missing"`` those
+        of the classes the user labelled no window of (so the head can still say e.g.
+        "other rhythm" or "noisy"), ``"all"`` every one, ``"none"`` none (the head then
+        knows only the user's classes). Left out when the bundle has none, and with a
+        warning when they were denoised otherwise than the calibration windows; the profile's
+        ``calibration["anchors"]`` says which went in or why none did. The search of t looks
+        at the user's windows alone; embedding the anchors at the t found is one extractor
+        run per modality beyond ``max_extractor_evals``.
     denoise : run the bundle's ``denoiser`` (if it has one) on recorded windows, as
         ``StreamPipeline(denoise=True)`` does, so the user's head is fitted on the embeddings
         it will see; use the same setting for the pipeline that loads the profile. Calibration
@@ -90,6 +104,7 @@ class Calibrator:
         precision: str | None = None,
         threads: int = 1,
         backend: str = "cpu",
+        anchors: str = DEFAULT_ANCHORS,
         denoise: bool = True,
     ) -> None:
         if objective not in OBJECTIVES:
@@ -137,6 +152,12 @@ class Calibrator:
                     "profile with denoise=False too)",
                     field="denoise",
                 )
+        if anchors not in ANCHOR_MODES:
+            raise ConfigError(
+                f"anchors must be one of {ANCHOR_MODES}, got {anchors!r}", field="anchors"
+            )
+        self.anchor_mode = anchors
+        self.anchors = load_anchors(bundle) if anchors != "none" else None  # bad files fail here
         self._inputs: list[WindowInputs] = []
         self._labels: list[np.ndarray] = []
         self._sources: list[str] = []
@@ -276,6 +297,27 @@ class Calibrator:
             )
         return inputs, y
 
+    def _anchor_rows(self, y: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Which anchor windows the head fit takes (indices), and an account of it."""
+        none = np.zeros(0, dtype=np.int64)
+        if self.anchors is None:
+            why = "off" if self.anchor_mode == "none" else "the bundle has no anchors"
+            return none, {"mode": self.anchor_mode, "windows": 0, "skipped": why}
+        mismatch = anchors_mismatch(self.anchors, self.bundle, bool(self._denoised))
+        if mismatch is not None:
+            _log.warning("calibration without the bundle's anchors: %s", mismatch)
+            return none, {"mode": self.anchor_mode, "windows": 0, "skipped": mismatch}
+        rows = select_anchors(self.anchors, y, self.anchor_mode)
+        counts = np.bincount(self.anchors.labels[rows], minlength=len(self.classes))
+        info: dict[str, Any] = {
+            "mode": self.anchor_mode,
+            "windows": int(rows.size),
+            "label_counts": {c: int(n) for c, n in zip(self.classes, counts) if n},
+        }
+        if not rows.size:
+            info["skipped"] = "the user labelled every class"
+        return rows, info
+
     # -- search -------------------------------------------------------------------------------
     def calibrate(
         self,
@@ -342,14 +384,22 @@ class Calibrator:
                 f"the {self.objective} objective gave no finite value at any t evaluated",
                 field="objective",
             )
-        head = fit_softmax_head(features(search.best_x), y, self.classes)
+        steps = dict(zip(mods, (int(v) for v in search.best_x)))
+        x_fit, y_fit = features(search.best_x), y
+        rows, anchor_info = self._anchor_rows(y)
+        if rows.size:
+            assert self.anchors is not None
+            taken = self.anchors.inputs.take(rows)
+            x_fit = np.concatenate([x_fit, self.classifier.features(taken, steps)])
+            y_fit = np.concatenate([y, self.anchors.labels[rows]])
+        head = fit_softmax_head(x_fit, y_fit, self.classes)
         seconds = time.perf_counter() - tic
         counts = np.bincount(y, minlength=len(self.classes))
         profile = UserProfile(
             user=user,
             bundle_name=self.bundle.manifest.name,
             bundle_sha256=self.bundle.manifest_sha256,
-            t=dict(zip(mods, (int(v) for v in search.best_x))),
+            t=steps,
             head=head,
             calibration={
                 "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -358,6 +408,7 @@ class Calibrator:
                 "windows_rejected_quality": self._quality_rejected,
                 "denoised": bool(self._denoised),
                 "label_counts": {c: int(n) for c, n in zip(self.classes, counts) if n},
+                "anchors": anchor_info,
                 "objective": self.objective,
                 "t_box": list(self.t_box),
                 "objective_evaluations": search.evaluations,

@@ -77,9 +77,17 @@ def test_add_denoiser_replaces_the_denoiser_of_a_bundle(tmp_path):
     train_denoiser(load_denoise_preset("smoke", {"train.out_dir": str(run), "train.steps": "2"}))
     base = load_bundle(default_bundle_path()).manifest
     assert "head_refit" in base.provenance  # the shipped head was refitted behind its denoiser
-    with pytest.warns(UserWarning, match="refitted on windows of another denoiser"):
+    assert "anchors" in base.provenance
+    with pytest.warns(UserWarning) as caught:
         add_denoiser(default_bundle_path(), run, tmp_path / "bundle")
+    said = " ".join(str(w.message) for w in caught)
+    assert "refitted on windows of another denoiser" in said
+    assert "anchor windows went through another denoiser and were removed" in said
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    # anchors of the old denoiser are gone, file and entry: no calibration could use them
+    assert "anchors" not in manifest["provenance"]
+    assert all(f["role"] != "anchors" for f in manifest["files"])
+    assert not (tmp_path / "bundle" / "anchors.npz").exists()
     assert "run `ecgedge export --refit-head`" in manifest["provenance"]["head_refit"]["stale"]
     assert manifest["name"] == base.name  # not "…-denoise-denoise"
     assert manifest["provenance"]["denoiser"]["run"] == str(run)

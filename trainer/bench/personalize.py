@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from sdk.anchors import ANCHOR_MODES, anchors_mismatch, load_anchors, select_anchors
 from sdk.bundle import load_bundle
 from sdk.calibration import OBJECTIVES, Calibrator, maximize_integer
+from sdk.calibration.calibrator import DEFAULT_ANCHORS
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.head import SoftmaxHead, fit_softmax_head
@@ -33,12 +35,16 @@ from sdk.rr import RR_FEATURE_NAMES, rr_features
 from sdk.windowing import record_windows, window_starts
 from trainer.bench.report import md_table, write_result
 from trainer.data import records as rec
+from trainer.data.datasets import head_split
 
 MITDB_AF = ("201", "203")  # the records of our mitdb sample with AF episodes
 MITDB_NON_AF = ("101", "106", "119", "208", "209", "220")
 FIXED_T = (20, 30, 40, 50, 60, 70)
 GRID_T = tuple(range(0, 201, 5))[1:]  # 5, 10, …, 200 (41 points with t=1 added below)
 CAL_FRACTION = 0.1
+#: CinC 2017 validation records per class whose windows test what a user's head still knows
+REFERENCE_PER_CLASS = 100
+REFERENCE_SEED = 2
 
 
 @dataclass
@@ -58,7 +64,7 @@ def calibration_split(subject: Subject, window_s: float) -> tuple[np.ndarray, np
     almost never holds both rhythms, so no per-user head could be fitted. Taking the first
     10% of each rhythm keeps the calibration data early and small, and both classes in it.
     """
-    cal = []
+    cal: list[int] = []
     for label in np.unique(subject.labels):
         idx = np.flatnonzero(subject.labels == label)
         cal.extend(idx[: max(1, int(round(CAL_FRACTION * idx.size)))])
@@ -128,17 +134,22 @@ def load_subjects(
     return subjects
 
 
-def _take(inputs: WindowInputs, idx: np.ndarray) -> WindowInputs:
-    lorenz = inputs.lorenz[idx] if inputs.lorenz is not None else None
-    return WindowInputs(inputs.windows[idx], inputs.rr[idx], lorenz)
-
-
-def _scores(y_true: np.ndarray, pred_af: np.ndarray) -> dict[str, float | None]:
+def _scores(
+    y_true: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]
+) -> dict[str, float | None]:
+    """F1 of AF and accuracy of AF vs non-AF for predicted class indices ``pred``, and the
+    share of non-AF windows called "O" or "~" (classes the subjects are not labelled with)."""
+    pred_af = pred == classes.index("A")
     truth = y_true == "A"
     tp = int(np.sum(pred_af & truth))
     denom = int(pred_af.sum() + truth.sum())
     f1 = 2 * tp / denom if truth.any() else None
-    return {"f1": f1, "accuracy": float(np.mean(pred_af == truth))}
+    other = np.isin(pred, [k for k, c in enumerate(classes) if c not in ("N", "A")])
+    return {
+        "f1": f1,
+        "accuracy": float(np.mean(pred_af == truth)),
+        "other_share": float(np.mean(other[~truth])) if (~truth).any() else None,
+    }
 
 
 class _Features:
@@ -154,8 +165,9 @@ class _Features:
         cal: WindowInputs,
         test: WindowInputs,
         only: tuple[str, ...] | None = None,
+        more: dict[str, WindowInputs] | None = None,
     ) -> None:
-        self.clf, self.sets = clf, {"cal": cal, "test": test}
+        self.clf, self.sets = clf, {"cal": cal, "test": test, **(more or {})}
         self.modalities = only or clf.modalities
         self.only = only
         self.cache: dict[tuple[Any, ...], np.ndarray] = {}
@@ -174,18 +186,27 @@ class _Features:
 
 
 def _evaluate_subject(
-    clf: WindowClassifier, bundle: Any, subject: Subject, gp_evals: int
+    clf: WindowClassifier,
+    bundle: Any,
+    subject: Subject,
+    gp_evals: int,
+    reference: ReferenceWindows | None = None,
 ) -> dict[str, Any]:
     m = bundle.manifest
     cal_idx, test_idx = calibration_split(subject, m.window_samples / m.fs)
     n_cal = len(cal_idx)
-    cal_in, test_in = _take(subject.inputs, cal_idx), _take(subject.inputs, test_idx)
+    cal_in, test_in = subject.inputs.take(cal_idx), subject.inputs.take(test_idx)
     y_cal, y_test = subject.labels[cal_idx], subject.labels[test_idx]
-    feats = _Features(clf, cal_in, test_in)
-    a = m.classes.index("A")
+    anchors = load_anchors(bundle)
+    if anchors is not None and anchors_mismatch(anchors, bundle, subject.denoised):
+        anchors = None  # denoised otherwise than the subject's windows: the Calibrator skips them
+    more = {"anchors": anchors.inputs} if anchors is not None else {}
+    if reference is not None:
+        more["reference"] = reference.inputs
+    feats = _Features(clf, cal_in, test_in, more=more)
     t0 = {mod: m.default_t[mod] for mod in clf.modalities}
     global_p = clf.head.run({"features": feats("test", t0)}, ["probabilities"])[0]
-    rows: dict[str, Any] = {"global": _scores(y_test, global_p.argmax(1) == a)}
+    rows: dict[str, Any] = {"global": _scores(y_test, global_p.argmax(1), m.classes)}
     out: dict[str, Any] = {
         "subject": subject.name,
         "windows_cal": int(n_cal),
@@ -198,46 +219,144 @@ def _evaluate_subject(
     out["calibratable"] = calibratable
     codes = _codes(y_cal, m.classes)
 
-    def personal(t: int | dict[str, int]) -> dict[str, float | None]:
+    def fit(t: int | dict[str, int], mode: str) -> SoftmaxHead:
+        if anchors is None or mode == "none":
+            return fit_softmax_head(feats("cal", t), codes, m.classes)
+        taken = select_anchors(anchors, codes, mode)
+        x = np.concatenate([feats("cal", t), feats("anchors", t)[taken]])
+        return fit_softmax_head(x, np.concatenate([codes, anchors.labels[taken]]), m.classes)
+
+    def personal(
+        t: int | dict[str, int], mode: str = "none", name: str | None = None
+    ) -> dict[str, float | None]:
         if not calibratable:
             return rows["global"]
-        head = fit_softmax_head(feats("cal", t), codes, m.classes)
-        return _scores(y_test, head.predict_proba(feats("test", t)).argmax(1) == a)
+        head = fit(t, mode)
+        if reference is not None and name is not None:
+            recall[name] = reference.scores(head.predict_proba(feats("reference", t)))
+        return _scores(y_test, head.predict_proba(feats("test", t)).argmax(1), m.classes)
 
-    rows["finetune_default_t"] = personal(t0)
+    recall: dict[str, Any] = {}
+    modes = [mode for mode in ANCHOR_MODES if mode != "none"] if anchors is not None else []
+    rows["finetune_default_t"] = personal(t0, name="finetune_default_t")
+    for mode in modes:
+        name = f"finetune_default_t_anchors_{mode}"
+        rows[name] = personal(t0, mode, name=name)
     for t in FIXED_T:
         rows[f"fixed_t{t}"] = personal(t)
+    gp_runs = [(objective, DEFAULT_ANCHORS) for objective in OBJECTIVES]
+    gp_runs += [("gamma", mode) for mode in (*modes, "none") if mode != DEFAULT_ANCHORS]
+    if anchors is None:
+        gp_runs = gp_runs[: len(OBJECTIVES)]
     if not calibratable:
-        for name in ("gp_gamma", "grid_gamma", *(f"gp_{k}" for k in OBJECTIVES if k != "gamma")):
-            rows[name] = rows["global"]
+        rows["grid_gamma"] = rows["global"]
+        for objective, mode in gp_runs:
+            rows[_gp_name(objective, mode, anchors is not None)] = rows["global"]
         return out
+    if reference is not None:
+        recall["global"] = reference.scores(
+            clf.head.run({"features": feats("reference", t0)}, ["probabilities"])[0]
+        )
+        out["reference_recall"] = recall
     grid = (1, *(t for t in GRID_T if t <= m.t_max))
     gamma = {t: OBJECTIVES["gamma"](feats("cal", t), codes, len(m.classes)) for t in grid}
     t_grid = max(grid, key=lambda t: gamma[t])
     rows["grid_gamma"] = {**personal(t_grid), "t": t_grid, "evaluations": len(grid)}
-    for objective in OBJECTIVES:
+    for objective, mode in gp_runs:
         cal = Calibrator(
             bundle,
             objective=objective,
             t_box=_box(m),
             max_evals=gp_evals,
+            anchors=mode,
             denoise=subject.denoised,
         )
         cal.add_windows(cal_in, list(y_cal), source=subject.name, denoised=subject.denoised)
         tic = time.perf_counter()
         res = cal.calibrate(user=subject.name)
         seconds = time.perf_counter() - tic
-        t = res.profile.t
-        name = "gp_gamma" if objective == "gamma" else f"gp_{objective}"
+        found = res.profile.t
+        name = _gp_name(objective, mode, anchors is not None)
+        pred = res.profile.head.predict_proba(feats("test", found)).argmax(1)
         rows[name] = {
-            **_scores(y_test, _predict_af(res.profile.head, feats("test", t), a)),
-            "t": t,
+            **_scores(y_test, pred, m.classes),
+            "t": found,
             "evaluations": res.extractor_evaluations,
+            "anchor_windows": res.profile.calibration["anchors"]["windows"],
             "seconds": seconds,
         }
         if objective == "gamma":  # how close the GP came to the grid's best γ
             rows[name]["gamma_gap_to_grid"] = gamma[t_grid] - float(res.search.best_y)
+            if reference is not None:
+                recall[name] = reference.scores(
+                    res.profile.head.predict_proba(feats("reference", found))
+                )
     return out
+
+
+def _gp_name(objective: str, mode: str, bundle_has_anchors: bool) -> str:
+    """``gp_gamma`` etc. for the Calibrator's default anchors, ``gp_gamma_anchors_all`` …
+    for the others."""
+    name = "gp_gamma" if objective == "gamma" else f"gp_{objective}"
+    return name if mode == DEFAULT_ANCHORS or not bundle_has_anchors else f"{name}_anchors_{mode}"
+
+
+@dataclass
+class ReferenceWindows:
+    """Windows of every class from records no model of the bundle was fitted on (CinC 2017
+    validation split): does a user's head still tell the classes apart?"""
+
+    inputs: WindowInputs
+    labels: np.ndarray  # (N,) class indices
+    classes: tuple[str, ...]
+    records: int
+
+    def scores(self, proba: np.ndarray) -> dict[str, float]:
+        """Recall per class and 4-class macro F1 of ``proba``'s argmax."""
+        pred = proba.argmax(1)
+        out = {}
+        f1s = []
+        for k, c in enumerate(self.classes):
+            truth, said = self.labels == k, pred == k
+            tp = float(np.sum(truth & said))
+            out[f"recall_{c}"] = tp / max(1, int(truth.sum()))
+            f1s.append(2 * tp / max(1, int(truth.sum() + said.sum())))
+        out["macro_f1"] = float(np.mean(f1s))
+        return out
+
+
+def reference_windows(
+    bundle: Any, denoiser: WindowDenoiser | None, per_class: int = REFERENCE_PER_CLASS
+) -> ReferenceWindows:
+    """One random window (seeded) of up to ``per_class`` random validation records per class,
+    cut (and denoised) as the device does."""
+    m = bundle.manifest
+    _, val = head_split(m.provenance.get("training_data", {}))
+    labels = rec.cinc2017_labels_cached()
+    rng = np.random.default_rng(REFERENCE_SEED)
+    parts, y = [], []
+    for k, c in enumerate(m.classes):
+        pool = sorted(n for n in val if labels[n] == c)
+        for i in rng.permutation(len(pool))[:per_class]:
+            r = rec.read_cinc2017(pool[i])
+            rw = record_windows(
+                r.signal[:, 0],
+                r.fs,
+                m.preprocess,
+                m.window_samples,
+                m.hop_samples,
+                denoiser=denoiser,
+            )
+            j = int(rng.integers(rw.starts.size))
+            parts.append(WindowInputs(rw.windows, rw.rr, rw.lorenz).take(np.array([j])))
+            y.append(k)
+    lorenz = [p.lorenz for p in parts if p.lorenz is not None]
+    inputs = WindowInputs(
+        np.concatenate([p.windows for p in parts]),
+        np.concatenate([p.rr for p in parts]),
+        np.concatenate(lorenz) if len(lorenz) == len(parts) else None,
+    )
+    return ReferenceWindows(inputs, np.asarray(y), tuple(m.classes), len(parts))
 
 
 def load_rr_subjects(manifest: Any, max_subjects: int = 0) -> list[Subject]:
@@ -282,7 +401,7 @@ def _evaluate_rr_subject(
     m = bundle.manifest
     cal_idx, test_idx = calibration_split(subject, m.window_samples / m.fs)
     feats = _Features(
-        clf, _take(subject.inputs, cal_idx), _take(subject.inputs, test_idx), only=("lorenz",)
+        clf, subject.inputs.take(cal_idx), subject.inputs.take(test_idx), only=("lorenz",)
     )
     y_cal, y_test = subject.labels[cal_idx], subject.labels[test_idx]
     out: dict[str, Any] = {
@@ -296,11 +415,11 @@ def _evaluate_rr_subject(
     }
     if not out["calibratable"]:
         return out
-    a, codes, k = m.classes.index("A"), _codes(y_cal, m.classes), len(m.classes)
+    codes, k = _codes(y_cal, m.classes), len(m.classes)
 
     def personal(t: int) -> dict[str, float | None]:
         head = fit_softmax_head(feats("cal", t), codes, m.classes)
-        return _scores(y_test, _predict_af(head, feats("test", t), a))
+        return _scores(y_test, head.predict_proba(feats("test", t)).argmax(1), m.classes)
 
     rows = out["methods"]
     rows["finetune_default_t"] = personal(m.default_t["lorenz"])
@@ -332,10 +451,6 @@ def _box(m: Any) -> tuple[int, int]:
 
 def _codes(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
     return np.array([classes.index(str(v)) for v in labels], dtype=np.int64)
-
-
-def _predict_af(head: SoftmaxHead, x: np.ndarray, a: int) -> np.ndarray:
-    return head.predict_proba(x).argmax(1) == a
 
 
 def _summary(values: list[float | None]) -> dict[str, float | int]:
@@ -417,8 +532,10 @@ def run(
     clf = WindowClassifier(bundle, threads=1)
     denoiser = WindowDenoiser.from_bundle(bundle, 1, threads=1)
     subjects = load_subjects(bundle.manifest, max_subjects, denoiser)
+    reference = reference_windows(bundle, denoiser)
+    anchors = load_anchors(bundle)
     per_subject = [
-        _evaluate_subject(clf, bundle, s, gp_evals)
+        _evaluate_subject(clf, bundle, s, gp_evals, reference)
         for s in tqdm(subjects, desc="personalize", unit="subject")
     ]
     rr_subjects = []
@@ -441,6 +558,11 @@ def run(
         },
         "subjects": per_subject,
         "summary": _summaries(per_subject),
+        "reference": {"records": reference.records, "per_class": REFERENCE_PER_CLASS},
+        "default_anchors": DEFAULT_ANCHORS,
+        "anchors_usable": anchors is not None
+        and anchors_mismatch(anchors, bundle, denoiser is not None) is None,
+        "reference_summary": _reference_summary(per_subject),
         "rr_subjects": rr_subjects,
         "rr_summary": _summaries([s for s in rr_subjects if s["calibratable"]]),
         "calibration_speed": speed,
@@ -458,6 +580,9 @@ def _summaries(subjects: list[dict[str, Any]]) -> dict[str, Any]:
         name: {
             "f1_af_subjects": _summary([s["methods"][name]["f1"] for s in subjects]),
             "accuracy_all_subjects": _summary([s["methods"][name]["accuracy"] for s in subjects]),
+            "other_share_calibrated_subjects": _summary(
+                [s["methods"][name].get("other_share") for s in subjects if s["calibratable"]]
+            ),
         }
         for name in methods
     }
@@ -466,18 +591,57 @@ def _summaries(subjects: list[dict[str, Any]]) -> dict[str, Any]:
         for s in subjects
         if s["calibratable"] and s["methods"]["grid_gamma"]["f1"] is not None
     ]
+    # the grid's head is fitted on the user's windows alone: compare the GP run without anchors
+    gp = "gp_gamma_anchors_none" if both and "gp_gamma_anchors_none" in both[0] else "gp_gamma"
     if both:
-        diff = [m["gp_gamma"]["f1"] - m["grid_gamma"]["f1"] for m in both]
+        diff = [m[gp]["f1"] - m["grid_gamma"]["f1"] for m in both]
         out["gp_vs_grid"] = {
+            "gp_row": gp,
             "subjects": len(both),
             "mean_f1_difference": float(np.mean(diff)),
             "max_abs_f1_difference": float(np.max(np.abs(diff))),
-            "gp_evaluations_mean": float(np.mean([m["gp_gamma"]["evaluations"] for m in both])),
+            "gp_evaluations_mean": float(np.mean([m[gp]["evaluations"] for m in both])),
             "grid_evaluations": both[0]["grid_gamma"]["evaluations"],
         }
     out["calibratable_subjects"] = sum(bool(s["calibratable"]) for s in subjects)
     out["subjects"] = len(subjects)
     return out
+
+
+def _reference_summary(subjects: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per head: the mean over calibrated subjects of each reference score."""
+    done = [s["reference_recall"] for s in subjects if "reference_recall" in s]
+    if not done:
+        return {}
+    return {
+        name: {k: float(np.mean([d[name][k] for d in done])) for k in done[0][name]}
+        for name in done[0]
+    } | {"subjects": len(done)}
+
+
+def _reference_section(r: dict[str, Any]) -> str:
+    summ = r.get("reference_summary") or {}
+    if not summ:
+        return ""
+    heads = [k for k in summ if k != "subjects"]
+    keys = [k for k in summ[heads[0]] if k.startswith("recall_")] + ["macro_f1"]
+    rows = [[h, *(f"{summ[h][k]:.2f}" for k in keys)] for h in heads]
+    header = ["head", *(f"recall {k[7:]}" for k in keys[:-1]), "4-class macro F1"]
+    ref = r["reference"]
+    return f"""
+## Does a user's head still know every class?
+
+The heads of the {summ["subjects"]} calibrated subjects on {ref["records"]} windows of CinC
+2017 validation records (one random window each of up to {ref["per_class"]} records per class,
+cut{" and denoised" if r.get("denoised") else ""} as the device does; records no model of the
+bundle was fitted on), at each head's own t; means over subjects. A head fitted on the
+user's windows alone never saw "O" or "~" (the subjects are labelled AF / non-AF); with the
+bundle's anchor windows (`sdk.anchors`) it was fitted on those classes too.
+These are other people's windows: the figure says what a head can still recognise, not how
+it does on its user.
+
+{md_table(header, rows)}
+"""
 
 
 def _fmt(s: dict[str, Any]) -> str:
@@ -488,10 +652,18 @@ def _fmt(s: dict[str, Any]) -> str:
 
 def _method_rows(summary: dict[str, Any]) -> list[list[Any]]:
     return [
-        [name, _fmt(v["f1_af_subjects"]), _fmt(v["accuracy_all_subjects"])]
+        [
+            name,
+            _fmt(v["f1_af_subjects"]),
+            _fmt(v["accuracy_all_subjects"]),
+            _fmt(v.get("other_share_calibrated_subjects", {})),
+        ]
         for name, v in summary.items()
         if isinstance(v, dict) and "f1_af_subjects" in v
     ]
+
+
+METHOD_HEADER = ["method", "F1 (AF subjects)", "accuracy (all)", "non-AF called O / ~ (calibrated)"]
 
 
 def _f1(m: dict[str, Any], k: str) -> str:
@@ -514,7 +686,8 @@ def _gp_line(summary: dict[str, Any]) -> str:
     if not g:
         return "GP vs grid: no subject could be calibrated."
     return (
-        f"GP + γ vs grid + γ over {g['subjects']} calibrated subjects: F1 difference mean "
+        f"GP + γ (`{g.get('gp_row', 'gp_gamma')}`: the grid's head, too, is fitted on the user's "
+        f"windows alone) vs grid + γ over {g['subjects']} calibrated subjects: F1 difference mean "
         f"{g['mean_f1_difference']:+.3f}, largest {g['max_abs_f1_difference']:.3f}, with "
         f"{g['gp_evaluations_mean']:.1f} vs {g['grid_evaluations']} extractor evaluations."
     )
@@ -534,10 +707,29 @@ def _seen_line(seen: dict[str, Any] | None, n: int) -> str:
     )
 
 
+def _anchor_text(r: dict[str, Any]) -> str:
+    if not r.get("anchors_usable"):
+        return (
+            "The bundle has no anchor windows usable with these windows (`sdk.anchors`): "
+            "every head is fitted on the user's windows alone."
+        )
+    return f"""The GP rows
+are the SDK's `Calibrator` with its default anchor windows (`anchors="{r["default_anchors"]}"`,
+`sdk.anchors`); `_anchors_missing` rows also fit the user's head on the bundle's
+anchor windows of the classes the user labelled none of (here O and ~), `_anchors_all` on
+every anchor window, `_anchors_none` on none. The fine-tune, fixed-t and grid rows fit on the
+user's windows alone unless their name says otherwise."""
+
+
 def _markdown(r: dict[str, Any], report: str = "personalize") -> str:
     keys = ["global", "finetune_default_t", "fixed_t20", "fixed_t50", "gp_gamma", "grid_gamma"]
     header = ["subject", "cal AF/win", "test AF/win", "global", "fine-tune t0", "fixed t=20"]
     header += ["fixed t=50", "GP + γ", "grid + γ"]
+    rr_header = header[:3] + header[4:]  # no global head on beat times alone
+    for mode in ANCHOR_MODES:  # GP + γ with the anchors other than the Calibrator's default
+        if r["subjects"] and f"gp_gamma_anchors_{mode}" in r["subjects"][0]["methods"]:
+            keys.append(f"gp_gamma_anchors_{mode}")
+            header.append(f"GP + γ, anchors {mode}")
     sp, summ = r["calibration_speed"], r["summary"]
     text = f"""# personalize — per-subject AF detection with on-device calibration of t
 
@@ -552,18 +744,21 @@ Command: `ecgedge bench personalize --bundle DIR{
 the rest test, less the test windows that overlap a calibration window (BENCHMARKS.md says
 the first 10% of all data; with paroxysmal AF that part rarely holds both rhythms); labels
 AF vs non-AF by majority of the window. F1 is the AF class's, over subjects with AF in their
-test part; accuracy over all subjects. Cells: mean / median [q1, q3]. GP: at most
+test part; accuracy (AF vs non-AF) over all subjects; the last column is the share of a
+calibrated subject's non-AF test windows the head calls "O" or "~" (the subjects carry no
+such labels: their "other" rhythms, e.g. mitdb/203's ventricular runs, may earn it), over the
+subjects that could be calibrated. Cells: mean / median [q1, q3]. GP: at most
 {r["protocol"]["gp_max_evaluations"]} extractor evaluations over t in 1…200 (every modality);
 grid: {len(r["protocol"]["grid_t"])} values of one t shared by every modality. Subjects
 whose calibration part holds one rhythm ({summ["subjects"] - summ["calibratable_subjects"]}
-of {summ["subjects"]}) cannot fit a head: they keep the global model in every row.
+of {summ["subjects"]}) cannot fit a head: they keep the global model in every row. {_anchor_text(r)}
 
-{md_table(["method", "F1 (AF subjects)", "accuracy (all)"], _method_rows(summ))}
+{md_table(METHOD_HEADER, _method_rows(summ))}
 
 {_gp_line(summ)}
 
 {_seen_line(r.get("seen_before"), summ["subjects"])}
-
+{_reference_section(r)}
 Per subject (F1 of AF):
 
 {md_table(header, _subject_rows(r["subjects"], keys))}
@@ -581,10 +776,10 @@ evaluations (stopped: {sp["stopped"]}), t = {sp["t"]}.
 Lorenz embedding ++ RR features, a per-user head (no global row: the bundle's head needs the
 ECG modalities). {rs["subjects"]} calibrated subjects of {len(r["rr_subjects"])}.
 
-{md_table(["method", "F1 (AF subjects)", "accuracy (all)"], _method_rows(rs))}
+{md_table(METHOD_HEADER, _method_rows(rs))}
 
 {_gp_line(rs)}
 
-{md_table(header[:3] + header[4:], _subject_rows(r["rr_subjects"], rr_keys))}
+{md_table(rr_header, _subject_rows(r["rr_subjects"], rr_keys))}
 """
     return text

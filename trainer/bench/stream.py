@@ -283,6 +283,7 @@ def run(
     command += "" if peers else " --no-peers"
     command += f" --paced-minutes {paced_minutes:g}" if paced_minutes != 2.0 else ""
     command += f" --report {report}" if report != "stream" else ""
+    other_roles = ", ".join(sorted({f.role for f in m.files} - {"embedder"}))
     md = f"""# stream — the device path
 
 Protocol: {result["minutes"]:.0f} min of {source}, resampled to the bundle's {m.fs:.0f} Hz and
@@ -290,8 +291,9 @@ pushed in 0.5 s blocks through `sdk.pipeline.StreamPipeline` (window {m.window_s
 {hop_samples} samples) in a fresh torch-free process, ONNX Runtime with one thread; medians of
 {repeats} runs. Hop latency = wall time of a push that completes a window (preprocessing,
 R-peaks, quality, embedder, head).{paced_text}
-Bundle `{m.name}`: {device_bytes / 1024:.0f} KiB on a device (its most compact embedders,
-head and noise; {sum(sizes.values()) / 1024:.0f} KiB with every file). Command: `{command}`.
+Bundle `{m.name}`: {device_bytes / 1024:.0f} KiB on a device (its most compact embedders
+and every other file it lists: {other_roles}; {sum(sizes.values()) / 1024:.0f} KiB with every
+file). Command: `{command}`.
 
 {sdk_table}
 

@@ -243,6 +243,42 @@ def cinc2017_record_names(split_seed: int, val_fraction: float) -> tuple[list[st
     )
 
 
+def head_split(training_data: dict) -> tuple[list[str], list[str]]:
+    """(train, val) CinC 2017 records of a bundle's head, from its manifest's
+    ``provenance.training_data``, checked against the record counts it was trained with.
+
+    Raises
+    ------
+    ConfigError
+        The head was not trained on CinC 2017, its split is not recorded, or this data root
+        gives other split sizes (another root or copy of the database).
+    """
+    if not str(training_data.get("head", "")).startswith("cinc2017"):
+        raise ConfigError(
+            f"the bundle's head was not trained on CinC 2017 ({training_data.get('head')!r}); "
+            "its training split is needed",
+            key="provenance.training_data",
+        )
+    missing = [k for k in ("val_fraction", "split_seed") if k not in training_data]
+    if missing:
+        raise ConfigError(
+            f"the bundle's provenance.training_data lacks {missing}: its head's split is unknown",
+            key="provenance.training_data",
+        )
+    split = cinc2017_record_names(
+        int(training_data["split_seed"]), float(training_data["val_fraction"])
+    )
+    for part, names in zip(("train", "val"), split):
+        expected = training_data.get(f"{part}_records")
+        if expected is not None and len(names) != int(expected):
+            raise ConfigError(
+                f"the data root gives {len(names)} CinC 2017 {part} records, the bundle's head "
+                f"was trained with {expected}: another data root or another copy of the database",
+                key="ECGEDGE_DATA",
+            )
+    return split
+
+
 def cinc2017_split(cfg: DataConfig) -> tuple[WindowSet, WindowSet]:
     """(train, val) windows of CinC 2017, split by record, stratified by label, fixed seed."""
     ws = load_windows("cinc2017", cfg)
