@@ -111,6 +111,14 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
             f"{info['records']} records, {info['seconds']:.0f} s"
         )
         return 0
+    if args.rpeak_rule:
+        if not args.base_bundle or not args.out:
+            raise ValueError("--rpeak-rule needs --base-bundle and --out (the bundle to write)")
+        from export.denoiser import set_rpeak_rule
+
+        rule = set_rpeak_rule(Path(args.base_bundle), Path(args.rpeak_rule), Path(args.out))
+        print(f"bundle with search-back threshold {rule['threshold']:g} written to {args.out}")
+        return 0
     if args.add_anchors:
         if not args.base_bundle or not args.out:
             raise ValueError("--add-anchors needs --base-bundle and --out (the bundle to write)")
@@ -528,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --denoiser: copy this bundle and only add (or replace) the denoiser; "
         "with --refit-head: the bundle whose head to refit; with --add-anchors: the bundle "
         "to add anchor windows to",
+    )
+    e.add_argument(
+        "--rpeak-rule",
+        metavar="REPORT",
+        help="copy --base-bundle with the search-back threshold an `ecgedge bench rpeak-tuning "
+        "--bundle` report (JSON) of its denoiser chose, for R peaks on the denoiser's output",
     )
     e.add_argument(
         "--add-anchors",

@@ -25,7 +25,14 @@ import torch
 from export.errors import ParityError
 from export.model_card import write_model_card
 from export.onnx_export import OPSET, compare
-from sdk.bundle import PRECISIONS, load_bundle, sha256_file
+from sdk.bundle import (
+    DENOISED_SEARCH_BACK_KEY,
+    PRECISIONS,
+    load_bundle,
+    manifest_number,
+    sha256_file,
+)
+from sdk.rpeaks import SEARCH_BACK_THRESHOLD
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
 from trainer.denoise_config import DenoiseRunConfig, train_command
 from trainer.denoise_metrics import window_metrics
@@ -260,27 +267,123 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
     denoisers = [f for f in manifest["files"] if f["role"] == "denoiser"]
     # the file the SDK runs by default: the most compact precision (sdk.bundle.Manifest.file)
     shipped = min(denoisers, key=lambda f: PRECISIONS[::-1].index(f["precision"]))["sha256"]
-    if refit and refit.get("denoiser_sha256") != shipped:
-        refit["stale"] = (
-            "the head was refitted on windows of another denoiser; run `ecgedge export "
-            "--refit-head` on this bundle"
-        )
-        warnings.warn(f"{out_dir}: {refit['stale']}", stacklevel=2)
-    anchors = manifest["provenance"].get("anchors")
-    if anchors and anchors.get("denoiser_sha256") != shipped:
-        # windows of another denoiser would never be used (sdk.anchors.anchors_mismatch)
-        for f in [f for f in manifest["files"] if f["role"] == "anchors"]:
-            (tmp / f["path"]).unlink()
-        manifest["files"] = [f for f in manifest["files"] if f["role"] != "anchors"]
-        del manifest["provenance"]["anchors"]
+    if DENOISED_SEARCH_BACK_KEY in manifest["thresholds"]:
+        # the rule was chosen for the replaced denoiser's output (provenance.denoiser is new)
+        del manifest["thresholds"][DENOISED_SEARCH_BACK_KEY]
         warnings.warn(
-            f"{out_dir}: the anchor windows went through another denoiser and were removed; "
-            f"run `ecgedge export --add-anchors --base-bundle {out_dir} --out …` to add new ones",
+            f"{out_dir}: the R-peak search-back threshold was chosen for the replaced denoiser "
+            "and was removed (the SDK's default applies); run `ecgedge bench rpeak-tuning "
+            f"--bundle {out_dir}` and `ecgedge export --rpeak-rule` to choose one",
             stacklevel=2,
         )
+    anchors = manifest["provenance"].get("anchors")
+    stale_features(
+        manifest,
+        tmp,
+        out_dir,
+        "another denoiser",
+        head=bool(refit) and refit.get("denoiser_sha256") != shipped,
+        anchors=bool(anchors) and anchors.get("denoiser_sha256") != shipped,
+    )
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     write_model_card(tmp)  # benchmark sections: `ecgedge bench stream --card`
     load_bundle(tmp)  # verify as a device would
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return figures
+
+
+def stale_features(
+    manifest: dict[str, Any], root: Path, out_dir: Path, why: str, *, head: bool, anchors: bool
+) -> None:
+    """The windows' features are now computed with ``why`` (another denoiser, another R-peak
+    rule): mark a refitted head stale (``head``) and remove the anchor windows (``anchors``),
+    computed the old way, warning for each."""
+    refit = manifest["provenance"].get("head_refit")
+    if head and refit:
+        refit["stale"] = (
+            f"the head was refitted on windows of {why}; run `ecgedge export --refit-head` on "
+            "this bundle"
+        )
+        warnings.warn(f"{out_dir}: {refit['stale']}", stacklevel=3)
+    if anchors and manifest["provenance"].get("anchors"):
+        for f in [f for f in manifest["files"] if f["role"] == "anchors"]:
+            (root / f["path"]).unlink()
+        manifest["files"] = [f for f in manifest["files"] if f["role"] != "anchors"]
+        del manifest["provenance"]["anchors"]
+        warnings.warn(
+            f"{out_dir}: the anchor windows were computed with {why} and were removed; run "
+            f"`ecgedge export --add-anchors --base-bundle {out_dir} --out …` to add new ones",
+            stacklevel=3,
+        )
+
+
+def set_rpeak_rule(base_bundle: Path, report: Path, out_dir: Path) -> dict[str, Any]:
+    """Copy ``base_bundle`` to ``out_dir`` with the search-back threshold that ``report`` (an
+    ``ecgedge bench rpeak-tuning`` report of this bundle's denoiser, JSON) chose on its tuning
+    records as the rule the pipeline uses on the denoiser's output
+    (``thresholds.denoised_rpeak_search_back``, :class:`sdk.denoiser.WindowDenoiser`). A
+    refitted head is marked stale and anchor windows are removed when the rule changes the
+    beats they were computed from. Returns ``provenance.denoiser.rpeak_rule``."""
+    base = load_bundle(base_bundle)
+    m = base.manifest
+    if not m.has("denoiser"):
+        raise ValueError(f"{base_bundle} has no denoiser: its R peaks use the SDK's rule")
+    try:
+        chosen = json.loads(report.read_text())
+        threshold, pick = chosen["chosen"]
+        signal = chosen["signal_for_choice"]
+        records = chosen["records"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{report}: not an `ecgedge bench rpeak-tuning` report ({exc!r})") from exc
+    if signal != "denoised":
+        raise ValueError(f"{report} chose its rule on the {signal!r} signal, not a denoiser's")
+    tuned_for = chosen.get("denoiser_sha256")
+    shipped = m.file("denoiser").sha256
+    if tuned_for != shipped:
+        raise ValueError(
+            f"{report} chose a rule for "
+            + ("an unrecorded denoiser" if tuned_for is None else f"denoiser {tuned_for[:12]}…")
+            + f"; this bundle's is {shipped[:12]}…: run `ecgedge bench rpeak-tuning --bundle "
+            f"{base_bundle}` first"
+        )
+    try:
+        value = float(manifest_number(threshold, "the chosen threshold"))
+    except ValueError as exc:
+        raise ValueError(f"{report}: {exc}") from exc
+    if pick != "nearest" or not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"{report} chose ({threshold}, {pick!r}); the pipeline's denoised path picks "
+            "the nearest candidate and takes a threshold in [0, 1]"
+        )
+    if not (isinstance(records, list) and records and all(isinstance(r, str) for r in records)):
+        raise ValueError(f"{report}: its tuning records must be a list of record names")
+    old = float(m.thresholds.get(DENOISED_SEARCH_BACK_KEY, SEARCH_BACK_THRESHOLD))
+    rule = {
+        "threshold": value,
+        "pick": pick,
+        "records": records,
+        "report": str(report),
+        "report_command": str(chosen.get("command", "ecgedge bench rpeak-tuning")),
+        "command": f"ecgedge export --rpeak-rule {report} --base-bundle {base_bundle} "
+        f"--out {out_dir}",
+    }
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base_bundle, tmp)
+    try:
+        manifest = json.loads((tmp / "manifest.json").read_text())
+        manifest["thresholds"][DENOISED_SEARCH_BACK_KEY] = value
+        manifest["provenance"]["denoiser"]["rpeak_rule"] = rule
+        if value != old:  # the denoised windows' beats, so their RR and Lorenz features, change
+            why = f"the R-peak search-back threshold {old:g}"
+            stale_features(manifest, tmp, out_dir, why, head=True, anchors=True)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_model_card(tmp)
+        load_bundle(tmp)  # verify as a device would
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return rule

@@ -208,6 +208,17 @@ def denoiser_section(m: dict[str, Any]) -> list[str]:
         f"{ms['int8']:.2f} ms.",
         f"Commands: `{prov['commands']['train']}`, `{prov['commands']['export']}`. Benchmarks:",
         "`ecgedge bench denoise`, `ecgedge bench noise-stress`, `ecgedge bench rhythm-noise`.",
+        *_rpeak_rule_lines(prov.get("rpeak_rule")),
+    ]
+
+
+def _rpeak_rule_lines(rule: dict[str, Any] | None) -> list[str]:
+    if not rule:
+        return []
+    return [
+        f"R peaks on its output use the search-back threshold I2 / I1 = {rule['threshold']:g},",
+        f"chosen on tuning records ({', '.join(rule['records'])}) by `{rule['report_command']}`",
+        f"and set by `{rule['command']}`.",
     ]
 
 

@@ -30,6 +30,9 @@ SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 ROLES = ("embedder", "fusion", "head", "denoiser", "inference_noise", "anchors")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: The manifest threshold holding the R-peak detector's search-back threshold on the output of
+#: the bundle's (most compact) denoiser file (:class:`sdk.denoiser.WindowDenoiser`)
+DENOISED_SEARCH_BACK_KEY = "denoised_rpeak_search_back"
 #: Largest model file read without a ``bytes`` entry in the manifest
 MAX_FILE_BYTES = 1 << 30
 #: Largest manifest read
@@ -295,6 +298,11 @@ def _check_consistency(m: Manifest, path: str) -> None:
                 )
     if not all(np.isfinite(v) for v in m.thresholds.values()):
         problems.append("thresholds must be finite")
+    search_back = m.thresholds.get(DENOISED_SEARCH_BACK_KEY)
+    if search_back is not None and not 0.0 <= search_back <= 1.0:
+        problems.append(f"{DENOISED_SEARCH_BACK_KEY} ({search_back}) must lie in [0, 1]")
+    if search_back is not None and not m.has("denoiser"):
+        problems.append(f"{DENOISED_SEARCH_BACK_KEY} is set but the bundle has no denoiser")
     abar = m.alphas_cumprod
     if (
         abar.ndim != 1

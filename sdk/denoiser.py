@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdk.bundle import Bundle
+from sdk.bundle import DENOISED_SEARCH_BACK_KEY, Bundle
 from sdk.errors import BundleError, ConfigError
 from sdk.preprocess import MIN_STD_MV, standardize_window
+from sdk.rpeaks import SEARCH_BACK_THRESHOLD
 from sdk.runtime import open_model, select_backend
 
 
@@ -28,6 +29,16 @@ class WindowDenoiser:
     precision : which denoiser file (``None`` = the most compact present).
     threads, backend : see :func:`sdk.runtime.open_model` (``"auto"`` resolved for the bundle;
         ``"trt-engine"`` runs the denoiser's engine like the other models').
+
+    Attributes
+    ----------
+    search_back_threshold : the R-peak detector's search-back threshold on this denoiser's
+        output (:func:`sdk.rpeaks.denoised_window_rpeaks`): the manifest's
+        ``thresholds.denoised_rpeak_search_back`` (chosen on tuning records by ``ecgedge bench
+        rpeak-tuning`` for the bundle's most compact denoiser file and set by ``ecgedge export
+        --rpeak-rule``), else the SDK's default. Beats found without the denoiser
+        (``StreamPipeline(denoise=False)``, ``record_windows(denoiser=None)``) always use the
+        default.
     """
 
     def __init__(
@@ -58,6 +69,9 @@ class WindowDenoiser:
             data=bundle.verified_bytes(spec),
         )
         self.leads, self.window = leads, window
+        self.search_back_threshold = float(
+            bundle.manifest.thresholds.get(DENOISED_SEARCH_BACK_KEY, SEARCH_BACK_THRESHOLD)
+        )
         if self.window != bundle.manifest.window_samples:
             raise ConfigError(
                 f"the denoiser takes windows of {self.window} samples; the bundle's window is "

@@ -549,7 +549,13 @@ class StreamPipeline:
             x = denoised.embedder_input(self.window)
             beats_in = denoised.beat_signal()
             context = self._denoised_context(start, flags)
-            peaks = denoised_window_rpeaks(beats_in, seg.shape[0], self.fs, context)
+            peaks = denoised_window_rpeaks(
+                beats_in,
+                seg.shape[0],
+                self.fs,
+                context,
+                search_back_threshold=self.denoiser.search_back_threshold,
+            )
             self._denoised_prev = (start, beats_in)
         else:
             if step is None:

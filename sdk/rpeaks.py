@@ -246,9 +246,7 @@ class StreamingRPeakDetector:
     # ------------------------------------------------------------------ signal chain
     def _ingest(self, x: np.ndarray, out: list[int]) -> None:
         bps = self._bp.process(x).astype(np.float64)
-        deriv, self._zi_deriv = signal.lfilter(
-            self._b_deriv, 1.0, bps, axis=0, zi=self._zi_deriv
-        )
+        deriv, self._zi_deriv = signal.lfilter(self._b_deriv, 1.0, bps, axis=0, zi=self._zi_deriv)
         slopes = np.sum(deriv * deriv, axis=1)
         mwi, self._zi_mwi = signal.lfilter(self._b_mwi, 1.0, slopes, zi=self._zi_mwi)
         bp = bps[:, 0]  # R peaks are placed on the first lead
@@ -433,7 +431,12 @@ def detect_rpeaks(
 
 
 def denoised_window_rpeaks(
-    x: np.ndarray, n: int, fs: float, context: np.ndarray | None = None
+    x: np.ndarray,
+    n: int,
+    fs: float,
+    context: np.ndarray | None = None,
+    *,
+    search_back_threshold: float = SEARCH_BACK_THRESHOLD,
 ) -> np.ndarray:
     """R peaks of a denoised window, detected on that window and the denoised signal just
     before it.
@@ -459,6 +462,9 @@ def denoised_window_rpeaks(
     context : numpy.ndarray, optional
         ``(m,)`` or ``(m, leads)`` denoised samples immediately before ``x`` (none at a
         stream's start or after a gap).
+    search_back_threshold : float
+        See :class:`StreamingRPeakDetector`; a bundle may set it for its denoiser's output
+        (:attr:`sdk.denoiser.WindowDenoiser.search_back_threshold`).
 
     Returns
     -------
@@ -471,7 +477,8 @@ def denoised_window_rpeaks(
         raise ConfigError(
             f"context {ctx.shape} must have the window's leads {w.shape[1:]}", field="context"
         )
-    peaks = detect_rpeaks(np.concatenate([ctx, w]), fs) - ctx.shape[0]
+    both = np.concatenate([ctx, w])
+    peaks = detect_rpeaks(both, fs, search_back_threshold=search_back_threshold) - ctx.shape[0]
     return peaks[peaks >= 0]
 
 

@@ -128,7 +128,13 @@ def record_windows(
             wins[i] = denoised.embedder_input(window)[0]
             beats_in = denoised.beat_signal()
             context = denoised_context(prev, int(s))
-            inside = denoised_window_rpeaks(beats_in, seg.shape[0], spec.fs, context)
+            inside = denoised_window_rpeaks(
+                beats_in,
+                seg.shape[0],
+                spec.fs,
+                context,
+                search_back_threshold=denoiser.search_back_threshold,
+            )
             prev = (int(s), beats_in)
         feats[i] = rr_features(inside, spec.fs)
         lorenz[i] = lorenz_image(rr_from_peaks(inside, spec.fs))

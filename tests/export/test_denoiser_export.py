@@ -82,7 +82,7 @@ def test_add_denoiser_replaces_the_denoiser_of_a_bundle(tmp_path):
         add_denoiser(default_bundle_path(), run, tmp_path / "bundle")
     said = " ".join(str(w.message) for w in caught)
     assert "refitted on windows of another denoiser" in said
-    assert "anchor windows went through another denoiser and were removed" in said
+    assert "anchor windows were computed with another denoiser and were removed" in said
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     # anchors of the old denoiser are gone, file and entry: no calibration could use them
     assert "anchors" not in manifest["provenance"]

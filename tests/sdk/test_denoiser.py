@@ -140,7 +140,7 @@ def test_a_denoising_pipeline_takes_each_windows_beats_from_the_denoised_window(
     # gets the previous window's denoised samples before this window as context
     contexts: list = []
 
-    def stand_in(x, n, fs, context=None):  # noqa: ANN001, ANN202
+    def stand_in(x, n, fs, context=None, *, search_back_threshold):  # noqa: ANN001, ANN202
         contexts.append(context)
         return np.array([10, 138, 266])
 
@@ -158,11 +158,14 @@ def test_no_denoised_context_crosses_a_gap(bundle, ecg, monkeypatch):
 
     seen: list = []
 
-    def spy(x, n, fs, context=None):  # noqa: ANN001, ANN202
+    def spy(x, n, fs, context=None, *, search_back_threshold):  # noqa: ANN001, ANN202
         seen.append(context)
-        return denoised_window_rpeaks(x, n, fs, context)
+        return denoised_window_rpeaks(
+            x, n, fs, context, search_back_threshold=search_back_threshold
+        )
 
     monkeypatch.setattr(pipeline_module, "denoised_window_rpeaks", spy)
+
     def context_free_starts(gap_at_s: float) -> list[float]:
         seen.clear()
         p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
@@ -204,9 +207,7 @@ def test_window_beats_equal_record_windows_on_tail_and_short_streams(bundle, ecg
     for i, e in enumerate(events):
         start = int(rw.starts[i])
         n = min(m.window_samples, n_model - start)
-        peaks = denoised_window_rpeaks(
-            rw.windows[i, 0], n, m.fs, denoised_context(prev, start)
-        )
+        peaks = denoised_window_rpeaks(rw.windows[i, 0], n, m.fs, denoised_context(prev, start))
         prev = (start, rw.windows[i, 0, :n])
         assert e.n_beats == peaks.size
         np.testing.assert_allclose(rw.rr[i], rr_features(peaks, m.fs), rtol=1e-6)

@@ -8,6 +8,7 @@ from scipy import signal
 
 from sdk.filters import design_bandpass
 from sdk.preprocess import PreprocessSpec
+from sdk.rpeaks import SEARCH_BACK_THRESHOLD
 from trainer.bench.denoise import medfilt_reference, zerophase_reference
 from trainer.bench.noise_stress import TOLERANCE_S, match, score, se_pp, spans_of
 from trainer.denoise_metrics import window_metrics
@@ -79,6 +80,8 @@ def test_zerophase_reference_has_the_device_magnitude_and_no_phase(hz: float) ->
 class _IdentityDenoiser:
     """Stands in for WindowDenoiser: returns its input and keeps what it saw."""
 
+    search_back_threshold = SEARCH_BACK_THRESHOLD
+
     def __init__(self, leads: int) -> None:
         self.leads, self.window, self.precision, self.seen = leads, 1280, "fp32", []
 
@@ -110,16 +113,20 @@ def test_noise_stress_feeds_a_two_lead_denoiser_both_leads_and_detects_on_both(m
     # behind the 2-lead denoiser the SDK's detector takes both leads, as the pipeline does
     import trainer.bench.noise_stress as ns
 
-    shapes = []
+    shapes, rules = [], []
 
-    def spy(x, f):  # noqa: ANN001, ANN202
+    def spy(x, f, **kw):  # noqa: ANN001, ANN202
         shapes.append(np.shape(x)[1:])
-        return detect(x, f)
+        rules.append(kw.get("search_back_threshold"))
+        return detect(x, f, **kw)
 
     detect = ns.detect_rpeaks
     monkeypatch.setattr(ns, "detect_rpeaks", spy)
-    Detectors(_IdentityDenoiser(2), PreprocessSpec())(record, fs, peers=False)
+    den = _IdentityDenoiser(2)
+    den.search_back_threshold = 0.3  # the bundle's rule for its denoiser's output
+    Detectors(den, PreprocessSpec())(record, fs, peers=False)
     assert shapes == [(), (2,)]  # without the denoiser lead 0; behind it both leads
+    assert rules == [None, 0.3]  # the default without the denoiser, the bundle's behind it
     three = Detectors(_IdentityDenoiser(3), PreprocessSpec())
     with pytest.raises(ValueError, match="takes 3 leads"):
         three(record, fs, peers=False)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sdk.denoiser import DenoisedWindow
+from sdk.rpeaks import SEARCH_BACK_THRESHOLD
 from trainer.bench import rpeak_tuning as rt
 from trainer.data.denoise_data import NOISE_STRESS_RECORDS, record_split
 
@@ -92,19 +93,32 @@ def test_added_noise_hits_the_requested_snr_on_the_nstdb_segments_only():
 class _PassThrough:
     """Stand-in denoiser: returns the window standardized, as ``denoise_leads`` shapes it."""
 
+    search_back_threshold = SEARCH_BACK_THRESHOLD
+
     def denoise_leads(self, seg: np.ndarray, lead: int) -> DenoisedWindow:
         x = seg[:, lead : lead + 1]
         return DenoisedWindow(((x - x.mean()) / x.std()).astype(np.float32), x.std(axis=0))
 
 
-def test_window_beats_scores_each_windows_interior_alone_and_with_context():
+def test_window_beats_scores_each_windows_interior_alone_and_with_context(monkeypatch):
     from sdk.synthetic import synthetic_ecg
 
     fs, window, hop = 128.0, 1280, 640
     ecg = synthetic_ecg((("sinus", 60.0),), fs=fs, seed=2)
     ref_s = ecg.r_peaks / fs
     case = rt.Case("syn", "clean", None, ref_s, 0.0, ecg.signal[:, None], None, fs)
-    got = rt.window_beats([case], _PassThrough(), window, hop)
+    seen = []
+    real = rt.rpeaks.denoised_window_rpeaks
+
+    def spy(*args, search_back_threshold, **kw):  # noqa: ANN002, ANN003, ANN202
+        seen.append(search_back_threshold)
+        return real(*args, search_back_threshold=search_back_threshold, **kw)
+
+    monkeypatch.setattr(rt.rpeaks, "denoised_window_rpeaks", spy)
+    den = _PassThrough()
+    den.search_back_threshold = 0.3  # the bundle's rule for its denoiser reaches the detector
+    got = rt.window_beats([case], den, window, hop)
+    assert seen and set(seen) == {0.3}
     starts = np.arange(0, ecg.signal.size - window + 1, hop)
     edge = rt.WINDOW_EDGE_S * fs
     inside = sum(
@@ -120,6 +134,7 @@ class _PassThrough2:
     """Two-lead stand-in: both leads standardized, the selected one first."""
 
     leads = 2
+    search_back_threshold = SEARCH_BACK_THRESHOLD
 
     def denoise_leads(self, seg: np.ndarray, lead: int) -> DenoisedWindow:
         z = (seg - seg.mean(axis=0)) / seg.std(axis=0)

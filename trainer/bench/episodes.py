@@ -153,9 +153,7 @@ def run(bundle_dir: Path, out_dir: Path, *, report: str = "episodes") -> dict[st
         + (f" --report {report}" if report != "episodes" else ""),
         "bundle": m.name,
         "seconds": time.perf_counter() - tic,
-        "scores": {
-            db: [score(rs, min_s) for min_s in MIN_DURATIONS_S] for db, rs in rows.items()
-        },
+        "scores": {db: [score(rs, min_s) for min_s in MIN_DURATIONS_S] for db, rs in rows.items()},
         "records": rows,
         "plot": f"{report}.png",
     }

@@ -132,7 +132,11 @@ class Detectors:
             yd = yds[:, 0]
             # as the pipeline: beats from every lead the denoiser cleans, placed on lead 0
             sdk_in = yd if leads == 1 else yds
-            out["SDK Pan-Tompkins + denoiser"] = detect_rpeaks(sdk_in, f) / f - delay
+            # with the search-back rule the bundle sets for its denoiser's output
+            sb = self.den.search_back_threshold
+            out["SDK Pan-Tompkins + denoiser"] = (
+                detect_rpeaks(sdk_in, f, search_back_threshold=sb) / f - delay
+            )
         if peers:
             out["wfdb XQRS (raw 360 Hz)"] = processing.xqrs_detect(x, fs, verbose=False) / fs
             nk_peaks = nk.ecg_peaks(nk.ecg_clean(x, sampling_rate=int(fs)), sampling_rate=int(fs))
@@ -217,6 +221,7 @@ def run(
         "command": command,
         "bundle": bundle_name,
         "denoiser_precision": den.precision if den is not None else None,
+        "denoised_search_back_threshold": den.search_back_threshold if den is not None else None,
         "tolerance_s": TOLERANCE_S,
         "summary": summary,
         "stream_heart_rate": heart_rate,
@@ -230,7 +235,8 @@ def _denoiser_text(den: Any) -> str:
     if den is None:
         return "none"
     leads = "1 lead on MLII" if den.leads == 1 else f"{den.leads} leads, MLII and V1"
-    return f"{den.precision.upper()}, {leads}"
+    rule = f"R-peak search-back I2 / I1 = {den.search_back_threshold:g} on its output"
+    return f"{den.precision.upper()}, {leads}, {rule}"
 
 
 def _markdown(summary: dict, command: str, bundle: str, den: Any) -> str:

@@ -32,7 +32,7 @@ rules that keep Se and +P at 12 dB >= 99% and lose at most 0.05 points of clean 
 and Tompkins' rule (0.5, largest).
 
 With a denoiser, a second table scores a window's beats as a denoising stream finds them (the
-SDK's rule): each window (the bundle's window and hop) denoised alone
+bundle's rule): each window (the bundle's window and hop) denoised alone
 (:meth:`sdk.denoiser.WindowDenoiser.denoise_leads`), its beats detected on the window alone and
 with the previous window's denoised samples before it as context
 (:func:`sdk.rpeaks.denoised_window_rpeaks`, :func:`sdk.windowing.denoised_context`, as
@@ -219,9 +219,7 @@ def _rates(counts: dict[tuple[str, str], dict[str, int]]) -> dict[str, dict[str,
     return out
 
 
-def window_beats(
-    cases: list[Case], den: Any, window: int, hop: int
-) -> dict[str, dict[str, float]]:
+def window_beats(cases: list[Case], den: Any, window: int, hop: int) -> dict[str, dict[str, float]]:
     """Pooled Se / +P per condition and mode (``"alone"``, ``"with context"``) of the beats
     of each denoised window (module docstring)."""
     from sdk.windowing import denoised_context
@@ -238,7 +236,9 @@ def window_beats(
             prev = (s, x)
             spans = [((s + edge) / c.fs, (s + window - edge) / c.fs)]
             for mode, ctx in (("alone", None), ("with context", context)):
-                peaks = rpeaks.denoised_window_rpeaks(x, window, c.fs, ctx)
+                peaks = rpeaks.denoised_window_rpeaks(
+                    x, window, c.fs, ctx, search_back_threshold=den.search_back_threshold
+                )
                 _tally(counts, (cond, mode), score(ref, (peaks + s) / c.fs, spans))
     return _rates(counts)
 
@@ -284,6 +284,8 @@ def run(
         else None
     )
     sdk_rule = (rpeaks.SEARCH_BACK_THRESHOLD, "nearest")
+    # the rule the bundle's pipeline uses: its denoiser's, when the manifest sets one
+    bundle_rule = (den.search_back_threshold, "nearest") if den is not None else sdk_rule
     command = "ecgedge bench rpeak-tuning" + (f" --bundle {bundle_dir}" if bundle_dir else "")
     command += f" --report {report}" if report != "rpeak_tuning" else ""
     result = {
@@ -296,16 +298,19 @@ def run(
         "signal_for_choice": signal,
         "chosen": list(chosen),
         "sdk_default": list(sdk_rule),
+        "bundle_rule": list(bundle_rule),
+        # which denoiser the choice is for (``ecgedge export --rpeak-rule`` checks it)
+        "denoiser_sha256": bundle.manifest.file("denoiser").sha256 if den is not None else None,
         "results": [{"threshold": t, "pick": p, **results[(t, p)]} for t, p in rules],
         "window_beats": windows,
     }
-    md = _markdown(result, results, chosen, sdk_rule, signal)
+    md = _markdown(result, results, chosen, bundle_rule, signal)
     write_result(out_dir, report, result, md)
     print(md)
     return result
 
 
-def _markdown(result: dict, results: dict, chosen: tuple, sdk_rule: tuple, signal: str) -> str:
+def _markdown(result: dict, results: dict, chosen: tuple, bundle_rule: tuple, signal: str) -> str:
     conds = ["12 dB", "6 dB", "0 dB", "clean"]
     first = next(iter(results.values()))
     signals = [s for s in ("denoised", "denoised lead 0", "raw") if f"clean / {s}" in first]
@@ -320,7 +325,7 @@ def _markdown(result: dict, results: dict, chosen: tuple, sdk_rule: tuple, signa
             for c in conds
         ]
         rows.append([f"{t:g}{mark}", p, *cells])
-    same = "equals" if tuple(chosen) == tuple(sdk_rule) else "differs from"
+    same = "equals" if tuple(chosen) == tuple(bundle_rule) else "differs from"
     return "\n".join(
         [
             "# rpeak-tuning — the R-peak detector's search-back rule, on mitdb with added noise\n",
@@ -332,13 +337,21 @@ def _markdown(result: dict, results: dict, chosen: tuple, sdk_rule: tuple, signa
             "Cells: Se / +P (%), whole records.\n",
             md_table(header, rows),
             f"\nChosen on the {signal} signal: I2 / I1 = {chosen[0]:g}, {chosen[1]}. "
-            f"This {same} the SDK's default (I2 / I1 = {sdk_rule[0]:g}, {sdk_rule[1]}).",
-            *_window_markdown(result["window_beats"]),
+            + (
+                f"This {same} the rule the bundle's pipeline uses on its denoiser's output (I2 "
+                f"/ I1 = {bundle_rule[0]:g}, {bundle_rule[1]}; the SDK's default is "
+                f"{result['sdk_default'][0]:g}; `ecgedge export --rpeak-rule` sets a bundle's "
+                "rule for its denoiser from this report)."
+                if signal == "denoised"
+                else f"This {same} the SDK's default (I2 / I1 = {bundle_rule[0]:g}, "
+                f"{bundle_rule[1]})."
+            ),
+            *_window_markdown(result["window_beats"], bundle_rule),
         ]
     )
 
 
-def _window_markdown(windows: dict[str, dict[str, float]] | None) -> list[str]:
+def _window_markdown(windows: dict[str, dict[str, float]] | None, rule: tuple) -> list[str]:
     if windows is None:
         return []
     rows = []
@@ -349,7 +362,8 @@ def _window_markdown(windows: dict[str, dict[str, float]] | None) -> list[str]:
             cells.append(f"{r['se']:.2f} / {r['pp']:.2f} ({r['fn']} FN, {r['fp']} FP)")
         rows.append([cond, *cells])
     return [
-        "\n## A window's beats as a denoising stream finds them (the SDK's rule)\n",
+        f"\n## A window's beats as a denoising stream finds them (the bundle's rule, I2 / I1 = "
+        f"{rule[0]:g})\n",
         "Each window denoised alone; beats within 0.1 s of its edges not scored. Se / +P (%).\n",
         md_table(["condition", "window alone", "with the previous window's context"], rows),
     ]
