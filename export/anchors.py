@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.model_card import write_model_card
-from export.refit_head import cinc_record_windows, training_records
+from export.bundle_copy import bundle_copy
+from export.refit_head import training_records
 from sdk.bundle import load_bundle, sha256_file
 from sdk.denoiser import WindowDenoiser
 from trainer.data import records as rec
+from trainer.data.datasets import cinc_record_windows
 from trainer.errors import ConfigError
 
 #: Anchor windows per class in a bundle (32 × 4 classes ≈ 0.5 MB).
@@ -78,21 +78,13 @@ def add_anchors(
         "denoiser_sha256": m.file("denoiser").sha256 if denoiser is not None else None,
         "command": f"ecgedge export --add-anchors --base-bundle {base_bundle} --out {out_dir}",
     }
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base_bundle, tmp)
-    try:
+    with bundle_copy(base_bundle, out_dir) as tmp:
         _write_into(tmp, arrays, info)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     return info
 
 
 def _write_into(root: Path, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
-    """Write the anchors file, its manifest entry and provenance, the model card; verify."""
+    """Write the anchors file, its manifest entry and provenance."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     (root / ANCHORS_FILE).write_bytes(buf.getvalue())
@@ -111,5 +103,3 @@ def _write_into(root: Path, arrays: dict[str, np.ndarray], info: dict[str, Any])
     )
     manifest["provenance"]["anchors"] = info
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    write_model_card(root)
-    load_bundle(root)  # verify as a device would

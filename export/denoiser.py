@@ -12,7 +12,6 @@ candidate). The choice and its figures are written into the manifest.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 import warnings
@@ -22,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.bundle_copy import bundle_copy
 from export.errors import ParityError
-from export.model_card import write_model_card
 from export.onnx_export import OPSET, compare
 from sdk.bundle import (
     DENOISED_SEARCH_BACK_KEY,
@@ -228,68 +227,66 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
             f"denoiser window {cfg.model.window} @ {cfg.data.fs} Hz does not match the bundle's "
             f"{m.window_samples} @ {m.fs} Hz"
         )
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base_bundle, tmp)
-    figures = _choose_precision(tmp, cfg, net)
-    manifest = json.loads((tmp / "manifest.json").read_text())
-    replaces = any(f["role"] == "denoiser" for f in manifest["files"])
-    manifest["files"] = [f for f in manifest["files"] if f["role"] != "denoiser"]
-    for precision in ("fp32", "int8"):
-        if (tmp / f"denoiser.{precision}.onnx").is_file():
-            manifest["files"].append(
-                _entry(
-                    tmp, f"denoiser.{precision}.onnx", precision, cfg.model.leads, cfg.model.window
+    with bundle_copy(base_bundle, out_dir) as tmp:
+        figures = _choose_precision(tmp, cfg, net)
+        manifest = json.loads((tmp / "manifest.json").read_text())
+        replaces = any(f["role"] == "denoiser" for f in manifest["files"])
+        manifest["files"] = [f for f in manifest["files"] if f["role"] != "denoiser"]
+        for precision in ("fp32", "int8"):
+            if (tmp / f"denoiser.{precision}.onnx").is_file():
+                manifest["files"].append(
+                    _entry(
+                        tmp,
+                        f"denoiser.{precision}.onnx",
+                        precision,
+                        cfg.model.leads,
+                        cfg.model.window,
+                    )
                 )
+        if not replaces:
+            manifest["name"] = f"{manifest['name']}-denoise"
+        manifest["provenance"]["denoiser"] = {
+            "model": "CD-ECGNet (contrastive disentanglement), E_ECG + E_lead + D_ECG exported",
+            "placement": "after band-pass and per-window standardization; output re-standardized",
+            "shipped_precision": figures["shipped_precision"],
+            "precision_reason": figures["precision_reason"],
+            "run": str(run_dir),
+            "steps": payload["step"],
+            "train_seconds": payload.get("extra", {}).get("train_seconds"),
+            "validation": payload.get("extra", {}).get("val"),
+            "config": cfg.to_dict(),
+            "noise": "NSTDB bw, ma, em (em recovered from 118e00 - 118); first 70% for training, "
+            "next 10% for checkpoint selection and the export gate",
+            "commands": {
+                "train": train_command(cfg),
+                "export": f"ecgedge export --denoiser {run_dir} --base-bundle {base_bundle} "
+                f"--out {out_dir}",
+            },
+        }
+        manifest["metrics"]["denoiser"] = figures
+        refit = manifest["provenance"].get("head_refit")
+        denoisers = [f for f in manifest["files"] if f["role"] == "denoiser"]
+        # the file the SDK runs by default: the most compact precision (sdk.bundle.Manifest.file)
+        shipped = min(denoisers, key=lambda f: PRECISIONS[::-1].index(f["precision"]))["sha256"]
+        if DENOISED_SEARCH_BACK_KEY in manifest["thresholds"]:
+            # the rule was chosen for the replaced denoiser's output (provenance.denoiser is new)
+            del manifest["thresholds"][DENOISED_SEARCH_BACK_KEY]
+            warnings.warn(
+                f"{out_dir}: the R-peak search-back threshold was chosen for the replaced denoiser "
+                "and was removed (the SDK's default applies); run `ecgedge bench rpeak-tuning "
+                f"--bundle {out_dir}` and `ecgedge export --rpeak-rule` to choose one",
+                stacklevel=2,
             )
-    if not replaces:
-        manifest["name"] = f"{manifest['name']}-denoise"
-    manifest["provenance"]["denoiser"] = {
-        "model": "CD-ECGNet (contrastive disentanglement), E_ECG + E_lead + D_ECG exported",
-        "placement": "after band-pass and per-window standardization; output re-standardized",
-        "shipped_precision": figures["shipped_precision"],
-        "precision_reason": figures["precision_reason"],
-        "run": str(run_dir),
-        "steps": payload["step"],
-        "train_seconds": payload.get("extra", {}).get("train_seconds"),
-        "validation": payload.get("extra", {}).get("val"),
-        "config": cfg.to_dict(),
-        "noise": "NSTDB bw, ma, em (em recovered from 118e00 - 118); first 70% for training, "
-        "next 10% for checkpoint selection and the export gate",
-        "commands": {
-            "train": train_command(cfg),
-            "export": f"ecgedge export --denoiser {run_dir} --base-bundle {base_bundle} "
-            f"--out {out_dir}",
-        },
-    }
-    manifest["metrics"]["denoiser"] = figures
-    refit = manifest["provenance"].get("head_refit")
-    denoisers = [f for f in manifest["files"] if f["role"] == "denoiser"]
-    # the file the SDK runs by default: the most compact precision (sdk.bundle.Manifest.file)
-    shipped = min(denoisers, key=lambda f: PRECISIONS[::-1].index(f["precision"]))["sha256"]
-    if DENOISED_SEARCH_BACK_KEY in manifest["thresholds"]:
-        # the rule was chosen for the replaced denoiser's output (provenance.denoiser is new)
-        del manifest["thresholds"][DENOISED_SEARCH_BACK_KEY]
-        warnings.warn(
-            f"{out_dir}: the R-peak search-back threshold was chosen for the replaced denoiser "
-            "and was removed (the SDK's default applies); run `ecgedge bench rpeak-tuning "
-            f"--bundle {out_dir}` and `ecgedge export --rpeak-rule` to choose one",
-            stacklevel=2,
+        anchors = manifest["provenance"].get("anchors")
+        stale_features(
+            manifest,
+            tmp,
+            out_dir,
+            "another denoiser",
+            head=bool(refit) and refit.get("denoiser_sha256") != shipped,
+            anchors=bool(anchors) and anchors.get("denoiser_sha256") != shipped,
         )
-    anchors = manifest["provenance"].get("anchors")
-    stale_features(
-        manifest,
-        tmp,
-        out_dir,
-        "another denoiser",
-        head=bool(refit) and refit.get("denoiser_sha256") != shipped,
-        anchors=bool(anchors) and anchors.get("denoiser_sha256") != shipped,
-    )
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    write_model_card(tmp)  # benchmark sections: `ecgedge bench stream --card`
-    load_bundle(tmp)  # verify as a device would
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return figures
 
 
@@ -368,10 +365,7 @@ def set_rpeak_rule(base_bundle: Path, report: Path, out_dir: Path) -> dict[str, 
         "command": f"ecgedge export --rpeak-rule {report} --base-bundle {base_bundle} "
         f"--out {out_dir}",
     }
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base_bundle, tmp)
-    try:
+    with bundle_copy(base_bundle, out_dir) as tmp:
         manifest = json.loads((tmp / "manifest.json").read_text())
         manifest["thresholds"][DENOISED_SEARCH_BACK_KEY] = value
         manifest["provenance"]["denoiser"]["rpeak_rule"] = rule
@@ -379,11 +373,4 @@ def set_rpeak_rule(base_bundle: Path, report: Path, out_dir: Path) -> dict[str, 
             why = f"the R-peak search-back threshold {old:g}"
             stale_features(manifest, tmp, out_dir, why, head=True, anchors=True)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        write_model_card(tmp)
-        load_bundle(tmp)  # verify as a device would
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     return rule

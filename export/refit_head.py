@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from export.model_card import write_model_card
+from export.bundle_copy import bundle_copy
 from export.multimodal import (
     CALIBRATION_WINDOWS,
     INT8_BUDGET,
@@ -41,9 +38,7 @@ from sdk.bundle import Bundle, load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.head import fit_softmax_head
-from sdk.windowing import RecordWindows, record_windows
-from trainer.data import records as rec
-from trainer.data.datasets import head_split
+from trainer.data.datasets import cinc_record_windows, head_split
 from trainer.errors import ConfigError
 
 #: L2 strength of the head fit; the trainer's (:func:`trainer.fusion._score_rows`).
@@ -56,27 +51,6 @@ def training_records(bundle: Bundle) -> list[str]:
     """The CinC 2017 records the bundle's head was trained on (its provenance's split;
     :func:`trainer.data.datasets.head_split`)."""
     return head_split(bundle.manifest.provenance.get("training_data", {}))[0]
-
-
-def cinc_record_windows(
-    bundle: Bundle, names: list[str], denoiser: WindowDenoiser | None, *, progress: bool = False
-) -> Iterator[tuple[int, rec.Record, RecordWindows]]:
-    """Each CinC 2017 record of ``names`` (index, record) cut as the device cuts it."""
-    m = bundle.manifest
-    for i, name in enumerate(tqdm(names, desc="device features", unit="rec", disable=not progress)):
-        r = rec.read_cinc2017(name)
-        yield (
-            i,
-            r,
-            record_windows(
-                r.signal[:, 0],
-                r.fs,
-                m.preprocess,
-                m.window_samples,
-                m.hop_samples,
-                denoiser=denoiser,
-            ),
-        )
 
 
 def device_features(
@@ -206,10 +180,7 @@ def refit_head(
         raise ValueError(f"{int((~np.isfinite(x)).any(1).sum())} windows gave non-finite features")
     head = fit_softmax_head(x, y, tuple(m.classes), l2=HEAD_L2)
     train_acc = float(np.mean(np.argmax(head.predict_proba(x), 1) == y))
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(base_bundle, tmp)
+    with bundle_copy(base_bundle, out_dir) as tmp:
         export_head(*head.folded(), tmp / "head.onnx")
         manifest = json.loads((tmp / "manifest.json").read_text())
         for entry in manifest["files"]:
@@ -242,11 +213,4 @@ def refit_head(
         manifest["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest["metrics"].pop("rhythm_val_sdk", None)  # of the old head: re-run bench rhythm
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        write_model_card(tmp)
-        load_bundle(tmp)  # verify as a device would
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     return info

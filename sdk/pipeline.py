@@ -132,6 +132,12 @@ class StreamPipeline:
     episode_min_s : shortest AF episode reported, in seconds (default: the bundle's
         ``episode_min_s`` threshold, else :data:`sdk.episodes.AF_EPISODE_MIN_S` = 30 s, the
         clinical definition); 0 reports an onset as soon as the smoothed probability crosses.
+    episode_gap_s : shortest interruption (another rhythm) that ends an AF episode, in seconds
+        (default: the bundle's ``episode_gap_s`` threshold, else the same 30 s); runs of AF
+        closer than that are one episode, and its offset event comes with the first window
+        starting that long after the time it carries (:class:`sdk.episodes.EpisodeTracker`).
+        0 ends an episode at the first window whose smoothed probability falls below the
+        ``episode_off`` threshold.
 
     Not thread-safe: push from one thread (or the event loop that iterates :meth:`events`).
     """
@@ -154,6 +160,7 @@ class StreamPipeline:
         stateful: bool | None = None,
         hop_s: float | None = None,
         episode_min_s: float | None = None,
+        episode_gap_s: float | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
@@ -240,6 +247,11 @@ class StreamPipeline:
                 m.thresholds.get("episode_min_s", AF_EPISODE_MIN_S)
                 if episode_min_s is None
                 else float(episode_min_s)
+            ),
+            min_gap_s=(
+                m.thresholds.get("episode_gap_s", AF_EPISODE_MIN_S)
+                if episode_gap_s is None
+                else float(episode_gap_s)
             ),
         )
         self.stats = StreamStats()

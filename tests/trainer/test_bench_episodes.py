@@ -8,7 +8,9 @@ from trainer.bench import episodes as ep
 
 
 def _row(reference, reported, seconds=3600.0):
-    return {"record": "r", "seconds": seconds, "reference": reference, "reported": reported}
+    """A record whose every setting reported ``reported`` (a dict: per setting)."""
+    per = reported if isinstance(reported, dict) else dict.fromkeys(ep.SETTINGS, reported)
+    return {"record": "r", "seconds": seconds, "reference": reference, "reported": per}
 
 
 def test_scores_count_episodes_time_and_false_alarms():
@@ -17,7 +19,7 @@ def test_scores_count_episodes_time_and_false_alarms():
         _row([(100.0, 400.0), (1000.0, 1100.0)], [(150.0, 450.0), (2000.0, 2020.0)]),
         _row([], [(10.0, 70.0)]),  # a non-AF record with one 60 s false episode
     ]
-    s = ep.score(rows, 0.0)
+    s = ep.score(rows, "no minimum")
     assert (s["reference_episodes"], s["reported_episodes"]) == (2, 3)
     assert s["episode_se"] == pytest.approx(50.0)
     assert (s["reference_episodes_30s"], s["episode_se_30s"]) == (2, pytest.approx(50.0))
@@ -27,47 +29,59 @@ def test_scores_count_episodes_time_and_false_alarms():
     assert s["false_episodes"] == 2 and s["false_episodes_per_hour"] == pytest.approx(1.0)
     # burden: |320 - 400| / 3600 and 60 / 3600, in percentage points
     assert s["burden_mae_pct_points"] == pytest.approx((80 / 36 + 60 / 36) / 2)
-    long = ep.score(rows, 30.0)  # the 20 s false episode is dropped
+    rows[0]["reported"]["≥ 30 s"] = [(150.0, 450.0)]  # a setting without the 20 s episode
+    long = ep.score(rows, "≥ 30 s")
     assert long["reported_episodes"] == 2 and long["false_episodes"] == 1
-    assert long["duration_se"] == s["duration_se"]
+    assert long["duration_se"] == s["duration_se"] and long["setting"] == "≥ 30 s"
 
 
 def test_nothing_reported_has_no_positive_predictivity():
-    s = ep.score([_row([(0.0, 60.0)], [])], 0.0)
+    s = ep.score([_row([(0.0, 60.0)], [])], "no minimum")
     assert s["episode_pp"] is None and s["duration_pp"] is None and s["episode_se"] == 0.0
 
 
 @pytest.mark.data("cpsc2021")
-def test_the_30_s_row_is_what_a_stream_with_that_minimum_reports():
-    """On real AF records (tail windows included): the bench's derived 30 s episodes equal a
-    pipeline run with ``episode_min_s=30``."""
+def test_the_sdk_default_joins_and_filters_the_plain_runs_on_real_records():
+    """On real AF records (tail windows included): the default tracker's episodes are the
+    plain tracker's runs joined across gaps shorter than 30 s, those with 30 s of AF."""
     from sdk.bundle import default_bundle_path, load_bundle
-    from sdk.events import EpisodeEvent
-    from sdk.pipeline import StreamPipeline
     from trainer.data import records as rec
 
     bundle = load_bundle(default_bundle_path())
-    checked = 0
+    checked = joined_any = 0
     for name in rec.list_records("cpsc2021"):
         r = rec.read_cpsc2021(name)
         if not ep.reference_af(r):
             continue
         plain = ep.stream_episodes(bundle, r)
-        p = StreamPipeline(bundle, fs_in=r.fs, episode_min_s=30.0)
-        events = p.push(r.signal[:, :1]) + p.close()
-        times = [e.time_s for e in events if isinstance(e, EpisodeEvent)]
-        gated = list(zip(times[::2], times[1::2], strict=True))
-        assert gated == [s for s in plain if s[1] - s[0] >= 30.0]
+        merged: list[list[float]] = []  # onset, end, AF time (the runs' sum)
+        for a, b in plain:
+            if merged and a - merged[-1][1] < 30.0:
+                merged[-1][1] = b
+                merged[-1][2] += b - a
+            else:
+                merged.append([a, b, b - a])
+        joined_any += len(merged) < len(plain)
+        expected = [(a, b) for a, b, af in merged if af >= 30.0]
+        assert ep.stream_episodes(bundle, r, 30.0, 30.0) == expected
         checked += 1
-        if checked == 3:
+        if checked == 4:
             break
-    assert checked == 3
+    assert checked == 4 and joined_any  # some record had runs to join
 
 
 def test_timeline_plot_is_written_for_records_with_af(tmp_path):
     rows = {
         "db": [
-            _row([(60.0, 400.0)], [(50.0, 70.0), (100.0, 420.0)], seconds=600.0),
+            _row(
+                [(60.0, 400.0)],
+                {
+                    "no minimum": [(50.0, 70.0), (100.0, 420.0)],
+                    "≥ 30 s": [(100.0, 420.0)],
+                    "≥ 30 s of AF, gaps < 30 s joined (SDK)": [(50.0, 420.0)],
+                },
+                seconds=600.0,
+            ),
             _row([], [], seconds=600.0),  # nothing to show: left out
         ]
     }

@@ -20,13 +20,13 @@ the manner of ANSI/AAMI EC57's AF measures, pooled over the records of a databas
 - AF burden: per record, reported and reference AF time / record length; the mean absolute
   difference in percentage points.
 
-Two minimum durations: 0 s (an onset as soon as the smoothed AF probability crosses the
-threshold) and the SDK's default (:data:`sdk.episodes.AF_EPISODE_MIN_S`, 30 s, the clinical
-definition of an AF episode). The stream runs once without a minimum; the 30 s row keeps its
-episodes of at least 30 s, exactly what the tracker with that minimum reports
-(:meth:`sdk.episodes.EpisodeTracker.update`, ``tests/sdk/test_episodes.py``). A tracker with
-a minimum cannot report a shorter reference episode, so episode Se is also given over the
-reference episodes of at least 30 s.
+Three settings of the episode tracker (:class:`sdk.episodes.EpisodeTracker`), each a stream
+of its own: no minimum and no gap (an onset as soon as the smoothed AF probability crosses the
+threshold, an offset as soon as it falls below the other); a 30 s minimum
+(:data:`sdk.episodes.AF_EPISODE_MIN_S`, the clinical definition of an AF episode); and the
+SDK's default, runs less than 30 s apart joined into one episode, reported once its runs add
+up to 30 s of AF. A tracker with a minimum cannot report a shorter reference episode, so
+episode Se is also given over the reference episodes of at least 30 s.
 """
 
 from __future__ import annotations
@@ -48,7 +48,12 @@ from trainer.data.root import has_folder
 
 DATABASES = {"mitdb": rec.read_mitdb, "cpsc2021": rec.read_cpsc2021}
 BLOCK_S = 1.0
-MIN_DURATIONS_S = (0.0, AF_EPISODE_MIN_S)
+#: (minimum duration, gap) of each setting; the last is the SDK's default
+SETTINGS: dict[str, tuple[float, float]] = {
+    "no minimum": (0.0, 0.0),
+    "≥ 30 s": (AF_EPISODE_MIN_S, 0.0),
+    "≥ 30 s of AF, gaps < 30 s joined (SDK)": (AF_EPISODE_MIN_S, AF_EPISODE_MIN_S),
+}
 
 Span = tuple[float, float]
 
@@ -63,10 +68,12 @@ def reference_af(record: rec.Record) -> list[Span]:
     ]
 
 
-def stream_episodes(bundle: Any, record: rec.Record) -> list[Span]:
-    """Lead 0 of ``record`` through a pipeline without a minimum episode duration: the AF
-    episodes it reports (s)."""
-    p = StreamPipeline(bundle, fs_in=record.fs, episode_min_s=0.0)
+def stream_episodes(
+    bundle: Any, record: rec.Record, min_s: float = 0.0, gap_s: float = 0.0
+) -> list[Span]:
+    """Lead 0 of ``record`` through a pipeline whose tracker has that minimum duration and
+    gap: the AF episodes it reports (s)."""
+    p = StreamPipeline(bundle, fs_in=record.fs, episode_min_s=min_s, episode_gap_s=gap_s)
     x = record.signal[:, :1]
     block = int(BLOCK_S * record.fs)
     events = []
@@ -84,14 +91,14 @@ def _overlap(a: Span, spans: list[Span]) -> float:
     return sum(max(0.0, min(a[1], b[1]) - max(a[0], b[0])) for b in spans)
 
 
-def score(rows: list[dict[str, Any]], min_s: float) -> dict[str, Any]:
-    """Pooled measures (module docstring) of the episodes at least ``min_s`` long."""
+def score(rows: list[dict[str, Any]], setting: str) -> dict[str, Any]:
+    """Pooled measures (module docstring) of the episodes reported with ``setting``."""
     n_ref = n_ref_hit = n_rep = n_rep_true = n_ref_long = n_ref_long_hit = 0
     ref_t = ref_cov = rep_t = rep_true = hours = 0.0
     burden_err = []
     for r in rows:
         ref = [tuple(s) for s in r["reference"]]
-        rep = [tuple(s) for s in r["reported"] if s[1] - s[0] >= min_s]
+        rep = [tuple(s) for s in r["reported"][setting]]
         n_ref += len(ref)
         n_ref_hit += sum(_overlap(a, rep) > 0 for a in ref)
         long = [a for a in ref if a[1] - a[0] >= AF_EPISODE_MIN_S]
@@ -112,7 +119,7 @@ def score(rows: list[dict[str, Any]], min_s: float) -> dict[str, Any]:
         return 100.0 * a / b if b > 0 else None
 
     return {
-        "min_duration_s": min_s,
+        "setting": setting,
         "reference_episodes": n_ref,
         "reported_episodes": n_rep,
         "episode_se": pct(n_ref_hit, n_ref),
@@ -145,7 +152,9 @@ def run(bundle_dir: Path, out_dir: Path, *, report: str = "episodes") -> dict[st
                 "record": name,
                 "seconds": r.signal.shape[0] / r.fs,
                 "reference": reference_af(r),
-                "reported": stream_episodes(bundle, r),
+                "reported": {
+                    key: stream_episodes(bundle, r, *value) for key, value in SETTINGS.items()
+                },
             }
         )
     result = {
@@ -153,7 +162,8 @@ def run(bundle_dir: Path, out_dir: Path, *, report: str = "episodes") -> dict[st
         + (f" --report {report}" if report != "episodes" else ""),
         "bundle": m.name,
         "seconds": time.perf_counter() - tic,
-        "scores": {db: [score(rs, min_s) for min_s in MIN_DURATIONS_S] for db, rs in rows.items()},
+        "settings": SETTINGS,
+        "scores": {db: [score(rs, key) for key in SETTINGS] for db, rs in rows.items()},
         "records": rows,
         "plot": f"{report}.png",
     }
@@ -165,8 +175,8 @@ def run(bundle_dir: Path, out_dir: Path, *, report: str = "episodes") -> dict[st
 
 
 def plot_timelines(rows: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """One line per record with reference or reported AF: the reference AF (grey), the
-    episodes reported without a minimum (light) and with the 30 s minimum (dark)."""
+    """One line per record with reference or reported AF: the reference AF (grey) and the
+    episodes of each setting, lighter to darker (the SDK's default darkest)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,22 +186,26 @@ def plot_timelines(rows: dict[str, list[dict[str, Any]]], path: Path) -> Path:
         (f"{db}/{r['record']}", r)
         for db, rs in rows.items()
         for r in rs
-        if r["reference"] or r["reported"]
+        if r["reference"] or any(r["reported"].values())
     ]
     if not shown:
         shown = [(f"{db}/{r['record']}", r) for db, rs in rows.items() for r in rs][:1]
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.2))
+    colors = ("#c6dbef", "#6baed6", "#08519c")
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(shown) + 1.2))
     for i, (name, r) in enumerate(reversed(shown)):
         ax.broken_barh(
-            [(a / 60, (b - a) / 60) for a, b in r["reference"]], (i - 0.4, 0.8), color="0.8"
+            [(a / 60, (b - a) / 60) for a, b in r["reference"]], (i - 0.42, 0.84), color="0.85"
         )
-        long = [s for s in r["reported"] if s[1] - s[0] >= AF_EPISODE_MIN_S]
-        for spans, color, y in ((r["reported"], "#9ecae1", -0.25), (long, "#08519c", 0.05)):
-            ax.broken_barh([(a / 60, (b - a) / 60) for a, b in spans], (i + y, 0.2), color=color)
+        for k, (key, color) in enumerate(zip(SETTINGS, colors)):
+            spans = [(a / 60, (b - a) / 60) for a, b in r["reported"][key]]
+            ax.broken_barh(spans, (i - 0.33 + 0.24 * k, 0.18), color=color)
         ax.text(r["seconds"] / 60 + 0.3, i, name, va="center", fontsize=8)
     ax.set_yticks([])
     ax.set_xlabel("minutes")
-    ax.set_title("AF: reference (grey), reported without a minimum (light), with 30 s (dark)")
+    ax.set_title(
+        "AF: reference (grey); reported with " + ", ".join(SETTINGS) + " (light to dark)",
+        fontsize=9,
+    )
     ax.set_xlim(0, max((r["seconds"] for _, r in shown), default=60.0) / 60 + 6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -206,7 +220,7 @@ def _fmt(v: float | None, digits: int = 1) -> str:
 def _markdown(result: dict[str, Any]) -> str:
     header = [
         "database",
-        "minimum",
+        "tracker",
         "episodes ref / reported",
         "episode Se / +P (%)",
         "episode Se, ref ≥ 30 s (%)",
@@ -220,7 +234,7 @@ def _markdown(result: dict[str, Any]) -> str:
             rows.append(
                 [
                     f"{db} ({s['hours']:.1f} h)",
-                    f"{s['min_duration_s']:g} s",
+                    s["setting"],
                     f"{s['reference_episodes']} / {s['reported_episodes']}",
                     f"{_fmt(s['episode_se'])} / {_fmt(s['episode_pp'])}",
                     f"{_fmt(s['episode_se_30s'])} (of {s['reference_episodes_30s']})",
@@ -233,16 +247,17 @@ def _markdown(result: dict[str, Any]) -> str:
     for db, rs in result["records"].items():
         for r in rs:
             ref = sum(b - a for a, b in r["reference"]) / 60
-            rep = [b - a for a, b in r["reported"]]
-            long = [d for d in rep if d >= AF_EPISODE_MIN_S]
+            cells = [
+                f"{len(spans)} / {sum(b - a for a, b in spans) / 60:.1f}"
+                for spans in (r["reported"][key] for key in SETTINGS)
+            ]
             per_record.append(
                 [
                     f"{db}/{r['record']}",
                     f"{r['seconds'] / 60:.1f}",
                     f"{len(r['reference'])} / {ref:.1f}",
-                    f"{len(rep)} / {sum(rep) / 60:.1f}",
-                    f"{len(long)} / {sum(long) / 60:.1f}",
                 ]
+                + cells
             )
     return "\n".join(
         [
@@ -253,7 +268,7 @@ def _markdown(result: dict[str, Any]) -> str:
             md_table(header, rows),
             f"\nTimelines: `{result['plot']}`. Per record (AF episodes / minutes):\n",
             md_table(
-                ["record", "minutes", "reference", "reported, no minimum", "reported, ≥ 30 s"],
+                ["record", "minutes", "reference", *(f"reported, {k}" for k in SETTINGS)],
                 per_record,
             ),
         ]

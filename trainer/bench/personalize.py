@@ -35,7 +35,7 @@ from sdk.rr import RR_FEATURE_NAMES, rr_features
 from sdk.windowing import record_windows, window_starts
 from trainer.bench.report import md_table, write_result
 from trainer.data import records as rec
-from trainer.data.datasets import head_split
+from trainer.data.datasets import cinc_record_windows, head_split
 
 MITDB_AF = ("201", "203")  # the records of our mitdb sample with AF episodes
 MITDB_NON_AF = ("101", "106", "119", "208", "209", "220")
@@ -337,16 +337,8 @@ def reference_windows(
     parts, y = [], []
     for k, c in enumerate(m.classes):
         pool = sorted(n for n in val if labels[n] == c)
-        for i in rng.permutation(len(pool))[:per_class]:
-            r = rec.read_cinc2017(pool[i])
-            rw = record_windows(
-                r.signal[:, 0],
-                r.fs,
-                m.preprocess,
-                m.window_samples,
-                m.hop_samples,
-                denoiser=denoiser,
-            )
+        chosen = [pool[i] for i in rng.permutation(len(pool))[:per_class]]
+        for _, _, rw in cinc_record_windows(bundle, chosen, denoiser):
             j = int(rng.integers(rw.starts.size))
             parts.append(WindowInputs(rw.windows, rw.rr, rw.lorenz).take(np.array([j])))
             y.append(k)

@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 from sdk.modalities import MODALITIES, spectrogram
 from sdk.preprocess import PreprocessSpec
 from sdk.synthetic import synthetic_ecg
-from sdk.windowing import record_windows
+from sdk.windowing import RecordWindows, record_windows
 from trainer.config import DataConfig
 from trainer.data import records as rec
 from trainer.data.root import require_folder
@@ -277,6 +279,31 @@ def head_split(training_data: dict) -> tuple[list[str], list[str]]:
                 key="ECGEDGE_DATA",
             )
     return split
+
+
+def cinc_record_windows(
+    bundle: Any, names: list[str], denoiser: Any = None, *, progress: bool = False
+) -> Iterator[tuple[int, rec.Record, RecordWindows]]:
+    """Each CinC 2017 record of ``names`` (index, record, windows), lead 0 cut as the device
+    cuts it for ``bundle`` (:func:`sdk.windowing.record_windows`, through ``denoiser``, a
+    :class:`sdk.denoiser.WindowDenoiser`, if given)."""
+    m = bundle.manifest
+    for i, name in enumerate(
+        tqdm(names, desc="CinC 2017 windows", unit="rec", disable=not progress)
+    ):
+        r = rec.read_cinc2017(name)
+        yield (
+            i,
+            r,
+            record_windows(
+                r.signal[:, 0],
+                r.fs,
+                m.preprocess,
+                m.window_samples,
+                m.hop_samples,
+                denoiser=denoiser,
+            ),
+        )
 
 
 def cinc2017_split(cfg: DataConfig) -> tuple[WindowSet, WindowSet]:
