@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-bundle",
         help="with --denoiser: copy this bundle and only add (or replace) the denoiser; "
         "with --refit-head: the bundle whose head to refit; with --add-anchors: the bundle "
-        "to add anchor windows to",
+        "to add anchor windows to; with --rpeak-rule: the bundle to set the rule of",
     )
     e.add_argument(
         "--rpeak-rule",

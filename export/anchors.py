@@ -39,6 +39,13 @@ def add_anchors(
         raise ConfigError(f"per_class must be >= 1, got {per_class}", key="per_class")
     base = load_bundle(base_bundle)
     m = base.manifest
+    denoiser = WindowDenoiser(base) if m.has("denoiser") else None
+    if denoiser is not None and denoiser.leads != 1:
+        raise ConfigError(
+            f"the bundle's denoiser takes {denoiser.leads} leads; anchors are cut from CinC 2017 "
+            "records, which have one (and the Calibrator records one lead)",
+            key="denoiser",
+        )
     names = training_records(base)
     labels = rec.cinc2017_labels_cached()
     rng = np.random.default_rng(seed)
@@ -51,7 +58,6 @@ def add_anchors(
                 key="per_class",
             )
         chosen += [pool[i] for i in rng.choice(len(pool), per_class, replace=False)]
-    denoiser = WindowDenoiser(base) if m.has("denoiser") else None
     windows, rr, lorenz, y, starts = [], [], [], [], []
     for _, r, rw in cinc_record_windows(base, chosen, denoiser, progress=True):
         j = int(rng.integers(rw.starts.size))

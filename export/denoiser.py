@@ -7,6 +7,10 @@ channel weights, calibrated on training windows) when it costs at most
 ``INT8_MAX_SNR_DROP_DB`` of output SNR and ``INT8_MAX_COS_DROP`` of cosine similarity;
 otherwise FP32 (FP16 is slower than FP32 in ONNX Runtime's CPU provider, so it is not a CPU
 candidate). The choice and its figures are written into the manifest.
+
+:func:`set_rpeak_rule` sets the R-peak detector's search-back threshold for the denoiser's
+output from an ``ecgedge bench rpeak-tuning`` report; :func:`stale_features` marks what was
+computed with the old denoiser or rule (a refitted head, anchor windows) when either changes.
 """
 
 from __future__ import annotations
@@ -268,9 +272,9 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
         denoisers = [f for f in manifest["files"] if f["role"] == "denoiser"]
         # the file the SDK runs by default: the most compact precision (sdk.bundle.Manifest.file)
         shipped = min(denoisers, key=lambda f: PRECISIONS[::-1].index(f["precision"]))["sha256"]
-        if DENOISED_SEARCH_BACK_KEY in manifest["thresholds"]:
+        dropped_rule = manifest["thresholds"].pop(DENOISED_SEARCH_BACK_KEY, None)
+        if dropped_rule is not None:
             # the rule was chosen for the replaced denoiser's output (provenance.denoiser is new)
-            del manifest["thresholds"][DENOISED_SEARCH_BACK_KEY]
             warnings.warn(
                 f"{out_dir}: the R-peak search-back threshold was chosen for the replaced denoiser "
                 "and was removed (the SDK's default applies); run `ecgedge bench rpeak-tuning "
@@ -283,8 +287,11 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
             tmp,
             out_dir,
             "another denoiser",
-            head=bool(refit) and refit.get("denoiser_sha256") != shipped,
-            anchors=bool(anchors) and anchors.get("denoiser_sha256") != shipped,
+            # the beats change with another denoiser, or with the rule back at the default
+            head=bool(refit)
+            and (refit.get("denoiser_sha256") != shipped or dropped_rule is not None),
+            anchors=bool(anchors)
+            and (anchors.get("denoiser_sha256") != shipped or dropped_rule is not None),
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return figures
@@ -308,9 +315,16 @@ def stale_features(
             (root / f["path"]).unlink()
         manifest["files"] = [f for f in manifest["files"] if f["role"] != "anchors"]
         del manifest["provenance"]["anchors"]
+        one_lead = all(
+            f["inputs"][0]["shape"][1] == 1 for f in manifest["files"] if f["role"] == "denoiser"
+        )
+        hint = (
+            f"; run `ecgedge export --add-anchors --base-bundle {out_dir} --out …` to add new ones"
+            if one_lead
+            else " (anchors need a 1-lead denoiser: CinC 2017 has one lead)"
+        )
         warnings.warn(
-            f"{out_dir}: the anchor windows were computed with {why} and were removed; run "
-            f"`ecgedge export --add-anchors --base-bundle {out_dir} --out …` to add new ones",
+            f"{out_dir}: the anchor windows were computed with {why} and were removed{hint}",
             stacklevel=3,
         )
 

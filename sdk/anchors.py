@@ -9,7 +9,7 @@ user's t and fits the user's head on the user's windows and the anchors together
 keeps every class while it learns the user.
 
 The file is an ``.npz`` of plain arrays (read with ``allow_pickle=False`` from bytes checked
-against the manifest's SHA-256): ``windows`` (N, 1, L) and ``lorenz`` (N, G, G), both
+against the manifest's SHA-256): ``windows`` (N, leads, L) and ``lorenz`` (N, G, G), both
 float16, ``rr`` (N, K) float32 and ``labels`` (N,) integer class indices. The manifest's
 ``provenance.anchors`` says where they come from and the SHA-256 of the denoiser they went
 through (``null`` for none).

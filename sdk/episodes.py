@@ -87,9 +87,9 @@ class EpisodeTracker:
     def update(
         self, probability: float, start_s: float, end_s: float, weight: float = 1.0
     ) -> list[EpisodeEvent]:
-        """Feed one window's probability of ``label``; return the events it causes (none, an
-        onset, an offset, or both for an episode that reached ``min_duration_s`` as it
-        ended).
+        """Feed one window's probability of ``label``; return the events it causes: none, an
+        onset, an offset, both for an episode that reached ``min_duration_s`` as it ended,
+        or the previous episode's offset and a new episode's onset.
 
         ``weight`` in (0, 1]: the share of a full hop of new data the window brings (the tail
         window at the end of a stream overlaps its predecessor by more than a hop); the

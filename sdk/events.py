@@ -58,7 +58,14 @@ class WindowEvent:
 
 @dataclass(frozen=True)
 class EpisodeEvent:
-    """An episode of ``label`` began (``phase="onset"``) or ended (``"offset"``); seconds."""
+    """An episode of ``label`` began (``phase="onset"``) or ended (``"offset"``); seconds.
+
+    ``time_s`` is when it began or ended, on the stream's clock; the event comes later (see
+    :class:`sdk.episodes.EpisodeTracker`): an onset once the episode holds 30 s of AF, an
+    offset once another rhythm has lasted 30 s (about 40 s after ``time_s`` with 10 s
+    windows). ``duration_s`` (offsets) spans the whole episode, short interruptions joined
+    into it included.
+    """
 
     label: str
     phase: str

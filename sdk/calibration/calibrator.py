@@ -3,8 +3,9 @@
 From a few minutes of the user's labelled ECG the :class:`Calibrator` finds the diffusion
 steps (one per modality of the bundle) whose features the user's head learns from fastest
 (DiffECG's γ, or ΔAcc/ΔF1/ΔLoss), with the Gaussian-process optimizer of
-:mod:`sdk.calibration.bayesopt`, then fits the head at those steps and returns a
-:class:`~sdk.calibration.profile.UserProfile`. Embeddings are cached per (modality, t), so
+:mod:`sdk.calibration.bayesopt`, then fits the head at those steps (on the user's windows and
+the bundle's anchor windows of the classes the user did not label, :mod:`sdk.anchors`) and
+returns a :class:`~sdk.calibration.profile.UserProfile`. Embeddings are cached per (modality, t), so
 an extractor runs once per distinct step it is asked for. No torch, no re-export.
 """
 

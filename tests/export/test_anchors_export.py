@@ -65,3 +65,12 @@ def test_the_cli_needs_its_bundles_and_a_positive_count(tmp_path, capsys):
     assert "--add-anchors needs --base-bundle" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="per_class"):
         add_anchors(default_bundle_path(), tmp_path / "y", per_class=0)
+
+
+def test_a_bundle_with_a_multi_lead_denoiser_gets_no_anchors(tmp_path):
+    from tests.sdk.test_denoiser import _bundle_with_denoiser
+
+    two = _bundle_with_denoiser(tmp_path / "b2", leads=2)
+    with pytest.raises(ConfigError, match="takes 2 leads"):
+        add_anchors(two.root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
