@@ -441,7 +441,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
     )
     if pipeline.profile_error is not None:
         print(f"user profile not used: {pipeline.profile_error}", file=sys.stderr)
-    print(view.summary(pipeline.stats.samples_in / profile.fs, stats))
+    print(view.summary(pipeline.stats.samples_in / profile.fs, stats, pipeline.stats.share("A")))
     print(f"  counters        {stats.to_dict()}")
     if saved is not None:
         print(f"  saved           {saved} (WFDB; gaps annotated in .gap)")

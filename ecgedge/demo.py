@@ -69,7 +69,7 @@ class LiveView:
             flush=True,
         )
 
-    def summary(self, stream_s: float, bridge: SessionStats) -> str:
+    def summary(self, stream_s: float, bridge: SessionStats, windows_af: float | None) -> str:
         onsets = [e for e in self.episodes if e.phase == "onset"]
         offsets = [e for e in self.episodes if e.phase == "offset"]
         af_s = sum(e.duration_s or 0.0 for e in offsets)
@@ -86,7 +86,12 @@ class LiveView:
             f"  streamed        {stream_s / 60:.1f} min, {len(self.windows)} windows "
             f"({sum(w.flagged for w in self.windows)} flagged by quality)",
             f"  AF episodes     {len(onsets)}{': ' + spans if spans else ''}",
-            f"  time in AF      {af_s / 60:.1f} min ({af_pct:.0f}%)",
+            f"  time in AF      {af_s / 60:.1f} min ({af_pct:.0f}%) in episodes; "
+            + (
+                "no window analysed"
+                if windows_af is None
+                else f"{100 * windows_af:.0f}% of the analysed time in windows labelled AF"
+            ),
             f"  window latency  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms",
             f"  embedding       {sum(w.stateful for w in self.windows)} windows by the step "
             f"model, {sum(w.denoised for w in self.windows)} denoised",
@@ -129,6 +134,6 @@ def run_demo(
         ]
         print(f"  reference AF episodes: {', '.join(truth) or 'none'}")
     view = LiveView()
-    _, stats, _ = run_live(transport, profile, bundle, on_event=view)
-    print(view.summary(signal.size / recording.fs, stats))
+    pipeline, stats, _ = run_live(transport, profile, bundle, on_event=view)
+    print(view.summary(signal.size / recording.fs, stats, pipeline.stats.share("A")))
     return 0

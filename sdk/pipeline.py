@@ -96,6 +96,15 @@ class StreamStats:
     callback_errors: int = 0
     #: analysis latency of the most recent :data:`LATENCY_HISTORY` windows
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_HISTORY))
+    #: seconds of signal by window label: each window not flagged adds the signal no earlier
+    #: window covered (its first hop's worth after the first window) to its label
+    label_s: dict[str, float] = field(default_factory=dict)
+
+    def share(self, label: str) -> float | None:
+        """The fraction of the analysed, unflagged signal whose windows were labelled
+        ``label`` (e.g. ``"A"``: the AF burden by windows), or None before any window."""
+        total = sum(self.label_s.values())
+        return self.label_s.get(label, 0.0) / total if total > 0 else None
 
 
 class StreamPipeline:
@@ -603,6 +612,9 @@ class StreamPipeline:
         self.stats.latencies_ms.append(latency_ms)
         # share of a hop of new data: < 1 only for the tail window close() aligns to the end
         fresh = 1.0 if self._last_end == 0 else min(1.0, (start + n - self._last_end) / self.hop)
+        if not flagged:  # the signal this window adds to what earlier windows covered
+            new_s = (start + n - max(self._last_end, start)) / self.fs
+            self.stats.label_s[event.label] = self.stats.label_s.get(event.label, 0.0) + new_s
         self._last_end = start + n
         self._interrupt_episodes(before_s=event.start_s, out=out)  # events stay in time order
         self._emit(event, out)

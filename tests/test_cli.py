@@ -171,7 +171,11 @@ def test_the_stream_summary_has_no_lost_tail_line_for_a_live_sensor() -> None:
     from ecgedge.demo import LiveView
     from firmware_bridge.session import SessionStats
 
-    assert "lost at end" not in LiveView().summary(60.0, SessionStats())
+    assert "lost at end" not in LiveView().summary(60.0, SessionStats(), None)
     assert "lost at end     7 samples" in LiveView().summary(
-        60.0, SessionStats(samples_lost_at_end=7)
+        60.0, SessionStats(samples_lost_at_end=7), 0.25
     )
+    assert "25% of the analysed time in windows labelled AF" in LiveView().summary(
+        60.0, SessionStats(), 0.25
+    )
+    assert "no window analysed" in LiveView().summary(60.0, SessionStats(), None)

@@ -443,3 +443,25 @@ def test_auto_backend_reaches_the_denoiser_and_the_calibrator(bundle):
     assert p.denoiser is not None and p.classifier.backend == "cpu"
     cal = Calibrator(bundle, backend="auto")
     assert cal.denoiser is not None
+
+
+def test_label_time_adds_each_windows_new_signal_and_skips_flagged_windows():
+    """Every second of signal the windows analysed counts once, under its window's label; a
+    flagged window adds nothing (its signal is then not in the total)."""
+    bundle = load_bundle(default_bundle_path())
+    ecg = synthetic_ecg((("sinus", 40.0), ("af", 40.0)), fs=FS, seed=4)
+    p = StreamPipeline(bundle, fs_in=FS)
+    events = p.push(ecg.signal) + p.close()
+    windows = [e for e in events if isinstance(e, WindowEvent)]
+    assert not any(w.flagged for w in windows)
+    total = sum(p.stats.label_s.values())
+    # the windows cover the stream's model samples once: 80 s, up to resampling rounding
+    assert total == pytest.approx(80.0, abs=0.05)
+    assert p.stats.share("A") == pytest.approx(p.stats.label_s.get("A", 0.0) / total)
+    assert 0.3 < p.stats.share("A") < 0.7  # half the record is AF
+    # a flat stretch gets flagged windows: their signal is not counted
+    flat = np.r_[ecg.signal[: int(30 * FS)], np.zeros(int(30 * FS))]
+    q = StreamPipeline(bundle, fs_in=FS)
+    flagged = [e for e in q.push(flat) + q.close() if isinstance(e, WindowEvent) and e.flagged]
+    assert flagged and sum(q.stats.label_s.values()) < 60.0 - 5.0
+    assert StreamPipeline(bundle, fs_in=FS).stats.share("A") is None

@@ -29,6 +29,11 @@ def test_scores_count_episodes_time_and_false_alarms():
     assert s["false_episodes"] == 2 and s["false_episodes_per_hour"] == pytest.approx(1.0)
     # burden: |320 - 400| / 3600 and 60 / 3600, in percentage points
     assert s["burden_mae_pct_points"] == pytest.approx((80 / 36 + 60 / 36) / 2)
+    assert s["window_burden_mae_pct_points"] is None  # no window time given
+    rows[0]["window_af_s"], rows[1]["window_af_s"] = 380.0, 30.0
+    # from the windows: |380 - 400| / 3600 and 30 / 3600, in percentage points
+    got = ep.score(rows, "no minimum")["window_burden_mae_pct_points"]
+    assert got == pytest.approx((20 / 36 + 30 / 36) / 2)
     rows[0]["reported"]["≥ 30 s"] = [(150.0, 450.0)]  # a setting without the 20 s episode
     long = ep.score(rows, "≥ 30 s")
     assert long["reported_episodes"] == 2 and long["false_episodes"] == 1
@@ -53,7 +58,8 @@ def test_the_sdk_default_joins_and_filters_the_plain_runs_on_real_records():
         r = rec.read_cpsc2021(name)
         if not ep.reference_af(r):
             continue
-        plain = ep.stream_episodes(bundle, r)
+        plain, window_af_s = ep.stream_episodes(bundle, r)
+        assert 0.0 < window_af_s <= r.duration_s
         merged: list[list[float]] = []  # onset, end, AF time (the runs' sum)
         for a, b in plain:
             if merged and a - merged[-1][1] < 30.0:
@@ -63,7 +69,7 @@ def test_the_sdk_default_joins_and_filters_the_plain_runs_on_real_records():
                 merged.append([a, b, b - a])
         joined_any += len(merged) < len(plain)
         expected = [(a, b) for a, b, af in merged if af >= 30.0]
-        assert ep.stream_episodes(bundle, r, 30.0, 30.0) == expected
+        assert ep.stream_episodes(bundle, r, 30.0, 30.0) == (expected, window_af_s)
         checked += 1
         if checked == 4:
             break
