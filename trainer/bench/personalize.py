@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdk.anchors import ANCHOR_MODES, anchors_mismatch, load_anchors, select_anchors
+from sdk.anchors import (
+    ANCHOR_MODES,
+    Anchors,
+    anchors_mismatch,
+    load_anchors,
+    select_anchors,
+)
 from sdk.bundle import load_bundle
 from sdk.calibration import OBJECTIVES, Calibrator, maximize_integer
 from sdk.calibration.calibrator import DEFAULT_ANCHORS
@@ -191,13 +197,14 @@ def _evaluate_subject(
     subject: Subject,
     gp_evals: int,
     reference: ReferenceWindows | None = None,
+    anchors: Anchors | None = None,
 ) -> dict[str, Any]:
+    """``anchors``: the bundle's (:func:`sdk.anchors.load_anchors`), read once per run."""
     m = bundle.manifest
     cal_idx, test_idx = calibration_split(subject, m.window_samples / m.fs)
     n_cal = len(cal_idx)
     cal_in, test_in = subject.inputs.take(cal_idx), subject.inputs.take(test_idx)
     y_cal, y_test = subject.labels[cal_idx], subject.labels[test_idx]
-    anchors = load_anchors(bundle)
     if anchors is not None and anchors_mismatch(anchors, bundle, subject.denoised):
         anchors = None  # denoised otherwise than the subject's windows: the Calibrator skips them
     more = {"anchors": anchors.inputs} if anchors is not None else {}
@@ -527,7 +534,7 @@ def run(
     reference = reference_windows(bundle, denoiser)
     anchors = load_anchors(bundle)
     per_subject = [
-        _evaluate_subject(clf, bundle, s, gp_evals, reference)
+        _evaluate_subject(clf, bundle, s, gp_evals, reference, anchors)
         for s in tqdm(subjects, desc="personalize", unit="subject")
     ]
     rr_subjects = []
