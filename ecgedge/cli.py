@@ -64,6 +64,9 @@ def _check_output(path: Path, option: str, *, folder: bool) -> None:
         raise ValueError(f"{option} {path}: cannot write in {existing}")
 
 
+_PRESET_HELP = "smoke | cpu | gpu | path/to.toml; override any field with --section.key=value"
+
+
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from trainer.config import load_preset, parse_overrides
     from trainer.probe import run_probe
@@ -135,6 +138,12 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         figures = add_denoiser(Path(args.base_bundle), Path(args.denoiser), Path(args.out))
         print(f"bundle with denoiser written to {args.out}: {figures}")
         return 0
+    run = Path(args.run)
+    kind = _run_kind(run)
+    if kind != "diffecg":
+        return _export_embedder_run(args, run, kind)
+    if args.encoder:
+        raise ValueError("--encoder names an encoder of a DACL run; this is a DiffECG run")
     args.out = args.out or "bundles/diffecg-cpu"
     result = build_bundle(
         Path(args.run),
@@ -149,6 +158,77 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         from export.denoiser import add_denoiser
 
         print(add_denoiser(Path(args.out), Path(args.denoiser), Path(args.out)))
+    return 0
+
+
+#: What marks each kind of training run ``ecgedge export --run`` turns into a bundle.
+RUN_MARKERS = {"diffecg": "diffecg.pt", "diffae-lru": "diffae.pt", "dacl": "dacl.json"}
+
+
+def _run_kind(run: Path) -> str:
+    """``diffecg`` (``ecgedge train``), ``diffae-lru`` (``train-diffae``) or ``dacl``
+    (``train-dacl``), from the files in ``run``."""
+    kinds = [k for k, marker in RUN_MARKERS.items() if (run / marker).is_file()]
+    if len(kinds) != 1:
+        found = "none of" if not kinds else "more than one of"
+        raise ValueError(
+            f"--run {run}: holds {found} {sorted(RUN_MARKERS.values())}; give the folder of one "
+            "ecgedge train, train-diffae or train-dacl run"
+        )
+    return kinds[0]
+
+
+def _export_embedder_run(args: argparse.Namespace, run: Path, kind: str) -> int:
+    """A DiffAE-LRU or DACL run → an FP32 bundle (no INT8, Jetson form or denoiser)."""
+    unsupported = [
+        flag
+        for flag, used in (
+            ("--denoiser", bool(args.denoiser)),
+            ("--target jetson", args.target != "cpu"),
+            ("--encoder", kind != "dacl" and bool(args.encoder)),
+        )
+        if used
+    ]
+    if unsupported:
+        raise ValueError(f"{', '.join(unsupported)}: not for a {kind} run")
+    if not args.out:
+        raise ValueError(f"exporting a {kind} run needs --out (the bundle to write)")
+    _check_output(Path(args.out), "--out", folder=True)
+    import torch
+
+    torch.set_num_threads(1)
+    if kind == "diffae-lru":
+        from export.lru_bundle import build_lru_bundle
+
+        figures = build_lru_bundle(run, Path(args.out))
+    else:
+        from export.dacl_bundle import build_dacl_bundle
+
+        figures = build_dacl_bundle(run, Path(args.out), args.encoder or "dacl")
+    print(f"{kind} bundle written to {args.out}\n{json.dumps(figures, indent=1)}")
+    return 0
+
+
+def _cmd_train_diffae(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.config import parse_overrides
+    from trainer.train_diffae import load_diffae_preset, run_probe, train
+
+    cfg = load_diffae_preset(args.preset, parse_overrides(extra))
+    path = train(cfg)
+    print(f"trained -> {path}")
+    if not args.no_probe:
+        report = run_probe(path.parent)
+        print(f"probe: val {json.dumps(report['embedding_plus_rr'])[:2000]}")
+    return 0
+
+
+def _cmd_train_dacl(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.config import parse_overrides
+    from trainer.dacl import load_dacl_preset, train_dacl
+
+    cfg = load_dacl_preset(args.preset, parse_overrides(extra))
+    train_dacl(cfg)
+    print(f"DACL run written to {cfg.run.out_dir} (table: ecgedge bench dacl --run ...)")
     return 0
 
 
@@ -493,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--preset",
         default="cpu",
-        help="smoke | cpu | cpu-spectrogram | cpu-lorenz | gpu | path/to.toml",
+        help="smoke | cpu | cpu-spectrogram | cpu-lorenz | gpu | path/to.toml; override any "
+        "field with --section.key=value",
     )
     t.add_argument("--data-source", choices=("shared", "synthetic"), help="override data.source")
     t.add_argument(
@@ -508,7 +589,18 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "export", help="turn a training run into a model bundle (needs ecgedge[export])"
     )
-    e.add_argument("--run", default="runs/cpu", help="folder with diffecg.pt and head.npz")
+    e.add_argument(
+        "--run",
+        default="runs/cpu",
+        help="a training run: ecgedge train (diffecg.pt, head.npz), train-diffae (diffae.pt, "
+        "head.npz: bundle with the LRU step model) or train-dacl (dacl.json: scattering in the "
+        "SDK); the last two give FP32 bundles and need --out",
+    )
+    e.add_argument(
+        "--encoder",
+        help="with a train-dacl --run: which of its encoders (default dacl; a baseline or "
+        "ablation name from its dacl.json)",
+    )
     e.add_argument(
         "--out", help="bundle directory to write (default with --run: bundles/diffecg-cpu)"
     )
@@ -560,8 +652,23 @@ def build_parser() -> argparse.ArgumentParser:
     td = sub.add_parser(
         "train-denoiser", help="train CD-ECGNet on clean ECG + NSTDB noise (--model.leads=N)"
     )
-    td.add_argument("--preset", default="cpu", help="smoke | cpu | gpu | path/to.toml")
+    td.add_argument("--preset", default="cpu", help=_PRESET_HELP)
     td.set_defaults(func=_cmd_train_denoiser, extra_ok=True)
+
+    tdae = sub.add_parser(
+        "train-diffae",
+        help="DiffAE-LRU: LRU semantic encoder + conditioned U-Net, then the linear probe",
+    )
+    tdae.add_argument("--preset", default="cpu", help=_PRESET_HELP)
+    tdae.add_argument("--no-probe", action="store_true", help="skip the probe after training")
+    tdae.set_defaults(func=_cmd_train_diffae, extra_ok=True)
+
+    tdacl = sub.add_parser(
+        "train-dacl",
+        help="DACL: scattering features, VAE, triplet encoder, both baselines and the ablation",
+    )
+    tdacl.add_argument("--preset", default="cpu", help=_PRESET_HELP)
+    tdacl.set_defaults(func=_cmd_train_dacl, extra_ok=True)
 
     f = sub.add_parser(
         "train-fusion", help="DiffECG multimodal: cross-modal fusion and head on frozen extractors"

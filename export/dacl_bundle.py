@@ -24,8 +24,10 @@ from export.lru_bundle import bundle_manifest
 from export.lru_export import export_dacl_embedder, session
 from export.onnx_export import compare, export_head
 from sdk.head import fit_softmax_head
-from trainer.config import DataConfig
+from trainer.config import DataConfig, build_sections
+from trainer.dacl import EXPERIMENTS, train_command
 from trainer.data.datasets import cinc2017_split
+from trainer.errors import ConfigError
 from trainer.metrics import CLASSES, encode, rhythm_metrics
 from trainer.models.dacl import VAE, DACLConfig, DACLEmbedder, LatentUNetEncoder
 from trainer.scattering import cached_features
@@ -35,7 +37,7 @@ T_STEPS = 50
 
 
 def load_embedder(run_dir: Path, name: str) -> DACLEmbedder:
-    """VAE (``vae.pt``) + encoder (``<name>.pt``) of a ``python -m trainer.dacl`` run."""
+    """VAE (``vae.pt``) + encoder (``<name>.pt``) of an ``ecgedge train-dacl`` run."""
     vae_ckpt = torch.load(run_dir / "vae.pt", map_location="cpu", weights_only=True)
     cfg = DACLConfig(**vae_ckpt["config"])
     vae = VAE(cfg)
@@ -53,9 +55,21 @@ def _embed(emb: DACLEmbedder, feats: np.ndarray) -> np.ndarray:
     return emb(f, torch.zeros(len(f), dtype=torch.int64)).numpy()
 
 
+def run_data(results: dict[str, Any]) -> DataConfig:
+    """The CinC 2017 split a DACL run's features came from (``dacl.json``; runs from before it
+    was recorded used the default split)."""
+    return build_sections({"data": results.get("data", {})}, None, {"data": DataConfig})["data"]
+
+
 def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[str, Any]:
-    data = DataConfig()
+    """Bundle the ``name`` encoder (an experiment of the run: ``dacl``, a baseline or an
+    ablation) of an ``ecgedge train-dacl`` run into ``out_dir``; return parity and validation
+    figures (SDK, FP32)."""
     results = json.loads((run_dir / "dacl.json").read_text())
+    if name not in results or not (run_dir / f"{name}.pt").is_file():
+        trained = [k for k in EXPERIMENTS if (run_dir / f"{k}.pt").is_file()]
+        raise ConfigError(f"{run_dir} has no encoder {name!r}; it has {trained}", key="encoder")
+    data = run_data(results)
     probe_dir = run_dir / name  # the torch linear-probe rows for `ecgedge bench rhythm --run`
     probe_dir.mkdir(exist_ok=True)
     (probe_dir / "probe.json").write_text(json.dumps(results[name], indent=2))
@@ -102,8 +116,8 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
             },
             "code_version": _code_version(),
             "commands": {
-                "train": f"python -m trainer.dacl {run_dir}",
-                "export": f"python -m export.dacl_bundle {run_dir} {out_dir} {name}",
+                "train": train_command(results, run_dir),
+                "export": f"ecgedge export --run {run_dir} --encoder {name} --out {out_dir}",
             },
             "encoder": name,
             "target": "cpu",
@@ -134,11 +148,3 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return figures
-
-
-if __name__ == "__main__":
-    import sys
-
-    torch.set_num_threads(1)
-    args = sys.argv[1:]
-    print(json.dumps(build_dacl_bundle(Path(args[0]), Path(args[1]), *args[2:3]), indent=1))

@@ -205,8 +205,8 @@ def build_lru_bundle(run_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, A
             "train_seconds": payload["extra"].get("train_seconds"),
             "code_version": _code_version(),
             "commands": {
-                "train": f"python -m trainer.train_diffae {cfg.preset}",
-                "export": f"python -m export.lru_bundle {run_dir} {out_dir}",
+                "train": f"ecgedge train-diffae --preset {cfg.preset}",
+                "export": f"ecgedge export --run {run_dir} --out {out_dir}",
             },
             "target": "cpu",
         },
@@ -228,10 +228,3 @@ def build_lru_bundle(run_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, A
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return figures
-
-
-if __name__ == "__main__":
-    import sys
-
-    torch.set_num_threads(1)
-    print(json.dumps(build_lru_bundle(Path(sys.argv[1]), Path(sys.argv[2])), indent=1))

@@ -79,7 +79,7 @@ def streaming_spec(bundle: Bundle) -> StreamingSpec:
         found = "per-layer re/im tensors (before packed-v2)" if layout is None else repr(layout)
         raise BundleError(
             f"step model state layout {found} is not supported (expected {STATE_LAYOUT!r}); "
-            "rebuild the bundle with python -m export.lru_bundle",
+            "rebuild the bundle with ecgedge export --run RUN (a DiffAE-LRU run)",
             path=str(path),
             reason="streaming_layout",
         )

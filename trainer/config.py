@@ -20,8 +20,9 @@ from trainer.errors import ConfigError
 from trainer.models.unet1d import UNetConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
-#: File-name prefixes of the presets of other commands (train-denoiser, DiffAE-LRU).
-OTHER_COMMAND_PREFIXES = ("denoise_", "lru_")
+#: File-name prefixes of the presets of other commands (train-denoiser, train-diffae,
+#: train-dacl).
+OTHER_COMMAND_PREFIXES = ("denoise_", "lru_", "dacl_")
 
 
 def preset_names(prefix: str = "") -> tuple[str, ...]:
@@ -246,25 +247,32 @@ def build_config(
     return RunConfig(**build_sections(table, overrides, _SECTIONS), preset=preset)
 
 
-def load_preset(name_or_path: str, overrides: dict[str, str] | None = None) -> RunConfig:
-    """Load a preset by name (``smoke``, ``cpu``, ``gpu``) or from a TOML file path."""
+def read_preset(name_or_path: str, prefix: str = "") -> tuple[dict[str, Any], str]:
+    """The TOML table of a command's preset and its name: a name (file
+    ``trainer/presets/<prefix><name>.toml``) or a path to a ``.toml`` file (name: its stem
+    without ``prefix``). Raises :class:`ConfigError` for an unknown name, a missing file or
+    invalid TOML."""
     path = Path(name_or_path)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise ConfigError(f"preset file not found: {path}", key="preset")
-        text, name = path.read_text(), path.stem
-    elif name_or_path in PRESETS:
-        text = (Path(__file__).parent / "presets" / f"{name_or_path}.toml").read_text()
-        name = name_or_path
-    else:
-        raise ConfigError(
-            f"unknown preset {name_or_path!r}; expected one of {list(PRESETS)} or a .toml path",
-            key="preset",
-        )
+    if path.suffix != ".toml":
+        names = preset_names(prefix)
+        if name_or_path not in names:
+            raise ConfigError(
+                f"unknown preset {name_or_path!r}; expected one of {list(names)} or a .toml path",
+                key="preset",
+            )
+        path = PRESET_DIR / f"{prefix}{name_or_path}.toml"
+    if not path.is_file():
+        raise ConfigError(f"preset file not found: {path}", key="preset")
+    name = path.stem.removeprefix(prefix)
     try:
-        table = tomllib.loads(text)
+        return tomllib.loads(path.read_text()), name
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"preset {name}: invalid TOML: {exc}", key="preset") from exc
+
+
+def load_preset(name_or_path: str, overrides: dict[str, str] | None = None) -> RunConfig:
+    """Load a preset by name (``smoke``, ``cpu``, ``gpu``) or from a TOML file path."""
+    table, name = read_preset(name_or_path)
     return build_config(table, overrides, preset=name)
 
 

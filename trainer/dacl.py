@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from sdk.head import fit_softmax_head
+from trainer.config import DataConfig, build_sections, read_preset
 from trainer.data.datasets import WindowSet
 from trainer.diffusion import alphas_cumprod, linear_betas
 from trainer.errors import ConfigError
@@ -274,8 +275,11 @@ def run_all(
     vae_steps: int = 3000,
     experiments: tuple[str, ...] = tuple(EXPERIMENTS),
     reuse_vae: bool = False,
+    data: DataConfig | None = None,
+    preset: str = "custom",
 ) -> dict[str, Any]:
-    """VAE once, then every experiment; writes ``dacl.json`` and each encoder's weights."""
+    """VAE once, then every experiment; writes ``dacl.json`` (with ``data``, the split the
+    features came from, and the ``preset``) and each encoder's weights."""
     base = base or DACLTrainConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
     mean, std = standardize(feats_train)
@@ -300,6 +304,8 @@ def run_all(
         "reference_vae_latent": evaluate(z_train, z_val, train, val),
         "config": asdict(cfg),
         "train": asdict(base),
+        "data": asdict(data or DataConfig()),
+        "preset": preset,
     }
     torch.save(
         {
@@ -351,42 +357,85 @@ def _short(r: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def main(argv: list[str]) -> None:
-    """``python -m trainer.dacl [OUT_DIR] [--steps N] [--vae-steps N] [--max-records N]``."""
-    import argparse
+@dataclass
+class DACLRunOptions:
+    """``[run]`` of a DACL preset: the VAE, which experiments, where, threads."""
 
-    from trainer.config import DataConfig
+    vae_steps: int = 3000
+    experiments: tuple[str, ...] = tuple(EXPERIMENTS)
+    reuse_vae: bool = False
+    threads: int = 1
+    out_dir: str = "runs/dacl"
+
+    def __post_init__(self) -> None:
+        self.experiments = tuple(self.experiments)
+        unknown = [e for e in self.experiments if e not in EXPERIMENTS]
+        if unknown or not self.experiments:
+            raise ConfigError(
+                f"run.experiments must be from {list(EXPERIMENTS)}, got {list(self.experiments)}",
+                key="run.experiments",
+            )
+        if self.vae_steps <= 0 or self.threads <= 0:
+            raise ConfigError("run.vae_steps and run.threads must be positive", key="run")
+
+
+@dataclass
+class DACLRunConfig:
+    """A DACL preset: ``[data]`` (:class:`~trainer.config.DataConfig`: the CinC 2017 split),
+    ``[train]`` (:class:`DACLTrainConfig`, each experiment's base) and ``[run]``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    train: DACLTrainConfig = field(default_factory=DACLTrainConfig)
+    run: DACLRunOptions = field(default_factory=DACLRunOptions)
+    preset: str = "custom"
+
+
+DACL_SECTIONS = {"data": DataConfig, "train": DACLTrainConfig, "run": DACLRunOptions}
+
+
+def load_dacl_preset(name: str, overrides: dict[str, str] | None = None) -> DACLRunConfig:
+    """``smoke``/``cpu``/``gpu`` (``trainer/presets/dacl_<name>.toml``) or a TOML path."""
+    table, preset = read_preset(name, "dacl_")
+    return DACLRunConfig(**build_sections(table, overrides, DACL_SECTIONS), preset=preset)
+
+
+def train_dacl(cfg: DACLRunConfig) -> dict[str, Any]:
+    """Scattering features of the CinC 2017 split (cached), the VAE, then every experiment of
+    ``cfg.run`` (:func:`run_all`) into ``cfg.run.out_dir``; the results of ``dacl.json``."""
     from trainer.data.datasets import cinc2017_split
     from trainer.scattering import cached_features
 
-    p = argparse.ArgumentParser(prog="python -m trainer.dacl")
-    p.add_argument("out", nargs="?", default="runs/dacl")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--vae-steps", type=int, default=3000)
-    p.add_argument("--max-records", type=int, default=0)
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS))
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--schedule", default="scaled", choices=("scaled", "ddpm"))
-    p.add_argument("--seed", type=int, default=0, help="encoder seed (the VAE is seed 0)")
-    p.add_argument("--reuse-vae", action="store_true", help="load OUT/vae.pt if present")
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    train, val = cinc2017_split(DataConfig(max_records=a.max_records))
+    torch.set_num_threads(cfg.run.threads)
+    train, val = cinc2017_split(cfg.data)
     f_train, f_val = cached_features(train.windows), cached_features(val.windows)
-    run_all(
+    return run_all(
         train,
         val,
         f_train,
         f_val,
-        Path(a.out),
-        base=DACLTrainConfig(steps=a.steps, batch_size=a.batch, schedule=a.schedule, seed=a.seed),
-        vae_steps=a.vae_steps,
-        experiments=tuple(a.experiments.split(",")),
-        reuse_vae=a.reuse_vae,
+        Path(cfg.run.out_dir),
+        base=cfg.train,
+        vae_steps=cfg.run.vae_steps,
+        experiments=cfg.run.experiments,
+        reuse_vae=cfg.run.reuse_vae,
+        data=cfg.data,
+        preset=cfg.preset,
     )
 
 
-if __name__ == "__main__":
-    import sys
+def train_command(results: dict[str, Any], run_dir: Path) -> str:
+    """The ``ecgedge train-dacl`` command that trains a run like the one whose ``dacl.json``
+    gave ``results``: its preset (``cpu`` when it recorded none or a file) plus an override
+    for each training value and the folder that differ from the preset."""
+    from trainer.config import preset_names
 
-    main(sys.argv[1:])
+    preset = results.get("preset", "cpu")
+    preset = preset if preset in preset_names("dacl_") else "cpu"
+    base = load_dacl_preset(preset)
+    parts = [f"ecgedge train-dacl --preset {preset}"]
+    for key, value in results.get("train", {}).items():
+        if getattr(base.train, key, value) != value:
+            parts.append(f"--train.{key}={value}")
+    if Path(base.run.out_dir) != run_dir:
+        parts.append(f"--run.out_dir={run_dir}")
+    return " ".join(parts)

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from trainer.checks import check_range
-from trainer.config import build_sections, check_band, check_fraction, preset_names
+from trainer.config import build_sections, check_band, check_fraction, read_preset
 from trainer.data.denoise_data import DATABASE_LEADS
 from trainer.errors import ConfigError
 from trainer.models.cdecgnet import CDConfig
@@ -140,24 +137,12 @@ def build_denoise_config(
     return DenoiseRunConfig(**build_sections(table, overrides, SECTIONS), preset=preset)
 
 
-def load_denoise_preset(name_or_path: str, overrides: dict[str, str] | None = None):
+def load_denoise_preset(
+    name_or_path: str, overrides: dict[str, str] | None = None
+) -> DenoiseRunConfig:
     """``smoke``/``cpu``/``gpu`` (``trainer/presets/denoise_<name>.toml``) or a TOML path."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        names = preset_names("denoise_")
-        if name_or_path not in names:
-            raise ConfigError(
-                f"unknown preset {name_or_path!r}; expected {list(names)} or a .toml path",
-                key="preset",
-            )
-        path = Path(__file__).parent / "presets" / f"denoise_{name_or_path}.toml"
-    if not path.is_file():
-        raise ConfigError(f"preset file not found: {path}", key="preset")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"preset {path}: invalid TOML: {exc}", key="preset") from exc
-    return build_denoise_config(table, overrides, preset=path.stem.removeprefix("denoise_"))
+    table, name = read_preset(name_or_path, "denoise_")
+    return build_denoise_config(table, overrides, preset=name)
 
 
 def train_command(cfg: DenoiseRunConfig) -> str:

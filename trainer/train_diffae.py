@@ -1,6 +1,7 @@
 """DiffAE-LRU: train the LRU semantic encoder and the conditioned U-Net together, then probe.
 
-Presets ``trainer/presets/lru_{smoke,cpu}.toml`` with sections ``[data]``
+``ecgedge train-diffae --preset smoke|cpu|gpu`` (``trainer/presets/lru_<name>.toml``) with
+sections ``[data]``
 (:class:`~trainer.config.DataConfig`), ``[lru]`` (:class:`~trainer.models.lru.LRUConfig`),
 ``[unet]`` (:class:`~trainer.models.unet1d.UNetConfig`) and ``[train]``
 (:class:`DiffAETrainConfig`); ``--section.key=value`` overrides.
@@ -21,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 import torch
 from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
 from trainer.checks import check_range
-from trainer.config import DataConfig, build_sections
+from trainer.config import DataConfig, build_sections, read_preset
 from trainer.data.datasets import cinc2017_split, pretrain_windows
 from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
 from trainer.errors import CheckpointError, ConfigError
@@ -96,13 +96,9 @@ def build_diffae_config(
 
 
 def load_diffae_preset(name: str, overrides: dict[str, str] | None = None) -> DiffAERunConfig:
-    """``lru_smoke``/``lru_cpu`` (from trainer/presets) or a path to a TOML file."""
-    path = (
-        Path(name) if name.endswith(".toml") else Path(__file__).parent / "presets" / f"{name}.toml"
-    )
-    if not path.is_file():
-        raise ConfigError(f"DiffAE preset not found: {name}", key="preset")
-    return build_diffae_config(tomllib.loads(path.read_text()), overrides, preset=path.stem)
+    """``smoke``/``cpu``/``gpu`` (``trainer/presets/lru_<name>.toml``) or a path to a TOML file."""
+    table, preset = read_preset(name, "lru_")
+    return build_diffae_config(table, overrides, preset=preset)
 
 
 def _lr_at(step: int, tc: DiffAETrainConfig) -> float:
@@ -178,7 +174,9 @@ def load(path: Path) -> tuple[DiffAERunConfig, DiffAE, dict[str, Any]]:
     try:
         raw = payload["config"]
         table = {k: raw[k] for k in SECTIONS}
-        cfg = build_diffae_config(table, preset=raw.get("preset", "custom"))
+        # runs from before the presets were named smoke/cpu/gpu recorded lru_<name>
+        preset = str(raw.get("preset", "custom")).removeprefix("lru_")
+        cfg = build_diffae_config(table, preset=preset)
         model = DiffAE(cfg.unet, cfg.lru)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
@@ -230,18 +228,3 @@ def run_probe(run_dir: Path) -> dict[str, Any]:
     np.savez(run_dir / "embeddings.npz", train=emb_train, val=emb_val)
     (run_dir / "probe.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-def main(argv: list[str]) -> None:
-    """``python -m trainer.train_diffae PRESET [--section.key=value ...]``: train, then probe."""
-    from trainer.config import parse_overrides
-
-    cfg = load_diffae_preset(argv[0], parse_overrides(argv[1:]))
-    path = train(cfg)
-    print(json.dumps(run_probe(path.parent), indent=1)[:3000])
-
-
-if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])

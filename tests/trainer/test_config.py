@@ -16,9 +16,11 @@ def test_presets_are_listed_per_command() -> None:
     on_disk = {p.stem for p in folder.glob("*.toml")}
     denoise = {f"denoise_{n}" for n in preset_names("denoise_")}
     lru = {f"lru_{n}" for n in preset_names("lru_")}
-    assert set(PRESETS) | denoise | lru == on_disk
+    dacl = {f"dacl_{n}" for n in preset_names("dacl_")}
+    assert set(PRESETS) | denoise | lru | dacl == on_disk
     assert set(PRESETS) == {"smoke", "cpu", "gpu", "cpu-spectrogram", "cpu-lorenz"}
-    assert set(preset_names("denoise_")) == {"smoke", "cpu", "gpu"}
+    for prefix in ("denoise_", "lru_", "dacl_"):
+        assert set(preset_names(prefix)) == {"smoke", "cpu", "gpu"}
 
 
 @pytest.mark.parametrize("modality", ["spectrogram", "lorenz"])

@@ -13,23 +13,23 @@ from trainer.train_diffae import CHECKPOINT, load, load_diffae_preset, save, tra
 
 
 def test_presets_load_with_overrides() -> None:
-    cfg = load_diffae_preset("lru_cpu", {"train.steps": "7", "lru.layers": "2"})
+    cfg = load_diffae_preset("cpu", {"train.steps": "7", "lru.layers": "2"})
     assert cfg.train.steps == 7 and cfg.lru.layers == 2
     assert cfg.data.window % cfg.lru.block_samples == 0
 
 
 def test_preset_rejects_unknown_key_and_bad_block() -> None:
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['nope'\] in \[lru\]") as err:
-        load_diffae_preset("lru_smoke", {"lru.nope": "1"})
+        load_diffae_preset("smoke", {"lru.nope": "1"})
     assert err.value.key == "nope"
     with pytest.raises(ConfigError, match="must divide by lru block 132") as err:
-        load_diffae_preset("lru_smoke", {"lru.chunk": "33"})  # 1280 % (4 * 33) != 0
+        load_diffae_preset("smoke", {"lru.chunk": "33"})  # 1280 % (4 * 33) != 0
     assert err.value.key == "lru.chunk"
 
 
 def test_train_save_load_round_trip(tmp_path: Path) -> None:
     cfg = load_diffae_preset(
-        "lru_smoke",
+        "smoke",
         {"train.out_dir": str(tmp_path), "train.steps": "2", "data.source": "synthetic"},
     )
     windows = np.random.default_rng(0).standard_normal((8, 1, 1280)).astype(np.float32)

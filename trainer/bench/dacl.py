@@ -1,6 +1,6 @@
 """``ecgedge bench dacl``: DACL, its two baselines and the timestep ablation on our split.
 
-Reads ``dacl.json`` of a ``python -m trainer.dacl`` run (every row trained on the same VAE
+Reads ``dacl.json`` of an ``ecgedge train-dacl`` run (every row trained on the same VAE
 latents of the same scattering features) and reports, on the CinC 2017 validation records:
 the anomaly AUROC (record-mean distance to the normal training prototype, N vs A+O, noisy
 excluded) and the linear probes (embedding ++ RR, embedding only), with 95% bootstrap
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.bench.report import md_table, write_result
+from trainer.dacl import train_command
 
 PAPER = {
     "dacl": 0.7815,
@@ -75,8 +76,7 @@ def run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
     )
     md = f"""# dacl — DACL, baselines and timestep ablation (CinC 2017, validation split)
 
-Command: `python -m trainer.dacl {run_dir} --steps {tc["steps"]} --batch {tc["batch_size"]}
---schedule {schedule} --seed {tc.get("seed", 0)}` (noise schedule: {sched_text}), then
+Command: `{train_command(results, run_dir)}` (noise schedule: {sched_text}), then
 `ecgedge bench dacl --run {run_dir}`. Features: kymatio Scattering1D (J 6, Q 8) of each
 standardized 10 s window, log, time mean and std (250); VAE latent 32 (μ = z_0); encoders
 trained {tc["steps"]} steps, batch {tc["batch_size"]}, Adam lr {tc["lr"]}, margin {tc["margin"]},
