@@ -124,22 +124,43 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Largest magnitude of a manifest integer: exactly representable as a float64.
+MAX_MANIFEST_INT = 2**53
+#: Highest sampling rate a bundle may declare (Hz) and longest window (seconds); beyond them a
+#: manifest is refused before any buffer is sized from it.
+MAX_BUNDLE_FS_HZ = 20_000.0
+MAX_WINDOW_S = 300.0
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
+
+
 def manifest_int(value: Any, what: str) -> int:
-    """A JSON integer (an integral float such as ``2.0`` too), never a bool or a string."""
+    """A JSON integer (an integral float such as ``2.0`` too) of magnitude at most
+    :data:`MAX_MANIFEST_INT`, never a bool or a string."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        raise ValueError(f"{what} must be an integer, got {_short_repr(value)}")
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise ValueError(f"{what} must be an integer, got {value!r}")
+    if abs(value) > MAX_MANIFEST_INT:
+        raise ValueError(f"{what} is out of range, got {_short_repr(value)}")
     return int(value)
 
 
 def manifest_number(value: Any, what: str) -> float:
-    """A finite JSON number, never a bool or a string."""
+    """A finite JSON number, never a bool or a string (an integer too large for a float64 is
+    refused, not an ``OverflowError``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a number, got {_short_repr(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range, got {_short_repr(value)}") from None
+    if not math.isfinite(number):
         raise ValueError(f"{what} must be finite, got {value!r}")
-    return float(value)
+    return number
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
@@ -270,6 +291,10 @@ def _tensor(specs: tuple[TensorSpec, ...], name: str) -> TensorSpec | None:
 
 def _check_consistency(m: Manifest, path: str) -> None:
     problems = []
+    if m.preprocess.fs > MAX_BUNDLE_FS_HZ:
+        problems.append(f"preprocess.fs ({m.preprocess.fs:g} Hz) above {MAX_BUNDLE_FS_HZ:g} Hz")
+    elif m.window_samples > MAX_WINDOW_S * m.preprocess.fs:
+        problems.append(f"window ({m.window_samples} samples) longer than {MAX_WINDOW_S:g} s")
     if not 0 < m.hop_samples <= m.window_samples:
         problems.append(f"0 < hop ({m.hop_samples}) <= window ({m.window_samples}) must hold")
     for f in m.files:
@@ -413,7 +438,7 @@ def load_bundle(root: Path | str) -> Bundle:
     raw = manifest_path.read_bytes()
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also an integer of too many digits
         raise BundleError(
             f"manifest is not valid JSON: {exc}", path=str(manifest_path), reason="malformed"
         ) from exc
@@ -438,6 +463,11 @@ def load_bundle(root: Path | str) -> Bundle:
         if not is_file:
             raise BundleError(
                 "listed in the manifest but missing", path=str(file_path), reason="missing"
+            )
+        size = file_path.stat().st_size
+        if f.size is not None and f.size != size:
+            raise BundleError(
+                f"{size} bytes, the manifest says {f.size}", path=str(file_path), reason="checksum"
             )
         digest = sha256_file(file_path)
         if digest != f.sha256:

@@ -45,6 +45,18 @@ class WindowInputs:
         return WindowInputs(self.windows[idx], self.rr[idx], lorenz)
 
 
+def t_mapping(t: Mapping[str, int] | int | None) -> dict[str, int]:
+    """``{modality: t}`` from what a caller gave: a mapping, an int (the raw embedder's t) or
+    ``None`` (no override); any other type is a :class:`ConfigError`."""
+    if t is None:
+        return {}
+    if isinstance(t, Mapping):
+        return dict(t)
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+        return {"raw": int(t)}
+    raise ConfigError(f"t must be an integer or a {{modality: t}} mapping, got {t!r}", field="t")
+
+
 class WindowClassifier:
     """Runs ``embedders(x_m, t_m, noise_m) [→ fusion] ++ rr → head`` on :class:`WindowInputs`.
 
@@ -94,6 +106,9 @@ class WindowClassifier:
         self.n_rr = len(m.head_features.get("rr_features", []))
 
     def check_t(self, t: int) -> int:
+        """``t`` as an int in 0 … t_max; anything else (2.5, "3", True) is a ConfigError."""
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ConfigError(f"t must be an integer diffusion step, got {t!r}", field="t")
         if not 0 <= int(t) <= self.manifest.t_max:
             raise ConfigError(f"t must lie in 0..{self.manifest.t_max}, got {t}", field="t")
         return int(t)
@@ -101,7 +116,7 @@ class WindowClassifier:
     def resolve_t(self, t: Mapping[str, int] | int | None) -> dict[str, int]:
         """Every modality's t: bundle defaults, overridden by ``t`` (an int sets raw's)."""
         out = {mod: self.manifest.default_t[mod] for mod in self.modalities}
-        given = {"raw": t} if isinstance(t, int) else dict(t or {})
+        given = t_mapping(t)
         unknown = sorted(set(given) - set(out))
         if unknown:
             raise ConfigError(

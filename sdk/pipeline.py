@@ -35,7 +35,7 @@ import numpy as np
 
 from sdk.bundle import Bundle, load_bundle
 from sdk.calibration.profile import UserProfile, load_profile
-from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.classifier import WindowClassifier, WindowInputs, t_mapping
 from sdk.denoiser import WindowDenoiser
 from sdk.episodes import AF_EPISODE_MIN_S, EpisodeTracker
 from sdk.errors import BlockError, BundleError, ConfigError, ProfileError, SampleRateError
@@ -105,6 +105,27 @@ class StreamStats:
         ``label`` (e.g. ``"A"``: the AF burden by windows), or None before any window."""
         total = sum(self.label_s.values())
         return self.label_s.get(label, 0.0) / total if total > 0 else None
+
+
+def _check_rates(fs_in: object, buffer_s: object, high_hz: float) -> None:
+    """``fs_in`` must be a finite rate of at least twice the bundle's band-pass high edge (a
+    slower stream cannot carry the QRS content the bundle's models were trained on, and its
+    windows would look clean); ``buffer_s`` a finite positive duration."""
+    for name, value in (("fs_in", fs_in), ("buffer_s", buffer_s)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigError(f"{name} must be a finite positive number, got {value!r}", field=name)
+    assert isinstance(fs_in, (int, float))
+    if fs_in < 2.0 * high_hz:
+        raise ConfigError(
+            f"fs_in ({fs_in:g} Hz) must be at least twice the bundle's band-pass high edge "
+            f"({2.0 * high_hz:g} Hz)",
+            field="fs_in",
+        )
 
 
 class StreamPipeline:
@@ -182,6 +203,7 @@ class StreamPipeline:
             )
         if not 0 <= lead < n_leads:
             raise ConfigError(f"0 <= lead ({lead}) < n_leads ({n_leads}) must hold", field="lead")
+        _check_rates(fs_in, buffer_s, m.preprocess.high_hz)
         self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
         self.window = m.window_samples
         self.hop = self._hop_samples(hop_s)
@@ -221,8 +243,7 @@ class StreamPipeline:
                     "with" if self.denoiser is not None else "without",
                 )
         chosen = self.profile.t if self.profile is not None else {}
-        given = {"raw": t} if isinstance(t, int) else dict(t or {})
-        self.t_steps = self.classifier.resolve_t({**chosen, **given})
+        self.t_steps = self.classifier.resolve_t({**chosen, **t_mapping(t)})
         self.t = self.t_steps["raw"]
         self._pre = Preprocessor(fs_in, m.preprocess, n_leads)
         self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)
@@ -432,7 +453,11 @@ class StreamPipeline:
         if self._closed:
             self.stats.blocks_rejected += 1
             raise BlockError("the stream is closed", reason="closed")
-        if fs is not None and not (math.isfinite(fs) and abs(fs - self.fs_in) <= 1e-9 * self.fs_in):
+        if fs is not None and not (
+            isinstance(fs, (int, float))
+            and math.isfinite(fs)
+            and abs(fs - self.fs_in) <= 1e-9 * self.fs_in
+        ):
             self.stats.blocks_rejected += 1
             raise SampleRateError(
                 f"block at {fs} Hz, stream at {self.fs_in} Hz", expected_hz=self.fs_in, got_hz=fs

@@ -174,7 +174,7 @@ def _parse(data: dict[str, Any], path: str) -> UserProfile:
             head=SoftmaxHead(weight, arrays[0], arrays[1], arrays[2], classes),
             calibration=dict(data.get("calibration", {})),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # 10**400 as a weight
         raise ProfileError(f"malformed profile: {exc}", path=path, reason="malformed") from exc
 
 
@@ -234,7 +234,7 @@ def load_profile(path: Path | str, bundle: Bundle | None = None) -> UserProfile:
     raw = _read_private(path)
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also an integer of too many digits
         raise ProfileError(f"not valid JSON: {exc}", path=where, reason="malformed") from exc
     if not isinstance(data, dict) or "sha256" not in data:
         raise ProfileError("no checksum in profile", path=where, reason="malformed")

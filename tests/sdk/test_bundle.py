@@ -246,6 +246,30 @@ def _drop_outputs_of_head(d):
             id="fs-inf",
         ),
         pytest.param(
+            lambda d: d["thresholds"].update({"episode_on": 10**400}),
+            "malformed",
+            "episode_on is out of range",
+            id="threshold-huge-int",
+        ),
+        pytest.param(
+            lambda d: d.update({"window_samples": 2**60}),
+            "malformed",
+            "window_samples is out of range",
+            id="window-huge-int",
+        ),
+        pytest.param(
+            lambda d: d["preprocess"].update({"fs": 1e300}),
+            "inconsistent",
+            "preprocess.fs (1e+300 Hz) above 20000 Hz",
+            id="fs-huge",
+        ),
+        pytest.param(
+            lambda d: d.update({"window_samples": 128 * 400, "hop_samples": 640}),
+            "inconsistent",
+            "window (51200 samples) longer than 300 s",
+            id="window-too-long",
+        ),
+        pytest.param(
             lambda d: d["diffusion"]["default_t"].update({"raw": 1.9}),
             "malformed",
             "default_t raw must be an integer",
@@ -386,3 +410,20 @@ def test_manifest_that_is_not_an_object_or_nests_too_deep_is_refused(bundle_copy
         with pytest.raises(BundleError) as err:
             load_bundle(bundle_copy)
         assert err.value.reason == "malformed"
+
+
+def test_a_manifest_integer_of_too_many_digits_is_a_bundle_error(bundle_copy):
+    path = bundle_copy / "manifest.json"
+    text = path.read_text()
+    path.write_text(text.replace('"window_samples": 1280', '"window_samples": 1' + "0" * 5000))
+    with pytest.raises(BundleError, match="not valid JSON") as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("declared", [-1, 0, 10**9])
+def test_a_declared_size_that_is_not_the_files_is_refused_at_load(bundle_copy, declared):
+    edit_manifest(bundle_copy, lambda d: d["files"][0].update({"bytes": declared}))
+    with pytest.raises(BundleError, match=f"the manifest says {declared}") as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "checksum"

@@ -465,3 +465,33 @@ def test_label_time_adds_each_windows_new_signal_and_skips_flagged_windows():
     flagged = [e for e in q.push(flat) + q.close() if isinstance(e, WindowEvent) and e.flagged]
     assert flagged and sum(q.stats.label_s.values()) < 60.0 - 5.0
     assert StreamPipeline(bundle, fs_in=FS).stats.share("A") is None
+
+
+@pytest.mark.parametrize(
+    "kw, field, message",
+    [
+        ({"fs_in": 0}, "fs_in", "fs_in must be a finite positive number"),
+        ({"fs_in": float("nan")}, "fs_in", "fs_in must be a finite positive number"),
+        ({"fs_in": float("inf")}, "fs_in", "fs_in must be a finite positive number"),
+        ({"fs_in": "250"}, "fs_in", "fs_in must be a finite positive number"),
+        ({"fs_in": 10.0}, "fs_in", "must be at least twice the bundle's band-pass high edge"),
+        ({"fs_in": 250.0, "buffer_s": float("nan")}, "buffer_s", "buffer_s must be a finite"),
+        ({"fs_in": 250.0, "buffer_s": float("inf")}, "buffer_s", "buffer_s must be a finite"),
+        ({"fs_in": 250.0, "t": 2.5}, "t", "t must be an integer or a {modality: t} mapping"),
+        ({"fs_in": 250.0, "t": {"raw": 2.5}}, "t", "t must be an integer diffusion step"),
+        ({"fs_in": 250.0, "t": True}, "t", "t must be an integer or a {modality: t} mapping"),
+    ],
+)
+def test_unusable_rates_buffers_and_steps_are_config_errors(bundle, kw, field, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        StreamPipeline(bundle, **kw)
+    assert err.value.field == field
+
+
+def test_a_block_whose_rate_is_not_a_number_is_refused_and_counted(bundle):
+    pipe = StreamPipeline(bundle, fs_in=250.0)
+    with pytest.raises(SampleRateError):
+        pipe.push(np.zeros(250, np.float32), fs="250")  # type: ignore[arg-type]
+    assert pipe.stats.blocks_rejected == 1
+    pipe.push(np.zeros(250, np.float32), fs=250.0)  # the stream goes on
+    assert pipe.stats.blocks_rejected == 1

@@ -61,7 +61,12 @@ def test_tampered_profile_is_refused(bundle, tmp_path):
 
 @pytest.mark.parametrize(
     "content, reason",
-    [(b"{not json", "malformed"), (b'{"format": "x"}', "malformed"), (b"", "malformed")],
+    [
+        (b"{not json", "malformed"),
+        (b'{"format": "x"}', "malformed"),
+        (b"", "malformed"),
+        (b'{"format": 1' + b"0" * 5000 + b', "sha256": "x"}', "malformed"),  # > 4300 digits
+    ],
 )
 def test_corrupt_profile_is_refused(tmp_path, content, reason):
     path = tmp_path / "p.json"
@@ -161,8 +166,9 @@ def _forge(path, change) -> None:
         lambda d: d["t"].update({"ecg2": 5}),
         lambda d: d["head"].update({"classes": ["N", "A", "O", "X"]}),
         lambda d: d["head"].update({"scale": [0.0] * len(d["head"]["scale"])}),
+        lambda d: d["head"]["bias"].__setitem__(0, 10**400),
     ],
-    ids=["t-out-of-range", "t-not-int", "unknown-modality", "classes", "zero-scale"],
+    ids=["t-out-of-range", "t-not-int", "unknown-modality", "classes", "zero-scale", "huge-int"],
 )
 def test_a_profile_unusable_with_the_bundle_is_refused_and_the_stream_falls_back(
     bundle, tmp_path, change
