@@ -423,8 +423,15 @@ class Bundle:
         return noise
 
 
-def load_bundle(root: Path | str) -> Bundle:
-    """Open and verify a bundle directory: schema, consistency and every file's SHA-256."""
+def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bundle:
+    """Open and verify a bundle directory: schema, consistency and every file's SHA-256.
+
+    The manifest is the root of trust: every file is checked against it, but nothing inside
+    the bundle can check the manifest itself (an edited class order or noise file with its
+    checksum updated would verify). An app that ships a bundle should pin it: pass the SHA-256
+    of the manifest it shipped (``sha256sum manifest.json``, or :attr:`Bundle.manifest_sha256`)
+    as ``manifest_sha256`` and any other manifest is refused (``reason="checksum"``) before
+    anything is read from it."""
     root = Path(root)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
@@ -436,6 +443,13 @@ def load_bundle(root: Path | str) -> Bundle:
             reason="malformed",
         )
     raw = manifest_path.read_bytes()
+    if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
+        raise BundleError(
+            f"manifest SHA-256 {hashlib.sha256(raw).hexdigest()[:12]}… is not the pinned "
+            f"{manifest_sha256[:12]}…",
+            path=str(manifest_path),
+            reason="checksum",
+        )
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # also an integer of too many digits

@@ -427,3 +427,17 @@ def test_a_declared_size_that_is_not_the_files_is_refused_at_load(bundle_copy, d
     with pytest.raises(BundleError, match=f"the manifest says {declared}") as err:
         load_bundle(bundle_copy)
     assert err.value.reason == "checksum"
+
+
+def test_a_pinned_manifest_hash_refuses_an_edited_manifest_whose_files_verify(bundle_copy):
+    pinned = load_bundle(bundle_copy).manifest_sha256
+    assert load_bundle(bundle_copy, manifest_sha256=pinned).manifest_sha256 == pinned
+
+    def swap_classes(d):
+        d["classes"] = [d["classes"][1], d["classes"][0], *d["classes"][2:]]
+
+    edit_manifest(bundle_copy, swap_classes)  # every file still matches its checksum
+    assert load_bundle(bundle_copy).manifest.classes[0] == "A"
+    with pytest.raises(BundleError, match="is not the pinned") as err:
+        load_bundle(bundle_copy, manifest_sha256=pinned)
+    assert err.value.reason == "checksum"
