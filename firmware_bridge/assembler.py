@@ -29,12 +29,16 @@ class SampleSink(Protocol):
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """One decoded sensor frame: ``samples_mv`` (n, leads) float32, sensor time of sample 0."""
+    """One decoded sensor frame: ``samples_mv`` (n, leads) float32, sensor time of sample 0.
+
+    ``lead_off``: the sensor flagged an electrode off during the frame; its samples are NaN.
+    """
 
     first_ns: int
     samples_mv: np.ndarray
     fs: float
     seq: int | None = None
+    lead_off: bool = False
 
     @property
     def n(self) -> int:

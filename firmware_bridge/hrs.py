@@ -9,6 +9,10 @@ Heart Rate Measurement (0x2A37), notify: ``flags (1) | heart rate (1 or 2) |
 * bit 3 -- energy expended present, uint16 kilojoules;
 * bit 4 -- RR intervals present: every remaining uint16, in units of 1/1024 s.
 
+Values no heart can give are not passed on as if one had: a heart rate of 0 (what a strap
+sends before it has one, e.g. without skin contact) parses as ``bpm=None``, and RR intervals
+outside :data:`RR_RANGE_S` are set apart in ``rr_rejected_s``.
+
 Body Sensor Location (0x2A38), read: one byte, :data:`BODY_SENSOR_LOCATIONS`.
 Battery Level (0x2A19 in service 0x180F), read/notify: one byte, percent (0..100).
 """
@@ -31,6 +35,7 @@ __all__ = [
     "HEART_RATE_MEASUREMENT_UUID",
     "HEART_RATE_SERVICE_UUID",
     "HeartRateMeasurement",
+    "RR_RANGE_S",
     "encode_hr_measurement",
     "parse_battery_level",
     "parse_body_sensor_location",
@@ -71,6 +76,13 @@ _ENERGY = 0x08
 _RR = 0x10
 _RR_UNITS_PER_S = 1024
 
+RR_RANGE_S = (0.2, 5.0)
+"""RR intervals (s) taken as beats, bounds included. 0.2 s is 300 bpm, about the fastest a
+heart conducts short of fibrillation (pre-excited atrial fibrillation). 5.0 s (12 bpm) keeps
+the sinus pauses of 3 s and more that matter clinically, while a longer value from a strap
+is likelier lost contact than one beat interval (it is kept in ``rr_rejected_s``, and the ECG
+itself shows a real pause). The 0 of a strap that has no interval lies outside."""
+
 
 @dataclass(frozen=True)
 class HeartRateMeasurement:
@@ -79,23 +91,32 @@ class HeartRateMeasurement:
     Attributes
     ----------
     bpm
-        Heart rate, beats per minute.
+        Heart rate, beats per minute; ``None`` when the sensor sent 0, i.e. has no heart
+        rate (no skin contact yet, or no beat found).
     contact
         Skin contact detected, or ``None`` when the sensor does not report contact.
     energy_kj
         Energy expended since the last reset, kilojoules, or ``None`` when absent.
     rr_s
-        RR intervals in seconds (multiples of 1/1024 s), oldest first; may be empty.
+        RR intervals in seconds (multiples of 1/1024 s) within :data:`RR_RANGE_S`, oldest
+        first; may be empty.
+    rr_rejected_s
+        The intervals the notification carried outside :data:`RR_RANGE_S`, oldest first:
+        kept apart, not lost; usually empty.
     """
 
-    bpm: int
+    bpm: int | None
     contact: bool | None
     energy_kj: int | None
     rr_s: tuple[float, ...]
+    rr_rejected_s: tuple[float, ...] = ()
 
 
 def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
     """Parse a Heart Rate Measurement (0x2A37) value.
+
+    A heart rate of 0 gives ``bpm=None``; RR intervals outside :data:`RR_RANGE_S` go to
+    ``rr_rejected_s`` instead of ``rr_s``.
 
     Raises
     ------
@@ -119,17 +140,19 @@ def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
         energy = int.from_bytes(data[pos : pos + 2], "little")
         pos += 2
     rest = len(data) - pos
-    rr: tuple[float, ...] = ()
+    rr = np.zeros(0)
     if flags & _RR:
         if rest % 2:
             raise DecodeError(
                 "RR intervals are not whole uint16 values", reason="length", offset=len(data) - 1
             )
-        raw = np.frombuffer(data, "<u2", offset=pos)
-        rr = tuple((raw / _RR_UNITS_PER_S).tolist())
+        rr = np.frombuffer(data, "<u2", offset=pos) / _RR_UNITS_PER_S
     elif rest:
         raise DecodeError(f"{rest} unexpected trailing bytes", reason="length", offset=pos)
-    return HeartRateMeasurement(bpm, contact, energy, rr)
+    beat = (rr >= RR_RANGE_S[0]) & (rr <= RR_RANGE_S[1])
+    return HeartRateMeasurement(
+        bpm or None, contact, energy, tuple(rr[beat].tolist()), tuple(rr[~beat].tolist())
+    )
 
 
 def encode_hr_measurement(

@@ -8,7 +8,8 @@ built by :func:`start_command`, :func:`stop_command` and :func:`set_time_command
 Frame (all little-endian)::
 
     0  magic/version  0xE1: magic 0xE in the high nibble, version 1 in the low nibble
-    1  flags          bit 0 Unix epoch, bit 1 lead off, bit 2 gap; bits 3-7 reserved (0)
+    1  flags          bit 0 Unix epoch, bit 1 lead off (the samples are no ECG: the
+                      session delivers them as NaN), bit 2 gap; bits 3-7 reserved (0)
     2  sequence       uint16, +1 per frame, wraps 65535 -> 0
     4  timestamp      uint64 µs of the FIRST sample: since 1970-01-01T00:00:00Z when
                       flag bit 0 is set, else since the device's own epoch (e.g. boot)
@@ -77,6 +78,8 @@ CMD_START, CMD_STOP, CMD_SET_TIME = 0x01, 0x02, 0x03
 HEADER_SIZE = 17
 CRC_SIZE = 2
 MAX_LEADS = 12
+MAX_SAMPLES = 255
+"""Most samples per lead a frame holds (the sample count is one byte)."""
 _FORMATS = frozenset((FORMAT_INT16, FORMAT_INT24))
 
 
@@ -164,7 +167,7 @@ def encode_open_frame(
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError("samples_uv must be integers of shape (n,) or (n, leads)")
     n, leads = arr.shape
-    if not 1 <= n <= 255 or not 1 <= leads <= MAX_LEADS:
+    if not 1 <= n <= MAX_SAMPLES or not 1 <= leads <= MAX_LEADS:
         raise ValueError(f"{n} samples x {leads} leads: need 1..255 samples, 1..12 leads")
     if sample_format not in _FORMATS:
         raise ValueError(f"unknown sample format 0x{sample_format:02X}")

@@ -57,6 +57,8 @@ __all__ = [
     "CONTROL_POINT_RESPONSE",
     "ECG_START_SETTINGS",
     "H10_DEFAULT_TIME_NS",
+    "MAX_ATTRIBUTE_BYTES",
+    "MAX_ECG_FRAME_SAMPLES",
     "PMD_CONTROL_POINT_UUID",
     "PMD_DATA_UUID",
     "PMD_ERROR_NAMES",
@@ -103,6 +105,16 @@ _HEADER_SIZE = 10
 _RAW_ECG_BYTES = 3
 _MAX_DELTA_WIDTH = 32
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+MAX_ATTRIBUTE_BYTES = 512
+"""Longest attribute value, so longest notification, BLE allows (Core spec Vol 3 Part F
+3.2.9), whatever ATT MTU a link negotiates (at most 517, i.e. 514 bytes of payload)."""
+MAX_ECG_FRAME_SAMPLES = (MAX_ATTRIBUTE_BYTES - _HEADER_SIZE) // _RAW_ECG_BYTES
+"""Most samples a PMD ECG frame can hold: a raw frame filling the longest notification,
+``(512 - 10) // 3 = 167`` (the H10 sends 73 at the ATT MTU of 232 Polar's SDK negotiates).
+The H10 sends its ECG as raw type-0 frames; a delta frame is held to the same bound, so one
+claiming more (e.g. zero-width blocks of 255 samples each: 25 501 samples in 210 bytes) is
+refused as damaged by :class:`firmware_bridge.session.SensorSession`."""
 
 
 class MeasurementType(IntEnum):

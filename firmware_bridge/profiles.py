@@ -2,7 +2,8 @@
 
 A profile turns one notification payload into a :class:`~firmware_bridge.assembler.DecodedFrame`
 (sensor time of the first sample, samples in millivolts) or raises
-:class:`~firmware_bridge.errors.DecodeError`.
+:class:`~firmware_bridge.errors.DecodeError`. It also says how many samples a frame may hold,
+which :class:`~firmware_bridge.session.SensorSession` enforces (``max_frame_samples``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Profile(abc.ABC):
     reorder_depth: int = 0
     #: Heart Rate Measurement characteristic to subscribe to as well, if the sensor has one.
     hr_uuid: str | None = None
+    #: most samples (per lead) one frame can hold under the protocol; a frame claiming more
+    #: is damaged (a profile that does not say gets a bound nothing real reaches)
+    max_frame_samples: int = 65_535
 
     @abc.abstractmethod
     def decode(self, payload: bytes) -> DecodedFrame: ...
@@ -51,7 +55,14 @@ class Profile(abc.ABC):
 
 
 class PolarH10(Profile):
-    """Polar H10 ECG over PMD: 130 Hz, one lead, raw or delta-compressed frames."""
+    """Polar H10 ECG over PMD: 130 Hz, one lead, raw or delta-compressed frames.
+
+    PMD frames have no length field and no CRC. A frame claiming more samples than the
+    longest notification holds is refused; a frame cut at a whole sample cannot be told from
+    a real shorter one (the H10 sends 72- or 73-sample frames at Polar's MTU of 232:
+    polar-ble-sdk issue #71), so its samples would land late by what was cut (BLE's link-layer
+    CRC makes such a cut unlikely; the assembler counts the overlap it causes).
+    """
 
     name = "Polar H10 (PMD ECG)"
     fs = 130.0
@@ -59,6 +70,7 @@ class PolarH10(Profile):
     data_uuid = polar_pmd.PMD_DATA_UUID
     control_uuid = polar_pmd.PMD_CONTROL_POINT_UUID
     hr_uuid = hrs.HEART_RATE_MEASUREMENT_UUID
+    max_frame_samples = polar_pmd.MAX_ECG_FRAME_SAMPLES
     #: how long the sensor may take to answer the start request (s)
     response_timeout_s: float = 5.0
 
@@ -108,12 +120,18 @@ class PolarH10(Profile):
 
 
 class OpenEcgDevice(Profile):
-    """The open ECG profile (``OPEN_PROFILE.md``): sequence numbers, int16/int24, 1–12 leads."""
+    """The open ECG profile (``OPEN_PROFILE.md``): sequence numbers, int16/int24, 1–12 leads.
+
+    A frame flagged ``LEAD_OFF`` decodes with every sample NaN (``lead_off`` set): its
+    timing stands, its values do not. A frame declares its sample count and is CRC-checked,
+    so the count may vary from frame to frame.
+    """
 
     name = "open ECG profile"
     data_uuid = open_profile.OPEN_ECG_DATA_UUID
     control_uuid = open_profile.OPEN_ECG_CONTROL_UUID
     reorder_depth = 4
+    max_frame_samples = open_profile.MAX_SAMPLES
 
     def __init__(self, fs: float = 250.0, n_leads: int = 1) -> None:
         self.fs, self.n_leads = float(fs), n_leads
@@ -126,8 +144,13 @@ class OpenEcgDevice(Profile):
                 f"session expects {self.fs:g} Hz × {self.n_leads}",
                 reason="format",
             )
-        samples = (frame.samples_uv / UV_PER_MV).astype(np.float32)
-        return DecodedFrame(frame.timestamp_us * 1000, samples, self.fs, frame.sequence)
+        if frame.lead_off:  # an electrode was off: what the leads measured is no ECG
+            samples = np.full(frame.samples_uv.shape, np.nan, np.float32)
+        else:
+            samples = (frame.samples_uv / UV_PER_MV).astype(np.float32)
+        return DecodedFrame(
+            frame.timestamp_us * 1000, samples, self.fs, frame.sequence, lead_off=frame.lead_off
+        )
 
     async def start(self, transport: Transport) -> None:
         await transport.write(self.control_uuid, open_profile.start_command())

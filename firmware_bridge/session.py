@@ -68,10 +68,19 @@ class SessionStats:
     bytes: int = 0
     #: Heart Rate Measurement notifications decoded
     hr_notifications: int = 0
-    #: ECG data notifications that did not decode (a share of ``packets``)
+    #: ECG data notifications that did not decode, incl. frames of more samples than the
+    #: protocol allows (``Profile.max_frame_samples``); a share of ``packets``
     malformed: int = 0
+    #: ECG frames the sensor flagged lead-off (open profile ``LEAD_OFF``): their samples
+    #: reach the sink as NaN, which the SDK flags as invalid (a share of ``packets``)
+    lead_off_frames: int = 0
     #: Heart Rate Measurement notifications that did not decode
     hr_malformed: int = 0
+    #: Heart Rate Measurement notifications with a heart rate of 0, i.e. none (``bpm=None``)
+    hr_no_value: int = 0
+    #: RR intervals outside :data:`~firmware_bridge.hrs.RR_RANGE_S`, kept out of
+    #: ``rr_intervals_s`` (which breaks there)
+    rr_rejected: int = 0
     #: blocks the sink refused
     sink_errors: int = 0
     #: connections that streamed
@@ -129,7 +138,8 @@ class SensorSession:
         self.stats = SessionStats(assembly=self.assembler.stats)
         self.on_heart_rate = on_heart_rate
         #: RR intervals (s) from the Heart Rate Service, in arrival order: the RR/Lorenz input;
-        #: the most recent ``RR_HISTORY`` only, and NaN where a reconnection broke the series.
+        #: the most recent ``RR_HISTORY`` only, and NaN where a reconnection or an interval
+        #: rejected (out of :data:`~firmware_bridge.hrs.RR_RANGE_S`) broke the series.
         self.rr_intervals_s: deque[float] = deque(maxlen=RR_HISTORY)
         self._queue: asyncio.Queue[tuple[str, float, bytes] | None] = asyncio.Queue()
         self._stopping = False
@@ -251,8 +261,7 @@ class SensorSession:
             self.assembler.reset_sequence()  # a new link may restart or skip sequence numbers
             if kind == "link":
                 self.clock.new_link()  # a clock that fell behind over the outage restarted
-                if self.rr_intervals_s and not math.isnan(self.rr_intervals_s[-1]):
-                    self.rr_intervals_s.append(math.nan)  # no RR interval spans a new link
+                self._break_rr()  # no RR interval spans a new link
             return
         if kind == "hr":
             self._handle_hr(host_time_s, payload)
@@ -261,9 +270,16 @@ class SensorSession:
         self.stats.bytes += len(payload)
         try:
             frame = self.profile.decode(payload)
+            if frame.n > self.profile.max_frame_samples:
+                raise DecodeError(
+                    f"frame of {frame.n} samples, the protocol allows "
+                    f"{self.profile.max_frame_samples}",
+                    reason="frame_size",
+                )
         except DecodeError:
             self.stats.malformed += 1
             return
+        self.stats.lead_off_frames += frame.lead_off
         if self.timestamps is None:
             self._place(frame, host_time_s)
             return
@@ -304,9 +320,24 @@ class SensorSession:
             self.stats.hr_malformed += 1
             return
         self.stats.hr_notifications += 1
-        self.rr_intervals_s.extend(measurement.rr_s)
+        self.stats.hr_no_value += measurement.bpm is None
+        if measurement.rr_rejected_s:
+            # where in the notification an interval was rejected is not kept: break the
+            # series around each one kept, so that no successive difference spans a hole
+            self.stats.rr_rejected += len(measurement.rr_rejected_s)
+            for rr in measurement.rr_s:
+                self._break_rr()
+                self.rr_intervals_s.append(rr)
+            self._break_rr()
+        else:
+            self.rr_intervals_s.extend(measurement.rr_s)
         if self.on_heart_rate is not None:
             self.on_heart_rate(host_time_s, measurement)
+
+    def _break_rr(self) -> None:
+        """Mark a break in ``rr_intervals_s`` (one NaN, never two in a row, none first)."""
+        if self.rr_intervals_s and not math.isnan(self.rr_intervals_s[-1]):
+            self.rr_intervals_s.append(math.nan)
 
 
 #: Longest wait for one clean-up step (stop the sensor, disconnect) on a half-dead link.

@@ -23,8 +23,8 @@ def test_uuids():
         ("10 48 f8 03", hrs.HeartRateMeasurement(72, None, None, (1016 / 1024,))),
         # contact supported and detected, two RR values
         ("16 3c 00 04 00 02", hrs.HeartRateMeasurement(60, True, None, (1.0, 0.5))),
-        # contact supported, not detected
-        ("04 00", hrs.HeartRateMeasurement(0, False, None, ())),
+        # contact supported, not detected: 0 bpm is no heart rate value
+        ("04 00", hrs.HeartRateMeasurement(None, False, None, ())),
         # bit 1 without bit 2 means "not supported"
         ("02 50", hrs.HeartRateMeasurement(80, None, None, ())),
         # uint16 rate
@@ -73,10 +73,39 @@ def test_encoder_bytes():
 @pytest.mark.parametrize("rr", [(), (0.75,), (0.5, 1.25, 63.999)])
 def test_round_trip(bpm, contact, energy, rr):
     rr_ticks = tuple(round(r * 1024) / 1024 for r in rr)
+    low, high = hrs.RR_RANGE_S
     data = hrs.encode_hr_measurement(bpm, contact=contact, energy_kj=energy, rr_s=rr)
     assert hrs.parse_hr_measurement(data) == hrs.HeartRateMeasurement(
-        bpm, contact, energy, rr_ticks
+        bpm or None,  # 0 bpm: no value
+        contact,
+        energy,
+        tuple(r for r in rr_ticks if low <= r <= high),
+        tuple(r for r in rr_ticks if not low <= r <= high),  # kept apart, not lost
     )
+
+
+def test_impossible_values_are_no_heart_rate_and_rejected_rr_intervals():
+    m = hrs.parse_hr_measurement(bytes([0x10, 0]) + b"\0\0" * 3)
+    assert m.bpm is None and m.rr_s == () and m.rr_rejected_s == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("rr", "kept"),
+    [
+        (0.2, True),  # 300 bpm: the fastest rhythm kept
+        (0.199, False),
+        (3.0, True),  # a 3 s sinus pause: clinically relevant, kept
+        (5.0, True),
+        (5.001, False),
+        (0.0, False),
+        (63.999, False),
+    ],
+)
+def test_rr_intervals_outside_the_physiological_range_are_rejected(rr, kept):
+    ticks = round(rr * 1024)
+    m = hrs.parse_hr_measurement(bytes([0x10, 60]) + ticks.to_bytes(2, "little"))
+    assert m.bpm == 60
+    assert (m.rr_s, m.rr_rejected_s) == (((ticks / 1024,), ()) if kept else ((), (ticks / 1024,)))
 
 
 def test_encoder_rejects_out_of_range():

@@ -16,10 +16,22 @@ import pytest
 
 from firmware_bridge.assembler import DecodedFrame, FrameAssembler
 from firmware_bridge.hrs import HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement
-from firmware_bridge.open_profile import OPEN_ECG_DATA_UUID, encode_open_frame
-from firmware_bridge.polar_pmd import PMD_DATA_UUID, encode_ecg_raw
+from firmware_bridge.open_profile import (
+    FLAG_LEAD_OFF,
+    FLAG_UNIX_EPOCH,
+    OPEN_ECG_DATA_UUID,
+    encode_open_frame,
+)
+from firmware_bridge.polar_pmd import (
+    MAX_ECG_FRAME_SAMPLES,
+    PMD_DATA_UUID,
+    decode_ecg_frame,
+    encode_ecg_delta,
+    encode_ecg_raw,
+    parse_frame_header,
+)
 from firmware_bridge.profiles import OpenEcgDevice, PolarH10
-from firmware_bridge.session import Backoff, SensorSession
+from firmware_bridge.session import Backoff, SensorSession, SessionStats
 from firmware_bridge.sim_transport import SimulatedTransport
 from firmware_bridge.simulator import H10_START_NS, Impairments, VirtualH10, VirtualOpenDevice
 from sdk.synthetic import synthetic_ecg
@@ -690,3 +702,136 @@ def test_stop_while_the_sensor_has_not_answered_the_start_returns_at_once():
     stats, link = asyncio.run(asyncio.wait_for(main(), timeout=30.0))
     assert stats.connects == 0 and stats.connect_failures == 0
     assert link.events[-1] == "disconnect" and not link.up  # the half-open link is closed
+
+
+# -- damaged frames, lead off, impossible heart rate values --------------------------------------
+H10_N, H10_FS = 73, 130.0
+
+
+def h10_frame(k: int, n: int = H10_N, *, start: int = 0) -> bytes:
+    """Raw PMD frame ``k`` of ``n``-sample frames, sample ``i`` holding ``i % 1000`` µV,
+    stamped (as PMD frames are) at its last sample; ``start``: index of frame 0's sample 0."""
+    first = start + k * n
+    stamp = H10_START_NS + round((first + n - 1) * 1e9 / H10_FS)
+    return encode_ecg_raw(stamp, np.arange(first, first + n) % 1000)
+
+
+def run_h10(frames_by_link: dict[int, list[bytes]]) -> tuple[RecordingSink, SessionStats]:
+    """Play PMD payloads, one list per connection, through a session; each arrives 8 ms
+    after the sample its timestamp names."""
+
+    async def script(link: FakeLink, connection: int) -> None:
+        for payload in frames_by_link[connection]:
+            stamp = parse_frame_header(payload).timestamp_ns
+            link.notify(PMD_DATA_UUID, payload, (stamp - H10_START_NS) / 1e9 + 0.008)
+            await asyncio.sleep(0)
+        link.drop() if connection < len(frames_by_link) else link.end()
+
+    sink = RecordingSink()
+    session = SensorSession(FakeLink(script), PolarH10(), sink, backoff=Backoff(initial_s=0.01))
+    return sink, asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+
+
+def assert_in_place(sink: RecordingSink, *, start: int = 0) -> dict[int, float]:
+    """Every placed sample holds its own sensor index (mod 1000, in µV)."""
+    placed = sink.placed(H10_FS)
+    for i, v in placed.items():
+        assert round(v * 1000) == (start + i) % 1000, f"stream sample {i} misplaced"
+    return placed
+
+
+def test_pmd_frames_of_72_and_73_samples_in_any_order_are_all_placed():
+    """The H10 sends 72- or 73-sample frames at one MTU (polar-ble-sdk issue #71): frames
+    have no length field, so the session takes any size up to the protocol bound."""
+    sizes = [73, 72, 72, 73, 72, 73, 73, 72, 73, 72]
+    frames, first = [], 0
+    for n in sizes:
+        stamp = H10_START_NS + round((first + n - 1) * 1e9 / H10_FS)
+        frames.append(encode_ecg_raw(stamp, np.arange(first, first + n) % 1000))
+        first += n
+    sink, stats = run_h10({1: frames})
+    assert stats.malformed == 0 and stats.assembly.gaps == 0
+    assert len(assert_in_place(sink)) == sum(sizes)
+
+
+def test_an_inflated_pmd_delta_frame_is_refused():
+    frames = [h10_frame(k) for k in range(20)]
+    stamp = H10_START_NS + round((6 * H10_N - 1) * 1e9 / H10_FS)
+    inflated = encode_ecg_delta(stamp, [5 * H10_N % 1000]) + bytes((0, 255)) * 100
+    assert decode_ecg_frame(inflated).samples_uv.shape[0] == 25_501  # in 210 bytes
+    frames[5] = inflated
+    sink, stats = run_h10({1: frames})
+    assert stats.malformed == 1 and stats.assembly.samples_trimmed == 0
+    assert stats.assembly.gaps == 1 and stats.assembly.samples_lost == H10_N
+    assert len(assert_in_place(sink)) == 19 * H10_N
+
+
+def test_a_first_pmd_frame_above_the_protocol_bound_is_refused():
+    n = MAX_ECG_FRAME_SAMPLES + 1  # more than the longest notification can carry raw
+    sink, stats = run_h10({1: [h10_frame(0, n)] + [h10_frame(k, start=n) for k in range(5)]})
+    assert stats.malformed == 1 and stats.assembly.frames == 5
+    assert len(assert_in_place(sink, start=n)) == 5 * H10_N
+
+
+def test_a_short_last_pmd_frame_and_a_new_frame_size_on_a_new_link_are_kept():
+    """The sensor's last frame may be short (the simulated H10 sends the recording's tail);
+    its timestamp then advances by its own samples. A new link may negotiate another MTU,
+    so another frame size."""
+    first = [h10_frame(k) for k in range(10)]
+    stamp = H10_START_NS + round((10 * H10_N + 50 - 1) * 1e9 / H10_FS)
+    first.append(encode_ecg_raw(stamp, np.arange(10 * H10_N, 10 * H10_N + 50) % 1000))
+    first.append(first[-1])  # and a repeat of it: a duplicate, not a damaged frame
+    start = 20 * H10_N
+    second = [h10_frame(k, 57, start=start) for k in range(10)]  # MTU 185: 57 samples
+    sink, stats = run_h10({1: first, 2: second})
+    assert stats.malformed == 0 and stats.assembly.duplicates == 1
+    placed = assert_in_place(sink)
+    assert len(placed) == 10 * H10_N + 50 + 10 * 57
+
+
+def test_open_profile_lead_off_frames_reach_the_sink_as_nan_and_are_counted():
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in range(10):
+            flags = FLAG_UNIX_EPOCH | (FLAG_LEAD_OFF if 3 <= k <= 6 else 0)
+            payload = encode_open_frame(
+                np.full(OPEN_N, 500),
+                sequence=k,
+                timestamp_us=1_700_000_000_000_000 + k * OPEN_N * 4000,
+                sample_rate_hz=int(OPEN_FS),
+                flags=flags,
+            )
+            link.notify(OPEN_ECG_DATA_UUID, payload, 1.0 + k * 0.2)
+            await asyncio.sleep(0)
+        link.end()
+
+    sink = RecordingSink()
+    session = SensorSession(FakeLink(script), OpenEcgDevice(fs=OPEN_FS), sink)
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+    assert stats.lead_off_frames == 4 and stats.malformed == 0
+    values = np.array([v for _, v in sorted(sink.placed(OPEN_FS).items())])
+    assert values.size == 10 * OPEN_N and stats.assembly.gaps == 0  # timing kept
+    off = np.zeros(values.size, bool)
+    off[3 * OPEN_N : 7 * OPEN_N] = True
+    assert np.all(np.isnan(values[off])) and np.all(values[~off] == pytest.approx(0.5))
+
+
+def test_impossible_heart_rate_values_are_counted_not_kept():
+    async def script(link: FakeLink, connection: int) -> None:
+        link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(60, rr_s=[1.0, 0.875]))
+        link.notify(HEART_RATE_MEASUREMENT_UUID, bytes([0x10, 0]) + b"\0\0" * 3)  # 0 bpm, RR 0
+        link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(61, rr_s=[0.75, 40.0]))
+        link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(62, rr_s=[0.625]))
+        link.end()
+
+    seen = []
+    session = SensorSession(
+        FakeLink(script), PolarH10(), RecordingSink(), on_heart_rate=lambda t, m: seen.append(m)
+    )
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=5))
+    assert stats.hr_notifications == 4 and stats.hr_malformed == 0
+    assert stats.hr_no_value == 1 and stats.rr_rejected == 4
+    assert [m.bpm for m in seen] == [60, None, 61, 62]
+    rr = list(session.rr_intervals_s)
+    # no successive difference spans an interval dropped: the series breaks (NaN) there
+    assert rr[:2] == [1.0, 0.875] and np.isnan(rr[2])
+    assert rr[3] == 0.75 and np.isnan(rr[4]) and rr[5] == 0.625 and len(rr) == 6
