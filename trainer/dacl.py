@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
 from trainer.config import DataConfig, build_sections, read_preset
@@ -85,7 +86,7 @@ def train_vae(
     x_all = torch.from_numpy(feats)
     gen = torch.Generator().manual_seed(0)
     hist = []
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="DACL VAE", unit="step", mininterval=10, leave=False):
         x = x_all[torch.randint(0, len(x_all), (batch,), generator=gen)]
         recon, mu, logvar = vae(x)
         loss, rec, kl = vae_loss(x, recon, mu, logvar, beta)
@@ -157,7 +158,8 @@ def train_encoder(
     opt = torch.optim.Adam(params, lr=tc.lr)
     views = _Views(tc, gen)
     z_all = torch.from_numpy(z0)
-    for _ in range(tc.steps):
+    desc = f"DACL encoder ({tc.views} views, t {tc.t_lo}-{tc.t_hi})"
+    for _ in tqdm(range(tc.steps), desc=desc, unit="step", mininterval=10, leave=False):
         a_idx, n_idx = sample_triplets(labels, tc.batch_size, rng)
         za = z_all[torch.from_numpy(a_idx)]
         if dec is not None:
