@@ -31,6 +31,16 @@ def finite_runs(x: np.ndarray, min_samples: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_samples]
 
 
+def budgets(max_evals: int | None, n_modalities: int) -> dict[str, int]:
+    """The Calibrator's budgets for ``--max-evals``: ``max_evals`` evaluations and the
+    extractor runs they may need (each runs every modality's extractor at most once; the
+    Calibrator's default of 30 runs would stop a three-modality bundle after 10 of them);
+    ``None``: the Calibrator's defaults."""
+    if max_evals is None:
+        return {}
+    return {"max_evals": max_evals, "max_extractor_evals": max_evals * n_modalities}
+
+
 def calibrate_record(
     record: Path,
     out: Path,
@@ -40,12 +50,17 @@ def calibrate_record(
     minutes: float = 10.0,
     lead: int = 0,
     objective: str = "gamma",
-    max_evals: int = 30,
+    max_evals: int | None = None,
     max_seconds: float | None = None,
     anchors: str | None = None,
     denoise: bool = True,
 ) -> int:
     """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels), save.
+
+    ``max_evals``: objective evaluations at most (fewer when ``max_seconds`` runs out or the
+    search ends by itself), whatever the bundle's number of modalities; ``None`` keeps the
+    Calibrator's budgets (30 evaluations and 30 extractor runs: 10 evaluations of a
+    three-modality bundle), the cost the SDK's default was chosen for.
 
     Lost (NaN) samples are never filled in: each stretch without them of at least one window
     is windowed on its own.
@@ -62,7 +77,7 @@ def calibrate_record(
     cal = Calibrator(
         bundle,
         objective=objective,
-        max_evals=max_evals,
+        **budgets(max_evals, len(bundle.manifest.modalities)),
         max_seconds=max_seconds,
         threads=1,
         anchors=anchors or DEFAULT_ANCHORS,
@@ -80,7 +95,8 @@ def calibrate_record(
         windows += cal.add_recording(rec.signal[a:b], rec.fs, shifted, source=str(record))
 
     def progress(i: int, t: dict[str, int], score: float) -> None:
-        line = f"evaluation {i:2d} (at most {max_evals})  t={t}  {objective}={score:.4g}"
+        most = f" (at most {max_evals})" if max_evals is not None else ""
+        line = f"evaluation {i:2d}{most}  t={t}  {objective}={score:.4g}"
         print(f"\r  {line}  ", end="")
 
     result = cal.calibrate(user=user, progress=progress)

@@ -8,7 +8,11 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from sdk.bundle import Bundle
+    from sdk.calibration.profile import UserProfile
 
 _OUR_PACKAGES = {"sdk", "trainer", "export", "firmware_bridge", "ecgedge"}
 
@@ -287,6 +291,22 @@ def _cmd_export_multimodal(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+#: ``ecgedge bench`` benchmarks: name → what it measures (``bench --help`` lists them).
+BENCHMARKS = {
+    "rhythm": "CinC 2017 rhythm classification: linear probe and the bundle end to end",
+    "stream": "the device path: 30 min through the SDK, one thread, beside PyTorch/NeuroKit2",
+    "bridge": "sensor bridge: decoding cost, loss/jitter/disconnects, frame-to-event latency",
+    "personalize": "per-subject AF detection with on-device calibration of t",
+    "denoise": "NSTDB noise on held-out clean ECG: CD-ECGNet denoisers vs filters",
+    "noise-stress": "R-peak detection on nstdb 118e*/119e* with and without the denoiser",
+    "rpeak-tuning": "choose the R-peak search-back rule on mitdb records with added noise",
+    "episodes": "AF episodes as a stream reports them, against the annotations",
+    "rhythm-noise": "the rhythm benchmark on clean and noise-corrupted records (--levels)",
+    "lru": "per-hop embedding cost: whole-window re-encode vs the LRU step model",
+    "dacl": "DACL, its two baselines and the timestep ablation (a train-dacl --run)",
+    "anomaly": "DACL-style anomaly AUROC for any bundle's embedder",
+}
+
 ANOMALY_BUNDLES = (
     "sdk/default_bundle",
     "bundles/diffecg-cpu",
@@ -453,6 +473,94 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"hop_s": args.hop, "stateful": stateful, "denoise": not args.no_denoise}
 
 
+#: ``stream`` options that apply to some sources only: option → the sources it applies to.
+STREAM_OPTION_SOURCES: dict[str, tuple[str, ...]] = {
+    "--record": ("replay", "simulate"),
+    "--speed": ("replay", "simulate"),
+    "--seconds": ("replay", "simulate"),
+    "--save": ("simulate", "ble"),
+    **{
+        option: ("simulate",)
+        for option in (
+            "--loss",
+            "--jitter",
+            "--duplicate",
+            "--corrupt",
+            "--timestamp-glitch",
+            "--disconnect-every",
+            "--compressed",
+            "--seed",
+        )
+    },
+    "--profile": ("ble",),
+    "--allow": ("ble",),
+}
+#: How errors name each ``stream`` source.
+STREAM_SOURCE_NAMES = {"replay": "a --record replay", "simulate": "--simulate", "ble": "--ble"}
+
+
+def _dest(option: str) -> str:
+    """``--timestamp-glitch`` → ``timestamp_glitch``, the argparse attribute."""
+    return option.lstrip("-").replace("-", "_")
+
+
+def _stream_source(args: argparse.Namespace) -> str:
+    """``ble``, ``simulate`` or ``replay`` (a ``--record`` alone); refuse options that do not
+    apply to it rather than ignore them."""
+    source = "ble" if args.ble else "simulate" if args.simulate else "replay" if args.record else ""
+    if not source:
+        raise ValueError("give --record PATH, --simulate or --ble ADDRESS")
+    if source == "ble" and args.record:
+        raise ValueError(
+            "--record does not apply to --ble, a live sensor (give --record alone to replay "
+            "it, or with --simulate to play it through a virtual strap)"
+        )
+    for option, sources in STREAM_OPTION_SOURCES.items():
+        if source not in sources and getattr(args, _dest(option)) != args.stream_defaults[option]:
+            where = " or ".join(STREAM_SOURCE_NAMES[s] for s in sources)
+            raise ValueError(
+                f"{option} does not apply to {STREAM_SOURCE_NAMES[source]} (only to {where})"
+            )
+    return source
+
+
+def _check_save_folder(value: str) -> None:
+    """``stream --save``: a writable folder that holds no saved session yet (refused before
+    streaming: a new session would replace it, or mix its files with the old one's)."""
+    from ecgedge.live import saved_session
+
+    folder = Path(value)
+    _check_output(folder, "--save", folder=True)
+    existing = saved_session(folder)
+    if existing:
+        raise ValueError(
+            f"--save {folder}: already holds a saved session "
+            f"({', '.join(p.name for p in existing)}); give another folder or remove them"
+        )
+
+
+def _user_profile(value: str | None, bundle: Bundle) -> UserProfile | None:
+    """The ``--user-profile`` to stream with. The SDK runs on the bundle's defaults when a
+    profile cannot be used; a profile named on the command line must be used, or it is an
+    error."""
+    if value is None:
+        return None
+    from sdk.calibration.profile import load_profile
+    from sdk.errors import ProfileError
+
+    try:
+        return load_profile(value, bundle)
+    except ProfileError as exc:  # its message starts with the path
+        raise ValueError(f"--user-profile {exc}") from exc
+
+
+def _check_lead(lead: int, n_leads: int, sensor: str, hint: str = "") -> None:
+    """``--lead`` must be a lead of a ``sensor`` that streams ``n_leads``."""
+    if not 0 <= lead < n_leads:
+        has = "one lead" if n_leads == 1 else f"{n_leads} leads"
+        raise ValueError(f"--lead {lead}: {sensor} has {has}{f' ({hint})' if hint else ''}")
+
+
 def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
     import numpy as np
 
@@ -460,15 +568,25 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
     from ecgedge.live import ble, run_live, simulated
     from ecgedge.replay import play, read_wfdb
     from firmware_bridge.simulator import Impairments
+    from sdk.bundle import load_bundle
     from sdk.pipeline import StreamPipeline
     from sdk.synthetic import synthetic_ecg
 
+    source = _stream_source(args)
+    if source == "simulate" and not args.record:
+        hint = "give --record PATH to simulate a lead of a record"
+        _check_lead(args.lead, 1, "the simulated strap", hint)
     if args.save:
-        _check_output(Path(args.save), "--save", folder=True)
+        _check_save_folder(args.save)
+    bundle = load_bundle(_bundle_path(args.bundle))
+    user_profile = _user_profile(args.user_profile, bundle)
     view = LiveView()
-    if args.ble:
+    # the lead the pipeline takes from each sample: a simulated strap plays the chosen lead
+    lead = args.lead
+    if source == "ble":
         transport, profile = ble(args.ble, args.profile, args.allow)
-    elif args.simulate:
+        _check_lead(args.lead, profile.n_leads, f"the --profile {args.profile} sensor")
+    elif source == "simulate":
         if args.record:
             rec = read_wfdb(Path(args.record), args.lead)
             signal, fs = rec.signal, rec.fs
@@ -478,6 +596,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
                     f"{args.record}: {lost} lost (NaN) samples, which a virtual strap cannot "
                     "send; replay it without --simulate"
                 )
+            lead = 0
         else:
             ecg = synthetic_ecg()
             signal, fs = ecg.signal, ecg.fs
@@ -495,32 +614,26 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         transport, profile = simulated(
             signal, fs, imp, speed=args.speed, compressed=args.compressed
         )
-    elif args.record:
+    else:
         recording = read_wfdb(Path(args.record), args.lead)
         pipeline = StreamPipeline(
-            _bundle_path(args.bundle),
+            bundle,
             fs_in=recording.fs,
             on_event=view,
-            profile=args.user_profile,
+            profile=user_profile,
             **_pipeline_options(args),
         )
-        if pipeline.profile_error is not None:
-            print(f"user profile not used: {pipeline.profile_error}", file=sys.stderr)
         play(recording, pipeline, speed=args.speed, seconds=args.seconds)
         return 0
-    else:
-        raise ValueError("give --record PATH, --simulate or --ble ADDRESS")
     pipeline, stats, saved = run_live(
         transport,
         profile,
-        _bundle_path(args.bundle),
+        bundle,
         on_event=view,
         save=Path(args.save) if args.save else None,
-        user_profile=Path(args.user_profile) if args.user_profile else None,
-        options={**_pipeline_options(args), "lead": args.lead},
+        user_profile=user_profile,
+        options={**_pipeline_options(args), "lead": lead},
     )
-    if pipeline.profile_error is not None:
-        print(f"user profile not used: {pipeline.profile_error}", file=sys.stderr)
     print(view.summary(pipeline.stats.samples_in / profile.fs, stats, pipeline.stats.share("A")))
     print(f"  counters        {stats.to_dict()}")
     if saved is not None:
@@ -696,24 +809,14 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=_cmd_export_multimodal)
 
     b = sub.add_parser(
-        "bench", help="measure: rhythm (CinC 2017), stream (device path), bridge (sensors)"
+        "bench",
+        help=f"measure bundles and runs: {len(BENCHMARKS)} benchmarks ({', '.join(BENCHMARKS)})",
+        description="Benchmarks (results as JSON and Markdown in --out):\n"
+        + "\n".join(f"  {name:<13} {what}" for name, what in BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     b.add_argument(
-        "name",
-        choices=(
-            "rhythm",
-            "stream",
-            "bridge",
-            "personalize",
-            "denoise",
-            "noise-stress",
-            "rpeak-tuning",
-            "episodes",
-            "rhythm-noise",
-            "lru",
-            "dacl",
-            "anomaly",
-        ),
+        "name", metavar="NAME", choices=tuple(BENCHMARKS), help="the benchmark (listed above)"
     )
     b.add_argument(
         "--levels",
@@ -769,7 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lead", type=int, default=0, help="lead index")
     c.add_argument("--objective", default="gamma", help="gamma | delta_acc | delta_f1 | delta_loss")
     c.add_argument(
-        "--max-evals", type=_positive_int, default=30, help="objective evaluations at most"
+        "--max-evals",
+        type=_positive_int,
+        default=None,
+        help="objective evaluations of the search of t at most (each runs every modality's "
+        "extractor once at most); default: the SDK's budgets, 30 evaluations and 30 extractor "
+        "runs (10 evaluations of the shipped three-modality bundle)",
     )
     c.add_argument("--max-seconds", type=_positive, help="wall-time budget of the search")
     c.add_argument(
@@ -797,11 +905,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed",
         type=_nonnegative,
         default=1.0,
-        help="1 = real time; 0 = as fast as possible (a simulation then runs on virtual time)",
+        help="record, simulate: 1 = real time; 0 = as fast as possible (a simulation then runs "
+        "on virtual time)",
     )
     s.add_argument("--lead", type=int, default=0, help="lead index to stream")
     s.add_argument(
-        "--seconds", type=_nonnegative, default=0.0, help="stop after this much ECG (0 = all)"
+        "--seconds",
+        type=_nonnegative,
+        default=0.0,
+        help="record, simulate: stop after this much ECG (0 = all)",
     )
     s.add_argument("--profile", choices=("h10", "open"), default="h10", help="BLE sensor profile")
     s.add_argument("--hop", type=_positive, help="seconds between windows (default: the bundle's)")
@@ -835,8 +947,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--compressed", action="store_true", help="simulate: delta-compressed PMD frames"
     )
     s.add_argument("--seed", type=int, default=0, help="simulate: impairment seed")
-    s.add_argument("--save", help="write what was received as a WFDB record in this folder")
-    s.set_defaults(func=_cmd_stream)
+    s.add_argument(
+        "--save",
+        help="simulate, BLE: write what was received as a WFDB record (session.hea, .dat, "
+        ".gap) in this folder, which must not hold one yet",
+    )
+    s.set_defaults(
+        func=_cmd_stream,
+        stream_defaults={o: s.get_default(_dest(o)) for o in STREAM_OPTION_SOURCES},
+    )
 
     sc = sub.add_parser("sensors", help="BLE sensors: scan (needs ecgedge[ble])")
     sc.add_argument("action", choices=("scan",))

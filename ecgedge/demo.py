@@ -15,6 +15,7 @@ from ecgedge.live import run_live, simulated
 from ecgedge.replay import Recording, read_wfdb
 from firmware_bridge.session import SessionStats
 from firmware_bridge.simulator import Impairments
+from sdk.bundle import load_bundle
 from sdk.events import EpisodeEvent, Event, WindowEvent
 from sdk.synthetic import synthetic_ecg
 
@@ -115,7 +116,11 @@ def run_demo(
     speed: float = 20.0,
     impairments: Impairments | None = None,
 ) -> int:
-    """Stream the demo recording through the virtual strap; print windows and a summary."""
+    """Stream the demo recording through the virtual strap; print windows and a summary.
+
+    The bundle is loaded (and verified) first: a bad one is an error before any output.
+    """
+    loaded = load_bundle(bundle)
     recording, source = demo_recording(use_data)
     signal = recording.signal[: int(seconds * recording.fs)] if seconds else recording.signal
     pace = FAST_SPEED if fast else speed
@@ -134,6 +139,6 @@ def run_demo(
         ]
         print(f"  reference AF episodes: {', '.join(truth) or 'none'}")
     view = LiveView()
-    pipeline, stats, _ = run_live(transport, profile, bundle, on_event=view)
+    pipeline, stats, _ = run_live(transport, profile, loaded, on_event=view)
     print(view.summary(signal.size / recording.fs, stats, pipeline.stats.share("A")))
     return 0

@@ -15,8 +15,21 @@ from firmware_bridge.session import SensorSession, SessionStats
 from firmware_bridge.sim_transport import SimulatedTransport
 from firmware_bridge.simulator import Impairments, VirtualH10
 from firmware_bridge.transport import Transport
+from sdk.bundle import Bundle
+from sdk.calibration.profile import UserProfile
 from sdk.events import Event
 from sdk.pipeline import StreamPipeline
+
+#: The record name ``Recorder.save_wfdb`` (and ``ecgedge stream --save``) writes by default.
+SESSION_NAME = "session"
+#: The files of a saved session: header, signal and (when samples were lost) gap annotations.
+SESSION_SUFFIXES = (".hea", ".dat", ".gap")
+
+
+def saved_session(folder: Path, name: str = SESSION_NAME) -> list[Path]:
+    """The files of a session already saved in ``folder`` as ``name`` (empty: the name is free)."""
+    files = (folder / f"{name}{suffix}" for suffix in SESSION_SUFFIXES)
+    return [f for f in files if f.exists() or f.is_symlink()]
 
 
 @dataclass
@@ -33,8 +46,13 @@ class Recorder:
         self.blocks.append((float(timestamp_s or 0.0), np.asarray(samples, dtype=np.float32)))
         return self.pipeline.push(samples, timestamp_s=timestamp_s, fs=fs)
 
-    def save_wfdb(self, folder: Path, name: str = "session") -> Path:
-        """Write a WFDB record; lost samples are invalid (NaN) and each gap is annotated."""
+    def save_wfdb(self, folder: Path, name: str = SESSION_NAME) -> Path:
+        """Write a WFDB record; lost samples are invalid (NaN) and each gap is annotated.
+
+        A record of that name in ``folder`` is replaced, its ``.gap`` file too: one from an
+        earlier session never stays beside a record without gaps (``ecgedge stream --save``
+        refuses such a folder before streaming; :func:`saved_session`).
+        """
         import wfdb
 
         if not self.blocks:
@@ -70,6 +88,8 @@ class Recorder:
                 aux_note=[f"gap {n} samples" for _, n in gaps],
                 write_dir=str(folder),
             )
+        else:
+            (folder / f"{name}.gap").unlink(missing_ok=True)
         return folder / name
 
 
@@ -98,17 +118,19 @@ def ble(target: str, profile: str, allow: list[str] | None) -> tuple[Transport, 
 def run_live(
     transport: Transport,
     profile: Profile,
-    bundle: Path,
+    bundle: Bundle | Path,
     *,
     on_event: Callable[[Event], None],
     save: Path | None = None,
-    user_profile: Path | None = None,
+    user_profile: UserProfile | Path | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> tuple[StreamPipeline, SessionStats, Path | None]:
     """Stream until the source ends (or Ctrl-C); return the pipeline, the session's counters
-    and where the record was saved. ``user_profile``: a calibration profile to apply;
+    and where the record was saved. ``bundle``: a loaded bundle or its directory;
+    ``user_profile``: a calibration profile (or its file) to apply, on the SDK's terms (one
+    that cannot be used leaves the bundle's defaults, the reason in ``profile_error``);
     ``options``: further :class:`~sdk.pipeline.StreamPipeline` keywords (``hop_s``,
-    ``stateful``, ``denoise``)."""
+    ``stateful``, ``denoise``, ``lead``)."""
     pipeline = StreamPipeline(
         bundle,
         fs_in=profile.fs,

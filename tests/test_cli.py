@@ -70,15 +70,18 @@ def test_finite_runs_skip_gaps_and_short_stretches() -> None:
 
 
 def _cli_error(capsys, *argv: str) -> str:
-    """Run ``ecgedge argv`` in-process; it must fail with status 2 and one stderr line."""
+    """Run ``ecgedge argv`` in-process; it must fail with status 2 and one stderr line, before
+    any output."""
     from ecgedge.cli import main
 
+    code: int | str | None
     try:
         code = main(list(argv))
     except SystemExit as stop:  # argparse's own refusals
         code = stop.code
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert out == "", out
     return err
 
 
@@ -179,3 +182,37 @@ def test_the_stream_summary_has_no_lost_tail_line_for_a_live_sensor() -> None:
         60.0, SessionStats(), 0.25
     )
     assert "no window analysed" in LiveView().summary(60.0, SessionStats(), None)
+
+
+def test_demo_checks_the_bundle_before_its_banner(capsys, tmp_path: Path) -> None:
+    err = _cli_error(capsys, "demo", "--fast", "--synthetic", "--bundle", str(tmp_path))
+    assert "manifest.json not found" in err  # and no banner (_cli_error checks)
+
+
+def test_bench_help_describes_every_benchmark(capsys) -> None:
+    import re
+
+    from ecgedge.cli import BENCHMARKS, main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    for name, what in BENCHMARKS.items():
+        assert re.search(rf"^  {re.escape(name)} +{re.escape(what)}$", text, re.M), name
+    refused = _cli_error(capsys, "bench", "no-such-benchmark")  # the choices are the list
+    assert refused.count("'") == 2 * (len(BENCHMARKS) + 1)
+    assert all(f"'{name}'" in refused for name in BENCHMARKS)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert f"{len(BENCHMARKS)} benchmarks" in capsys.readouterr().out
+
+
+def test_the_train_extra_reads_toml_on_every_python_the_package_allows() -> None:
+    """trainer/config.py reads its presets with tomllib, in the standard library from 3.11."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    lowest = tuple(int(v) for v in project["requires-python"].lstrip(">=").split("."))
+    if lowest < (3, 11):
+        train = [dep.replace(" ", "") for dep in project["optional-dependencies"]["train"]]
+        assert any(d.startswith("tomli") and "python_version<'3.11'" in d for d in train)

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser, installed by [train]
+    import tomli as tomllib
 
 from sdk.modalities import MODALITIES
 from trainer.checks import check_range

@@ -1,0 +1,127 @@
+"""``ecgedge stream``: the lead a simulated strap plays, saved sessions never overwritten,
+options refused for a source they do not apply to, and an unusable ``--user-profile``: each
+refused before anything streams (``_cli_error`` checks that nothing was printed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ecgedge import live
+from ecgedge.cli import STREAM_OPTION_SOURCES, main
+from tests.test_cli import _cli_error
+
+
+def _two_lead_record(folder: Path) -> np.ndarray:
+    """40 s of the synthetic ECG at 250 Hz as lead 0, the same halved as lead 1 (WFDB)."""
+    wfdb = pytest.importorskip("wfdb")
+    from sdk.synthetic import synthetic_ecg
+
+    x = synthetic_ecg((("sinus", 40.0),), fs=250.0, seed=2).signal.astype(np.float64)
+    signal = np.stack([x, 0.5 * x], axis=1)
+    wfdb.wrsamp(
+        "two",
+        fs=250,
+        units=["mV", "mV"],
+        sig_name=["I", "II"],
+        p_signal=signal,
+        fmt=["16", "16"],
+        adc_gain=[1000.0, 1000.0],
+        baseline=[0, 0],
+        write_dir=str(folder),
+    )
+    return signal
+
+
+def test_a_simulated_strap_plays_the_chosen_lead_of_a_record(tmp_path, monkeypatch, capsys):
+    signal = _two_lead_record(tmp_path)
+    played: list[np.ndarray] = []
+    original = live.simulated
+
+    def spy(signal_mv, fs, impairments, **kw):
+        played.append(np.asarray(signal_mv))
+        return original(signal_mv, fs, impairments, **kw)
+
+    monkeypatch.setattr(live, "simulated", spy)
+    argv = ["stream", "--simulate", "--record", str(tmp_path / "two"), "--lead", "1"]
+    assert main([*argv, "--speed", "0", "--seconds", "20"]) == 0, capsys.readouterr().err
+    assert np.allclose(played[0], signal[: 20 * 250, 1], atol=1e-3)  # lead 1, not lead 0
+    assert "Summary" in capsys.readouterr().out
+
+
+def test_a_lead_the_sensor_does_not_have_is_refused(capsys, monkeypatch):
+    from firmware_bridge.profiles import PolarH10
+
+    err = _cli_error(capsys, "stream", "--simulate", "--lead", "1")
+    assert "--lead 1: the simulated strap has one lead" in err
+    monkeypatch.setattr(live, "ble", lambda *a: (SimpleNamespace(), PolarH10()))
+    err = _cli_error(capsys, "stream", "--ble", "AA:BB", "--lead", "1")
+    assert "--lead 1: the --profile h10 sensor has one lead" in err
+
+
+@pytest.mark.parametrize("existing", [("hea", "dat"), ("hea", "dat", "gap"), ("gap",)])
+def test_save_refuses_a_folder_that_holds_a_session_before_streaming(capsys, tmp_path, existing):
+    for suffix in existing:
+        (tmp_path / f"session.{suffix}").write_text("old")
+    err = _cli_error(capsys, "stream", "--simulate", "--speed", "0", "--save", str(tmp_path))
+    names = ", ".join(f"session.{s}" for s in existing)
+    assert f"--save {tmp_path}: already holds a saved session ({names})" in err  # no output
+    assert all((tmp_path / f"session.{s}").read_text() == "old" for s in existing)
+
+
+def _recorder(*blocks: tuple[float, int]) -> live.Recorder:
+    """A recorder (no pipeline) holding 1-lead blocks of ``n`` samples at 130 Hz."""
+    rec = live.Recorder(SimpleNamespace(), 130.0)  # type: ignore[arg-type]
+    rec.blocks = [(ts, np.full((n, 1), 0.1, np.float32)) for ts, n in blocks]
+    return rec
+
+
+def test_a_session_without_gaps_leaves_no_stale_gap_file(tmp_path):
+    wfdb = pytest.importorskip("wfdb")
+    _recorder((0.0, 130), (2.0, 130)).save_wfdb(tmp_path)  # 1 s lost → session.gap
+    assert (tmp_path / "session.gap").is_file()
+    _recorder((0.0, 130), (1.0, 130), (2.0, 130)).save_wfdb(tmp_path)  # no gap
+    assert not (tmp_path / "session.gap").exists()
+    assert wfdb.rdrecord(str(tmp_path / "session")).sig_len == 3 * 130
+    assert live.saved_session(tmp_path) == [tmp_path / "session.hea", tmp_path / "session.dat"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--record", "r", "--save", "d"), "--save does not apply to a --record replay"),
+        (("--record", "r", "--loss", "0.1"), "--loss does not apply to a --record replay"),
+        (("--record", "r", "--compressed"), "--compressed does not apply to a --record replay"),
+        (("--record", "r", "--seed", "3"), "--seed does not apply to a --record replay"),
+        (("--record", "r", "--profile", "open"), "--profile does not apply to a --record"),
+        (("--simulate", "--allow", "x"), "--allow does not apply to --simulate (only to --ble)"),
+        (("--ble", "AA", "--seconds", "5"), "--seconds does not apply to --ble"),
+        (("--ble", "AA", "--speed", "0"), "--speed does not apply to --ble"),
+        (("--ble", "AA", "--jitter", "5"), "--jitter does not apply to --ble"),
+        (("--ble", "AA", "--record", "r"), "--record does not apply to --ble"),
+    ],
+)
+def test_options_that_do_not_apply_to_the_source_are_refused(capsys, argv, message):
+    assert message in _cli_error(capsys, "stream", *argv)
+
+
+def test_every_source_specific_option_is_a_stream_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["stream", "--help"])
+    usage = capsys.readouterr().out
+    assert all(f"[{option}" in usage for option in STREAM_OPTION_SOURCES)
+
+
+def test_an_unusable_user_profile_is_an_error_not_a_silent_fallback(capsys, tmp_path):
+    run = ("stream", "--simulate", "--speed", "0", "--seconds", "10", "--user-profile")
+    missing = tmp_path / "absent.json"
+    err = _cli_error(capsys, *run, str(missing))
+    assert err == f"ecgedge stream: error: --user-profile {missing}: no such profile\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    os.chmod(bad, 0o600)
+    assert f"--user-profile {bad}: not valid JSON" in _cli_error(capsys, *run, str(bad))
