@@ -190,6 +190,10 @@ def _export_embedder_run(args: argparse.Namespace, run: Path, kind: str) -> int:
             ("--denoiser", bool(args.denoiser)),
             ("--target jetson", args.target != "cpu"),
             ("--encoder", kind != "dacl" and bool(args.encoder)),
+            *(
+                (f"--{dest.replace('_', '-')}", getattr(args, dest) != default)
+                for dest, default in args.int8_defaults.items()
+            ),
         )
         if used
     ]
@@ -760,7 +764,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="refit the head of --base-bundle on the features its device path computes "
         "(its denoiser included) on the head's CinC 2017 training records",
     )
-    e.set_defaults(func=_cmd_export)
+    e.set_defaults(
+        func=_cmd_export,
+        # options of a DiffECG export only: a DiffAE-LRU or DACL run refuses them when set
+        int8_defaults={
+            d: e.get_default(d) for d in ("int8_limit", "int8_budget", "calibration_windows")
+        },
+    )
 
     td = sub.add_parser(
         "train-denoiser", help="train CD-ECGNet on clean ECG + NSTDB noise (--model.leads=N)"

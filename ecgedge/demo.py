@@ -61,9 +61,8 @@ class LiveView:
         hr = f"{event.heart_rate_bpm:5.0f} bpm" if event.heart_rate_bpm else "   -- bpm"
         q = "ok" if event.quality.ok else ",".join(event.quality.flags)
         probs = " ".join(f"{k}:{v:4.2f}" for k, v in event.probabilities.items())
-        how = "".join(
-            tag for tag, on in ((" denoised", event.denoised), (" step", event.stateful)) if on
-        )
+        tags = ((" denoised", event.denoised), (" step", event.stateful))
+        how = "".join(tag for tag, on in (*tags, (" user", event.personalized)) if on)
         print(
             f"{event.end_s / 60:6.2f} min  {event.label:>2}  {probs}  HR {hr}  quality {q:<10} "
             f"{event.latency_ms:5.1f} ms{how}  {'AF EPISODE' if self.in_af else ''}",

@@ -66,16 +66,16 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
     ablation) of an ``ecgedge train-dacl`` run into ``out_dir``; return parity and validation
     figures (SDK, FP32)."""
     results = json.loads((run_dir / "dacl.json").read_text())
-    if name not in results or not (run_dir / f"{name}.pt").is_file():
-        trained = [k for k in EXPERIMENTS if (run_dir / f"{k}.pt").is_file()]
+    if name not in EXPERIMENTS or name not in results or not (run_dir / f"{name}.pt").is_file():
+        trained = [k for k in EXPERIMENTS if k in results and (run_dir / f"{k}.pt").is_file()]
         raise ConfigError(f"{run_dir} has no encoder {name!r}; it has {trained}", key="encoder")
     data = run_data(results)
+    emb = load_embedder(run_dir, name)
     probe_dir = run_dir / name  # the torch linear-probe rows for `ecgedge bench rhythm --run`
     probe_dir.mkdir(exist_ok=True)
     (probe_dir / "probe.json").write_text(json.dumps(results[name], indent=2))
     train, val = cinc2017_split(data)
     f_train, f_val = cached_features(train.windows), cached_features(val.windows)
-    emb = load_embedder(run_dir, name)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

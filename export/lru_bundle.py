@@ -37,7 +37,7 @@ from trainer.diffusion import alphas_cumprod, linear_betas
 from trainer.metrics import CLASSES, rhythm_metrics
 from trainer.models.lru import LRUConfig, LRUStepModel
 from trainer.probe import load_head
-from trainer.train_diffae import CHECKPOINT, DiffAERunConfig, load
+from trainer.train_diffae import CHECKPOINT, DiffAERunConfig, load, train_command
 
 #: torch vs ONNX Runtime FP32 (whole window and step model), max |Δ| / max |reference|
 FP32_PARITY_TOL = 1e-4
@@ -205,7 +205,7 @@ def build_lru_bundle(run_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, A
             "train_seconds": payload["extra"].get("train_seconds"),
             "code_version": _code_version(),
             "commands": {
-                "train": f"ecgedge train-diffae --preset {cfg.preset}",
+                "train": train_command(cfg),
                 "export": f"ecgedge export --run {run_dir} --out {out_dir}",
             },
             "target": "cpu",

@@ -19,6 +19,7 @@ Battery Level (0x2A19 in service 0x180F), read/notify: one byte, percent (0..100
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,6 +104,8 @@ class HeartRateMeasurement:
     rr_rejected_s
         The intervals the notification carried outside :data:`RR_RANGE_S`, oldest first:
         kept apart, not lost; usually empty.
+    rr_rejected_at
+        Where each of ``rr_rejected_s`` stood among all the notification's intervals.
     """
 
     bpm: int | None
@@ -110,6 +113,14 @@ class HeartRateMeasurement:
     energy_kj: int | None
     rr_s: tuple[float, ...]
     rr_rejected_s: tuple[float, ...] = ()
+    rr_rejected_at: tuple[int, ...] = ()
+
+    def rr_in_order(self) -> list[float]:
+        """Every interval of the notification in its order, NaN where one was rejected."""
+        out = [math.nan] * (len(self.rr_s) + len(self.rr_rejected_s))
+        kept = iter(self.rr_s)
+        rejected = set(self.rr_rejected_at)
+        return [v if i in rejected else next(kept) for i, v in enumerate(out)]
 
 
 def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
@@ -151,7 +162,12 @@ def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
         raise DecodeError(f"{rest} unexpected trailing bytes", reason="length", offset=pos)
     beat = (rr >= RR_RANGE_S[0]) & (rr <= RR_RANGE_S[1])
     return HeartRateMeasurement(
-        bpm or None, contact, energy, tuple(rr[beat].tolist()), tuple(rr[~beat].tolist())
+        bpm or None,
+        contact,
+        energy,
+        tuple(rr[beat].tolist()),
+        tuple(rr[~beat].tolist()),
+        tuple(np.flatnonzero(~beat).tolist()),
     )
 
 

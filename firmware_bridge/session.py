@@ -321,16 +321,12 @@ class SensorSession:
             return
         self.stats.hr_notifications += 1
         self.stats.hr_no_value += measurement.bpm is None
-        if measurement.rr_rejected_s:
-            # where in the notification an interval was rejected is not kept: break the
-            # series around each one kept, so that no successive difference spans a hole
-            self.stats.rr_rejected += len(measurement.rr_rejected_s)
-            for rr in measurement.rr_s:
+        self.stats.rr_rejected += len(measurement.rr_rejected_s)
+        for rr in measurement.rr_in_order():  # the series breaks where one was rejected
+            if math.isnan(rr):
                 self._break_rr()
+            else:
                 self.rr_intervals_s.append(rr)
-            self._break_rr()
-        else:
-            self.rr_intervals_s.extend(measurement.rr_s)
         if self.on_heart_rate is not None:
             self.on_heart_rate(host_time_s, measurement)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import io
 import json
 import math
@@ -443,13 +444,19 @@ def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bund
             reason="malformed",
         )
     raw = manifest_path.read_bytes()
-    if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
-        raise BundleError(
-            f"manifest SHA-256 {hashlib.sha256(raw).hexdigest()[:12]}… is not the pinned "
-            f"{manifest_sha256[:12]}…",
-            path=str(manifest_path),
-            reason="checksum",
-        )
+    if manifest_sha256 is not None:
+        if not isinstance(manifest_sha256, str) or not _SHA256.fullmatch(manifest_sha256.lower()):
+            raise ConfigError(
+                f"manifest_sha256 must be 64 hex digits, got {manifest_sha256!r}",
+                field="manifest_sha256",
+            )
+        digest = hashlib.sha256(raw).hexdigest()
+        if not hmac.compare_digest(digest, manifest_sha256.lower()):
+            raise BundleError(
+                f"manifest SHA-256 {digest[:12]}… is not the pinned {manifest_sha256[:12]}…",
+                path=str(manifest_path),
+                reason="checksum",
+            )
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # also an integer of too many digits

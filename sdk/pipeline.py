@@ -25,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import numbers
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -107,20 +109,20 @@ class StreamStats:
         return self.label_s.get(label, 0.0) / total if total > 0 else None
 
 
+def _is_number(value: object) -> TypeGuard[numbers.Real]:
+    """A real number (numpy scalars too), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_rates(fs_in: object, buffer_s: object, high_hz: float) -> None:
     """``fs_in`` must be a finite rate of at least twice the bundle's band-pass high edge (a
     slower stream cannot carry the QRS content the bundle's models were trained on, and its
     windows would look clean); ``buffer_s`` a finite positive duration."""
     for name, value in (("fs_in", fs_in), ("buffer_s", buffer_s)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{name} must be a finite positive number, got {value!r}", field=name)
-    assert isinstance(fs_in, (int, float))
-    if fs_in < 2.0 * high_hz:
+    assert isinstance(fs_in, numbers.Real)
+    if float(fs_in) < 2.0 * high_hz:
         raise ConfigError(
             f"fs_in ({fs_in:g} Hz) must be at least twice the bundle's band-pass high edge "
             f"({2.0 * high_hz:g} Hz)",
@@ -454,9 +456,9 @@ class StreamPipeline:
             self.stats.blocks_rejected += 1
             raise BlockError("the stream is closed", reason="closed")
         if fs is not None and not (
-            isinstance(fs, (int, float))
+            _is_number(fs)
             and math.isfinite(fs)
-            and abs(fs - self.fs_in) <= 1e-9 * self.fs_in
+            and abs(float(fs) - self.fs_in) <= 1e-9 * self.fs_in
         ):
             self.stats.blocks_rejected += 1
             raise SampleRateError(

@@ -58,4 +58,8 @@ def test_stream_uses_a_profile_from_calibrate(calibrated, capsys) -> None:
     argv = ["stream", "--record", str(record), "--speed", "0", "--seconds", "20"]
     assert main([*argv, "--user-profile", str(profile)]) == 0
     captured = capsys.readouterr()
-    assert "user profile" not in captured.err and " HR " in captured.out
+    assert "user profile" not in captured.err
+    windows = [line for line in captured.out.splitlines() if " HR " in line]
+    assert windows and all(" user" in line for line in windows)
+    assert main(argv) == 0  # without the profile no window says so
+    assert not any(" user" in line for line in capsys.readouterr().out.splitlines())

@@ -38,7 +38,7 @@ def test_diffae_smoke_run_exports_a_streaming_bundle(tmp_path: Path, capsys) -> 
     assert b.manifest.name == "diffae-lru-smoke"
     commands = json.loads((out / "manifest.json").read_text())["provenance"]["commands"]
     assert commands == {
-        "train": "ecgedge train-diffae --preset smoke",
+        "train": f"ecgedge train-diffae --preset smoke --train.out_dir={run}",
         "export": f"ecgedge export --run {run} --out {out}",
     }
     step = json.loads((out / "manifest.json").read_text())["streaming"]
@@ -53,9 +53,10 @@ def test_dacl_smoke_run_exports_the_chosen_encoder(tmp_path: Path, capsys) -> No
     assert results["preset"] == "smoke" and results["data"]["max_records"] == 24
     assert {"dacl", "dae"} <= set(results)
     capsys.readouterr()
-    assert main(["export", "--run", str(run), "--encoder", "ablation_mid", "--out", str(out)]) == 2
-    assert "has no encoder 'ablation_mid'; it has ['dacl', 'dae']" in capsys.readouterr().err
-    assert not out.exists()
+    for name in ("ablation_mid", "vae"):  # not trained; not an encoder
+        assert main(["export", "--run", str(run), "--encoder", name, "--out", str(out)]) == 2
+        assert f"has no encoder '{name}'; it has ['dacl', 'dae']" in capsys.readouterr().err
+        assert not out.exists() and not (run / name).exists()
     assert main(["export", "--run", str(run), "--encoder", "dae", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["name"] == "dacl-dae"
@@ -74,6 +75,8 @@ def test_export_refuses_a_folder_of_no_run_and_flags_of_another_kind(
     argv = ["export", "--run", str(tmp_path), "--out", str(tmp_path / "b"), "--target", "jetson"]
     assert main(argv) == 2
     assert "--target jetson: not for a diffae-lru run" in capsys.readouterr().err
+    assert main([*argv[:-2], "--int8-limit", "0.05"]) == 2
+    assert "--int8-limit: not for a diffae-lru run" in capsys.readouterr().err
     (tmp_path / "dacl.json").write_text("{}")
     assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
     assert "more than one of" in capsys.readouterr().err

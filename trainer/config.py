@@ -273,6 +273,27 @@ def read_preset(name_or_path: str, prefix: str = "") -> tuple[dict[str, Any], st
         raise ConfigError(f"preset {name}: invalid TOML: {exc}", key="preset") from exc
 
 
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def command_with_overrides(
+    command: str, preset: str, values: dict[str, Any], base: dict[str, Any]
+) -> str:
+    """``command --preset PRESET`` plus a ``--section.key=value`` for every value of
+    ``values`` (``{section: {key: value}}``, as a config's ``asdict``) that differs from
+    ``base`` (the preset's): the command line that rebuilds ``values``."""
+    parts = [f"{command} --preset {preset}"]
+    for section, table in values.items():
+        if not isinstance(table, dict):
+            continue
+        for key, value in table.items():
+            if _listed(base.get(section, {}).get(key)) != _listed(value):  # JSON has no tuples
+                text = ",".join(map(str, value)) if isinstance(value, list | tuple) else value
+                parts.append(f"--{section}.{key}={text}")
+    return " ".join(parts)
+
+
 def load_preset(name_or_path: str, overrides: dict[str, str] | None = None) -> RunConfig:
     """Load a preset by name (``smoke``, ``cpu``, ``gpu``) or from a TOML file path."""
     table, name = read_preset(name_or_path)

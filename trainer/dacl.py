@@ -27,7 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
-from trainer.config import DataConfig, build_sections, read_preset
+from trainer.checks import check_range
+from trainer.config import (
+    DataConfig,
+    build_sections,
+    command_with_overrides,
+    preset_names,
+    read_preset,
+)
 from trainer.data.datasets import WindowSet
 from trainer.diffusion import alphas_cumprod, linear_betas
 from trainer.errors import ConfigError
@@ -68,6 +75,11 @@ class DACLTrainConfig:
             raise ConfigError("schedule must be 'scaled' or 'ddpm'", key="schedule")
         if not 1 <= self.t_lo <= self.t_hi <= self.diffusion_steps:
             raise ConfigError("need 1 <= t_lo <= t_hi <= diffusion_steps", key="t_lo")
+        check_range(
+            "train",
+            self,
+            positive=("sigma", "margin", "steps", "batch_size", "lr", "diffusion_steps"),
+        )
 
 
 def standardize(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -277,11 +289,11 @@ def run_all(
     vae_steps: int = 3000,
     experiments: tuple[str, ...] = tuple(EXPERIMENTS),
     reuse_vae: bool = False,
-    data: DataConfig | None = None,
-    preset: str = "custom",
+    recorded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """VAE once, then every experiment; writes ``dacl.json`` (with ``data``, the split the
-    features came from, and the ``preset``) and each encoder's weights."""
+    """VAE once, then every experiment; writes ``dacl.json`` (with ``recorded``: the run's
+    preset and its ``data`` and ``run`` sections, so the run can be rebuilt) and each
+    encoder's weights."""
     base = base or DACLTrainConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
     mean, std = standardize(feats_train)
@@ -306,8 +318,7 @@ def run_all(
         "reference_vae_latent": evaluate(z_train, z_val, train, val),
         "config": asdict(cfg),
         "train": asdict(base),
-        "data": asdict(data or DataConfig()),
-        "preset": preset,
+        **(recorded or {}),
     }
     torch.save(
         {
@@ -420,24 +431,20 @@ def train_dacl(cfg: DACLRunConfig) -> dict[str, Any]:
         vae_steps=cfg.run.vae_steps,
         experiments=cfg.run.experiments,
         reuse_vae=cfg.run.reuse_vae,
-        data=cfg.data,
-        preset=cfg.preset,
+        recorded={"preset": cfg.preset, "data": asdict(cfg.data), "run": asdict(cfg.run)},
     )
 
 
 def train_command(results: dict[str, Any], run_dir: Path) -> str:
     """The ``ecgedge train-dacl`` command that trains a run like the one whose ``dacl.json``
     gave ``results``: its preset (``cpu`` when it recorded none or a file) plus an override
-    for each training value and the folder that differ from the preset."""
-    from trainer.config import preset_names
-
+    for each value of its ``data``, ``train`` and ``run`` sections that differs from the
+    preset's (a run from before ``data`` and ``run`` were recorded: ``train`` and the folder)."""
     preset = results.get("preset", "cpu")
     preset = preset if preset in preset_names("dacl_") else "cpu"
     base = load_dacl_preset(preset)
-    parts = [f"ecgedge train-dacl --preset {preset}"]
-    for key, value in results.get("train", {}).items():
-        if getattr(base.train, key, value) != value:
-            parts.append(f"--train.{key}={value}")
-    if Path(base.run.out_dir) != run_dir:
-        parts.append(f"--run.out_dir={run_dir}")
-    return " ".join(parts)
+    run = dict(results.get("run", {"out_dir": str(run_dir)}))
+    run["out_dir"] = str(run_dir)  # where the run is now
+    values = {"data": results.get("data", {}), "train": results.get("train", {}), "run": run}
+    base_values = {"data": asdict(base.data), "train": asdict(base.train), "run": asdict(base.run)}
+    return command_with_overrides("ecgedge train-dacl", preset, values, base_values)

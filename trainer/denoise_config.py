@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainer.checks import check_range
-from trainer.config import build_sections, check_band, check_fraction, read_preset
+from trainer.config import (
+    build_sections,
+    check_band,
+    check_fraction,
+    command_with_overrides,
+    preset_names,
+    read_preset,
+)
 from trainer.data.denoise_data import DATABASE_LEADS
 from trainer.errors import ConfigError
 from trainer.models.cdecgnet import CDConfig
@@ -146,18 +153,8 @@ def load_denoise_preset(
 
 
 def train_command(cfg: DenoiseRunConfig) -> str:
-    """The ``ecgedge train-denoiser`` command that rebuilds ``cfg``: its preset plus an override
-    for every value that differs from the preset (``custom`` configs list no preset)."""
-    try:
-        base = load_denoise_preset(cfg.preset).to_dict()
-    except ConfigError:
-        base = DenoiseRunConfig().to_dict()
-    parts = [f"ecgedge train-denoiser --preset {cfg.preset}"]
-    for section, values in cfg.to_dict().items():
-        if not isinstance(values, dict):
-            continue
-        for key, value in values.items():
-            if base[section].get(key) != value:
-                text = ",".join(map(str, value)) if isinstance(value, list | tuple) else value
-                parts.append(f"--{section}.{key}={text}")
-    return " ".join(parts)
+    """The ``ecgedge train-denoiser`` command that rebuilds ``cfg``: its preset (``cpu`` for a
+    config from a file or none) plus an override for every value that differs from it."""
+    preset = cfg.preset if cfg.preset in preset_names("denoise_") else "cpu"
+    base = load_denoise_preset(preset).to_dict()
+    return command_with_overrides("ecgedge train-denoiser", preset, cfg.to_dict(), base)

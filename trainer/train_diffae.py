@@ -27,7 +27,13 @@ from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
 from trainer.checks import check_range
-from trainer.config import DataConfig, build_sections, read_preset
+from trainer.config import (
+    DataConfig,
+    build_sections,
+    command_with_overrides,
+    preset_names,
+    read_preset,
+)
 from trainer.data.datasets import cinc2017_split, pretrain_windows
 from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
 from trainer.errors import CheckpointError, ConfigError
@@ -99,6 +105,14 @@ def load_diffae_preset(name: str, overrides: dict[str, str] | None = None) -> Di
     """``smoke``/``cpu``/``gpu`` (``trainer/presets/lru_<name>.toml``) or a path to a TOML file."""
     table, preset = read_preset(name, "lru_")
     return build_diffae_config(table, overrides, preset=preset)
+
+
+def train_command(cfg: DiffAERunConfig) -> str:
+    """The ``ecgedge train-diffae`` command that rebuilds ``cfg``: its preset (``cpu`` for a
+    config from a file or none) plus an override for every value that differs from it."""
+    preset = cfg.preset if cfg.preset in preset_names("lru_") else "cpu"
+    base = load_diffae_preset(preset).to_dict()
+    return command_with_overrides("ecgedge train-diffae", preset, cfg.to_dict(), base)
 
 
 def _lr_at(step: int, tc: DiffAETrainConfig) -> float:

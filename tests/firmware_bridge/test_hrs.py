@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from firmware_bridge import hrs
@@ -81,6 +82,7 @@ def test_round_trip(bpm, contact, energy, rr):
         energy,
         tuple(r for r in rr_ticks if low <= r <= high),
         tuple(r for r in rr_ticks if not low <= r <= high),  # kept apart, not lost
+        tuple(i for i, r in enumerate(rr_ticks) if not low <= r <= high),
     )
 
 
@@ -134,3 +136,13 @@ def test_battery_level():
         with pytest.raises(DecodeError) as info:
             hrs.parse_battery_level(bad)
         assert info.value.reason == reason
+
+
+def test_rr_in_order_breaks_only_where_an_interval_was_rejected():
+    m = hrs.parse_hr_measurement(hrs.encode_hr_measurement(75, rr_s=[0.75, 0.75, 0.75, 40.0]))
+    assert m.rr_s == (0.75,) * 3 and m.rr_rejected_s == (40.0,) and m.rr_rejected_at == (3,)
+    got = m.rr_in_order()
+    assert got[:3] == [0.75] * 3 and np.isnan(got[3]) and len(got) == 4
+    m = hrs.parse_hr_measurement(hrs.encode_hr_measurement(75, rr_s=[0.125, 0.75, 9.0, 0.5]))
+    got = m.rr_in_order()
+    assert np.isnan(got[0]) and got[1] == 0.75 and np.isnan(got[2]) and got[3] == 0.5

@@ -441,3 +441,13 @@ def test_a_pinned_manifest_hash_refuses_an_edited_manifest_whose_files_verify(bu
     with pytest.raises(BundleError, match="is not the pinned") as err:
         load_bundle(bundle_copy, manifest_sha256=pinned)
     assert err.value.reason == "checksum"
+
+
+def test_a_pin_is_hex_in_either_case_or_a_config_error(bundle_copy):
+    from sdk.errors import ConfigError
+
+    pinned = load_bundle(bundle_copy).manifest_sha256
+    assert load_bundle(bundle_copy, manifest_sha256=pinned.upper()).manifest_sha256 == pinned
+    for bad in ("abc", pinned.encode(), pinned[:-1] + "g"):
+        with pytest.raises(ConfigError, match="64 hex digits"):
+            load_bundle(bundle_copy, manifest_sha256=bad)

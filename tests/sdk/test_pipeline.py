@@ -495,3 +495,11 @@ def test_a_block_whose_rate_is_not_a_number_is_refused_and_counted(bundle):
     assert pipe.stats.blocks_rejected == 1
     pipe.push(np.zeros(250, np.float32), fs=250.0)  # the stream goes on
     assert pipe.stats.blocks_rejected == 1
+
+
+def test_numpy_scalars_are_rates_like_any_number(bundle):
+    pipe = StreamPipeline(bundle, fs_in=np.int64(250), buffer_s=np.float32(60))
+    pipe.push(np.zeros(250, np.float32), fs=np.float32(250.0))
+    assert pipe.stats.blocks_rejected == 0
+    with pytest.raises(ConfigError, match="finite positive"):
+        StreamPipeline(bundle, fs_in=np.bool_(True))

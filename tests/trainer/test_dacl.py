@@ -119,3 +119,49 @@ def test_schedules_differ_in_late_noise() -> None:
     assert scaled[-1] < 1e-3 < 0.5 < ddpm[-1] and scaled.shape == ddpm.shape == (50,)
     with pytest.raises(ConfigError):
         DACLTrainConfig(schedule="cosine")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.steps", "0"),
+        ("train.lr", "-1"),
+        ("train.batch_size", "0"),
+        ("train.sigma", "-2"),
+        ("train.margin", "-1"),
+        ("run.vae_steps", "0"),
+        ("run.experiments", "dacl,nope"),
+    ],
+)
+def test_dacl_presets_refuse_values_out_of_range(key: str, value: str) -> None:
+    from trainer.dacl import load_dacl_preset
+    from trainer.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        load_dacl_preset("smoke", {key: value})
+
+
+def test_the_recorded_train_command_rebuilds_the_run(tmp_path) -> None:
+    from dataclasses import asdict
+
+    from trainer.config import parse_overrides
+    from trainer.dacl import load_dacl_preset, train_command
+
+    argv = [
+        "--data.max_records=100",
+        "--run.vae_steps=10",
+        "--run.experiments=dacl,dae",
+        "--train.schedule=ddpm",
+        f"--run.out_dir={tmp_path}",
+    ]
+    cfg = load_dacl_preset("cpu", parse_overrides(argv))
+    results = {
+        "preset": cfg.preset,
+        "train": asdict(cfg.train),
+        "data": asdict(cfg.data),
+        "run": asdict(cfg.run),
+    }
+    command = train_command(results, tmp_path)
+    assert command.startswith("ecgedge train-dacl --preset cpu ")
+    again = load_dacl_preset("cpu", parse_overrides(command.split()[4:]))
+    assert again == cfg
