@@ -14,26 +14,16 @@ import pytest
 from ecgedge import live
 from ecgedge.cli import STREAM_OPTION_SOURCES, main
 from tests.test_cli import _cli_error
+from tests.wfdb_records import write_record
 
 
 def _two_lead_record(folder: Path) -> np.ndarray:
     """40 s of the synthetic ECG at 250 Hz as lead 0, the same halved as lead 1 (WFDB)."""
-    wfdb = pytest.importorskip("wfdb")
     from sdk.synthetic import synthetic_ecg
 
     x = synthetic_ecg((("sinus", 40.0),), fs=250.0, seed=2).signal.astype(np.float64)
     signal = np.stack([x, 0.5 * x], axis=1)
-    wfdb.wrsamp(
-        "two",
-        fs=250,
-        units=["mV", "mV"],
-        sig_name=["I", "II"],
-        p_signal=signal,
-        fmt=["16", "16"],
-        adc_gain=[1000.0, 1000.0],
-        baseline=[0, 0],
-        write_dir=str(folder),
-    )
+    write_record(folder, "two", signal)
     return signal
 
 

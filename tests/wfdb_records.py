@@ -1,4 +1,4 @@
-"""Writing small WFDB test records (1 lead, mV, 16-bit, 1 µV steps; NaN stays a lost sample)."""
+"""Writing small WFDB test records (mV, 16-bit, 1 µV steps; NaN stays a lost sample)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ import pytest
 
 
 def write_record(folder: Path, name: str, x: np.ndarray, fs: int = 250) -> None:
-    """Write ``x`` (n,) in mV as ``folder/name`` (.hea/.dat); NaN is WFDB's missing sample."""
+    """Write ``x`` (n,) or (n, leads) in mV as ``folder/name`` (.hea/.dat); NaN is WFDB's
+    missing sample."""
     wfdb = pytest.importorskip("wfdb")
     folder.mkdir(parents=True, exist_ok=True)
+    signal = np.asarray(x, dtype=np.float64)
+    signal = signal.reshape(-1, 1) if signal.ndim == 1 else signal
+    leads = signal.shape[1]
     wfdb.wrsamp(
         name,
         fs=fs,
-        units=["mV"],
-        sig_name=["ECG0"],
-        p_signal=np.asarray(x, dtype=np.float64).reshape(-1, 1),
-        fmt=["16"],
-        adc_gain=[1000.0],
-        baseline=[0],
+        units=["mV"] * leads,
+        sig_name=[f"ECG{j}" for j in range(leads)],
+        p_signal=signal,
+        fmt=["16"] * leads,
+        adc_gain=[1000.0] * leads,
+        baseline=[0] * leads,
         write_dir=str(folder),
     )
