@@ -41,6 +41,46 @@ def budgets(max_evals: int | None, n_modalities: int) -> dict[str, int]:
     return {"max_evals": max_evals, "max_extractor_evals": max_evals * n_modalities}
 
 
+def read_labels(path: Path, classes: tuple[str, ...], duration_s: float) -> list[tuple]:
+    """Labelled stretches of a recording from a CSV file, one ``start_s,end_s,class`` per line
+    (seconds from the record's start; ``#`` comments and blank lines skipped): the labels of a
+    session saved by ``ecgedge stream --save``, which has no annotations. Raises
+    :class:`ValueError` naming the line of any defect: a class not in ``classes``, numbers
+    that are not finite, ``start >= end``, a stretch beyond the record or overlapping another."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--labels {path}: cannot read it ({exc})") from exc
+    out: list[tuple[float, float, str]] = []
+    for i, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        where = f"--labels {path}, line {i}"
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3:
+            raise ValueError(f"{where}: expected start_s,end_s,class, got {raw.strip()!r}")
+        try:
+            start, end = float(parts[0]), float(parts[1])
+        except ValueError:
+            bad = raw.strip()
+            raise ValueError(f"{where}: start and end must be seconds, got {bad!r}") from None
+        if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end):
+            raise ValueError(f"{where}: need 0 <= start < end, got {start:g}, {end:g}")
+        if end > duration_s + 1e-6:
+            raise ValueError(f"{where}: ends at {end:g} s, the record lasts {duration_s:g} s")
+        if parts[2] not in classes:
+            raise ValueError(f"{where}: class {parts[2]!r} is not one of {list(classes)}")
+        out.append((start, end, parts[2]))
+    if not out:
+        raise ValueError(f"--labels {path}: no labelled stretch")
+    ordered = sorted(out)
+    for (_, e0, _), (s1, _, _) in zip(ordered, ordered[1:]):
+        if s1 < e0:
+            raise ValueError(f"--labels {path}: stretches overlap at {s1:g} s")
+    return ordered
+
+
 def calibrate_record(
     record: Path,
     out: Path,
@@ -54,8 +94,10 @@ def calibrate_record(
     max_seconds: float | None = None,
     anchors: str | None = None,
     denoise: bool = True,
+    labels: Path | None = None,
 ) -> int:
-    """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels), save.
+    """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels from its
+    annotations, or the stretches of a ``labels`` file: :func:`read_labels`), save.
 
     ``max_evals``: objective evaluations at most (fewer when ``max_seconds`` runs out or the
     search ends by itself), whatever the bundle's number of modalities; ``None`` keeps the
@@ -66,14 +108,21 @@ def calibrate_record(
     is windowed on its own.
     """
     rec = read_wfdb(record, lead)
-    if not rec.rhythm:
-        print(f"{record}: no rhythm annotations to calibrate on", file=sys.stderr)
-        return 2
-    n = int(minutes * 60 * rec.fs) if minutes > 0 else rec.signal.shape[0]
-    intervals = [
-        (s / rec.fs, min(e, n) / rec.fs, rhythm_class(lab)) for s, e, lab in rec.rhythm if s < n
-    ]
     bundle = load_bundle(bundle_dir)
+    n = int(minutes * 60 * rec.fs) if minutes > 0 else rec.signal.shape[0]
+    if labels is not None:
+        stretches = read_labels(labels, bundle.manifest.classes, rec.signal.shape[0] / rec.fs)
+        intervals = [(s, min(e, n / rec.fs), c) for s, e, c in stretches if s < n / rec.fs]
+    elif rec.rhythm:
+        intervals = [
+            (s / rec.fs, min(e, n) / rec.fs, rhythm_class(lab)) for s, e, lab in rec.rhythm if s < n
+        ]
+    else:
+        print(
+            f"{record}: no rhythm annotations to calibrate on (give --labels FILE)",
+            file=sys.stderr,
+        )
+        return 2
     cal = Calibrator(
         bundle,
         objective=objective,
@@ -97,7 +146,10 @@ def calibrate_record(
     def progress(i: int, t: dict[str, int], score: float) -> None:
         most = f" (at most {max_evals})" if max_evals is not None else ""
         line = f"evaluation {i:2d}{most}  t={t}  {objective}={score:.4g}"
-        print(f"\r  {line}  ", end="")
+        if sys.stdout.isatty():  # one line, redrawn; a log gets a line per evaluation
+            print(f"\r  {line}  ", end="", flush=True)
+        else:
+            print(f"  {line}", flush=True)
 
     result = cal.calibrate(user=user, progress=progress)
     path = save_profile(result.profile, out)

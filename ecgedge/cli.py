@@ -470,6 +470,7 @@ def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
         max_seconds=args.max_seconds,
         anchors=args.anchors,
         denoise=not args.no_denoise,
+        labels=Path(args.labels) if args.labels else None,
     )
 
 
@@ -630,6 +631,8 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
             **_pipeline_options(args),
         )
         play(recording, pipeline, speed=args.speed, seconds=args.seconds)
+        stats_in = pipeline.stats
+        print(view.summary(stats_in.samples_in / recording.fs, None, stats_in.share("A"), stats_in))
         return 0
     pipeline, stats, saved = run_live(
         transport,
@@ -640,7 +643,14 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         user_profile=user_profile,
         options={**_pipeline_options(args), "lead": lead},
     )
-    print(view.summary(pipeline.stats.samples_in / profile.fs, stats, pipeline.stats.share("A")))
+    print(
+        view.summary(
+            pipeline.stats.samples_in / profile.fs,
+            stats,
+            pipeline.stats.share("A"),
+            pipeline.stats,
+        )
+    )
     print(f"  counters        {stats.to_dict()}")
     if saved is not None:
         print(f"  saved           {saved} (WFDB; gaps annotated in .gap)")
@@ -871,7 +881,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "calibrate", help="per-user calibration of t and the head from a labelled recording"
     )
-    c.add_argument("record", help="WFDB record path without extension, with rhythm annotations")
+    c.add_argument(
+        "record",
+        help="WFDB record path without extension, with rhythm annotations (or --labels)",
+    )
+    c.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="labelled stretches instead of the record's annotations, one start_s,end_s,class "
+        "per line (classes of the bundle, e.g. N, A): for a session saved by stream --save",
+    )
     c.add_argument("--out", required=True, help="profile file to write (JSON, mode 0600)")
     c.add_argument("--user", default="user", help="an opaque user identifier stored in the profile")
     c.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")

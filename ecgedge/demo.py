@@ -17,6 +17,7 @@ from firmware_bridge.session import SessionStats
 from firmware_bridge.simulator import Impairments
 from sdk.bundle import load_bundle
 from sdk.events import EpisodeEvent, Event, WindowEvent
+from sdk.pipeline import StreamStats
 from sdk.synthetic import synthetic_ecg
 
 DEMO_RECORD = ("mitdb", "201")  # MIT-BIH 201: atrial fibrillation episodes among sinus rhythm
@@ -69,7 +70,15 @@ class LiveView:
             flush=True,
         )
 
-    def summary(self, stream_s: float, bridge: SessionStats, windows_af: float | None) -> str:
+    def summary(
+        self,
+        stream_s: float,
+        bridge: SessionStats | None,
+        windows_af: float | None,
+        stream: StreamStats | None = None,
+    ) -> str:
+        """The end-of-stream report; ``bridge`` is ``None`` for a record replayed straight into
+        the SDK, ``stream`` (the pipeline's counters) adds what the SDK refused or flagged."""
         onsets = [e for e in self.episodes if e.phase == "onset"]
         offsets = [e for e in self.episodes if e.phase == "offset"]
         af_s = sum(e.duration_s or 0.0 for e in offsets)
@@ -79,7 +88,6 @@ class LiveView:
         spans = ", ".join(
             f"{a.time_s / 60:.1f}–{b.time_s / 60:.1f} min" for a, b in zip(onsets, offsets)
         )
-        a = bridge.assembly
         lines = [
             "",
             "Summary",
@@ -95,9 +103,20 @@ class LiveView:
             f"  window latency  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms",
             f"  embedding       {sum(w.stateful for w in self.windows)} windows by the step "
             f"model, {sum(w.denoised for w in self.windows)} denoised",
-            f"  bridge          {bridge.packets} PMD frames, {bridge.malformed} malformed, "
-            f"{a.gaps} gaps ({a.samples_lost} samples), {bridge.reconnects} reconnects",
         ]
+        if stream is not None:
+            lines.append(
+                f"  input           {stream.nonfinite_samples} lost or non-finite samples, "
+                f"{stream.gaps} gaps ({stream.gap_s:.1f} s), {stream.blocks_rejected} blocks "
+                "refused"
+            )
+        if bridge is None:
+            return "\n".join(lines)
+        a = bridge.assembly
+        lines.append(
+            f"  bridge          {bridge.packets} PMD frames, {bridge.malformed} malformed, "
+            f"{a.gaps} gaps ({a.samples_lost} samples), {bridge.reconnects} reconnects"
+        )
         if bridge.samples_lost_at_end is not None:  # a source that knows its end (simulated)
             lines.append(
                 f"  lost at end     {bridge.samples_lost_at_end} samples, never delivered after "
@@ -139,5 +158,7 @@ def run_demo(
         print(f"  reference AF episodes: {', '.join(truth) or 'none'}")
     view = LiveView()
     pipeline, stats, _ = run_live(transport, profile, loaded, on_event=view)
-    print(view.summary(signal.size / recording.fs, stats, pipeline.stats.share("A")))
+    print(
+        view.summary(signal.size / recording.fs, stats, pipeline.stats.share("A"), pipeline.stats)
+    )
     return 0

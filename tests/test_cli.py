@@ -39,6 +39,17 @@ def test_replay_keeps_lost_samples_for_the_sdk_to_flag(tmp_path: Path) -> None:
     assert np.array_equal(np.isnan(rec.signal), np.isnan(x))
 
 
+def test_a_replay_ends_with_a_summary_that_counts_the_lost_samples(tmp_path: Path, capsys) -> None:
+    from ecgedge.cli import main
+
+    _session_with_gap(tmp_path)
+    assert main(["stream", "--record", str(tmp_path / "session"), "--speed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Summary" in out and "streamed        2.0 min" in out
+    assert "input           500 lost or non-finite samples" in out
+    assert "bridge" not in out  # no sensor link in a replay
+
+
 def test_calibrate_uses_only_received_samples(tmp_path: Path, monkeypatch) -> None:
     x = _session_with_gap(tmp_path)
     seen: list[np.ndarray] = []

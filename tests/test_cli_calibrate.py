@@ -63,3 +63,43 @@ def test_stream_uses_a_profile_from_calibrate(calibrated, capsys) -> None:
     assert windows and all(" user" in line for line in windows)
     assert main(argv) == 0  # without the profile no window says so
     assert not any(" user" in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_a_saved_session_calibrates_from_a_labels_file(tmp_path: Path, capsys) -> None:
+    from sdk.synthetic import synthetic_ecg
+    from tests.wfdb_records import write_record
+
+    ecg = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=250.0, seed=3)
+    x = ecg.signal.astype(np.float64)
+    x[5000:5400] = np.nan  # lost samples, as a saved session keeps them
+    write_record(tmp_path, "session", x)  # no annotations
+    argv = ["calibrate", str(tmp_path / "session"), "--out", str(tmp_path / "p.json")]
+    assert main([*argv, "--minutes", "0", "--max-evals", "4"]) == 2
+    assert "give --labels FILE" in capsys.readouterr().err
+    labels = tmp_path / "labels.csv"
+    labels.write_text("# start_s,end_s,class\n0,60,N\n\n60,120,A  # the AF minute\n")
+    assert main([*argv, "--minutes", "0", "--max-evals", "4", "--labels", str(labels)]) == 0
+    counts = json.loads((tmp_path / "p.json").read_text())["calibration"]["label_counts"]
+    assert counts["N"] > 0 and counts["A"] > 0 and set(counts) <= {"N", "A"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0,60,X\n", "line 1: class 'X' is not one of"),
+        ("0,60\n", "line 1: expected start_s,end_s,class"),
+        ("a,60,N\n", "line 1: start and end must be seconds"),
+        ("60,0,N\n", "line 1: need 0 <= start < end"),
+        ("0,nan,N\n", "line 1: need 0 <= start < end"),
+        ("0,500,N\n", "line 1: ends at 500 s, the record lasts 120 s"),
+        ("0,60,N\n30,90,A\n", "stretches overlap at 30 s"),
+        ("# nothing\n", "no labelled stretch"),
+    ],
+)
+def test_a_bad_labels_file_is_refused_naming_the_line(tmp_path: Path, text, message) -> None:
+    from ecgedge.calibrate import read_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_labels(path, ("N", "A", "O", "~"), 120.0)
