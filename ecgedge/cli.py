@@ -101,7 +101,16 @@ def _cmd_probe(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from export.build import build_bundle
+    from export.publish import check_bundle_out
 
+    # before any work: --out must be new or a bundle, and not what the export reads
+    sources = [Path(p) for p in (args.base_bundle, args.denoiser) if p]
+    if args.out:
+        from_run = not (
+            args.base_bundle
+            and (args.refit_head or args.rpeak_rule or args.add_anchors or args.denoiser)
+        )
+        check_bundle_out(Path(args.out), *sources, *([Path(args.run)] if from_run else []))
     if args.refit_head:
         if not args.base_bundle or not args.out:
             raise ValueError(
@@ -149,6 +158,11 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     if args.encoder:
         raise ValueError("--encoder names an encoder of a DACL run; this is a DiffECG run")
     args.out = args.out or "bundles/diffecg-cpu"
+    check_bundle_out(Path(args.out), Path(args.run), *sources)
+    if args.denoiser:  # a bad denoiser run is refused before the bundle is built
+        from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser
+
+        load_denoiser(Path(args.denoiser) / CHECKPOINT_NAME)
     result = build_bundle(
         Path(args.run),
         Path(args.out),
@@ -289,7 +303,9 @@ def _cmd_structure_search(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _cmd_export_multimodal(args: argparse.Namespace, extra: list[str]) -> int:
     from export.multimodal import build_multimodal_bundle
+    from export.publish import check_bundle_out
 
+    check_bundle_out(Path(args.out), Path(args.bundle), Path(args.run))
     figures = build_multimodal_bundle(Path(args.bundle), Path(args.run), Path(args.out))
     print(f"bundle written to {args.out}\n{json.dumps(figures, indent=2)}")
     return 0

@@ -9,7 +9,6 @@ challenge F1 or AUROC, or when no layer can be INT8 within the budget.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from export.fp16 import convert_fp16
 from export.jetson_rules import require_tensorrt_ready
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_extractor, export_head
+from export.publish import staged_bundle
 from export.quantize import embed_onnx, mixed_precision_int8, quantizable_nodes
 from sdk.bundle import SCHEMA_VERSION, load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
@@ -240,144 +240,143 @@ def build_bundle(
     head, t, noise = load_head(run_dir / "head.npz")
     extractor = build_extractor(cfg, state)
     train, val = cinc2017_split(cfg.data)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    export_extractor(extractor, cfg.data.window, cfg.model.in_channels, tmp / "embedder.fp32.onnx")
-    rng = np.random.default_rng(seed)
-    probe_windows = val.windows[
-        rng.choice(len(val.windows), min(64, len(val.windows)), replace=False)
-    ]
-    fp32_rel = _parity(extractor, tmp / "embedder.fp32.onnx", probe_windows, t, noise)
-    if not fp32_rel <= FP32_PARITY_TOL:  # NaN fails too
-        raise ParityError(
-            f"torch vs ONNX FP32 relative error {fp32_rel:.2e} > {FP32_PARITY_TOL:.0e}",
-            max_rel=fp32_rel,
-            tolerance=FP32_PARITY_TOL,
+    with staged_bundle(out_dir, run_dir) as tmp:
+        export_extractor(
+            extractor, cfg.data.window, cfg.model.in_channels, tmp / "embedder.fp32.onnx"
         )
-    pick = rng.choice(
-        len(train.windows), min(calibration_windows, len(train.windows)), replace=False
-    )
-    calib, calib_rr = train.windows[pick], train.rr[pick]
-    float_nodes, int8_error = _quantize(
-        tmp, head, calib, calib_rr, t, noise, int8_budget, target=target
-    )
-    if set(quantizable_nodes(tmp / "embedder.fp32.onnx")) <= set(float_nodes):
-        raise AccuracyGateError(
-            f"no layer of the embedder stays within the INT8 budget ({int8_budget} mean max "
-            f"|dp|; the least sensitive layer alone: {int8_error:.4f}): the 'int8' graph "
-            "would be FP32",
-            metric="mean_max_prob_change",
-            fp32=0.0,
-            quantized=int8_error,
-            limit=int8_budget,
-        )
-    int8_rel = _parity(extractor, tmp / "embedder.int8.onnx", probe_windows, t, noise)
-    fp16_rel = None
-    if "fp16" in precisions:
-        convert_fp16(tmp / "embedder.fp32.onnx", tmp / "embedder.fp16.onnx")
-        fp16_rel = _parity(extractor, tmp / "embedder.fp16.onnx", probe_windows, t, noise)
-        if not fp16_rel <= FP16_PARITY_TOL:
+        rng = np.random.default_rng(seed)
+        probe_windows = val.windows[
+            rng.choice(len(val.windows), min(64, len(val.windows)), replace=False)
+        ]
+        fp32_rel = _parity(extractor, tmp / "embedder.fp32.onnx", probe_windows, t, noise)
+        if not fp32_rel <= FP32_PARITY_TOL:  # NaN fails too
             raise ParityError(
-                f"torch vs ONNX FP16 relative error {fp16_rel:.2e} > {FP16_PARITY_TOL:.0e}",
-                max_rel=fp16_rel,
-                tolerance=FP16_PARITY_TOL,
+                f"torch vs ONNX FP32 relative error {fp32_rel:.2e} > {FP32_PARITY_TOL:.0e}",
+                max_rel=fp32_rel,
+                tolerance=FP32_PARITY_TOL,
             )
-    weight, bias = head.folded()
-    export_head(weight, bias, tmp / "head.onnx")
-    if target == "jetson":  # before the slow gates: a graph TensorRT cannot run is final
-        require_tensorrt_ready(sorted(tmp.glob("*.onnx")))
-    np.save(tmp / "noise.npy", noise.astype(np.float32))
-    emb_dim = weight.shape[0] - len(RR_FEATURE_NAMES)
-    provenance = {
-        "training_data": training_data(cfg.data, train, val),
-        "config": cfg.to_dict(),
-        "pretrain_steps": payload["step"],
-        "code_version": _code_version(),
-        "int8_calibration": {
-            "windows": int(len(calib)),
-            "source": "cinc2017 train split",
-            "seed": seed,
-            "method": "static QDQ, per-channel int8 weights, "
-            + (
-                "symmetric int8 activations, float biases (TensorRT)"
-                if target == "jetson"
-                else "uint8 activations"
-            )
-            + ", percentile 99.99",
-            "layers_kept_float": float_nodes,
-            "budget_mean_max_prob_change": int8_budget,
-            "mean_max_prob_change": int8_error,
-        },
-        "train_seconds": payload.get("extra", {}).get("train_seconds"),
-        "commands": {
-            "train": f"ecgedge train --preset {cfg.preset}",
-            "export": f"ecgedge export --run {run_dir} --out {out_dir}"
-            + (f" --target {target}" if target != "cpu" else ""),
-        },
-        "target": target,
-    }
-    write_manifest(
-        tmp,
-        cfg,
-        t=t,
-        emb_dim=emb_dim,
-        precisions=precisions,
-        provenance=provenance,
-        metrics={},
-    )
-    figures: dict[str, Any] = {
-        "parity": {
-            "fp32_max_rel": fp32_rel,
-            "int8_max_rel": int8_rel,
-            "fp32_tolerance": FP32_PARITY_TOL,
-        }
-    }
-    if fp16_rel is not None:
-        figures["parity"]["fp16_max_rel"] = fp16_rel
-    for precision in precisions:
-        y, p = _sdk_scores(tmp, precision, val, t)
-        figures[f"val_{precision}"] = rhythm_metrics(y, p)
-    figures["int8_limit"] = int8_limit
-    for precision in precisions[1:]:  # every reduced precision that ships is gated
-        drops = {m: figures["val_fp32"][m] - figures[f"val_{precision}"][m] for m in GATED_METRICS}
-        figures[f"{precision}_drop"] = drops
-        worst = max(drops, key=lambda m: drops[m])
-        if not drops[worst] <= int8_limit:
+        pick = rng.choice(
+            len(train.windows), min(calibration_windows, len(train.windows)), replace=False
+        )
+        calib, calib_rr = train.windows[pick], train.rr[pick]
+        float_nodes, int8_error = _quantize(
+            tmp, head, calib, calib_rr, t, noise, int8_budget, target=target
+        )
+        if set(quantizable_nodes(tmp / "embedder.fp32.onnx")) <= set(float_nodes):
             raise AccuracyGateError(
-                f"{precision.upper()} loses {drops[worst]:.4f} of {worst} (FP32 "
-                f"{figures['val_fp32'][worst]:.4f}, {precision.upper()} "
-                f"{figures[f'val_{precision}'][worst]:.4f}) > limit {int8_limit}",
-                metric=worst,
-                fp32=figures["val_fp32"][worst],
-                quantized=figures[f"val_{precision}"][worst],
-                limit=int8_limit,
+                f"no layer of the embedder stays within the INT8 budget ({int8_budget} mean max "
+                f"|dp|; the least sensitive layer alone: {int8_error:.4f}): the 'int8' graph "
+                "would be FP32",
+                metric="mean_max_prob_change",
+                fp32=0.0,
+                quantized=int8_error,
+                limit=int8_budget,
             )
-    probe_report = (
-        json.loads((run_dir / "probe.json").read_text())
-        if (run_dir / "probe.json").is_file()
-        else {}
-    )
-    metrics = {
-        "rhythm_val_sdk": {
-            k: figures[k]
-            for k in ("val_fp32", "val_fp16", "val_int8", "int8_drop", "fp16_drop")
-            if k in figures
-        },
-        "parity": figures["parity"],
-        "linear_probe": probe_report,
-    }
-    write_manifest(
-        tmp,
-        cfg,
-        t=t,
-        emb_dim=emb_dim,
-        precisions=precisions,
-        provenance=provenance,
-        metrics=metrics,
-    )
-    write_model_card(tmp)
-    load_bundle(tmp)  # verify as a device would before publishing
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+        int8_rel = _parity(extractor, tmp / "embedder.int8.onnx", probe_windows, t, noise)
+        fp16_rel = None
+        if "fp16" in precisions:
+            convert_fp16(tmp / "embedder.fp32.onnx", tmp / "embedder.fp16.onnx")
+            fp16_rel = _parity(extractor, tmp / "embedder.fp16.onnx", probe_windows, t, noise)
+            if not fp16_rel <= FP16_PARITY_TOL:
+                raise ParityError(
+                    f"torch vs ONNX FP16 relative error {fp16_rel:.2e} > {FP16_PARITY_TOL:.0e}",
+                    max_rel=fp16_rel,
+                    tolerance=FP16_PARITY_TOL,
+                )
+        weight, bias = head.folded()
+        export_head(weight, bias, tmp / "head.onnx")
+        if target == "jetson":  # before the slow gates: a graph TensorRT cannot run is final
+            require_tensorrt_ready(sorted(tmp.glob("*.onnx")))
+        np.save(tmp / "noise.npy", noise.astype(np.float32))
+        emb_dim = weight.shape[0] - len(RR_FEATURE_NAMES)
+        provenance = {
+            "training_data": training_data(cfg.data, train, val),
+            "config": cfg.to_dict(),
+            "pretrain_steps": payload["step"],
+            "code_version": _code_version(),
+            "int8_calibration": {
+                "windows": int(len(calib)),
+                "source": "cinc2017 train split",
+                "seed": seed,
+                "method": "static QDQ, per-channel int8 weights, "
+                + (
+                    "symmetric int8 activations, float biases (TensorRT)"
+                    if target == "jetson"
+                    else "uint8 activations"
+                )
+                + ", percentile 99.99",
+                "layers_kept_float": float_nodes,
+                "budget_mean_max_prob_change": int8_budget,
+                "mean_max_prob_change": int8_error,
+            },
+            "train_seconds": payload.get("extra", {}).get("train_seconds"),
+            "commands": {
+                "train": f"ecgedge train --preset {cfg.preset}",
+                "export": f"ecgedge export --run {run_dir} --out {out_dir}"
+                + (f" --target {target}" if target != "cpu" else ""),
+            },
+            "target": target,
+        }
+        write_manifest(
+            tmp,
+            cfg,
+            t=t,
+            emb_dim=emb_dim,
+            precisions=precisions,
+            provenance=provenance,
+            metrics={},
+        )
+        figures: dict[str, Any] = {
+            "parity": {
+                "fp32_max_rel": fp32_rel,
+                "int8_max_rel": int8_rel,
+                "fp32_tolerance": FP32_PARITY_TOL,
+            }
+        }
+        if fp16_rel is not None:
+            figures["parity"]["fp16_max_rel"] = fp16_rel
+        for precision in precisions:
+            y, p = _sdk_scores(tmp, precision, val, t)
+            figures[f"val_{precision}"] = rhythm_metrics(y, p)
+        figures["int8_limit"] = int8_limit
+        for precision in precisions[1:]:  # every reduced precision that ships is gated
+            drops = {
+                m: figures["val_fp32"][m] - figures[f"val_{precision}"][m] for m in GATED_METRICS
+            }
+            figures[f"{precision}_drop"] = drops
+            worst = max(drops, key=lambda m: drops[m])
+            if not drops[worst] <= int8_limit:
+                raise AccuracyGateError(
+                    f"{precision.upper()} loses {drops[worst]:.4f} of {worst} (FP32 "
+                    f"{figures['val_fp32'][worst]:.4f}, {precision.upper()} "
+                    f"{figures[f'val_{precision}'][worst]:.4f}) > limit {int8_limit}",
+                    metric=worst,
+                    fp32=figures["val_fp32"][worst],
+                    quantized=figures[f"val_{precision}"][worst],
+                    limit=int8_limit,
+                )
+        probe_report = (
+            json.loads((run_dir / "probe.json").read_text())
+            if (run_dir / "probe.json").is_file()
+            else {}
+        )
+        metrics = {
+            "rhythm_val_sdk": {
+                k: figures[k]
+                for k in ("val_fp32", "val_fp16", "val_int8", "int8_drop", "fp16_drop")
+                if k in figures
+            },
+            "parity": figures["parity"],
+            "linear_probe": probe_report,
+        }
+        write_manifest(
+            tmp,
+            cfg,
+            t=t,
+            emb_dim=emb_dim,
+            precisions=precisions,
+            provenance=provenance,
+            metrics=metrics,
+        )
+        write_model_card(tmp)
     return BuildResult(out_dir, figures)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from export.model_card import write_model_card
-from sdk.bundle import load_bundle
+from export.publish import staged_bundle
 
 
 @contextmanager
@@ -16,19 +16,12 @@ def bundle_copy(base_bundle: Path, out_dir: Path) -> Iterator[Path]:
     """A copy of ``base_bundle`` (``out_dir`` + ``.partial``) for the block to change.
 
     When the block ends, the model card is rendered from the copy's manifest, the copy is
-    verified as a device would verify it (:func:`sdk.bundle.load_bundle`) and it replaces
-    ``out_dir``. If the block or the check fails, the copy is removed and ``out_dir`` is left
-    as it was.
+    verified as a device would verify it and it replaces ``out_dir``
+    (:func:`export.publish.staged_bundle`: ``out_dir`` must be absent or a bundle, and not
+    ``base_bundle``). If the block or the check fails, the copy is removed and ``out_dir`` is
+    left as it was.
     """
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(base_bundle, tmp)
+    with staged_bundle(out_dir, base_bundle) as tmp:
+        shutil.copytree(base_bundle, tmp, dirs_exist_ok=True)
         yield tmp
         write_model_card(tmp)  # benchmark sections: `ecgedge bench … --card`
-        load_bundle(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)

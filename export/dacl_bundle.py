@@ -11,7 +11,6 @@ fitted on the training windows.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,13 @@ from export.errors import ParityError
 from export.lru_bundle import bundle_manifest
 from export.lru_export import export_dacl_embedder, session
 from export.onnx_export import compare, export_head
+from export.publish import staged_bundle
 from sdk.head import fit_softmax_head
+from trainer.checkpoint import load_weights
 from trainer.config import DataConfig, build_sections
 from trainer.dacl import EXPERIMENTS, train_command
 from trainer.data.datasets import cinc2017_split
-from trainer.errors import ConfigError
+from trainer.errors import CheckpointError, ConfigError
 from trainer.metrics import CLASSES, encode, rhythm_metrics
 from trainer.models.dacl import VAE, DACLConfig, DACLEmbedder, LatentUNetEncoder
 from trainer.scattering import cached_features
@@ -38,21 +39,35 @@ T_STEPS = 50
 
 def load_embedder(run_dir: Path, name: str) -> DACLEmbedder:
     """VAE (``vae.pt``) + encoder (``<name>.pt``) of an ``ecgedge train-dacl`` run."""
-    vae_ckpt = torch.load(run_dir / "vae.pt", map_location="cpu", weights_only=True)
-    cfg = DACLConfig(**vae_ckpt["config"])
-    vae = VAE(cfg)
-    vae.load_state_dict(vae_ckpt["vae"])
-    enc = LatentUNetEncoder(cfg)
-    enc.load_state_dict(
-        torch.load(run_dir / f"{name}.pt", map_location="cpu", weights_only=True)["encoder"]
-    )
-    return DACLEmbedder(vae, enc, vae_ckpt["mean"], vae_ckpt["std"]).eval()
+    vae_ckpt = load_weights(run_dir / "vae.pt", "config", "vae", "mean", "std")
+    enc_ckpt = load_weights(run_dir / f"{name}.pt", "encoder")
+    try:
+        cfg = DACLConfig(**vae_ckpt["config"])
+        vae = VAE(cfg)
+        vae.load_state_dict(vae_ckpt["vae"])
+        enc = LatentUNetEncoder(cfg)
+        enc.load_state_dict(enc_ckpt["encoder"])
+        return DACLEmbedder(vae, enc, vae_ckpt["mean"], vae_ckpt["std"]).eval()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"invalid DACL run: {exc!r}", path=str(run_dir)) from exc
 
 
 @torch.no_grad()
 def _embed(emb: DACLEmbedder, feats: np.ndarray) -> np.ndarray:
     f = torch.from_numpy(feats)
     return emb(f, torch.zeros(len(f), dtype=torch.int64)).numpy()
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """``dacl.json`` of a run, a JSON object, or :class:`ConfigError` naming it."""
+    path = run_dir / "dacl.json"
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not readable JSON ({exc})", key="run") from exc
+    if not isinstance(results, dict):
+        raise ConfigError(f"{path}: not a train-dacl results object", key="run")
+    return results
 
 
 def run_data(results: dict[str, Any]) -> DataConfig:
@@ -65,7 +80,7 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
     """Bundle the ``name`` encoder (an experiment of the run: ``dacl``, a baseline or an
     ablation) of an ``ecgedge train-dacl`` run into ``out_dir``; return parity and validation
     figures (SDK, FP32)."""
-    results = json.loads((run_dir / "dacl.json").read_text())
+    results = read_results(run_dir)
     if name not in EXPERIMENTS or name not in results or not (run_dir / f"{name}.pt").is_file():
         trained = [k for k in EXPERIMENTS if k in results and (run_dir / f"{k}.pt").is_file()]
         raise ConfigError(f"{run_dir} has no encoder {name!r}; it has {trained}", key="encoder")
@@ -76,75 +91,71 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
     (probe_dir / "probe.json").write_text(json.dumps(results[name], indent=2))
     train, val = cinc2017_split(data)
     f_train, f_val = cached_features(train.windows), cached_features(val.windows)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    export_dacl_embedder(emb, f_train.shape[1], tmp / "embedder.fp32.onnx")
-    probe = f_val[:64]
-    ref = _embed(emb, probe)
-    out = session(tmp / "embedder.fp32.onnx").run(
-        ["embedding"], {"features": probe, "t": np.zeros(len(probe), np.int64)}
-    )[0]
-    parity = compare(ref, out).max_rel
-    if parity > FP32_PARITY_TOL:
-        raise ParityError(f"ONNX parity {parity:.2e}", max_rel=parity, tolerance=FP32_PARITY_TOL)
-    head = fit_softmax_head(
-        np.c_[_embed(emb, f_train), train.rr], encode(train.window_labels), CLASSES
-    )
-    weight, bias = head.folded()
-    export_head(weight, bias, tmp / "head.onnx")
-    np.save(tmp / "noise.npy", np.zeros((1, 1, data.window), np.float32))
-    emb_dim = emb.encoder.out.out_features
-    emb_inputs = [
-        _tensor("features", "float32", ["batch", f_train.shape[1]]),
-        _tensor("t", "int64", ["batch"]),
-    ]
-    extra: dict[str, Any] = {
-        "front_end": {
-            "kind": "wavelet scattering, computed in the SDK (sdk.scattering, kymatio numpy)",
-            "J": 6,
-            "Q": 8,
-            "features": int(f_train.shape[1]),
-        },
-        "provenance": {
-            "training_data": {
-                "head": "cinc2017 train split",
-                "split_seed": data.split_seed,
-                "val_fraction": data.val_fraction,
-                "train_records": len(train.names),
-                "val_records": len(val.names),
+    with staged_bundle(out_dir, run_dir) as tmp:
+        export_dacl_embedder(emb, f_train.shape[1], tmp / "embedder.fp32.onnx")
+        probe = f_val[:64]
+        ref = _embed(emb, probe)
+        out = session(tmp / "embedder.fp32.onnx").run(
+            ["embedding"], {"features": probe, "t": np.zeros(len(probe), np.int64)}
+        )[0]
+        parity = compare(ref, out).max_rel
+        if parity > FP32_PARITY_TOL:
+            raise ParityError(
+                f"ONNX parity {parity:.2e}", max_rel=parity, tolerance=FP32_PARITY_TOL
+            )
+        head = fit_softmax_head(
+            np.c_[_embed(emb, f_train), train.rr], encode(train.window_labels), CLASSES
+        )
+        weight, bias = head.folded()
+        export_head(weight, bias, tmp / "head.onnx")
+        np.save(tmp / "noise.npy", np.zeros((1, 1, data.window), np.float32))
+        emb_dim = emb.encoder.out.out_features
+        emb_inputs = [
+            _tensor("features", "float32", ["batch", f_train.shape[1]]),
+            _tensor("t", "int64", ["batch"]),
+        ]
+        extra: dict[str, Any] = {
+            "front_end": {
+                "kind": "wavelet scattering, computed in the SDK (sdk.scattering, kymatio numpy)",
+                "J": 6,
+                "Q": 8,
+                "features": int(f_train.shape[1]),
             },
-            "code_version": _code_version(),
-            "commands": {
-                "train": train_command(results, run_dir),
-                "export": f"ecgedge export --run {run_dir} --encoder {name} --out {out_dir}",
+            "provenance": {
+                "training_data": {
+                    "head": "cinc2017 train split",
+                    "split_seed": data.split_seed,
+                    "val_fraction": data.val_fraction,
+                    "train_records": len(train.names),
+                    "val_records": len(val.names),
+                },
+                "code_version": _code_version(),
+                "commands": {
+                    "train": train_command(results, run_dir),
+                    "export": f"ecgedge export --run {run_dir} --encoder {name} --out {out_dir}",
+                },
+                "encoder": name,
+                "target": "cpu",
             },
-            "encoder": name,
-            "target": "cpu",
-        },
-        "metrics": {"parity": {"fp32_max_rel": parity}},
-    }
-    kw = dict(
-        name=f"dacl-{name}",
-        data=data,
-        emb_inputs=emb_inputs,
-        emb_dim=emb_dim,
-        steps=T_STEPS,
-        note="DACL: t = 1 of the paper is index 0; the noise file is unused",
-    )
-    bundle_manifest(tmp, extra=extra, **kw)
-    y, p = _sdk_scores(tmp, "fp32", val, 0)
-    figures = {"parity": {"fp32_max_rel": parity}, "val_fp32": rhythm_metrics(y, p)}
-    extra["metrics"] = {"rhythm_val_sdk": {"val_fp32": figures["val_fp32"]}, **extra["metrics"]}
-    bundle_manifest(tmp, extra=extra, **kw)
-    (tmp / "MODEL_CARD.md").write_text(
-        f"# dacl-{name}\n\nScattering features (numpy, SDK) → VAE μ → DACL encoder at t = 1 → "
-        f"linear head on embedding ++ RR. FP32 only.\n\nValidation via the SDK: "
-        f"{json.dumps(figures['val_fp32'])}\n\nONNX parity (max relative): {parity:.1e}\n"
-    )
-    from sdk.bundle import load_bundle
+            "metrics": {"parity": {"fp32_max_rel": parity}},
+        }
+        kw = dict(
+            name=f"dacl-{name}",
+            data=data,
+            emb_inputs=emb_inputs,
+            emb_dim=emb_dim,
+            steps=T_STEPS,
+            note="DACL: t = 1 of the paper is index 0; the noise file is unused",
+        )
+        bundle_manifest(tmp, extra=extra, **kw)
+        y, p = _sdk_scores(tmp, "fp32", val, 0)
+        figures = {"parity": {"fp32_max_rel": parity}, "val_fp32": rhythm_metrics(y, p)}
+        extra["metrics"] = {"rhythm_val_sdk": {"val_fp32": figures["val_fp32"]}, **extra["metrics"]}
+        bundle_manifest(tmp, extra=extra, **kw)
+        (tmp / "MODEL_CARD.md").write_text(
+            f"# dacl-{name}\n\nScattering features (numpy, SDK) → VAE μ → DACL encoder at t = 1 → "
+            f"linear head on embedding ++ RR. FP32 only.\n\nValidation via the SDK: "
+            f"{json.dumps(figures['val_fp32'])}\n\nONNX parity (max relative): {parity:.1e}\n"
+        )
 
-    load_bundle(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     return figures

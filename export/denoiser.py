@@ -350,6 +350,8 @@ def set_rpeak_rule(base_bundle: Path, report: Path, out_dir: Path) -> dict[str, 
     if signal != "denoised":
         raise ValueError(f"{report} chose its rule on the {signal!r} signal, not a denoiser's")
     tuned_for = chosen.get("denoiser_sha256")
+    if tuned_for is not None and not isinstance(tuned_for, str):
+        raise ValueError(f"{report}: denoiser_sha256 must be a SHA-256 string, got {tuned_for!r}")
     shipped = m.file("denoiser").sha256
     if tuned_for != shipped:
         raise ValueError(

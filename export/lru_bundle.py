@@ -10,7 +10,6 @@ for devices that update the embedding per block.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from export.lru_export import (
     stream_onnx_step,
 )
 from export.onnx_export import compare, export_head
-from sdk.bundle import SCHEMA_VERSION, load_bundle, sha256_file
+from export.publish import staged_bundle
+from sdk.bundle import SCHEMA_VERSION, sha256_file
 from sdk.lru_step import STATE_LAYOUT, STEP_INPUTS, STEP_OUTPUTS
 from sdk.rr import RR_FEATURE_NAMES
 from trainer.config import DataConfig
@@ -169,62 +169,59 @@ def build_lru_bundle(run_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, A
     encoder = model.encoder.eval()
     head, _, noise = load_head(run_dir / "head.npz")
     train, val = cinc2017_split(cfg.data)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    k = cfg.data.window // cfg.lru.block_samples
-    export_lru_embedder(encoder, cfg.data.window, tmp / "embedder.fp32.onnx")
-    export_lru_step(encoder, k, tmp / "embedder_step.fp32.onnx")
-    rng = np.random.default_rng(seed)
-    probe = val.windows[rng.choice(len(val.windows), min(32, len(val.windows)), replace=False)]
-    whole = embedder_parity(encoder, tmp / "embedder.fp32.onnx", probe).max_rel
-    with torch.no_grad():
-        ref = encoder(torch.from_numpy(probe)).numpy()
-    step = compare(ref, stream_onnx_step(tmp / "embedder_step.fp32.onnx", encoder, k, probe)[-1])
-    if max(whole, step.max_rel) > FP32_PARITY_TOL:
-        raise ParityError(
-            f"ONNX parity {max(whole, step.max_rel):.2e} > {FP32_PARITY_TOL:.0e}",
-            max_rel=max(whole, step.max_rel),
-            tolerance=FP32_PARITY_TOL,
+    with staged_bundle(out_dir, run_dir) as tmp:
+        k = cfg.data.window // cfg.lru.block_samples
+        export_lru_embedder(encoder, cfg.data.window, tmp / "embedder.fp32.onnx")
+        export_lru_step(encoder, k, tmp / "embedder_step.fp32.onnx")
+        rng = np.random.default_rng(seed)
+        probe = val.windows[rng.choice(len(val.windows), min(32, len(val.windows)), replace=False)]
+        whole = embedder_parity(encoder, tmp / "embedder.fp32.onnx", probe).max_rel
+        with torch.no_grad():
+            ref = encoder(torch.from_numpy(probe)).numpy()
+        step = compare(
+            ref, stream_onnx_step(tmp / "embedder_step.fp32.onnx", encoder, k, probe)[-1]
         )
-    weight, bias = head.folded()
-    export_head(weight, bias, tmp / "head.onnx")
-    np.save(tmp / "noise.npy", np.zeros((1, 1, cfg.data.window), np.float32))
-    figures: dict[str, Any] = {
-        "parity": {"fp32_max_rel": whole, "step_vs_whole_max_rel": step.max_rel},
-        "graph_nodes": {
-            "embedder": graph_nodes(tmp / "embedder.fp32.onnx"),
-            "step": graph_nodes(tmp / "embedder_step.fp32.onnx"),
-        },
-    }
-    extra = {
-        "provenance": {
-            "training_data": training_data(cfg.data, train, val),
-            "config": cfg.to_dict(),
-            "pretrain_steps": payload["step"],
-            "train_seconds": payload["extra"].get("train_seconds"),
-            "code_version": _code_version(),
-            "commands": {
-                "train": train_command(cfg),
-                "export": f"ecgedge export --run {run_dir} --out {out_dir}",
+        if max(whole, step.max_rel) > FP32_PARITY_TOL:
+            raise ParityError(
+                f"ONNX parity {max(whole, step.max_rel):.2e} > {FP32_PARITY_TOL:.0e}",
+                max_rel=max(whole, step.max_rel),
+                tolerance=FP32_PARITY_TOL,
+            )
+        weight, bias = head.folded()
+        export_head(weight, bias, tmp / "head.onnx")
+        np.save(tmp / "noise.npy", np.zeros((1, 1, cfg.data.window), np.float32))
+        figures: dict[str, Any] = {
+            "parity": {"fp32_max_rel": whole, "step_vs_whole_max_rel": step.max_rel},
+            "graph_nodes": {
+                "embedder": graph_nodes(tmp / "embedder.fp32.onnx"),
+                "step": graph_nodes(tmp / "embedder_step.fp32.onnx"),
             },
-            "target": "cpu",
-        },
-        "metrics": {"parity": figures["parity"]},
-    }
-    _manifest(tmp, cfg, streaming_entry(tmp, cfg.lru, k), extra)
-    y, p = _sdk_scores(tmp, "fp32", val, 0)
-    figures["val_fp32"] = rhythm_metrics(y, p)
-    probe_path = run_dir / "probe.json"
-    extra["metrics"] = {
-        "rhythm_val_sdk": {"val_fp32": figures["val_fp32"]},
-        "parity": figures["parity"],
-        "graph_nodes": figures["graph_nodes"],
-        "linear_probe": json.loads(probe_path.read_text()) if probe_path.is_file() else {},
-    }
-    _manifest(tmp, cfg, streaming_entry(tmp, cfg.lru, k), extra)
-    _card(tmp, figures)
-    load_bundle(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+        }
+        extra = {
+            "provenance": {
+                "training_data": training_data(cfg.data, train, val),
+                "config": cfg.to_dict(),
+                "pretrain_steps": payload["step"],
+                "train_seconds": payload["extra"].get("train_seconds"),
+                "code_version": _code_version(),
+                "commands": {
+                    "train": train_command(cfg),
+                    "export": f"ecgedge export --run {run_dir} --out {out_dir}",
+                },
+                "target": "cpu",
+            },
+            "metrics": {"parity": figures["parity"]},
+        }
+        _manifest(tmp, cfg, streaming_entry(tmp, cfg.lru, k), extra)
+        y, p = _sdk_scores(tmp, "fp32", val, 0)
+        figures["val_fp32"] = rhythm_metrics(y, p)
+        probe_path = run_dir / "probe.json"
+        extra["metrics"] = {
+            "rhythm_val_sdk": {"val_fp32": figures["val_fp32"]},
+            "parity": figures["parity"],
+            "graph_nodes": figures["graph_nodes"],
+            "linear_probe": json.loads(probe_path.read_text()) if probe_path.is_file() else {},
+        }
+        _manifest(tmp, cfg, streaming_entry(tmp, cfg.lru, k), extra)
+        _card(tmp, figures)
     return figures

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from export.errors import ParityError
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_head, export_module
+from export.publish import staged_bundle
 from export.quantize import mixed_precision_int8, quantizable_nodes
 from sdk.bundle import load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
@@ -68,15 +69,20 @@ def _check_parity(name: str, reference: list[np.ndarray], got: list[np.ndarray])
 
 
 def build_multimodal_bundle(
-    raw_bundle: Path, run: Path, out: Path, *, int8: bool = True
+    raw_bundle: Path, run: Path, out_dir: Path, *, int8: bool = True
 ) -> dict[str, Any]:
-    """Write the multimodal bundle to ``out``; return parity and SDK validation figures
-    (and, with ``int8``, the gated mixed-precision INT8 raw embedder's)."""
+    """Write the multimodal bundle to ``out_dir`` (all or nothing:
+    :func:`export.publish.staged_bundle`); return parity and SDK validation figures (and,
+    with ``int8``, the gated mixed-precision INT8 raw embedder's)."""
+    with staged_bundle(out_dir, raw_bundle, run) as out:
+        return _write_multimodal(raw_bundle, run, out, int8=int8)
+
+
+def _write_multimodal(raw_bundle: Path, run: Path, out: Path, *, int8: bool) -> dict[str, Any]:
     import onnxruntime as ort
 
     base = load_bundle(raw_bundle)
     meta = json.loads((run / "modalities.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
     raw_cfg, _, _ = load_checkpoint(Path(meta["runs"]["raw"]) / "diffecg.pt")
     _, val = cinc2017_split(raw_cfg.data)
     sample = val.subset(val.names[:8])

@@ -69,14 +69,18 @@ def test_dacl_smoke_run_exports_the_chosen_encoder(tmp_path: Path, capsys) -> No
 def test_export_refuses_a_folder_of_no_run_and_flags_of_another_kind(
     tmp_path: Path, capsys
 ) -> None:
-    assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    run, out = tmp_path / "run", str(tmp_path / "b")
+    run.mkdir()
+    assert main(["export", "--run", str(run), "--out", out]) == 2
     assert "holds none of" in capsys.readouterr().err
-    (tmp_path / "diffae.pt").write_bytes(b"")
-    argv = ["export", "--run", str(tmp_path), "--out", str(tmp_path / "b"), "--target", "jetson"]
+    (run / "diffae.pt").write_bytes(b"")
+    argv = ["export", "--run", str(run), "--out", out, "--target", "jetson"]
     assert main(argv) == 2
     assert "--target jetson: not for a diffae-lru run" in capsys.readouterr().err
     assert main([*argv[:-2], "--int8-limit", "0.05"]) == 2
     assert "--int8-limit: not for a diffae-lru run" in capsys.readouterr().err
-    (tmp_path / "dacl.json").write_text("{}")
-    assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert main(["export", "--run", str(run), "--out", str(run / "bundle")]) == 2
+    assert "lies inside" in capsys.readouterr().err
+    (run / "dacl.json").write_text("{}")
+    assert main(["export", "--run", str(run), "--out", out]) == 2
     assert "more than one of" in capsys.readouterr().err

@@ -40,14 +40,28 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
+def load_weights(path: Path, *keys: str) -> dict[str, Any]:
+    """A torch file of tensors and plain values (``weights_only=True``) that must be a dict
+    holding ``keys``; :class:`CheckpointError` naming the file for anything else (missing,
+    truncated, pickled objects, another kind of file)."""
+    if not path.is_file():
+        raise CheckpointError("file not found", path=str(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, garbage, pickled objects: all "cannot read"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot read it ({reason})", path=str(path)) from exc
+    missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise CheckpointError(f"not the expected file: it lacks {missing}", path=str(path))
+    return payload
+
+
 def read_payload(path: Path) -> dict[str, Any]:
     """The checkpoint's payload (tensors and plain values only: ``weights_only=True``)."""
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path=str(path))
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint: {exc}", path=str(path)) from exc
+    payload = load_weights(path)
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)

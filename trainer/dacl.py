@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
+from trainer.checkpoint import load_weights
 from trainer.checks import check_range
 from trainer.config import (
     DataConfig,
@@ -37,7 +38,7 @@ from trainer.config import (
 )
 from trainer.data.datasets import WindowSet
 from trainer.diffusion import alphas_cumprod, linear_betas
-from trainer.errors import ConfigError
+from trainer.errors import CheckpointError, ConfigError
 from trainer.metrics import (
     CLASSES,
     aggregate_by_record,
@@ -353,11 +354,18 @@ def _load_vae(
     path: Path, cfg: DACLConfig, mean: np.ndarray, std: np.ndarray
 ) -> tuple[VAE, dict[str, float]]:
     """A VAE saved by an earlier run on the same features (checked by the standardization)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not np.allclose(ckpt["mean"].numpy(), mean) or not np.allclose(ckpt["std"].numpy(), std):
+    ckpt = load_weights(path, "mean", "std", "vae")
+    try:
+        same = np.allclose(ckpt["mean"].numpy(), mean) and np.allclose(ckpt["std"].numpy(), std)
+    except (AttributeError, ValueError, TypeError):
+        same = False
+    if not same:
         raise ConfigError(f"{path} was trained on other features", key="reuse_vae")
     vae = VAE(cfg)
-    vae.load_state_dict(ckpt["vae"])
+    try:
+        vae.load_state_dict(ckpt["vae"])
+    except (TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"invalid VAE checkpoint: {exc!r}", path=str(path)) from exc
     losses = {k: float(v) for k, v in dict(ckpt.get("losses", {})).items()}
     return vae.eval(), {**losses, "reused": 1.0}
 

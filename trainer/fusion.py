@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
 from sdk.modalities import MODALITIES
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import load_checkpoint, load_weights
 from trainer.config import DataConfig
 from trainer.data.datasets import WindowSet, cinc2017_split
 from trainer.data.splits import stratified_split
-from trainer.errors import ConfigError
+from trainer.errors import CheckpointError, ConfigError
 from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics, rhythm_report
 from trainer.models.fusion import CrossModalFusion, FusionConfig
 from trainer.probe import build_extractor, load_head, save_head
@@ -242,7 +242,10 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
 
 def load_fusion(path: Path) -> CrossModalFusion:
     """Read ``fusion.pt`` (tensors and plain values only: ``weights_only=True``)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = CrossModalFusion(FusionConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+    payload = load_weights(path, "config", "state_dict")
+    try:
+        model = CrossModalFusion(FusionConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"invalid fusion checkpoint: {exc!r}", path=str(path)) from exc
     return model.eval()

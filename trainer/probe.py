@@ -9,8 +9,10 @@ scored, once, at the end.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,12 +163,39 @@ def save_head(path: Path, head: SoftmaxHead, **extra: np.ndarray) -> None:
     )
 
 
+def _open_head(path: Path) -> Any:
+    """``head.npz`` opened without pickle; :class:`CheckpointError` naming it if it is not a
+    readable archive."""
+    if not path.is_file():
+        raise CheckpointError("head file not found", path=str(path))
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError("not a readable head.npz (no pickled data)", path=str(path)) from exc
+
+
 def read_head(path: Path) -> SoftmaxHead:
-    """The head of a ``head.npz`` (no pickle)."""
-    z = np.load(path, allow_pickle=False)
-    return SoftmaxHead(
-        z["weight"], z["bias"], z["mean"], z["scale"], tuple(str(c) for c in z["classes"])
-    )
+    """The head of a ``head.npz`` (no pickle); :class:`CheckpointError` naming the file when
+    it lacks an array or the shapes do not make a head (weight (F, K), bias (K,), mean and
+    scale (F,), K classes)."""
+    z = _open_head(path)
+    try:
+        weight, bias, mean, scale = (np.asarray(z[k]) for k in ("weight", "bias", "mean", "scale"))
+        classes = tuple(str(c) for c in z["classes"])
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"head file lacks or cannot read {exc}", path=str(path)) from exc
+    if not (
+        weight.ndim == 2
+        and bias.shape == (weight.shape[1],)
+        and mean.shape == scale.shape == (weight.shape[0],)
+        and len(classes) == weight.shape[1]
+    ):
+        raise CheckpointError(
+            f"head arrays do not fit: weight {weight.shape}, bias {bias.shape}, mean "
+            f"{mean.shape}, scale {scale.shape}, {len(classes)} classes",
+            path=str(path),
+        )
+    return SoftmaxHead(weight, bias, mean, scale, classes)
 
 
 def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
@@ -176,7 +205,7 @@ def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
     that checkpoint, beside it, is the one it was fitted on: a retrained run must be probed
     again before export or fusion.
     """
-    z = np.load(path, allow_pickle=False)
+    z = _open_head(path)
     if "checkpoint_sha256" in z.files:
         checkpoint = path.parent / str(z["checkpoint"])
         if not checkpoint.is_file() or sha256_file(checkpoint) != str(z["checkpoint_sha256"]):
@@ -185,4 +214,8 @@ def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
                 f"probe again: ecgedge probe {checkpoint}",
                 path=str(path),
             )
-    return read_head(path), int(z["t"]), z["noise"]
+    head = read_head(path)
+    try:
+        return head, int(z["t"]), np.asarray(z["noise"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"head file lacks or cannot read {exc}", path=str(path)) from exc

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sdk import scattering as sdk_scattering
 from sdk.scattering import LOG_EPS, J, Q
 from sdk.scattering import scattering_features as _device_features
 
@@ -26,13 +27,37 @@ def scattering_features(windows: np.ndarray, batch: int = 256, progress: bool = 
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _code_digest() -> str:
+    """What the features depend on beyond the windows: the device's feature code and
+    kymatio's version (a cache made by other code is never read)."""
+    import kymatio
+
+    source = Path(sdk_scattering.__file__).read_bytes()
+    return hashlib.sha256(source + kymatio.__version__.encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path, n: int) -> np.ndarray | None:
+    """The cached features if the file is whole and holds ``n`` finite rows, else ``None``
+    (it is then rebuilt)."""
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if feats.ndim != 2 or feats.shape[0] != n or not np.all(np.isfinite(feats)):
+        return None
+    return feats
+
+
 def cached_features(windows: np.ndarray, cache_dir: Path = Path("runs/cache")) -> np.ndarray:
-    """:func:`scattering_features`, cached on disk by a digest of the windows and settings."""
+    """:func:`scattering_features`, cached on disk by a digest of the windows, the settings
+    and the feature code; a cache file that is damaged or of another shape is rebuilt."""
     h = hashlib.sha256(np.ascontiguousarray(windows).tobytes())
-    h.update(f"J={J},Q={Q},eps={LOG_EPS},v2".encode())
+    h.update(f"J={J},Q={Q},eps={LOG_EPS},v2,{_code_digest()}".encode())
     path = cache_dir / f"scattering-{h.hexdigest()[:16]}.npy"
     if path.is_file():
-        return np.load(path, allow_pickle=False)
+        cached = _read_cache(path, len(windows))
+        if cached is not None:
+            return cached
     feats = scattering_features(windows)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")

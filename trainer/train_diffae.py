@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
+from trainer.checkpoint import load_weights
 from trainer.checks import check_range
 from trainer.config import (
     DataConfig,
@@ -180,9 +181,7 @@ def save(path: Path, model: DiffAE, cfg: DiffAERunConfig, step: int, extra: dict
 
 def load(path: Path) -> tuple[DiffAERunConfig, DiffAE, dict[str, Any]]:
     """(config, model in eval mode, payload) of a DiffAE checkpoint (weights_only load)."""
-    if not path.is_file():
-        raise CheckpointError("checkpoint not found", path=str(path))
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_weights(path)
     if not isinstance(payload, dict) or payload.get("kind") != "diffae-lru":
         raise CheckpointError("not a DiffAE-LRU checkpoint", path=str(path))
     try:

@@ -1,0 +1,66 @@
+"""Writing a bundle all or nothing, and never over anything but a bundle.
+
+Every export writes into ``<out>.partial`` (:func:`staged_bundle`); only a copy that
+:func:`sdk.bundle.load_bundle` verifies replaces ``out``. Before any work,
+:func:`check_bundle_out` refuses an ``out`` the export could not replace safely: an existing
+path that is not a bundle folder (a folder of notes, a training run), or one that is, holds or
+lies inside the run or bundle being read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from export.errors import ExportError
+from sdk.bundle import load_bundle
+
+
+def check_bundle_out(out_dir: Path, *sources: Path) -> None:
+    """Raise :class:`ExportError` unless ``out_dir`` is absent or a bundle folder (it holds a
+    ``manifest.json``) other than, outside and not around each of ``sources``."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not (out.is_dir() and (out / "manifest.json").is_file()):
+        kind = "a folder that is not a bundle" if out.is_dir() else "a file"
+        raise ExportError(
+            f"--out {out_dir} is {kind}; an export replaces only a bundle: give a new folder"
+        )
+    for source in sources:
+        src = Path(source).resolve()
+        if out == src or out in src.parents or src in out.parents:
+            raise ExportError(f"--out {out_dir} is, holds or lies inside {source}, which it reads")
+
+
+@contextmanager
+def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
+    """A fresh, empty ``<out_dir>.partial`` folder for the block to write a bundle into.
+
+    ``out_dir`` is checked first (:func:`check_bundle_out`). When the block ends the folder
+    is verified as a device would verify it (:func:`sdk.bundle.load_bundle`) and replaces
+    ``out_dir``; if the block or the check fails it is removed and ``out_dir`` is untouched.
+    A ``.partial`` folder left by an export that was killed is replaced.
+    """
+    check_bundle_out(out_dir, *sources)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        load_bundle(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _replace(tmp, out_dir)
+
+
+def _replace(new: Path, out_dir: Path) -> None:
+    """``new`` takes ``out_dir``'s place; an old bundle there is moved aside first and removed
+    only once the new one is in place."""
+    old = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.old")
+    if out_dir.exists():
+        out_dir.rename(old)
+    new.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
