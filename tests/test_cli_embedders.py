@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ecgedge.cli import main
 from sdk.bundle import load_bundle
@@ -44,6 +45,12 @@ def test_diffae_smoke_run_exports_a_streaming_bundle(tmp_path: Path, capsys) -> 
     step = json.loads((out / "manifest.json").read_text())["streaming"]
     assert step["hop_samples"] == 128 and (out / step["path"]).is_file()
     assert _streams(out, stateful=True) >= 3
+    payload = torch.load(run / "diffae.pt", weights_only=True)  # retrained, not probed again
+    payload["step"] += 1
+    torch.save(payload, run / "diffae.pt")
+    capsys.readouterr()
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 2
+    assert "head was fitted on another diffae.pt" in capsys.readouterr().err
 
 
 def test_dacl_smoke_run_exports_the_chosen_encoder(tmp_path: Path, capsys) -> None:

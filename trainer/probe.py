@@ -211,7 +211,8 @@ def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
         if not checkpoint.is_file() or sha256_file(checkpoint) != str(z["checkpoint_sha256"]):
             raise CheckpointError(
                 f"head was fitted on another {checkpoint.name}; "
-                f"probe again: ecgedge probe {checkpoint}",
+                "fit it again on this one (`ecgedge probe CHECKPOINT` for a DiffECG run; "
+                "`train-diffae` probes after training)",
                 path=str(path),
             )
     head = read_head(path)

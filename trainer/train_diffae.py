@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer.checkpoint import load_weights
 from trainer.checks import check_range
@@ -237,7 +238,14 @@ def run_probe(run_dir: Path) -> dict[str, Any]:
     report["steps"] = payload["step"]
     report["split"] = {"val_records": len(val_ws.names), "seed": cfg.data.split_seed}
     noise = np.zeros((1, 1, cfg.data.window), np.float32)
-    save_head(run_dir / "head.npz", head, t=np.asarray(0), noise=noise)
+    save_head(
+        run_dir / "head.npz",
+        head,
+        t=np.asarray(0),
+        noise=noise,
+        checkpoint=np.asarray(CHECKPOINT),  # export refuses the head beside another checkpoint
+        checkpoint_sha256=np.asarray(sha256_file(run_dir / CHECKPOINT)),
+    )
     np.savez(run_dir / "embeddings.npz", train=emb_train, val=emb_val)
     (run_dir / "probe.json").write_text(json.dumps(report, indent=2))
     return report
