@@ -12,6 +12,7 @@ import json
 import subprocess
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.head import SoftmaxHead
 from sdk.rr import RR_FEATURE_NAMES
 from trainer.checkpoint import load_checkpoint
-from trainer.config import RunConfig
+from trainer.config import RunConfig, train_command
 from trainer.data.datasets import WindowSet, cinc2017_split, spec_of
 from trainer.diffusion import alphas_cumprod, linear_betas
 from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics
@@ -311,21 +312,22 @@ def build_bundle(
             },
             "train_seconds": payload.get("extra", {}).get("train_seconds"),
             "commands": {
-                "train": f"ecgedge train --preset {cfg.preset}",
+                "train": train_command(cfg),
                 "export": f"ecgedge export --run {run_dir} --out {out_dir}"
                 + (f" --target {target}" if target != "cpu" else ""),
             },
             "target": target,
         }
-        write_manifest(
+        manifest = partial(
+            write_manifest,
             tmp,
             cfg,
             t=t,
             emb_dim=emb_dim,
             precisions=precisions,
             provenance=provenance,
-            metrics={},
         )
+        manifest(metrics={})  # the SDK reads it to score the bundle; the figures come last
         figures: dict[str, Any] = {
             "parity": {
                 "fp32_max_rel": fp32_rel,
@@ -369,14 +371,6 @@ def build_bundle(
             "parity": figures["parity"],
             "linear_probe": probe_report,
         }
-        write_manifest(
-            tmp,
-            cfg,
-            t=t,
-            emb_dim=emb_dim,
-            precisions=precisions,
-            provenance=provenance,
-            metrics=metrics,
-        )
+        manifest(metrics=metrics)
         write_model_card(tmp)
     return BuildResult(out_dir, figures)

@@ -300,6 +300,14 @@ def load_preset(name_or_path: str, overrides: dict[str, str] | None = None) -> R
     return build_config(table, overrides, preset=name)
 
 
+def train_command(cfg: RunConfig) -> str:
+    """The ``ecgedge train`` command that rebuilds ``cfg``: its preset (``cpu`` for a config
+    from a file or none) plus an override for every value that differs from it."""
+    preset = cfg.preset if cfg.preset in PRESETS else "cpu"
+    base = load_preset(preset).to_dict()
+    return command_with_overrides("ecgedge train", preset, cfg.to_dict(), base)
+
+
 def parse_overrides(args: list[str]) -> dict[str, str]:
     """``["--train.steps=10", ...]`` → ``{"train.steps": "10"}``."""
     out = {}

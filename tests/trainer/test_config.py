@@ -276,3 +276,13 @@ def test_each_command_lists_only_its_presets() -> None:
         load_preset("denoise_smoke")
     with pytest.raises(ConfigError, match="unknown preset"):
         load_denoise_preset("cpu-lorenz")
+
+
+def test_the_recorded_train_command_rebuilds_the_config() -> None:
+    from trainer.config import train_command
+
+    cfg = load_preset("cpu", {"train.steps": "7", "data.pretrain_databases": "cinc2017,mitdb"})
+    command = train_command(cfg)
+    assert command.startswith("ecgedge train --preset cpu ") and "--train.steps=7" in command
+    assert load_preset("cpu", parse_overrides(command.split()[4:])) == cfg
+    assert train_command(load_preset("smoke")) == "ecgedge train --preset smoke"
