@@ -51,7 +51,7 @@ def read_labels(path: Path, classes: tuple[str, ...], duration_s: float) -> list
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--labels {path}: cannot read it ({exc})") from exc
-    out: list[tuple[float, float, str]] = []
+    out: list[tuple[float, float, str, int]] = []
     for i, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -71,14 +71,14 @@ def read_labels(path: Path, classes: tuple[str, ...], duration_s: float) -> list
             raise ValueError(f"{where}: ends at {end:g} s, the record lasts {duration_s:g} s")
         if parts[2] not in classes:
             raise ValueError(f"{where}: class {parts[2]!r} is not one of {list(classes)}")
-        out.append((start, end, parts[2]))
+        out.append((start, end, parts[2], i))
     if not out:
         raise ValueError(f"--labels {path}: no labelled stretch")
     ordered = sorted(out)
-    for (_, e0, _), (s1, _, _) in zip(ordered, ordered[1:]):
+    for (_, e0, _, i0), (s1, _, _, i1) in zip(ordered, ordered[1:]):
         if s1 < e0:
-            raise ValueError(f"--labels {path}: stretches overlap at {s1:g} s")
-    return ordered
+            raise ValueError(f"--labels {path}, lines {i0} and {i1}: stretches overlap at {s1:g} s")
+    return [(s, e, c) for s, e, c, _ in ordered]
 
 
 def calibrate_record(

@@ -18,10 +18,12 @@ def bundle_copy(base_bundle: Path, out_dir: Path) -> Iterator[Path]:
     When the block ends, the model card is rendered from the copy's manifest, the copy is
     verified as a device would verify it and it replaces ``out_dir``
     (:func:`export.publish.staged_bundle`: ``out_dir`` must be absent or a bundle, and not
-    ``base_bundle``). If the block or the check fails, the copy is removed and ``out_dir`` is
-    left as it was.
+    inside or around ``base_bundle``; it may be ``base_bundle`` itself, changed in place). If
+    the block or the check fails, the copy is removed and ``out_dir`` is left as it was.
     """
-    with staged_bundle(out_dir, base_bundle) as tmp:
+    # changing a bundle in place (base = out) is safe: the copy is staged beside it
+    same = Path(base_bundle).resolve() == Path(out_dir).resolve()
+    with staged_bundle(out_dir, *([] if same else [base_bundle])) as tmp:
         shutil.copytree(base_bundle, tmp, dirs_exist_ok=True)
         yield tmp
         write_model_card(tmp)  # benchmark sections: `ecgedge bench … --card`

@@ -22,6 +22,8 @@ from sdk.bundle import load_bundle
 def check_bundle_out(out_dir: Path, *sources: Path) -> None:
     """Raise :class:`ExportError` unless ``out_dir`` is absent or a bundle folder (it holds a
     ``manifest.json``) other than, outside and not around each of ``sources``."""
+    if Path(out_dir).is_symlink():
+        raise ExportError(f"--out {out_dir} is a symbolic link; give the folder it names")
     out = Path(out_dir).resolve()
     if out.exists() and not (out.is_dir() and (out / "manifest.json").is_file()):
         kind = "a folder that is not a bundle" if out.is_dir() else "a file"
@@ -45,22 +47,28 @@ def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
     """
     check_bundle_out(out_dir, *sources)
     tmp = out_dir.with_name(out_dir.name + ".partial")
+    check_bundle_out(tmp, *sources)  # the staging folder is never one the export reads
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
         load_bundle(tmp)
+        _replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _replace(tmp, out_dir)
 
 
 def _replace(new: Path, out_dir: Path) -> None:
-    """``new`` takes ``out_dir``'s place; an old bundle there is moved aside first and removed
-    only once the new one is in place."""
+    """``new`` takes ``out_dir``'s place; an old bundle there is moved aside first, put back
+    if the move fails, and removed only once the new one is in place."""
     old = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.old")
     if out_dir.exists():
         out_dir.rename(old)
-    new.rename(out_dir)
+    try:
+        new.rename(out_dir)
+    except BaseException:
+        if old.exists():
+            old.rename(out_dir)
+        raise
     shutil.rmtree(old, ignore_errors=True)

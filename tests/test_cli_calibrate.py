@@ -92,7 +92,7 @@ def test_a_saved_session_calibrates_from_a_labels_file(tmp_path: Path, capsys) -
         ("60,0,N\n", "line 1: need 0 <= start < end"),
         ("0,nan,N\n", "line 1: need 0 <= start < end"),
         ("0,500,N\n", "line 1: ends at 500 s, the record lasts 120 s"),
-        ("0,60,N\n30,90,A\n", "stretches overlap at 30 s"),
+        ("0,60,N\n30,90,A\n", "lines 1 and 2: stretches overlap at 30 s"),
         ("# nothing\n", "no labelled stretch"),
     ],
 )

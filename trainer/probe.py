@@ -207,13 +207,17 @@ def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
     """
     z = _open_head(path)
     if "checkpoint_sha256" in z.files:
+        if "checkpoint" not in z.files:
+            raise CheckpointError("head file names no checkpoint beside its hash", path=str(path))
         checkpoint = path.parent / str(z["checkpoint"])
         if not checkpoint.is_file() or sha256_file(checkpoint) != str(z["checkpoint_sha256"]):
+            again = (
+                f"probe again: ecgedge probe {checkpoint}"
+                if checkpoint.name == "diffecg.pt"
+                else "train it again (train-diffae probes after training)"
+            )
             raise CheckpointError(
-                f"head was fitted on another {checkpoint.name}; "
-                "fit it again on this one (`ecgedge probe CHECKPOINT` for a DiffECG run; "
-                "`train-diffae` probes after training)",
-                path=str(path),
+                f"head was fitted on another {checkpoint.name}; {again}", path=str(path)
             )
     head = read_head(path)
     try:

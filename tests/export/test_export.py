@@ -142,3 +142,25 @@ def test_parity_of_nan_or_misshapen_outputs_fails_every_tolerance():
     assert compare(ref, ref + 1e-6).ok(1e-4)
     for other in (np.full((2, 4), np.nan, np.float32), np.ones((1, 4), np.float32)):
         assert not compare(ref, other).ok(1e30)
+
+
+@pytest.mark.slow
+def test_the_cli_builds_a_bundle_with_a_denoiser_in_one_command(smoke_run, tmp_path, capsys):
+    """``export --run R --denoiser D --out B`` builds B, then adds D to B in place."""
+    from ecgedge.cli import main
+    from trainer.denoise_config import load_denoise_preset
+    from trainer.train_denoiser import train_denoiser
+
+    den = tmp_path / "den"
+    train_denoiser(load_denoise_preset("smoke", {"train.out_dir": str(den), "train.steps": "2"}))
+    out = tmp_path / "bundle"
+    argv = ["export", "--run", str(smoke_run), "--denoiser", str(den), "--out", str(out)]
+    gates = ["--int8-limit", "1.0", "--int8-budget", "1.0", "--calibration-windows", "16"]
+    assert main([*argv, *gates]) == 0
+    assert load_bundle(out).manifest.has("denoiser")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "den"]
+    (den / "denoiser.pt").write_bytes(b"truncated")  # a bad denoiser: refused before building
+    capsys.readouterr()
+    assert main([*argv, *gates]) == 2
+    assert "denoiser.pt" in capsys.readouterr().err
+    assert load_bundle(out).manifest.has("denoiser")  # the bundle there is untouched

@@ -80,3 +80,51 @@ def test_a_verified_bundle_replaces_the_old_one(tmp_path: Path, bundle: Path):
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
     assert load_bundle(out) and not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]
+
+
+def test_a_bundle_changed_in_place_is_replaced_by_its_verified_copy(tmp_path: Path, bundle: Path):
+    """``export --run R --denoiser D --out B`` builds B, then adds the denoiser to B in place."""
+    (bundle / "MODEL_CARD.md").write_text("old card")
+    with bundle_copy(bundle, bundle) as tmp:
+        (tmp / "MODEL_CARD.md").write_text("changed")
+    assert load_bundle(bundle) and (bundle / "MODEL_CARD.md").read_text() != "old card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_symbolic_links_and_a_source_named_like_the_staging_folder_are_refused(
+    tmp_path: Path, bundle: Path
+):
+    link = tmp_path / "current"
+    link.symlink_to(bundle)
+    with pytest.raises(ExportError, match="symbolic link"):
+        check_bundle_out(link)
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ExportError, match="symbolic link"):
+        check_bundle_out(dangling)
+    staged_name = tmp_path / "x.partial"
+    shutil.copytree(bundle, staged_name)
+    with pytest.raises(ExportError), staged_bundle(tmp_path / "x", staged_name):
+        pass
+    assert load_bundle(staged_name)  # the source was not removed
+
+
+def test_a_failed_swap_puts_the_old_bundle_back(tmp_path: Path, bundle: Path, monkeypatch):
+    from export import publish
+
+    out = tmp_path / "out"
+    shutil.copytree(bundle, out)
+    before = load_bundle(out).manifest_sha256
+    real_rename = Path.rename
+
+    def failing(self: Path, target):
+        if self.name == "out.partial":
+            raise OSError("disk full")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="disk full"), publish.staged_bundle(out, bundle) as tmp:
+        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+    monkeypatch.undo()
+    assert load_bundle(out).manifest_sha256 == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]
