@@ -157,8 +157,9 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         return _export_embedder_run(args, run, kind)
     if args.encoder:
         raise ValueError("--encoder names an encoder of a DACL run; this is a DiffECG run")
-    args.out = args.out or "bundles/diffecg-cpu"
-    check_bundle_out(Path(args.out), Path(args.run), *sources)
+    if not args.out:  # the default, checked here (a given --out was checked above)
+        args.out = "bundles/diffecg-cpu"
+        check_bundle_out(Path(args.out), Path(args.run), *sources)
     if args.denoiser:  # a bad denoiser run is refused before the bundle is built
         from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser
 
@@ -215,7 +216,6 @@ def _export_embedder_run(args: argparse.Namespace, run: Path, kind: str) -> int:
         raise ValueError(f"{', '.join(unsupported)}: not for a {kind} run")
     if not args.out:
         raise ValueError(f"exporting a {kind} run needs --out (the bundle to write)")
-    _check_output(Path(args.out), "--out", folder=True)
     import torch
 
     torch.set_num_threads(1)
