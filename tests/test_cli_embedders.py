@@ -16,8 +16,6 @@ from sdk.events import WindowEvent
 from sdk.pipeline import StreamPipeline
 from sdk.synthetic import synthetic_ecg
 
-pytestmark = pytest.mark.data("cinc2017")
-
 
 def _streams(bundle: Path, **kw: bool) -> int:
     """Windows a bundle's pipeline classifies on 30 s of synthetic ECG."""
@@ -30,6 +28,7 @@ def _streams(bundle: Path, **kw: bool) -> int:
     return len(windows)
 
 
+@pytest.mark.data("cinc2017")
 def test_diffae_smoke_run_exports_a_streaming_bundle(tmp_path: Path, capsys) -> None:
     run, out = tmp_path / "diffae", tmp_path / "lru-bundle"
     assert main(["train-diffae", "--preset", "smoke", f"--train.out_dir={run}"]) == 0
@@ -53,6 +52,7 @@ def test_diffae_smoke_run_exports_a_streaming_bundle(tmp_path: Path, capsys) -> 
     assert "head was fitted on another diffae.pt" in capsys.readouterr().err
 
 
+@pytest.mark.data("cinc2017")
 def test_dacl_smoke_run_exports_the_chosen_encoder(tmp_path: Path, capsys) -> None:
     run, out = tmp_path / "dacl", tmp_path / "dacl-bundle"
     assert main(["train-dacl", "--preset", "smoke", f"--run.out_dir={run}"]) == 0

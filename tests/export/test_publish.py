@@ -28,16 +28,20 @@ def test_an_out_that_is_not_a_bundle_or_is_a_source_is_refused(tmp_path: Path, b
     (notes / "notes.txt").write_text("mine")
     run = tmp_path / "run"
     run.mkdir()
-    for out, sources in [
-        (notes, ()),  # a folder that is not a bundle
-        (tmp_path / "file.txt", ()),  # a file
-        (bundle, (bundle,)),  # the bundle being read
-        (run / "bundle", (run,)),  # inside the run being read
-        (tmp_path, (bundle,)),  # around the bundle being read
+    outer = tmp_path / "outer"  # a bundle folder holding the source being read
+    shutil.copytree(bundle, outer)
+    (outer / "inner").mkdir()
+    reads = "which it reads"
+    for out, sources, match in [
+        (notes, (), "folder that is not a bundle"),
+        (tmp_path / "file.txt", (), "is a file"),
+        (bundle, (bundle,), reads),  # the bundle being read
+        (run / "bundle", (run,), reads),  # inside the run being read
+        (outer, (outer / "inner",), reads),  # around the source being read
     ]:
         if out.suffix == ".txt":
             out.write_text("x")
-        with pytest.raises(ExportError):
+        with pytest.raises(ExportError, match=match):
             check_bundle_out(out, *sources)
     assert (notes / "notes.txt").read_text() == "mine"
     check_bundle_out(tmp_path / "new", bundle)  # absent: fine

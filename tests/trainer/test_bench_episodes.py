@@ -76,22 +76,41 @@ def test_the_sdk_default_joins_and_filters_the_plain_runs_on_real_records():
     assert checked == 4 and joined_any  # some record had runs to join
 
 
-def test_timeline_plot_is_written_for_records_with_af(tmp_path):
-    rows = {
-        "db": [
-            _row(
-                [(60.0, 400.0)],
-                {
-                    "no minimum": [(50.0, 70.0), (100.0, 420.0)],
-                    "≥ 30 s": [(100.0, 420.0)],
-                    "≥ 30 s of AF, gaps < 30 s joined (SDK)": [(50.0, 420.0)],
-                },
-                seconds=600.0,
-            ),
-            _row([], [], seconds=600.0),  # nothing to show: left out
-        ]
-    }
-    path = ep.plot_timelines(rows, tmp_path / "t.png")
+def test_timeline_plot_is_written_for_records_with_af(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    drawn: list[tuple[str, object]] = []
+    barh, text = Axes.broken_barh, Axes.text
+
+    def spy_barh(self, xranges, *args, **kwargs):
+        drawn.append(("bars", [tuple(map(float, x)) for x in xranges]))
+        return barh(self, xranges, *args, **kwargs)
+
+    def spy_text(self, x, y, s, *args, **kwargs):
+        drawn.append(("name", s))
+        return text(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "broken_barh", spy_barh)
+    monkeypatch.setattr(Axes, "text", spy_text)
+    af = _row(
+        [(60.0, 400.0)],
+        {
+            "no minimum": [(50.0, 70.0), (100.0, 420.0)],
+            "≥ 30 s": [(100.0, 420.0)],
+            "≥ 30 s of AF, gaps < 30 s joined (SDK)": [(50.0, 420.0)],
+        },
+        seconds=600.0,
+    )
+    quiet = {**_row([], [], seconds=600.0), "record": "quiet"}  # nothing to show: left out
+    path = ep.plot_timelines({"db": [af, quiet]}, tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert [s for kind, s in drawn if kind == "name"] == ["db/r"]
+    bars = [s for kind, s in drawn if kind == "bars"]
+    assert bars[0] == [(1.0, 340.0 / 60)]  # the reference, in minutes
+    assert bars[1:] == [
+        [(50.0 / 60, 20.0 / 60), (100.0 / 60, 320.0 / 60)],
+        [(100.0 / 60, 320.0 / 60)],
+        [(50.0 / 60, 370.0 / 60)],
+    ]
     none = ep.plot_timelines({"db": [_row([], [], seconds=600.0)]}, tmp_path / "none.png")
     assert none.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # no AF anywhere: still a figure

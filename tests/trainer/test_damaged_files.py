@@ -16,8 +16,17 @@ from trainer.errors import CheckpointError
 
 
 class _Boom:
+    """Unpickling it creates ``marker``: a loader that unpickles leaves the file behind."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (Path.touch, (Path("/tmp/ecgedge-test-pwned"),))
+        return (Path.touch, (self.marker,))
+
+
+def _marker(tmp_path: Path) -> Path:
+    return tmp_path / "unpickled-marker"
 
 
 def _damaged(tmp_path: Path, name: str) -> list[Path]:
@@ -29,7 +38,7 @@ def _damaged(tmp_path: Path, name: str) -> list[Path]:
         ("truncated", raw[: len(raw) // 2]),
         ("empty", b""),
         ("garbage", bytes(range(256)) * 4),
-        ("pickled", pickle.dumps(_Boom())),
+        ("pickled", pickle.dumps(_Boom(_marker(tmp_path)))),
     ]:
         path = tmp_path / f"{kind}-{name}"
         path.write_bytes(data)
@@ -42,7 +51,7 @@ def test_a_damaged_torch_file_is_a_checkpoint_error_naming_it(tmp_path: Path) ->
         with pytest.raises(CheckpointError) as err:
             load_weights(path)
         assert err.value.path == str(path)
-    assert not Path("/tmp/ecgedge-test-pwned").exists()
+    assert not _marker(tmp_path).exists()
     with pytest.raises(CheckpointError, match="lacks \\['encoder'\\]"):
         torch.save({"vae": {}}, tmp_path / "enc.pt")
         load_weights(tmp_path / "enc.pt", "encoder")
@@ -60,8 +69,11 @@ def test_damaged_diffae_fusion_and_dacl_files_are_checkpoint_errors(tmp_path: Pa
         run = tmp_path / f"run-{path.name}"
         run.mkdir()
         (run / "vae.pt").write_bytes(path.read_bytes())
-        with pytest.raises(CheckpointError):
+        torch.save({"encoder": {}}, run / "dacl.pt")  # a readable encoder beside it
+        with pytest.raises(CheckpointError) as err:
             load_embedder(run, "dacl")
+        assert err.value.path == str(run / "vae.pt")
+    assert not _marker(tmp_path).exists()
 
 
 @pytest.mark.parametrize("case", ["truncated", "garbage", "pickled", "no-weight", "shapes"])
@@ -88,13 +100,17 @@ def test_a_damaged_head_file_is_a_checkpoint_error(tmp_path: Path, case: str) ->
     if case == "garbage":
         path.write_bytes(b"\x93NUMPY" + bytes(200))
     if case == "pickled":
-        np.save(tmp_path / "obj.npy", np.array([_Boom()], dtype=object), allow_pickle=True)
+        np.save(
+            tmp_path / "obj.npy",
+            np.array([_Boom(_marker(tmp_path))], dtype=object),
+            allow_pickle=True,
+        )
         path = tmp_path / "obj.npy"
     for loader in (read_head, load_head):
         with pytest.raises(CheckpointError) as err:
             loader(path)
         assert err.value.path == str(path)
-    assert not Path("/tmp/ecgedge-test-pwned").exists()
+    assert not _marker(tmp_path).exists()
 
 
 @pytest.mark.parametrize("content", ["123", '"xdaclx"', "{not json"])

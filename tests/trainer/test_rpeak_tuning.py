@@ -142,16 +142,37 @@ class _PassThrough2:
         return DenoisedWindow(z[:, order].astype(np.float32), seg.std(axis=0)[order])
 
 
+class _PassThroughLead0(_PassThrough2):
+    """The same stand-in keeping the selected lead only (a 1-lead denoiser's view)."""
+
+    leads = 1
+
+    def denoise_leads(self, seg: np.ndarray, lead: int) -> DenoisedWindow:
+        two = super().denoise_leads(seg, lead)
+        return DenoisedWindow(two.leads[:, :1], two.amplitude_mv[:1])
+
+
 def test_a_two_lead_case_is_scored_on_both_leads_and_on_lead_0():
+    """Noise bursts on lead 0, lead 1 clean (and larger, as leads are weighted in mV): the scores that take both leads beat those
+    of lead 0 alone, so both leads really are scored."""
     from sdk.synthetic import synthetic_ecg
 
     fs = 128.0
-    ecg = synthetic_ecg((("sinus", 60.0),), fs=fs, seed=2)
-    y = np.stack([ecg.signal, -0.4 * ecg.signal], axis=1).astype(np.float64)
+    ecg = synthetic_ecg((("sinus", 120.0),), fs=fs, seed=2)
+    rng = np.random.default_rng(5)
+    noisy = ecg.signal.copy()
+    for a in range(1000, noisy.size - 1000, 2000):  # 8 s bursts of muscle-like noise
+        noisy[a : a + 1000] += 0.3 * rng.standard_normal(1000)
+    y = np.stack([noisy, -1.5 * ecg.signal], axis=1)  # lead 1 the larger in mV.astype(np.float64)
     ref_s = ecg.r_peaks / fs
     case = rt.Case("syn", "clean", None, ref_s, 0.0, y, 3.0 * y, fs)  # "denoised" in mV
     got = rt.evaluate([case], 0.1, "nearest")
     assert set(got) == {"clean / raw", "clean / denoised", "clean / denoised lead 0"}
-    assert all(r["se"] > 99.0 and r["pp"] > 99.0 for r in got.values())
-    windows = rt.window_beats([case], _PassThrough2(), 1280, 640)
-    assert windows["clean / with context"]["se"] > 99.0
+    both, lead0 = got["clean / denoised"], got["clean / denoised lead 0"]
+    assert both["se"] > 99.0 and both["pp"] > 99.0
+    assert lead0["pp"] < both["pp"] - 1.0  # lead 0 alone takes the bursts for beats
+    assert got["clean / raw"]["pp"] == lead0["pp"]  # raw is lead 0 too (the same samples × 3)
+    two = rt.window_beats([case], _PassThrough2(), 1280, 640)["clean / with context"]
+    one = rt.window_beats([case], _PassThroughLead0(), 1280, 640)["clean / with context"]
+    assert two["se"] > 99.0 and two["pp"] > 99.0
+    assert one["pp"] < two["pp"] - 1.0
