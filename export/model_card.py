@@ -50,6 +50,7 @@ def _provenance(m: dict[str, Any]) -> list[str]:
     return [
         f"- Train: `{prov['commands']['train']}`",
         f"- Export: `{prov['commands']['export']}`",
+        *_multimodal_recipe_lines(prov),
         f"- Pretraining data: {', '.join(data['pretrain'])} (CinC 2017: train split only)",
         f"- Head: {data['head']}, {data['train_records']} records; validation "
         f"{data['val_records']} records (seed {data['split_seed']})",
@@ -74,6 +75,20 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"{m['diffusion']['default_t']['raw']}",
         *_head_refit_lines(prov.get("head_refit")),
         *_anchor_lines(prov.get("anchors")),
+    ]
+
+
+def _multimodal_recipe_lines(prov: dict[str, Any]) -> list[str]:
+    """Where the other modalities and the fusion of a multimodal bundle came from."""
+    runs = prov.get("modality_runs")
+    if not runs or "multimodal_run" not in prov:
+        return []
+    others = ", ".join(f"{k} `{v}`" for k, v in runs.items() if k != "raw")
+    return [
+        f"- The lines above make the raw extractor; the other modalities' extractors ({others}) "
+        f"and the fusion (`ecgedge train-fusion`, `{prov['multimodal_run']}`, then "
+        "`ecgedge export-multimodal`) come from their own runs: every command of the recipe is "
+        "in the project README, 'Training, export, benchmarks'"
     ]
 
 
@@ -193,13 +208,20 @@ def denoiser_section(m: dict[str, Any]) -> list[str]:
     return [
         "## Denoiser (CD-ECGNet)",
         "",
-        f"{prov['model']}; {prov['placement']}. Trained {prov['steps']} steps on clean",
+        f"{prov['model']}; {prov['placement']}. Checkpoint of training step {prov['steps']}",
+        "(chosen on the selection data), trained on clean",
         f"{', '.join(prov['config']['data']['databases'])} with NSTDB noise ({prov['noise']}).",
         "Two adaptations of the paper: the decoder's correction is added to the input through a",
         "per-lead gate computed from E_lead's features, and E_noise learns the noise residual",
         "(it has no loss of its own in the paper). The pipeline runs it on every window before",
-        "the embedders (`StreamPipeline(denoise=False)` skips it); validation figures recorded",
-        "at export (`metrics.rhythm_val_sdk`) were measured without it. Shipped precision:",
+        "the embedders (`StreamPipeline(denoise=False)` skips it)"
+        + (
+            "; validation figures recorded at export (`metrics.rhythm_val_sdk`) were measured "
+            "without it."
+            if "rhythm_val_sdk" in m["metrics"]
+            else "."
+        ),
+        "Shipped precision:",
         f"**{figures['shipped_precision'].upper()}** ({figures['precision_reason']}).",
         f"Gate on {figures['gate_data']}: FP32 output SNR {g32['snr_out']:.2f} dB, cos",
         f"{g32['cos']:.2f}%; INT8 {g8['snr_out']:.2f} dB, cos {g8['cos']:.2f}% (limits: SNR drop",

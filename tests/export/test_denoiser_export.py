@@ -93,7 +93,7 @@ def test_add_denoiser_replaces_the_denoiser_of_a_bundle(tmp_path):
     assert manifest["provenance"]["denoiser"]["run"] == str(run)
     assert [f["role"] for f in manifest["files"]].count("denoiser") in (1, 2)  # FP32 (+ INT8)
     card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
-    assert card.count("## Denoiser (CD-ECGNet)") == 1 and "Trained 2 steps" in card
+    assert card.count("## Denoiser (CD-ECGNet)") == 1 and "Checkpoint of training step 2" in card
     assert "**Stale:**" in card
     assert WindowDenoiser(load_bundle(tmp_path / "bundle")).leads == 1
 

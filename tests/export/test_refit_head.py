@@ -86,6 +86,7 @@ def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_on
     assert "rhythm_val_sdk" not in out.manifest.metrics  # the old head's figures are gone
     card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "Head refitted" in card and "No export-time figures for this head" in card
+    assert "## Denoiser" in card and "rhythm_val_sdk" not in card  # none on figures now gone
     assert not (tmp_path / "out.partial").exists()
 
     # the exported head is the softmax head fitted on the device features of those windows

@@ -699,8 +699,9 @@ def _seen_line(seen: dict[str, Any] | None, n: int) -> str:
     return (
         f"What the models saw of these {n} subjects before calibration, none of it with rhythm "
         f"labels: the extractors' self-supervised pretraining held "
-        f"{len(seen['extractor_pretraining'])} of them; the denoiser's clean training data "
-        f"held {den}. The global head was fitted on {seen['head_training'] or 'other data'} "
+        f"{len(seen['extractor_pretraining'])} of them; the denoiser's clean training or "
+        f"checkpoint-selection data held {den}. The global head was fitted on "
+        f"{seen['head_training'] or 'other data'} "
         "only. The rows compare methods on the same models; absolute figures may be "
         "optimistic for subjects the extractors or the denoiser saw."
     )
@@ -747,7 +748,9 @@ test part; accuracy (AF vs non-AF) over all subjects; the last column is the sha
 calibrated subject's non-AF test windows the head calls "O" or "~" (the subjects carry no
 such labels: their "other" rhythms, e.g. mitdb/203's ventricular runs, may earn it), over the
 subjects that could be calibrated. Cells: mean / median [q1, q3]. GP: at most
-{r["protocol"]["gp_max_evaluations"]} extractor evaluations over t in 1…200 (every modality);
+{r["protocol"]["gp_max_evaluations"]} objective evaluations over t in 1…200 (every modality), within
+the Calibrator's default budget of extractor runs (`max_extractor_evals`; one run per modality
+per evaluation);
 grid: {len(r["protocol"]["grid_t"])} values of one t shared by every modality. Subjects
 whose calibration part holds one rhythm ({summ["subjects"] - summ["calibratable_subjects"]}
 of {summ["subjects"]}) cannot fit a head: they keep the global model in every row. {_anchor_text(r)}
