@@ -199,28 +199,83 @@ def latents(vae: VAE, feats: np.ndarray) -> np.ndarray:
     return vae.encode(torch.from_numpy(feats))[0].numpy()
 
 
+DISTANCES = ("euclidean", "z_scored", "mahalanobis", "knn")
+AGGREGATIONS = ("mean", "median", "max")
+KNN_K = 10
+
+
+def _knn_distance(ref: np.ndarray, query: np.ndarray, k: int, batch: int = 1024) -> np.ndarray:
+    """Mean Euclidean distance of each query row to its ``k`` nearest rows of ``ref``."""
+    k = min(k, len(ref))
+    ref_sq = np.einsum("ij,ij->i", ref, ref)
+    out = np.empty(len(query))
+    for i in range(0, len(query), batch):
+        q = query[i : i + batch]
+        d2 = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * q @ ref.T + ref_sq[None]
+        near = np.partition(np.maximum(d2, 0.0), k - 1, axis=1)[:, :k]
+        out[i : i + batch] = np.sqrt(near).mean(axis=1)
+    return out
+
+
 def prototype_distance(
     emb_train: np.ndarray, emb_val: np.ndarray, normal: np.ndarray, metric: str = "euclidean"
 ) -> np.ndarray:
-    """Distance of each validation embedding to the normal training windows' prototype.
+    """Distance of each validation embedding to the normal training windows (rows of
+    ``emb_train`` where ``normal``): a one-class score, no other label used.
 
-    ``euclidean``: to their mean (DACL's score). ``mahalanobis``: with their covariance -- a
-    one-class Gaussian model of normal windows. The covariance is estimated on the normal
-    windows z-scored per dimension and shrunk towards the identity (Ledoit-Wolf,
-    scikit-learn), so that it stays invertible and the shrinkage does not depend on each
-    dimension's scale.
+    ``euclidean``: to their mean (DACL's score). ``z_scored``: the same after dividing each
+    dimension by the normal windows' standard deviation. ``mahalanobis``: with their
+    covariance -- a one-class Gaussian model of normal windows; the covariance is estimated
+    on the normal windows z-scored per dimension and shrunk towards the identity
+    (Ledoit-Wolf, scikit-learn), so that it stays invertible and the shrinkage does not depend
+    on each dimension's scale. ``knn``: mean z-scored distance to the :data:`KNN_K` nearest
+    normal windows (no single prototype: a normal class with several modes).
     """
+    if metric not in DISTANCES:
+        raise ValueError(f"metric must be one of {DISTANCES}, got {metric!r}")
     ref = np.asarray(emb_train[normal], dtype=np.float64)
+    if len(ref) == 0:
+        raise ValueError("no normal training windows to build the score from")
+    query = np.asarray(emb_val, dtype=np.float64)
     if metric == "euclidean":
-        return np.linalg.norm(emb_val - ref.mean(axis=0), axis=1)
-    if metric == "mahalanobis":
-        from sklearn.covariance import LedoitWolf
+        return np.linalg.norm(query - ref.mean(axis=0), axis=1)
+    mean, std = ref.mean(axis=0), ref.std(axis=0) + 1e-6
+    ref, query = (ref - mean) / std, (query - mean) / std
+    if metric == "z_scored":
+        return np.linalg.norm(query, axis=1)
+    if metric == "knn":
+        return _knn_distance(ref, query, KNN_K)
+    from sklearn.covariance import LedoitWolf
 
-        mean, std = ref.mean(axis=0), ref.std(axis=0) + 1e-6
-        fit = LedoitWolf().fit((ref - mean) / std)
-        d = (np.asarray(emb_val, dtype=np.float64) - mean) / std - fit.location_
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, fit.precision_, d), 0.0))
-    raise ValueError(f"metric must be 'euclidean' or 'mahalanobis', got {metric!r}")
+    fit = LedoitWolf().fit(ref)
+    d = query - fit.location_
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, fit.precision_, d), 0.0))
+
+
+def record_scores(dist: np.ndarray, ws: WindowSet, aggregate: str = "mean") -> np.ndarray:
+    """One score per record of ``ws`` from its windows' distances: their mean, median or max
+    (NaN for a record without windows)."""
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+    out = np.full(len(ws.names), np.nan)
+    order = np.argsort(ws.record_index, kind="stable")
+    starts = np.searchsorted(ws.record_index[order], np.arange(len(ws.names) + 1))
+    reduce = {"mean": np.mean, "median": np.median, "max": np.max}[aggregate]
+    for r in range(len(ws.names)):
+        if starts[r + 1] > starts[r]:
+            out[r] = reduce(dist[order[starts[r] : starts[r + 1]]])
+    return out
+
+
+def auroc_report(score: np.ndarray, ws: WindowSet) -> dict[str, Any]:
+    """AUROC N vs (A+O) of per-record ``score`` over the records of ``ws`` (noisy records and
+    records without a score excluded), with a 95% bootstrap interval."""
+    labels = np.asarray(ws.labels)
+    keep = (labels != "~") & np.isfinite(score)
+    pos, s = np.isin(labels[keep], ["A", "O"]), score[keep]
+    value = auroc(pos, s)
+    lo, hi = bootstrap_ci(lambda i: auroc(pos[i], s[i]), len(s))
+    return {"value": value, "ci95": [lo, hi], "records": int(keep.sum())}
 
 
 def anomaly_report(
@@ -229,20 +284,12 @@ def anomaly_report(
     train: WindowSet,
     val: WindowSet,
     metric: str = "euclidean",
+    aggregate: str = "mean",
 ) -> dict[str, Any]:
-    """AUROC N vs (A+O) of the record-mean distance to the normal training prototype
-    (:func:`prototype_distance` with ``metric``)."""
+    """:func:`auroc_report` of each validation record's ``aggregate`` of its windows'
+    distances to the normal training windows (:func:`prototype_distance` with ``metric``)."""
     dist = prototype_distance(emb_train, emb_val, train.window_labels == "N", metric)
-    counts = np.bincount(val.record_index, minlength=len(val.names))
-    score = np.bincount(val.record_index, weights=dist, minlength=len(val.names)) / np.maximum(
-        counts, 1
-    )
-    labels = np.asarray(val.labels)
-    keep = labels != "~"
-    pos, s = np.isin(labels[keep], ["A", "O"]), score[keep]
-    value = auroc(pos, s)
-    lo, hi = bootstrap_ci(lambda i: auroc(pos[i], s[i]), len(s))
-    return {"value": value, "ci95": [lo, hi], "records": int(keep.sum())}
+    return auroc_report(record_scores(dist, val, aggregate), val)
 
 
 def probe_report(

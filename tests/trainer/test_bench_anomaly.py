@@ -49,8 +49,8 @@ def test_z_scoring_finds_the_signal_a_loud_dimension_hides():
         return np.stack([signal, loud], axis=1).astype(np.float32)
 
     rows = score_blocks({"x": embed(train)}, {"x": embed(val)}, train, val)
-    r = rows["x"]
-    assert r["dim"] == 2
+    r = {k: v["mean"] for k, v in rows["x"].items() if k != "dim"}
+    assert rows["x"]["dim"] == 2
     assert r["z_scored"]["records"] == 60  # noisy records excluded
     assert r["z_scored"]["value"] > 0.9
     assert r["euclidean"]["value"] < r["z_scored"]["value"] - 0.2
@@ -73,11 +73,77 @@ def test_mahalanobis_finds_a_shift_across_correlated_dimensions():
         noise = rng.standard_normal((len(abnormal), 3))  # uninformative, unit spread
         return np.c_[u + across, u - across, noise].astype(np.float32)
 
-    r = score_blocks({"x": embed(train)}, {"x": embed(val)}, train, val)["x"]
-    print({k: r[k]["value"] for k in ("euclidean", "z_scored", "mahalanobis")})
+    rows = score_blocks({"x": embed(train)}, {"x": embed(val)}, train, val)["x"]
+    r = {k: rows[k]["mean"] for k in ("euclidean", "z_scored", "mahalanobis")}
     assert r["mahalanobis"]["records"] == 80
     assert r["mahalanobis"]["value"] > 0.95
     assert r["euclidean"]["value"] < 0.75 and r["z_scored"]["value"] < 0.75
+
+
+def test_knn_scores_a_normal_class_with_two_modes():
+    """Normal windows sit in two clusters (x = ±3), abnormal ones between them (x = 0): the
+    prototype of the normal windows lies among the abnormal ones; the nearest normal windows
+    do not."""
+    from trainer.dacl import prototype_distance
+
+    rng = np.random.default_rng(5)
+    normal = np.r_[rng.normal(-3, 0.3, 200), rng.normal(3, 0.3, 200)][:, None]
+    abnormal = rng.normal(0, 0.3, 100)[:, None]
+    query = np.r_[rng.normal(3, 0.3, 100)[:, None], abnormal]
+    is_abnormal = np.r_[np.zeros(100, bool), np.ones(100, bool)]
+    train = np.r_[normal, abnormal]
+    normal_mask = np.r_[np.ones(400, bool), np.zeros(100, bool)]
+    from trainer.metrics import auroc
+
+    knn = prototype_distance(train, query, normal_mask, "knn")
+    assert auroc(is_abnormal, knn) > 0.99
+    for metric in ("euclidean", "z_scored", "mahalanobis"):
+        assert auroc(is_abnormal, prototype_distance(train, query, normal_mask, metric)) < 0.1
+
+
+def test_record_scores_aggregate_each_records_windows():
+    from trainer.dacl import record_scores
+
+    ws = _window_set(["N", "A", "O"], 1, np.random.default_rng(6))
+    ws.record_index = np.array([2, 0, 2, 0, 2], np.int32)  # record 1 has no window
+    dist = np.array([1.0, 4.0, 2.0, 6.0, 9.0])
+    np.testing.assert_allclose(record_scores(dist, ws, "mean"), [5.0, np.nan, 4.0])
+    np.testing.assert_allclose(record_scores(dist, ws, "median"), [5.0, np.nan, 2.0])
+    np.testing.assert_allclose(record_scores(dist, ws, "max"), [6.0, np.nan, 9.0])
+    with pytest.raises(ValueError, match="aggregate"):
+        record_scores(dist, ws, "min")
+
+
+def test_the_variant_is_chosen_on_training_records_only():
+    """Block "good" separates the classes on training records, block "bad" only on
+    validation records: the selection must pick "good" (it never sees validation), and the
+    chosen variant's figure is its validation report fitted on all training windows."""
+    from trainer.bench.anomaly import chosen_variant, select_variant, selection_split
+
+    rng = np.random.default_rng(7)
+    labels = ["N"] * 60 + ["A"] * 20 + ["O"] * 20 + ["~"] * 8
+    train, val = _window_set(labels, 3, rng), _window_set(labels, 3, rng)
+
+    def block(ws: WindowSet, informative: bool) -> np.ndarray:
+        abnormal = np.isin(ws.window_labels, ["A", "O"]) if informative else 0.0
+        return (abnormal + 0.5 * rng.standard_normal((2, len(ws.windows)))).T.astype(np.float32)
+
+    tr = {"good": block(train, True), "bad": block(train, False)}
+    va = {"good": block(val, False), "bad": block(val, True)}
+    fit_mask, fit, sel = selection_split(train)
+    assert set(fit.names).isdisjoint(sel.names) and len(fit.names) + len(sel.names) == 108
+    assert len(sel.names) == 27  # 25% of each class: 15 N, 5 A, 5 O, 2 ~
+    assert fit_mask.sum() == len(fit.windows) and (~fit_mask).sum() == len(sel.windows)
+    selection = select_variant({"b": tr}, train)
+    best = selection["ranking"][0]
+    assert best["block"] == "good" and best["selection_auroc"] > 0.9
+    assert len(selection["ranking"]) == 2 * 4 * 3
+    results = {"b": {"blocks": score_blocks(tr, va, train, val)}}
+    chosen = chosen_variant(results, selection)
+    assert (
+        chosen["validation"] == results["b"]["blocks"]["good"][best["distance"]][best["aggregate"]]
+    )
+    assert chosen["validation"]["value"] < 0.75  # "good" carries nothing on validation
 
 
 def test_prototype_distance_rejects_an_unknown_metric():

@@ -153,8 +153,8 @@ class _PassThroughLead0(_PassThrough2):
 
 
 def test_a_two_lead_case_is_scored_on_both_leads_and_on_lead_0():
-    """Noise bursts on lead 0, lead 1 clean (and larger, as leads are weighted in mV): the scores that take both leads beat those
-    of lead 0 alone, so both leads really are scored."""
+    """Noise bursts on lead 0, lead 1 clean (and larger, as leads are weighted in mV): the
+    scores that take both leads beat those of lead 0 alone, so both leads really are scored."""
     from sdk.synthetic import synthetic_ecg
 
     fs = 128.0
