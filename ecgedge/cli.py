@@ -327,12 +327,17 @@ BENCHMARKS = {
     "anomaly": "DACL-style anomaly AUROC for any bundle's embedder",
 }
 
+BUNDLE_HELP = (
+    "bundle folder, or the name of a shipped bundle: default (DiffECG, the default), "
+    "diffae-lru-cpu, dacl-cpu"
+)
+
 #: ``bench anomaly`` without ``--bundle``: these, those that exist (README's commands make them)
 ANOMALY_BUNDLES = (
     "sdk/default_bundle",
     "bundles/diffecg-cpu",
-    "bundles/diffae-lru-cpu",
-    "bundles/dacl-cpu",
+    "sdk/bundles/diffae-lru-cpu",
+    "sdk/bundles/dacl-cpu",
     "bundles/dacl-paper",
 )
 
@@ -350,7 +355,7 @@ def _levels(text: str) -> tuple[float | None, ...]:
 def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     _check_output(Path(args.out), "--out", folder=True)
     for bundle in args.bundle.split(",") if args.bundle else ():
-        if not (Path(bundle) / "manifest.json").is_file():
+        if not (_bundle_path(bundle) / "manifest.json").is_file():
             raise ValueError(f"--bundle {bundle}: no manifest.json (not a bundle)")
     if args.name == "bridge":
         from ecgedge.demo import demo_recording
@@ -381,7 +386,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
         run_denoise(
             [Path(r) for r in runs.split(",")],
             Path(args.out),
-            bundle_dir=Path(args.bundle) if args.bundle else None,
+            bundle_dir=_bundle_path(args.bundle) if args.bundle else None,
             report=args.report or "denoise",
         )
         return 0
@@ -396,7 +401,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 
         run_noise_stress(
             Path(args.out),
-            bundle_dir=Path(args.bundle) if args.bundle else None,
+            bundle_dir=_bundle_path(args.bundle) if args.bundle else None,
             peers=not args.no_peers,
             report=args.report or "noise_stress",
         )
@@ -406,7 +411,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 
         run_rpeak_tuning(
             Path(args.out),
-            bundle_dir=Path(args.bundle) if args.bundle else None,
+            bundle_dir=_bundle_path(args.bundle) if args.bundle else None,
             report=args.report or "rpeak_tuning",
         )
         return 0
@@ -418,7 +423,8 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "anomaly":
         from trainer.bench.anomaly import run as run_anomaly
 
-        paths = [Path(b) for b in (args.bundle or ",".join(ANOMALY_BUNDLES)).split(",")]
+        given = args.bundle.split(",") if args.bundle else []
+        paths = [_bundle_path(b) for b in given] or [Path(b) for b in ANOMALY_BUNDLES]
         run_anomaly(
             {p.name: p for p in paths if args.bundle or (p / "manifest.json").is_file()},
             Path(args.out),
@@ -434,9 +440,9 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "lru":
         from trainer.bench.lru import run as run_lru
 
-        others = {"DiffECG": Path("sdk/default_bundle"), "DACL": Path("bundles/dacl-cpu")}
+        others = {"DiffECG": _bundle_path(None), "DACL": _bundle_path("dacl-cpu")}
         run_lru(
-            Path(args.bundle or "bundles/diffae-lru-cpu"),
+            _bundle_path(args.bundle or "diffae-lru-cpu"),
             Path(args.out),
             {k: v for k, v in others.items() if (v / "manifest.json").is_file()},
         )
@@ -701,11 +707,17 @@ def _cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _bundle_path(value: str | None) -> Path:
-    if value:
-        return Path(value)
-    from sdk.bundle import default_bundle_path
+    """``--bundle``: a folder, the name of a shipped bundle, or (None) the default bundle."""
+    from sdk.bundle import bundle_path, shipped_bundles
+    from sdk.errors import BundleError
 
-    return default_bundle_path()
+    try:
+        return bundle_path(value)
+    except BundleError:
+        names = ", ".join(shipped_bundles())
+        raise ValueError(
+            f"--bundle {value}: no such folder, and no shipped bundle of that name ({names})"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -863,7 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--bundle",
-        help="bundle directory (default: the shipped bundle); anomaly: a comma-separated list",
+        help=BUNDLE_HELP + "; anomaly: a comma-separated list",
     )
     b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
     b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")
@@ -909,7 +921,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", required=True, help="profile file to write (JSON, mode 0600)")
     c.add_argument("--user", default="user", help="an opaque user identifier stored in the profile")
-    c.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    c.add_argument("--bundle", help=BUNDLE_HELP)
     c.add_argument(
         "--minutes",
         type=_nonnegative,
@@ -947,7 +959,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--simulate", action="store_true", help="a virtual Polar H10 (PMD frames)")
     s.add_argument("--record", help="WFDB record path without extension (played, or simulated)")
     s.add_argument("--user-profile", help="a profile from `ecgedge calibrate` (t and head)")
-    s.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    s.add_argument("--bundle", help=BUNDLE_HELP)
     s.add_argument(
         "--speed",
         type=_nonnegative,
@@ -1012,7 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=_cmd_sensors)
 
     d = sub.add_parser("demo", help="live rhythm, heart rate, quality and latency in the terminal")
-    d.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    d.add_argument("--bundle", help=BUNDLE_HELP)
     d.add_argument("--fast", action="store_true", help="no real-time pacing")
     d.add_argument(
         "--seconds",
@@ -1033,7 +1045,7 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser(
         "engines", help="TensorRT: check a bundle's graphs, build its engines on this device"
     )
-    en.add_argument("--bundle", help="bundle directory (default: the shipped bundle)")
+    en.add_argument("--bundle", help=BUNDLE_HELP)
     en.add_argument(
         "--precision", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp16", "int8"]
     )

@@ -52,6 +52,29 @@ def load_embedder(run_dir: Path, name: str) -> DACLEmbedder:
         raise CheckpointError(f"invalid DACL run: {exc!r}", path=str(run_dir)) from exc
 
 
+def _card(root: Path, figures: dict[str, Any]) -> None:
+    m = json.loads((root / "manifest.json").read_text())
+    prov, v = m["provenance"], figures["val_fp32"]
+    text = f"""# {m["name"]}
+
+DACL (diffusion-augmented contrastive learning): wavelet-scattering features of the window
+(computed in the SDK in numpy, kymatio's Scattering1D, J {m["front_end"]["J"]}, Q
+{m["front_end"]["Q"]}: {m["front_end"]["features"]} features) → VAE μ (z_0) → the
+`{prov["encoder"]}` encoder at t = 1, with a linear head on embedding ++ RR features. FP32 only
+(no INT8 graph).
+
+- Train: `{prov["commands"]["train"]}`
+- Export: `{prov["commands"]["export"]}`
+- Validation (SDK, FP32, {prov["training_data"]["val_records"]} records of CinC 2017, seed
+  {prov["training_data"]["split_seed"]}): challenge F1 {v["challenge_f1"]:.3f}, macro F1
+  {v["macro_f1"]:.3f}, AUROC N vs (A+O) {v["auroc_normal_vs_af_other"]:.3f}.
+- ONNX parity (max relative): {figures["parity"]["fp32_max_rel"]:.1e}.
+- The embedder's input is the scattering features and `t` (index 0 is the paper's t = 1); the
+  bundle's noise file is unused.
+"""
+    (root / "MODEL_CARD.md").write_text(text)
+
+
 @torch.no_grad()
 def _embed(emb: DACLEmbedder, feats: np.ndarray) -> np.ndarray:
     f = torch.from_numpy(feats)
@@ -152,10 +175,6 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
         figures = {"parity": {"fp32_max_rel": parity}, "val_fp32": rhythm_metrics(y, p)}
         extra["metrics"] = {"rhythm_val_sdk": {"val_fp32": figures["val_fp32"]}, **extra["metrics"]}
         bundle_manifest(tmp, extra=extra, **kw)
-        (tmp / "MODEL_CARD.md").write_text(
-            f"# dacl-{name}\n\nScattering features (numpy, SDK) → VAE μ → DACL encoder at t = 1 → "
-            f"linear head on embedding ++ RR. FP32 only.\n\nValidation via the SDK: "
-            f"{json.dumps(figures['val_fp32'])}\n\nONNX parity (max relative): {parity:.1e}\n"
-        )
+        _card(tmp, figures)
 
     return figures

@@ -146,6 +146,8 @@ def _card(root: Path, figures: dict[str, Any]) -> None:
 DiffAE-LRU semantic encoder (LRU stack + Attention Reducer, {m["head_features"]["embedding_dim"]}-d)
 with a linear head on embedding ++ RR features. FP32 only (no INT8 graph).
 
+- Train: `{m["provenance"]["commands"]["train"]}`
+- Export: `{m["provenance"]["commands"]["export"]}`
 - Validation (SDK, FP32, {m["provenance"]["training_data"]["val_records"]} records): challenge F1
   {v["challenge_f1"]:.3f}, macro F1 {v["macro_f1"]:.3f}, AUROC N vs (A+O)
   {v["auroc_normal_vs_af_other"]:.3f}.

@@ -3,7 +3,7 @@
 Public API::
 
     StreamPipeline            samples → WindowEvent / EpisodeEvent (callbacks, async iterator)
-    load_bundle, Bundle       verified model bundles; default_bundle_path() is the shipped one
+    load_bundle, Bundle       verified model bundles; bundle_path(name) finds a shipped one
     WindowClassifier, WindowInputs   windows → class probabilities (ONNX Runtime)
     Calibrator, UserProfile   on-device per-user calibration of t and the head
     load_profile, save_profile  user profiles bound to a bundle (atomic, 0600, checksummed)
@@ -13,7 +13,14 @@ Public API::
     detect_rpeaks, StreamingRPeakDetector, heart_rate_bpm, assess_quality
 """
 
-from sdk.bundle import Bundle, Manifest, default_bundle_path, load_bundle
+from sdk.bundle import (
+    Bundle,
+    Manifest,
+    bundle_path,
+    default_bundle_path,
+    load_bundle,
+    shipped_bundles,
+)
 from sdk.calibration import Calibrator, UserProfile, load_profile, save_profile
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.errors import (
@@ -63,7 +70,9 @@ __all__ = [
     "WindowEvent",
     "WindowInputs",
     "assess_quality",
+    "bundle_path",
     "default_bundle_path",
+    "shipped_bundles",
     "detect_rpeaks",
     "heart_rate_bpm",
     "load_bundle",

@@ -501,5 +501,42 @@ def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bund
 
 
 def default_bundle_path() -> Path:
-    """The bundle shipped inside the package."""
+    """The default bundle shipped inside the package (DiffECG multimodal + denoiser)."""
     return Path(__file__).resolve().parent / "default_bundle"
+
+
+def shipped_bundles() -> dict[str, Path]:
+    """Every bundle shipped inside the package by name: ``"default"`` and the other
+    embedders' bundles under ``sdk/bundles/`` (``"diffae-lru-cpu"``, ``"dacl-cpu"``)."""
+    found = {"default": default_bundle_path()}
+    extra = Path(__file__).resolve().parent / "bundles"
+    if extra.is_dir():
+        found.update(
+            (d.name, d) for d in sorted(extra.iterdir()) if (d / "manifest.json").is_file()
+        )
+    return found
+
+
+def bundle_path(name_or_path: str | os.PathLike[str] | None = None) -> Path:
+    """A bundle folder from a path or the name of a shipped bundle (:func:`shipped_bundles`);
+    ``None`` is the default bundle. An existing path wins over a name.
+
+    Raises
+    ------
+    BundleError
+        reason ``"missing"``: neither an existing path nor a shipped bundle's name.
+    """
+    if name_or_path is None:
+        return default_bundle_path()
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = shipped_bundles()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    raise BundleError(
+        f"no bundle at {str(name_or_path)!r} and no shipped bundle of that name "
+        f"(shipped: {', '.join(shipped)})",
+        path=str(path),
+        reason="missing",
+    )

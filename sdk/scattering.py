@@ -32,7 +32,9 @@ def scattering_operator(length: int) -> Any:
         from kymatio.scattering1d.frontend.numpy_frontend import ScatteringNumPy1D
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError(
-            "scattering features need kymatio (pip install kymatio==0.3.0)", field="kymatio"
+            "scattering features (a DACL bundle) need kymatio: pip install 'ecgedge[dacl]' "
+            "(kymatio==0.3.0)",
+            field="kymatio",
         ) from exc
     return ScatteringNumPy1D(J=J, shape=length, Q=Q)
 

@@ -115,3 +115,10 @@ def test_an_unusable_user_profile_is_an_error_not_a_silent_fallback(capsys, tmp_
     bad.write_text("{")
     os.chmod(bad, 0o600)
     assert f"--user-profile {bad}: not valid JSON" in _cli_error(capsys, *run, str(bad))
+
+
+def test_stream_takes_a_shipped_bundle_by_name(capsys) -> None:
+    argv = ["stream", "--simulate", "--bundle", "diffae-lru-cpu", "--seconds", "25"]
+    assert main([*argv, "--speed", "0", "--hop", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.rstrip().endswith("ms step") for line in lines) >= 10  # the step model ran

@@ -8,6 +8,7 @@ import pytest
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.classifier import WindowClassifier, WindowInputs
 from trainer.bench.anomaly import embedding_blocks, score_blocks
+from trainer.dacl import anomaly_report
 from trainer.data.datasets import WindowSet
 
 
@@ -114,36 +115,77 @@ def test_record_scores_aggregate_each_records_windows():
         record_scores(dist, ws, "min")
 
 
-def test_the_variant_is_chosen_on_training_records_only():
-    """Block "good" separates the classes on training records, block "bad" only on
-    validation records: the selection must pick "good" (it never sees validation), and the
-    chosen variant's figure is its validation report fitted on all training windows."""
+def test_the_variant_is_chosen_on_the_selection_records_only():
+    """Block "sel" separates the classes only on the selection records, block "fit" only on
+    the fitting records, block "val" only on validation: ranked on the selection records
+    (fitted on the fitting records), "sel" must win; "fit" would win if the fitting records
+    were scored, "val" if validation were. The chosen figure is the validation report
+    fitted on all training windows."""
     from trainer.bench.anomaly import chosen_variant, select_variant, selection_split
 
     rng = np.random.default_rng(7)
     labels = ["N"] * 60 + ["A"] * 20 + ["O"] * 20 + ["~"] * 8
     train, val = _window_set(labels, 3, rng), _window_set(labels, 3, rng)
-
-    def block(ws: WindowSet, informative: bool) -> np.ndarray:
-        abnormal = np.isin(ws.window_labels, ["A", "O"]) if informative else 0.0
-        return (abnormal + 0.5 * rng.standard_normal((2, len(ws.windows)))).T.astype(np.float32)
-
-    tr = {"good": block(train, True), "bad": block(train, False)}
-    va = {"good": block(val, False), "bad": block(val, True)}
     fit_mask, fit, sel = selection_split(train)
     assert set(fit.names).isdisjoint(sel.names) and len(fit.names) + len(sel.names) == 108
-    assert len(sel.names) == 27  # 25% of each class: 15 N, 5 A, 5 O, 2 ~
+    assert sorted(sel.labels) == sorted(["N"] * 15 + ["A"] * 5 + ["O"] * 5 + ["~"] * 2)
     assert fit_mask.sum() == len(fit.windows) and (~fit_mask).sum() == len(sel.windows)
+    np.testing.assert_array_equal(train.windows[~fit_mask], sel.windows)  # rows aligned
+
+    def block(ws: WindowSet, where: np.ndarray | bool) -> np.ndarray:
+        abnormal = np.isin(ws.window_labels, ["A", "O"]) & where
+        return (abnormal + 0.5 * rng.standard_normal((2, len(ws.windows)))).T.astype(np.float32)
+
+    tr = {"fit": block(train, fit_mask), "sel": block(train, ~fit_mask), "val": block(train, False)}
+    va = {"fit": block(val, False), "sel": block(val, False), "val": block(val, True)}
     selection = select_variant({"b": tr}, train)
     best = selection["ranking"][0]
-    assert best["block"] == "good" and best["selection_auroc"] > 0.9
-    assert len(selection["ranking"]) == 2 * 4 * 3
+    assert best["block"] == "sel" and best["selection_auroc"] > 0.9
+    assert all(v["selection_auroc"] < 0.75 for v in selection["ranking"] if v["block"] != "sel")
+    assert len(selection["ranking"]) == 3 * 4 * 3
     results = {"b": {"blocks": score_blocks(tr, va, train, val)}}
     chosen = chosen_variant(results, selection)
-    assert (
-        chosen["validation"] == results["b"]["blocks"]["good"][best["distance"]][best["aggregate"]]
-    )
-    assert chosen["validation"]["value"] < 0.75  # "good" carries nothing on validation
+    expected = anomaly_report(tr["sel"], va["sel"], train, val, best["distance"], best["aggregate"])
+    assert chosen["validation"]["value"] == expected["value"] < 0.75  # nothing on validation
+
+
+def test_selection_never_scores_a_window_against_itself():
+    """Pure noise carries nothing: if the selection records' normal windows were among the
+    fitted ones, each would be its own nearest neighbour and kNN would separate them."""
+    from trainer.bench.anomaly import select_variant
+
+    rng = np.random.default_rng(8)
+    labels = ["N"] * 60 + ["A"] * 20 + ["O"] * 20
+    train = _window_set(labels, 3, rng)
+    noise = rng.standard_normal((len(train.windows), 64)).astype(
+        np.float32
+    )  # kNN distances concentrate
+    ranking = select_variant({"b": {"noise": noise}}, train)["ranking"]
+    assert max(v["selection_auroc"] for v in ranking if v["distance"] == "knn") < 0.75
+
+
+def test_knn_equals_a_brute_force_computation_on_uneven_scales():
+    from trainer.dacl import KNN_K, prototype_distance
+
+    rng = np.random.default_rng(9)
+    train = rng.standard_normal((1500, 3)) * [1.0, 30.0, 0.01]
+    query = rng.standard_normal((1200, 3)) * [1.0, 30.0, 0.01]
+    normal = rng.random(1500) < 0.7
+    ref = train[normal]
+    mean, std = ref.mean(0), ref.std(0) + 1e-6
+    d = np.linalg.norm((query - mean)[:, None] / std - (ref - mean)[None] / std, axis=2)
+    expected = np.sort(d, axis=1)[:, :KNN_K].mean(axis=1)
+    got = prototype_distance(train, query, normal, "knn")
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_record_without_windows_is_left_out_of_the_auroc():
+    from trainer.dacl import auroc_report
+
+    ws = _window_set(["N", "N", "A", "O", "A"], 1, np.random.default_rng(10))
+    score = np.array([0.1, 0.2, 0.9, np.nan, 0.8])  # record 3 has no windows
+    r = auroc_report(score, ws)
+    assert r["records"] == 4 and r["value"] == 1.0
 
 
 def test_prototype_distance_rejects_an_unknown_metric():

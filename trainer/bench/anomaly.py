@@ -226,6 +226,8 @@ def markdown(results: dict[str, dict[str, Any]], selection: dict[str, Any], top:
         else "No denoiser ran."
     )
     verdict = "meets" if chosen["validation"]["value"] >= 0.85 else "does not meet"
+    labelled = chosen["block"] in ("fused", "all") or chosen["bundle"].startswith("dacl")
+    winner_note = "; the winner is such a block" if labelled else ""
     return f"""# anomaly — DACL-style anomaly AUROC of every embedder (CinC 2017 validation split)
 
 Command: `ecgedge bench anomaly --bundle {cmd}`. A record's score is an aggregation (mean,
@@ -250,9 +252,10 @@ The training records are split by record (stratified by label, seed {selection["
 {selection["fit_records"]} fitting records, {selection["selection_records"]} selection records.
 Every bundle × block × distance × aggregation ({len(selection["ranking"])} variants) is fitted
 on the fitting records' normal windows and scored on the selection records; no validation
-record takes part (blocks with "fused" are optimistic on the selection records, which the
-fusion layer was trained on with their labels). The best one, refitted on all training
-normal windows:
+record takes part. Blocks that contain a part trained with the rhythm labels of every
+training record ("fused" and "all": the fusion layer; every DACL bundle: its triplet
+encoder) are optimistic on the selection records{winner_note}. The best one, refitted on all
+training normal windows:
 
 **{chosen["bundle"]}, block {chosen["block"]}, {chosen["distance"]} distance, record
 {chosen["aggregate"]}: validation AUROC {_ci(chosen["validation"])}** (selection AUROC

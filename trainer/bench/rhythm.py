@@ -117,7 +117,8 @@ def run(
 Protocol: {len(names)} validation records of the shared CinC 2017 data (split by record,
 stratified by label, seed {split["split_seed"]}, {split["val_fraction"]:.0%} held out; never
 used for training or for choosing t, but the bundle's configuration (single- or multimodal,
-with or without the denoiser, the anomaly score) was chosen by comparing alternatives on it).
+with or without the denoiser) was chosen by comparing alternatives on it; the anomaly
+score of `bench anomaly` is chosen on held-out training records).
 Per-record label = argmax of the mean window
 probability; AUROC of P(A)+P(O) with noisy records excluded; 95% bootstrap intervals
 (1000 resamples of records). Bundle `{manifest.name}` streamed record by record through
