@@ -73,6 +73,7 @@ _PRESET_HELP = "smoke | cpu | gpu | path/to.toml; override any field with --sect
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from trainer.config import load_preset, parse_overrides
+    from trainer.distributed import is_main_process
     from trainer.probe import run_probe
     from trainer.train_diffusion import train
 
@@ -84,8 +85,8 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         f"pretrained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f} "
         f"-> {result.checkpoint}"
     )
-    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 probes
-    if is_main and result.checkpoint.is_file() and not args.no_probe:
+    # under torchrun only rank 0 probes
+    if is_main_process() and result.checkpoint.is_file() and not args.no_probe:
         probe = run_probe(result.checkpoint, result.checkpoint.parent)
         print(f"probe: t={probe.t}, val {probe.report['embedding_plus_rr']}")
     return 0
@@ -233,10 +234,13 @@ def _export_embedder_run(args: argparse.Namespace, run: Path, kind: str) -> int:
 
 def _cmd_train_diffae(args: argparse.Namespace, extra: list[str]) -> int:
     from trainer.config import parse_overrides
+    from trainer.distributed import is_main_process
     from trainer.train_diffae import load_diffae_preset, run_probe, train
 
     cfg = load_diffae_preset(args.preset, parse_overrides(extra))
     path = train(cfg)
+    if not is_main_process():  # under torchrun only rank 0 saves and probes
+        return 0
     print(f"trained -> {path}")
     if not args.no_probe:
         report = run_probe(path.parent)

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdk.preprocess import PreprocessSpec
+from trainer import distributed
 from trainer.checkpoint import read_payload, save_checkpoint
 from trainer.config import parse_overrides
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
@@ -48,9 +49,10 @@ def spec_of(cfg: DenoiseRunConfig) -> PreprocessSpec:
     return PreprocessSpec(fs=cfg.data.fs, low_hz=cfg.data.low_hz, high_hz=cfg.data.high_hz)
 
 
-def samplers(cfg: DenoiseRunConfig) -> tuple[PairSampler, PairSampler]:
+def samplers(cfg: DenoiseRunConfig, rank: int = 0) -> tuple[PairSampler, PairSampler]:
     """(train, select) samplers: records split per database, noise split in time. Neither
-    touches the evaluation records or the evaluation noise."""
+    touches the evaluation records or the evaluation noise. Under DDP each ``rank`` draws
+    its own training pairs (rank 0 as one process); the selection pairs are the same."""
     train, select = [], []
     d = cfg.data
     for db in d.databases:
@@ -60,7 +62,7 @@ def samplers(cfg: DenoiseRunConfig) -> tuple[PairSampler, PairSampler]:
     spec, win, ctx = spec_of(cfg), d.window, d.context
     seed = cfg.train.seed
     return (
-        PairSampler(train, spec, "train", window=win, context=ctx, seed=seed),
+        PairSampler(train, spec, "train", window=win, context=ctx, seed=seed + 1000 * rank),
         PairSampler(select, spec, "select", window=win, context=ctx, seed=10_000 + seed),
     )
 
@@ -77,11 +79,6 @@ def selection_records(cfg: DenoiseRunConfig) -> list[str]:
 
 def _tensors(ex: Examples, device: torch.device) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a).to(device) for a in (ex.x, ex.target, ex.noisy))
-
-
-def _device() -> torch.device:
-    """The first CUDA device when present (the ``gpu`` preset), else the CPU."""
-    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def validate(net: CDECGNet, batches: list[Examples]) -> dict[str, float]:
@@ -122,19 +119,26 @@ def _lr(step: int, cfg: DenoiseRunConfig, elapsed_s: float) -> float:
 
 def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     """Train and save the checkpoint best on the selection pairs; return where and how it
-    went (``val`` holds the selection figures)."""
+    went (``val`` holds the selection figures).
+
+    One process on CUDA or CPU, or several under ``torchrun``: each rank draws its own
+    batches, the gradients of both networks are averaged over the ranks and rank 0's
+    BatchNorm statistics are copied to the others after every step (what DDP does; the
+    losses call the networks' parts directly, which DDP's hooks would not see); rank 0
+    validates, logs and saves."""
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    rt = distributed.setup(tc.threads)
     torch.manual_seed(tc.seed)
-    train_s, select_s = samplers(cfg)
+    train_s, select_s = samplers(cfg, rt.rank)
     val_batches = [
         select_s.draw(tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode)
         for _ in range(tc.val_batches)
     ]
-    device = _device()
+    device = rt.device
     net = CDECGNet(cfg.model).to(device)
     dis = Discriminator(cfg.model.dims[-1]).to(device)
+    for module in (net, dis):
+        distributed.broadcast_state(module, rt)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     opt_d = torch.optim.Adam(dis.parameters(), lr=tc.lr_dis, betas=(0.5, 0.999))
     out = Path(tc.out_dir) / CHECKPOINT_NAME
@@ -142,8 +146,8 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     first: dict[str, float] = {}
     ema: dict[str, float] = {}
     start, step = time.perf_counter(), 0
-    desc = f"CD-ECGNet {cfg.model.leads}-lead ({device.type})"
-    bar = tqdm(total=tc.steps, desc=desc, unit="step")
+    desc = f"CD-ECGNet {cfg.model.leads}-lead ({device.type} x {rt.world_size})"
+    bar = tqdm(total=tc.steps, desc=desc, unit="step", disable=not rt.is_main)
     for step in range(tc.steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg, time.perf_counter() - start)
@@ -155,12 +159,16 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
         losses, c, c_s = generator_losses(net, dis, x, xs, tx, txs, noisy, tc.temperature)
         opt.zero_grad(set_to_none=True)
         losses.total(tc.lambda_cons, tc.w_noise).backward()
+        distributed.average_gradients(net, rt)
         torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
         opt.step()
         opt_d.zero_grad(set_to_none=True)
         d_loss = discriminator_loss(dis, c, c_s)
         d_loss.backward()
+        distributed.average_gradients(dis, rt)
         opt_d.step()
+        for module in (net, dis):
+            distributed.broadcast_state(module, rt, buffers_only=True)
         values = {**losses.as_dict(), "dis": float(d_loss.detach())}
         first = first or values
         ema = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in values.items()}
@@ -168,8 +176,8 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
         if (step + 1) % tc.log_every == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()})
         last = step + 1 == tc.steps
-        out_of_time = tc.max_minutes and time.perf_counter() - start > 60 * tc.max_minutes
-        if (step + 1) % tc.ckpt_every == 0 or last or out_of_time:
+        out_of_time = bool(tc.max_minutes) and distributed.out_of_time(start, tc.max_minutes, rt)
+        if rt.is_main and ((step + 1) % tc.ckpt_every == 0 or last or out_of_time):
             val = validate(net, val_batches)
             tqdm.write(f"step {step + 1}: {val} losses {ema}")
             if not best or val["val_l1_noisy"] < best["val_l1_noisy"]:
@@ -181,6 +189,9 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
         if out_of_time:
             break
     bar.close()
+    digest = distributed.weights_digest(net)
+    print(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}", flush=True)
+    distributed.teardown()
     return DenoiseTrainResult(out, step + 1, first, ema, best, time.perf_counter() - start)
 
 
@@ -204,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = p.parse_known_args(argv)
     cfg = load_denoise_preset(args.preset, parse_overrides(extra))
     result = train_denoiser(cfg)
+    if not distributed.is_main_process():  # under torchrun rank 0 reports
+        return 0
     print(
         f"trained {result.steps} steps in {result.seconds:.0f} s -> {result.checkpoint}\n"
         f"first losses {result.first_losses}\nfinal losses {result.final_losses}\n"

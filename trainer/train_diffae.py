@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
+from trainer import distributed
 from trainer.checkpoint import load_weights
 from trainer.checks import check_range
 from trainer.config import (
@@ -125,43 +127,56 @@ def _lr_at(step: int, tc: DiffAETrainConfig) -> float:
 
 
 def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
-    """Train encoder + U-Net jointly; save ``<out_dir>/diffae.pt`` and return its path."""
+    """Train encoder + U-Net jointly; save ``<out_dir>/diffae.pt`` and return its path.
+
+    One process on CUDA or CPU, or several under ``torchrun`` (DDP: each rank draws its own
+    batches of ``train.batch_size``, gradients are averaged, rank 0 logs and saves)."""
     tc = cfg.train
-    torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
+    rt = distributed.setup(tc.threads)
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank
     data = torch.from_numpy(windows if windows is not None else pretrain_windows(cfg.data))
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    model = DiffAE(cfg.unet, cfg.lru).to(device)
-    abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float().to(device)
+    model = DiffAE(cfg.unet, cfg.lru).to(rt.device)
+    net = DistributedDataParallel(model) if rt.world_size > 1 else model
+    abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float()
+    abar = abar.to(rt.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    gen = torch.Generator().manual_seed(tc.seed)
+    gen = torch.Generator().manual_seed(tc.seed + 1000 * rt.rank)  # rank 0: as one process
     start, losses, step = time.perf_counter(), [], 0
     out = Path(tc.out_dir)
-    bar = tqdm(range(tc.steps), desc=f"diffae ({device.type})", unit="step", mininterval=10)
+    desc = f"diffae ({rt.device.type} x {rt.world_size})"
+    bar = tqdm(range(tc.steps), desc=desc, unit="step", mininterval=10, disable=not rt.is_main)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, tc)
         x0 = data[torch.randint(0, len(data), (tc.batch_size,), generator=gen)]
         t = torch.randint(0, tc.diffusion_steps, (tc.batch_size,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same on any device
-        x0, t, eps = x0.to(device), t.to(device), eps.to(device)
-        loss = torch.mean((model(add_noise(x0, t, eps, abar), t, x0) - eps) ** 2)
+        x0, t, eps = x0.to(rt.device), t.to(rt.device), eps.to(rt.device)
+        loss = torch.mean((net(add_noise(x0, t, eps, abar), t, x0) - eps) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         losses.append(float(loss))
-        if step % tc.log_every == 0:
+        if rt.is_main and step % tc.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-tc.log_every :]):.4f}")
             print(f"step {step} loss {np.mean(losses[-tc.log_every :]):.4f}", flush=True)
-        if tc.max_minutes and time.perf_counter() - start > 60 * tc.max_minutes:
+        if tc.max_minutes and distributed.out_of_time(start, tc.max_minutes, rt):
             break
     extra = {
         "train_seconds": time.perf_counter() - start,
         "final_loss": float(np.mean(losses[-tc.log_every :])),
         "windows": int(len(data)),
+        "world_size": rt.world_size,
+        "windows_seen": (step + 1) * tc.batch_size * rt.world_size,
     }
-    return save(out / CHECKPOINT, model, cfg, step + 1, extra)
+    path = out / CHECKPOINT
+    if rt.is_main:
+        save(path, model, cfg, step + 1, extra)
+    digest = distributed.weights_digest(model)
+    print(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}", flush=True)
+    distributed.teardown()
+    return path
 
 
 def save(path: Path, model: DiffAE, cfg: DiffAERunConfig, step: int, extra: dict) -> Path:

@@ -44,14 +44,6 @@ def _lr_at(step: int, cfg: RunConfig) -> float:
     return tc.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _out_of_time(start: float, max_minutes: float, rt: distributed.Runtime) -> bool:
-    """Every rank stops at the same step: the decision is reduced across the group."""
-    flag = torch.tensor([float(time.perf_counter() - start > 60 * max_minutes)], device=rt.device)
-    if rt.world_size > 1:
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
-
-
 def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     """Pretrain and save ``<out_dir>/diffecg.pt``; return where and how it went."""
     rt = distributed.setup(cfg.train.threads)
@@ -102,11 +94,13 @@ def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
             bar.set_postfix(loss=f"{ema_loss:.4f}", win_per_s=f"{rate:.0f}")
         if rt.is_main and (step + 1) % tc.ckpt_every == 0:
             save_checkpoint(out, model, cfg, step + 1, {"loss": ema_loss})
-        if tc.max_minutes and _out_of_time(start, tc.max_minutes, rt):
+        if tc.max_minutes and distributed.out_of_time(start, tc.max_minutes, rt):
             break
     bar.close()
     seconds = time.perf_counter() - start
     if rt.is_main:
         save_checkpoint(out, model, cfg, step + 1, {"loss": ema_loss, "train_seconds": seconds})
+    digest = distributed.weights_digest(model)
+    print(f"rank {rt.rank}: pretrained {step + 1} steps, weights {digest}", flush=True)
     distributed.teardown()
     return TrainResult(out, step + 1, ema_loss, seconds, (step + 1) * tc.batch_size * rt.world_size)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -126,6 +132,30 @@ def test_smoke_preset_trains_and_reloads(tmp_path):
     assert not set(split.select) & set(split.eval)
     assert cfg2.model == cfg.model
     assert net(torch.zeros(1, 1, 1280)).shape == (1, 1, 1280)
+
+
+@pytest.mark.data("mitdb", "nstdb")
+@pytest.mark.slow
+def test_ddp_smoke_run_two_processes(tmp_path):
+    """Two CPU processes under torchrun (gloo): both take every step with the same weights
+    at the end (gradients averaged, BatchNorm statistics from rank 0), rank 0 alone saves
+    and reports."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo), CUDA_VISIBLE_DEVICES="")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "ecgedge", "train-denoiser", "--preset", "smoke", f"--train.out_dir={tmp_path}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = dict(re.findall(r"rank (\d): trained 6 steps, weights (\w+)", proc.stdout))
+    assert set(done) == {"0", "1"} and done["0"] == done["1"]
+    assert proc.stdout.count("best val") == 1  # rank 0 reports
+    from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser
+
+    _, net, payload = load_denoiser(tmp_path / CHECKPOINT_NAME)
+    assert payload["step"] == 6
 
 
 def test_train_command_rebuilds_the_config():
