@@ -81,12 +81,13 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.data_source:
         cfg.data.source = args.data_source
     result = train(cfg)
+    if not is_main_process():  # under torchrun only rank 0 reports and probes
+        return 0
     print(
         f"pretrained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f} "
         f"-> {result.checkpoint}"
     )
-    # under torchrun only rank 0 probes
-    if is_main_process() and result.checkpoint.is_file() and not args.no_probe:
+    if result.checkpoint.is_file() and not args.no_probe:
         probe = run_probe(result.checkpoint, result.checkpoint.parent)
         print(f"probe: t={probe.t}, val {probe.report['embedding_plus_rr']}")
     return 0

@@ -89,6 +89,7 @@ class DenoiseTrainConfig:
     ckpt_every: int = 200
     val_batches: int = 8
     max_minutes: float = 0.0
+    amp: bool = True  # float16 autocast with loss scaling, used only on CUDA
     out_dir: str = "runs/denoise"
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,38 +52,76 @@ def setup(threads: int = 0) -> Runtime:
     return Runtime(device, rank, world)
 
 
+def autocast(rt: Runtime, enabled: bool) -> torch.autocast:
+    """Mixed precision for a training step: float16 autocast on CUDA when ``enabled`` (a
+    no-op context on the CPU)."""
+    return torch.autocast(rt.device.type, dtype=torch.float16, enabled=enabled and rt.use_amp)
+
+
+def grad_scaler(rt: Runtime, enabled: bool) -> torch.amp.GradScaler:
+    """The loss scaler that goes with :func:`autocast` (disabled when it is)."""
+    return torch.amp.GradScaler(rt.device.type, enabled=enabled and rt.use_amp)
+
+
 def is_main_process() -> bool:
     """False on every rank but 0 under torchrun (before or after :func:`setup`)."""
     return os.environ.get("RANK", "0") == "0"
 
 
-def out_of_time(start: float, max_minutes: float, rt: Runtime) -> bool:
-    """Whether ``max_minutes`` have passed since ``start`` (``time.perf_counter``); under DDP
-    the decision is reduced across the group, so every rank stops at the same step."""
-    flag = torch.tensor([float(time.perf_counter() - start > 60 * max_minutes)], device=rt.device)
+def elapsed_s(start: float, rt: Runtime) -> float:
+    """Seconds since ``start`` (``time.perf_counter``), the largest over the ranks under DDP:
+    every rank gets the same value, so schedules and time limits built on it agree."""
+    t = torch.tensor([time.perf_counter() - start], dtype=torch.float64, device=rt.device)
     if rt.world_size > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def out_of_time(start: float, max_minutes: float, rt: Runtime) -> bool:
+    """Whether ``max_minutes`` have passed since ``start`` on any rank (:func:`elapsed_s`),
+    so every rank stops at the same step."""
+    return elapsed_s(start, rt) > 60 * max_minutes
+
+
+def _coalesced(tensors: list[torch.Tensor], op: Callable[[torch.Tensor], None]) -> None:
+    """Apply a collective ``op`` to ``tensors`` as one flat buffer (one call, not one per
+    tensor), then copy the result back."""
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    op(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def broadcast_state(module: torch.nn.Module, rt: Runtime, *, buffers_only: bool = False) -> None:
-    """Copy rank 0's parameters (unless ``buffers_only``) and buffers to every rank."""
+    """Copy rank 0's parameters (unless ``buffers_only``) and floating-point buffers to every
+    rank; other buffers (e.g. BatchNorm's batch counter) one by one."""
     if rt.world_size == 1:
         return
     tensors = [] if buffers_only else [p.data for p in module.parameters()]
-    for t in [*tensors, *module.buffers()]:
-        dist.broadcast(t, src=0)
+    floats = [*tensors, *(b for b in module.buffers() if b.is_floating_point())]
+    for dtype in {t.dtype for t in floats}:
+        _coalesced([t for t in floats if t.dtype == dtype], lambda f: dist.broadcast(f, src=0))
+    for b in module.buffers():
+        if not b.is_floating_point():
+            dist.broadcast(b, src=0)
 
 
 def average_gradients(module: torch.nn.Module, rt: Runtime) -> None:
-    """Average every parameter's gradient over the ranks (DDP's reduction, for training steps
-    that call a module's methods other than ``forward``, which DDP's hooks do not see)."""
+    """Average the gradients of every trainable parameter over the ranks, in one call (DDP's
+    reduction, for training steps that call a module's methods other than ``forward``, which
+    DDP's hooks do not see)."""
     if rt.world_size == 1:
         return
-    for p in module.parameters():
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)  # a rank whose batch did not reach p still joins
-        dist.all_reduce(p.grad)
+    _coalesced([p.grad for p in params], dist.all_reduce)
+    for p in params:
         p.grad /= rt.world_size
 
 

@@ -126,8 +126,15 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     BatchNorm statistics are copied to the others after every step (what DDP does; the
     losses call the networks' parts directly, which DDP's hooks would not see); rank 0
     validates, logs and saves."""
+    rt = distributed.setup(cfg.train.threads)
+    try:
+        return _train(cfg, rt)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: DenoiseRunConfig, rt: distributed.Runtime) -> DenoiseTrainResult:
     tc = cfg.train
-    rt = distributed.setup(tc.threads)
     torch.manual_seed(tc.seed)
     train_s, select_s = samplers(cfg, rt.rank)
     val_batches = [
@@ -141,6 +148,7 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
         distributed.broadcast_state(module, rt)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     opt_d = torch.optim.Adam(dis.parameters(), lr=tc.lr_dis, betas=(0.5, 0.999))
+    scaler = distributed.grad_scaler(rt, tc.amp)  # one scaler, both optimizers
     out = Path(tc.out_dir) / CHECKPOINT_NAME
     best: dict[str, float] = {}
     first: dict[str, float] = {}
@@ -149,24 +157,30 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     desc = f"CD-ECGNet {cfg.model.leads}-lead ({device.type} x {rt.world_size})"
     bar = tqdm(total=tc.steps, desc=desc, unit="step", disable=not rt.is_main)
     for step in range(tc.steps):
+        elapsed = distributed.elapsed_s(start, rt) if tc.max_minutes else 0.0  # all ranks agree
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg, time.perf_counter() - start)
+            group["lr"] = _lr(step, cfg, elapsed)
         ex_x, ex_s = train_s.draw_pair(
             tc.batch_size, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode
         )
         x, tx, noisy = _tensors(ex_x, device)
         xs, txs, _ = _tensors(ex_s, device)
-        losses, c, c_s = generator_losses(net, dis, x, xs, tx, txs, noisy, tc.temperature)
+        with distributed.autocast(rt, tc.amp):
+            losses, c, c_s = generator_losses(net, dis, x, xs, tx, txs, noisy, tc.temperature)
+            total = losses.total(tc.lambda_cons, tc.w_noise)
         opt.zero_grad(set_to_none=True)
-        losses.total(tc.lambda_cons, tc.w_noise).backward()
+        scaler.scale(total).backward()
         distributed.average_gradients(net, rt)
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-        opt.step()
+        scaler.step(opt)
         opt_d.zero_grad(set_to_none=True)
-        d_loss = discriminator_loss(dis, c, c_s)
-        d_loss.backward()
+        with distributed.autocast(rt, tc.amp):
+            d_loss = discriminator_loss(dis, c, c_s)
+        scaler.scale(d_loss).backward()
         distributed.average_gradients(dis, rt)
-        opt_d.step()
+        scaler.step(opt_d)
+        scaler.update()
         for module in (net, dis):
             distributed.broadcast_state(module, rt, buffers_only=True)
         values = {**losses.as_dict(), "dis": float(d_loss.detach())}
@@ -185,13 +199,13 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
                 extra: dict[str, Any] = {"val": best, "losses": ema, "first_losses": first}
                 extra["selection_records"] = selection_records(cfg)
                 extra["train_seconds"] = time.perf_counter() - start
+                extra["world_size"] = rt.world_size
                 save_checkpoint(out, net, cfg, step + 1, extra)  # type: ignore[arg-type]
         if out_of_time:
             break
     bar.close()
     digest = distributed.weights_digest(net)
     print(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}", flush=True)
-    distributed.teardown()
     return DenoiseTrainResult(out, step + 1, first, ema, best, time.perf_counter() - start)
 
 

@@ -63,6 +63,7 @@ class DiffAETrainConfig:
     threads: int = 1
     log_every: int = 20
     max_minutes: float = 0.0
+    amp: bool = True  # float16 autocast with loss scaling, used only on CUDA (LRU in float32)
     out_dir: str = "runs/diffae"
 
     def __post_init__(self) -> None:
@@ -131,8 +132,15 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
 
     One process on CUDA or CPU, or several under ``torchrun`` (DDP: each rank draws its own
     batches of ``train.batch_size``, gradients are averaged, rank 0 logs and saves)."""
+    rt = distributed.setup(cfg.train.threads)
+    try:
+        return _train(cfg, rt, windows)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: DiffAERunConfig, rt: distributed.Runtime, windows: np.ndarray | None) -> Path:
     tc = cfg.train
-    rt = distributed.setup(tc.threads)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     data = torch.from_numpy(windows if windows is not None else pretrain_windows(cfg.data))
     model = DiffAE(cfg.unet, cfg.lru).to(rt.device)
@@ -140,6 +148,7 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
     abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float()
     abar = abar.to(rt.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scaler = distributed.grad_scaler(rt, tc.amp)
     gen = torch.Generator().manual_seed(tc.seed + 1000 * rt.rank)  # rank 0: as one process
     start, losses, step = time.perf_counter(), [], 0
     out = Path(tc.out_dir)
@@ -152,11 +161,15 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
         t = torch.randint(0, tc.diffusion_steps, (tc.batch_size,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same on any device
         x0, t, eps = x0.to(rt.device), t.to(rt.device), eps.to(rt.device)
-        loss = torch.mean((net(add_noise(x0, t, eps, abar), t, x0) - eps) ** 2)
+        with distributed.autocast(rt, tc.amp):
+            eps_hat = net(add_noise(x0, t, eps, abar), t, x0)
+        loss = torch.mean((eps_hat.float() - eps) ** 2)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         losses.append(float(loss))
         if rt.is_main and step % tc.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-tc.log_every :]):.4f}")
@@ -175,7 +188,6 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
         save(path, model, cfg, step + 1, extra)
     digest = distributed.weights_digest(model)
     print(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}", flush=True)
-    distributed.teardown()
     return path
 
 

@@ -47,6 +47,13 @@ def _lr_at(step: int, cfg: RunConfig) -> float:
 def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     """Pretrain and save ``<out_dir>/diffecg.pt``; return where and how it went."""
     rt = distributed.setup(cfg.train.threads)
+    try:
+        return _train(cfg, rt, windows)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: RunConfig, rt: distributed.Runtime, windows: np.ndarray | None) -> TrainResult:
     tc = cfg.train
     torch.manual_seed(tc.seed + rt.rank)
     data = torch.from_numpy(windows if windows is not None else pretrain_windows(cfg.data))
@@ -62,7 +69,7 @@ def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     ddp = DistributedDataParallel(model) if rt.world_size > 1 else None
     net = ddp if ddp is not None else model
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=rt.use_amp and tc.amp)
+    scaler = distributed.grad_scaler(rt, tc.amp)
     abar = torch.from_numpy(alphas_cumprod(linear_betas(tc.diffusion_steps))).float().to(rt.device)
     gen = torch.Generator().manual_seed(tc.seed * 1000 + rt.rank)
     out = Path(tc.out_dir) / "diffecg.pt"
@@ -78,7 +85,7 @@ def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
         x0 = data[idx].to(rt.device, non_blocking=True)
         t = torch.randint(0, tc.diffusion_steps, (tc.batch_size,), generator=gen).to(rt.device)
         noise = torch.randn(x0.shape, generator=gen).to(rt.device)
-        with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.use_amp and tc.amp):
+        with distributed.autocast(rt, tc.amp):
             loss = torch.nn.functional.mse_loss(net(add_noise(x0, t, noise, abar), t), noise)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -102,5 +109,4 @@ def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
         save_checkpoint(out, model, cfg, step + 1, {"loss": ema_loss, "train_seconds": seconds})
     digest = distributed.weights_digest(model)
     print(f"rank {rt.rank}: pretrained {step + 1} steps, weights {digest}", flush=True)
-    distributed.teardown()
     return TrainResult(out, step + 1, ema_loss, seconds, (step + 1) * tc.batch_size * rt.world_size)

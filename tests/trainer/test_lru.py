@@ -174,3 +174,18 @@ def test_starting_states_are_made_where_the_model_lives() -> None:
     enc = LRUEncoder(SMALL).to(dtype=torch.float64, device="meta")
     for z in [*enc.zero_states(2), *LRUStepModel(enc, 4).initial(2)]:
         assert z.device.type == "meta" and z.dtype == torch.float64
+
+
+def test_an_lru_layer_ignores_mixed_precision_autocast():
+    """Under float16 autocast (a CUDA AMP training step; float16 autocast on the CPU here) an
+    LRU layer still computes in float32: the same result as without autocast."""
+    torch.manual_seed(0)
+    lru = LRU(LRUConfig(d_model=16, d_state=16, chunk=8))
+    u = torch.randn(2, 64, 16)
+    h = torch.zeros(2, 16)
+    ref = lru(u, h, h)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = lru(u, h, h)
+    for a, b in zip(ref, got):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -130,10 +130,15 @@ class LRU(nn.Module):
     def forward(
         self, u: torch.Tensor, h_re: torch.Tensor, h_im: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``u`` (B, L, H), state (B, N) re/im → (y (B, L, H), last state re, im)."""
-        b_re, b_im = self.inputs(u)
-        x_re, x_im, h_re, h_im = self.scan(b_re, b_im, h_re, h_im)
-        return self.output(x_re, x_im, u), h_re, h_im
+        """``u`` (B, L, H), state (B, N) re/im → (y (B, L, H), last state re, im).
+
+        Always in float32, also under mixed-precision autocast: the powers of Λ and the
+        states carried over a window lose too much in float16."""
+        with torch.autocast(u.device.type, enabled=False):
+            u, h_re, h_im = u.float(), h_re.float(), h_im.float()
+            b_re, b_im = self.inputs(u)
+            x_re, x_im, h_re, h_im = self.scan(b_re, b_im, h_re, h_im)
+            return self.output(x_re, x_im, u), h_re, h_im
 
     def scan(
         self, b_re: torch.Tensor, b_im: torch.Tensor, h_re: torch.Tensor, h_im: torch.Tensor
