@@ -265,6 +265,59 @@ def _cmd_train_denoiser(args: argparse.Namespace, extra: list[str]) -> int:
     return train_denoiser_main(["--preset", args.preset, *extra])
 
 
+def _bundle_summary(root: Path) -> tuple[bool, str]:
+    """(verified, one paragraph) of a bundle: what it runs, its size, its recorded figures."""
+    from sdk.bundle import load_bundle
+    from sdk.errors import BundleError
+
+    try:
+        m = load_bundle(root).manifest  # every file's SHA-256 checked
+    except BundleError as exc:
+        return False, f"  NOT VERIFIED: {exc}"
+    raw = json.loads((root / "manifest.json").read_text())
+    kib = sum((root / f.path).stat().st_size for f in m.files) / 1024
+    embedders = [f for f in m.files if f.role == "embedder"]
+    modalities = sorted({f.modality or "raw" for f in embedders})
+    parts = [
+        f"embedders: {', '.join(modalities)} "
+        f"({', '.join(sorted({f.precision for f in embedders}))})",
+        f"{m.preprocess.fs:g} Hz, window {m.window_samples / m.preprocess.fs:g} s, "
+        f"hop {m.hop_samples / m.preprocess.fs:g} s; classes {' '.join(m.classes)}",
+        f"{kib:.0f} KiB in {len(m.files)} files",
+    ]
+    if any(f.role == "denoiser" for f in m.files):
+        parts.append("denoiser (CD-ECGNet) in front")
+    if "streaming" in raw:
+        step_kib = (root / raw["streaming"]["path"]).stat().st_size / 1024
+        parts.append(
+            f"stateful step model ({raw['streaming']['hop_samples']} samples per step), "
+            f"{step_kib:.0f} KiB more"
+        )
+    if "front_end" in raw:
+        parts.append(f"front end: {raw['front_end']['kind']}")
+    val = raw.get("metrics", {}).get("rhythm_val_sdk", {}).get("val_fp32")
+    parts.append(
+        f"validation (SDK, FP32): challenge F1 {val['challenge_f1']:.3f}, macro F1 "
+        f"{val['macro_f1']:.3f}"
+        if val
+        else "figures: its MODEL_CARD.md"
+    )
+    return True, "\n".join(f"  {p}" for p in parts)
+
+
+def _cmd_bundles(args: argparse.Namespace, extra: list[str]) -> int:
+    from sdk.bundle import shipped_bundles
+
+    given = [b for b in args.bundle.split(",") if b] if args.bundle else []
+    roots = {b: _bundle_path(b) for b in given} or shipped_bundles()
+    ok = True
+    for name, root in roots.items():
+        verified, text = _bundle_summary(root)
+        ok &= verified
+        print(f"{name}  ({root})\n{text}")
+    return 0 if ok else 1
+
+
 def _cmd_engines(args: argparse.Namespace, extra: list[str]) -> int:
     from export.jetson_rules import check_bundle
 
@@ -1046,6 +1099,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=_positive, default=20.0, help="times real time (ignored with --fast)"
     )
     d.set_defaults(func=_cmd_demo)
+
+    bl = sub.add_parser(
+        "bundles", help="the shipped bundles (or --bundle ones): verified, what they run"
+    )
+    bl.add_argument("--bundle", help="comma-separated bundle folders or shipped names")
+    bl.set_defaults(func=_cmd_bundles)
 
     en = sub.add_parser(
         "engines", help="TensorRT: check a bundle's graphs, build its engines on this device"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ecgedge import calibrate as calibrate_mod
+from ecgedge.cli import main
 from ecgedge.replay import read_wfdb
 from sdk.bundle import default_bundle_path
 from tests.wfdb_records import write_record
@@ -227,3 +228,23 @@ def test_the_train_extra_reads_toml_on_every_python_the_package_allows() -> None
     if lowest < (3, 11):
         train = [dep.replace(" ", "") for dep in project["optional-dependencies"]["train"]]
         assert any(d.startswith("tomli") and "python_version<'3.11'" in d for d in train)
+
+
+def test_bundles_lists_the_shipped_bundles_and_refuses_a_tampered_one(capsys, tmp_path: Path):
+    import shutil
+
+    from sdk.bundle import default_bundle_path
+
+    assert main(["bundles"]) == 0
+    out = capsys.readouterr().out
+    for name in ("default", "diffae-lru-cpu", "dacl-cpu"):
+        assert f"{name}  (" in out
+    assert "stateful step model (128 samples per step)" in out
+    assert "denoiser (CD-ECGNet) in front" in out and "front end: wavelet scattering" in out
+    copy = tmp_path / "copy"
+    shutil.copytree(default_bundle_path(), copy)
+    with open(copy / "head.onnx", "ab") as f:
+        f.write(b"tampered")
+    assert main(["bundles", "--bundle", f"dacl-cpu,{copy}"]) == 1
+    out = capsys.readouterr().out
+    assert "dacl-cpu  (" in out and "NOT VERIFIED" in out and "head.onnx" in out
