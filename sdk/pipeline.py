@@ -109,6 +109,11 @@ class StreamStats:
         return self.label_s.get(label, 0.0) / total if total > 0 else None
 
 
+#: quality flags that say nothing about the signal's content (a gap is its own reset; a short
+#: tail window is the end of the stream)
+NOT_SIGNAL_FLAGS = frozenset({"gap", "too_short"})
+
+
 def _is_number(value: object) -> TypeGuard[numbers.Real]:
     """A real number (numpy scalars too), not a bool or a string."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
@@ -306,8 +311,11 @@ class StreamPipeline:
     def _hop_samples(self, hop_s: float | None) -> int:
         if hop_s is None:
             return self.bundle.manifest.hop_samples
-        if not math.isfinite(hop_s):
-            raise ConfigError(f"hop_s must be finite, got {hop_s}", field="hop_s")
+        if not _is_number(hop_s) or not math.isfinite(hop_s):
+            raise ConfigError(
+                f"hop_s must be a finite number of seconds, got {hop_s!r}", field="hop_s"
+            )
+        hop_s = float(hop_s)
         hop = int(round(hop_s * self.fs))
         if not 0 < hop <= self.window or abs(hop - hop_s * self.fs) > 1e-6 * self.fs:
             raise ConfigError(
@@ -318,7 +326,12 @@ class StreamPipeline:
         return hop
 
     def _open_step_stream(self, stateful: bool | None, threads: int) -> StepStream | None:
-        if stateful is False:
+        if stateful is not None and not isinstance(stateful, (bool, np.bool_)):
+            raise ConfigError(
+                f"stateful must be None (automatic), True or False, got {stateful!r}",
+                field="stateful",
+            )
+        if stateful is not None and not stateful:
             return None
         problem = step_model_problem(
             self.bundle, denoising=self.denoiser is not None, hop_samples=self.hop
@@ -618,6 +631,14 @@ class StreamPipeline:
             self.stats.model_failures += 1
             _log.warning("window %d: the model gave non-finite probabilities", self.stats.windows)
         flagged = failed or not quality.ok
+        bad = failed or bool(set(quality.flags) - NOT_SIGNAL_FLAGS)
+        if bad and self.step_stream is not None and start >= self.step_stream.reset_at:
+            # what made this window bad must not reach later windows through the step model's
+            # carried state or its blocks' normalization statistics: restart after it (a
+            # window that began before the last restart holds its bad stretch in a later
+            # window too, or before the restart, where it no longer matters)
+            self.step_stream.reset(start + n)
+            self.step_stream.feed(self._model_buf)
         event = WindowEvent(
             index=self.stats.windows,
             start_s=float(times[0]),

@@ -18,9 +18,12 @@ Normalization (causal)
 Reset
     A gap in the stream (:class:`~sdk.pipeline.StreamPipeline` opens one when a timestamp is
     later than expected) calls :meth:`StepStream.reset` with the gap's first model-rate
-    sample: the state returns to zeros (``StepEmbedder.initial_state``) at the first block
-    boundary at or after it; the block that straddles the gap is never fed, and normalization
-    statistics count only samples after the reset. No state crosses a gap.
+    sample, and so does a flagged window (bad quality or a model failure) with its end: the
+    state returns to zeros (``StepEmbedder.initial_state``) at the first window start (a
+    multiple of the pipeline's hop) at or after it; blocks before it are not fed, embeddings
+    computed beyond it are dropped, and normalization statistics count only samples after
+    the reset. No state crosses a gap or leaves a bad window, and the first window after a
+    reset equals the whole-window path's.
 
 Windows served
     Blocks lie on a grid from sample 0, so the pipeline's hop must be a multiple of the step
@@ -150,10 +153,12 @@ class StepStream:
         self._state: StepState = self.embedder.initial_state(1)
         self.reset_at = self._fed = 0
 
-    def reset(self, gap_index: int) -> None:
-        """Zero the state; the stream restarts at the first block boundary >= ``gap_index``
-        (the first model-rate sample after a gap)."""
-        self.reset_at = self._fed = -(-int(gap_index) // self.block) * self.block
+    def reset(self, index: int) -> None:
+        """Zero the state; the stream restarts at the first window start (a multiple of the
+        pipeline's hop) >= ``index`` (the first model-rate sample after a gap, or the end of a
+        flagged window). Embeddings already computed for later windows are dropped."""
+        self.reset_at = self._fed = -(-int(index) // self.hop) * self.hop
+        self._ready.clear()
         self._state = self.embedder.initial_state(1)
         self._step_ms = 0.0  # steps before the gap serve no later window
         self.resets += 1

@@ -163,7 +163,16 @@ def test_gap_resets_the_state(lru_bundle: Path, ecg: np.ndarray) -> None:
     t_post = len(pre) / FS + gap_s
     p, events = run(lru_bundle, [(pre, 0.0), (post, t_post)], stateful=True)
     _, fresh = run(lru_bundle, [(post, None)], stateful=True)
-    assert p.stats.gaps == 1 and p.step_stream is not None and p.step_stream.resets == 1
+    assert p.stats.gaps == 1 and p.step_stream is not None
+    # one reset at the gap; before it, one at the end of each window flagged for its signal
+    # (the 10 s of zeros: flat) that starts after the last reset; none for the windows
+    # flagged only for the gap
+    reset_s, flat_resets = 0.0, 0
+    for e in events:
+        if e.end_s <= len(pre) / FS + 1e-9 and "flatline" in e.quality.flags:
+            if e.start_s >= reset_s - 1e-9:
+                reset_s, flat_resets = e.end_s, flat_resets + 1
+    assert flat_resets and p.step_stream.resets == 1 + flat_resets
     after = [e for e in events if e.start_s >= t_post - 1e-9]
     straddle = [e for e in events if e.start_s < t_post < e.end_s]
     assert straddle and all(e.flagged and not e.stateful for e in straddle)
@@ -195,7 +204,7 @@ def test_gap_inside_a_block_restarts_at_the_next_block(lru_bundle: Path, ecg: np
         stream.embedder.step = step  # type: ignore[method-assign]
         return calls
 
-    a, b = StepStream(bundle), StepStream(bundle)
+    a, b = StepStream(bundle, hop_samples=128), StepStream(bundle, hop_samples=128)
     a_calls, b_calls = record(a), record(b)
     buf_a, buf_b = RingBuffer(8192, 1), RingBuffer(8192, 1)
     buf_a.write(x[:g], np.arange(g) / FS)
@@ -293,3 +302,43 @@ def test_bench_stream_compares_whole_windows_with_the_step_model(
     md = (tmp_path / "s.md").read_text()
     assert "FP32, step model" in md and "FP32, whole windows" in md
     assert "--hop 1 --no-peers --paced-minutes 0 --report s`" in md
+
+
+def test_a_bad_second_does_not_reach_later_windows_through_the_state(
+    lru_bundle: Path, ecg: np.ndarray
+) -> None:
+    """One second of a 900 mV artifact at 60 s. The windows it spoils are flagged; the step
+    model restarts after the last of them, so every later window is either a re-encode (equal
+    to the whole-window pipeline's) or stateful from a fresh start (the first equal to the
+    whole-window pipeline's): none carries the artifact unflagged."""
+    x = ecg.copy()
+    x[60 * 128 : 61 * 128] = 900.0
+    p, step = run(lru_bundle, [(x, None)], stateful=True, hop_s=1.0)
+    _, whole = run(lru_bundle, [(x, None)], stateful=False, hop_s=1.0)
+    assert [e.start_s for e in step] == [e.start_s for e in whole]
+    last_bad = max(i for i, e in enumerate(step) if e.flagged)
+    assert step[last_bad].end_s > 61.0 and p.step_stream is not None
+    later = list(zip(step[last_bad + 1 :], whole[last_bad + 1 :]))
+    assert later and not any(a.flagged for a, _ in later)
+    re_encoded = [(a, b) for a, b in later if not a.stateful]
+    first_stateful = next(i for i, (a, _) in enumerate(later) if a.stateful)
+    assert re_encoded and first_stateful == len(re_encoded)  # re-encodes until a fresh window
+    for a, b in [*re_encoded, later[first_stateful]]:
+        assert (
+            max(abs(a.probabilities[c] - b.probabilities[c]) for c in b.probabilities) < PROBA_TOL
+        )
+
+
+def test_the_first_window_after_an_off_grid_gap_equals_the_whole_window_one(
+    lru_bundle: Path, ecg: np.ndarray
+) -> None:
+    """At the bundle's 5 s hop a gap that does not fall on the hop grid restarts the step
+    model at the next window start, so the first stateful window after it is a fresh one."""
+    cut = int(42.3 * 128)
+    parts = [(ecg[:cut], 0.0), (ecg[cut:], cut / FS + 3.0)]
+    _, step = run(lru_bundle, parts, stateful=True)
+    _, whole = run(lru_bundle, parts, stateful=False)
+    assert [e.start_s for e in step] == [e.start_s for e in whole]
+    after = [(a, b) for a, b in zip(step, whole) if a.start_s > cut / FS and a.stateful]
+    a, b = after[0]
+    assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in b.probabilities) < PROBA_TOL

@@ -127,3 +127,21 @@ def test_block_standardization_matches_the_window_path() -> None:
     spike = np.zeros(1280, np.float32)
     spike[-1] = 1e3
     assert standardize_block(spike, 128)[-1] == 8.0  # clipped like the window path
+
+
+def test_stateful_takes_only_none_true_or_false() -> None:
+    assert (
+        StreamPipeline(default_bundle_path(), fs_in=128.0, stateful=np.False_).step_stream is None
+    )
+    for bad in (0, 1, 0.0, "no", ""):
+        with pytest.raises(ConfigError, match="stateful must be None") as err:
+            StreamPipeline(default_bundle_path(), fs_in=128.0, stateful=bad)
+        assert err.value.field == "stateful"
+
+
+def test_hop_s_must_be_a_number_of_seconds() -> None:
+    for bad in ("1", [1.0], True, float("nan")):
+        with pytest.raises(ConfigError, match="hop_s") as err:
+            StreamPipeline(default_bundle_path(), fs_in=128.0, hop_s=bad)
+        assert err.value.field == "hop_s"
+    assert StreamPipeline(default_bundle_path(), fs_in=128.0, hop_s=np.float32(2.5)).hop == 320
