@@ -23,6 +23,7 @@ from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
 from tests.lru_bundles import write_lru_bundle  # noqa: E402
 from trainer.bench.lru import (  # noqa: E402
     PIPELINE_ROW,
+    STEP10_ROW,
     STEP_ROW,
     WINDOW_ROW,
     per_hop_times,
@@ -114,11 +115,15 @@ def test_run_writes_consistent_timings_ratio_and_gap(lru_bundle: Path, tmp_path:
         lru_bundle, tmp_path, {"Same": lru_bundle}, n=15, pairs=_pairs(LEAD), stream=stream
     )
     rows = result["rows"]
-    assert list(rows) == [STEP_ROW, WINDOW_ROW, "Same whole-window re-encode (10 s)"]
+    assert list(rows) == [STEP_ROW, STEP10_ROW, WINDOW_ROW, "Same whole-window re-encode (10 s)"]
     for row in rows.values():
         assert row["n"] == 15 and 0 < row["median_ms"] <= row["p90_ms"]
     ratio = rows[WINDOW_ROW]["median_ms"] / rows[STEP_ROW]["median_ms"]
     assert math.isclose(result["ratio_window_over_step"], ratio)
+    split = result["step_cost_split_ms"]  # t1 = fixed + block, t10 = fixed + 10 block
+    t1, t10 = rows[STEP_ROW]["median_ms"], rows[STEP10_ROW]["median_ms"]
+    assert math.isclose(split["fixed_ms"] + split["per_block_ms"], t1)
+    assert math.isclose(split["fixed_ms"] + 10 * split["per_block_ms"], t10)
     manifest = json.loads((lru_bundle / "manifest.json").read_text())
     assert result["graph_nodes"] == manifest["metrics"]["graph_nodes"]
     gap = result["warm_vs_cold"]
