@@ -7,11 +7,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from trainer.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,16 @@ def autocast(rt: Runtime, enabled: bool) -> torch.autocast:
 def grad_scaler(rt: Runtime, enabled: bool) -> torch.amp.GradScaler:
     """The loss scaler that goes with :func:`autocast` (disabled when it is)."""
     return torch.amp.GradScaler(rt.device.type, enabled=enabled and rt.use_amp)
+
+
+def launch(threads: int, train: Callable[[Runtime], T]) -> T:
+    """Run ``train`` with this process's :class:`Runtime` (:func:`setup`); the process group
+    is torn down however it ends, so no rank is left waiting on a collective."""
+    rt = setup(threads)
+    try:
+        return train(rt)
+    finally:
+        teardown()
 
 
 def is_main_process() -> bool:

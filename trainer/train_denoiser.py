@@ -126,11 +126,7 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     BatchNorm statistics are copied to the others after every step (what DDP does; the
     losses call the networks' parts directly, which DDP's hooks would not see); rank 0
     validates, logs and saves."""
-    rt = distributed.setup(cfg.train.threads)
-    try:
-        return _train(cfg, rt)
-    finally:
-        distributed.teardown()
+    return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt))
 
 
 def _train(cfg: DenoiseRunConfig, rt: distributed.Runtime) -> DenoiseTrainResult:

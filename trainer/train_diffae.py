@@ -132,11 +132,7 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
 
     One process on CUDA or CPU, or several under ``torchrun`` (DDP: each rank draws its own
     batches of ``train.batch_size``, gradients are averaged, rank 0 logs and saves)."""
-    rt = distributed.setup(cfg.train.threads)
-    try:
-        return _train(cfg, rt, windows)
-    finally:
-        distributed.teardown()
+    return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt, windows))
 
 
 def _train(cfg: DiffAERunConfig, rt: distributed.Runtime, windows: np.ndarray | None) -> Path:

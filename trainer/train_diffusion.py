@@ -46,11 +46,7 @@ def _lr_at(step: int, cfg: RunConfig) -> float:
 
 def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     """Pretrain and save ``<out_dir>/diffecg.pt``; return where and how it went."""
-    rt = distributed.setup(cfg.train.threads)
-    try:
-        return _train(cfg, rt, windows)
-    finally:
-        distributed.teardown()
+    return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt, windows))
 
 
 def _train(cfg: RunConfig, rt: distributed.Runtime, windows: np.ndarray | None) -> TrainResult:

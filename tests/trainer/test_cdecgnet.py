@@ -165,7 +165,7 @@ def test_ddp_smoke_run_two_processes(tmp_path):
 
 
 @pytest.mark.data("mitdb", "nstdb")
-def test_mixed_precision_training_step(tmp_path, monkeypatch):
+def test_mixed_precision_training_step(tmp_path, monkeypatch, grad_scalers):
     """The CUDA AMP path, run on the CPU (float16 autocast and one loss scaler for both
     optimizers): the networks run in float16, the losses stay finite, the checkpoint is
     float32."""
@@ -183,18 +183,10 @@ def test_mixed_precision_training_step(tmp_path, monkeypatch):
         return feats, lead
 
     monkeypatch.setattr(CDECGNet, "encode", spy)
-    scalers = []
-    real_scaler = torch.amp.GradScaler
-
-    def recording_scaler(*args, **kwargs):
-        scalers.append(real_scaler(*args, **kwargs))
-        return scalers[-1]
-
-    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler)
     overrides = {"train.out_dir": str(tmp_path), "train.steps": "2", "train.ckpt_every": "2"}
     result = train_denoiser(load_denoise_preset("smoke", overrides))
     assert torch.float16 in seen
-    assert len(scalers) == 1 and scalers[0].is_enabled()
+    assert len(grad_scalers) == 1 and grad_scalers[0].is_enabled()
     assert all(np.isfinite(v) for v in result.final_losses.values())
     _, net, _ = load_denoiser(result.checkpoint)
     assert all(p.dtype == torch.float32 for p in net.parameters())

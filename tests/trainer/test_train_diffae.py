@@ -77,7 +77,7 @@ def test_ddp_smoke_run_two_processes(tmp_path: Path) -> None:
     assert payload["extra"]["windows_seen"] == 4 * cfg.train.batch_size * 2
 
 
-def test_mixed_precision_training_step(tmp_path: Path, monkeypatch) -> None:
+def test_mixed_precision_training_step(tmp_path: Path, monkeypatch, grad_scalers) -> None:
     """The CUDA AMP path, run on the CPU (float16 autocast and a loss scaler there too): the
     U-Net runs in float16, the loss is scaled and the saved weights are float32 (that the LRU
     layers keep float32: tests/trainer/test_lru.py)."""
@@ -94,21 +94,13 @@ def test_mixed_precision_training_step(tmp_path: Path, monkeypatch) -> None:
         return out
 
     monkeypatch.setattr(DiffAE, "denoise", unet_spy)
-    scalers = []
-    real_scaler = torch.amp.GradScaler
-
-    def recording_scaler(*args, **kwargs):
-        scalers.append(real_scaler(*args, **kwargs))
-        return scalers[-1]
-
-    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler)
     cfg = load_diffae_preset(
         "smoke", {"train.out_dir": str(tmp_path), "train.steps": "2", "data.source": "synthetic"}
     )
     windows = np.random.default_rng(1).standard_normal((8, 1, 1280)).astype(np.float32)
     _, _, payload = load(train(cfg, windows))
     assert seen == {torch.float16}
-    assert len(scalers) == 1 and scalers[0].is_enabled()
+    assert len(grad_scalers) == 1 and grad_scalers[0].is_enabled()
     assert np.isfinite(payload["extra"]["final_loss"])
     assert all(
         v.dtype == torch.float32 for v in payload["state_dict"].values() if v.is_floating_point()

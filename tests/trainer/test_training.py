@@ -216,10 +216,12 @@ def test_ddp_smoke_run_two_processes(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_amp_smoke_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_amp_smoke_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grad_scalers: list
+) -> None:
     import trainer.train_diffusion as train_diffusion
 
-    forwards, scalers = [], []
+    forwards = []
 
     class RecordingUNet(UNet1d):
         """Records where each forward pass ran and the dtype autocast gave its output."""
@@ -229,20 +231,13 @@ def test_cuda_amp_smoke_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             forwards.append((x_t.device.type, out.dtype))
             return out
 
-    real_scaler = torch.amp.GradScaler
-
-    def recording_scaler(*args, **kwargs):
-        scalers.append(real_scaler(*args, **kwargs))
-        return scalers[-1]
-
     monkeypatch.setattr(train_diffusion, "UNet1d", RecordingUNet)
-    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler)
     cfg = _smoke(tmp_path, **{"train.steps": "1", "train.amp": "true", "train.ckpt_every": "1"})
     result = train(cfg)
     assert result.steps == 1 and math.isfinite(result.final_loss)
     # the step ran on the GPU under float16 autocast, with loss scaling on
     assert forwards == [("cuda", torch.float16)]
-    assert len(scalers) == 1 and scalers[0].is_enabled()
+    assert len(grad_scalers) == 1 and grad_scalers[0].is_enabled()
     _, state, _ = load_checkpoint(result.checkpoint)
     assert all(t.device.type == "cpu" for t in state.values())
 
