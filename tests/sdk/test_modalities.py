@@ -66,6 +66,7 @@ def test_beat_times_alone_give_the_same_image_as_peaks():
 
 
 def test_trainer_and_device_compute_the_same_modalities():
+    pytest.importorskip("torch", reason="compares with the trainer (ecgedge[train])")
     from trainer.config import DataConfig
     from trainer.data.datasets import synthetic_windows
 
