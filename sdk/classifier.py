@@ -79,6 +79,7 @@ class WindowClassifier:
     ) -> None:
         m = bundle.manifest
         self.backend = backend = select_backend(backend, m)
+        self.engine_dir = engine_dir
         load = partial(open_model, threads=threads, backend=backend, engine_dir=engine_dir)
         self.manifest = m
         self.modalities = m.modalities

@@ -10,6 +10,7 @@ N-lead one on all N leads of the stream (it can use the clean leads to denoise t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,8 +28,8 @@ class WindowDenoiser:
     ----------
     bundle : a verified bundle with a ``denoiser`` file.
     precision : which denoiser file (``None`` = the most compact present).
-    threads, backend : see :func:`sdk.runtime.open_model` (``"auto"`` resolved for the bundle;
-        ``"trt-engine"`` runs the denoiser's engine like the other models').
+    threads, backend, engine_dir : see :func:`sdk.runtime.open_model` (``"auto"`` resolved
+        for the bundle; ``"trt-engine"`` runs the denoiser's engine like the other models').
 
     Attributes
     ----------
@@ -48,6 +49,7 @@ class WindowDenoiser:
         precision: str | None = None,
         threads: int = 1,
         backend: str = "cpu",
+        engine_dir: Path | None = None,
     ) -> None:
         spec = bundle.manifest.file("denoiser", precision)
         self.precision = spec.precision
@@ -66,6 +68,7 @@ class WindowDenoiser:
             threads=threads,
             backend=select_backend(backend, bundle.manifest),
             spec=spec,
+            engine_dir=engine_dir,
             data=bundle.verified_bytes(spec),
         )
         self.leads, self.window = leads, window
@@ -81,12 +84,17 @@ class WindowDenoiser:
 
     @staticmethod
     def from_bundle(
-        bundle: Bundle, n_leads: int, *, threads: int = 1, backend: str = "cpu"
+        bundle: Bundle,
+        n_leads: int,
+        *,
+        threads: int = 1,
+        backend: str = "cpu",
+        engine_dir: Path | None = None,
     ) -> WindowDenoiser | None:
         """The bundle's denoiser for a stream of ``n_leads`` leads, or ``None`` if it has none."""
         if not any(f.role == "denoiser" for f in bundle.manifest.files):
             return None
-        den = WindowDenoiser(bundle, threads=threads, backend=backend)
+        den = WindowDenoiser(bundle, threads=threads, backend=backend, engine_dir=engine_dir)
         if den.leads not in (1, n_leads):
             raise ConfigError(
                 f"the bundle's denoiser takes {den.leads} leads; the stream has {n_leads}",

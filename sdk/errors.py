@@ -57,8 +57,9 @@ class BundleError(EcgEdgeError):
 class MissingDependencyError(EcgEdgeError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
-    def __init__(self, package: str, extra: str) -> None:
-        super().__init__(f"{package} is not installed: pip install 'ecgedge[{extra}]'")
+    def __init__(self, package: str, extra: str, *, hint: str | None = None) -> None:
+        message = f"{package} is not installed: pip install 'ecgedge[{extra}]'"
+        super().__init__(message + (f"; {hint}" if hint else ""))
         self.package = package
         self.extra = extra
 

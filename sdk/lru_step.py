@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -116,13 +117,20 @@ class StepEmbedder:
     Parameters
     ----------
     bundle : a loaded LRU bundle (:func:`sdk.bundle.load_bundle`).
-    backend, threads : as :func:`sdk.runtime.open_model`.
+    backend, threads, engine_dir : as :func:`sdk.runtime.open_model`.
 
     The state is passed in and returned (no hidden state), so one instance serves several
     streams; not thread-safe for concurrent calls on one instance.
     """
 
-    def __init__(self, bundle: Bundle, *, backend: str = "cpu", threads: int = 1) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        backend: str = "cpu",
+        threads: int = 1,
+        engine_dir: Path | None = None,
+    ) -> None:
         self.spec = streaming_spec(bundle)
         path = bundle.root / self.spec.path
         s = self.spec
@@ -146,6 +154,7 @@ class StepEmbedder:
             backend=backend,
             threads=threads,
             spec=step_file,  # the state geometry of the manifest is the model's
+            engine_dir=engine_dir,
             data=bundle.verified_bytes(step_file),
         )
         if list(self.model.input_names) != list(STEP_INPUTS) or list(

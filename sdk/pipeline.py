@@ -151,6 +151,8 @@ class StreamPipeline:
         reason in :attr:`profile_error`.
     precision : embedder precision (default: the most compact in the bundle).
     threads, backend : ONNX Runtime threads and provider (``"cpu"``, ``"cuda"``, ``"tensorrt"``).
+    engine_dir : where ``"trt-engine"`` finds the bundle's TensorRT engines and ``"tensorrt"``
+        caches ONNX Runtime's (default :func:`sdk.trt_runtime.default_engine_dir`).
     buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag (if any).
     on_event : callback receiving every event (more with :meth:`add_callback`).
     denoise : run the bundle's ``denoiser`` (if it has one) on each window before the embedder;
@@ -191,6 +193,7 @@ class StreamPipeline:
         precision: str | None = None,
         threads: int = 1,
         backend: str = "cpu",
+        engine_dir: str | Path | None = None,
         buffer_s: float = 60.0,
         on_event: Callable[[Event], None] | None = None,
         denoise: bool = True,
@@ -228,11 +231,19 @@ class StreamPipeline:
                 field="buffer_s",
             )
         self.classifier = WindowClassifier(
-            self.bundle, precision=precision, threads=threads, backend=backend
+            self.bundle,
+            precision=precision,
+            threads=threads,
+            backend=backend,
+            engine_dir=Path(engine_dir) if engine_dir is not None else None,
         )
         self.denoiser = (
             WindowDenoiser.from_bundle(
-                self.bundle, n_leads, threads=threads, backend=self.classifier.backend
+                self.bundle,
+                n_leads,
+                threads=threads,
+                backend=self.classifier.backend,
+                engine_dir=self.classifier.engine_dir,
             )
             if denoise
             else None
@@ -347,6 +358,7 @@ class StreamPipeline:
                 hop_samples=self.hop,
                 threads=threads,
                 backend=self.classifier.backend,
+                engine_dir=self.classifier.engine_dir,
             )
         if stateful:
             raise ConfigError(f"stateful=True, but {problem[1]}", field="stateful")

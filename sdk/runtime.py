@@ -31,6 +31,7 @@ from sdk.ort_trt_cache import (
     check_engine_cache,
     record_engine_cache,
 )
+from sdk.trt_runtime import DEFAULT_MAX_BATCH
 
 _log = logging.getLogger(__name__)
 
@@ -151,7 +152,9 @@ class OnnxModel:
     backend : ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; unavailable providers raise.
     spec : the manifest entry; its declared inputs/outputs are checked against the model.
     cache_dir : where the TensorRT provider caches its engines (default
-        ``<default engine dir>/ort``); checked and indexed by :mod:`sdk.ort_trt_cache`.
+        ``<default engine dir>/ort``), in a subfolder per ONNX Runtime version; checked and
+        indexed by :mod:`sdk.ort_trt_cache`. Batches beyond the engines' profile (8) run in
+        pieces, so the provider never rebuilds an engine mid-stream.
     data : the model's verified bytes; the session is built from them (``path`` then only
         names the model in errors; on ``"tensorrt"`` the engine cache is keyed by the
         manifest's SHA-256 of them, :func:`_tensorrt_ep_options`).
@@ -185,7 +188,9 @@ class OnnxModel:
         if backend == "tensorrt":
             from sdk.trt_runtime import default_engine_dir
 
-            self.trt_cache_dir = Path(cache_dir or default_engine_dir() / "ort")
+            # one folder per ONNX Runtime version: its engines do not load in another one
+            root = Path(cache_dir or default_engine_dir() / "ort")
+            self.trt_cache_dir = root / f"onnxruntime-{ort.__version__}"
             try:
                 check_engine_cache(self.trt_cache_dir)
             except OSError as exc:
@@ -238,6 +243,14 @@ class OnnxModel:
     def run(
         self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]:
+        n = max((len(v) for v in feeds.values()), default=0)
+        if self.trt_cache_dir is not None and n > DEFAULT_MAX_BATCH:
+            # beyond the engine's profile the provider would rebuild the engine: run in pieces
+            parts = [
+                self.run({k: v[i : i + DEFAULT_MAX_BATCH] for k, v in feeds.items()}, outputs)
+                for i in range(0, n, DEFAULT_MAX_BATCH)
+            ]
+            return [np.concatenate(piece) for piece in zip(*parts)]
         out = self.session.run(list(outputs) if outputs else None, feeds)
         self._index_cache()  # engines built at a run (first run, new input shapes)
         return out

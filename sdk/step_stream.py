@@ -38,6 +38,7 @@ Windows served
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class StepStream:
     bundle : a loaded bundle whose step model can stream it (:func:`step_model_problem`).
     lead : the lead the model sees.
     hop_samples : the pipeline's window hop (default: the bundle's).
-    threads, backend : as :func:`sdk.runtime.open_model`.
+    threads, backend, engine_dir : as :func:`sdk.runtime.open_model`.
 
     Raises
     ------
@@ -135,6 +136,7 @@ class StepStream:
         hop_samples: int | None = None,
         threads: int = 1,
         backend: str = "cpu",
+        engine_dir: Path | None = None,
     ) -> None:
         problem = step_model_problem(bundle, hop_samples=hop_samples)
         if problem is not None:
@@ -142,7 +144,9 @@ class StepStream:
                 f"no stateful streaming with this bundle ({problem[0]}): {problem[1]}",
                 field="stateful",
             )
-        self.embedder = StepEmbedder(bundle, backend=backend, threads=threads)
+        self.embedder = StepEmbedder(
+            bundle, backend=backend, threads=threads, engine_dir=engine_dir
+        )
         self.block = self.embedder.spec.hop_samples
         self.window = bundle.manifest.window_samples
         self.hop = bundle.manifest.hop_samples if hop_samples is None else hop_samples

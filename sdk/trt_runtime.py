@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,14 @@ def tensorrt_module() -> Any:
     try:
         import tensorrt
     except ImportError as exc:
-        raise MissingDependencyError("tensorrt", "tensorrt") from exc
+        jetson = platform.machine() == "aarch64"
+        hint = (
+            "on a Jetson use JetPack's TensorRT instead (apt install python3-libnvinfer; a "
+            "virtual environment needs --system-site-packages to see it)"
+            if jetson
+            else None
+        )
+        raise MissingDependencyError("tensorrt", "tensorrt", hint=hint) from exc
     return tensorrt
 
 
@@ -188,9 +196,7 @@ class TrtEngineModel:
         *,
         spec: ModelFile | None = None,
         device: int = 0,
-        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
-        self.max_batch = int(max_batch)
         self.trt = trt = tensorrt_module()
         self.rt = rt = cuda_runtime()
         compute_capability(device, rt)
@@ -213,10 +219,25 @@ class TrtEngineModel:
         self.input_names = [n for n in names if is_in[n]]
         self.output_names = [n for n in names if not is_in[n]]
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.max_batch = self._profile_max_batch()
         self._buffers: dict[str, tuple[int, int]] = {}
         self._stream = _ok(rt.cudaStreamCreate(), "cudaStreamCreate")
         if spec is not None:
             self._check(spec)
+
+    def _profile_max_batch(self) -> int:
+        """The largest batch of the engine's optimization profile 0 (its inputs' batch axis);
+        1 for an engine of fixed shapes. Read from the engine, not taken from its file name:
+        an engine built with ``--max-batch N`` or by trtexec has its own range."""
+        sizes = []
+        for name in self.input_names:
+            shape = tuple(self.engine.get_tensor_shape(name))
+            if shape and shape[0] == -1:  # dynamic batch: the profile bounds it
+                _, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+                sizes.append(int(hi[0]))
+            elif shape:
+                sizes.append(int(shape[0]))
+        return max(1, min(sizes, default=1))
 
     def _check(self, spec: ModelFile) -> None:
         have = set(self.input_names) | set(self.output_names)
@@ -337,9 +358,10 @@ def find_engine(
 ) -> Path:
     """The cached engine for ``onnx_path`` on this TensorRT and GPU, else a precise error.
 
-    Looks for the keyed name (``ecgedge engines``), then :func:`trtexec_engine_name` (the
-    model card's trtexec lines). Both carry the ONNX file's SHA-256 (``sha256``: the
-    manifest's, else the file is hashed).
+    Looks for the keyed name (``ecgedge engines``) with profile ``max_batch``, then the same
+    name with any other profile (an engine built with ``--max-batch N``; the largest wins),
+    then :func:`trtexec_engine_name` (the model card's trtexec lines). All carry the ONNX
+    file's SHA-256 (``sha256``: the manifest's, else the file is hashed).
     """
     trt = tensorrt_module()
     cc = compute_capability(device)
@@ -348,7 +370,18 @@ def find_engine(
     keyed = folder / engine_name(
         onnx_path, precision, trt.__version__, cc, max_batch=max_batch, sha256=digest
     )
-    for candidate in (keyed, folder / trtexec_engine_name(onnx_path, digest)):
+    marker = f".b{max_batch}."
+    head, tail = keyed.name.split(marker, 1)
+    others = sorted(
+        (
+            p
+            for p in folder.glob(f"{head}.b*.{tail}")
+            if p.name[len(head) + 2 :].split(".")[0].isdigit()
+        ),
+        key=lambda p: int(p.name[len(head) + 2 :].split(".")[0]),
+        reverse=True,
+    )
+    for candidate in (keyed, *others, folder / trtexec_engine_name(onnx_path, digest)):
         if candidate.is_file():
             return candidate
     raise BundleError(
@@ -378,4 +411,4 @@ def open_engine(
         device=device,
         sha256=spec.sha256 if spec is not None else None,
     )
-    return TrtEngineModel(path, spec=spec, device=device, max_batch=max_batch)
+    return TrtEngineModel(path, spec=spec, device=device)

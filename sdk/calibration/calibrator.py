@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ class Calibrator:
         new (modality, t); the cost that matters on a device). With several modalities an
         objective evaluation may need one per modality; the search stops before exceeding it.
     r : the update at which the objective is read (γ compares ω_r and ω_{r+1}).
-    precision, threads, backend : how the embedders run (see :class:`WindowClassifier`).
+    precision, threads, backend, engine_dir : how the models run (see :class:`WindowClassifier`).
     anchors : which of the bundle's anchor windows (:mod:`sdk.anchors`) the user's head is
         fitted on besides the user's windows, embedded at the user's t: ``"missing"`` those
         of the classes the user labelled no window of (so the head can still say e.g.
@@ -105,6 +106,7 @@ class Calibrator:
         precision: str | None = None,
         threads: int = 1,
         backend: str = "cpu",
+        engine_dir: Path | None = None,
         anchors: str = DEFAULT_ANCHORS,
         denoise: bool = True,
     ) -> None:
@@ -140,12 +142,14 @@ class Calibrator:
             seed,
         )
         self.classifier = WindowClassifier(
-            bundle, precision=precision, threads=threads, backend=backend
+            bundle, precision=precision, threads=threads, backend=backend, engine_dir=engine_dir
         )
         self.classes = m.classes
         self.denoiser: WindowDenoiser | None = None
         if denoise and m.has("denoiser"):
-            self.denoiser = WindowDenoiser(bundle, threads=threads, backend=self.classifier.backend)
+            self.denoiser = WindowDenoiser(
+                bundle, threads=threads, backend=self.classifier.backend, engine_dir=engine_dir
+            )
             if self.denoiser.leads != 1:
                 raise ConfigError(
                     f"the bundle's denoiser takes {self.denoiser.leads} leads but calibration "

@@ -146,6 +146,13 @@ class FakeEngine:
     def create_execution_context(self):
         return FakeContext(self)
 
+    def get_tensor_shape(self, name):
+        return tuple(-1 if d is None else d for d in self.fixed[name])
+
+    def get_tensor_profile_shape(self, name, profile):
+        hi = tuple(self.max_batch if d is None else d for d in self.fixed[name])
+        return (1, *hi[1:]), (1, *hi[1:]), hi
+
 
 def fake_tensorrt(version: str = "10.3.0"):
     class Runtime:
@@ -310,6 +317,67 @@ def test_engine_runs_like_onnx_runtime_and_checks_inputs(fakes, tmp_path):
     assert fakes.rt.mem == {}
 
 
+def test_an_engine_of_another_batch_profile_is_found_and_its_profile_used(
+    fakes, tmp_path, monkeypatch
+):
+    """``ecgedge engines --max-batch 4`` names its engine ``.b4.``: the SDK finds it and runs
+    batches in pieces of the engine's own profile (read from the engine), not of 8."""
+    bundle = load_bundle(BUNDLE)
+    spec = bundle.manifest.file("embedder", "fp32")
+    onnx_path = bundle.path_of(spec)
+    name = engine_name(onnx_path, "fp32", "10.3.0", (8, 7), max_batch=4)
+    blob = json.dumps({"onnx": str(onnx_path)}).encode()
+    (tmp_path / name).write_bytes(blob)
+    write_engine_checksum(tmp_path / name, blob)
+    monkeypatch.setattr(FakeEngine, "__init__", _with_max_batch(FakeEngine.__init__, 4))
+    model = open_model(onnx_path, backend="trt-engine", spec=spec, engine_dir=tmp_path)
+    assert model.path.name == name and model.max_batch == 4
+    x = np.random.default_rng(1).standard_normal((9, 1, 1280)).astype(np.float32)
+    feeds = {"x": x, "t": np.ones(9, np.int64), "noise": np.zeros_like(x)}
+    (got,) = model.run(feeds, ["embedding"])  # 4 + 4 + 1: the fake refuses more than 4
+    (ref,) = OnnxModel(onnx_path).run(feeds, ["embedding"])
+    np.testing.assert_array_equal(got, ref)
+
+
+def _with_max_batch(init, n: int):
+    def patched(self, blob):
+        init(self, blob)
+        self.max_batch = n
+
+    return patched
+
+
+def test_missing_tensorrt_on_a_jetson_points_to_jetpack(monkeypatch):
+    _block_import(monkeypatch, "tensorrt")
+    monkeypatch.setattr(trt_runtime.platform, "machine", lambda: "aarch64")
+    with pytest.raises(MissingDependencyError, match="python3-libnvinfer"):
+        trt_runtime.tensorrt_module()
+
+
+def test_onnx_runtime_tensorrt_runs_large_batches_in_profile_pieces(tmp_path, monkeypatch):
+    """With the TensorRT provider a batch beyond the profile (8) would make it rebuild its
+    engine: the model runs it in pieces. (The provider is absent here: a CPU session stands
+    in, with the TensorRT cache folder set as the provider path sets it.)"""
+    bundle = load_bundle(BUNDLE)
+    spec = bundle.manifest.file("embedder", "fp32")
+    model = OnnxModel(bundle.path_of(spec))
+    model.trt_cache_dir = tmp_path
+    sizes = []
+    real = model.session.run
+
+    def spy(outputs, feeds):
+        sizes.append(len(feeds["x"]))
+        return real(outputs, feeds)
+
+    monkeypatch.setattr(model.session, "run", spy)
+    x = np.random.default_rng(2).standard_normal((19, 1, 1280)).astype(np.float32)
+    feeds = {"x": x, "t": np.ones(19, np.int64), "noise": np.zeros_like(x)}
+    (got,) = model.run(feeds, ["embedding"])
+    assert sizes == [8, 8, 3]
+    (ref,) = OnnxModel(bundle.path_of(spec)).run(feeds, ["embedding"])
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
 def test_engine_of_another_model_is_refused(fakes, tmp_path):
     bundle = load_bundle(BUNDLE)
     head = bundle.manifest.file("head")
@@ -454,3 +522,24 @@ def test_gpu_onnx_runtime_tensorrt_provider(gpu_bundle, tmp_path):
     assert np.abs(got - ref).max() / np.abs(ref).max() <= GPU_TOLERANCE["fp32"]
     indexed = (tmp_path / INDEX_NAME).read_text()  # the provider's engines, checksummed
     assert CACHE_PREFIX in indexed and ".engine" in indexed
+
+
+def test_a_pipeline_runs_every_model_from_its_engine_dir(fakes, tmp_path):
+    """``StreamPipeline(backend="trt-engine", engine_dir=D)`` finds the engines of the
+    embedders, the fusion, the head and the denoiser in D (the model card's trtexec folder),
+    and streams as on ONNX Runtime."""
+    from sdk.pipeline import StreamPipeline
+    from sdk.synthetic import synthetic_ecg
+
+    m = load_bundle(BUNDLE).manifest
+    models = [m.file("embedder", "fp32", mod) for mod in m.modalities]
+    models += [m.file("head"), m.file("fusion"), m.file("denoiser")]
+    _fake_engines(tmp_path / "engines", BUNDLE, models)
+    x = synthetic_ecg((("sinus", 25.0),), fs=128.0, seed=3).signal
+    runs = {}
+    for backend, kw in (("trt-engine", {"engine_dir": tmp_path / "engines"}), ("cpu", {})):
+        p = StreamPipeline(BUNDLE, fs_in=128.0, precision="fp32", backend=backend, **kw)
+        events = [e for e in [*p.push(x), *p.close()] if hasattr(e, "probabilities")]
+        runs[backend] = np.array([list(e.probabilities.values()) for e in events])
+    assert len(runs["cpu"]) >= 3
+    np.testing.assert_allclose(runs["trt-engine"], runs["cpu"], rtol=0, atol=1e-4)
