@@ -72,13 +72,16 @@ class Model(Protocol):
     ) -> list[np.ndarray]: ...
 
 
-def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path) -> dict[str, Any]:
+def _tensorrt_ep_options(
+    spec: ModelFile | None, cache_dir: Path, ort_version: str
+) -> dict[str, Any]:
     """TensorRT EP options: engine cache, INT8 for Q/DQ graphs, the window's shape profile.
 
     The provider names its cached engines after the graph's structure, not its weights, so a
     retrained model of the same architecture would load the old engine: with ``spec`` the
-    cache prefix carries the model's SHA-256 (and keeps :data:`CACHE_PREFIX`, whose files
-    :mod:`sdk.ort_trt_cache` checks)."""
+    cache prefix carries the model's SHA-256 and the ONNX Runtime version (whose engines do
+    not load in another one), and keeps :data:`CACHE_PREFIX`, whose files
+    :mod:`sdk.ort_trt_cache` checks."""
     from sdk.trt_runtime import profile_shapes
 
     opts: dict[str, Any] = {
@@ -88,7 +91,8 @@ def _tensorrt_ep_options(spec: ModelFile | None, cache_dir: Path) -> dict[str, A
     if spec is None:
         return opts
     stem = re.sub(r"[^A-Za-z0-9]", "_", Path(spec.path).stem)
-    opts["trt_engine_cache_prefix"] = f"{CACHE_PREFIX}{stem}_{spec.sha256[:16]}"
+    version = re.sub(r"[^A-Za-z0-9]", "_", ort_version)
+    opts["trt_engine_cache_prefix"] = f"{CACHE_PREFIX}{stem}_{spec.sha256[:16]}_ort{version}"
     # Q/DQ graphs: INT8 with the graph's scales (no calibration table). With no precision flag
     # ONNX Runtime builds a strongly typed network, so an FP16 graph runs as typed.
     opts["trt_int8_enable"] = spec.precision == "int8"
@@ -152,9 +156,9 @@ class OnnxModel:
     backend : ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; unavailable providers raise.
     spec : the manifest entry; its declared inputs/outputs are checked against the model.
     cache_dir : where the TensorRT provider caches its engines (default
-        ``<default engine dir>/ort``), in a subfolder per ONNX Runtime version; checked and
-        indexed by :mod:`sdk.ort_trt_cache`. Batches beyond the engines' profile (8) run in
-        pieces, so the provider never rebuilds an engine mid-stream.
+        ``<default engine dir>/ort``; the engines' names carry the ONNX Runtime version);
+        checked and indexed by :mod:`sdk.ort_trt_cache`. Batches beyond the engines'
+        profile (8) run in pieces, so the provider never rebuilds an engine mid-stream.
     data : the model's verified bytes; the session is built from them (``path`` then only
         names the model in errors; on ``"tensorrt"`` the engine cache is keyed by the
         manifest's SHA-256 of them, :func:`_tensorrt_ep_options`).
@@ -188,9 +192,7 @@ class OnnxModel:
         if backend == "tensorrt":
             from sdk.trt_runtime import default_engine_dir
 
-            # one folder per ONNX Runtime version: its engines do not load in another one
-            root = Path(cache_dir or default_engine_dir() / "ort")
-            self.trt_cache_dir = root / f"onnxruntime-{ort.__version__}"
+            self.trt_cache_dir = Path(cache_dir or default_engine_dir() / "ort")
             try:
                 check_engine_cache(self.trt_cache_dir)
             except OSError as exc:
@@ -199,7 +201,8 @@ class OnnxModel:
                     path=str(self.trt_cache_dir),
                     reason="engine_cache",
                 ) from exc
-            providers[0] = (providers[0], _tensorrt_ep_options(spec, self.trt_cache_dir))
+            options = _tensorrt_ep_options(spec, self.trt_cache_dir, ort.__version__)
+            providers[0] = (providers[0], options)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -243,14 +246,20 @@ class OnnxModel:
     def run(
         self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]:
-        n = max((len(v) for v in feeds.values()), default=0)
-        if self.trt_cache_dir is not None and n > DEFAULT_MAX_BATCH:
-            # beyond the engine's profile the provider would rebuild the engine: run in pieces
-            parts = [
-                self.run({k: v[i : i + DEFAULT_MAX_BATCH] for k, v in feeds.items()}, outputs)
-                for i in range(0, n, DEFAULT_MAX_BATCH)
-            ]
-            return [np.concatenate(piece) for piece in zip(*parts)]
+        if self.trt_cache_dir is not None:  # the TensorRT provider
+            n = max((np.shape(v)[0] for v in feeds.values() if np.ndim(v)), default=0)
+            if n > DEFAULT_MAX_BATCH:
+                # beyond the engine's profile the provider would rebuild it: run in pieces of
+                # the batch-first inputs (the others as they are)
+                def piece(v: np.ndarray, i: int) -> np.ndarray:
+                    batched = np.ndim(v) and np.shape(v)[0] == n
+                    return v[i : i + DEFAULT_MAX_BATCH] if batched else v
+
+                parts = [
+                    self.run({k: piece(v, i) for k, v in feeds.items()}, outputs)
+                    for i in range(0, n, DEFAULT_MAX_BATCH)
+                ]
+                return [np.concatenate(p) for p in zip(*parts)]
         out = self.session.run(list(outputs) if outputs else None, feeds)
         self._index_cache()  # engines built at a run (first run, new input shapes)
         return out

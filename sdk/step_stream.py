@@ -160,9 +160,10 @@ class StepStream:
     def reset(self, index: int) -> None:
         """Zero the state; the stream restarts at the first window start (a multiple of the
         pipeline's hop) >= ``index`` (the first model-rate sample after a gap, or the end of a
-        flagged window). Embeddings already computed for later windows are dropped."""
+        flagged window). Embeddings already computed for windows ending after ``index`` are
+        dropped; those of windows ending before it (still waiting for their R-peaks) stay."""
+        self._ready = {end: v for end, v in self._ready.items() if end <= index}
         self.reset_at = self._fed = -(-int(index) // self.hop) * self.hop
-        self._ready.clear()
         self._state = self.embedder.initial_state(1)
         self._step_ms = 0.0  # steps before the gap serve no later window
         self.resets += 1

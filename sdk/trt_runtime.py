@@ -227,8 +227,9 @@ class TrtEngineModel:
 
     def _profile_max_batch(self) -> int:
         """The largest batch of the engine's optimization profile 0 (its inputs' batch axis);
-        1 for an engine of fixed shapes. Read from the engine, not taken from its file name:
-        an engine built with ``--max-batch N`` or by trtexec has its own range."""
+        the fixed first dimension for an engine of fixed shapes. Read from the engine, not
+        from its file name: an engine built with ``--max-batch N`` or by trtexec has its own
+        range."""
         sizes = []
         for name in self.input_names:
             shape = tuple(self.engine.get_tensor_shape(name))

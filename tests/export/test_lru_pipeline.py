@@ -342,3 +342,15 @@ def test_the_first_window_after_an_off_grid_gap_equals_the_whole_window_one(
     after = [(a, b) for a, b in zip(step, whole) if a.start_s > cut / FS and a.stateful]
     a, b = after[0]
     assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in b.probabilities) < PROBA_TOL
+
+
+def test_a_gap_keeps_the_step_embeddings_of_the_windows_before_it(
+    lru_bundle: Path, ecg: np.ndarray
+) -> None:
+    """Windows that end before a gap were computed by the step model before it; the gap's
+    reset must not drop them while they wait for their R-peaks (2.5 s)."""
+    cut = 40 * 128
+    parts = [(ecg[:cut], 0.0), (ecg[cut:], cut / FS + 5.0)]
+    _, events = run(lru_bundle, parts, stateful=True, hop_s=1.0)
+    before = [e for e in events if e.end_s <= cut / FS + 1e-9]
+    assert len(before) == 31 and all(e.stateful for e in before)

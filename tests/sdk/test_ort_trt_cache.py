@@ -166,17 +166,17 @@ def test_the_tensorrt_backend_indexes_what_the_provider_builds_and_drops_tamperi
     tensorrt_provider, tmp_path
 ):
     head = default_bundle_path() / "head.onnx"
-    cache = tmp_path / "ort" / "onnxruntime-1.99.0"  # one cache per ONNX Runtime version
-    model = runtime.OnnxModel(head, backend="tensorrt", cache_dir=tmp_path / "ort")
+    cache = tmp_path / "ort"
+    model = runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
     assert model.trt_cache_dir == cache and (cache / INDEX_NAME).read_text() == ""
     name = model.input_names[0]
     shape = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
     model.run({name: np.zeros(shape, np.float32)})
     assert ENGINE in (cache / INDEX_NAME).read_text()  # recorded after the first run
-    runtime.OnnxModel(head, backend="tensorrt", cache_dir=tmp_path / "ort")
+    runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
     assert (cache / ENGINE).read_bytes() == b"built engine"  # an indexed engine is kept
     (cache / ENGINE).write_bytes(b"swapped engine")
-    model = runtime.OnnxModel(head, backend="tensorrt", cache_dir=tmp_path / "ort")
+    model = runtime.OnnxModel(head, backend="tensorrt", cache_dir=cache)
     assert not (cache / ENGINE).exists()  # removed before the provider could load it
     model.run({name: np.zeros(shape, np.float32)})  # rebuilt at this run: indexed again
     assert check_engine_cache(cache) == [] and (cache / ENGINE).read_bytes() == b"built engine"

@@ -247,13 +247,14 @@ def test_ort_tensorrt_provider_absent_here_is_a_bundle_error():
 
 def test_ort_tensorrt_options_carry_the_window_profile(tmp_path):
     spec = load_bundle(BUNDLE).manifest.file("embedder", "int8")
-    opts = _tensorrt_ep_options(spec, tmp_path)
+    opts = _tensorrt_ep_options(spec, tmp_path, "1.23.2")
     assert opts["trt_int8_enable"] is True and opts["trt_engine_cache_path"] == str(tmp_path)
     assert opts["trt_profile_min_shapes"] == "x:1x1x1280,t:1,noise:1x1x1280"
     assert opts["trt_profile_max_shapes"] == "x:8x1x1280,t:8,noise:8x1x1280"
     # engines are keyed by the model's checksum (a retrained model of the same graph must not
-    # load the old engine), under the prefix whose files the cache check covers
-    prefix = f"TensorrtExecutionProvider_embedder_int8_{spec.sha256[:16]}"
+    # load the old engine) and the ONNX Runtime version (its engines do not load in another),
+    # under the prefix whose files the cache check covers
+    prefix = f"TensorrtExecutionProvider_embedder_int8_{spec.sha256[:16]}_ort1_23_2"
     assert opts["trt_engine_cache_prefix"] == prefix
 
 
