@@ -106,6 +106,12 @@ def _tensorrt_ep_options(
     return opts
 
 
+def _has_profiles(providers: list[Any]) -> bool:
+    """Whether the first provider is configured with explicit TensorRT shape profiles."""
+    first = providers[0] if providers else None
+    return isinstance(first, tuple) and any(k.startswith("trt_profile_") for k in first[1])
+
+
 def open_model(
     path: Path,
     *,
@@ -208,13 +214,32 @@ class OnnxModel:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        source = data if data is not None else str(path)
         try:
-            source = data if data is not None else str(path)
             self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise BundleError(
-                f"onnxruntime cannot load the model: {exc}", path=str(path), reason="load"
-            ) from exc
+            if not _has_profiles(providers):
+                raise BundleError(
+                    f"onnxruntime cannot load the model: {exc}", path=str(path), reason="load"
+                ) from exc
+            # explicit shape profiles must cover every TensorRT subgraph's inputs; a graph
+            # TensorRT takes only in part can fail on them: retry with profiles from the shapes
+            # of the first run (CUDA/CPU take the rest of the graph)
+            _log.warning(
+                "%s: the TensorRT provider refused the window's shape profiles (%s); retrying "
+                "without them",
+                Path(path).name,
+                exc,
+            )
+            name, options = providers[0]
+            keep = {k: v for k, v in options.items() if not k.startswith("trt_profile_")}
+            providers[0] = (name, keep)
+            try:
+                self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+            except Exception as exc2:
+                raise BundleError(
+                    f"onnxruntime cannot load the model: {exc2}", path=str(path), reason="load"
+                ) from exc2
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._cache_seen: tuple[tuple[str, int, int, int], ...] | None = None

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from sdk import runtime
-from sdk.bundle import default_bundle_path
+from sdk.bundle import default_bundle_path, load_bundle
 from sdk.errors import BundleError
 from sdk.ort_trt_cache import (
     CACHE_PREFIX,
@@ -196,3 +196,53 @@ def test_an_index_that_cannot_be_written_never_fails_inference(
     for _ in range(2):
         outputs = model.run({name: np.zeros(shape, np.float32)})
         assert outputs and all(np.isfinite(o).all() for o in outputs)
+
+
+class _ProfileRefusingSession(_BuildingSession):
+    """A TensorRT-provider session for a graph TensorRT takes only in part: explicit shape
+    profiles that do not cover every subgraph's inputs fail (ONNX Runtime's EP_FAIL)."""
+
+    seen: list[dict] = []
+
+    def __init__(self, source, sess_options=None, providers=None):
+        _ProfileRefusingSession.seen.append(dict(providers[0][1]))
+        if any(k.startswith("trt_profile_") for k in providers[0][1]):
+            raise RuntimeError("EP_FAIL: no shape profile for subgraph input")
+        super().__init__(source, sess_options, providers)
+
+
+def test_shape_profiles_the_provider_refuses_fall_back_to_first_run_shapes(
+    tensorrt_provider, tmp_path, monkeypatch, caplog
+):
+    fake = runtime._ort()
+    monkeypatch.setattr(fake, "InferenceSession", _ProfileRefusingSession)
+    _ProfileRefusingSession.seen.clear()
+    bundle = load_bundle(default_bundle_path())
+    spec = bundle.manifest.file("head")
+    with caplog.at_level("WARNING", logger="sdk.runtime"):
+        model = runtime.OnnxModel(
+            bundle.path_of(spec), backend="tensorrt", spec=spec, cache_dir=tmp_path / "ort"
+        )
+    first, second = _ProfileRefusingSession.seen
+    assert "trt_profile_max_shapes" in first and not any("profile" in k for k in second)
+    assert second["trt_engine_cache_prefix"] == first["trt_engine_cache_prefix"]
+    assert "retrying without them" in caplog.text
+    name = model.input_names[0]
+    shape = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
+    assert np.isfinite(model.run({name: np.zeros(shape, np.float32)})[0]).all()
+
+
+def test_a_model_the_provider_cannot_load_at_all_is_a_bundle_error(
+    tensorrt_provider, tmp_path, monkeypatch
+):
+    class Broken(_BuildingSession):
+        def __init__(self, source, sess_options=None, providers=None):
+            raise RuntimeError("bad model")
+
+    monkeypatch.setattr(runtime._ort(), "InferenceSession", Broken)
+    spec = load_bundle(default_bundle_path()).manifest.file("head")
+    with pytest.raises(BundleError, match="bad model") as err:
+        runtime.OnnxModel(
+            default_bundle_path() / spec.path, backend="tensorrt", spec=spec, cache_dir=tmp_path
+        )
+    assert err.value.reason == "load"
