@@ -644,13 +644,15 @@ class StreamPipeline:
             _log.warning("window %d: the model gave non-finite probabilities", self.stats.windows)
         flagged = failed or not quality.ok
         bad = failed or bool(set(quality.flags) - NOT_SIGNAL_FLAGS)
-        if bad and self.step_stream is not None and start >= self.step_stream.reset_at:
+        if bad and self.step_stream is not None:
             # what made this window bad must not reach later windows through the step model's
-            # carried state or its blocks' normalization statistics: restart after it (a
-            # window that began before the last restart holds its bad stretch in a later
-            # window too, or before the restart, where it no longer matters)
-            self.step_stream.reset(start + n)
-            self.step_stream.feed(self._model_buf)
+            # carried state or its blocks' normalization statistics: restart after it
+            if start >= self.step_stream.reset_at:
+                self.step_stream.reset(start + n)
+                self.step_stream.feed(self._model_buf)
+            else:  # it began before the last restart (a gap): what came after is fresh, but
+                # embeddings kept from before the restart went through this window
+                self.step_stream.discard(after=start + n)
         event = WindowEvent(
             index=self.stats.windows,
             start_s=float(times[0]),

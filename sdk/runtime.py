@@ -106,6 +106,17 @@ def _tensorrt_ep_options(
     return opts
 
 
+def _batch_first(shape: Sequence[Any]) -> bool:
+    """A tensor whose first axis is symbolic (the batch), as ONNX Runtime reports shapes."""
+    return len(shape) > 0 and not isinstance(shape[0], int)
+
+
+def _refuses_profiles(exc: Exception) -> bool:
+    """Whether a session error is the TensorRT provider refusing the shape profiles."""
+    text = str(exc).lower()
+    return "profile" in text or "shape" in text
+
+
 def _has_profiles(providers: list[Any]) -> bool:
     """Whether the first provider is configured with explicit TensorRT shape profiles."""
     first = providers[0] if providers else None
@@ -218,18 +229,18 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            if not _has_profiles(providers):
+            if not (_has_profiles(providers) and _refuses_profiles(exc)):
                 raise BundleError(
                     f"onnxruntime cannot load the model: {exc}", path=str(path), reason="load"
                 ) from exc
             # explicit shape profiles must cover every TensorRT subgraph's inputs; a graph
             # TensorRT takes only in part can fail on them: retry with profiles from the shapes
-            # of the first run (CUDA/CPU take the rest of the graph)
+            # of the runs (CUDA/CPU take the rest of the graph; engines are built at a run)
             _log.warning(
-                "%s: the TensorRT provider refused the window's shape profiles (%s); retrying "
-                "without them",
+                "%s: the TensorRT provider refused the window's shape profiles; retrying "
+                "without them (engines are then built at the first run, and again for a "
+                "larger batch)",
                 Path(path).name,
-                exc,
             )
             name, options = providers[0]
             keep = {k: v for k, v in options.items() if not k.startswith("trt_profile_")}
@@ -238,10 +249,17 @@ class OnnxModel:
                 self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
             except Exception as exc2:
                 raise BundleError(
-                    f"onnxruntime cannot load the model: {exc2}", path=str(path), reason="load"
+                    f"onnxruntime cannot load the model: {exc2} (with the shape profiles: {exc})",
+                    path=str(path),
+                    reason="load",
                 ) from exc2
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        #: tensors whose first axis is symbolic: the batch the TensorRT profile bounds
+        self._batch_inputs = {i.name for i in self.session.get_inputs() if _batch_first(i.shape)}
+        self._batch_outputs = {o.name for o in self.session.get_outputs() if _batch_first(o.shape)}
+        #: the TensorRT provider with the window's explicit profiles (batch 1 … 8)
+        self._profiled = _has_profiles(providers)
         self._cache_seen: tuple[tuple[str, int, int, int], ...] | None = None
         self._index_cache()  # engines built at session creation
         if spec is not None:
@@ -271,20 +289,26 @@ class OnnxModel:
     def run(
         self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]:
-        if self.trt_cache_dir is not None:  # the TensorRT provider
-            n = max((np.shape(v)[0] for v in feeds.values() if np.ndim(v)), default=0)
-            if n > DEFAULT_MAX_BATCH:
-                # beyond the engine's profile the provider would rebuild it: run in pieces of
-                # the batch-first inputs (the others as they are)
-                def piece(v: np.ndarray, i: int) -> np.ndarray:
-                    batched = np.ndim(v) and np.shape(v)[0] == n
-                    return v[i : i + DEFAULT_MAX_BATCH] if batched else v
-
-                parts = [
-                    self.run({k: piece(v, i) for k, v in feeds.items()}, outputs)
-                    for i in range(0, n, DEFAULT_MAX_BATCH)
-                ]
-                return [np.concatenate(p) for p in zip(*parts)]
+        batched = [k for k in feeds if k in self._batch_inputs]
+        n = max((len(feeds[k]) for k in batched), default=0)
+        if self._profiled and n > DEFAULT_MAX_BATCH:
+            # beyond the engine's profile the provider would rebuild it: run the batch-first
+            # inputs in pieces; join the batch-first outputs, take the others from one piece
+            names = list(outputs) if outputs else list(self.output_names)
+            parts = [
+                self.run(
+                    {
+                        k: v[i : i + DEFAULT_MAX_BATCH] if k in batched else v
+                        for k, v in feeds.items()
+                    },
+                    names,
+                )
+                for i in range(0, n, DEFAULT_MAX_BATCH)
+            ]
+            return [
+                np.concatenate(p) if name in self._batch_outputs else p[0]
+                for name, p in zip(names, zip(*parts))
+            ]
         out = self.session.run(list(outputs) if outputs else None, feeds)
         self._index_cache()  # engines built at a run (first run, new input shapes)
         return out

@@ -168,6 +168,12 @@ class StepStream:
         self._step_ms = 0.0  # steps before the gap serve no later window
         self.resets += 1
 
+    def discard(self, after: int) -> None:
+        """Drop the embeddings kept from before the last reset for windows ending after
+        ``after`` (the end of a bad window analysed after that reset: their state went
+        through it)."""
+        self._ready = {e: v for e, v in self._ready.items() if e <= after or e > self.reset_at}
+
     def feed(self, buf: RingBuffer) -> None:
         """Step through every block of ``buf`` that is complete and not fed yet."""
         total = buf.total_written

@@ -354,3 +354,20 @@ def test_a_gap_keeps_the_step_embeddings_of_the_windows_before_it(
     _, events = run(lru_bundle, parts, stateful=True, hop_s=1.0)
     before = [e for e in events if e.end_s <= cut / FS + 1e-9]
     assert len(before) == 31 and all(e.stateful for e in before)
+
+
+def test_a_bad_window_analysed_after_a_gap_drops_the_kept_embeddings_after_it(
+    lru_bundle: Path, ecg: np.ndarray
+) -> None:
+    """Half a second of 900 mV at 38 s, a gap at 40 s: the windows ending at 39 and 40 s wait
+    for their R-peaks past the gap, so the gap's reset keeps their step embeddings; the bad
+    one (ending at 39 s) must not let the next one be served from state that went through it."""
+    x = ecg.copy()
+    x[38 * 128 : 38 * 128 + 64] = 900.0
+    cut = 40 * 128
+    parts = [(x[:cut], 0.0), (x[cut:], cut / FS + 5.0)]
+    _, events = run(lru_bundle, parts, stateful=True, hop_s=1.0)
+    first_bad = next(e for e in events if e.flagged)
+    assert first_bad.end_s == 39.0
+    after_bad = [e for e in events if first_bad.end_s < e.end_s <= cut / FS + 1e-9]
+    assert after_bad and not any(e.stateful for e in after_bad)

@@ -246,3 +246,53 @@ def test_a_model_the_provider_cannot_load_at_all_is_a_bundle_error(
             default_bundle_path() / spec.path, backend="tensorrt", spec=spec, cache_dir=tmp_path
         )
     assert err.value.reason == "load"
+
+
+def test_large_batches_run_in_pieces_of_the_profile(tensorrt_provider, tmp_path, monkeypatch):
+    """Beyond the window's profile (batch 8) the provider would rebuild its engine: the
+    batch-first inputs run in pieces, the batch-first outputs are joined."""
+    bundle = load_bundle(default_bundle_path())
+    spec = bundle.manifest.file("embedder", "fp32")
+    model = runtime.OnnxModel(
+        bundle.path_of(spec), backend="tensorrt", spec=spec, cache_dir=tmp_path / "ort"
+    )
+    sizes = []
+    real = model.session.run
+
+    def spy(outputs, feeds):
+        sizes.append(len(feeds["x"]))
+        return real(outputs, feeds)
+
+    monkeypatch.setattr(model.session, "run", spy)
+    x = np.random.default_rng(2).standard_normal((19, 1, 1280)).astype(np.float32)
+    feeds = {"x": x, "t": np.ones(19, np.int64), "noise": np.zeros_like(x)}
+    (got,) = model.run(feeds, ["embedding"])
+    assert sizes == [8, 8, 3]
+    plain = ort.InferenceSession(str(bundle.path_of(spec)), providers=["CPUExecutionProvider"])
+    (ref,) = plain.run(["embedding"], feeds)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
+def test_only_batch_first_tensors_are_split(tensorrt_provider, tmp_path):
+    """A model with a batch input ``x`` (batch, 4) and a fixed input ``table`` (16,): ``y = x +
+    sum(table)`` (batch, 4) and ``s = sum(table)`` (a scalar). At batch 12 the table is passed
+    whole to each piece, ``y`` is joined and ``s`` taken once."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    table = helper.make_tensor_value_info("table", TensorProto.FLOAT, [16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    s = helper.make_tensor_value_info("s", TensorProto.FLOAT, [])
+    nodes = [
+        helper.make_node("ReduceSum", ["table"], ["s"], keepdims=0),
+        helper.make_node("Add", ["x", "s"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x, table], [y, s])
+    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model_proto, str(path))
+    model = runtime.OnnxModel(path, backend="tensorrt", cache_dir=tmp_path / "ort")
+    model._profiled = True  # as with a bundle's spec, which sets the window's profiles
+    got_y, got_s = model.run({"x": np.zeros((12, 4), np.float32), "table": np.ones(16, np.float32)})
+    assert got_y.shape == (12, 4) and np.all(got_y == 16.0) and float(got_s) == 16.0

@@ -355,30 +355,6 @@ def test_missing_tensorrt_on_a_jetson_points_to_jetpack(monkeypatch):
         trt_runtime.tensorrt_module()
 
 
-def test_onnx_runtime_tensorrt_runs_large_batches_in_profile_pieces(tmp_path, monkeypatch):
-    """With the TensorRT provider a batch beyond the profile (8) would make it rebuild its
-    engine: the model runs it in pieces. (The provider is absent here: a CPU session stands
-    in, with the TensorRT cache folder set as the provider path sets it.)"""
-    bundle = load_bundle(BUNDLE)
-    spec = bundle.manifest.file("embedder", "fp32")
-    model = OnnxModel(bundle.path_of(spec))
-    model.trt_cache_dir = tmp_path
-    sizes = []
-    real = model.session.run
-
-    def spy(outputs, feeds):
-        sizes.append(len(feeds["x"]))
-        return real(outputs, feeds)
-
-    monkeypatch.setattr(model.session, "run", spy)
-    x = np.random.default_rng(2).standard_normal((19, 1, 1280)).astype(np.float32)
-    feeds = {"x": x, "t": np.ones(19, np.int64), "noise": np.zeros_like(x)}
-    (got,) = model.run(feeds, ["embedding"])
-    assert sizes == [8, 8, 3]
-    (ref,) = OnnxModel(bundle.path_of(spec)).run(feeds, ["embedding"])
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
-
-
 def test_engine_of_another_model_is_refused(fakes, tmp_path):
     bundle = load_bundle(BUNDLE)
     head = bundle.manifest.file("head")
