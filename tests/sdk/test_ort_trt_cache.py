@@ -290,6 +290,7 @@ def test_only_batch_first_tensors_are_split(tensorrt_provider, tmp_path):
     ]
     graph = helper.make_graph(nodes, "g", [x, table], [y, s])
     model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model_proto.ir_version = 8  # readable by every onnxruntime this project supports
     path = tmp_path / "m.onnx"
     onnx.save(model_proto, str(path))
     model = runtime.OnnxModel(path, backend="tensorrt", cache_dir=tmp_path / "ort")
