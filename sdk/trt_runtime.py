@@ -371,17 +371,9 @@ def find_engine(
     keyed = folder / engine_name(
         onnx_path, precision, trt.__version__, cc, max_batch=max_batch, sha256=digest
     )
-    marker = f".b{max_batch}."
-    head, tail = keyed.name.split(marker, 1)
-    others = sorted(
-        (
-            p
-            for p in folder.glob(f"{head}.b*.{tail}")
-            if p.name[len(head) + 2 :].split(".")[0].isdigit()
-        ),
-        key=lambda p: int(p.name[len(head) + 2 :].split(".")[0]),
-        reverse=True,
-    )
+    head, tail = keyed.name.split(f".b{max_batch}.", 1)
+    batch = {p: p.name[len(head) + 2 :].split(".")[0] for p in folder.glob(f"{head}.b*.{tail}")}
+    others = sorted((p for p, b in batch.items() if b.isdigit()), key=lambda p: -int(batch[p]))
     for candidate in (keyed, *others, folder / trtexec_engine_name(onnx_path, digest)):
         if candidate.is_file():
             return candidate

@@ -116,7 +116,7 @@ def broadcast_state(module: torch.nn.Module, rt: Runtime, *, buffers_only: bool 
         return
     tensors = [] if buffers_only else [p.data for p in module.parameters()]
     floats = [*tensors, *(b for b in module.buffers() if b.is_floating_point())]
-    for dtype in {t.dtype for t in floats}:
+    for dtype in dict.fromkeys(t.dtype for t in floats):  # the same order on every rank
         _coalesced([t for t in floats if t.dtype == dtype], lambda f: dist.broadcast(f, src=0))
     for b in module.buffers():
         if not b.is_floating_point():
