@@ -16,6 +16,7 @@ import math
 import numpy as np
 from scipy import signal
 
+from sdk.blocks import as_lead_block, as_lead_levels
 from sdk.errors import BlockError, ConfigError
 
 __all__ = ["StreamingSOSFilter", "bandpass", "design_bandpass", "step_envelope"]
@@ -68,12 +69,7 @@ class StreamingSOSFilter:
         """Set the state to the steady state of a constant input ``level`` (one value per lead):
         the next block is filtered as if the input had been ``level`` forever, so a jump of the
         input's offset (e.g. across a gap) causes no start-up transient."""
-        lv = np.asarray(level, dtype=np.float64).reshape(-1)
-        if lv.shape != (self._n_leads,) or not np.all(np.isfinite(lv)):
-            raise BlockError(
-                f"level must be {self._n_leads} finite values, got {np.asarray(level)!r}",
-                reason="shape",
-            )
+        lv = as_lead_levels(level, self._n_leads)
         self._zi = signal.sosfilt_zi(self._sos)[:, :, None] * lv[None, None, :]
 
     def process(self, block: np.ndarray) -> np.ndarray:
@@ -94,22 +90,7 @@ class StreamingSOSFilter:
         BlockError
             ``reason="lead_count"`` / ``"shape"`` for a malformed block.
         """
-        x = np.asarray(block, dtype=np.float64)
-        one_d = x.ndim == 1
-        if one_d:
-            if self._n_leads != 1:
-                raise BlockError(
-                    f"1-D block given but the filter has {self._n_leads} leads",
-                    reason="lead_count",
-                )
-            x = x.reshape(-1, 1)
-        elif x.ndim != 2:
-            raise BlockError(f"block must be (n, n_leads), got shape {x.shape}", reason="shape")
-        if x.shape[1] != self._n_leads:
-            raise BlockError(
-                f"block has {x.shape[1]} leads but the filter has {self._n_leads}",
-                reason="lead_count",
-            )
+        x, one_d = as_lead_block(block, self._n_leads, "filter")
         if x.shape[0] == 0:
             out = np.empty((0, self._n_leads), dtype=np.float32)
         else:

@@ -24,6 +24,7 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
+from sdk.blocks import as_lead_block, as_lead_levels
 from sdk.errors import BlockError, ConfigError
 
 __all__ = ["MAX_DENOMINATOR", "StreamingResampler", "resample"]
@@ -166,12 +167,7 @@ class StreamingResampler:
         """Replace the input history by the constant ``level`` (one value per lead), keeping
         the counters: the next outputs are computed as if the input had been ``level`` before
         the next block (no mixing of samples across a gap)."""
-        lv = np.asarray(level, dtype=np.float64).reshape(-1)
-        if lv.shape != (self._n_leads,) or not np.all(np.isfinite(lv)):
-            raise BlockError(
-                f"level must be {self._n_leads} finite values, got {np.asarray(level)!r}",
-                reason="shape",
-            )
+        lv = as_lead_levels(level, self._n_leads)
         self._work[: self._n_hist] = lv[None, :]
 
     @property
@@ -195,7 +191,7 @@ class StreamingResampler:
             contributing input has arrived, i.e. outputs ``k`` with
             ``k * down < n_in * up`` after this block. Computation is float64.
         """
-        x, one_d = self._as_block(block)
+        x, one_d = as_lead_block(block, self._n_leads, "resampler")
         n = x.shape[0]
         total_in = self._n_in + n
         end_out = -(-total_in * self._up // self._down)  # ceil(total_in * up / down)
@@ -220,25 +216,6 @@ class StreamingResampler:
         self._n_in = total_in
         self._n_out = end_out
         return out.reshape(-1) if one_d else out
-
-    def _as_block(self, block: np.ndarray) -> tuple[np.ndarray, bool]:
-        x = np.asarray(block, dtype=np.float64)
-        one_d = x.ndim == 1
-        if one_d:
-            if self._n_leads != 1:
-                raise BlockError(
-                    f"1-D block given but the resampler has {self._n_leads} leads",
-                    reason="lead_count",
-                )
-            x = x.reshape(-1, 1)
-        elif x.ndim != 2:
-            raise BlockError(f"block must be (n, n_leads), got shape {x.shape}", reason="shape")
-        if x.shape[1] != self._n_leads:
-            raise BlockError(
-                f"block has {x.shape[1]} leads but the resampler has {self._n_leads}",
-                reason="lead_count",
-            )
-        return x, one_d
 
     def _ensure_work(self, n: int) -> None:
         """Grow the work buffer (history + block) if a block is larger than any before."""
