@@ -95,6 +95,7 @@ def calibrate_record(
     anchors: str | None = None,
     denoise: bool = True,
     labels: Path | None = None,
+    plot: Path | None = None,
 ) -> int:
     """Calibrate on the first ``minutes`` of ``record`` (AF vs non-AF rhythm labels from its
     annotations, or the stretches of a ``labels`` file: :func:`read_labels`), save.
@@ -105,7 +106,8 @@ def calibrate_record(
     three-modality bundle), the cost the SDK's default was chosen for.
 
     Lost (NaN) samples are never filled in: each stretch without them of at least one window
-    is windowed on its own.
+    is windowed on its own. ``plot``: also draw the search of t there (PNG,
+    :func:`ecgedge.calibration_plot.plot_calibration`).
     """
     rec = read_wfdb(record, lead)
     bundle = load_bundle(bundle_dir)
@@ -165,4 +167,15 @@ def calibrate_record(
         f"{result.seconds:.1f} s ({result.extractor_evaluations} extractor evaluations, "
         f"stopped: {result.search.stopped}): t={result.profile.t} -> {path}"
     )
+    if plot is not None:
+        from ecgedge.calibration_plot import plot_calibration
+
+        drawn = plot_calibration(
+            result.profile.calibration,
+            plot,
+            chosen=result.profile.t,
+            default_t=bundle.manifest.default_t,
+            title=f"{user} on {record.name}",
+        )
+        print(f"search of t drawn -> {drawn}")
     return 0

@@ -538,6 +538,11 @@ def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
     from ecgedge.calibrate import calibrate_record
 
     _check_output(Path(args.out), "--out", folder=False)
+    if args.plot:  # refused before the search, not after it
+        from ecgedge.calibration_plot import require_matplotlib
+
+        _check_output(Path(args.plot), "--plot", folder=False)
+        require_matplotlib()
     return calibrate_record(
         Path(args.record),
         Path(args.out),
@@ -551,6 +556,7 @@ def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
         anchors=args.anchors,
         denoise=not args.no_denoise,
         labels=Path(args.labels) if args.labels else None,
+        plot=Path(args.plot) if args.plot else None,
     )
 
 
@@ -997,6 +1003,12 @@ def build_parser() -> argparse.ArgumentParser:
         "runs (10 evaluations of the shipped three-modality bundle)",
     )
     c.add_argument("--max-seconds", type=_positive, help="wall-time budget of the search")
+    c.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="also draw the search of t: the objective at each t tried per modality, the "
+        "chosen and the bundle's t, the best so far (needs ecgedge[plot])",
+    )
     c.add_argument(
         "--no-denoise",
         action="store_true",

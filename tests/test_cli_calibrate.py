@@ -103,3 +103,44 @@ def test_a_bad_labels_file_is_refused_naming_the_line(tmp_path: Path, text, mess
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         read_labels(path, ("N", "A", "O", "~"), 120.0)
+
+
+def test_calibrate_draws_the_search_of_t(calibrated, tmp_path: Path, capsys) -> None:
+    """--plot: one panel per modality and the best-so-far panel, the chosen t as a red star."""
+    pytest.importorskip("matplotlib")
+    from matplotlib import image
+
+    record, _ = calibrated
+    png = tmp_path / "search.png"
+    argv = ["calibrate", str(record), "--out", str(tmp_path / "p.json"), "--minutes", "0"]
+    assert main([*argv, "--max-evals", "3", "--plot", str(png)]) == 0
+    assert f"search of t drawn -> {png}" in capsys.readouterr().out
+    pixels = image.imread(png)
+    assert pixels.shape[1] == round(3.4 * 4 * 110)  # 3 modalities + the best-so-far panel
+    crimson = np.all(np.abs(pixels[..., :3] - np.array([220, 20, 60]) / 255) < 0.05, axis=-1)
+    assert crimson.sum() > 50  # the stars and the best-so-far line
+
+
+def test_a_plot_without_matplotlib_is_refused_before_the_search(
+    calibrated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
+    )
+    record, _ = calibrated
+    out = tmp_path / "p.json"
+    argv = ["calibrate", str(record), "--out", str(out), "--plot", str(tmp_path / "s.png")]
+    assert main(argv) == 2
+    assert "pip install 'ecgedge[plot]'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_profile_without_a_trace_cannot_be_drawn(tmp_path: Path) -> None:
+    from ecgedge.calibration_plot import plot_calibration
+    from sdk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no search trace"):
+        plot_calibration({"trace": []}, tmp_path / "x.png", chosen={"raw": 1})
