@@ -17,7 +17,7 @@ import numpy as np
 from sdk.bundle import DENOISED_SEARCH_BACK_KEY, Bundle
 from sdk.errors import BundleError, ConfigError
 from sdk.preprocess import MIN_STD_MV, standardize_window
-from sdk.rpeaks import SEARCH_BACK_THRESHOLD
+from sdk.rpeaks import MIN_QRS_ENERGY, SEARCH_BACK_THRESHOLD
 from sdk.runtime import open_model, select_backend
 
 
@@ -151,6 +151,16 @@ class DenoisedWindow:
         out = np.zeros((1, 1, window), dtype=np.float32)
         out[0, 0, : self.leads.shape[0]] = self.leads[:, 0]
         return out
+
+    @property
+    def min_qrs_energy(self) -> float:
+        """The R-peak detector's :data:`~sdk.rpeaks.MIN_QRS_ENERGY` on the scale of
+        :meth:`beat_signal`: for the one standardized lead, divided by its amplitude in mV
+        squared, so a window the denoiser found nothing in (a flat or held line, which
+        standardizing blows up to unit variance) gives no beats."""
+        if self.leads.shape[1] > 1:
+            return MIN_QRS_ENERGY
+        return MIN_QRS_ENERGY / max(float(self.amplitude_mv[0]), 1e-9) ** 2
 
     def beat_signal(self) -> np.ndarray:
         """What the R-peak detector takes: the one lead as standardized, (n,); several leads

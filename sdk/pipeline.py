@@ -628,6 +628,7 @@ class StreamPipeline:
                 self.fs,
                 context,
                 search_back_threshold=self.denoiser.search_back_threshold,
+                min_qrs_energy=denoised.min_qrs_energy,
             )
             self._denoised_prev = (start, beats_in)
         else:

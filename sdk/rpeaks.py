@@ -38,7 +38,9 @@ are reported when it ends. After that, an R peak is reported about 0.2 s (candid
 confirmation) plus the integration/filter delay (about 0.15 s) after it occurs; beats found by
 search-back are reported when the search-back fires (at most 1.66 x RR average after the
 previous beat).
-Non-finite input samples are replaced by 0.0 before filtering.
+Non-finite input samples are replaced by 0.0 before filtering. A candidate whose integrated
+value is below ``MIN_QRS_ENERGY`` ((mV/s)²) is ignored, so a flat line or a signal of
+sensor noise alone gives no beats: the input must be in mV (or at least the scale of one).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from sdk.errors import BlockError, ConfigError
 from sdk.filters import StreamingSOSFilter, design_bandpass
 
 __all__ = [
+    "MIN_QRS_ENERGY",
     "StreamingRPeakDetector",
     "detect_rpeaks",
     "denoised_window_rpeaks",
@@ -78,6 +81,12 @@ RR_LOW_LIMIT: float = 0.92
 RR_HIGH_LIMIT: float = 1.16
 RR_MIN_S: float = 0.25
 RR_MAX_S: float = 2.0
+#: Integrated squared slope, (mV/s)², below which a candidate is no QRS at all, neither beat
+#: nor noise peak: a flat or held line, or sensor noise of about 0.01 mV with no ECG, where
+#: the adaptive thresholds would otherwise sink with the signal and take its ripples for
+#: beats. Beats accepted on 8 mitdb and 60 CinC 2017 records lie far above it (their lowest
+#: 1st percentile per record: 5.1). Input in mV, as the pipeline gives it.
+MIN_QRS_ENERGY: float = 0.5
 
 _N_RR = 8
 _MAX_NOISE_PEAKS = 64
@@ -103,6 +112,10 @@ class StreamingRPeakDetector:
     search_back_pick : ``"nearest"`` (default) or ``"largest"``
         Which candidate above ``I2`` search-back takes: the one nearest to where the RR
         average expects the beat, or the largest (Pan and Tompkins).
+    min_qrs_energy : float, default ``MIN_QRS_ENERGY`` (0.5, for input in mV)
+        Integrated value below which a candidate is no QRS (neither beat nor noise peak), in
+        the input's units squared per second squared: for a signal scaled by ``a`` against
+        mV, pass ``MIN_QRS_ENERGY * a**2``. 0 turns the floor off.
 
     Notes
     -----
@@ -119,6 +132,7 @@ class StreamingRPeakDetector:
         leads: int = 1,
         search_back_threshold: float = SEARCH_BACK_THRESHOLD,
         search_back_pick: Literal["nearest", "largest"] = "nearest",
+        min_qrs_energy: float = MIN_QRS_ENERGY,
     ) -> None:
         if not (math.isfinite(fs) and fs > 2.0 * BAND_HIGH_HZ):
             raise ConfigError(
@@ -135,6 +149,12 @@ class StreamingRPeakDetector:
                 f"search_back_pick must be one of {SEARCH_BACK_PICKS}, got {search_back_pick!r}",
                 field="search_back_pick",
             )
+        if not (math.isfinite(min_qrs_energy) and min_qrs_energy >= 0.0):
+            raise ConfigError(
+                f"min_qrs_energy must be finite and >= 0, got {min_qrs_energy!r}",
+                field="min_qrs_energy",
+            )
+        self._min_energy = float(min_qrs_energy)
         if not isinstance(leads, (int, np.integer)) or isinstance(leads, bool) or leads < 1:
             raise ConfigError(f"leads must be an integer >= 1, got {leads!r}", field="leads")
         self._leads = int(leads)
@@ -313,6 +333,8 @@ class StreamingRPeakDetector:
         if self._last is not None and k - self._last < self._refractory:
             return
         value, r, slope = self._describe(k)
+        if value < self._min_energy:  # no QRS: neither a beat nor a noise level to learn
+            return
         i1 = self._threshold()
         if value > i1 and not self._is_t_wave(k, slope):
             self._accept(k, value, r, slope, weight=0.125, out=out)
@@ -400,6 +422,7 @@ def detect_rpeaks(
     *,
     search_back_threshold: float = SEARCH_BACK_THRESHOLD,
     search_back_pick: Literal["nearest", "largest"] = "nearest",
+    min_qrs_energy: float = MIN_QRS_ENERGY,
 ) -> np.ndarray:
     """Detect R peaks in a whole signal of one or more leads (``pantompkins1985``).
 
@@ -412,7 +435,7 @@ def detect_rpeaks(
         ``(n,)`` samples of one lead, or ``(n, leads)`` (peaks placed on the first lead).
     fs : float
         Sample rate in Hz.
-    search_back_threshold, search_back_pick
+    search_back_threshold, search_back_pick, min_qrs_energy
         See :class:`StreamingRPeakDetector`.
 
     Returns
@@ -426,6 +449,7 @@ def detect_rpeaks(
         leads=1 if x.ndim == 1 else x.shape[-1],
         search_back_threshold=search_back_threshold,
         search_back_pick=search_back_pick,
+        min_qrs_energy=min_qrs_energy,
     )
     return np.concatenate([det.process(x), det.flush()])
 
@@ -437,6 +461,7 @@ def denoised_window_rpeaks(
     context: np.ndarray | None = None,
     *,
     search_back_threshold: float = SEARCH_BACK_THRESHOLD,
+    min_qrs_energy: float = MIN_QRS_ENERGY,
 ) -> np.ndarray:
     """R peaks of a denoised window, detected on that window and the denoised signal just
     before it.
@@ -465,6 +490,9 @@ def denoised_window_rpeaks(
     search_back_threshold : float
         See :class:`StreamingRPeakDetector`; a bundle may set it for its denoiser's output
         (:attr:`sdk.denoiser.WindowDenoiser.search_back_threshold`).
+    min_qrs_energy : float
+        See :class:`StreamingRPeakDetector`: for ``x`` on the scale of the window's
+        standardized lead, :attr:`sdk.denoiser.DenoisedWindow.min_qrs_energy`.
 
     Returns
     -------
@@ -478,7 +506,10 @@ def denoised_window_rpeaks(
             f"context {ctx.shape} must have the window's leads {w.shape[1:]}", field="context"
         )
     both = np.concatenate([ctx, w])
-    peaks = detect_rpeaks(both, fs, search_back_threshold=search_back_threshold) - ctx.shape[0]
+    peaks = detect_rpeaks(
+        both, fs, search_back_threshold=search_back_threshold, min_qrs_energy=min_qrs_energy
+    )
+    peaks = peaks - ctx.shape[0]
     return peaks[peaks >= 0]
 
 

@@ -134,6 +134,7 @@ def record_windows(
                 spec.fs,
                 context,
                 search_back_threshold=denoiser.search_back_threshold,
+                min_qrs_energy=denoised.min_qrs_energy,
             )
             prev = (int(s), beats_in)
         feats[i] = rr_features(inside, spec.fs)

@@ -140,7 +140,7 @@ def test_a_denoising_pipeline_takes_each_windows_beats_from_the_denoised_window(
     # gets the previous window's denoised samples before this window as context
     contexts: list = []
 
-    def stand_in(x, n, fs, context=None, *, search_back_threshold):  # noqa: ANN001, ANN202
+    def stand_in(x, n, fs, context=None, *, search_back_threshold, min_qrs_energy):  # noqa: ANN001, ANN202
         contexts.append(context)
         return np.array([10, 138, 266])
 
@@ -158,11 +158,9 @@ def test_no_denoised_context_crosses_a_gap(bundle, ecg, monkeypatch):
 
     seen: list = []
 
-    def spy(x, n, fs, context=None, *, search_back_threshold):  # noqa: ANN001, ANN202
+    def spy(x, n, fs, context=None, **kw):  # noqa: ANN001, ANN003, ANN202
         seen.append(context)
-        return denoised_window_rpeaks(
-            x, n, fs, context, search_back_threshold=search_back_threshold
-        )
+        return denoised_window_rpeaks(x, n, fs, context, **kw)
 
     monkeypatch.setattr(pipeline_module, "denoised_window_rpeaks", spy)
 

@@ -503,3 +503,21 @@ def test_numpy_scalars_are_rates_like_any_number(bundle):
     assert pipe.stats.blocks_rejected == 0
     with pytest.raises(ConfigError, match="finite positive"):
         StreamPipeline(bundle, fs_in=np.bool_(True))
+
+
+@pytest.mark.parametrize("denoise", [True, False])
+def test_windows_without_signal_report_no_beats_and_no_heart_rate(bundle, ecg, denoise):
+    """25 s lost (NaN, held) or a flat line: the windows inside report no beat and no heart
+    rate (the thresholds sank with the signal and took its ripples for beats at 240 bpm);
+    the windows around them keep their real beats."""
+    for hole in (np.nan, 0.3):
+        x = ecg.signal.copy()
+        x[int(20 * FS) : int(45 * FS)] = hole
+        _, events = stream(bundle, x, [250], denoise=denoise)
+        wins = windows_of(events)
+        inside = [w for w in wins if w.start_s >= 20.0 and w.end_s <= 45.0]
+        # at most the beat the hole's first instant cut into; none deeper in
+        assert inside and all(w.n_beats <= 1 and w.heart_rate_bpm is None for w in inside)
+        assert all(w.n_beats == 0 for w in inside if w.start_s >= 25.0)
+        before = [w for w in wins if w.end_s <= 20.0 and w.start_s >= 5.0]
+        assert before and all(w.n_beats >= 8 and w.heart_rate_bpm for w in before)

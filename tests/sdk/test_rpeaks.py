@@ -9,6 +9,7 @@ from sdk.errors import BlockError, ConfigError
 from sdk.resample import StreamingResampler
 from sdk.rpeaks import (
     LEARNING_S,
+    MIN_QRS_ENERGY,
     StreamingRPeakDetector,
     denoised_window_rpeaks,
     detect_rpeaks,
@@ -280,3 +281,39 @@ def test_multi_lead_edge_cases_are_clear():
     x, _ = synthetic_ecg(128.0, 20.0, seed=2)
     with pytest.raises(ConfigError, match="context"):
         denoised_window_rpeaks(x[640:1920], 1280, 128.0, np.zeros((640, 2)))
+
+
+@pytest.mark.parametrize("fs", [128.0, 360.0])
+def test_no_beats_in_a_flat_line_or_in_sensor_noise_alone(fs):
+    """Beats, then 30 s of a held value (with the float32 rounding ripple a front end leaves
+    on it) or of 3 µV noise, then beats: none in between. Without the floor the sinking
+    thresholds take the ripples for beats (the test fails with 0)."""
+    x, r_times = synthetic_ecg(fs, 60.0, seed=4)
+    rng = np.random.default_rng(0)
+    lo, hi = int(15 * fs), int(45 * fs)
+    held = x[lo - 1] + 1e-7 * rng.standard_normal(hi - lo)
+    for hole in (held, 0.003 * rng.standard_normal(hi - lo)):
+        y = x.copy()
+        y[lo:hi] = hole
+        t = detect_rpeaks(y, fs) / fs
+        assert not np.any((t > 15.5) & (t < 44.8))
+        assert np.sum(t < 15.0) >= 0.9 * np.sum(r_times < 15.0)  # the beats around stay
+        assert np.sum(t > 46.0) >= 0.9 * np.sum(r_times > 46.0)
+        floorless = detect_rpeaks(y, fs, min_qrs_energy=0.0) / fs
+        assert np.sum((floorless > 15.5) & (floorless < 44.8)) > 10
+
+
+def test_the_floor_scales_with_the_input():
+    """A signal scaled by a against mV keeps its beats with the floor scaled by a squared."""
+    x, _ = synthetic_ecg(128.0, 30.0, seed=5)
+    want = detect_rpeaks(x, 128.0)
+    np.testing.assert_array_equal(
+        detect_rpeaks(x * 0.01, 128.0, min_qrs_energy=MIN_QRS_ENERGY * 1e-4), want
+    )
+    assert detect_rpeaks(x * 0.01, 128.0).size == 0  # 10 µV beats: below the mV floor
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_bad_floor_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="min_qrs_energy"):
+        StreamingRPeakDetector(128.0, min_qrs_energy=bad)

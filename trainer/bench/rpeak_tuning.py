@@ -231,13 +231,19 @@ def window_beats(cases: list[Case], den: Any, window: int, hop: int) -> dict[str
         edge = WINDOW_EDGE_S * c.fs
         prev: tuple[int, np.ndarray] | None = None
         for s in range(0, c.y.shape[0] - window + 1, hop):
-            x = den.denoise_leads(c.y[s : s + window].astype(np.float32), 0).beat_signal()
+            denoised = den.denoise_leads(c.y[s : s + window].astype(np.float32), 0)
+            x = denoised.beat_signal()
             context = denoised_context(prev, s)
             prev = (s, x)
             spans = [((s + edge) / c.fs, (s + window - edge) / c.fs)]
             for mode, ctx in (("alone", None), ("with context", context)):
                 peaks = rpeaks.denoised_window_rpeaks(
-                    x, window, c.fs, ctx, search_back_threshold=den.search_back_threshold
+                    x,
+                    window,
+                    c.fs,
+                    ctx,
+                    search_back_threshold=den.search_back_threshold,
+                    min_qrs_energy=denoised.min_qrs_energy,
                 )
                 _tally(counts, (cond, mode), score(ref, (peaks + s) / c.fs, spans))
     return _rates(counts)
