@@ -399,7 +399,11 @@ class StreamPipeline:
         self._callbacks.append(callback)
 
     async def events(self) -> AsyncIterator[Event]:
-        """Async iterator over events until :meth:`close`; iterate in the loop that pushes."""
+        """Async iterator over events until :meth:`close`; iterate in the loop that pushes.
+
+        Started after :meth:`close`, it ends at once (no event comes any more)."""
+        if self._closed:
+            return
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._queues.append(queue)
         while (event := await queue.get()) is not None:
@@ -412,6 +416,9 @@ class StreamPipeline:
                 callback(event)
             except Exception:  # a faulty consumer must not stop the stream
                 self.stats.callback_errors += 1
+                # the first failure with its traceback; later ones only at debug level
+                level = logging.WARNING if self.stats.callback_errors == 1 else logging.DEBUG
+                _log.log(level, "on_event callback %r failed", callback, exc_info=True)
         for queue in self._queues:
             queue.put_nowait(event)
 

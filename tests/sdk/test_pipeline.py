@@ -234,7 +234,7 @@ def test_short_stream_gives_one_padded_window(bundle, ecg):
     assert len(wins) == 1 and wins[0].end_s - wins[0].start_s == pytest.approx(6.0, abs=0.02)
 
 
-def test_callbacks_and_async_iterator_see_the_same_events(bundle, ecg):
+def test_callbacks_and_async_iterator_see_the_same_events(bundle, ecg, caplog):
     seen = []
 
     def broken(_event):
@@ -258,9 +258,24 @@ def test_callbacks_and_async_iterator_see_the_same_events(bundle, ecg):
         await task
         return p, got
 
-    p, got = asyncio.run(main())
+    with caplog.at_level("DEBUG", logger="sdk.pipeline"):
+        p, got = asyncio.run(main())
     assert got == seen and len(windows_of(got)) > 0
     assert p.stats.callback_errors == len(seen)
+    failures = [r for r in caplog.records if "callback" in r.getMessage()]
+    assert len(failures) == len(seen) and all(r.exc_info for r in failures)
+    assert [r.levelname for r in failures] == ["WARNING"] + ["DEBUG"] * (len(seen) - 1)
+
+
+def test_events_started_after_close_end_at_once(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS)
+    p.push(ecg.signal[: int(20 * FS)])
+    p.close()
+
+    async def drain():
+        return [event async for event in p.events()]
+
+    assert asyncio.run(asyncio.wait_for(drain(), timeout=5.0)) == []
 
 
 def test_af_episode_is_found_on_synthetic_af(bundle):
