@@ -11,6 +11,7 @@ from ecgedge.replay import read_wfdb
 from sdk.bundle import load_bundle
 from sdk.calibration import Calibrator, save_profile
 from sdk.calibration.calibrator import DEFAULT_ANCHORS
+from sdk.errors import ConfigError
 
 
 def rhythm_class(label: str) -> str:
@@ -19,16 +20,6 @@ def rhythm_class(label: str) -> str:
     from trainer.data.records import is_af
 
     return "A" if is_af(label) else "N"
-
-
-def finite_runs(x: np.ndarray, min_samples: int) -> list[tuple[int, int]]:
-    """(start, end) of the runs of finite samples of ``x`` (n,) at least ``min_samples`` long.
-
-    A saved session marks lost samples NaN; calibration uses only what was received.
-    """
-    ok = np.concatenate([[False], np.isfinite(x), [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(ok))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_samples]
 
 
 def budgets(max_evals: int | None, n_modalities: int) -> dict[str, int]:
@@ -105,9 +96,9 @@ def calibrate_record(
     Calibrator's budgets (30 evaluations and 30 extractor runs: 10 evaluations of a
     three-modality bundle), the cost the SDK's default was chosen for.
 
-    Lost (NaN) samples are never filled in: each stretch without them of at least one window
-    is windowed on its own. ``plot``: also draw the search of t there (PNG,
-    :func:`ecgedge.calibration_plot.plot_calibration`).
+    Lost (NaN) samples are never filled in: each stretch without them is windowed on its own
+    (:meth:`sdk.calibration.Calibrator.add_recording`). ``plot``: also draw the search of t
+    there (PNG, :func:`ecgedge.calibration_plot.plot_calibration`).
     """
     rec = read_wfdb(record, lead)
     bundle = load_bundle(bundle_dir)
@@ -134,16 +125,13 @@ def calibrate_record(
         anchors=anchors or DEFAULT_ANCHORS,
         denoise=denoise,
     )
-    window_s = bundle.manifest.window_samples / bundle.manifest.fs
-    runs = finite_runs(rec.signal[:n], int(np.ceil(window_s * rec.fs)))
-    if not runs:
-        why = "shorter than" if n < window_s * rec.fs else "no stretch without lost samples of"
-        print(f"{record}: {why} one {window_s:g} s window", file=sys.stderr)
+    try:  # lost samples: each stretch without them is windowed on its own
+        windows = cal.add_recording(rec.signal[:n], rec.fs, intervals, source=str(record))
+    except ConfigError as exc:
+        if exc.field != "signal":
+            raise
+        print(f"{record}: {exc}", file=sys.stderr)
         return 2
-    windows = 0
-    for a, b in runs:
-        shifted = [(s - a / rec.fs, e - a / rec.fs, c) for s, e, c in intervals]
-        windows += cal.add_recording(rec.signal[a:b], rec.fs, shifted, source=str(record))
 
     def progress(i: int, t: dict[str, int], score: float) -> None:
         most = f" (at most {max_evals})" if max_evals is not None else ""

@@ -9,13 +9,15 @@ streaming output equals offline output by construction.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from sdk.errors import ConfigError
 from sdk.filters import StreamingSOSFilter, design_bandpass
-from sdk.resample import StreamingResampler
+from sdk.resample import StreamingResampler, resample_ratio
 
 #: Standardized windows are clipped to this many standard deviations.
 CLIP_STD = 8.0
@@ -44,6 +46,37 @@ class PreprocessSpec:
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
+
+
+def check_input_rate(fs: object, spec: PreprocessSpec, *, field: str = "fs_in") -> float:
+    """``fs`` as a float if ECG at that rate can go through ``spec``; else :class:`ConfigError`.
+
+    The rate must be a finite positive real number (numpy scalars too; not a bool or a
+    string), at least twice ``spec.high_hz`` (a slower signal cannot carry the QRS content
+    the bundle's models were trained on, and its windows would look clean), and resampled to
+    ``spec.fs`` by a ratio ``up/down`` with both at most 1000 (:mod:`sdk.resample`; for the
+    shipped 128 Hz, any whole number of Hz up to 1000 is one).
+    """
+    if (
+        not isinstance(fs, numbers.Real)
+        or isinstance(fs, (bool, np.bool_))
+        or not math.isfinite(fs)
+        or fs <= 0
+    ):
+        raise ConfigError(f"{field} must be a finite positive number, got {fs!r}", field=field)
+    rate = float(fs)
+    if rate < 2.0 * spec.high_hz:
+        raise ConfigError(
+            f"{field} ({rate:g} Hz) is below {2.0 * spec.high_hz:g} Hz, twice the bundle's "
+            f"{spec.high_hz:g} Hz band-pass high edge: the signal cannot carry what its models "
+            "were trained on",
+            field=field,
+        )
+    try:
+        resample_ratio(rate, spec.fs)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), field=field) from exc
+    return rate
 
 
 class Preprocessor:

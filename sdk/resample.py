@@ -19,6 +19,7 @@ Timing: the filter is causal, so output sample ``k`` represents the input signal
 from __future__ import annotations
 
 import math
+import numbers
 from fractions import Fraction
 
 import numpy as np
@@ -27,7 +28,7 @@ from scipy import signal
 from sdk.blocks import as_lead_block, as_lead_levels
 from sdk.errors import BlockError, ConfigError
 
-__all__ = ["MAX_DENOMINATOR", "StreamingResampler", "resample"]
+__all__ = ["MAX_DENOMINATOR", "StreamingResampler", "resample", "resample_ratio"]
 
 MAX_DENOMINATOR: int = 1000
 """Largest ``up`` or ``down`` accepted after reducing ``fs_out / fs_in``."""
@@ -45,19 +46,28 @@ _CHUNK_OUT: int = 4096
 """Outputs computed per vectorized step (bounds the temporary gather array)."""
 
 
-def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
+def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
+    """``(up, down)`` that take ``fs_in`` to ``fs_out`` (both at most :data:`MAX_DENOMINATOR`),
+    else :class:`~sdk.errors.ConfigError` (``field="fs_in"``, or the rate that is no rate)."""
     for name, value in (("fs_in", fs_in), ("fs_out", fs_out)):
-        if not (math.isfinite(value) and value > 0):
+        if not (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value)
+            and value > 0
+        ):
             raise ConfigError(
                 f"{name} must be a positive finite rate in Hz, got {value!r}", field=name
             )
-    frac = Fraction(fs_out / fs_in).limit_denominator(MAX_DENOMINATOR)
+    ratio = float(fs_out) / float(fs_in)  # numpy float32 and the like: no Fraction of them
+    frac = Fraction(ratio).limit_denominator(MAX_DENOMINATOR)
     up, down = frac.numerator, frac.denominator
-    if up > MAX_DENOMINATOR or abs(up / down - fs_out / fs_in) > 1e-9 * (fs_out / fs_in):
+    if up > MAX_DENOMINATOR or abs(up / down - ratio) > 1e-9 * ratio:
         raise ConfigError(
-            f"fs_out/fs_in = {fs_out}/{fs_in} is not a ratio up/down with up, down <= "
-            f"{MAX_DENOMINATOR} (closest: {up}/{down})",
-            field="fs_out",
+            f"cannot resample {float(fs_in):g} Hz to {float(fs_out):g} Hz: their ratio is no "
+            f"fraction up/down with up, down <= {MAX_DENOMINATOR} (closest: {up}/{down}); "
+            "resample the input to a rate that gives one first",
+            field="fs_in",
         )
     return up, down
 
@@ -85,7 +95,7 @@ class StreamingResampler:
     """
 
     def __init__(self, fs_in: float, fs_out: float, n_leads: int = 1) -> None:
-        self._up, self._down = _ratio(fs_in, fs_out)
+        self._up, self._down = resample_ratio(fs_in, fs_out)
         if int(n_leads) != n_leads or n_leads < 1:
             raise ConfigError(f"n_leads must be an integer >= 1, got {n_leads!r}", field="n_leads")
         self._fs_in = float(fs_in)

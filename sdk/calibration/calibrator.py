@@ -30,6 +30,7 @@ from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.errors import ConfigError
 from sdk.head import fit_softmax_head
+from sdk.preprocess import check_input_rate
 from sdk.quality import assess_quality
 from sdk.windowing import record_windows
 
@@ -236,10 +237,17 @@ class Calibrator:
         zero padding of a recording shorter than a window counts as uncovered), and windows
         the pipeline's quality check (:func:`sdk.quality.assess_quality` on the raw samples)
         would flag: lead-off, flat, saturated or noisy ECG must not teach the user's head
-        (counted in the profile's ``windows_rejected_quality``).
+        (counted in the profile's ``windows_rejected_quality``). Lost samples (NaN/inf, as a
+        saved session keeps them) are never filled in: each stretch without them is windowed
+        on its own, stretches too short for one window left out.
         Returns the number of windows added.
+
+        Raises :class:`~sdk.errors.ConfigError` for a rate the pipeline would refuse
+        (:func:`sdk.preprocess.check_input_rate`), a signal of more than one lead, unknown
+        classes or bad intervals, and a signal without a stretch long enough for a window.
         """
         m = self.bundle.manifest
+        fs = check_input_rate(fs, m.preprocess, field="fs")
         hop = m.window_samples if hop_s is None else int(round(hop_s * m.fs))
         if hop <= 0:
             raise ConfigError(f"hop_s must be positive, got {hop_s}", field="hop_s")
@@ -248,7 +256,39 @@ class Calibrator:
             raise ConfigError(
                 "intervals must be (start_s, end_s, class) with finite start < end", field="labels"
             )
-        x = np.asarray(signal)
+        x = np.asarray(signal, dtype=np.float64)
+        if x.ndim == 2 and x.shape[1] == 1:
+            x = x[:, 0]
+        if x.ndim != 1:
+            raise ConfigError(
+                f"signal must be one lead, (n,), got shape {x.shape}: pass signal[:, lead]",
+                field="signal",
+            )
+        window_s = m.window_samples / m.fs
+        runs = _finite_runs(x, max(1, int(np.ceil(min_coverage * window_s * fs))))
+        if not runs:
+            raise ConfigError(
+                f"{source}: no stretch of finite samples gives a window ({window_s:g} s, "
+                f"{min_coverage:.0%} of it recorded)",
+                field="signal",
+            )
+        added = 0
+        for a, b in runs:  # lost samples are never filled in: each stretch on its own
+            shifted = [(s - a / fs, e - a / fs, c) for s, e, c in intervals]
+            added += self._add_stretch(x[a:b], fs, shifted, source, min_coverage, hop)
+        return added
+
+    def _add_stretch(
+        self,
+        x: np.ndarray,
+        fs: float,
+        intervals: Sequence[tuple[float, float, str]],
+        source: str,
+        min_coverage: float,
+        hop: int,
+    ) -> int:
+        """:meth:`add_recording` of one stretch of finite samples."""
+        m = self.bundle.manifest
         rw = record_windows(x, fs, m.preprocess, m.window_samples, hop, denoiser=self.denoiser)
         duration = x.shape[0] / fs
         labels, keep = [], []
@@ -265,6 +305,8 @@ class Calibrator:
                 continue
             labels.append(best)
             keep.append(i)
+        if not keep:
+            return 0
         idx = np.asarray(keep, dtype=np.int64)
         self.add_windows(
             WindowInputs(rw.windows[idx], rw.rr[idx], rw.lorenz[idx]),
@@ -425,3 +467,11 @@ class Calibrator:
         )
         profile.check_bundle(self.bundle)  # what every pipeline checks before using it
         return CalibrationResult(profile, search, len(cache), seconds, trace)
+
+
+def _finite_runs(x: np.ndarray, min_samples: int) -> list[tuple[int, int]]:
+    """(start, end) of the runs of finite samples of ``x`` (n,) at least ``min_samples`` long
+    (a saved session marks lost samples NaN; calibration uses only what was received)."""
+    ok = np.concatenate([[False], np.isfinite(x), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(ok))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_samples]

@@ -243,7 +243,10 @@ def test_windows_the_quality_check_flags_do_not_calibrate(bundle, recording):
 def test_zero_padding_is_not_labelled_and_unknown_classes_fail_early(bundle, recording):
     signal, fs = recording
     cal = Calibrator(bundle)
-    assert cal.add_recording(signal[: int(3 * fs)], fs, [(0.0, 600.0, "A")]) == 0
+    # 3 s under a 600 s interval: the 7 s of padding are no recording, so no window
+    with pytest.raises(ConfigError, match="no stretch of finite samples gives a window"):
+        cal.add_recording(signal[: int(3 * fs)], fs, [(0.0, 600.0, "A")])
+    assert cal.add_recording(signal[: int(6 * fs)], fs, [(0.0, 4.0, "A")]) == 0  # 4 of 10 s
     with pytest.raises(ConfigError, match="not classes"):  # a typo on a minor interval
         cal.add_recording(signal, fs, [*INTERVALS, (239.0, 240.0, "AFIB")])
     with pytest.raises(ConfigError, match="start < end"):
@@ -298,3 +301,62 @@ def test_an_infinite_value_is_a_failure_not_the_best():
         lambda x: math.inf if x[0] == 35 else -abs(x[0] - 10), [(1, 60)], n_init=3, max_evals=12
     )
     assert res.best_y <= 0 and res.best_x != (35,)
+
+
+def test_finite_runs_skip_gaps_and_short_stretches() -> None:
+    from sdk.calibration.calibrator import _finite_runs
+
+    x = np.ones(20)
+    x[5] = np.nan
+    x[12:14] = np.inf
+    assert _finite_runs(x, 5) == [(0, 5), (6, 12), (14, 20)]
+    assert _finite_runs(x, 6) == [(6, 12), (14, 20)]
+
+
+def test_lost_samples_split_a_recording_and_are_never_filled_in(bundle, recording, monkeypatch):
+    """A recording with 7 s lost (NaN) calibrates on the two stretches around them, each
+    windowed on its own: no window is taken across the loss."""
+    from sdk.calibration import calibrator as calibrator_mod
+
+    x, fs = recording
+    lost = x.astype(np.float64)
+    lost[int(93 * fs) : int(100 * fs)] = np.nan
+    seen: list[np.ndarray] = []
+    original = calibrator_mod.record_windows
+
+    def spy(signal, *args, **kw):
+        seen.append(np.asarray(signal))
+        return original(signal, *args, **kw)
+
+    monkeypatch.setattr(calibrator_mod, "record_windows", spy)
+    split = Calibrator(bundle).add_recording(lost, fs, INTERVALS)
+    assert [s.size / fs for s in seen] == [93.0, 140.0] and all(np.isfinite(s).all() for s in seen)
+    # 0-93 s: 9 windows and one ending at 93 s (as a stream's last); 100-240 s: 14
+    assert split == 10 + 14
+    with pytest.raises(ConfigError, match="no stretch of finite samples") as err:
+        Calibrator(bundle).add_recording(np.full(int(60 * fs), np.nan), fs, INTERVALS)
+    assert err.value.field == "signal"
+
+
+@pytest.mark.parametrize(
+    "fs, message",
+    [
+        (50.0, r"fs \(50 Hz\) is below 80 Hz, twice the bundle's 40 Hz band-pass high edge"),
+        ("250", "fs must be a finite positive number"),
+        (float("nan"), "fs must be a finite positive number"),
+        (True, "fs must be a finite positive number"),
+        (249.98, "cannot resample 249.98 Hz to 128 Hz"),
+    ],
+)
+def test_a_recording_at_a_rate_the_pipeline_refuses_is_refused(bundle, recording, fs, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        Calibrator(bundle).add_recording(recording[0], fs, INTERVALS)
+    assert err.value.field == "fs"
+
+
+def test_a_numpy_rate_is_a_rate_and_one_lead_only_is_taken(bundle, recording):
+    x, fs = recording
+    assert Calibrator(bundle).add_recording(x, np.float32(fs), INTERVALS) == 24
+    assert Calibrator(bundle).add_recording(x[:, None], fs, INTERVALS) == 24
+    with pytest.raises(ConfigError, match=r"one lead, \(n,\), got shape .*signal\[:, lead\]"):
+        Calibrator(bundle).add_recording(np.stack([x, x], axis=1), fs, INTERVALS)

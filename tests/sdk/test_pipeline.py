@@ -489,7 +489,8 @@ def test_label_time_adds_each_windows_new_signal_and_skips_flagged_windows():
         ({"fs_in": float("nan")}, "fs_in", "fs_in must be a finite positive number"),
         ({"fs_in": float("inf")}, "fs_in", "fs_in must be a finite positive number"),
         ({"fs_in": "250"}, "fs_in", "fs_in must be a finite positive number"),
-        ({"fs_in": 10.0}, "fs_in", "must be at least twice the bundle's band-pass high edge"),
+        ({"fs_in": 10.0}, "fs_in", "below 80 Hz, twice the bundle's 40 Hz band-pass high edge"),
+        ({"fs_in": 129.98}, "fs_in", "cannot resample 129.98 Hz to 128 Hz"),
         ({"fs_in": 250.0, "buffer_s": float("nan")}, "buffer_s", "buffer_s must be a finite"),
         ({"fs_in": 250.0, "buffer_s": float("inf")}, "buffer_s", "buffer_s must be a finite"),
         ({"fs_in": 250.0, "t": 2.5}, "t", "t must be an integer or a {modality: t} mapping"),
@@ -513,6 +514,7 @@ def test_a_block_whose_rate_is_not_a_number_is_refused_and_counted(bundle):
 
 
 def test_numpy_scalars_are_rates_like_any_number(bundle):
+    assert StreamPipeline(bundle, fs_in=np.float32(130.0)).fs_in == 130.0
     pipe = StreamPipeline(bundle, fs_in=np.int64(250), buffer_s=np.float32(60))
     pipe.push(np.zeros(250, np.float32), fs=np.float32(250.0))
     assert pipe.stats.blocks_rejected == 0

@@ -84,7 +84,9 @@ def test_leads_are_independent() -> None:
 def test_errors() -> None:
     with pytest.raises(ConfigError, match="up, down <= 1000") as err:
         StreamingResampler(1031.0, 128.0)  # 128/1031 needs a denominator > 1000
-    assert err.value.field == "fs_out"
+    assert err.value.field == "fs_in"
+    assert "cannot resample 1031 Hz to 128 Hz" in str(err.value)
+    assert StreamingResampler(np.float32(130.0), 128.0).up == 64  # no Fraction of a float32
     with pytest.raises(ConfigError, match="positive finite rate") as err:
         StreamingResampler(-1.0, 128.0)
     assert err.value.field == "fs_in"
