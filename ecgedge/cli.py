@@ -620,8 +620,13 @@ def _stream_source(args: argparse.Namespace) -> str:
 def _check_save_folder(value: str) -> None:
     """``stream --save``: a writable folder that holds no saved session yet (refused before
     streaming: a new session would replace it, or mix its files with the old one's)."""
-    from ecgedge.live import saved_session
+    import importlib.util
 
+    from ecgedge.live import saved_session
+    from sdk.errors import MissingDependencyError
+
+    if importlib.util.find_spec("wfdb") is None:  # found out at the end, all would be lost
+        raise MissingDependencyError("wfdb", "replay", hint="--save writes a WFDB record")
     folder = Path(value)
     _check_output(folder, "--save", folder=True)
     existing = saved_session(folder)
@@ -1148,8 +1153,43 @@ def main(argv: list[str] | None = None) -> int:
         ours = type(exc).__module__.split(".")[0] in _OUR_PACKAGES
         if not (ours or isinstance(exc, (ValueError, OSError, ImportError))):
             raise
-        print(f"ecgedge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ecgedge {args.command}: error: {_missing_extra(exc) or exc}", file=sys.stderr)
         return 2
+
+
+#: optional packages a command may need → the extra that installs them
+_EXTRA_OF = {
+    "torch": "train",
+    "tqdm": "train",
+    "kymatio": "dacl",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnxconverter_common": "export",
+    "wfdb": "replay",
+    "bleak": "ble",
+    "matplotlib": "plot",
+    "tensorrt": "tensorrt",
+    "cuda": "tensorrt",
+    "sklearn": "dev",
+    "neurokit2": "dev",
+}
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """For an optional package that is not installed: which extra installs it."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    extra = _EXTRA_OF.get(top)
+    if extra is None:
+        return None
+    hint = (
+        " (first the torch build for your machine: `pip install torch==2.13.0` for the CPU, "
+        "README › Install for CUDA)"
+        if top == "torch"
+        else ""
+    )
+    return f"{top} is not installed: pip install 'ecgedge[{extra}]'{hint}"
 
 
 if __name__ == "__main__":

@@ -90,6 +90,10 @@ class Recorder:
             )
         else:
             (folder / f"{name}.gap").unlink(missing_ok=True)
+        for suffix in (".hea", ".dat", ".gap"):  # health data: the user's alone, as profiles
+            path = folder / f"{name}{suffix}"
+            if path.exists():
+                path.chmod(0o600)
         return folder / name
 
 

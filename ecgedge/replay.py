@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,12 +16,18 @@ from sdk.pipeline import StreamPipeline
 
 @dataclass(frozen=True)
 class Recording:
-    """One lead to replay: (n,) millivolts at ``fs`` Hz."""
+    """One lead to replay: (n,) millivolts at ``fs`` Hz.
+
+    ``gaps``: (first sample, samples) the link lost, from a saved session's ``.gap``
+    annotation (``ecgedge stream --save``); a replay skips them, so the pipeline sees a gap in
+    the timestamps, as it did live.
+    """
 
     name: str
     signal: np.ndarray
     fs: float
     rhythm: list[tuple[int, int, str]]
+    gaps: tuple[tuple[int, int], ...] = ()
 
 
 def read_wfdb(path: Path, lead: int = 0) -> Recording:
@@ -43,14 +50,38 @@ def read_wfdb(path: Path, lead: int = 0) -> Recording:
     rhythm = []
     if Path(f"{path}.atr").is_file():
         rhythm = read_annotations(path, "atr", record.signal.shape[0]).rhythm
-    return Recording(path.name, record.signal[:, lead], record.fs, rhythm)
+    gaps = read_gaps(path, record.signal.shape[0])
+    return Recording(path.name, record.signal[:, lead], record.fs, rhythm, gaps)
+
+
+def read_gaps(path: Path, n_samples: int) -> tuple[tuple[int, int], ...]:
+    """The (first sample, samples) of a saved session's ``.gap`` annotation, if it has one.
+
+    Raises ValueError for an annotation that is not one ``stream --save`` writes.
+    """
+    if not Path(f"{path}.gap").is_file():
+        return ()
+    import wfdb
+
+    ann = wfdb.rdann(str(path), "gap")
+    gaps = []
+    for start, note in zip(ann.sample, ann.aux_note or []):
+        found = re.fullmatch(r"gap (\d+) samples", str(note).strip())
+        if found is None or not 0 <= int(start) < n_samples:
+            raise ValueError(f"{path}.gap: not a saved session's gap: {int(start)} {note!r}")
+        gaps.append((int(start), min(int(found.group(1)), n_samples - int(start))))
+    return tuple(sorted(gaps))
 
 
 def blocks(recording: Recording, block_s: float = 0.25) -> Iterator[tuple[float, np.ndarray]]:
-    """(timestamp of first sample, block) pairs of ``block_s`` seconds."""
+    """(timestamp of first sample, block) pairs of ``block_s`` seconds; the samples of
+    ``recording.gaps`` are skipped (the next block's timestamp says how long they were)."""
     step = max(1, int(round(block_s * recording.fs)))
-    for start in range(0, recording.signal.size, step):
-        yield start / recording.fs, recording.signal[start : start + step]
+    start = 0
+    for gap_start, length in (*recording.gaps, (recording.signal.size, 0)):
+        for a in range(start, gap_start, step):
+            yield a / recording.fs, recording.signal[a : min(a + step, gap_start)]
+        start = max(start, gap_start + length)
 
 
 def play(

@@ -242,3 +242,21 @@ def test_bundles_lists_the_shipped_bundles_and_refuses_a_tampered_one(capsys, tm
     assert main(["bundles", "--bundle", f"dacl-cpu,{copy}"]) == 1
     out = capsys.readouterr().out
     assert "dacl-cpu  (" in out and "NOT VERIFIED" in out and "head.onnx" in out
+
+
+@pytest.mark.parametrize(
+    "missing, extra",
+    [("torch", "train"), ("onnx", "export"), ("kymatio", "dacl"), ("bleak.backends", "ble")],
+)
+def test_a_missing_optional_package_names_its_extra(capsys, monkeypatch, missing, extra):
+    """A command whose optional package is not installed says which extra installs it."""
+    import ecgedge.cli as cli
+
+    def needs(args, extra_args):  # noqa: ANN001, ANN202
+        raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+
+    monkeypatch.setattr(cli, "_cmd_bundles", needs)
+    assert cli.main(["bundles"]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing.split('.')[0]} is not installed: pip install 'ecgedge[{extra}]'" in err
+    assert ("torch build for your machine" in err) == (missing == "torch")

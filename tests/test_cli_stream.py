@@ -122,3 +122,46 @@ def test_stream_takes_a_shipped_bundle_by_name(capsys) -> None:
     assert main([*argv, "--speed", "0", "--hop", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.rstrip().endswith("ms step") for line in lines) >= 10  # the step model ran
+
+
+def test_a_saved_session_is_the_users_alone_and_replays_its_gaps_as_gaps(tmp_path):
+    """Saved files are 0600 (health data, as profiles); a replay skips the lost samples the
+    .gap annotation names, so the pipeline sees the gap in the timestamps as it did live."""
+    pytest.importorskip("wfdb")
+    from ecgedge.replay import blocks, read_wfdb
+
+    _recorder((0.0, 260), (3.0, 130)).save_wfdb(tmp_path)  # 1 s lost at 2 s
+    assert all((tmp_path / f"session.{s}").stat().st_mode & 0o777 == 0o600 for s in SESSION)
+    rec = read_wfdb(tmp_path / "session")
+    assert rec.gaps == ((260, 130),) and np.isnan(rec.signal[260:390]).all()
+    played = list(blocks(rec, block_s=1.0))
+    assert [t for t, _ in played] == [0.0, 1.0, 3.0]  # the lost second is skipped
+    assert all(np.isfinite(b).all() and b.size == 130 for _, b in played)
+
+
+SESSION = ("hea", "dat", "gap")
+
+
+def test_a_gap_annotation_of_another_kind_is_refused(tmp_path):
+    wfdb = pytest.importorskip("wfdb")
+    from ecgedge.replay import read_wfdb
+
+    _recorder(
+        (0.0, 260),
+    ).save_wfdb(tmp_path)
+    wfdb.wrann(
+        "session", "gap", np.array([5]), symbol=['"'], aux_note=["lost"], write_dir=str(tmp_path)
+    )
+    with pytest.raises(ValueError, match="not a saved session's gap"):
+        read_wfdb(tmp_path / "session")
+
+
+def test_save_without_wfdb_is_refused_before_streaming(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wfdb" else real(name)
+    )
+    err = _cli_error(capsys, "stream", "--simulate", "--speed", "0", "--save", str(tmp_path))
+    assert "wfdb is not installed: pip install 'ecgedge[replay]'" in err
