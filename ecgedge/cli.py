@@ -294,7 +294,17 @@ def _bundle_summary(root: Path) -> tuple[bool, str]:
             f"{step_kib:.0f} KiB more"
         )
     if "front_end" in raw:
-        parts.append(f"front end: {raw['front_end']['kind']}")
+        import importlib.util
+
+        missing = importlib.util.find_spec("kymatio") is None
+        parts.append(
+            f"front end: {raw['front_end']['kind']}"
+            + (
+                " (needs kymatio, not installed here: pip install 'ecgedge[dacl]')"
+                if missing
+                else ""
+            )
+        )
     val = raw.get("metrics", {}).get("rhythm_val_sdk", {}).get("val_fp32")
     parts.append(
         f"validation (SDK, FP32): challenge F1 {val['challenge_f1']:.3f}, macro F1 "

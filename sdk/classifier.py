@@ -90,6 +90,10 @@ class WindowClassifier:
             self.embedders[modality] = load(
                 bundle.path_of(spec), spec=spec, data=bundle.verified_bytes(spec)
             )
+            if "features" in self.embedders[modality].input_names:
+                from sdk.scattering import require_kymatio
+
+                require_kymatio()  # a DACL bundle: found out now, not at the first window
             self.noise[modality] = bundle.inference_noise(modality)
         self.precision = m.file("embedder", precision).precision
         self.fusion = None

@@ -80,7 +80,8 @@ class AcceleratorError(EcgEdgeError, RuntimeError):
     """A GPU backend cannot run here.
 
     ``reason`` is one of ``no-gpu`` (no CUDA device visible), ``cuda`` (a CUDA call failed),
-    ``engine`` (a TensorRT engine is missing, stale or does not match the model).
+    ``engine`` (a TensorRT engine is missing, stale or does not match the model), ``provider``
+    (the installed onnxruntime has no provider for the backend: a CPU-only build).
     """
 
     def __init__(self, message: str, *, backend: str, reason: str) -> None:

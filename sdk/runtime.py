@@ -199,9 +199,11 @@ class OnnxModel:
         available = set(ort.get_available_providers())
         providers: list[Any] = [p for p in PROVIDERS[backend] if p in available]
         if PROVIDERS[backend][0] not in available:
-            raise BundleError(
-                f"provider {PROVIDERS[backend][0]} not available (have {sorted(available)})",
-                path=str(path),
+            raise AcceleratorError(
+                f"this onnxruntime has no {PROVIDERS[backend][0]} (it has "
+                f"{sorted(available)}): on a GPU host install onnxruntime-gpu, on a Jetson "
+                "JetPack's onnxruntime build; or use backend='cpu'",
+                backend=backend,
                 reason="provider",
             )
         #: ONNX Runtime's TensorRT engine cache, checked before use (:mod:`sdk.ort_trt_cache`)

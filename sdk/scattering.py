@@ -14,12 +14,13 @@ complex FFT. kymatio 0.3.0's ``kymatio.numpy`` imports its 3-D frontend, which n
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from sdk.errors import ConfigError
+from sdk.errors import ConfigError, MissingDependencyError
 
 J, Q = 6, 8
 LOG_EPS = 1e-4
@@ -28,15 +29,18 @@ LOG_EPS = 1e-4
 @lru_cache(maxsize=4)
 def scattering_operator(length: int) -> Any:
     """kymatio's 1-D numpy scattering for windows of ``length`` samples (cached)."""
-    try:
-        from kymatio.scattering1d.frontend.numpy_frontend import ScatteringNumPy1D
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "scattering features (a DACL bundle) need kymatio: pip install 'ecgedge[dacl]' "
-            "(kymatio==0.3.0)",
-            field="kymatio",
-        ) from exc
+    require_kymatio()
+    from kymatio.scattering1d.frontend.numpy_frontend import ScatteringNumPy1D
+
     return ScatteringNumPy1D(J=J, shape=length, Q=Q)
+
+
+def require_kymatio() -> None:
+    """Raise :class:`~sdk.errors.MissingDependencyError` (extra ``dacl``) without kymatio."""
+    if importlib.util.find_spec("kymatio") is None:
+        raise MissingDependencyError(
+            "kymatio", "dacl", hint="a DACL bundle computes its scattering features with it"
+        )
 
 
 def scattering_features(windows: np.ndarray) -> np.ndarray:

@@ -65,7 +65,8 @@ class Calibrator:
     ----------
     bundle : the verified bundle the profile will be bound to.
     objective : ``"gamma"`` (default), ``"delta_acc"``, ``"delta_f1"`` or ``"delta_loss"``.
-    t_box : inclusive (lo, hi) range of t searched for every modality.
+    t_box : inclusive (lo, hi) range of t searched for every modality; default
+        ``DEFAULT_T_BOX`` cut to the bundle's schedule (a DACL bundle's ends at 49).
     max_evals, max_seconds, n_init, seed : budgets and initial design of the optimizer
         (``max_evals`` counts objective evaluations).
     max_extractor_evals : budget of extractor runs over the calibration windows (one per
@@ -97,7 +98,7 @@ class Calibrator:
         bundle: Bundle,
         *,
         objective: str = "gamma",
-        t_box: tuple[int, int] = DEFAULT_T_BOX,
+        t_box: tuple[int, int] | None = None,
         max_evals: int = 30,
         max_extractor_evals: int | None = 30,
         max_seconds: float | None = None,
@@ -117,6 +118,8 @@ class Calibrator:
                 field="objective",
             )
         m = bundle.manifest
+        if t_box is None:
+            t_box = (DEFAULT_T_BOX[0], min(DEFAULT_T_BOX[1], m.t_max))
         if len(t_box) != 2 or not all(isinstance(v, (int, np.integer)) for v in t_box):
             raise ConfigError(f"t_box must be two integers, got {t_box!r}", field="t_box")
         if not 0 <= t_box[0] <= t_box[1] <= m.t_max:

@@ -237,12 +237,17 @@ def test_no_gpu_is_a_typed_error(monkeypatch, fakes):
     assert err.value.reason == "no-gpu" and err.value.backend == "trt-engine"
 
 
-def test_ort_tensorrt_provider_absent_here_is_a_bundle_error():
-    if "TensorrtExecutionProvider" in ort.get_available_providers():
-        pytest.skip("this machine has the TensorRT execution provider")
-    with pytest.raises(BundleError) as err:
-        open_model(BUNDLE / "head.onnx", backend="tensorrt")
-    assert err.value.reason == "provider"
+@pytest.mark.parametrize(
+    "backend, provider",
+    [("tensorrt", "TensorrtExecutionProvider"), ("cuda", "CUDAExecutionProvider")],
+)
+def test_a_gpu_provider_absent_here_is_an_accelerator_error(backend, provider):
+    """The bundle is fine; this onnxruntime (a CPU build) has no GPU provider."""
+    if provider in ort.get_available_providers():
+        pytest.skip(f"this machine has the {provider}")
+    with pytest.raises(AcceleratorError, match="onnxruntime-gpu") as err:
+        open_model(BUNDLE / "head.onnx", backend=backend)
+    assert err.value.reason == "provider" and err.value.backend == backend
 
 
 def test_ort_tensorrt_options_carry_the_window_profile(tmp_path):
