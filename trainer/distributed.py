@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +147,14 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def say(line: str) -> None:
+    """Print ``line`` to stdout in one write. The ranks share torchrun's stdout and ``print``
+    writes the text and its newline apart when stdout is unbuffered (``PYTHONUNBUFFERED``),
+    so another rank's output could otherwise land in the middle of a line."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def teardown() -> None:

@@ -201,7 +201,7 @@ def _train(cfg: DenoiseRunConfig, rt: distributed.Runtime) -> DenoiseTrainResult
             break
     bar.close()
     digest = distributed.weights_digest(net)
-    print(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}", flush=True)
+    distributed.say(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}")
     return DenoiseTrainResult(out, step + 1, first, ema, best, time.perf_counter() - start)
 
 

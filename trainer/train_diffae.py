@@ -183,7 +183,7 @@ def _train(cfg: DiffAERunConfig, rt: distributed.Runtime, windows: np.ndarray | 
     if rt.is_main:
         save(path, model, cfg, step + 1, extra)
     digest = distributed.weights_digest(model)
-    print(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}", flush=True)
+    distributed.say(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}")
     return path
 
 

@@ -104,5 +104,5 @@ def _train(cfg: RunConfig, rt: distributed.Runtime, windows: np.ndarray | None) 
     if rt.is_main:
         save_checkpoint(out, model, cfg, step + 1, {"loss": ema_loss, "train_seconds": seconds})
     digest = distributed.weights_digest(model)
-    print(f"rank {rt.rank}: pretrained {step + 1} steps, weights {digest}", flush=True)
+    distributed.say(f"rank {rt.rank}: pretrained {step + 1} steps, weights {digest}")
     return TrainResult(out, step + 1, ema_loss, seconds, (step + 1) * tc.batch_size * rt.world_size)

@@ -152,16 +152,19 @@ def test_ddp_smoke_run_two_processes(tmp_path):
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    done = {
-        r: (n, w)
-        for r, n, w in re.findall(r"rank (\d): trained (\d+) steps, weights (\w+)", proc.stdout)
-    }
+    # the digest is 12 hex digits: another rank's output may follow it on the same line
+    pattern = r"rank (\d): trained (\d+) steps, weights ([0-9a-f]{12})"
+    done = {r: (n, w) for r, n, w in re.findall(pattern, proc.stdout)}
     assert set(done) == {"0", "1"} and done["0"] == done["1"]  # same steps, same weights
     assert proc.stdout.count("best val") == 1  # rank 0 reports
     from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser
 
     _, net, payload = load_denoiser(tmp_path / CHECKPOINT_NAME)
-    assert payload["step"] in (2, 4, 6) and payload["extra"]["world_size"] == 2
+    # the best of the steps validated: every 2nd and the last (an odd one when the time
+    # limit stops a slow run early)
+    steps = int(done["0"][0])
+    assert payload["step"] in {*range(2, steps + 1, 2), steps}
+    assert payload["extra"]["world_size"] == 2
 
 
 @pytest.mark.data("mitdb", "nstdb")

@@ -68,7 +68,7 @@ def test_ddp_smoke_run_two_processes(tmp_path: Path) -> None:
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    done = dict(re.findall(r"rank (\d): trained 4 steps, weights (\w+)", proc.stdout))
+    done = dict(re.findall(r"rank (\d): trained 4 steps, weights ([0-9a-f]{12})", proc.stdout))
     assert set(done) == {"0", "1"} and done["0"] == done["1"]  # replicas in step
     assert proc.stdout.count("trained ->") == 1  # rank 0 alone reports (and would probe)
     cfg, model, payload = load(out / CHECKPOINT)

@@ -207,7 +207,7 @@ def test_ddp_smoke_run_two_processes(tmp_path: Path) -> None:
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    done = dict(re.findall(r"rank (\d): pretrained 4 steps, weights (\w+)", proc.stdout))
+    done = dict(re.findall(r"rank (\d): pretrained 4 steps, weights ([0-9a-f]{12})", proc.stdout))
     assert set(done) == {"0", "1"} and done["0"] == done["1"]  # every step, replicas in step
     cfg, state, payload = load_checkpoint(out / "diffecg.pt")
     assert payload["step"] == 4 and cfg.data.source == "synthetic"
