@@ -13,6 +13,12 @@ from typing import Any
 from firmware_bridge.errors import ConnectError, TransportError
 from firmware_bridge.transport import FoundDevice, NotifyHandler, Transport
 
+#: What to check when the platform's Bluetooth fails (not the sensor).
+BLUETOOTH_HINT = (
+    "is Bluetooth on and reachable (Linux: BlueZ running, its D-Bus socket present, this user "
+    "allowed to use it; macOS: Bluetooth permission for the terminal)?"
+)
+
 
 def _bleak() -> Any:
     try:
@@ -25,9 +31,17 @@ def _bleak() -> Any:
 async def scan(
     timeout_s: float = 5.0, *, name_prefix: str | None = None, service_uuids: Collection[str] = ()
 ) -> list[FoundDevice]:
-    """Devices advertising within ``timeout_s``, filtered by name prefix and/or service UUIDs."""
+    """Devices advertising within ``timeout_s``, filtered by name prefix and/or service UUIDs.
+
+    Raises :class:`ConnectError` when the platform's Bluetooth cannot scan (bleak's backend
+    errors wrapped, with what to check).
+    """
     bleak = _bleak()
-    found = await bleak.BleakScanner.discover(timeout=timeout_s, return_adv=True)
+    try:
+        found = await bleak.BleakScanner.discover(timeout=timeout_s, return_adv=True)
+    except Exception as exc:  # bleak raises backend-specific types (a bare OSError on Linux
+        # without BlueZ's D-Bus socket)
+        raise ConnectError(f"scanning failed: {exc!r}; {BLUETOOTH_HINT}") from exc
     wanted = {u.lower() for u in service_uuids}
     out = []
     for device, adv in found.values():
@@ -86,7 +100,8 @@ class BleakTransport(Transport):
             raise
         except Exception as exc:  # bleak raises backend-specific types
             raise ConnectError(
-                f"connecting to {self.target} failed: {exc}", address=self.target
+                f"connecting to {self.target} failed: {exc!r}; {BLUETOOTH_HINT}",
+                address=self.target,
             ) from exc
 
     def _is_target(self, device: Any, adv: Any) -> bool:

@@ -136,6 +136,7 @@ class SensorSession:
             TimestampGuard(plausible=self._timestamp_plausible) if repair_timestamps else None
         )
         self.stats = SessionStats(assembly=self.assembler.stats)
+        self._failures_in_row = 0  # connection attempts failed since the last stream
         self.on_heart_rate = on_heart_rate
         #: RR intervals (s) from the Heart Rate Service, in arrival order: the RR/Lorenz input;
         #: the most recent ``RR_HISTORY`` only, and NaN where a reconnection or an interval
@@ -193,13 +194,22 @@ class SensorSession:
             started = await self._until_stopped(self._open_stream())
         except BridgeError as exc:
             self.stats.connect_failures += 1
-            refused = isinstance(exc, ProtocolError)  # e.g. "device in charger": say why
-            _log.log(logging.WARNING if refused else logging.INFO, "no stream: %s", exc)
+            self._failures_in_row += 1
+            # said out loud: a refusal (e.g. "device in charger"), the first failure of a run
+            # and every tenth after it; the retries in between at info level
+            loud = isinstance(exc, ProtocolError) or self._failures_in_row % 10 == 1
+            _log.log(
+                logging.WARNING if loud else logging.INFO,
+                "no stream (attempt %d in a row): %s",
+                self._failures_in_row,
+                exc,
+            )
             await self._end_link(stop_sensor=False)  # a half-open link must not linger
             return False
         if not started:  # stop() during connect or start: run() ends the link
             return False
         self.stats.connects += 1
+        self._failures_in_row = 0
         self.backoff.reset()
         await self._until_stopped(lost.wait())
         return lost.is_set()

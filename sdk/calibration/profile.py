@@ -14,6 +14,7 @@ someone who can write the file; the file's owner-only permissions are what prote
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -191,7 +192,14 @@ def _read_private(path: Path) -> bytes:
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
         raise ProfileError("no such profile", path=where, reason="missing") from exc
-    except OSError as exc:  # ELOOP: a symbolic link
+    except OSError as exc:  # ELOOP: a symbolic link (O_NOFOLLOW)
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise ProfileError(
+                "is a symbolic link; profiles are read only from the file itself (a link could "
+                "point anywhere): give the path of the file it points to",
+                path=where,
+                reason="permissions",
+            ) from exc
         raise ProfileError(f"cannot open: {exc}", path=where, reason="permissions") from exc
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())

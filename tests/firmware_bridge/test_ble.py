@@ -224,3 +224,15 @@ def test_a_failed_start_over_ble_leaves_one_connected_client(monkeypatch):
     during, stats, after = asyncio.run(asyncio.wait_for(main(), timeout=5))
     assert during == [False, True] and stats.connect_failures == 1
     assert after == [False, False]  # the end of the run closes the link
+
+
+def test_a_scan_the_platform_cannot_run_says_what_to_check(monkeypatch):
+    """Linux without BlueZ's D-Bus socket: bleak raises a bare FileNotFoundError."""
+
+    async def no_dbus(timeout, return_adv):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(FakeScanner, "discover", staticmethod(no_dbus))
+    with pytest.raises(ConnectError, match="scanning failed: .*BlueZ running") as err:
+        asyncio.run(scan(1.0))
+    assert isinstance(err.value.__cause__, FileNotFoundError)

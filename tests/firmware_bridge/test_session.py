@@ -835,3 +835,26 @@ def test_impossible_heart_rate_values_are_counted_not_kept():
     # no successive difference spans an interval dropped: the series breaks (NaN) there
     assert rr[:2] == [1.0, 0.875] and np.isnan(rr[2])
     assert rr[3] == 0.75 and np.isnan(rr[4]) and rr[5] == 0.625 and len(rr) == 6
+
+
+def test_failed_connections_are_said_out_loud_once_per_run_and_every_tenth(caplog):
+    """A sensor out of reach: the first failure and every tenth in a row at warning level
+    (a user watching a silent terminal learns why), the retries between at info level."""
+
+    async def main():
+        link = FakeLink(reachable=False)
+        backoff = Backoff(initial_s=0.001, max_s=0.001, jitter=0)
+        session = SensorSession(link, PolarH10(), RecordingSink(), backoff=backoff)
+        task = asyncio.create_task(session.run())
+        while session.stats.connect_failures < 21:
+            await asyncio.sleep(0.001)
+        session.stop()
+        return await task
+
+    with caplog.at_level("INFO", logger="firmware_bridge.session"):
+        stats = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    tries = [r for r in caplog.records if "no stream (attempt" in r.getMessage()]
+    assert len(tries) == stats.connect_failures >= 21
+    loud = [i + 1 for i, r in enumerate(tries) if r.levelname == "WARNING"]
+    assert loud == [n for n in range(1, len(tries) + 1) if n % 10 == 1]
+    assert "not found" in tries[0].getMessage()

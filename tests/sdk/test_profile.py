@@ -187,7 +187,7 @@ def test_a_symbolic_link_to_a_profile_is_refused(bundle, tmp_path):
     real = save_profile(make_profile(bundle), tmp_path / "real.json")
     link = tmp_path / "link.json"
     link.symlink_to(real)
-    with pytest.raises(ProfileError) as err:
+    with pytest.raises(ProfileError, match="is a symbolic link") as err:
         load_profile(link, bundle)
     assert err.value.reason == "permissions"
     assert load_profile(real, bundle).user == "u1"
