@@ -799,8 +799,19 @@ def _bundle_path(value: str | None) -> Path:
         ) from None
 
 
+def _version() -> str:
+    """The installed distribution's version (``unknown`` when run from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ecgedge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ecgedge", description=__doc__)
+    p.add_argument("--version", action="version", version=f"ecgedge {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(

@@ -260,3 +260,14 @@ def test_a_missing_optional_package_names_its_extra(capsys, monkeypatch, missing
     err = capsys.readouterr().err
     assert f"{missing.split('.')[0]} is not installed: pip install 'ecgedge[{extra}]'" in err
     assert ("torch build for your machine" in err) == (missing == "torch")
+
+
+def test_version_is_the_installed_distributions(capsys) -> None:
+    from importlib.metadata import version
+
+    from ecgedge.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ecgedge {version('ecgedge')}"
