@@ -450,9 +450,10 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
         from trainer.bench.denoise import run as run_denoise
 
         readme_runs = "runs/denoise-1lead-d4,runs/denoise-2lead-d4,runs/denoise-12lead-40"
-        runs = args.run or readme_runs
+        # --bundle alone: the bundle's denoiser on the protocol its manifest records
+        runs = args.run or ("" if args.bundle else readme_runs)
         run_denoise(
-            [Path(r) for r in runs.split(",")],
+            [Path(r) for r in runs.split(",") if r],
             Path(args.out),
             bundle_dir=_bundle_path(args.bundle) if args.bundle else None,
             report=args.report or "denoise",
@@ -967,7 +968,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bundle",
         help=BUNDLE_HELP + "; anomaly: a comma-separated list",
     )
-    b.add_argument("--run", help="training run folder, for the FP32 linear-probe row (rhythm)")
+    b.add_argument(
+        "--run",
+        help="training run folder(s): rhythm, the FP32 linear-probe row; denoise, the runs to "
+        "evaluate, comma-separated (without --run, denoise evaluates --bundle's denoiser alone "
+        "on the protocol its manifest records)",
+    )
     b.add_argument("--out", default="bench", help="folder for the JSON result and Markdown report")
     b.add_argument(
         "--minutes", type=_positive, default=30.0, help="stream: minutes of ECG to stream"

@@ -130,3 +130,40 @@ def test_noise_stress_feeds_a_two_lead_denoiser_both_leads_and_detects_on_both(m
     three = Detectors(_IdentityDenoiser(3), PreprocessSpec())
     with pytest.raises(ValueError, match="takes 3 leads"):
         three(record, fs, peers=False)
+
+
+@pytest.mark.data("mitdb", "challenge2021", "nstdb")
+def test_a_bundles_denoiser_is_benchmarked_without_its_training_run(tmp_path):
+    """bench denoise --bundle alone: the shipped denoiser on the records and split its manifest
+    records (no torch row), the selection records it was chosen on, and the figure."""
+    import json
+    from pathlib import Path
+
+    from sdk.bundle import default_bundle_path, load_bundle
+    from trainer.bench.denoise import run
+
+    out = run([], tmp_path, bundle_dir=default_bundle_path(), n_per_type=2, report="b")
+    res = out["runs"][0]
+    rows = list(res["summary"]["amplitude"]["pooled"]["device"])
+    assert "CD-ECGNet via SDK (FP32)" in rows and not any("torch" in r for r in rows)
+    info = load_bundle(default_bundle_path()).manifest.provenance["denoiser"]
+    assert res["run"].endswith(f"denoiser of run {info['run']}") and res["leads"] == 1
+    assert res["selection_records"] == ["mitdb/106", "mitdb/122", "challenge2021/E07514",
+                                        "challenge2021/E07518", "challenge2021/JS20006",
+                                        "challenge2021/JS20016"]  # fmt: skip
+    assert "mitdb/114" in res["val_records"] and not set(res["val_records"]) & set(
+        res["selection_records"]
+    )
+    assert (tmp_path / "b.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "b.json").read_text())["plot"] == "b.png"
+    assert Path(tmp_path / "b.md").read_text().count("--run") == 0
+
+
+def test_a_bundle_without_a_recorded_denoiser_config_is_refused(tmp_path):
+    from trainer.bench.denoise import bundle_source
+
+    class Manifest:
+        provenance = {"denoiser": {"run": "r"}}
+
+    with pytest.raises(ValueError, match="records no denoiser configuration"):
+        bundle_source(type("B", (), {"manifest": Manifest()})(), tmp_path)

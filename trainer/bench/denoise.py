@@ -28,6 +28,7 @@ shipped precision (when its lead count matches).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,9 @@ from sdk.preprocess import PreprocessSpec
 from trainer.bench.report import md_table, write_result
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
 from trainer.data.noise import NOISE_PARTS, NOISE_TYPES, SNR_LEVELS_DB
+from trainer.denoise_config import DenoiseRunConfig, build_denoise_config
 from trainer.denoise_metrics import summarize, window_metrics
-from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser, spec_of
+from trainer.train_denoiser import CHECKPOINT_NAME, load_denoiser, selection_records, spec_of
 
 POST_S = 2.0
 MIN_REF_RMS_MV = 0.02
@@ -120,15 +122,15 @@ class Baselines:
         return dict(zip(self.NAMES, outs, strict=True))
 
 
-def _outputs(ex: Examples, net: torch.nn.Module, sdk_den: Any, base: Baselines, ctx: int):
+def _outputs(
+    ex: Examples, net: torch.nn.Module | None, sdk_den: Any, base: Baselines, ctx: int
+) -> dict[str, np.ndarray]:
     """Every method's output window (B, leads, L) in mV of the device representation."""
     win = ex.x.shape[-1]
-    with torch.no_grad():
-        y = net(torch.from_numpy(ex.x)).numpy()
-    outs = {
-        "device band-pass only (no denoiser)": ex.noisy_bp,
-        "CD-ECGNet torch FP32": y * ex.std + ex.mean,
-    }
+    outs = {"device band-pass only (no denoiser)": ex.noisy_bp}
+    if net is not None:
+        with torch.no_grad():
+            outs["CD-ECGNet torch FP32"] = net(torch.from_numpy(ex.x)).numpy() * ex.std + ex.mean
     if sdk_den is not None:
         outs[f"CD-ECGNet via SDK ({sdk_den.precision.upper()})"] = (
             sdk_den.denoise(ex.x) * ex.std + ex.mean
@@ -177,8 +179,47 @@ def _summaries(pooled: dict) -> dict:
     return {r: {m: summarize(v) for m, v in methods.items()} for r, methods in pooled.items()}
 
 
-def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Source:
+    """One denoiser to benchmark: a training run (the PyTorch model, and the bundle's
+    denoiser beside it when the lead counts match) or a bundle's denoiser alone, on the
+    protocol (databases, record split, window) of the run it was trained in."""
+
+    name: str
+    cfg: DenoiseRunConfig
+    net: torch.nn.Module | None
+    selection_records: list[str] | None
+    train_steps: int | None
+
+
+def run_source(run_dir: Path) -> Source:
+    """A training run's checkpoint (``weights_only`` load)."""
     cfg, net, payload = load_denoiser(run_dir / CHECKPOINT_NAME)
+    # absent in runs from before the selection split: those chose on the evaluation data
+    chosen = payload.get("extra", {}).get("selection_records")
+    return Source(str(run_dir), cfg, net, chosen, payload["step"])
+
+
+def bundle_source(bundle: Any, bundle_dir: Path) -> Source:
+    """A bundle's denoiser alone, on the protocol its manifest records (no training run)."""
+    info = bundle.manifest.provenance.get("denoiser") or {}
+    raw = info.get("config")
+    if not isinstance(raw, dict) or not all(k in raw for k in ("data", "model", "train")):
+        raise ValueError(
+            f"{bundle_dir}: the manifest records no denoiser configuration to evaluate on "
+            "(provenance.denoiser.config); give the training run with --run"
+        )
+    table = {k: raw[k] for k in ("data", "model", "train")}
+    cfg = build_denoise_config(table, preset=str(raw.get("preset", "custom")))
+    name = f"bundle {bundle_dir}, denoiser of run {info.get('run', '?')}"
+    return Source(name, cfg, None, selection_records(cfg), info.get("steps"))
+
+
+def bench_run(
+    src: Source, sdk_den: Any, n_per_type: int, seed: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(result, example windows for the figure: one per noise type, CD-ECGNet mode)."""
+    cfg, net = src.cfg, src.net
     leads, fs = cfg.model.leads, cfg.data.fs
     clean, val_names = [], []
     for db in cfg.data.databases:
@@ -191,9 +232,12 @@ def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[s
     )
     if sdk_den is not None and sdk_den.leads != leads:
         sdk_den = None
+    if net is None and sdk_den is None:
+        raise ValueError(f"{src.name}: nothing to evaluate (no model of {leads} leads)")
     base = Baselines(fs)
     p_subset = 1.0 if leads == 1 else 0.5
     conditions: dict[str, dict] = {}
+    examples: list[dict[str, Any]] = []
     modes = [("amplitude", None)] + [(f"{s:+d} dB", float(s)) for s in SNR_LEVELS_DB]
     for mode, snr in tqdm(modes, desc=f"denoise bench {leads}-lead", unit="mode"):
         for kind in NOISE_TYPES:
@@ -211,17 +255,20 @@ def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[s
                 "medfilt": medfilt_reference(ex.raw_clean, fs)[..., cut],
                 "zerophase": zerophase_reference(ex.raw_clean, spec_of(cfg))[..., cut],
             }
-            conditions[f"{mode}/{kind}"] = evaluate(ex, _outputs(ex, net, sdk_den, base, ctx), refs)
+            outs = _outputs(ex, net, sdk_den, base, ctx)
+            conditions[f"{mode}/{kind}"] = evaluate(ex, outs, refs)
+            if snr is None:
+                examples.append(_example(ex, outs, refs, kind, fs))
             if snr is None and leads > 1:
-                conditions[f"{mode}/{kind}/clean-leads"] = _clean_leads(ex, net, refs["device"])
+                model = _model_fn(net, sdk_den)
+                conditions[f"{mode}/{kind}/clean-leads"] = _clean_leads(ex, model, refs["device"])
     result: dict[str, Any] = {
-        "run": str(run_dir),
+        "run": src.name,
         "leads": leads,
         "databases": list(cfg.data.databases),
         "val_records": val_names,
-        # absent in runs from before the selection split: those chose on the evaluation data
-        "selection_records": payload.get("extra", {}).get("selection_records"),
-        "train_steps": payload["step"],
+        "selection_records": src.selection_records,
+        "train_steps": src.train_steps,
         "windows_per_type_and_mode": n_per_type,
         "summary": {},
     }
@@ -235,15 +282,37 @@ def bench_run(run_dir: Path, sdk_den: Any, n_per_type: int, seed: int) -> dict[s
             result["summary"][mode]["clean_leads"] = _summaries(
                 _pool([conditions[f"{mode}/{k}/clean-leads"] for k in NOISE_TYPES])
             )
-    return result
+    return result, examples
 
 
-def _clean_leads(ex: Examples, net: torch.nn.Module, ref: np.ndarray) -> dict:
+def _model_fn(net: torch.nn.Module | None, sdk_den: Any) -> tuple[str, Any]:
+    """(name, standardized (B, leads, L) → denoised) of the model a table row shows."""
+    if net is not None:
+
+        def torch_fp32(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return net(torch.from_numpy(x)).numpy()
+
+        return "CD-ECGNet torch FP32", torch_fp32
+    return f"CD-ECGNet via SDK ({sdk_den.precision.upper()})", sdk_den.denoise
+
+
+def _example(
+    ex: Examples, outs: dict[str, np.ndarray], refs: dict[str, np.ndarray], kind: str, fs: float
+) -> dict[str, Any]:
+    """The first noisy lead of the first window drawn: what the figure shows."""
+    b, lead = (int(v[0]) for v in np.nonzero(ex.noisy))
+    shown = {"clean (device reference)": refs["device"][b, lead]}
+    shown.update({name: out[b, lead] for name, out in outs.items()})
+    return {"kind": kind, "fs": fs, "snr_in": float(ex.snr[b, lead]), "signals": shown}
+
+
+def _clean_leads(ex: Examples, model: tuple[str, Any], ref: np.ndarray) -> dict:
     """How much CD-ECGNet changes the leads that got no noise (vs their device input)."""
     m = ~ex.noisy & (ex.clean_bp.std(-1) >= MIN_REF_RMS_MV)
-    with torch.no_grad():
-        y = net(torch.from_numpy(ex.x)).numpy() * ex.std + ex.mean
-    return {"device": {"CD-ECGNet torch FP32 (clean leads)": window_metrics(ref[m], y[m])}}
+    name, denoise = model
+    y = denoise(ex.x) * ex.std + ex.mean
+    return {"device": {f"{name} (clean leads)": window_metrics(ref[m], y[m])}}
 
 
 def _metric_rows(summary: dict, ref: str) -> list[list[Any]]:
@@ -359,8 +428,11 @@ def run(
     seed: int = 1,
     report: str = "denoise",
 ) -> dict[str, Any]:
-    """Benchmark every run in ``runs`` that has a checkpoint; write ``<report>.{json,md}``."""
-    sdk_den = None
+    """Benchmark every run in ``runs`` that has a checkpoint, with the bundle's denoiser beside
+    the run of its lead count; with no runs, the bundle's denoiser alone on the protocol its
+    manifest records. Writes ``<report>.{json,md,png}`` (the figure: one window per noise
+    type, CD-ECGNet mode, of each model)."""
+    sdk_den, bundle = None, None
     if bundle_dir is not None:
         from sdk.bundle import load_bundle
         from sdk.denoiser import WindowDenoiser
@@ -368,18 +440,73 @@ def run(
         bundle = load_bundle(bundle_dir)
         if any(f.role == "denoiser" for f in bundle.manifest.files):
             sdk_den = WindowDenoiser(bundle, threads=1)
-    present = [r for r in runs if (r / CHECKPOINT_NAME).is_file()]
-    if not present:
-        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in any of {[str(r) for r in runs]}")
-    results = [bench_run(r, sdk_den, n_per_type, seed) for r in present]
+    if runs:
+        present = [r for r in runs if (r / CHECKPOINT_NAME).is_file()]
+        if not present:
+            raise FileNotFoundError(f"no {CHECKPOINT_NAME} in any of {[str(r) for r in runs]}")
+        sources = [run_source(r) for r in present]
+    elif bundle is not None and sdk_den is not None:
+        present = []
+        sources = [bundle_source(bundle, Path(bundle_dir))]
+    else:
+        raise ValueError("give --run (training runs) or --bundle (a bundle with a denoiser)")
+    measured = [bench_run(src, sdk_den, n_per_type, seed) for src in sources]
+    results = [r for r, _ in measured]
     command = (
-        "ecgedge bench denoise --run "
-        + ",".join(str(r) for r in present)
+        "ecgedge bench denoise"
+        + (" --run " + ",".join(str(r) for r in present) if present else "")
         + (f" --bundle {bundle_dir}" if bundle_dir else "")
         + (f" --report {report}" if report != "denoise" else "")
     )
     md = _markdown(results, command, seed)
-    result = {"command": command, "seed": seed, "runs": results}
+    figure = plot_examples(
+        [(r, ex) for r, ex in zip(results, (e for _, e in measured))], out_dir / f"{report}.png"
+    )
+    md += (
+        "\n\nExample windows (first noisy lead of the first window of each noise type, "
+        "CD-ECGNet mode; the IIR band-pass is zero-phase, so it runs ahead of the causal "
+        f"reference): `{figure.name}`.\n"
+    )
+    result = {"command": command, "seed": seed, "runs": results, "plot": figure.name}
     write_result(out_dir, report, result, md)
     print(md)
     return result
+
+
+def plot_examples(measured: list[tuple[dict, list[dict]]], path: Path) -> Path:
+    """A row per model and noise type: the clean reference, the noisy input and each
+    method's output over the window's middle 4 s (mV, device representation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = [(res, ex) for res, examples in measured for ex in examples]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(11, 2.1 * len(rows)), squeeze=False)
+    styles = {
+        "clean (device reference)": {"color": "black", "linewidth": 2.2, "alpha": 0.35},
+        "device band-pass only (no denoiser)": {"color": "0.6", "linewidth": 0.8},
+    }
+    shown = ("CD-ECGNet", "IIR band-pass")
+    for ax, (res, ex) in zip(axes[:, 0], rows):
+        fs = ex["fs"]
+        sig = ex["signals"]
+        n = next(iter(sig.values())).size
+        a, b = n // 2 - int(2 * fs), n // 2 + int(2 * fs)
+        t = np.arange(a, b) / fs
+        for name, y in sig.items():
+            if name in styles or name.startswith(shown):
+                label = "noisy input" if name.startswith("device band-pass") else name
+                ax.plot(t, y[a:b], label=label, **{"linewidth": 1.0, **styles.get(name, {})})
+        ax.set_title(
+            f"{res['leads']}-lead model, {ex['kind']} noise, input SNR {ex['snr_in']:.1f} dB",
+            fontsize=9,
+        )
+        ax.set_ylabel("mV")
+    axes[-1, 0].set_xlabel("s (window time)")
+    axes[0, 0].legend(fontsize=7, ncol=5, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
