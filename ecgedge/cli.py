@@ -306,13 +306,20 @@ def _bundle_summary(root: Path) -> tuple[bool, str]:
             )
         )
     val = raw.get("metrics", {}).get("rhythm_val_sdk", {}).get("val_fp32")
+    f1, macro = (_figure(val.get(k)) for k in ("challenge_f1", "macro_f1")) if val else (None, None)
     parts.append(
-        f"validation (SDK, FP32): challenge F1 {val['challenge_f1']:.3f}, macro F1 "
-        f"{val['macro_f1']:.3f}"
-        if val
+        f"validation (SDK, FP32): challenge F1 {f1:.3f}, macro F1 {macro:.3f}"
+        if f1 is not None and macro is not None
         else "figures: its MODEL_CARD.md"
     )
     return True, "\n".join(f"  {p}" for p in parts)
+
+
+def _figure(value: object) -> float | None:
+    """A recorded figure: a number, or a ``{"value": ..., "ci95": ...}`` record of one."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _cmd_bundles(args: argparse.Namespace, extra: list[str]) -> int:

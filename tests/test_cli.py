@@ -265,3 +265,24 @@ def test_version_is_the_installed_distributions(capsys) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"ecgedge {version('ecgedge')}"
+
+
+def test_bundles_reads_figures_recorded_with_their_intervals(tmp_path: Path, capsys) -> None:
+    """export-multimodal records {value, ci95} per figure (bundles crashed on it)."""
+    import json
+    import shutil
+
+    from ecgedge.cli import main
+
+    copy = tmp_path / "mm"
+    shutil.copytree(default_bundle_path(), copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["metrics"]["rhythm_val_sdk"] = {
+        "val_fp32": {
+            "challenge_f1": {"value": 0.7123, "ci95": [0.69, 0.73]},
+            "macro_f1": {"value": 0.6543, "ci95": [0.63, 0.67]},
+        }
+    }
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["bundles", "--bundle", str(copy)]) == 0
+    assert "challenge F1 0.712, macro F1 0.654" in capsys.readouterr().out
