@@ -73,8 +73,20 @@ def _file_entry(
 
 
 def training_data(data: Any, train: WindowSet, val: WindowSet) -> dict[str, Any]:
-    """The manifest's account of what a CinC-probed model was trained and validated on."""
+    """The manifest's account of what a CinC-probed model was trained and validated on (or,
+    for a ``data.source = "synthetic"`` run, that it saw no real ECG at all)."""
+    if getattr(data, "source", "shared") == "synthetic":
+        return {
+            "source": "synthetic",
+            "pretrain": ["synthetic (sdk.synthetic: Gaussian-wave sinus and AF, no real ECG)"],
+            "head": "synthetic windows (N = sinus, A = AF)",
+            "split_seed": data.split_seed,
+            "val_fraction": data.val_fraction,
+            "train_records": len(train.names),
+            "val_records": len(val.names),
+        }
     return {
+        "source": "shared",
         "pretrain": list(data.pretrain_databases),
         "head": "cinc2017 train split",
         "split_seed": data.split_seed,

@@ -32,15 +32,39 @@ or ~ (noisy).
 
 **Not a medical device.** Research software; not validated for diagnosis."""
 
-_LIMITS = """\
-## Limits
+_DATABASE_NAMES = {
+    "cinc2017": "CinC 2017",
+    "mitdb": "MIT-BIH Arrhythmia",
+    "cpsc2021": "CPSC 2021",
+    "afdb": "MIT-BIH AF",
+}
 
-- Trained and validated on AliveCor single-lead recordings (CinC 2017), pretrained also on
-  MIT-BIH and CPSC 2021; other devices, leads and populations are untested.
-- The ~ (noisy) class is rare (3%) and weakly learnt; the SDK's quality flags are the
-  better guard against unusable signal.
-- Data: PhysioNet (Goldberger et al., Circulation 2000); CinC 2017 (Clifford et al.,
-  CinC 2017), ODC-By 1.0."""
+
+def _limits(data: dict[str, Any]) -> str:
+    """The card's limits, from what the model was trained on (``training_data``)."""
+    if data.get("source") == "synthetic":
+        first = (
+            "- Trained and validated on synthetic ECG only (sums of Gaussian waves): it has\n"
+            "  seen no recording of any device, lead or person; for tests of the pipeline."
+        )
+    else:
+        others = [_DATABASE_NAMES.get(d, d) for d in data.get("pretrain", []) if d != "cinc2017"]
+        first = (
+            "- Trained and validated on AliveCor single-lead recordings (CinC 2017)"
+            + (f", pretrained also on {' and '.join(others)}" if others else "")
+            + ";\n  other devices, leads and populations are untested."
+        )
+    return "\n".join(
+        [
+            "## Limits",
+            "",
+            first,
+            "- The ~ (noisy) class is rare (3% of CinC 2017) and weakly learnt; the SDK's quality",
+            "  flags are the better guard against unusable signal.",
+            "- Data: PhysioNet (Goldberger et al., Circulation 2000); CinC 2017 (Clifford et al.,",
+            "  CinC 2017), ODC-By 1.0.",
+        ]
+    )
 
 
 def _provenance(m: dict[str, Any]) -> list[str]:
@@ -51,7 +75,8 @@ def _provenance(m: dict[str, Any]) -> list[str]:
         f"- Train: `{prov['commands']['train']}`",
         f"- Export: `{prov['commands']['export']}`",
         *_multimodal_recipe_lines(prov),
-        f"- Pretraining data: {', '.join(data['pretrain'])} (CinC 2017: train split only)",
+        f"- Pretraining data: {', '.join(data['pretrain'])}"
+        + ("" if data.get("source") == "synthetic" else " (CinC 2017: train split only)"),
         f"- Head: {data['head']}, {data['train_records']} records; validation "
         f"{data['val_records']} records (seed {data['split_seed']})",
         f"- Pretraining: {prov['pretrain_steps']} steps, {minutes} min; code "
@@ -249,11 +274,21 @@ def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
     m = json.loads((root / "manifest.json").read_text())
     metrics = m["metrics"]
     cols = ["challenge_f1", "macro_f1", "auroc_normal_vs_af_other"]
-    lines = [f"# Model card: {m['name']}", "", _INTRO, "", "## How it was made", ""]
+    synthetic = m["provenance"]["training_data"].get("source") == "synthetic"
+    lines = [f"# Model card: {m['name']}", ""]
+    if synthetic:
+        lines += [
+            "**Trained and validated on synthetic ECG only (`data.source = synthetic`): a test",
+            "artifact of the pipeline, not a model of any real rhythm. Its figures below are on",
+            "synthetic windows.**",
+            "",
+        ]
+    lines += [_INTRO, "", "## How it was made", ""]
     lines += _provenance(m)
     if "modalities" in m:
         lines += ["", *_multimodal_section(m)]
-    lines += ["", "## Validation (CinC 2017, our split, record level)", ""]
+    where = "synthetic windows" if synthetic else "CinC 2017, our split"
+    lines += ["", f"## Validation ({where}, record level)", ""]
     sdk_rows = metrics.get("rhythm_val_sdk", {})
     rows = {
         f"bundle via SDK, {k[4:].upper()}": v for k, v in sdk_rows.items() if k.startswith("val_")
@@ -285,7 +320,7 @@ def write_model_card(root: Path, bench_dir: Path | None = None) -> Path:
             lines += ["", path.read_text().strip().replace("# ", "## Benchmark: ", 1)]
     if m["provenance"].get("target") == "jetson":
         lines += ["", *_tensorrt_section(m)]
-    lines += ["", _LIMITS, ""]
+    lines += ["", _limits(m["provenance"]["training_data"]), ""]
     out = root / "MODEL_CARD.md"
     out.write_text("\n".join(lines))
     return out

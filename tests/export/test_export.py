@@ -42,7 +42,22 @@ def test_bundle_from_a_run_has_parity_and_verifies(smoke_run, tmp_path):
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["metrics"]["rhythm_val_sdk"]["int8_drop"].keys() >= {"challenge_f1"}
     assert {f.precision for f in bundle.manifest.files if f.role == "embedder"} == {"fp32", "int8"}
-    assert (tmp_path / "bundle" / "MODEL_CARD.md").read_text().startswith("# Model card")
+    card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card")
+    # a synthetic-data run says so, never that it saw CinC 2017
+    assert manifest["provenance"]["training_data"]["source"] == "synthetic"
+    assert "Trained and validated on synthetic ECG only" in card
+    assert "## Validation (synthetic windows, record level)" in card
+    assert "AliveCor" not in card and "seen no recording of any device" in card
+
+
+def test_the_cards_limits_name_the_data_the_model_was_pretrained_on():
+    from export.model_card import _limits
+
+    only = _limits({"source": "shared", "pretrain": ["cinc2017"]})
+    assert "(CinC 2017);" in only and "pretrained also" not in only
+    more = _limits({"source": "shared", "pretrain": ["cinc2017", "mitdb", "cpsc2021"]})
+    assert "pretrained also on MIT-BIH Arrhythmia and CPSC 2021" in more
 
 
 @pytest.mark.slow
