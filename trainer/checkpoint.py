@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from trainer.config import RunConfig, build_config
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, DivergedError
 from trainer.models.unet1d import UNet1d
 
 FORMAT_VERSION = 1
@@ -26,18 +26,34 @@ def save_checkpoint(
     step: int,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write atomically (temporary file, then rename)."""
+    """Write atomically (temporary file, then rename); a model with non-finite weights is
+    refused (:func:`finite_state`), so a diverged run never replaces a good checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format_version": FORMAT_VERSION,
         "config": cfg.to_dict(),
         "step": step,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": finite_state(model, step),
         "extra": extra or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def finite_state(model: torch.nn.Module, step: int) -> dict[str, torch.Tensor]:
+    """``model``'s state on the CPU; :class:`DivergedError` if a floating tensor holds a NaN
+    or an infinity (the loss diverged: lower ``train.lr`` or ``train.grad_clip``)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise DivergedError(
+            f"training diverged by step {step}: {len(bad)} of {len(state)} weight tensors are "
+            f"not finite (first: {bad[0]}); nothing was saved (lower train.lr or "
+            "train.grad_clip)",
+            step=step,
+        )
+    return state
 
 
 def load_weights(path: Path, *keys: str) -> dict[str, Any]:

@@ -39,3 +39,11 @@ class BenchError(TrainerError):
         super().__init__(f"{command} failed (exit {returncode}): {message}")
         self.command = command
         self.returncode = returncode
+
+
+class DivergedError(TrainerError):
+    """Training produced non-finite weights; nothing was saved over the last good checkpoint."""
+
+    def __init__(self, message: str, *, step: int) -> None:
+        super().__init__(message)
+        self.step = step

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer import distributed
-from trainer.checkpoint import load_weights
+from trainer.checkpoint import finite_state, load_weights
 from trainer.checks import check_range
 from trainer.config import (
     DataConfig,
@@ -166,7 +166,7 @@ def _train(cfg: DiffAERunConfig, rt: distributed.Runtime, windows: np.ndarray | 
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         scaler.step(opt)
         scaler.update()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if rt.is_main and step % tc.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-tc.log_every :]):.4f}")
             print(f"step {step} loss {np.mean(losses[-tc.log_every :]):.4f}", flush=True)
@@ -194,7 +194,7 @@ def save(path: Path, model: DiffAE, cfg: DiffAERunConfig, step: int, extra: dict
         "kind": "diffae-lru",
         "config": cfg.to_dict(),
         "step": step,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": finite_state(model, step),
         "extra": extra,
     }
     tmp = path.with_suffix(".tmp")

@@ -260,3 +260,28 @@ def test_short_schedules_keep_every_beta_below_one() -> None:
         abar = alphas_cumprod(betas)
         assert betas.max() <= MAX_BETA and abar[-1] > 0 and np.all(np.diff(abar) < 0)
     assert np.allclose(linear_betas(1000)[[0, -1]], [1e-4, 0.02])  # DDPM's own, uncapped
+
+
+def test_a_diverged_run_saves_nothing_and_says_so(tmp_path: Path) -> None:
+    """lr 1e6 without clipping: the weights go non-finite; no checkpoint is written (an
+    earlier good one would stay) and the error names the step and what to lower."""
+    import pytest
+
+    from trainer.config import load_preset
+    from trainer.errors import DivergedError
+    from trainer.train_diffusion import train
+
+    cfg = load_preset(
+        "smoke",
+        {
+            "data.source": "synthetic",
+            "train.out_dir": str(tmp_path),
+            "train.lr": "1e6",
+            "train.grad_clip": "1e9",
+            "train.steps": "8",
+            "train.ckpt_every": "4",
+        },
+    )
+    with pytest.raises(DivergedError, match=r"diverged by step \d+: .*lower train.lr"):
+        train(cfg)
+    assert not (tmp_path / "diffecg.pt").exists()
