@@ -337,8 +337,10 @@ def _cmd_bundles(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _cmd_engines(args: argparse.Namespace, extra: list[str]) -> int:
     from export.jetson_rules import check_bundle
+    from sdk.bundle import load_bundle
 
     root = _bundle_path(args.bundle)
+    load_bundle(root)  # every file's SHA-256 first: no graph of a tampered bundle is read
     if args.check:
         found = check_bundle(root)
         print("\n".join(str(v) for v in found) or f"{root}: every graph passes the TensorRT rules")

@@ -286,3 +286,20 @@ def test_bundles_reads_figures_recorded_with_their_intervals(tmp_path: Path, cap
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert main(["bundles", "--bundle", str(copy)]) == 0
     assert "challenge F1 0.712, macro F1 0.654" in capsys.readouterr().out
+
+
+def test_engines_check_refuses_a_tampered_bundle_before_reading_its_graphs(
+    tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    from ecgedge.cli import main
+
+    copy = tmp_path / "b"
+    shutil.copytree(default_bundle_path(), copy)
+    head = copy / "head.onnx"
+    data = bytearray(head.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    head.write_bytes(bytes(data))
+    assert main(["engines", "--check", "--bundle", str(copy)]) == 2
+    assert "head.onnx" in capsys.readouterr().err
