@@ -862,14 +862,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="bundle directory to write (default with --run: bundles/diffecg-cpu)"
     )
     e.add_argument(
-        "--int8-limit", type=float, default=0.01, help="largest allowed FP32→INT8 metric drop"
+        "--int8-limit",
+        type=_nonnegative,
+        default=0.01,
+        help="largest allowed FP32→INT8 metric drop",
     )
     e.add_argument(
-        "--calibration-windows", type=int, default=256, help="real ECG windows for INT8 calibration"
+        "--calibration-windows",
+        type=_positive_int,
+        default=256,
+        help="real ECG windows for INT8 calibration",
     )
     e.add_argument(
         "--int8-budget",
-        type=float,
+        type=_nonnegative,
         default=0.02,
         help="largest mean change of the max class probability the INT8 layers may cause",
     )
@@ -1169,7 +1175,9 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument(
         "--out", help="engine cache (default: $ECGEDGE_ENGINES or ~/.cache/ecgedge/engines)"
     )
-    en.add_argument("--max-batch", type=int, default=8, help="largest batch of the profile")
+    en.add_argument(
+        "--max-batch", type=_positive_int, default=8, help="largest batch of the profile"
+    )
     en.add_argument("--force", action="store_true", help="rebuild even if a cached engine exists")
     en.add_argument("--check", action="store_true", help="only check the graphs (no GPU needed)")
     en.set_defaults(func=_cmd_engines)

@@ -98,6 +98,11 @@ def _cli_error(capsys, *argv: str) -> str:
         (("bench", "bridge", "--minutes", "0"), "--minutes"),
         (("bench", "stream", "--hop", "-1"), "--hop"),
         (("train-fusion", "--epochs", "0"), "--epochs"),
+        (("export", "--calibration-windows", "0"), "--calibration-windows"),
+        (("export", "--calibration-windows", "-5"), "--calibration-windows"),
+        (("export", "--int8-limit", "nan"), "--int8-limit"),
+        (("export", "--int8-budget", "-1"), "--int8-budget"),
+        (("engines", "--max-batch", "0"), "--max-batch"),
     ],
 )
 def test_bad_numbers_are_refused_naming_the_option(capsys, argv, option) -> None:
