@@ -48,15 +48,42 @@ def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
     check_bundle_out(out_dir, *sources)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     check_bundle_out(tmp, *sources)  # the staging folder is never one the export reads
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        load_bundle(tmp)
-        _replace(tmp, out_dir)
-    except BaseException:
+    with _exclusive(out_dir):
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+            load_bundle(tmp)
+            _replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+@contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """One export at a time per ``out_dir``: an advisory lock on ``<out_dir>.lock`` (released
+    by the system if the export dies); a second export is refused at once, before it touches
+    the staging folder the first one is writing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (one export at a time is then the user's care)
+        yield
+        return
+    lock = out_dir.with_name(out_dir.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(
+                f"--out {out_dir}: another export is writing it (lock {lock.name}); wait for it "
+                "or give another folder"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # still held: no other export can take it meanwhile
 
 
 def _replace(new: Path, out_dir: Path) -> None:

@@ -132,3 +132,22 @@ def test_a_failed_swap_puts_the_old_bundle_back(tmp_path: Path, bundle: Path, mo
     monkeypatch.undo()
     assert load_bundle(out).manifest_sha256 == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the lock is POSIX flock")
+def test_a_second_export_to_the_same_out_is_refused_while_the_first_writes(
+    tmp_path: Path, bundle: Path
+):
+    """Two exports staged into one <out>.partial mixed their files (the first reported the
+    second's bundle as its own); now the second is refused before it touches anything."""
+    out = tmp_path / "out"
+    with staged_bundle(out, bundle) as tmp:
+        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+        (tmp / "mine.txt").write_text("first export")
+        with pytest.raises(ExportError, match="another export is writing it"):
+            with staged_bundle(out, bundle):
+                pass
+        assert (tmp / "mine.txt").read_text() == "first export"  # untouched by the second
+        (tmp / "mine.txt").unlink()
+    assert load_bundle(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]  # no lock left
