@@ -89,6 +89,7 @@ def training_data(data: Any, train: WindowSet, val: WindowSet) -> dict[str, Any]
         "source": "shared",
         "pretrain": list(data.pretrain_databases),
         "head": "cinc2017 train split",
+        "max_records": int(getattr(data, "max_records", 0)),  # 0: every record
         "split_seed": data.split_seed,
         "val_fraction": data.val_fraction,
         "train_records": len(train.names),

@@ -41,6 +41,18 @@ def test_a_head_not_trained_on_cinc2017_is_refused(tmp_path):
         refit.training_records(load_bundle(root))
 
 
+def test_a_head_trained_on_capped_records_is_refused_saying_so(tmp_path):
+    """A smoke run (data.max_records) cannot have its split rebuilt; the error said 'another
+    data root'."""
+    root = tmp_path / "b"
+    shutil.copytree(default_bundle_path(), root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["provenance"]["training_data"]["max_records"] = 20
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"first 20 CinC 2017 records only \(data.max_records"):
+        refit.training_records(load_bundle(root))
+
+
 def _without_int8(root):
     """A copy of the shipped bundle without its INT8 raw embedder."""
     shutil.copytree(default_bundle_path(), root)

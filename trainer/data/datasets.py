@@ -261,6 +261,13 @@ def head_split(training_data: dict) -> tuple[list[str], list[str]]:
             "its training split is needed",
             key="provenance.training_data",
         )
+    if int(training_data.get("max_records") or 0):
+        raise ConfigError(
+            f"the bundle's head was trained on the first {training_data['max_records']} CinC "
+            "2017 records only (data.max_records, a smoke run): its split cannot be rebuilt; "
+            "use a bundle trained on every record",
+            key="provenance.training_data",
+        )
     missing = [k for k in ("val_fraction", "split_seed") if k not in training_data]
     if missing:
         raise ConfigError(
