@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from trainer.errors import ConfigError
 
@@ -29,3 +31,15 @@ def check_range(
                         f"{section}.{name} must be finite and {rule}, got {value!r}",
                         key=f"{section}.{name}",
                     )
+
+
+def check_out_dir(path: str | Path, key: str) -> Path:
+    """``path`` as a folder a run can write into, checked before any training: absent (its
+    nearest existing parent writable) or a writable folder; else :class:`ConfigError`."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{key} {out} is a file; give a folder", key=key)
+    existing = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key} {out}: cannot write in {existing}", key=key)
+    return out

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from sdk.head import fit_softmax_head
 from trainer.checkpoint import load_weights
-from trainer.checks import check_range
+from trainer.checks import check_out_dir, check_range
 from trainer.config import (
     DataConfig,
     build_sections,
@@ -473,6 +473,7 @@ def train_dacl(cfg: DACLRunConfig) -> dict[str, Any]:
     from trainer.data.datasets import cinc2017_split
     from trainer.scattering import cached_features
 
+    check_out_dir(cfg.run.out_dir, "run.out_dir")
     torch.set_num_threads(cfg.run.threads)
     train, val = cinc2017_split(cfg.data)
     f_train, f_val = cached_features(train.windows), cached_features(val.windows)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from sdk.head import fit_softmax_head
 from sdk.modalities import MODALITIES
 from trainer.checkpoint import load_checkpoint, load_weights
+from trainer.checks import check_out_dir
 from trainer.config import DataConfig
 from trainer.data.datasets import WindowSet, cinc2017_split
 from trainer.data.splits import stratified_split
@@ -201,6 +202,13 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
     probe.json, modalities.json)."""
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}", key="epochs")
+    check_out_dir(out_dir, "--out")
+    for modality, run in runs.items():  # its head.npz and probe.json would be overwritten
+        if Path(out_dir).resolve() == Path(run).resolve():
+            raise ConfigError(
+                f"--out {out_dir} is the {modality} run the fusion reads; give another folder",
+                key="--out",
+            )
     tic = time.perf_counter()
     data = {m: load_checkpoint(runs[m] / "diffecg.pt")[0].data for m in MODALITIES}
     check_same_split(data)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from sdk.preprocess import PreprocessSpec
 from trainer import distributed
 from trainer.checkpoint import read_payload, save_checkpoint
+from trainer.checks import check_out_dir
 from trainer.config import parse_overrides
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
 from trainer.denoise_config import DenoiseRunConfig, build_denoise_config, load_denoise_preset
@@ -126,6 +127,7 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     BatchNorm statistics are copied to the others after every step (what DDP does; the
     losses call the networks' parts directly, which DDP's hooks would not see); rank 0
     validates, logs and saves."""
+    check_out_dir(cfg.train.out_dir, "train.out_dir")
     return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt))
 
 

@@ -30,7 +30,7 @@ from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer import distributed
 from trainer.checkpoint import finite_state, load_weights
-from trainer.checks import check_range
+from trainer.checks import check_out_dir, check_range
 from trainer.config import (
     DataConfig,
     build_sections,
@@ -132,6 +132,7 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
 
     One process on CUDA or CPU, or several under ``torchrun`` (DDP: each rank draws its own
     batches of ``train.batch_size``, gradients are averaged, rank 0 logs and saves)."""
+    check_out_dir(cfg.train.out_dir, "train.out_dir")
     return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt, windows))
 
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from trainer import distributed
 from trainer.checkpoint import save_checkpoint
+from trainer.checks import check_out_dir
 from trainer.config import RunConfig
 from trainer.data.datasets import pretrain_windows
 from trainer.diffusion import add_noise, alphas_cumprod, linear_betas
@@ -46,6 +47,7 @@ def _lr_at(step: int, cfg: RunConfig) -> float:
 
 def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     """Pretrain and save ``<out_dir>/diffecg.pt``; return where and how it went."""
+    check_out_dir(cfg.train.out_dir, "train.out_dir")  # before any data is read or step run
     return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt, windows))
 
 

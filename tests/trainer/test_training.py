@@ -285,3 +285,34 @@ def test_a_diverged_run_saves_nothing_and_says_so(tmp_path: Path) -> None:
     with pytest.raises(DivergedError, match=r"diverged by step \d+: .*lower train.lr"):
         train(cfg)
     assert not (tmp_path / "diffecg.pt").exists()
+
+
+def test_an_out_dir_that_is_a_file_is_refused_before_any_training(tmp_path: Path) -> None:
+    """train / train-diffae / train-denoiser / train-dacl / train-fusion trained to the end and
+    then failed on a file in place of their output folder (an hour lost at the cpu preset)."""
+    import pytest
+
+    from trainer.config import load_preset
+    from trainer.dacl import load_dacl_preset, train_dacl
+    from trainer.denoise_config import load_denoise_preset
+    from trainer.errors import ConfigError
+    from trainer.fusion import run_fusion
+    from trainer.train_denoiser import train_denoiser
+    from trainer.train_diffae import load_diffae_preset
+    from trainer.train_diffae import train as train_diffae
+    from trainer.train_diffusion import train
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    runs = [
+        lambda: train(load_preset("smoke", {"train.out_dir": str(blocker)})),
+        lambda: train_diffae(load_diffae_preset("smoke", {"train.out_dir": str(blocker)})),
+        lambda: train_denoiser(load_denoise_preset("smoke", {"train.out_dir": str(blocker)})),
+        lambda: train_dacl(load_dacl_preset("smoke", {"run.out_dir": str(blocker)})),
+        lambda: run_fusion({"raw": tmp_path}, blocker),
+    ]
+    for run in runs:
+        with pytest.raises(ConfigError, match="is a file; give a folder"):
+            run()
+    with pytest.raises(ConfigError, match="is the raw run the fusion reads"):
+        run_fusion({"raw": tmp_path / "raw"}, tmp_path / "raw")
