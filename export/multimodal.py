@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from export.errors import ParityError
+from export.bundle_copy import require_diffecg
+from export.errors import ExportError, ParityError
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_head, export_module
 from export.publish import staged_bundle
@@ -74,6 +75,11 @@ def build_multimodal_bundle(
     """Write the multimodal bundle to ``out_dir`` (all or nothing:
     :func:`export.publish.staged_bundle`); return parity and SDK validation figures (and,
     with ``int8``, the gated mixed-precision INT8 raw embedder's)."""
+    require_diffecg(raw_bundle)
+    if not (Path(run) / "modalities.json").is_file():
+        raise ExportError(
+            f"--run {run} holds no modalities.json: give the folder ecgedge train-fusion wrote"
+        )
     with staged_bundle(out_dir, raw_bundle, run) as out:
         return _write_multimodal(raw_bundle, run, out, int8=int8)
 

@@ -151,3 +151,26 @@ def test_a_second_export_to_the_same_out_is_refused_while_the_first_writes(
         (tmp / "mine.txt").unlink()
     assert load_bundle(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]  # no lock left
+
+
+@pytest.mark.parametrize("name, kind", [("diffae-lru-cpu", "DiffAE-LRU"), ("dacl-cpu", "DACL")])
+def test_diffecg_only_exports_refuse_another_kind_of_bundle_before_any_work(
+    tmp_path: Path, name: str, kind: str
+):
+    """--denoiser / --refit-head / --add-anchors / --rpeak-rule and export-multimodal build on
+    a DiffECG bundle; on a DiffAE-LRU or DACL one they failed late with a KeyError."""
+    from export.bundle_copy import require_diffecg
+    from export.multimodal import build_multimodal_bundle
+    from sdk.bundle import bundle_path
+
+    other = bundle_path(name)
+    with pytest.raises(ExportError, match=f"is a {kind} bundle: this export builds on a DiffECG"):
+        require_diffecg(other)
+    with pytest.raises(ExportError, match=f"is a {kind} bundle"):
+        with bundle_copy(other, tmp_path / "out"):
+            pass
+    with pytest.raises(ExportError, match=f"is a {kind} bundle"):
+        build_multimodal_bundle(other, tmp_path, tmp_path / "mm")
+    with pytest.raises(ExportError, match="holds no modalities.json"):
+        build_multimodal_bundle(default_bundle_path(), tmp_path, tmp_path / "mm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
