@@ -1192,6 +1192,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, extra) or 0)
     except KeyboardInterrupt:
+        hint = (
+            ": the run folder keeps the last checkpoint written (every train.ckpt_every steps), "
+            "a run cut short; train again before probing or exporting it"
+            if args.command.startswith("train")
+            else ""
+        )
+        print(f"\necgedge {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as exc:
         ours = type(exc).__module__.split(".")[0] in _OUR_PACKAGES

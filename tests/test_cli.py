@@ -308,3 +308,15 @@ def test_engines_check_refuses_a_tampered_bundle_before_reading_its_graphs(
     head.write_bytes(bytes(data))
     assert main(["engines", "--check", "--bundle", str(copy)]) == 2
     assert "head.onnx" in capsys.readouterr().err
+
+
+def test_an_interrupted_training_says_what_it_left(capsys, monkeypatch) -> None:
+    import ecgedge.cli as cli
+
+    def interrupted(args, extra):  # noqa: ANN001, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_train", interrupted)
+    assert cli.main(["train", "--preset", "smoke"]) == 130
+    err = capsys.readouterr().err
+    assert "ecgedge train: interrupted: the run folder keeps the last checkpoint" in err
