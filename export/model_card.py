@@ -177,11 +177,13 @@ def _multimodal_section(m: dict[str, Any]) -> list[str]:
         "spectrogram": f"STFT, Hann: {m['modalities']['spectrogram']}",
         "lorenz": f"Lorenz plot of ΔRR from beat times: {m['modalities']['lorenz']}",
     }
+    files: dict[str, list[str]] = {}  # one row per modality, its FP32 and INT8 files together
     for f in m["files"]:
         if f["role"] == "embedder":
-            mod = f.get("modality", "raw")
-            run = m["provenance"].get("modality_runs", {}).get(mod, "")
-            lines.append(f"| {mod} | {inputs[mod]} | `{f['path']}` | {t[mod]} | `{run}` |")
+            files.setdefault(f.get("modality", "raw"), []).append(f"`{f['path']}`")
+    for mod, paths in files.items():
+        run = m["provenance"].get("modality_runs", {}).get(mod, "")
+        lines.append(f"| {mod} | {inputs[mod]} | {', '.join(paths)} | {t[mod]} | `{run}` |")
     probe = m.get("metrics", {}).get("multimodal_probe", {})
     if probe:
         lines += ["", "Linear probes on the CinC 2017 validation split (features ++ RR):", ""]

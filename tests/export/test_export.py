@@ -179,3 +179,13 @@ def test_the_cli_builds_a_bundle_with_a_denoiser_in_one_command(smoke_run, tmp_p
     assert main([*argv, *gates]) == 2
     assert "denoiser.pt" in capsys.readouterr().err
     assert load_bundle(out).manifest.has("denoiser")  # the bundle there is untouched
+
+
+def test_the_multimodal_card_has_one_row_per_modality():
+    """The raw modality's FP32 and INT8 embedders are one row (the card listed raw twice)."""
+    from export.model_card import _multimodal_section
+    from sdk.bundle import default_bundle_path
+
+    manifest = json.loads((default_bundle_path() / "manifest.json").read_text())
+    rows = [line for line in _multimodal_section(manifest) if line.startswith("| raw |")]
+    assert rows == [next(r for r in rows)] and "embedder.int8.onnx" in rows[0]

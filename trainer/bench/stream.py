@@ -279,6 +279,7 @@ def run(
             "idle spell, which back-to-back pushing never shows."
         )
     command = f"ecgedge bench stream --bundle {bundle_dir}"
+    command += f" --minutes {minutes:g}" if minutes != 30.0 else ""
     command += f" --hop {hop_s:g}" if hop_samples != m.hop_samples else ""
     command += "" if peers else " --no-peers"
     command += f" --paced-minutes {paced_minutes:g}" if paced_minutes != 2.0 else ""
