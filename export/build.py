@@ -26,7 +26,7 @@ from export.jetson_rules import require_tensorrt_ready
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_extractor, export_head
 from export.publish import staged_bundle
-from export.quantize import embed_onnx, mixed_precision_int8, quantizable_nodes
+from export.quantize import bar_progress, embed_onnx, mixed_precision_int8, quantizable_nodes
 from sdk.bundle import SCHEMA_VERSION, load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.head import SoftmaxHead
@@ -228,7 +228,7 @@ def _quantize(
             noise,
             error_of,
             budget=budget,
-            progress=lambda _msg: bar.update(1),
+            progress=bar_progress(bar),
             target=target,
         )
 

@@ -26,7 +26,7 @@ from export.errors import ExportError, ParityError
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_head, export_module
 from export.publish import staged_bundle
-from export.quantize import mixed_precision_int8, quantizable_nodes
+from export.quantize import bar_progress, mixed_precision_int8, quantizable_nodes
 from sdk.bundle import load_bundle, sha256_file
 from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
@@ -263,7 +263,7 @@ def search_int8_layers(
             noise,
             error_of,
             budget=budget,
-            progress=lambda _msg: bar.update(1),
+            progress=bar_progress(bar),
             target=target,
         )
     # the written file's figures; when no layer fits, the least sensitive layer's (the score

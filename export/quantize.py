@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from onnxruntime.quantization import (
@@ -138,7 +140,7 @@ def mixed_precision_int8(
     error_of: Callable[[Path], float],
     *,
     budget: float,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     target: str = "cpu",
 ) -> tuple[list[str], float]:
     """INT8 for the layers that tolerate it.
@@ -148,11 +150,15 @@ def mixed_precision_int8(
     sensitivity is measured alone, and the largest set of least sensitive layers whose joint
     error stays within ``budget`` is quantized. Returns the nodes kept in float and the error;
     when no layer fits, every node and the least sensitive layer's error (above ``budget``).
+    ``progress(done, most)`` is called after every trial (quantize + score); ``most`` bounds
+    the trials: full INT8, one per layer, the binary search and the final file.
     """
     nodes = quantizable_nodes(fp32_path)
-    say = progress or (lambda _msg: None)
+    most = 2 + len(nodes) + math.ceil(math.log2(len(nodes) + 1))
+    done = 0
 
     def error_with(quantized: list[str]) -> float:
+        nonlocal done
         quantize_int8(
             fp32_path,
             out_path,
@@ -162,14 +168,17 @@ def mixed_precision_int8(
             exclude=[n for n in nodes if n not in quantized],
             target=target,
         )
-        return error_of(out_path)
+        err = error_of(out_path)
+        done += 1
+        if progress is not None:
+            progress(done, most)
+        return err
 
     if (err := error_with(nodes)) <= budget:
         return [], err
     sensitivity = {}
-    for i, node in enumerate(nodes):
+    for node in nodes:
         sensitivity[node] = error_with([node])
-        say(f"INT8 sensitivity {i + 1}/{len(nodes)} {node}: {sensitivity[node]:.4f}")
     order = sorted(nodes, key=sensitivity.__getitem__)
     lo, hi = 0, len(order)  # the largest k with error(order[:k]) <= budget
     while lo < hi:
@@ -182,3 +191,14 @@ def mixed_precision_int8(
         error_with([])
         return order, sensitivity[order[0]]
     return order[lo:], error_with(order[:lo])
+
+
+def bar_progress(bar: Any) -> Callable[[int, int], None]:
+    """:func:`mixed_precision_int8`'s ``progress`` on a tqdm bar: its total is the most trials
+    the search can take, so the bar shows an ETA."""
+
+    def advance(done: int, most: int) -> None:
+        bar.total = most
+        bar.update(done - bar.n)
+
+    return advance

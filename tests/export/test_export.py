@@ -123,6 +123,7 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_in_float(smoke_run, tmp
         return sum(penalty[n] for n in quantized) / len(nodes)
 
     windows = np.random.default_rng(0).standard_normal((8, 1, cfg.data.window)).astype(np.float32)
+    calls: list[tuple[int, int]] = []
     kept, err = mixed_precision_int8(
         fp32,
         tmp_path / "int8.onnx",
@@ -131,8 +132,12 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_in_float(smoke_run, tmp
         inference_noise(1, cfg.data.window),
         error_of,
         budget=0.2,
+        progress=lambda done, most: calls.append((done, most)),
     )
     assert err <= 0.2 and kept  # the budget holds and some layers had to stay float
+    # every trial reported, counted up to within the bound the bar shows as its total
+    assert [d for d, _ in calls] == list(range(1, len(calls) + 1))
+    assert len({m for _, m in calls}) == 1 and len(nodes) + 1 < len(calls) <= calls[0][1]
     cheapest_kept = min(penalty[n] for n in kept)
     assert all(
         penalty[n] < cheapest_kept for n in nodes if n not in kept
