@@ -95,8 +95,16 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _cmd_probe(args: argparse.Namespace, extra: list[str]) -> int:
     from trainer.probe import run_probe
+    from trainer.train_diffae import CHECKPOINT as DIFFAE_CHECKPOINT
 
-    probe = run_probe(Path(args.checkpoint), Path(args.checkpoint).parent)
+    path = Path(args.checkpoint)
+    if path.name == DIFFAE_CHECKPOINT:  # a train-diffae run (e.g. --no-probe): its own probe
+        from trainer.train_diffae import run_probe as run_diffae_probe
+
+        report = run_diffae_probe(path.parent)
+        print(f"probe: val {json.dumps(report['embedding_plus_rr'])[:2000]}")
+        return 0
+    probe = run_probe(path, path.parent)
     print(f"t={probe.t} scores={probe.t_scores}\n{probe.report}")
     return 0
 
@@ -840,7 +848,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train, extra_ok=True)
 
     pr = sub.add_parser("probe", help="choose t and fit the head on a checkpoint")
-    pr.add_argument("checkpoint")
+    pr.add_argument(
+        "checkpoint",
+        help="a train run's diffecg.pt (choose t, fit the head) or a train-diffae run's "
+        "diffae.pt (fit its head)",
+    )
     pr.set_defaults(func=_cmd_probe)
 
     e = sub.add_parser(

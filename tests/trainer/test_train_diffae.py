@@ -105,3 +105,18 @@ def test_mixed_precision_training_step(tmp_path: Path, monkeypatch, grad_scalers
     assert all(
         v.dtype == torch.float32 for v in payload["state_dict"].values() if v.is_floating_point()
     )
+
+
+def test_probe_takes_a_diffae_run_trained_without_its_probe(tmp_path: Path, capsys) -> None:
+    """train-diffae --no-probe, then `ecgedge probe <run>/diffae.pt` fits its head (it failed
+    with KeyError('model'), and export then found no head.npz)."""
+    from ecgedge.cli import main
+
+    cfg = load_diffae_preset(
+        "smoke",
+        {"train.out_dir": str(tmp_path), "train.steps": "2", "data.source": "synthetic"},
+    )
+    path = train(cfg, np.random.default_rng(0).standard_normal((8, 1, 1280)).astype(np.float32))
+    assert not (tmp_path / "head.npz").exists()
+    assert main(["probe", str(path)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "head.npz").is_file() and "probe: val" in capsys.readouterr().out
