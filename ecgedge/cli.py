@@ -1204,12 +1204,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, extra) or 0)
     except KeyboardInterrupt:
-        hint = (
-            ": the run folder keeps the last checkpoint written (every train.ckpt_every steps), "
-            "a run cut short; train again before probing or exporting it"
-            if args.command.startswith("train")
-            else ""
-        )
+        hint = {  # what an interrupted training leaves in its folder
+            "train": ": the run folder keeps the last checkpoint written (every "
+            "train.ckpt_every steps), a run cut short; train again before probing or exporting",
+            "train-denoiser": ": the run folder keeps the best checkpoint validated so far, a "
+            "run cut short; train again before exporting",
+        }.get(args.command, "")
         print(f"\necgedge {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as exc:

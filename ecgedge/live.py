@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,23 @@ class Recorder:
             signal[start : start + block.shape[0]] = block
             expected = start + block.shape[0]
         folder.mkdir(parents=True, exist_ok=True)
+        private = os.umask(0o077)  # health data: never readable by others, not even briefly
+        try:
+            self._write(wfdb, folder, name, signal, leads, gaps)
+        finally:
+            os.umask(private)
+        return folder / name
+
+    def _write(
+        self,
+        wfdb: Any,
+        folder: Path,
+        name: str,
+        signal: np.ndarray,
+        leads: int,
+        gaps: list[tuple[int, int]],
+    ) -> None:
+        """The record, its ``.gap`` annotation (or none), every file mode 0600."""
         wfdb.wrsamp(
             name,
             fs=self.fs,
@@ -90,11 +108,10 @@ class Recorder:
             )
         else:
             (folder / f"{name}.gap").unlink(missing_ok=True)
-        for suffix in (".hea", ".dat", ".gap"):  # health data: the user's alone, as profiles
+        for suffix in (".hea", ".dat", ".gap"):  # a file replaced in place kept its mode
             path = folder / f"{name}{suffix}"
             if path.exists():
                 path.chmod(0o600)
-        return folder / name
 
 
 def simulated(

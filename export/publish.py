@@ -30,6 +30,12 @@ def check_bundle_out(out_dir: Path, *sources: Path) -> None:
         raise ExportError(
             f"--out {out_dir} is {kind}; an export replaces only a bundle: give a new folder"
         )
+    _check_not_a_source(out_dir, sources)
+
+
+def _check_not_a_source(out_dir: Path, sources: tuple[Path, ...]) -> None:
+    """Raise :class:`ExportError` if ``out_dir`` is, holds or lies inside a source."""
+    out = Path(out_dir).resolve()
     for source in sources:
         src = Path(source).resolve()
         if out == src or out in src.parents or src in out.parents:
@@ -43,13 +49,16 @@ def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
     ``out_dir`` is checked first (:func:`check_bundle_out`). When the block ends the folder
     is verified as a device would verify it (:func:`sdk.bundle.load_bundle`) and replaces
     ``out_dir``; if the block or the check fails it is removed and ``out_dir`` is untouched.
-    A ``.partial`` folder left by an export that was killed is replaced.
+    One export at a time per ``out_dir`` (an advisory lock on ``<out_dir>.lock``, a file that
+    stays); a ``.partial`` folder left by an export that was killed is replaced.
     """
     check_bundle_out(out_dir, *sources)
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    check_bundle_out(tmp, *sources)  # the staging folder is never one the export reads
-    with _exclusive(out_dir):
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _exclusive(out_dir):  # first: a .partial folder seen under the lock is no live one's
+        if tmp.is_symlink():
+            raise ExportError(f"{tmp} is a symbolic link; an export stages its bundle there")
+        _check_not_a_source(tmp, sources)  # the staging folder is never one the export reads
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed export's, or a stray folder
         tmp.mkdir(parents=True)
         try:
             yield tmp
@@ -70,6 +79,8 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock (one export at a time is then the user's care)
         yield
         return
+    # the lock file stays (empty): a path unlinked while held would let a waiting export lock
+    # the orphaned file and a later one a new file, both at once
     lock = out_dir.with_name(out_dir.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as fh:
@@ -80,10 +91,7 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
                 f"--out {out_dir}: another export is writing it (lock {lock.name}); wait for it "
                 "or give another folder"
             ) from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)  # still held: no other export can take it meanwhile
+        yield
 
 
 def _replace(new: Path, out_dir: Path) -> None:

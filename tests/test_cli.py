@@ -317,6 +317,9 @@ def test_an_interrupted_training_says_what_it_left(capsys, monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_cmd_train", interrupted)
+    monkeypatch.setattr(cli, "_cmd_train_diffae", interrupted)
     assert cli.main(["train", "--preset", "smoke"]) == 130
     err = capsys.readouterr().err
     assert "ecgedge train: interrupted: the run folder keeps the last checkpoint" in err
+    assert cli.main(["train-diffae", "--preset", "smoke"]) == 130  # saves only at its end
+    assert capsys.readouterr().err.strip() == "ecgedge train-diffae: interrupted"

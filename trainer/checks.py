@@ -40,6 +40,8 @@ def check_out_dir(path: str | Path, key: str) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{key} {out} is a file; give a folder", key=key)
     existing = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"{key} {out}: {existing} is a file, not a folder", key=key)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key} {out}: cannot write in {existing}", key=key)
     return out

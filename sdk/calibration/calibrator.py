@@ -242,7 +242,7 @@ class Calibrator:
         would flag: lead-off, flat, saturated or noisy ECG must not teach the user's head
         (counted in the profile's ``windows_rejected_quality``). Lost samples (NaN/inf, as a
         saved session keeps them) are never filled in: each stretch without them is windowed
-        on its own, stretches too short for one window left out.
+        on its own, stretches shorter than a window left out.
         Returns the number of windows added.
 
         Raises :class:`~sdk.errors.ConfigError` for a rate the pipeline would refuse
@@ -267,12 +267,22 @@ class Calibrator:
                 f"signal must be one lead, (n,), got shape {x.shape}: pass signal[:, lead]",
                 field="signal",
             )
+        if not 0.0 < min_coverage <= 1.0:
+            raise ConfigError(
+                f"min_coverage must lie in (0, 1], got {min_coverage!r}", field="min_coverage"
+            )
         window_s = m.window_samples / m.fs
-        runs = _finite_runs(x, max(1, int(np.ceil(min_coverage * window_s * fs))))
+        # a recording without lost samples may be shorter than a window (zero padding counts
+        # as uncovered); between lost samples only stretches of a whole window count, as the
+        # stream analyses no window padded with zeros beside a gap
+        whole = int(np.ceil(window_s * fs))
+        least = whole if not np.isfinite(x).all() else int(np.ceil(min_coverage * window_s * fs))
+        runs = _finite_runs(x, max(1, least))
         if not runs:
             raise ConfigError(
-                f"{source}: no stretch of finite samples gives a window ({window_s:g} s, "
-                f"{min_coverage:.0%} of it recorded)",
+                f"no stretch of finite samples gives a window ({window_s:g} s"
+                + ("" if least == whole else f", {min_coverage:.0%} of it recorded")
+                + ")",
                 field="signal",
             )
         added = 0

@@ -178,7 +178,7 @@ def test_the_cli_builds_a_bundle_with_a_denoiser_in_one_command(smoke_run, tmp_p
     gates = ["--int8-limit", "1.0", "--int8-budget", "1.0", "--calibration-windows", "16"]
     assert main([*argv, *gates]) == 0
     assert load_bundle(out).manifest.has("denoiser")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "den"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "bundle.lock", "den"]
     (den / "denoiser.pt").write_bytes(b"truncated")  # a bad denoiser: refused before building
     capsys.readouterr()
     assert main([*argv, *gates]) == 2

@@ -15,6 +15,11 @@ from sdk.bundle import default_bundle_path, load_bundle
 from sdk.errors import BundleError
 
 
+def _left(folder: Path) -> list[str]:
+    """What an export left in ``folder`` besides its (empty, lasting) lock files."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"
@@ -83,7 +88,7 @@ def test_a_verified_bundle_replaces_the_old_one(tmp_path: Path, bundle: Path):
     with staged_bundle(out, bundle) as tmp:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
     assert load_bundle(out) and not (out / "stale.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]
+    assert _left(tmp_path) == ["bundle", "out"]
 
 
 def test_a_bundle_changed_in_place_is_replaced_by_its_verified_copy(tmp_path: Path, bundle: Path):
@@ -92,7 +97,7 @@ def test_a_bundle_changed_in_place_is_replaced_by_its_verified_copy(tmp_path: Pa
     with bundle_copy(bundle, bundle) as tmp:
         (tmp / "MODEL_CARD.md").write_text("changed")
     assert load_bundle(bundle) and (bundle / "MODEL_CARD.md").read_text() != "old card"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert _left(tmp_path) == ["bundle"]
 
 
 def test_symbolic_links_and_a_source_named_like_the_staging_folder_are_refused(
@@ -131,7 +136,7 @@ def test_a_failed_swap_puts_the_old_bundle_back(tmp_path: Path, bundle: Path, mo
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
     monkeypatch.undo()
     assert load_bundle(out).manifest_sha256 == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]
+    assert _left(tmp_path) == ["bundle", "out"]
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the lock is POSIX flock")
@@ -150,7 +155,21 @@ def test_a_second_export_to_the_same_out_is_refused_while_the_first_writes(
         assert (tmp / "mine.txt").read_text() == "first export"  # untouched by the second
         (tmp / "mine.txt").unlink()
     assert load_bundle(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]  # no lock left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out", "out.lock"]
+    assert (tmp_path / "out.lock").stat().st_size == 0  # the lock file stays, empty
+
+
+def test_a_killed_exports_staging_folder_is_replaced_under_the_lock(tmp_path: Path, bundle):
+    """A .partial folder with no manifest (an export killed mid-way, or one still writing
+    when seen before the lock was taken) no longer blocks every later export."""
+    out = tmp_path / "out"
+    stale = tmp_path / "out.partial"
+    stale.mkdir()
+    (stale / "embedder.fp32.onnx").write_text("half written")
+    with staged_bundle(out, bundle) as tmp:
+        assert tmp == stale and not any(tmp.iterdir())
+        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+    assert load_bundle(out)
 
 
 @pytest.mark.parametrize("name, kind", [("diffae-lru-cpu", "DiffAE-LRU"), ("dacl-cpu", "DACL")])

@@ -360,3 +360,15 @@ def test_a_numpy_rate_is_a_rate_and_one_lead_only_is_taken(bundle, recording):
     assert Calibrator(bundle).add_recording(x[:, None], fs, INTERVALS) == 24
     with pytest.raises(ConfigError, match=r"one lead, \(n,\), got shape .*signal\[:, lead\]"):
         Calibrator(bundle).add_recording(np.stack([x, x], axis=1), fs, INTERVALS)
+
+
+def test_a_stretch_between_lost_samples_shorter_than_a_window_is_left_out(bundle, recording):
+    """20 s, 3 s lost, 6 s: the 6 s are no window (padded with zeros beside a gap, which the
+    stream never analyses); a recording without lost samples may still be short."""
+    x, fs = recording
+    y = x[: int(29 * fs)].astype(np.float64)
+    y[int(20 * fs) : int(23 * fs)] = np.nan
+    assert Calibrator(bundle).add_recording(y, fs, [(0.0, 29.0, "N")]) == 2
+    assert Calibrator(bundle).add_recording(x[: int(6 * fs)], fs, [(0.0, 6.0, "N")]) == 1
+    with pytest.raises(ConfigError, match=r"min_coverage must lie in \(0, 1\]"):
+        Calibrator(bundle).add_recording(x, fs, INTERVALS, min_coverage=0.0)

@@ -316,3 +316,6 @@ def test_an_out_dir_that_is_a_file_is_refused_before_any_training(tmp_path: Path
             run()
     with pytest.raises(ConfigError, match="is the raw run the fusion reads"):
         run_fusion({"raw": tmp_path / "raw"}, tmp_path / "raw")
+    blocker.chmod(0o755)  # an executable file is still no folder to create a run in
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        train(load_preset("smoke", {"train.out_dir": str(blocker / "run")}))
