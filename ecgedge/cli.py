@@ -186,7 +186,8 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     if args.denoiser:
         from export.denoiser import add_denoiser
 
-        print(add_denoiser(Path(args.out), Path(args.denoiser), Path(args.out)))
+        combined = f"ecgedge export --run {args.run} --denoiser {args.denoiser} --out {args.out}"
+        print(add_denoiser(Path(args.out), Path(args.denoiser), Path(args.out), command=combined))
     return 0
 
 

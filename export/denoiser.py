@@ -219,10 +219,14 @@ def _entry(root: Path, name: str, precision: str, leads: int, window: int) -> di
     }
 
 
-def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, Any]:
+def add_denoiser(
+    base_bundle: Path, run_dir: Path, out_dir: Path, *, command: str | None = None
+) -> dict[str, Any]:
     """Copy ``base_bundle`` to ``out_dir`` with ``run_dir``'s denoiser added (replacing the
     base's denoiser if it has one); return the precision gate's figures. The model card is
-    re-rendered from the manifest (``ecgedge bench stream --card`` adds benchmark sections)."""
+    re-rendered from the manifest (``ecgedge bench stream --card`` adds benchmark sections).
+    ``command``: the export command to record (default: ``export --denoiser … --base-bundle
+    …``; a combined ``export --run R --denoiser D`` records itself)."""
     cfg, net, payload = load_denoiser(run_dir / CHECKPOINT_NAME)
     base = load_bundle(base_bundle)
     m = base.manifest
@@ -263,7 +267,8 @@ def add_denoiser(base_bundle: Path, run_dir: Path, out_dir: Path) -> dict[str, A
             "next 10% for checkpoint selection and the export gate",
             "commands": {
                 "train": train_command(cfg),
-                "export": f"ecgedge export --denoiser {run_dir} --base-bundle {base_bundle} "
+                "export": command
+                or f"ecgedge export --denoiser {run_dir} --base-bundle {base_bundle} "
                 f"--out {out_dir}",
             },
         }

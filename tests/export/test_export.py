@@ -177,7 +177,11 @@ def test_the_cli_builds_a_bundle_with_a_denoiser_in_one_command(smoke_run, tmp_p
     argv = ["export", "--run", str(smoke_run), "--denoiser", str(den), "--out", str(out)]
     gates = ["--int8-limit", "1.0", "--int8-budget", "1.0", "--calibration-windows", "16"]
     assert main([*argv, *gates]) == 0
-    assert load_bundle(out).manifest.has("denoiser")
+    bundle = load_bundle(out)
+    assert bundle.manifest.has("denoiser")
+    # the command recorded is the one that ran (not an in-place form the CLI refuses)
+    recorded = bundle.manifest.provenance["denoiser"]["commands"]["export"]
+    assert recorded == f"ecgedge export --run {smoke_run} --denoiser {den} --out {out}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "bundle.lock", "den"]
     (den / "denoiser.pt").write_bytes(b"truncated")  # a bad denoiser: refused before building
     capsys.readouterr()
