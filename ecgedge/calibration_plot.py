@@ -7,21 +7,19 @@ SDK itself never imports it.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sdk.errors import ConfigError, MissingDependencyError
+from sdk.errors import ConfigError, require_package
 
 __all__ = ["plot_calibration", "require_matplotlib"]
 
 
 def require_matplotlib() -> None:
     """Raise :class:`~sdk.errors.MissingDependencyError` (extra ``plot``) without matplotlib."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise MissingDependencyError("matplotlib", "plot", hint="it draws the calibration")
+    require_package("matplotlib", "plot", hint="it draws the calibration")
 
 
 def _trace(calibration: dict[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -303,17 +303,15 @@ def _bundle_summary(root: Path) -> tuple[bool, str]:
             f"{step_kib:.0f} KiB more"
         )
     if "front_end" in raw:
-        import importlib.util
+        from sdk.errors import MissingDependencyError
+        from sdk.scattering import require_kymatio
 
-        missing = importlib.util.find_spec("kymatio") is None
-        parts.append(
-            f"front end: {raw['front_end']['kind']}"
-            + (
-                " (needs kymatio, not installed here: pip install 'ecgedge[dacl]')"
-                if missing
-                else ""
-            )
-        )
+        try:
+            require_kymatio()
+            needs = ""
+        except MissingDependencyError as exc:
+            needs = f" ({exc})"
+        parts.append(f"front end: {raw['front_end']['kind']}{needs}")
     val = raw.get("metrics", {}).get("rhythm_val_sdk", {}).get("val_fp32")
     f1, macro = (_figure(val.get(k)) for k in ("challenge_f1", "macro_f1")) if val else (None, None)
     parts.append(
@@ -649,13 +647,11 @@ def _stream_source(args: argparse.Namespace) -> str:
 def _check_save_folder(value: str) -> None:
     """``stream --save``: a writable folder that holds no saved session yet (refused before
     streaming: a new session would replace it, or mix its files with the old one's)."""
-    import importlib.util
-
     from ecgedge.live import saved_session
-    from sdk.errors import MissingDependencyError
+    from sdk.errors import require_package
 
-    if importlib.util.find_spec("wfdb") is None:  # found out at the end, all would be lost
-        raise MissingDependencyError("wfdb", "replay", hint="--save writes a WFDB record")
+    # found out at the end, the whole session would be lost
+    require_package("wfdb", "replay", hint="--save writes a WFDB record")
     folder = Path(value)
     _check_output(folder, "--save", folder=True)
     existing = saved_session(folder)

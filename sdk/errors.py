@@ -64,6 +64,15 @@ class MissingDependencyError(EcgEdgeError, ImportError):
         self.extra = extra
 
 
+def require_package(package: str, extra: str, *, hint: str | None = None) -> None:
+    """Raise :class:`MissingDependencyError` now, naming ``extra``, if ``package`` cannot be
+    imported (found without importing it): before work that would need it later."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise MissingDependencyError(package, extra, hint=hint)
+
+
 class ProfileError(EcgEdgeError):
     """A user profile is missing, corrupt, tampered with, or belongs to another bundle.
 

@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import numbers
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeGuard
 
 import numpy as np
 
@@ -45,7 +43,7 @@ from sdk.events import Event, WindowEvent
 from sdk.filters import design_bandpass, step_envelope
 from sdk.lru_step import streaming_spec
 from sdk.modalities import lorenz_image, rr_from_peaks
-from sdk.preprocess import Preprocessor, check_input_rate, standardize_window
+from sdk.preprocess import Preprocessor, check_input_rate, is_real_number, standardize_window
 from sdk.quality import SETTLE_RESIDUAL_MV, assess_quality
 from sdk.ringbuffer import GAP_BEFORE, RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, denoised_window_rpeaks, heart_rate_bpm
@@ -114,14 +112,9 @@ class StreamStats:
 NOT_SIGNAL_FLAGS = frozenset({"gap", "too_short"})
 
 
-def _is_number(value: object) -> TypeGuard[numbers.Real]:
-    """A real number (numpy scalars too), not a bool or a string."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_buffer(buffer_s: object) -> None:
     """``buffer_s`` must be a finite positive duration."""
-    if not _is_number(buffer_s) or not math.isfinite(buffer_s) or buffer_s <= 0:
+    if not is_real_number(buffer_s) or not math.isfinite(buffer_s) or buffer_s <= 0:
         raise ConfigError(
             f"buffer_s must be a finite positive number, got {buffer_s!r}", field="buffer_s"
         )
@@ -315,7 +308,7 @@ class StreamPipeline:
     def _hop_samples(self, hop_s: float | None) -> int:
         if hop_s is None:
             return self.bundle.manifest.hop_samples
-        if not _is_number(hop_s) or not math.isfinite(hop_s):
+        if not is_real_number(hop_s) or not math.isfinite(hop_s):
             raise ConfigError(
                 f"hop_s must be a finite number of seconds, got {hop_s!r}", field="hop_s"
             )
@@ -481,7 +474,7 @@ class StreamPipeline:
             self.stats.blocks_rejected += 1
             raise BlockError("the stream is closed", reason="closed")
         if fs is not None and not (
-            _is_number(fs)
+            is_real_number(fs)
             and math.isfinite(fs)
             and abs(float(fs) - self.fs_in) <= 1e-9 * self.fs_in
         ):

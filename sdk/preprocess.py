@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -48,6 +49,11 @@ class PreprocessSpec:
         return {k: float(v) for k, v in asdict(self).items()}
 
 
+def is_real_number(value: object) -> TypeGuard[numbers.Real]:
+    """A real number (numpy scalars too), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_input_rate(fs: object, spec: PreprocessSpec, *, field: str = "fs_in") -> float:
     """``fs`` as a float if ECG at that rate can go through ``spec``; else :class:`ConfigError`.
 
@@ -57,12 +63,7 @@ def check_input_rate(fs: object, spec: PreprocessSpec, *, field: str = "fs_in") 
     ``spec.fs`` by a ratio ``up/down`` with both at most 1000 (:mod:`sdk.resample`; for the
     shipped 128 Hz, any whole number of Hz up to 1000 is one).
     """
-    if (
-        not isinstance(fs, numbers.Real)
-        or isinstance(fs, (bool, np.bool_))
-        or not math.isfinite(fs)
-        or fs <= 0
-    ):
+    if not is_real_number(fs) or not math.isfinite(fs) or fs <= 0:
         raise ConfigError(f"{field} must be a finite positive number, got {fs!r}", field=field)
     rate = float(fs)
     if rate < 2.0 * spec.high_hz:

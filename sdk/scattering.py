@@ -14,13 +14,12 @@ complex FFT. kymatio 0.3.0's ``kymatio.numpy`` imports its 3-D frontend, which n
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from sdk.errors import ConfigError, MissingDependencyError
+from sdk.errors import ConfigError, require_package
 
 J, Q = 6, 8
 LOG_EPS = 1e-4
@@ -37,10 +36,9 @@ def scattering_operator(length: int) -> Any:
 
 def require_kymatio() -> None:
     """Raise :class:`~sdk.errors.MissingDependencyError` (extra ``dacl``) without kymatio."""
-    if importlib.util.find_spec("kymatio") is None:
-        raise MissingDependencyError(
-            "kymatio", "dacl", hint="a DACL bundle computes its scattering features with it"
-        )
+    require_package(
+        "kymatio", "dacl", hint="a DACL bundle computes its scattering features with it"
+    )
 
 
 def scattering_features(windows: np.ndarray) -> np.ndarray:

@@ -41,3 +41,19 @@ def tmp_data_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv(root.ENV_VAR, str(folder))
     records._labels_of.cache_clear()  # labels are cached per data root
     return folder
+
+
+@pytest.fixture
+def hide_package(monkeypatch: pytest.MonkeyPatch):
+    """``hide_package("wfdb")``: that package now looks not installed to
+    :func:`sdk.errors.require_package` (``importlib.util.find_spec`` returns None for it)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def hide(name: str) -> None:
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda n, *a: None if n == name else real(n, *a)
+        )
+
+    return hide

@@ -122,14 +122,9 @@ def test_calibrate_draws_the_search_of_t(calibrated, tmp_path: Path, capsys) -> 
 
 
 def test_a_plot_without_matplotlib_is_refused_before_the_search(
-    calibrated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    calibrated, tmp_path: Path, hide_package, capsys
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
-    )
+    hide_package("matplotlib")
     record, _ = calibrated
     out = tmp_path / "p.json"
     argv = ["calibrate", str(record), "--out", str(out), "--plot", str(tmp_path / "s.png")]

@@ -156,12 +156,7 @@ def test_a_gap_annotation_of_another_kind_is_refused(tmp_path):
         read_wfdb(tmp_path / "session")
 
 
-def test_save_without_wfdb_is_refused_before_streaming(capsys, tmp_path, monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "wfdb" else real(name)
-    )
+def test_save_without_wfdb_is_refused_before_streaming(capsys, tmp_path, hide_package):
+    hide_package("wfdb")
     err = _cli_error(capsys, "stream", "--simulate", "--speed", "0", "--save", str(tmp_path))
     assert "wfdb is not installed: pip install 'ecgedge[replay]'" in err

@@ -72,19 +72,14 @@ def test_the_shipped_dacl_bundle_classifies_a_stream() -> None:
         assert e.label in e.probabilities
 
 
-def test_a_dacl_bundle_calibrates_in_its_own_schedule_and_wants_kymatio_up_front(monkeypatch):
+def test_a_dacl_bundle_calibrates_in_its_own_schedule_and_wants_kymatio_up_front(hide_package):
     """The DACL bundle's t ends at 49: the Calibrator's default box is cut to it. Without
     kymatio the pipeline is refused when it is built, naming the extra, not at a window."""
-    import importlib.util
-
     from sdk.calibration import Calibrator
     from sdk.errors import MissingDependencyError
 
     bundle = load_bundle(bundle_path("dacl-cpu"))
     assert bundle.manifest.t_max == 49 and Calibrator(bundle).t_box == (1, 49)
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "kymatio" else real(name)
-    )
+    hide_package("kymatio")
     with pytest.raises(MissingDependencyError, match=r"pip install 'ecgedge\[dacl\]'"):
         StreamPipeline(bundle, fs_in=130.0)
