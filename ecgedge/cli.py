@@ -824,13 +824,24 @@ def _version() -> str:
         return "unknown"
 
 
+def _where_runs_go(section: str, **folders: str) -> str:
+    """A training command's description: where each preset writes its run and how to move it."""
+    listed = ", ".join(f"{preset}: {folder}" for preset, folder in folders.items())
+    return (
+        f"Writes the run to the preset's {section}.out_dir ({listed}); "
+        f"--{section}.out_dir=PATH writes it elsewhere."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ecgedge", description=__doc__)
     p.add_argument("--version", action="version", version=f"ecgedge {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(
-        "train", help="pretrain DiffECG and fit the probe head (needs ecgedge[train])"
+        "train",
+        help="pretrain DiffECG and fit the probe head (needs ecgedge[train])",
+        description=_where_runs_go("train", smoke="runs/smoke", cpu="runs/cpu", gpu="runs/gpu"),
     )
     t.add_argument(
         "--preset",
@@ -928,7 +939,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     td = sub.add_parser(
-        "train-denoiser", help="train CD-ECGNet on clean ECG + NSTDB noise (--model.leads=N)"
+        "train-denoiser",
+        help="train CD-ECGNet on clean ECG + NSTDB noise (--model.leads=N)",
+        description=_where_runs_go(
+            "train", smoke="runs/denoise-smoke", cpu="runs/denoise-1lead", gpu="runs/denoise-gpu"
+        ),
     )
     td.add_argument("--preset", default="cpu", help=_PRESET_HELP)
     td.set_defaults(func=_cmd_train_denoiser, extra_ok=True)
@@ -936,6 +951,9 @@ def build_parser() -> argparse.ArgumentParser:
     tdae = sub.add_parser(
         "train-diffae",
         help="DiffAE-LRU: LRU semantic encoder + conditioned U-Net, then the linear probe",
+        description=_where_runs_go(
+            "train", smoke="runs/diffae-smoke", cpu="runs/diffae-cpu", gpu="runs/diffae-gpu"
+        ),
     )
     tdae.add_argument("--preset", default="cpu", help=_PRESET_HELP)
     tdae.add_argument("--no-probe", action="store_true", help="skip the probe after training")
@@ -944,6 +962,9 @@ def build_parser() -> argparse.ArgumentParser:
     tdacl = sub.add_parser(
         "train-dacl",
         help="DACL: scattering features, VAE, triplet encoder, both baselines and the ablation",
+        description=_where_runs_go(
+            "run", smoke="runs/dacl-smoke", cpu="runs/dacl", gpu="runs/dacl-paper"
+        ),
     )
     tdacl.add_argument("--preset", default="cpu", help=_PRESET_HELP)
     tdacl.set_defaults(func=_cmd_train_dacl, extra_ok=True)

@@ -16,7 +16,6 @@ computed with the old denoiser or rule (a refitted head, anchor windows) when ei
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -115,14 +114,10 @@ def gate_metrics(ex: Examples, y: np.ndarray) -> dict[str, float]:
 
 
 def quantize_denoiser(fp32: Path, out: Path, calib: np.ndarray) -> Path:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """INT8 candidate of a denoiser file, calibrated on ``calib`` (windows × leads × samples)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from export.quantize import static_qdq
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -131,22 +126,7 @@ def quantize_denoiser(fp32: Path, out: Path, calib: np.ndarray) -> Path:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepped),
-            str(out),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            op_types_to_quantize=["Conv", "Gemm"],
-            extra_options={"CalibPercentile": 99.99},
-        )
-    return out
+    return static_qdq(fp32, out, Reader())
 
 
 def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import tempfile
 from collections.abc import Callable
@@ -73,6 +75,42 @@ def _settings(target: str) -> tuple[QuantType, dict]:
     return QuantType.QInt8, extra
 
 
+def static_qdq(
+    fp32_path: Path,
+    out_path: Path,
+    reader: CalibrationDataReader,
+    *,
+    activation_type: QuantType = QuantType.QUInt8,
+    method: CalibrationMethod = CalibrationMethod.Percentile,
+    exclude: list[str] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """ONNX Runtime's pre-processing, then static QDQ quantization of :data:`QUANTIZED_OPS`.
+
+    Weights are int8 per channel; activations ``activation_type``, calibrated on what
+    ``reader`` yields. ONNX Runtime's calibrator prints four lines per call on stdout (a
+    layer search makes dozens of calls); they are dropped, errors still raise.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(prepped),
+                str(out_path),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=activation_type,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                op_types_to_quantize=QUANTIZED_OPS,
+                nodes_to_exclude=exclude or [],
+                extra_options={"CalibPercentile": 99.99} if extra is None else extra,
+            )
+    return out_path
+
+
 def quantize_int8(
     fp32_path: Path,
     out_path: Path,
@@ -90,22 +128,15 @@ def quantize_int8(
     ``target="jetson"`` writes the TensorRT form (see :func:`_settings`).
     """
     activation_type, extra = _settings(target)
-    with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepped),
-            str(out_path),
-            WindowReader(windows, t, noise),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=activation_type,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=exclude or [],
-            extra_options=extra,
-        )
+    static_qdq(
+        fp32_path,
+        out_path,
+        WindowReader(windows, t, noise),
+        activation_type=activation_type,
+        method=method,
+        exclude=exclude,
+        extra=extra,
+    )
     if target == "jetson":
         import onnx
 

@@ -323,3 +323,27 @@ def test_an_interrupted_training_says_what_it_left(capsys, monkeypatch) -> None:
     assert "ecgedge train: interrupted: the run folder keeps the last checkpoint" in err
     assert cli.main(["train-diffae", "--preset", "smoke"]) == 130  # saves only at its end
     assert capsys.readouterr().err.strip() == "ecgedge train-diffae: interrupted"
+
+
+@pytest.mark.parametrize(
+    ("command", "prefix"),
+    [
+        ("train", ""),
+        ("train-denoiser", "denoise_"),
+        ("train-diffae", "lru_"),
+        ("train-dacl", "dacl_"),
+    ],
+)
+def test_a_training_commands_help_says_where_each_preset_writes(command, prefix):
+    import tomllib
+
+    from ecgedge.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    description = sub.choices[command].description
+    presets = Path(__file__).resolve().parents[1] / "trainer" / "presets"
+    for preset in ("smoke", "cpu", "gpu"):
+        toml = tomllib.loads((presets / f"{prefix}{preset}.toml").read_text())
+        section, out_dir = next((k, v["out_dir"]) for k, v in toml.items() if "out_dir" in v)
+        assert f"{preset}: {out_dir}" in description
+        assert f"--{section}.out_dir=PATH" in description
