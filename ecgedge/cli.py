@@ -1224,9 +1224,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         hint = {  # what an interrupted training leaves in its folder
             "train": ": the run folder keeps the last checkpoint written (every "
-            "train.ckpt_every steps), a run cut short; train again before probing or exporting",
-            "train-denoiser": ": the run folder keeps the best checkpoint validated so far, a "
-            "run cut short; train again before exporting",
+            "train.ckpt_every steps), marked unfinished: probe and export refuse it until the "
+            "run is trained again",
+            "train-denoiser": ": the run folder keeps the best checkpoint validated so far, "
+            "marked unfinished: export refuses it until the run is trained again",
         }.get(args.command, "")
         print(f"\necgedge {args.command}: interrupted{hint}", file=sys.stderr)
         return 130

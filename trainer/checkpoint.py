@@ -7,6 +7,7 @@ Everything stored is a tensor or a plain Python value, so loading uses
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,46 @@ def save_checkpoint(
     cfg: RunConfig,
     step: int,
     extra: dict[str, Any] | None = None,
+    *,
+    complete: bool,
 ) -> None:
-    """Write atomically (temporary file, then rename); a model with non-finite weights is
-    refused (:func:`finite_state`), so a diverged run never replaces a good checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (:func:`write_atomic`); a model with non-finite weights is refused
+    (:func:`finite_state`), so a diverged run never replaces a good checkpoint.
+
+    ``complete`` says the run ended as configured (its steps done or its time limit reached);
+    a checkpoint saved during training is not, and :func:`read_payload` refuses it until the
+    run finishes or :func:`mark_complete` marks it.
+    """
     payload = {
         "format_version": FORMAT_VERSION,
         "config": cfg.to_dict(),
         "step": step,
         "state_dict": finite_state(model, step),
         "extra": extra or {},
+        "complete": complete,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write`` on a temporary file beside ``path`` (same suffix), then rename it over
+    ``path``: a reader sees the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def mark_complete(path: Path) -> None:
+    """Mark the checkpoint a run kept (e.g. the best one validated, saved mid-run) as its
+    finished run's."""
+    payload = load_weights(path)
+    payload["complete"] = True
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def finite_state(model: torch.nn.Module, step: int) -> dict[str, torch.Tensor]:
@@ -65,7 +92,13 @@ def load_weights(path: Path, *keys: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, garbage, pickled objects: all "cannot read"
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc):
+            reason = (
+                "it holds pickled Python objects, which ecgedge never loads: unpickling can run "
+                "arbitrary code"
+            )
+        else:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read it ({reason})", path=str(path)) from exc
     missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
     if missing:
@@ -81,6 +114,13 @@ def read_payload(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)
+        )
+    if payload.get("complete") is not True:
+        raise CheckpointError(
+            f"its run did not finish (saved at step {payload.get('step')} while training; the "
+            "run was stopped or is still going): train again, and to end a run early set "
+            "--train.max_minutes",
+            path=str(path),
         )
     return payload
 

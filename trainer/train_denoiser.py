@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sdk.preprocess import PreprocessSpec
 from trainer import distributed
-from trainer.checkpoint import read_payload, save_checkpoint
+from trainer.checkpoint import mark_complete, read_payload, save_checkpoint
 from trainer.checks import check_out_dir
 from trainer.config import parse_overrides
 from trainer.data.denoise_data import Examples, PairSampler, clean_signals, record_split
@@ -198,10 +198,12 @@ def _train(cfg: DenoiseRunConfig, rt: distributed.Runtime) -> DenoiseTrainResult
                 extra["selection_records"] = selection_records(cfg)
                 extra["train_seconds"] = time.perf_counter() - start
                 extra["world_size"] = rt.world_size
-                save_checkpoint(out, net, cfg, step + 1, extra)  # type: ignore[arg-type]
+                save_checkpoint(out, net, cfg, step + 1, extra, complete=False)  # type: ignore[arg-type]
         if out_of_time:
             break
     bar.close()
+    if rt.is_main:  # the best checkpoint, saved at a validation, is this finished run's
+        mark_complete(out)
     digest = distributed.weights_digest(net)
     distributed.say(f"rank {rt.rank}: trained {step + 1} steps, weights {digest}")
     return DenoiseTrainResult(out, step + 1, first, ema, best, time.perf_counter() - start)

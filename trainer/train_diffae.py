@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer import distributed
-from trainer.checkpoint import finite_state, load_weights
+from trainer.checkpoint import finite_state, load_weights, write_atomic
 from trainer.checks import check_out_dir, check_range
 from trainer.config import (
     DataConfig,
@@ -189,7 +189,6 @@ def _train(cfg: DiffAERunConfig, rt: distributed.Runtime, windows: np.ndarray | 
 
 
 def save(path: Path, model: DiffAE, cfg: DiffAERunConfig, step: int, extra: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format_version": 1,
         "kind": "diffae-lru",
@@ -198,10 +197,7 @@ def save(path: Path, model: DiffAE, cfg: DiffAERunConfig, step: int, extra: dict
         "state_dict": finite_state(model, step),
         "extra": extra,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load(path: Path) -> tuple[DiffAERunConfig, DiffAE, dict[str, Any]]:

@@ -98,13 +98,14 @@ def _train(cfg: RunConfig, rt: distributed.Runtime, windows: np.ndarray | None) 
             rate = (step + 1) * tc.batch_size * rt.world_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{ema_loss:.4f}", win_per_s=f"{rate:.0f}")
         if rt.is_main and (step + 1) % tc.ckpt_every == 0:
-            save_checkpoint(out, model, cfg, step + 1, {"loss": ema_loss})
+            save_checkpoint(out, model, cfg, step + 1, {"loss": ema_loss}, complete=False)
         if tc.max_minutes and distributed.out_of_time(start, tc.max_minutes, rt):
             break
     bar.close()
     seconds = time.perf_counter() - start
     if rt.is_main:
-        save_checkpoint(out, model, cfg, step + 1, {"loss": ema_loss, "train_seconds": seconds})
+        extra = {"loss": ema_loss, "train_seconds": seconds}
+        save_checkpoint(out, model, cfg, step + 1, extra, complete=True)
     digest = distributed.weights_digest(model)
     distributed.say(f"rank {rt.rank}: pretrained {step + 1} steps, weights {digest}")
     return TrainResult(out, step + 1, ema_loss, seconds, (step + 1) * tc.batch_size * rt.world_size)

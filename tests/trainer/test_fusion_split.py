@@ -15,7 +15,7 @@ from trainer.models.unet1d import UNet1d
 
 def _run(folder: Path, modality: str, **extra: str) -> Path:
     cfg = load_preset("smoke", {"data.modality": modality, **extra})
-    save_checkpoint(folder / "diffecg.pt", UNet1d(cfg.model), cfg, step=0)
+    save_checkpoint(folder / "diffecg.pt", UNet1d(cfg.model), cfg, step=0, complete=True)
     return folder
 
 

@@ -72,7 +72,7 @@ def good_checkpoint(tmp_path: Path) -> Path:
     cfg = _smoke(tmp_path)
     torch.manual_seed(0)
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, UNet1d(cfg.model), cfg, step=3, extra={"loss": 0.5})
+    save_checkpoint(path, UNet1d(cfg.model), cfg, step=3, extra={"loss": 0.5}, complete=True)
     return path
 
 
@@ -80,7 +80,7 @@ def test_checkpoint_round_trip(good_checkpoint: Path) -> None:
     cfg, state, payload = load_checkpoint(good_checkpoint)
     assert cfg.preset == "smoke" and payload["step"] == 3 and payload["extra"] == {"loss": 0.5}
     UNet1d(cfg.model).load_state_dict(state, strict=True)
-    assert not list(good_checkpoint.parent.glob("*.tmp"))  # atomic write left nothing behind
+    assert [p.name for p in good_checkpoint.parent.iterdir()] == ["ckpt.pt"]  # no temporary
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -114,8 +114,38 @@ def test_checkpoint_of_other_format_raises(tmp_path: Path) -> None:
 def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pickled.pt"
     torch.save({"format_version": FORMAT_VERSION, "config": _NotATensor()}, path)
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(
+        CheckpointError, match="cannot read.*pickled Python objects.*arbitrary code"
+    ):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_of_an_interrupted_run_is_refused_until_the_run_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.train_diffusion as td
+    from trainer.probe import run_probe
+
+    real_save = td.save_checkpoint
+
+    def save_then_stop(*args, complete, **kw):  # noqa: ANN002, ANN003, ANN202
+        real_save(*args, complete=complete, **kw)
+        if not complete:
+            raise KeyboardInterrupt  # ^C right after the first checkpoint of the run
+
+    monkeypatch.setattr(td, "save_checkpoint", save_then_stop)
+    cfg = _smoke(tmp_path, **{"train.ckpt_every": "2"})
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    path = tmp_path / "diffecg.pt"
+    assert torch.load(path, weights_only=True)["step"] == 2  # what the interrupt left
+    with pytest.raises(CheckpointError, match=r"did not finish \(saved at step 2 while"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="did not finish"):
+        run_probe(path, tmp_path)
+    monkeypatch.setattr(td, "save_checkpoint", real_save)
+    train(cfg)  # the run trained again to its end
+    assert load_checkpoint(path)[2]["step"] == 4
 
 
 @pytest.mark.parametrize("missing", ["config", "state_dict", "config.model"])
