@@ -473,7 +473,7 @@ def train_dacl(cfg: DACLRunConfig) -> dict[str, Any]:
     from trainer.data.datasets import cinc2017_split
     from trainer.scattering import cached_features
 
-    check_out_dir(cfg.run.out_dir, "run.out_dir")
+    check_out_dir(cfg.run.out_dir, "run.out_dir", "dacl.json")
     torch.set_num_threads(cfg.run.threads)
     train, val = cinc2017_split(cfg.data)
     f_train, f_val = cached_features(train.windows), cached_features(val.windows)

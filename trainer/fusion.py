@@ -202,7 +202,7 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
     probe.json, modalities.json)."""
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}", key="epochs")
-    check_out_dir(out_dir, "--out")
+    check_out_dir(out_dir, "--out", "modalities.json")
     for modality, run in runs.items():  # its head.npz and probe.json would be overwritten
         if Path(out_dir).resolve() == Path(run).resolve():
             raise ConfigError(

@@ -127,7 +127,7 @@ def train_denoiser(cfg: DenoiseRunConfig) -> DenoiseTrainResult:
     BatchNorm statistics are copied to the others after every step (what DDP does; the
     losses call the networks' parts directly, which DDP's hooks would not see); rank 0
     validates, logs and saves."""
-    check_out_dir(cfg.train.out_dir, "train.out_dir")
+    check_out_dir(cfg.train.out_dir, "train.out_dir", CHECKPOINT_NAME)
     return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt))
 
 

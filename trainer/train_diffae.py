@@ -132,7 +132,7 @@ def train(cfg: DiffAERunConfig, windows: np.ndarray | None = None) -> Path:
 
     One process on CUDA or CPU, or several under ``torchrun`` (DDP: each rank draws its own
     batches of ``train.batch_size``, gradients are averaged, rank 0 logs and saves)."""
-    check_out_dir(cfg.train.out_dir, "train.out_dir")
+    check_out_dir(cfg.train.out_dir, "train.out_dir", CHECKPOINT)
     return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt, windows))
 
 

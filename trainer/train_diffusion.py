@@ -47,7 +47,9 @@ def _lr_at(step: int, cfg: RunConfig) -> float:
 
 def train(cfg: RunConfig, windows: np.ndarray | None = None) -> TrainResult:
     """Pretrain and save ``<out_dir>/diffecg.pt``; return where and how it went."""
-    check_out_dir(cfg.train.out_dir, "train.out_dir")  # before any data is read or step run
+    check_out_dir(
+        cfg.train.out_dir, "train.out_dir", "diffecg.pt"
+    )  # before any data is read or step run
     return distributed.launch(cfg.train.threads, lambda rt: _train(cfg, rt, windows))
 
 

@@ -349,3 +349,44 @@ def test_an_out_dir_that_is_a_file_is_refused_before_any_training(tmp_path: Path
     blocker.chmod(0o755)  # an executable file is still no folder to create a run in
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         train(load_preset("smoke", {"train.out_dir": str(blocker / "run")}))
+
+
+def test_every_trainer_refuses_a_folder_of_another_kind_of_run(tmp_path: Path) -> None:
+    """Training into a fusion run (or a bundle...) would delete or overwrite what makes it one."""
+    from trainer.dacl import load_dacl_preset, train_dacl
+    from trainer.denoise_config import load_denoise_preset
+    from trainer.fusion import run_fusion
+    from trainer.train_denoiser import train_denoiser
+    from trainer.train_diffae import load_diffae_preset
+    from trainer.train_diffae import train as train_diffae
+
+    def folder(marker: str) -> Path:
+        path = tmp_path / marker.replace(".", "-")
+        path.mkdir(exist_ok=True)
+        (path / marker).write_text("{}")
+        (path / "head.npz").write_text("the run's head")
+        return path
+
+    runs = {
+        "diffecg.pt": lambda out: train(load_preset("smoke", {"train.out_dir": str(out)})),
+        "diffae.pt": lambda out: train_diffae(
+            load_diffae_preset("smoke", {"train.out_dir": str(out)})
+        ),
+        "denoiser.pt": lambda out: train_denoiser(
+            load_denoise_preset("smoke", {"train.out_dir": str(out)})
+        ),
+        "dacl.json": lambda out: train_dacl(load_dacl_preset("smoke", {"run.out_dir": str(out)})),
+        "modalities.json": lambda out: run_fusion({"raw": tmp_path / "raw"}, out),
+    }
+    for own, run in runs.items():
+        for other in [*runs, "manifest.json"]:
+            if other != own:
+                with pytest.raises(ConfigError, match=f"holds {other} of another kind"):
+                    run(folder(other))
+                assert (folder(other) / "head.npz").read_text() == "the run's head"
+    # its own kind is accepted: a fusion over an older fusion gets as far as reading its inputs
+    with pytest.raises(CheckpointError, match="not found"):
+        run_fusion(
+            {m: tmp_path / "raw" for m in ("raw", "spectrogram", "lorenz")},
+            folder("modalities.json"),
+        )
