@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from export.errors import AccuracyGateError, ParityError
+from export.errors import AccuracyGateError, ExportError, ParityError
 from export.fp16 import convert_fp16
 from export.jetson_rules import require_tensorrt_ready
 from export.model_card import write_model_card
@@ -251,6 +251,12 @@ def build_bundle(
     """
     precisions = ["fp32", "fp16", "int8"] if target == "jetson" else ["fp32", "int8"]
     cfg, state, payload = load_checkpoint(run_dir / "diffecg.pt")
+    if cfg.data.modality != "raw":
+        raise ExportError(
+            f"--run {run_dir} is a {cfg.data.modality} run: a bundle's embedder is a raw run's "
+            "extractor; the spectrogram and Lorenz extractors join it through ecgedge "
+            "train-fusion and export-multimodal"
+        )
     head, t, noise = load_head(run_dir / "head.npz")
     extractor = build_extractor(cfg, state)
     train, val = cinc2017_split(cfg.data)
@@ -307,6 +313,7 @@ def build_bundle(
             "training_data": training_data(cfg.data, train, val),
             "config": cfg.to_dict(),
             "pretrain_steps": payload["step"],
+            "checkpoint_sha256": sha256_file(run_dir / "diffecg.pt"),
             "code_version": _code_version(),
             "int8_calibration": {
                 "windows": int(len(calib)),

@@ -33,7 +33,7 @@ from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
 from sdk.rr import RR_FEATURE_NAMES
 from trainer.checkpoint import load_checkpoint
 from trainer.data.datasets import cinc2017_split
-from trainer.fusion import N_TOKENS, load_fusion
+from trainer.fusion import MODALITIES_FILE, N_TOKENS, load_fusion, verified_inputs
 from trainer.metrics import aggregate_by_record, encode, rhythm_report
 from trainer.probe import build_extractor, load_head, read_head
 
@@ -76,9 +76,10 @@ def build_multimodal_bundle(
     :func:`export.publish.staged_bundle`); return parity and SDK validation figures (and,
     with ``int8``, the gated mixed-precision INT8 raw embedder's)."""
     require_diffecg(raw_bundle)
-    if not (Path(run) / "modalities.json").is_file():
+    if not (Path(run) / MODALITIES_FILE).is_file():
         raise ExportError(
-            f"--run {run} holds no modalities.json: give the folder ecgedge train-fusion wrote"
+            f"--run {run} holds no {MODALITIES_FILE}: give the folder a finished ecgedge "
+            "train-fusion wrote"
         )
     with staged_bundle(out_dir, raw_bundle, run) as out:
         return _write_multimodal(raw_bundle, run, out, int8=int8)
@@ -88,14 +89,22 @@ def _write_multimodal(raw_bundle: Path, run: Path, out: Path, *, int8: bool) -> 
     import onnxruntime as ort
 
     base = load_bundle(raw_bundle)
-    meta = json.loads((run / "modalities.json").read_text())
-    raw_cfg, _, _ = load_checkpoint(Path(meta["runs"]["raw"]) / "diffecg.pt")
+    meta = json.loads((run / MODALITIES_FILE).read_text())
+    folders = verified_inputs(run)
+    exported = base.manifest.provenance.get("checkpoint_sha256")
+    if exported != meta["inputs"]["raw"]["diffecg_sha256"]:
+        raise ExportError(
+            f"--bundle {raw_bundle} was not exported from the raw run the fusion {run} was "
+            f"trained on ({folders['raw']}): export that run (ecgedge export --run "
+            f"{folders['raw']}) and give its bundle"
+        )
+    raw_cfg, _, _ = load_checkpoint(folders["raw"] / "diffecg.pt")
     _, val = cinc2017_split(raw_cfg.data)
     sample = val.subset(val.names[:8])
     files, parity, tokens_ref = [], {}, {}
     for mod in MODALITIES:
-        cfg, state, _ = load_checkpoint(Path(meta["runs"][mod]) / "diffecg.pt")
-        _, t, noise = load_head(Path(meta["runs"][mod]) / "head.npz")
+        cfg, state, _ = load_checkpoint(folders[mod] / "diffecg.pt")
+        _, t, noise = load_head(folders[mod] / "head.npz")
         extractor = build_extractor(cfg, state, N_TOKENS[mod])
         x = sample.modality(mod)
         x = np.ascontiguousarray(
@@ -190,6 +199,7 @@ def _write_multimodal(raw_bundle: Path, run: Path, out: Path, *, int8: bool) -> 
     manifest["diffusion"]["default_t"] = {m: int(meta["t"][m]) for m in MODALITIES}
     manifest["provenance"]["multimodal_run"] = str(run)
     manifest["provenance"]["modality_runs"] = meta["runs"]
+    manifest["provenance"]["modality_inputs"] = meta["inputs"]
     manifest["metrics"] = {"multimodal_probe": json.loads((run / "probe.json").read_text())["rows"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     fp32_val = _sdk_val(out, val, "fp32")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from sdk.modalities import MODALITIES
-from trainer.checkpoint import load_checkpoint, load_weights
+from trainer.checkpoint import load_checkpoint, load_weights, write_atomic
 from trainer.checks import check_out_dir
 from trainer.config import DataConfig
 from trainer.data.datasets import WindowSet, cinc2017_split
@@ -33,6 +35,9 @@ from trainer.errors import CheckpointError, ConfigError
 from trainer.metrics import CLASSES, aggregate_by_record, encode, rhythm_metrics, rhythm_report
 from trainer.models.fusion import CrossModalFusion, FusionConfig
 from trainer.probe import build_extractor, load_head, save_head
+
+#: What a fusion run writes last; its ``inputs`` tie the run to its modalities' runs.
+MODALITIES_FILE = "modalities.json"
 
 #: Bottleneck tokens kept per modality (raw 160 positions → 20, spectrogram 10, Lorenz 6).
 N_TOKENS = {"raw": 20, "spectrogram": 10, "lorenz": 6}
@@ -202,41 +207,46 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
     probe.json, modalities.json)."""
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}", key="epochs")
-    check_out_dir(out_dir, "--out", "modalities.json")
+    check_out_dir(out_dir, "--out", MODALITIES_FILE)
     for modality, run in runs.items():  # its head.npz and probe.json would be overwritten
         if Path(out_dir).resolve() == Path(run).resolve():
             raise ConfigError(
                 f"--out {out_dir} is the {modality} run the fusion reads; give another folder",
                 key="--out",
             )
+    (Path(out_dir) / MODALITIES_FILE).unlink(missing_ok=True)  # written last: the run is whole
     tic = time.perf_counter()
     data = {m: load_checkpoint(runs[m] / "diffecg.pt")[0].data for m in MODALITIES}
     check_same_split(data)
     train, val = cinc2017_split(data["raw"])
     splits = {"train": train, "val": val}
     feats = {m: modality_features(runs[m], m, splits) for m in MODALITIES}
+    inputs = {m: input_record(runs[m], out_dir) for m in MODALITIES}
     model, info = train_fusion(feats, train, epochs=epochs)
     blocks: dict[str, dict[str, np.ndarray]] = {m: f.embedding for m, f in feats.items()}
     blocks["fused"] = {s: fuse(model, [feats[m].tokens[s] for m in MODALITIES]) for s in splits}
     rows, head = _score_rows(blocks, train, val)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format_version": 1,
-            "config": dataclasses.asdict(model.cfg),
-            "state_dict": model.state_dict(),
-        },
-        out_dir / "fusion.pt",
+    payload = {
+        "format_version": 1,
+        "config": dataclasses.asdict(model.cfg),
+        "state_dict": model.state_dict(),
+    }
+    write_atomic(out_dir / "fusion.pt", lambda tmp: torch.save(payload, tmp))
+    save_head(
+        out_dir / "head.npz",
+        head,
+        checkpoint=np.asarray("fusion.pt"),
+        checkpoint_sha256=np.asarray(sha256_file(out_dir / "fusion.pt")),
     )
-    save_head(out_dir / "head.npz", head)
     meta = {
         "runs": {m: str(p) for m, p in runs.items()},
+        "inputs": inputs,
         "t": {m: f.t for m, f in feats.items()},
         "n_tokens": N_TOKENS,
         "dims": {m: int(f.embedding["train"].shape[1]) for m, f in feats.items()},
         "fused_dim": model.cfg.out_dim,
     }
-    (out_dir / "modalities.json").write_text(json.dumps(meta, indent=2))
     report = {
         "rows": rows,
         "fusion_training": info,
@@ -244,8 +254,45 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
         "seconds": time.perf_counter() - tic,
         "split": {"train_records": len(train.names), "val_records": len(val.names)},
     }
-    (out_dir / "probe.json").write_text(json.dumps(report, indent=2))
+    write_atomic(out_dir / "probe.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    text = json.dumps(meta, indent=2)
+    write_atomic(out_dir / MODALITIES_FILE, lambda tmp: tmp.write_text(text))
     return report
+
+
+def input_record(run: Path, out_dir: Path) -> dict[str, str]:
+    """Where a modality's run lies relative to the fusion run (so the two move together) and
+    the SHA-256 of the extractor and head the fusion was trained on."""
+    return {
+        "path": os.path.relpath(Path(run).resolve(), Path(out_dir).resolve()),
+        "diffecg_sha256": sha256_file(Path(run) / "diffecg.pt"),
+        "head_sha256": sha256_file(Path(run) / "head.npz"),
+    }
+
+
+def verified_inputs(run_dir: Path) -> dict[str, Path]:
+    """Each modality's run folder of a fusion run, after checking that its extractor and head
+    are the ones the fusion was trained on; :class:`CheckpointError` naming what changed."""
+    path = Path(run_dir) / MODALITIES_FILE
+    try:
+        inputs = json.loads(path.read_text())["inputs"]
+        folders = {m: Path(run_dir) / inputs[m]["path"] for m in MODALITIES}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"no readable input record ({exc!r}; a train-fusion of an older ecgedge, or the run "
+            "did not finish): run ecgedge train-fusion again",
+            path=str(path),
+        ) from exc
+    for m, folder in folders.items():
+        for name, key in (("diffecg.pt", "diffecg_sha256"), ("head.npz", "head_sha256")):
+            file = folder / name
+            if not file.is_file() or sha256_file(file) != inputs[m][key]:
+                raise CheckpointError(
+                    f"the {m} run's {file} is not the one this fusion was trained on (missing "
+                    "or another SHA-256): run ecgedge train-fusion again",
+                    path=str(path),
+                )
+    return folders
 
 
 def load_fusion(path: Path) -> CrossModalFusion:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sdk.bundle import sha256_file
 from sdk.head import SoftmaxHead, fit_softmax_head
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import load_checkpoint, write_atomic
 from trainer.config import RunConfig
 from trainer.data.datasets import WindowSet, cinc2017_split
 from trainer.data.splits import stratified_split
@@ -151,9 +151,7 @@ def run_probe(checkpoint: Path, out_dir: Path | None = None) -> ProbeResult:
 
 def save_head(path: Path, head: SoftmaxHead, **extra: np.ndarray) -> None:
     """Write ``head.npz``: the head's arrays and ``extra`` ones (e.g. ``t``, ``noise``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
+    arrays = dict(
         weight=head.weight,
         bias=head.bias,
         mean=head.mean,
@@ -161,6 +159,7 @@ def save_head(path: Path, head: SoftmaxHead, **extra: np.ndarray) -> None:
         classes=np.asarray(head.classes),
         **extra,
     )
+    write_atomic(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def _open_head(path: Path) -> Any:
@@ -177,8 +176,10 @@ def _open_head(path: Path) -> Any:
 def read_head(path: Path) -> SoftmaxHead:
     """The head of a ``head.npz`` (no pickle); :class:`CheckpointError` naming the file when
     it lacks an array or the shapes do not make a head (weight (F, K), bias (K,), mean and
-    scale (F,), K classes)."""
+    scale (F,), K classes), or when it records the SHA-256 of the checkpoint it was fitted on
+    and that checkpoint, beside it, is another (retrained without fitting the head again)."""
     z = _open_head(path)
+    _check_fitted_on(z, path)
     try:
         weight, bias, mean, scale = (np.asarray(z[k]) for k in ("weight", "bias", "mean", "scale"))
         classes = tuple(str(c) for c in z["classes"])
@@ -198,6 +199,27 @@ def read_head(path: Path) -> SoftmaxHead:
     return SoftmaxHead(weight, bias, mean, scale, classes)
 
 
+#: How to fit a head again after its checkpoint changed, per checkpoint file.
+_FIT_AGAIN = {
+    "diffecg.pt": "probe again: ecgedge probe {checkpoint}",
+    "diffae.pt": "train it again (train-diffae probes after training)",
+    "fusion.pt": "run ecgedge train-fusion again",
+}
+
+
+def _check_fitted_on(z: Any, path: Path) -> None:
+    if "checkpoint_sha256" not in z.files:
+        return
+    if "checkpoint" not in z.files:
+        raise CheckpointError("head file names no checkpoint beside its hash", path=str(path))
+    checkpoint = path.parent / str(z["checkpoint"])
+    if not checkpoint.is_file() or sha256_file(checkpoint) != str(z["checkpoint_sha256"]):
+        again = _FIT_AGAIN.get(checkpoint.name, "fit it again").format(checkpoint=checkpoint)
+        raise CheckpointError(
+            f"head was fitted on another {checkpoint.name}; {again}", path=str(path)
+        )
+
+
 def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
     """Head, t and inference noise of a probe's ``head.npz`` (written by :func:`run_probe`).
 
@@ -205,21 +227,8 @@ def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
     that checkpoint, beside it, is the one it was fitted on: a retrained run must be probed
     again before export or fusion.
     """
-    z = _open_head(path)
-    if "checkpoint_sha256" in z.files:
-        if "checkpoint" not in z.files:
-            raise CheckpointError("head file names no checkpoint beside its hash", path=str(path))
-        checkpoint = path.parent / str(z["checkpoint"])
-        if not checkpoint.is_file() or sha256_file(checkpoint) != str(z["checkpoint_sha256"]):
-            again = (
-                f"probe again: ecgedge probe {checkpoint}"
-                if checkpoint.name == "diffecg.pt"
-                else "train it again (train-diffae probes after training)"
-            )
-            raise CheckpointError(
-                f"head was fitted on another {checkpoint.name}; {again}", path=str(path)
-            )
     head = read_head(path)
+    z = _open_head(path)
     try:
         return head, int(z["t"]), np.asarray(z["noise"])
     except (KeyError, ValueError, TypeError) as exc:

@@ -85,3 +85,65 @@ def test_multimodal_bundle_streams_equal_to_offline_and_calibrates(multimodal):
     cal.add_recording(ecg.signal, ecg.fs, [(0.0, 40.0, "N"), (40.0, 80.0, "A")])
     res = cal.calibrate()
     assert set(res.profile.t) == set(CHANNELS) and res.extractor_evaluations <= 4 * 3
+
+
+@pytest.fixture
+def moved_tree(multimodal, tmp_path):
+    """The fixture's runs and raw bundle copied elsewhere (the originals stay untouched)."""
+    import shutil
+
+    root = multimodal[0].parent
+    for name in (*CHANNELS, "fusion", "raw-bundle"):
+        shutil.copytree(root / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_fusion_run_finds_its_inputs_wherever_the_runs_are_moved_together(moved_tree):
+    from trainer.fusion import verified_inputs
+
+    folders = verified_inputs(moved_tree / "fusion")
+    assert folders == {m: moved_tree / "fusion" / ".." / m for m in CHANNELS}
+
+
+@pytest.mark.slow
+def test_the_multimodal_export_refuses_inputs_that_changed_since_the_fusion(moved_tree):
+    import torch
+
+    from export.errors import ExportError
+    from sdk.bundle import default_bundle_path
+    from trainer.errors import CheckpointError
+
+    out = moved_tree / "bundle"
+    args = (moved_tree / "raw-bundle", moved_tree / "fusion", out)
+    # a raw bundle exported from another run (here the shipped one) is not the fusion's
+    with pytest.raises(ExportError, match="not exported from the raw run the fusion"):
+        build_multimodal_bundle(default_bundle_path(), moved_tree / "fusion", out)
+    # the fusion's weights swapped under its head
+    fusion_pt = moved_tree / "fusion" / "fusion.pt"
+    good = fusion_pt.read_bytes()
+    payload = torch.load(fusion_pt, weights_only=True)
+    payload["state_dict"] = {k: v + 0.01 for k, v in payload["state_dict"].items()}
+    torch.save(payload, fusion_pt)
+    with pytest.raises(CheckpointError, match="another fusion.pt; run ecgedge train-fusion again"):
+        build_multimodal_bundle(*args)
+    fusion_pt.write_bytes(good)
+    # a modality run trained again after the fusion (a valid checkpoint, other weights)
+    ckpt = moved_tree / "lorenz" / "diffecg.pt"
+    payload = torch.load(ckpt, weights_only=True)
+    payload["step"] += 1
+    torch.save(payload, ckpt)
+    with pytest.raises(CheckpointError, match="lorenz run's .*diffecg.pt is not the one"):
+        build_multimodal_bundle(*args)
+    # nothing published, no staging folder left (the lock file stays by design)
+    assert [p.name for p in moved_tree.glob("bundle*")] == ["bundle.lock"]
+
+
+@pytest.mark.slow
+def test_a_spectrogram_run_is_refused_as_a_bundles_embedder(multimodal, tmp_path):
+    from export.errors import ExportError
+
+    spectrogram_run = multimodal[0].parent / "spectrogram"
+    with pytest.raises(ExportError, match="is a spectrogram run: .*train-fusion"):
+        build_bundle(spectrogram_run, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
