@@ -23,6 +23,7 @@ from export.lru_bundle import bundle_manifest
 from export.lru_export import export_dacl_embedder, session
 from export.onnx_export import compare, export_head
 from export.publish import staged_bundle
+from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer.checkpoint import load_weights
 from trainer.config import DataConfig, build_sections
@@ -41,6 +42,12 @@ def load_embedder(run_dir: Path, name: str) -> DACLEmbedder:
     """VAE (``vae.pt``) + encoder (``<name>.pt``) of an ``ecgedge train-dacl`` run."""
     vae_ckpt = load_weights(run_dir / "vae.pt", "config", "vae", "mean", "std")
     enc_ckpt = load_weights(run_dir / f"{name}.pt", "encoder")
+    if enc_ckpt.get("vae_sha256") != sha256_file(run_dir / "vae.pt"):
+        raise CheckpointError(
+            "this encoder was not trained on the latents of the vae.pt beside it (another "
+            "SHA-256, or none recorded: an older train-dacl); train-dacl again",
+            path=str(run_dir / f"{name}.pt"),
+        )
     try:
         cfg = DACLConfig(**vae_ckpt["config"])
         vae = VAE(cfg)
@@ -107,11 +114,15 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
     if name not in EXPERIMENTS or name not in results or not (run_dir / f"{name}.pt").is_file():
         trained = [k for k in EXPERIMENTS if k in results and (run_dir / f"{k}.pt").is_file()]
         raise ConfigError(f"{run_dir} has no encoder {name!r}; it has {trained}", key="encoder")
+    recorded = results[name].get("sha256") if isinstance(results[name], dict) else None
+    if recorded != sha256_file(run_dir / f"{name}.pt"):
+        raise CheckpointError(
+            f"dacl.json's figures are not those of the {name}.pt beside it (another SHA-256, or "
+            "none recorded: an older train-dacl); train-dacl again",
+            path=str(run_dir / f"{name}.pt"),
+        )
     data = run_data(results)
     emb = load_embedder(run_dir, name)
-    probe_dir = run_dir / name  # the torch linear-probe rows for `ecgedge bench rhythm --run`
-    probe_dir.mkdir(exist_ok=True)
-    (probe_dir / "probe.json").write_text(json.dumps(results[name], indent=2))
     train, val = cinc2017_split(data)
     f_train, f_val = cached_features(train.windows), cached_features(val.windows)
     with staged_bundle(out_dir, run_dir) as tmp:

@@ -71,6 +71,19 @@ def test_dacl_smoke_run_exports_the_chosen_encoder(tmp_path: Path, capsys) -> No
         f"ecgedge train-dacl --preset smoke --run.out_dir={run}"
     )
     assert _streams(out) >= 3
+    # the torch probe rows `bench rhythm --run` reads come from training, not from an export
+    assert json.loads((run / "dacl" / "probe.json").read_text()) == results["dacl"]
+    # files of another run or generation beside each other are refused
+    enc = torch.load(run / "dae.pt", weights_only=True)
+    enc["encoder"] = {k: v * 1.01 for k, v in enc["encoder"].items()}
+    torch.save(enc, run / "dae.pt")  # figures in dacl.json are no longer this encoder's
+    assert main(["export", "--run", str(run), "--encoder", "dae", "--out", str(out)]) == 2
+    assert "dacl.json's figures are not those of the dae.pt" in capsys.readouterr().err
+    vae = torch.load(run / "vae.pt", weights_only=True)
+    vae["mean"] = vae["mean"] + 1.0
+    torch.save(vae, run / "vae.pt")  # the encoders trained on another VAE's latents
+    assert main(["export", "--run", str(run), "--encoder", "dacl", "--out", str(out)]) == 2
+    assert "not trained on the latents of the vae.pt beside it" in capsys.readouterr().err
 
 
 def test_export_refuses_a_folder_of_no_run_and_flags_of_another_kind(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def save_checkpoint(
         "extra": extra or {},
         "complete": complete,
     }
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    write_atomic(path, partial(torch.save, payload))
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
@@ -60,12 +61,17 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """``path.write_text(text)`` through :func:`write_atomic`."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
 def mark_complete(path: Path) -> None:
     """Mark the checkpoint a run kept (e.g. the best one validated, saved mid-run) as its
     finished run's."""
     payload = load_weights(path)
     payload["complete"] = True
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    write_atomic(path, partial(torch.save, payload))
 
 
 def finite_state(model: torch.nn.Module, step: int) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
-from trainer.checkpoint import load_weights
+from trainer.checkpoint import load_weights, write_atomic, write_text_atomic
 from trainer.checks import check_out_dir, check_range
 from trainer.config import (
     DataConfig,
@@ -344,6 +346,7 @@ def run_all(
     encoder's weights."""
     base = base or DACLTrainConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "dacl.json").unlink(missing_ok=True)  # rewritten after each encoder it lists
     mean, std = standardize(feats_train)
     xs_train, xs_val = (feats_train - mean) / std, (feats_val - mean) / std
     cfg = DACLConfig(n_features=feats_train.shape[1])
@@ -368,17 +371,16 @@ def run_all(
         "train": asdict(base),
         **(recorded or {}),
     }
-    torch.save(
-        {
-            "kind": "dacl",
-            "config": asdict(cfg),
-            "vae": vae.state_dict(),
-            "mean": torch.from_numpy(mean),
-            "std": torch.from_numpy(std),
-            "losses": vae_losses,
-        },
-        out_dir / "vae.pt",
-    )
+    vae_payload = {
+        "kind": "dacl",
+        "config": asdict(cfg),
+        "vae": vae.state_dict(),
+        "mean": torch.from_numpy(mean),
+        "std": torch.from_numpy(std),
+        "losses": vae_losses,
+    }
+    write_atomic(out_dir / "vae.pt", partial(torch.save, vae_payload))
+    vae_sha256 = sha256_file(out_dir / "vae.pt")
     labels = train.window_labels
     for name in experiments:
         tc = replace(base, **EXPERIMENTS[name])
@@ -391,8 +393,12 @@ def run_all(
             "views": tc.views,
             "t_range": [tc.t_lo, tc.t_hi],
         }
-        torch.save({"kind": "dacl-encoder", "encoder": enc.state_dict()}, out_dir / f"{name}.pt")
-        (out_dir / "dacl.json").write_text(json.dumps(results, indent=2))
+        payload = {"kind": "dacl-encoder", "encoder": enc.state_dict(), "vae_sha256": vae_sha256}
+        write_atomic(out_dir / f"{name}.pt", partial(torch.save, payload))
+        results[name]["sha256"] = sha256_file(out_dir / f"{name}.pt")
+        # the torch linear-probe rows for `ecgedge bench rhythm --run <out_dir>/<name>`
+        write_text_atomic(out_dir / name / "probe.json", json.dumps(results[name], indent=2))
+        write_text_atomic(out_dir / "dacl.json", json.dumps(results, indent=2))
         print(name, json.dumps(_short(results[name])), flush=True)
     return results
 

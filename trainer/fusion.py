@@ -16,6 +16,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from sdk.modalities import MODALITIES
-from trainer.checkpoint import load_checkpoint, load_weights, write_atomic
+from trainer.checkpoint import load_checkpoint, load_weights, write_atomic, write_text_atomic
 from trainer.checks import check_out_dir
 from trainer.config import DataConfig
 from trainer.data.datasets import WindowSet, cinc2017_split
@@ -232,7 +233,7 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
         "config": dataclasses.asdict(model.cfg),
         "state_dict": model.state_dict(),
     }
-    write_atomic(out_dir / "fusion.pt", lambda tmp: torch.save(payload, tmp))
+    write_atomic(out_dir / "fusion.pt", partial(torch.save, payload))
     save_head(
         out_dir / "head.npz",
         head,
@@ -254,9 +255,8 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
         "seconds": time.perf_counter() - tic,
         "split": {"train_records": len(train.names), "val_records": len(val.names)},
     }
-    write_atomic(out_dir / "probe.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-    text = json.dumps(meta, indent=2)
-    write_atomic(out_dir / MODALITIES_FILE, lambda tmp: tmp.write_text(text))
+    write_text_atomic(out_dir / "probe.json", json.dumps(report, indent=2))
+    write_text_atomic(out_dir / MODALITIES_FILE, json.dumps(meta, indent=2))
     return report
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def save_head(path: Path, head: SoftmaxHead, **extra: np.ndarray) -> None:
         classes=np.asarray(head.classes),
         **extra,
     )
-    write_atomic(path, lambda tmp: np.savez(tmp, **arrays))
+    write_atomic(path, partial(np.savez, **arrays))
 
 
 def _open_head(path: Path) -> Any:

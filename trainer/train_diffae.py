@@ -18,6 +18,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,7 @@ def save(path: Path, model: DiffAE, cfg: DiffAERunConfig, step: int, extra: dict
         "state_dict": finite_state(model, step),
         "extra": extra,
     }
-    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    return write_atomic(path, partial(torch.save, payload))
 
 
 def load(path: Path) -> tuple[DiffAERunConfig, DiffAE, dict[str, Any]]:
