@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ from sdk.pipeline import StreamPipeline
 SESSION_NAME = "session"
 #: The files of a saved session: header, signal and (when samples were lost) gap annotations.
 SESSION_SUFFIXES = (".hea", ".dat", ".gap")
+#: The largest |sample| a saved session holds (32-bit format at 1 µV); beyond it: invalid.
+MAX_SAVED_MV = 2_000_000.0
 
 
 def saved_session(folder: Path, name: str = SESSION_NAME) -> list[Path]:
@@ -44,15 +48,21 @@ class Recorder:
     def push(
         self, samples: np.ndarray, *, timestamp_s: float | None = None, fs: float | None = None
     ) -> Any:
-        self.blocks.append((float(timestamp_s or 0.0), np.asarray(samples, dtype=np.float32)))
-        return self.pipeline.push(samples, timestamp_s=timestamp_s, fs=fs)
+        """Push to the pipeline; a block it accepted is kept (one it refuses raises, unkept)."""
+        events = self.pipeline.push(samples, timestamp_s=timestamp_s, fs=fs)
+        block = np.asarray(samples, dtype=np.float32)
+        self.blocks.append((float(timestamp_s or 0.0), block.reshape(block.shape[0], -1)))
+        return events
 
     def save_wfdb(self, folder: Path, name: str = SESSION_NAME) -> Path:
         """Write a WFDB record; lost samples are invalid (NaN) and each gap is annotated.
 
-        A record of that name in ``folder`` is replaced, its ``.gap`` file too: one from an
-        earlier session never stays beside a record without gaps (``ecgedge stream --save``
-        refuses such a folder before streaming; :func:`saved_session`).
+        Samples are stored in 32-bit format at 1 µV (±2.1 kV: any sensor's range, a corrupted
+        frame's too); non-finite received samples are stored as invalid, and the header says
+        how many. The files appear whole or not at all (written aside, then renamed). A record
+        of that name in ``folder`` is replaced, its ``.gap`` file too: one from an earlier
+        session never stays beside a record without gaps (``ecgedge stream --save`` refuses
+        such a folder before streaming; :func:`saved_session`).
         """
         import wfdb
 
@@ -70,10 +80,17 @@ class Recorder:
             expected = start + block.shape[0]
         folder.mkdir(parents=True, exist_ok=True)
         private = os.umask(0o077)  # health data: never readable by others, not even briefly
+        aside = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder))
         try:
-            self._write(wfdb, folder, name, signal, leads, gaps)
+            self._write(wfdb, aside, name, signal, leads, gaps)
+            for suffix in SESSION_SUFFIXES:
+                if (aside / f"{name}{suffix}").exists():
+                    os.replace(aside / f"{name}{suffix}", folder / f"{name}{suffix}")
+                else:
+                    (folder / f"{name}{suffix}").unlink(missing_ok=True)
         finally:
             os.umask(private)
+            shutil.rmtree(aside, ignore_errors=True)
         return folder / name
 
     def _write(
@@ -86,15 +103,24 @@ class Recorder:
         gaps: list[tuple[int, int]],
     ) -> None:
         """The record, its ``.gap`` annotation (or none), every file mode 0600."""
+        with np.errstate(invalid="ignore"):
+            unusable = ~(np.abs(signal) <= MAX_SAVED_MV)  # NaN (lost), inf, out of range
+        invalid = sum(int((~(np.abs(b) <= MAX_SAVED_MV)).sum()) for _, b in self.blocks)
         wfdb.wrsamp(
             name,
             fs=self.fs,
             units=["mV"] * leads,
             sig_name=[f"ECG{i}" for i in range(leads)],
-            p_signal=signal,
-            fmt=["16"] * leads,
+            p_signal=np.where(unusable, np.nan, signal),
+            fmt=["32"] * leads,
             adc_gain=[1000.0] * leads,
             baseline=[0] * leads,
+            comments=[
+                f"ecgedge: {invalid} received samples not finite or beyond "
+                f"{MAX_SAVED_MV:g} mV, stored as invalid"
+            ]
+            if invalid
+            else None,
             write_dir=str(folder),
         )
         if gaps:
@@ -106,8 +132,6 @@ class Recorder:
                 aux_note=[f"gap {n} samples" for _, n in gaps],
                 write_dir=str(folder),
             )
-        else:
-            (folder / f"{name}.gap").unlink(missing_ok=True)
         for suffix in (".hea", ".dat", ".gap"):  # a file replaced in place kept its mode
             path = folder / f"{name}{suffix}"
             if path.exists():

@@ -160,3 +160,47 @@ def test_save_without_wfdb_is_refused_before_streaming(capsys, tmp_path, hide_pa
     hide_package("wfdb")
     err = _cli_error(capsys, "stream", "--simulate", "--speed", "0", "--save", str(tmp_path))
     assert "wfdb is not installed: pip install 'ecgedge[replay]'" in err
+
+
+def test_a_saved_session_keeps_samples_of_any_amplitude_and_marks_unusable_ones(tmp_path):
+    """A corrupted PMD frame can decode to volts: the old 16-bit format (±32.767 mV) made
+    wfdb refuse the whole session at the end of a stream."""
+    wfdb = pytest.importorskip("wfdb")
+    from ecgedge.replay import read_wfdb
+
+    rec = _recorder((0.0, 130), (1.0, 130))
+    rec.blocks[1][1][:4, 0] = [40.0, -8388.607, np.inf, np.nan]
+    rec.save_wfdb(tmp_path)
+    back = read_wfdb(tmp_path / "session").signal.reshape(-1)
+    np.testing.assert_allclose(back[130:132], [40.0, -8388.607], atol=1e-6)
+    assert np.isnan(back[132:134]).all() and np.isfinite(back[134:]).all()
+    comments = wfdb.rdheader(str(tmp_path / "session")).comments
+    assert any("2 received samples not finite" in c for c in comments)
+
+
+def test_a_session_that_cannot_be_written_leaves_no_part_of_it(tmp_path, monkeypatch):
+    wfdb = pytest.importorskip("wfdb")
+
+    def disk_full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(wfdb, "wrann", disk_full)  # after the header and signal are written
+    with pytest.raises(OSError, match="No space left"):
+        _recorder((0.0, 130), (2.0, 130)).save_wfdb(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no stray session.hea to block the next --save
+
+
+def test_the_recorder_keeps_only_blocks_the_pipeline_accepted():
+    from sdk.errors import BlockError
+
+    class Picky:
+        def push(self, samples, *, timestamp_s=None, fs=None):  # noqa: ANN001, ANN202
+            if np.iscomplexobj(samples):
+                raise BlockError("complex samples", reason="dtype")
+            return []
+
+    rec = live.Recorder(Picky(), 130.0)  # type: ignore[arg-type]
+    rec.push(np.zeros(130), timestamp_s=0.0)
+    with pytest.raises(BlockError):
+        rec.push(np.zeros(130, complex), timestamp_s=1.0)
+    assert [(ts, b.shape) for ts, b in rec.blocks] == [(0.0, (130, 1))]
