@@ -26,6 +26,7 @@ import numpy as np
 from sdk.errors import BundleError, ConfigError
 from sdk.modalities import MODALITIES, LorenzSpec, SpectrogramSpec
 from sdk.preprocess import PreprocessSpec
+from sdk.rr import RR_FEATURE_NAMES
 
 SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -354,8 +355,36 @@ def _check_consistency(m: Manifest, path: str) -> None:
     for modality, t in m.default_t.items():
         if not 0 <= t <= m.t_max:
             problems.append(f"default t of {modality} ({t}) outside 0..{m.t_max}")
+    problems += _head_feature_problems(m)
     if problems:
         raise BundleError("; ".join(problems), path=path, reason="inconsistent")
+
+
+def _head_feature_problems(m: Manifest) -> list[str]:
+    """The head's input must be what the SDK builds: the embeddings (and the fusion's output)
+    followed by the RR features :func:`sdk.rr.rr_features` computes, in its order."""
+    rr = m.head_features.get("rr_features")
+    if rr != list(RR_FEATURE_NAMES):
+        return [
+            f"head_features.rr_features {rr!r} are not the ones this SDK computes "
+            f"({list(RR_FEATURE_NAMES)})"
+        ]
+    dims = m.head_features.get("embedding_dims", {"raw": m.head_features.get("embedding_dim")})
+    fused = m.head_features.get("fused_dim", 0)
+    widths = [*dims.values(), fused] if isinstance(dims, dict) else [None]
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths):
+        return [f"head_features must give each embedding's width as an integer, got {dims!r}"]
+    expected = sum(widths) + len(RR_FEATURE_NAMES)
+    problems = []
+    for f in m.files:
+        features = _tensor(f.inputs, "features") if f.role == "head" else None
+        width = features.shape[-1] if features is not None and features.shape else None
+        if isinstance(width, int) and width != expected:
+            problems.append(
+                f"{f.path}: takes {width} features, but head_features give {expected} "
+                f"(embeddings {dims}, fused {fused}, {len(RR_FEATURE_NAMES)} RR features)"
+            )
+    return problems
 
 
 @dataclass(frozen=True)

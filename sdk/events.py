@@ -20,9 +20,9 @@ class WindowEvent:
     ----------
     index : window number in the stream, from 0.
     start_s, end_s : stream time (s) of the window's first sample and just past its last.
-    label : most probable class (``probabilities`` argmax); ``""`` when the model gave
-        non-finite probabilities (the window is then flagged and counted in
-        ``StreamStats.model_failures``).
+    label : most probable class (``probabilities`` argmax); ``""`` when the model raised or
+        gave non-finite probabilities (the window is then flagged, its probabilities NaN, and
+        counted in ``StreamStats.model_failures``).
     probabilities : class name → probability, in the bundle's class order.
     quality : signal-quality report of the raw samples under the window.
     flagged : True when the quality check failed, the window holds a gap or the model failed;

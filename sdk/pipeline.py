@@ -91,7 +91,8 @@ class StreamStats:
     gap_s: float = 0.0
     windows: int = 0
     windows_flagged: int = 0
-    #: windows whose model output was not finite (label ``""``, flagged; a broken bundle)
+    #: windows whose model raised or gave non-finite output (label ``""``, flagged; a broken
+    #: bundle): the stream goes on
     model_failures: int = 0
     callback_errors: int = 0
     #: analysis latency of the most recent :data:`LATENCY_HISTORY` windows
@@ -608,34 +609,20 @@ class StreamPipeline:
             settle=self._settle,
         )
         step = self.step_stream.take(start, n) if self.step_stream is not None else None
-        x: np.ndarray | None = None
-        if step is None and self.denoiser is not None:
-            # every lead the denoiser cleans gives the beats (the selected one first)
-            denoised = self.denoiser.denoise_leads(seg, self.lead)
-            x = denoised.embedder_input(self.window)
-            beats_in = denoised.beat_signal()
-            context = self._denoised_context(start, flags)
-            peaks = denoised_window_rpeaks(
-                beats_in,
-                seg.shape[0],
-                self.fs,
-                context,
-                search_back_threshold=self.denoiser.search_back_threshold,
-                min_qrs_energy=denoised.min_qrs_energy,
-            )
-            self._denoised_prev = (start, beats_in)
-        else:
-            if step is None:
-                x = np.zeros((1, 1, self.window), dtype=np.float32)
-                x[0, 0, : seg.shape[0]] = standardize_window(seg[:, self.lead])
-            peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
-        proba = self._probabilities(x, peaks, step)
-        latency_ms = 1000.0 * (time.perf_counter() - tic) + (step[1] if step else 0.0)
         classes = self.bundle.manifest.classes
-        failed = not np.all(np.isfinite(proba))
-        if failed:
+        error: Exception | None = None
+        try:
+            peaks, proba = self._window_model(start, seg, flags, step)
+        except Exception as exc:  # one window's model error must not stop the stream
+            peaks, proba, error = np.zeros(0, np.int64), np.full(len(classes), np.nan), exc
+        latency_ms = 1000.0 * (time.perf_counter() - tic) + (step[1] if step else 0.0)
+        failed = error is not None or not np.all(np.isfinite(proba))
+        if failed:  # flagged and counted; the first one logged with its cause, later ones at
+            # debug level (a broken bundle fails every window)
+            level = logging.WARNING if self.stats.model_failures == 0 else logging.DEBUG
+            what = "the model failed" if error else "the model gave non-finite probabilities"
+            _log.log(level, "window %d: %s", self.stats.windows, what, exc_info=error)
             self.stats.model_failures += 1
-            _log.warning("window %d: the model gave non-finite probabilities", self.stats.windows)
         flagged = failed or not quality.ok
         bad = failed or bool(set(quality.flags) - NOT_SIGNAL_FLAGS)
         if bad and self.step_stream is not None:
@@ -682,6 +669,40 @@ class StreamPipeline:
                 weight=fresh,
             ):
                 self._emit(episode, out)
+
+    def _window_model(
+        self,
+        start: int,
+        seg: np.ndarray,
+        flags: np.ndarray,
+        step: tuple[np.ndarray, float] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A window's R peaks (samples from its start) and class probabilities: on the
+        denoised window when the bundle has a denoiser, else on the standardized window or the
+        step model's embedding."""
+        n = seg.shape[0]
+        x: np.ndarray | None = None
+        if step is None and self.denoiser is not None:
+            # every lead the denoiser cleans gives the beats (the selected one first)
+            denoised = self.denoiser.denoise_leads(seg, self.lead)
+            x = denoised.embedder_input(self.window)
+            beats_in = denoised.beat_signal()
+            context = self._denoised_context(start, flags)
+            peaks = denoised_window_rpeaks(
+                beats_in,
+                seg.shape[0],
+                self.fs,
+                context,
+                search_back_threshold=self.denoiser.search_back_threshold,
+                min_qrs_energy=denoised.min_qrs_energy,
+            )
+            self._denoised_prev = (start, beats_in)
+        else:
+            if step is None:
+                x = np.zeros((1, 1, self.window), dtype=np.float32)
+                x[0, 0, : seg.shape[0]] = standardize_window(seg[:, self.lead])
+            peaks = self._peaks[(self._peaks >= start) & (self._peaks < start + n)] - start
+        return peaks, self._probabilities(x, peaks, step)
 
     def _denoised_context(self, start: int, window_flags: np.ndarray) -> np.ndarray | None:
         """The last denoised window's samples before the window at ``start``, as
@@ -735,17 +756,21 @@ class StreamPipeline:
                 self._emit(ended, out)
 
     def close(self) -> list[Event]:
-        """End the stream: decide the last beats, analyse the tail, close open episodes."""
+        """End the stream: decide the last beats, analyse the tail, close open episodes.
+
+        The :meth:`events` iterators end even if this raises."""
         if self._closed:
             return []
         self._closed = True
         out: list[Event] = []
-        self._flush(out)
-        self._drain(out, final=True)
-        end_s = (self._offset_s or 0.0) + self._model_buf.total_written / self.fs
-        self._interrupt_episodes(before_s=end_s, out=out)
-        for closing in self.episodes.close(end_s):
-            self._emit(closing, out)
-        for queue in self._queues:
-            queue.put_nowait(None)
+        try:
+            self._flush(out)
+            self._drain(out, final=True)
+            end_s = (self._offset_s or 0.0) + self._model_buf.total_written / self.fs
+            self._interrupt_episodes(before_s=end_s, out=out)
+            for closing in self.episodes.close(end_s):
+                self._emit(closing, out)
+        finally:
+            for queue in self._queues:
+                queue.put_nowait(None)
         return out

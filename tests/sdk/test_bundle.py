@@ -299,6 +299,30 @@ def _drop_outputs_of_head(d):
             "a head must declare 'features' and 'probabilities'",
             id="head-without-probabilities",
         ),
+        pytest.param(  # loaded, then every window failed on (1, 2) != (1, 9) RR features
+            lambda d: d["head_features"].update(rr_features=["a", "b"]),
+            "inconsistent",
+            "head_features.rr_features ['a', 'b'] are not the ones this SDK computes",
+            id="rr-features-of-another-sdk",
+        ),
+        pytest.param(
+            lambda d: d.update(head_features={}),
+            "inconsistent",
+            "head_features.rr_features None are not",
+            id="no-head-features",
+        ),
+        pytest.param(
+            lambda d: d["head_features"]["embedding_dims"].update(raw=300),
+            "inconsistent",
+            "head.onnx: takes 1081 features, but head_features give 1077",
+            id="head-width-not-the-features",
+        ),
+        pytest.param(
+            lambda d: d["head_features"]["embedding_dims"].update(raw="304"),
+            "inconsistent",
+            "each embedding's width as an integer",
+            id="embedding-width-a-string",
+        ),
     ],
 )
 def test_malformed_manifests_are_refused_with_a_bundle_error(bundle_copy, change, reason, message):

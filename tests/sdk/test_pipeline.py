@@ -380,13 +380,18 @@ def test_a_window_right_after_an_in_range_artefact_is_flagged_settling(bundle, e
     assert all(not w.flagged for w in wins if w.start_s >= at / FS + 5.0)
 
 
-def test_a_window_the_model_fails_on_is_flagged_counted_and_the_stream_goes_on(bundle, ecg):
+@pytest.mark.parametrize("failure", ["nan", "raises"])
+def test_a_window_the_model_fails_on_is_flagged_counted_and_the_stream_goes_on(
+    bundle, ecg, failure, caplog
+):
     p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
     real, calls = p.classifier.classify, []
 
     def classify(*args, **kwargs):
         calls.append(1)
         out = real(*args, **kwargs)
+        if len(calls) == 2 and failure == "raises":  # e.g. ONNX Runtime on a broken graph
+            raise RuntimeError("onnxruntime: invalid input")
         return np.full_like(out, np.nan) if len(calls) == 2 else out
 
     p.classifier.classify = classify
@@ -394,7 +399,37 @@ def test_a_window_the_model_fails_on_is_flagged_counted_and_the_stream_goes_on(b
     assert p.stats.model_failures == 1 and len(events) == len(calls) > 2
     failed = events[1]
     assert failed.flagged and failed.label == "" and failed.quality.ok
+    assert all(np.isnan(v) for v in failed.probabilities.values())
     assert all(e.label in bundle.manifest.classes and not e.flagged for e in events[2:])
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "window 1" in warned[0].getMessage()
+    assert (warned[0].exc_info is not None) == (failure == "raises")  # the cause, traceback
+
+
+def test_close_ends_the_event_iterators_even_when_it_raises(bundle, ecg):
+    import asyncio
+
+    p = StreamPipeline(bundle, fs_in=FS, precision="fp32")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug at the end of the stream")
+
+    async def consume():
+        got = []
+        async for event in p.events():
+            got.append(event)
+        return got
+
+    async def main():
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0)
+        p.push(ecg.signal[: int(20 * FS)])
+        p._drain = broken  # what close() calls after flushing
+        with pytest.raises(RuntimeError, match="a bug at the end"):
+            p.close()
+        return await asyncio.wait_for(task, timeout=5)
+
+    assert len(windows_of(asyncio.run(main()))) > 0
 
 
 def test_settling_sees_what_the_filters_saw_through_dropouts_and_at_the_start(bundle, ecg):
