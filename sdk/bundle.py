@@ -371,8 +371,9 @@ def _head_feature_problems(m: Manifest) -> list[str]:
         ]
     dims = m.head_features.get("embedding_dims", {"raw": m.head_features.get("embedding_dim")})
     fused = m.head_features.get("fused_dim", 0)
-    widths = [*dims.values(), fused] if isinstance(dims, dict) else [None]
-    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths):
+    given = [*dims.values(), fused] if isinstance(dims, dict) else [None]
+    widths = [w for w in given if isinstance(w, int) and not isinstance(w, bool) and w >= 0]
+    if len(widths) != len(given):
         return [f"head_features must give each embedding's width as an integer, got {dims!r}"]
     expected = sum(widths) + len(RR_FEATURE_NAMES)
     problems = []
