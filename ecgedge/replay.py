@@ -63,7 +63,10 @@ def read_gaps(path: Path, n_samples: int) -> tuple[tuple[int, int], ...]:
         return ()
     import wfdb
 
-    ann = wfdb.rdann(str(path), "gap")
+    try:
+        ann = wfdb.rdann(str(path), "gap")
+    except Exception as exc:  # wfdb raises what numpy raises on a damaged file
+        raise ValueError(f"{path}.gap: not a readable WFDB annotation file ({exc})") from exc
     gaps = []
     for start, note in zip(ann.sample, ann.aux_note or []):
         found = re.fullmatch(r"gap (\d+) samples", str(note).strip())

@@ -204,3 +204,13 @@ def test_the_recorder_keeps_only_blocks_the_pipeline_accepted():
     with pytest.raises(BlockError):
         rec.push(np.zeros(130, complex), timestamp_s=1.0)
     assert [(ts, b.shape) for ts, b in rec.blocks] == [(0.0, (130, 1))]
+
+
+def test_a_damaged_gap_file_is_an_error_naming_it(tmp_path):
+    pytest.importorskip("wfdb")
+    from ecgedge.replay import read_wfdb
+
+    _recorder((0.0, 130), (2.0, 130)).save_wfdb(tmp_path)
+    (tmp_path / "session.gap").write_bytes(b"\x01\x02\x03\x04\x05\x06\x07\x08\x09")
+    with pytest.raises(ValueError, match=r"session.gap: not a readable WFDB annotation file"):
+        read_wfdb(tmp_path / "session")

@@ -366,3 +366,44 @@ def test_only_atrial_fibrillation_is_af_not_flutter():
     assert is_af("AFIB") and is_af("(AFIB") and is_af("afib ")
     assert not is_af("AFL") and not is_af("N") and not is_af("SVTA")
     assert rhythm_class("AFL") == "N" and rhythm_class("AFIB") == "A"
+
+
+@pytest.mark.parametrize("fs_field", ["-130", "nan", "0", "abc", "inf/2"])
+def test_a_header_whose_sampling_frequency_is_no_positive_number_is_refused(tmp_path, fs_field):
+    """wfdb reads such a field as its default 250 Hz: 130 Hz ECG analysed at the wrong rate."""
+    write_record(tmp_path, "rec", np.sin(np.arange(1300) / 20.0), fs=130)
+    hea = tmp_path / "rec.hea"
+    lines = hea.read_text().splitlines()
+    lines[0] = f"rec 1 {fs_field} 1300"
+    hea.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"sampling frequency '{fs_field}' is not a positive"):
+        rec.read_signal(tmp_path / "rec", database="session")
+
+
+def test_a_header_without_a_sampling_frequency_is_250_hz_and_counter_frequencies_are_read(
+    tmp_path,
+):
+    write_record(tmp_path, "rec", np.sin(np.arange(1300) / 20.0), fs=130)
+    hea = tmp_path / "rec.hea"
+    lines = hea.read_text().splitlines()
+    for first, fs in (("rec 1", 250.0), ("rec 1 130/260(0) 1300", 130.0)):
+        hea.write_text("\n".join([first, *lines[1:]]) + "\n")
+        assert rec.read_signal(tmp_path / "rec", database="session").fs == fs
+
+
+@pytest.mark.parametrize(("unit", "to_mv"), [("uV", 1e-3), ("V", 1e3), ("mV", 1.0)])
+def test_signals_in_other_voltage_units_are_read_in_millivolts(tmp_path, unit, to_mv):
+    x = np.sin(np.arange(1300) / 20.0)
+    write_record(tmp_path, "rec", x, fs=130)
+    hea = tmp_path / "rec.hea"
+    hea.write_text(hea.read_text().replace("/mV", f"/{unit}"))
+    got = rec.read_signal(tmp_path / "rec", database="session").signal[:, 0]
+    np.testing.assert_allclose(got, x * to_mv, atol=1e-3 * to_mv)
+
+
+def test_a_signal_in_units_that_are_no_voltage_is_refused(tmp_path):
+    write_record(tmp_path, "rec", np.sin(np.arange(1300) / 20.0), fs=130)
+    hea = tmp_path / "rec.hea"
+    hea.write_text(hea.read_text().replace("/mV", "/NU"))
+    with pytest.raises(DataError, match=r"units \['NU'\] are not a voltage"):
+        rec.read_signal(tmp_path / "rec", database="session")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +81,19 @@ def read_signal(path: Path, *, database: str) -> Record:
         raise DataError(
             f"cannot read WFDB record: {exc}", path=str(path), reason="corrupt"
         ) from exc
+    _check_header_fs(path, float(rec.fs))
     signal = np.asarray(rec.p_signal, dtype=np.float32)
     if signal.ndim != 2 or signal.shape[0] == 0:
         raise DataError("record holds no samples", path=str(path), reason="empty")
+    units = [str(u).strip() for u in rec.units or ["mV"] * signal.shape[1]]
+    unknown = sorted({u for u in units if u not in TO_MV})
+    if unknown:
+        raise DataError(
+            f"signal units {unknown} are not a voltage this reader converts ({sorted(TO_MV)})",
+            path=str(path),
+            reason="units",
+        )
+    signal *= np.array([TO_MV[u] for u in units], dtype=np.float32)
     meta = {}
     for line in rec.comments or []:
         key, _, value = line.partition(":")
@@ -95,6 +107,37 @@ def read_signal(path: Path, *, database: str) -> Record:
         lead_names=tuple(rec.sig_name),
         meta=meta,
     )
+
+
+#: Factor from each WFDB unit this reader accepts to millivolts (WFDB's default is mV).
+TO_MV = {"mV": 1.0, "uV": 1e-3, "µV": 1e-3, "V": 1e3}
+
+
+def _check_header_fs(path: Path, fs: float) -> None:
+    """wfdb reads an unparsable sampling frequency as its default, 250 Hz: a record whose
+    header gives a rate that is not a positive number is refused instead (one that gives none
+    is 250 Hz by the WFDB standard)."""
+    fields = next(
+        (
+            line.split()
+            for line in path.with_suffix(".hea").read_text(errors="replace").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ),
+        [],
+    )
+    if len(fields) < 3:
+        return
+    given = re.match(r"[^/(]*", fields[2]).group(0)  # fs[/counter freq[(base counter)]]
+    try:
+        value = float(given)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0 and math.isclose(value, fs)):
+        raise DataError(
+            f"header's sampling frequency {fields[2]!r} is not a positive number",
+            path=str(path.with_suffix(".hea")),
+            reason="corrupt",
+        )
 
 
 def _read_finite(path: Path, database: str) -> Record:
