@@ -201,10 +201,12 @@ def _read_private(path: Path) -> bytes:
                 reason="permissions",
             ) from exc
         raise ProfileError(f"cannot open: {exc}", path=where, reason="permissions") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # a folder, a device, a pipe: before any read
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ProfileError(f"is {what}, not a profile file", path=where, reason="missing")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ProfileError("not a regular file", path=where, reason="missing")
         if os.name == "posix":
             if st.st_uid != os.getuid():
                 raise ProfileError("owned by another user", path=where, reason="permissions")

@@ -114,6 +114,15 @@ def test_missing_profile(tmp_path):
     assert err.value.reason == "missing"
 
 
+def test_a_folder_given_as_the_profile_is_a_profile_error_naming_it(bundle, tmp_path, caplog):
+    """It raised IsADirectoryError naming a file descriptor, and the stream did not fall back."""
+    with pytest.raises(ProfileError, match="is a folder, not a profile file") as err:
+        load_profile(tmp_path)
+    assert err.value.path == str(tmp_path) and err.value.reason == "missing"
+    pipeline = StreamPipeline(bundle, fs_in=250.0, profile=tmp_path)
+    assert pipeline.profile is None and "user profile not used" in caplog.text
+
+
 def _stream(pipeline: StreamPipeline, ecg) -> list:
     events = pipeline.push(ecg.signal) + pipeline.close()
     return [e for e in events if e.kind == "window"]
