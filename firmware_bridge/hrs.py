@@ -37,6 +37,7 @@ __all__ = [
     "HEART_RATE_SERVICE_UUID",
     "HeartRateMeasurement",
     "RR_RANGE_S",
+    "BPM_RANGE",
     "encode_hr_measurement",
     "parse_battery_level",
     "parse_body_sensor_location",
@@ -84,6 +85,11 @@ the sinus pauses of 3 s and more that matter clinically, while a longer value fr
 is likelier lost contact than one beat interval (it is kept in ``rr_rejected_s``, and the ECG
 itself shows a real pause). The 0 of a strap that has no interval lies outside."""
 
+BPM_RANGE = (round(60 / RR_RANGE_S[1]), round(60 / RR_RANGE_S[0]))
+"""Heart rates (bpm) taken as such, bounds included: the rates of :data:`RR_RANGE_S`
+(12 to 300 bpm). A value outside (a corrupted byte, a uint16 of 65535) is set apart in
+``bpm_rejected``."""
+
 
 @dataclass(frozen=True)
 class HeartRateMeasurement:
@@ -93,7 +99,7 @@ class HeartRateMeasurement:
     ----------
     bpm
         Heart rate, beats per minute; ``None`` when the sensor sent 0, i.e. has no heart
-        rate (no skin contact yet, or no beat found).
+        rate (no skin contact yet, or no beat found), or a value outside :data:`BPM_RANGE`.
     contact
         Skin contact detected, or ``None`` when the sensor does not report contact.
     energy_kj
@@ -106,6 +112,9 @@ class HeartRateMeasurement:
         kept apart, not lost; usually empty.
     rr_rejected_at
         Where each of ``rr_rejected_s`` stood among all the notification's intervals.
+    bpm_rejected
+        A heart rate the notification carried outside :data:`BPM_RANGE` (``bpm`` is then
+        ``None``): kept apart, not lost; usually ``None``.
     """
 
     bpm: int | None
@@ -114,6 +123,7 @@ class HeartRateMeasurement:
     rr_s: tuple[float, ...]
     rr_rejected_s: tuple[float, ...] = ()
     rr_rejected_at: tuple[int, ...] = ()
+    bpm_rejected: int | None = None
 
     def rr_in_order(self) -> list[float]:
         """Every interval of the notification in its order, NaN where one was rejected."""
@@ -126,8 +136,9 @@ class HeartRateMeasurement:
 def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
     """Parse a Heart Rate Measurement (0x2A37) value.
 
-    A heart rate of 0 gives ``bpm=None``; RR intervals outside :data:`RR_RANGE_S` go to
-    ``rr_rejected_s`` instead of ``rr_s``.
+    A heart rate of 0 gives ``bpm=None``, one outside :data:`BPM_RANGE` ``bpm=None`` and
+    ``bpm_rejected``; RR intervals outside :data:`RR_RANGE_S` go to ``rr_rejected_s`` instead
+    of ``rr_s``.
 
     Raises
     ------
@@ -161,13 +172,15 @@ def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
     elif rest:
         raise DecodeError(f"{rest} unexpected trailing bytes", reason="length", offset=pos)
     beat = (rr >= RR_RANGE_S[0]) & (rr <= RR_RANGE_S[1])
+    plausible = BPM_RANGE[0] <= bpm <= BPM_RANGE[1]
     return HeartRateMeasurement(
-        bpm or None,
+        bpm if plausible else None,
         contact,
         energy,
         tuple(rr[beat].tolist()),
         tuple(rr[~beat].tolist()),
         tuple(np.flatnonzero(~beat).tolist()),
+        None if plausible or bpm == 0 else bpm,
     )
 
 

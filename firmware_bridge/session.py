@@ -78,6 +78,9 @@ class SessionStats:
     hr_malformed: int = 0
     #: Heart Rate Measurement notifications with a heart rate of 0, i.e. none (``bpm=None``)
     hr_no_value: int = 0
+    #: heart rates outside :data:`~firmware_bridge.hrs.BPM_RANGE` (``bpm=None``,
+    #: ``bpm_rejected`` holds the value)
+    hr_rejected: int = 0
     #: RR intervals outside :data:`~firmware_bridge.hrs.RR_RANGE_S`, kept out of
     #: ``rr_intervals_s`` (which breaks there)
     rr_rejected: int = 0
@@ -330,7 +333,8 @@ class SensorSession:
             self.stats.hr_malformed += 1
             return
         self.stats.hr_notifications += 1
-        self.stats.hr_no_value += measurement.bpm is None
+        self.stats.hr_no_value += measurement.bpm is None and measurement.bpm_rejected is None
+        self.stats.hr_rejected += measurement.bpm_rejected is not None
         self.stats.rr_rejected += len(measurement.rr_rejected_s)
         for rr in measurement.rr_in_order():  # the series breaks where one was rejected
             if math.isnan(rr):

@@ -75,14 +75,16 @@ def test_encoder_bytes():
 def test_round_trip(bpm, contact, energy, rr):
     rr_ticks = tuple(round(r * 1024) / 1024 for r in rr)
     low, high = hrs.RR_RANGE_S
+    plausible = hrs.BPM_RANGE[0] <= bpm <= hrs.BPM_RANGE[1]
     data = hrs.encode_hr_measurement(bpm, contact=contact, energy_kj=energy, rr_s=rr)
     assert hrs.parse_hr_measurement(data) == hrs.HeartRateMeasurement(
-        bpm or None,  # 0 bpm: no value
+        bpm if plausible else None,  # 0 bpm: no value; 1 or 256 and more: none a heart gives
         contact,
         energy,
         tuple(r for r in rr_ticks if low <= r <= high),
         tuple(r for r in rr_ticks if not low <= r <= high),  # kept apart, not lost
         tuple(i for i, r in enumerate(rr_ticks) if not low <= r <= high),
+        None if plausible or bpm == 0 else bpm,  # kept apart, not lost
     )
 
 
@@ -146,3 +148,14 @@ def test_rr_in_order_breaks_only_where_an_interval_was_rejected():
     m = hrs.parse_hr_measurement(hrs.encode_hr_measurement(75, rr_s=[0.125, 0.75, 9.0, 0.5]))
     got = m.rr_in_order()
     assert np.isnan(got[0]) and got[1] == 0.75 and np.isnan(got[2]) and got[3] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("value", "bpm", "rejected"),
+    [(11, None, 11), (12, 12, None), (300, 300, None), (301, None, 301), (65535, None, 65535)],
+)
+def test_a_heart_rate_no_heart_gives_is_set_apart(value, bpm, rejected):
+    """The module promised that values no heart can give are not passed on; 65535 was."""
+    m = hrs.parse_hr_measurement(hrs.encode_hr_measurement(value, force_uint16=True))
+    assert (m.bpm, m.bpm_rejected) == (bpm, rejected)
+    assert hrs.BPM_RANGE == (12, 300)

@@ -821,6 +821,7 @@ def test_impossible_heart_rate_values_are_counted_not_kept():
         link.notify(HEART_RATE_MEASUREMENT_UUID, bytes([0x10, 0]) + b"\0\0" * 3)  # 0 bpm, RR 0
         link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(61, rr_s=[0.75, 40.0]))
         link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(62, rr_s=[0.625]))
+        link.notify(HEART_RATE_MEASUREMENT_UUID, bytes([0x01, 0xFF, 0xFF]))  # 65535 bpm
         link.end()
 
     seen = []
@@ -828,9 +829,10 @@ def test_impossible_heart_rate_values_are_counted_not_kept():
         FakeLink(script), PolarH10(), RecordingSink(), on_heart_rate=lambda t, m: seen.append(m)
     )
     stats = asyncio.run(asyncio.wait_for(session.run(), timeout=5))
-    assert stats.hr_notifications == 4 and stats.hr_malformed == 0
-    assert stats.hr_no_value == 1 and stats.rr_rejected == 4
-    assert [m.bpm for m in seen] == [60, None, 61, 62]
+    assert stats.hr_notifications == 5 and stats.hr_malformed == 0
+    assert stats.hr_no_value == 1 and stats.rr_rejected == 4 and stats.hr_rejected == 1
+    assert [m.bpm for m in seen] == [60, None, 61, 62, None]
+    assert [m.bpm_rejected for m in seen] == [None, None, None, None, 65535]
     rr = list(session.rr_intervals_s)
     # no successive difference spans an interval dropped: the series breaks (NaN) there
     assert rr[:2] == [1.0, 0.875] and np.isnan(rr[2])
