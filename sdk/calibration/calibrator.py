@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from sdk.classifier import WindowClassifier, WindowInputs
 from sdk.denoiser import WindowDenoiser
 from sdk.errors import ConfigError
 from sdk.head import fit_softmax_head
-from sdk.preprocess import check_input_rate
+from sdk.preprocess import check_input_rate, is_real_number
 from sdk.quality import assess_quality
 from sdk.windowing import record_windows
 
@@ -254,12 +255,15 @@ class Calibrator:
         hop = m.window_samples if hop_s is None else int(round(hop_s * m.fs))
         if hop <= 0:
             raise ConfigError(f"hop_s must be positive, got {hop_s}", field="hop_s")
+        intervals = _checked_intervals(intervals)
         self._encode([label for _, _, label in intervals])  # a misspelled class fails here
-        if not all(np.isfinite([s, e]).all() and s < e for s, e, _ in intervals):
+        _check_no_overlap(intervals)
+        raw = np.asarray(signal)
+        if raw.dtype.kind not in "iuf":
             raise ConfigError(
-                "intervals must be (start_s, end_s, class) with finite start < end", field="labels"
+                f"signal must be real numbers (mV), got dtype {raw.dtype}", field="signal"
             )
-        x = np.asarray(signal, dtype=np.float64)
+        x = raw.astype(np.float64)
         if x.ndim == 2 and x.shape[1] == 1:
             x = x[:, 0]
         if x.ndim != 1:
@@ -480,6 +484,44 @@ class Calibrator:
         )
         profile.check_bundle(self.bundle)  # what every pipeline checks before using it
         return CalibrationResult(profile, search, len(cache), seconds, trace)
+
+
+def _checked_intervals(
+    intervals: Sequence[tuple[float, float, str]],
+) -> list[tuple[float, float, str]]:
+    """``intervals`` as (start_s, end_s, class) with real finite start < end; else
+    :class:`ConfigError` naming the first bad one."""
+    checked = []
+    for i, item in enumerate(intervals):
+        ok = isinstance(item, (tuple, list)) and len(item) == 3
+        start, end, label = item if ok else (None, None, None)
+        if not (
+            ok
+            and is_real_number(start)
+            and is_real_number(end)
+            and math.isfinite(start)
+            and math.isfinite(end)
+            and start < end
+            and isinstance(label, str)
+        ):
+            raise ConfigError(
+                f"interval {i} ({item!r}) is not (start_s, end_s, class) with finite real "
+                "start < end and a class name",
+                field="labels",
+            )
+        checked.append((float(start), float(end), label))
+    return checked
+
+
+def _check_no_overlap(intervals: Sequence[tuple[float, float, str]]) -> None:
+    """No two intervals overlap (a window under both would take whichever came first)."""
+    ordered = sorted(intervals, key=lambda i: (i[0], i[1]))
+    for (s0, e0, c0), (s1, e1, c1) in zip(ordered, ordered[1:]):
+        if s1 < e0:
+            raise ConfigError(
+                f"intervals ({s0:g}, {e0:g}, {c0!r}) and ({s1:g}, {e1:g}, {c1!r}) overlap",
+                field="labels",
+            )
 
 
 def _finite_runs(x: np.ndarray, min_samples: int) -> list[tuple[int, int]]:

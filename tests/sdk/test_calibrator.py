@@ -372,3 +372,33 @@ def test_a_stretch_between_lost_samples_shorter_than_a_window_is_left_out(bundle
     assert Calibrator(bundle).add_recording(x[: int(6 * fs)], fs, [(0.0, 6.0, "N")]) == 1
     with pytest.raises(ConfigError, match=r"min_coverage must lie in \(0, 1\]"):
         Calibrator(bundle).add_recording(x, fs, INTERVALS, min_coverage=0.0)
+
+
+@pytest.mark.parametrize(
+    ("intervals", "message"),
+    [
+        ([(0.0, 240.0, "N"), (0.0, 240.0, "A")], r"\(0, 240, 'N'\) and \(0, 240, 'A'\) overlap"),
+        ([(0.0, 130.0, "N"), (120.0, 240.0, "A")], "overlap"),
+        ([(0.0, 240.0)], r"interval 0 \(\(0.0, 240.0\)\) is not \(start_s, end_s, class\)"),
+        ([None], "interval 0 .* is not"),
+        ([("0", "240", "N")], "finite real"),
+        ([(0.0, 240.0, 3)], "a class name"),
+        ([(True, 240.0, "N")], "finite real"),
+        ([(10.0, 5.0, "N")], "start < end"),
+    ],
+)
+def test_intervals_that_overlap_or_are_malformed_are_refused_clearly(
+    bundle, recording, intervals, message
+):
+    """Overlapping labels were accepted (every window took the first), malformed ones raised
+    unpacking or ufunc errors."""
+    with pytest.raises(ConfigError, match=message) as err:
+        Calibrator(bundle).add_recording(*recording, intervals)
+    assert err.value.field == "labels"
+
+
+@pytest.mark.parametrize("dtype", [complex, bool, object, str])
+def test_a_signal_that_is_not_real_numbers_is_refused(bundle, recording, dtype):
+    signal, fs = recording
+    with pytest.raises(ConfigError, match="signal must be real numbers"):
+        Calibrator(bundle).add_recording(signal.astype(dtype), fs, [(0.0, 60.0, "N")])
