@@ -97,6 +97,8 @@ class SessionStats:
     timestamps_repaired: int = 0
     #: PMD frames dropped because their timestamp was implausible and nothing vouched for it
     timestamps_rejected: int = 0
+    #: PMD frames that arrived swapped and were placed in their timestamps' order
+    timestamps_reordered: int = 0
     drift_ppm: float = 0.0
     #: samples the source produced after the last one it delivered, so in no gap: the
     #: session ended during an outage, the last frames were lost, or it stopped before the
@@ -307,6 +309,7 @@ class SensorSession:
         if self.timestamps is not None:
             self.stats.timestamps_repaired = self.timestamps.repaired
             self.stats.timestamps_rejected = self.timestamps.rejected
+            self.stats.timestamps_reordered = self.timestamps.reordered
 
     def _place(self, frame: DecodedFrame, host_time_s: float) -> None:
         """Clock alignment and assembly of one frame, in stream order.

@@ -14,10 +14,12 @@ previous one (more than half a sample period away) is held, and so is every foll
 that continues neither the last held frame nor the stream, until a frame arrives that
 continues one of them:
 
-- it continues the stream as if every held frame had come back to back: the held frames
-  that do not fit were wrong; they are rewritten to their contiguous times, counted in
-  :attr:`TimestampGuard.repaired`, and all are released (one or several wrong frames in a
-  row);
+- it continues the stream as if every held frame had come back to back: if the held
+  frames' own timestamps tile that stretch in another order, they arrived swapped and are
+  released in timestamp order (counted in :attr:`TimestampGuard.reordered`); otherwise the
+  held frames that do not fit were wrong; they are rewritten to their contiguous times,
+  counted in :attr:`TimestampGuard.repaired`, and all are released (one or several wrong
+  frames in a row);
 - it continues the LAST held frame: that frame's timestamp was right (lost frames, a
   duplicate, a clock restart); earlier held frames are rewritten only if that frame starts
   where they would end back to back.
@@ -54,7 +56,9 @@ it as a duplicate. Frames with sequence numbers (the open profile, which also ha
 pass through unchanged: their order and loss come from the sequence numbers.
 
 Limits: a wrong timestamp on the very first frame of a session is not checked; one next to
-a lost frame is not repaired (dropped if implausible, else placed as claimed).
+a lost frame is not repaired (dropped if implausible, else placed as claimed); a frame that
+arrives more than one frame early (BLE delivers a link's notifications in order) is dropped
+into a flagged gap.
 """
 
 from __future__ import annotations
@@ -109,6 +113,9 @@ class TimestampGuard:
         self.rejected = 0
         #: frames held because they did not continue the previous one
         self.held = 0
+        #: held frames released in another order than they arrived (swapped on the way,
+        #: each timestamp right)
+        self.reordered = 0
         self._next_ns: int | None = None  # where a frame continuing the last released one starts
         self._last: DecodedFrame | None = None  # the last frame released
         self._pending: list[_Held] = []  # oldest first
@@ -215,7 +222,14 @@ class TimestampGuard:
 
     def _release_back_to_back(self, out: Released, held: list[_Held]) -> None:
         """Release ``held`` (emptied) each starting where the previous one ends, counting the
-        rewritten timestamps."""
+        rewritten timestamps. Frames that arrived swapped, whose own timestamps tile the
+        stretch in another order, are released in that order and keep their timestamps
+        (counted in :attr:`reordered`): their samples are not exchanged."""
+        by_time = sorted(held, key=lambda h: h[0].first_ns)
+        moved = sum(a is not b for a, b in zip(by_time, held))
+        if moved and self._tiles(by_time):
+            self.reordered += moved
+            held[:] = by_time
         for frame, host_time_s, copies in held:
             assert self._next_ns is not None
             if not self._continues(frame, self._next_ns):
@@ -223,6 +237,15 @@ class TimestampGuard:
                 frame = dataclasses.replace(frame, first_ns=self._next_ns)
             self._release(out, frame, host_time_s, copies)
         held.clear()
+
+    def _tiles(self, held: list[_Held]) -> bool:
+        """Whether ``held`` continue the stream and one another, each as it claims."""
+        expected = self._next_ns
+        for frame, _, _ in held:
+            if expected is None or not self._continues(frame, expected):
+                return False
+            expected = self._end_ns(frame)
+        return True
 
     def _release(
         self,

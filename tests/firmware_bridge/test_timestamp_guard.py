@@ -95,6 +95,20 @@ def test_two_wrong_timestamps_in_a_row_are_rewritten():
     assert guard.repaired == 2
 
 
+@pytest.mark.parametrize(
+    "order", [[0, 1, 2, 3, 4, 6, 5, 7], [0, 1, 3, 2, 4], [0, 2, 1, 3, 5, 4, 6]]
+)
+def test_frames_that_arrive_swapped_are_placed_in_their_timestamps_order(order):
+    """Each timestamp right, the order wrong: rewriting them back to back exchanged the two
+    frames' samples (6 was placed at slot 5, 5 at slot 6)."""
+    guard = TimestampGuard()
+    out = run([frame(k) for k in order], guard)
+    n = len(order)
+    assert [int(f.samples_mv[0, 0]) for f in out] == list(range(n))  # each in its own place
+    assert [f.first_ns for f in out] == [frame(k).first_ns for k in range(n)]  # none rewritten
+    assert guard.repaired == 0 and guard.reordered >= 2
+
+
 def test_a_wrong_timestamp_before_a_lost_frame_is_dropped_into_the_gap():
     # nothing vouches for it, and its gaps are not whole frames: it cannot be real
     bad = frame(2, shift_ns=2**30)
