@@ -296,13 +296,17 @@ def _bundle_summary(root: Path) -> tuple[bool, str]:
     ]
     if any(f.role == "denoiser" for f in m.files):
         parts.append("denoiser (CD-ECGNet) in front")
-    if "streaming" in raw:
-        step_kib = (root / raw["streaming"]["path"]).stat().st_size / 1024
+    streaming = _dig(raw, "streaming")
+    if streaming is not None:
+        hop = _dig(raw, "streaming", "hop_samples")
+        path = _dig(raw, "streaming", "path")
+        step = root / path if isinstance(path, str) else None
+        step_kib = step.stat().st_size / 1024 if step is not None and step.is_file() else None
         parts.append(
-            f"stateful step model ({raw['streaming']['hop_samples']} samples per step), "
-            f"{step_kib:.0f} KiB more"
+            f"stateful step model ({hop if isinstance(hop, int) else '?'} samples per step)"
+            + (f", {step_kib:.0f} KiB more" if step_kib is not None else "")
         )
-    if "front_end" in raw:
+    if _dig(raw, "front_end") is not None:
         from sdk.errors import MissingDependencyError
         from sdk.scattering import require_kymatio
 
@@ -311,15 +315,25 @@ def _bundle_summary(root: Path) -> tuple[bool, str]:
             needs = ""
         except MissingDependencyError as exc:
             needs = f" ({exc})"
-        parts.append(f"front end: {raw['front_end']['kind']}{needs}")
-    val = raw.get("metrics", {}).get("rhythm_val_sdk", {}).get("val_fp32")
-    f1, macro = (_figure(val.get(k)) for k in ("challenge_f1", "macro_f1")) if val else (None, None)
+        parts.append(f"front end: {_dig(raw, 'front_end', 'kind') or '?'}{needs}")
+    val = _dig(raw, "metrics", "rhythm_val_sdk", "val_fp32")
+    f1, macro = (_figure(_dig(val, k)) for k in ("challenge_f1", "macro_f1"))
     parts.append(
         f"validation (SDK, FP32): challenge F1 {f1:.3f}, macro F1 {macro:.3f}"
         if f1 is not None and macro is not None
         else "figures: its MODEL_CARD.md"
     )
     return True, "\n".join(f"  {p}" for p in parts)
+
+
+def _dig(value: object, *keys: str) -> Any:
+    """``value[k0][k1]...`` through JSON objects, or None where one is missing or no object
+    (a bundle's optional manifest entries are summarized as far as they make sense)."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
 
 
 def _figure(value: object) -> float | None:

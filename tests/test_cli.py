@@ -293,6 +293,37 @@ def test_bundles_reads_figures_recorded_with_their_intervals(tmp_path: Path, cap
     assert "challenge F1 0.712, macro F1 0.654" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("bundle", "edit"),
+    [
+        ("diffae-lru-cpu", lambda m: m["streaming"].pop("hop_samples")),
+        ("diffae-lru-cpu", lambda m: m.update(streaming=["a list"])),
+        ("default", lambda m: m["metrics"].update(rhythm_val_sdk="a string")),
+        ("default", lambda m: m["metrics"].update(rhythm_val_sdk={"val_fp32": [1, 2]})),
+        ("dacl-cpu", lambda m: m.update(front_end="a string")),
+    ],
+)
+def test_bundles_summarizes_odd_optional_entries_and_goes_on_to_the_next_bundle(
+    tmp_path: Path, capsys, bundle, edit
+) -> None:
+    """Such a bundle verifies and streams, but its summary raised a KeyError, TypeError or
+    AttributeError and stopped the listing of the others."""
+    import json
+    import shutil
+
+    from sdk.bundle import bundle_path
+
+    copy = tmp_path / "odd"
+    shutil.copytree(bundle_path(bundle), copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code = main(["bundles", "--bundle", f"{copy},dacl-cpu"])
+    out = capsys.readouterr().out
+    assert "dacl-cpu  (" in out and "Traceback" not in out  # the next bundle is listed too
+    assert code == (1 if "NOT VERIFIED" in out else 0)
+
+
 def test_engines_check_refuses_a_tampered_bundle_before_reading_its_graphs(
     tmp_path: Path, capsys
 ) -> None:
