@@ -11,6 +11,7 @@ send are lost, as on a real strap.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -46,8 +47,9 @@ class Impairments:
         for name in ("loss", "duplicate", "corrupt", "timestamp_glitch"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.jitter_ms < 0 or self.disconnect_every_s < 0 or self.outage_s < 0:
-            raise ValueError("jitter_ms, disconnect_every_s and outage_s must be >= 0")
+        for name in ("jitter_ms", "disconnect_every_s", "outage_s"):
+            if not 0.0 <= getattr(self, name) < math.inf:  # NaN fails too
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,22 @@ class StreamStats:
 NOT_SIGNAL_FLAGS = frozenset({"gap", "too_short"})
 
 
+#: Longest history a pipeline keeps (its buffers are allocated up front).
+MAX_BUFFER_S = 3600.0
+#: Most leads a stream may carry (a 12-lead ECG).
+MAX_LEADS = 12
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_buffer(buffer_s: object) -> None:
-    """``buffer_s`` must be a finite positive duration."""
-    if not is_real_number(buffer_s) or not math.isfinite(buffer_s) or buffer_s <= 0:
+    """``buffer_s`` must be a positive duration of at most :data:`MAX_BUFFER_S`."""
+    if not is_real_number(buffer_s) or not 0 < float(buffer_s) <= MAX_BUFFER_S:
         raise ConfigError(
-            f"buffer_s must be a finite positive number, got {buffer_s!r}", field="buffer_s"
+            f"buffer_s must be a number of seconds in (0, {MAX_BUFFER_S:g}], got {buffer_s!r}",
+            field="buffer_s",
         )
 
 
@@ -197,8 +208,13 @@ class StreamPipeline:
                 path=str(self.bundle.root),
                 reason="inconsistent",
             )
-        if not 0 <= lead < n_leads:
-            raise ConfigError(f"0 <= lead ({lead}) < n_leads ({n_leads}) must hold", field="lead")
+        if not (_is_int(n_leads) and 1 <= n_leads <= MAX_LEADS):
+            raise ConfigError(
+                f"n_leads must be an integer from 1 to {MAX_LEADS}, got {n_leads!r}",
+                field="n_leads",
+            )
+        if not (_is_int(lead) and 0 <= lead < n_leads):
+            raise ConfigError(f"0 <= lead ({lead!r}) < n_leads ({n_leads}) must hold", field="lead")
         check_input_rate(fs_in, m.preprocess)
         _check_buffer(buffer_s)
         self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
@@ -314,6 +330,11 @@ class StreamPipeline:
                 f"hop_s must be a finite number of seconds, got {hop_s!r}", field="hop_s"
             )
         hop_s = float(hop_s)
+        if not 0 < hop_s * self.fs <= self.window + 1:  # before rounding: 1e307 s overflows
+            raise ConfigError(
+                f"hop_s ({hop_s}) must be > 0 and <= the window ({self.window / self.fs:g} s)",
+                field="hop_s",
+            )
         hop = int(round(hop_s * self.fs))
         if not 0 < hop <= self.window or abs(hop - hop_s * self.fs) > 1e-6 * self.fs:
             raise ConfigError(

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sdk.bundle import BundleError, Manifest, ModelFile
-from sdk.errors import AcceleratorError, MissingDependencyError
+from sdk.errors import AcceleratorError, ConfigError, MissingDependencyError
 from sdk.ort_trt_cache import (
     CACHE_PREFIX,
     cache_signature,
@@ -163,6 +163,25 @@ def _ort() -> Any:
     return onnxruntime
 
 
+#: Most intra-op threads a session may ask for (a typo of 10**6 threads took 19 GB).
+MAX_THREADS = 256
+
+
+def check_threads(threads: object) -> int:
+    """``threads`` as ONNX Runtime's intra-op thread count: an integer from 0 (its default,
+    one per core) to :data:`MAX_THREADS`; else :class:`ConfigError`."""
+    if not (
+        isinstance(threads, (int, np.integer))
+        and not isinstance(threads, (bool, np.bool_))
+        and 0 <= threads <= MAX_THREADS
+    ):
+        raise ConfigError(
+            f"threads must be an integer from 0 (one per core) to {MAX_THREADS}, got {threads!r}",
+            field="threads",
+        )
+    return int(threads)
+
+
 class OnnxModel:
     """One ONNX model with its input/output names and shapes read from the session.
 
@@ -193,6 +212,7 @@ class OnnxModel:
         cache_dir: Path | None = None,
         data: bytes | None = None,
     ) -> None:
+        check_threads(threads)
         ort = _ort()
         if backend not in PROVIDERS:
             raise ValueError(f"backend {backend!r} unknown; expected one of {sorted(PROVIDERS)}")

@@ -164,3 +164,11 @@ def test_a_clean_playback_loses_nothing_at_the_end():
     transport = SimulatedTransport(VirtualH10(signal, 130.0), speed=0.0)
     stats = transport.run(SensorSession(transport, PolarH10(), Sink()).run())
     assert stats.samples_lost_at_end == 0 and stats.assembly.samples == signal.size
+
+
+@pytest.mark.parametrize("name", ["jitter_ms", "disconnect_every_s", "outage_s"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_impairment_durations_must_be_finite_and_not_negative(name, value):
+    """--jitter nan passed the >= 0 check and was silently no jitter."""
+    with pytest.raises(ValueError, match=f"{name} must be finite and >= 0"):
+        Impairments(**{name: value})
