@@ -230,6 +230,17 @@ def _preprocess(raw: Any) -> PreprocessSpec:
     )
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (``json.loads`` keeps the last of a repeated
+    key silently: two readers of the file could disagree on its value); else ValueError."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
 def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifest:
     """Validate and parse a manifest dict; raise :class:`BundleError` on any defect.
 
@@ -239,7 +250,7 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
     if not isinstance(data, dict):
         raise BundleError("manifest must be a JSON object", path=path, reason="malformed")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or isinstance(version, bool):  # true == 1 in Python
         raise BundleError(
             f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})",
             path=path,
@@ -488,7 +499,7 @@ def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bund
                 reason="checksum",
             )
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError) as exc:  # also an integer of too many digits
         raise BundleError(
             f"manifest is not valid JSON: {exc}", path=str(manifest_path), reason="malformed"

@@ -217,6 +217,8 @@ class StreamPipeline:
             raise ConfigError(f"0 <= lead ({lead!r}) < n_leads ({n_leads}) must hold", field="lead")
         check_input_rate(fs_in, m.preprocess)
         _check_buffer(buffer_s)
+        if not isinstance(denoise, (bool, np.bool_)):  # 'no' would be true
+            raise ConfigError(f"denoise must be True or False, got {denoise!r}", field="denoise")
         self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
         self.window = m.window_samples
         self.hop = self._hop_samples(hop_s)
@@ -432,6 +434,8 @@ class StreamPipeline:
 
     # -- input --------------------------------------------------------------------------------
     def _as_block(self, samples: np.ndarray) -> np.ndarray:
+        if isinstance(samples, np.ma.MaskedArray):  # masked samples are missing ones
+            samples = np.ma.filled(samples.astype(np.float64), np.nan)
         block = np.asarray(samples)
         if block.dtype.kind not in "fiu":
             raise BlockError(f"samples must be numeric, got dtype {block.dtype}", reason="dtype")
@@ -450,12 +454,11 @@ class StreamPipeline:
         if timestamp_s is None:
             t0 = expected if self._offset_s is not None else 0.0
         else:
-            try:
-                t0 = float(timestamp_s)
-            except (TypeError, ValueError) as exc:
+            if not is_real_number(timestamp_s):  # a string or a bool is no time
                 raise BlockError(
                     f"timestamp {timestamp_s!r} is not a number", reason="timestamp_type"
-                ) from exc
+                )
+            t0 = float(timestamp_s)
             if not math.isfinite(t0):
                 raise BlockError(f"timestamp {t0} is not finite", reason="nonfinite_timestamps")
         horizon = max(abs(t0), abs(expected)) + 86_400.0  # a day of stream after this block

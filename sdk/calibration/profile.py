@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.bundle import Bundle
+from sdk.bundle import Bundle, unique_keys
 from sdk.errors import ProfileError
 from sdk.head import SoftmaxHead
 
@@ -243,7 +243,7 @@ def load_profile(path: Path | str, bundle: Bundle | None = None) -> UserProfile:
     where = str(path)
     raw = _read_private(path)
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError) as exc:  # also an integer of too many digits
         raise ProfileError(f"not valid JSON: {exc}", path=where, reason="malformed") from exc
     if not isinstance(data, dict) or "sha256" not in data:

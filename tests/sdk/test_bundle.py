@@ -475,3 +475,17 @@ def test_a_pin_is_hex_in_either_case_or_a_config_error(bundle_copy):
     for bad in ("abc", pinned.encode(), pinned[:-1] + "g"):
         with pytest.raises(ConfigError, match="64 hex digits"):
             load_bundle(bundle_copy, manifest_sha256=bad)
+
+
+def test_a_boolean_schema_version_or_a_repeated_key_is_refused(bundle_copy):
+    """``true == 1`` passed as schema version 1; of a repeated key the last silently won."""
+    edit_manifest(bundle_copy, lambda d: d.update(schema_version=True))
+    with pytest.raises(BundleError, match="schema_version True is not supported"):
+        load_bundle(bundle_copy)
+    edit_manifest(bundle_copy, lambda d: d.update(schema_version=1))
+    text = (bundle_copy / "manifest.json").read_text()
+    assert text.count('"name": ') >= 1
+    (bundle_copy / "manifest.json").write_text(text.replace("{", '{"name": "first", ', 1))
+    with pytest.raises(BundleError, match="key 'name' appears twice in one object") as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "malformed"

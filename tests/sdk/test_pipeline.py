@@ -538,6 +538,7 @@ def test_label_time_adds_each_windows_new_signal_and_skips_flagged_windows():
         ({"fs_in": 250.0, "threads": 10**6}, "threads", "threads must be an integer from 0"),
         ({"fs_in": 250.0, "threads": -3}, "threads", "threads must be an integer from 0"),
         ({"fs_in": 250.0, "threads": "2"}, "threads", "threads must be an integer from 0"),
+        ({"fs_in": 250.0, "denoise": "no"}, "denoise", "denoise must be True or False"),
         ({"fs_in": 250.0, "t": 2.5}, "t", "t must be an integer or a {modality: t} mapping"),
         ({"fs_in": 250.0, "t": {"raw": 2.5}}, "t", "t must be an integer diffusion step"),
         ({"fs_in": 250.0, "t": True}, "t", "t must be an integer or a {modality: t} mapping"),
@@ -583,3 +584,16 @@ def test_windows_without_signal_report_no_beats_and_no_heart_rate(bundle, ecg, d
         assert all(w.n_beats == 0 for w in inside if w.start_s >= 25.0)
         before = [w for w in wins if w.end_s <= 20.0 and w.start_s >= 5.0]
         assert before and all(w.n_beats >= 8 and w.heart_rate_bpm for w in before)
+
+
+def test_masked_samples_are_missing_samples_and_a_string_is_no_timestamp(bundle):
+    """A masked array's mask was ignored (the masked values analysed as ECG); a timestamp
+    '1.0' was parsed as a number."""
+    pipe = StreamPipeline(bundle, fs_in=FS)
+    mask = np.zeros(250, bool)
+    mask[:10] = True
+    pipe.push(np.ma.masked_array(np.full(250, 0.3), mask=mask))
+    assert pipe.stats.nonfinite_samples == 10
+    with pytest.raises(BlockError, match="timestamp '1.0' is not a number"):
+        pipe.push(np.zeros(250), timestamp_s="1.0")  # type: ignore[arg-type]
+    assert pipe.stats.blocks_rejected == 1 and pipe.stats.samples_in == 250
