@@ -58,7 +58,9 @@ class AssemblyStats:
     ``duplicates`` dropped (already placed or already held); ``late`` frames that arrived
     after the reorder window gave up on them (dropped: their samples are already in
     ``samples_lost``); ``samples_trimmed`` from overlapping frames; ``reordered`` frames that
-    arrived after a later one; ``time_resets`` of the sensor clock.
+    arrived after a later one; ``time_resets`` of the sensor clock; ``seq_resets`` of the
+    sensor's sequence counter (a number behind the expected one on a frame whose timestamp
+    lies after everything received: new samples, not a repeat).
     """
 
     frames: int = 0
@@ -70,6 +72,7 @@ class AssemblyStats:
     samples_trimmed: int = 0
     reordered: int = 0
     time_resets: int = 0
+    seq_resets: int = 0
 
 
 class FrameAssembler:
@@ -116,6 +119,10 @@ class FrameAssembler:
             self._given_up.remove(seq)
             self.stats.late += 1  # its samples are already counted lost
             return
+        if delta < 0 and self._after_everything(frame):  # the counter restarted
+            self.reset_sequence()
+            self.stats.seq_resets += 1
+            self._next_seq, delta = seq, 0
         if delta < 0 or seq in self._held:
             self.stats.duplicates += 1  # already placed, or already waiting
             return
@@ -137,6 +144,13 @@ class FrameAssembler:
         self.flush()
         self._next_seq = None
         self._given_up.clear()
+
+    def _after_everything(self, frame: DecodedFrame) -> bool:
+        """Whether ``frame`` starts no earlier than the end of every frame placed or held
+        (within half a sample): its samples are new."""
+        ends = [self._next_ns] if self._next_ns is not None else []
+        ends += [float(f.first_ns) + f.n * self.period_ns for f in self._held.values()]
+        return bool(ends) and float(frame.first_ns) >= max(ends) - 0.5 * self.period_ns
 
     def _seq_delta(self, seq: int) -> int:
         """Signed distance from the next expected sequence number, modulo wrap."""

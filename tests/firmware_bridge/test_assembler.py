@@ -69,3 +69,19 @@ def test_reset_sequence_takes_the_next_frame_as_it_comes_and_timestamps_size_the
     asm.flush()
     assert sink.starts == [0, N, 2 * N, 5 * N, 6 * N, 7 * N]
     assert asm.stats.duplicates == 0 and asm.stats.samples_lost == 2 * N
+
+
+def test_a_sequence_counter_that_steps_back_while_time_goes_on_is_a_restart_not_duplicates():
+    """Ten new frames were dropped as duplicates (500 samples in a flagged gap) when the
+    counter went back by 10 and the timestamps carried on."""
+    sink = CountingSink()
+    asm = FrameAssembler(sink, FS, reorder_depth=4)
+    seqs = [*range(20), *range(10, 20)]  # frame 20 carries sequence number 10 again
+    for k, seq in enumerate(seqs):
+        asm.add(frame(k, seq))
+    asm.add(frame(25, 15))  # a true repeat of an earlier frame after the restart
+    asm.flush()
+    stats = asm.stats
+    assert sink.frames == list(range(30)) and sink.starts == [k * N for k in range(30)]
+    assert stats.seq_resets == 1 and stats.duplicates == 1
+    assert stats.samples_lost == stats.gaps == 0
