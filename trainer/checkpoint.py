@@ -121,6 +121,12 @@ def read_payload(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"not an ecgedge checkpoint of format {FORMAT_VERSION}", path=str(path)
         )
+    if "complete" not in payload:
+        raise CheckpointError(
+            "made by an ecgedge from before checkpoints recorded whether their run finished: "
+            "train again",
+            path=str(path),
+        )
     if payload.get("complete") is not True:
         raise CheckpointError(
             f"its run did not finish (saved at step {payload.get('step')} while training; the "

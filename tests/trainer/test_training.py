@@ -146,6 +146,11 @@ def test_a_checkpoint_of_an_interrupted_run_is_refused_until_the_run_finishes(
     monkeypatch.setattr(td, "save_checkpoint", real_save)
     train(cfg)  # the run trained again to its end
     assert load_checkpoint(path)[2]["step"] == 4
+    payload = torch.load(path, weights_only=True)
+    del payload["complete"]  # as an older ecgedge wrote it
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="from before checkpoints recorded whether"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("missing", ["config", "state_dict", "config.model"])
