@@ -115,14 +115,15 @@ class FrameAssembler:
         if self._next_seq is None:
             self._next_seq = seq
         delta = self._seq_delta(seq)
+        if delta < 0 and self._after_everything(frame):  # the counter restarted (a late or
+            # repeated frame has an old timestamp)
+            self.reset_sequence()
+            self.stats.seq_resets += 1
+            self._next_seq, delta = seq, 0
         if delta < 0 and seq in self._given_up:
             self._given_up.remove(seq)
             self.stats.late += 1  # its samples are already counted lost
             return
-        if delta < 0 and self._after_everything(frame):  # the counter restarted
-            self.reset_sequence()
-            self.stats.seq_resets += 1
-            self._next_seq, delta = seq, 0
         if delta < 0 or seq in self._held:
             self.stats.duplicates += 1  # already placed, or already waiting
             return

@@ -169,6 +169,9 @@ class TimestampGuard:
         a reconnection is then checked against the last one released, like any other."""
         self._restart_unplaced = False  # the caller placed what the last call returned
         out: Released = []
+        by_time = sorted(self._pending, key=lambda h: h[0].first_ns)
+        if len(by_time) > 1 and not self._reconnected and self._tiles(by_time):
+            self._release_back_to_back(out, self._pending)  # swapped just before the drop
         for held in self._pending:
             self._release_unconfirmed(out, held)
         self._pending.clear()

@@ -285,6 +285,7 @@ class StreamPipeline:
         self._n_in = 0
         self._offset_s: float | None = None
         self._gaps: list[tuple[float, float]] = []  # (last time before, first time after) a gap
+        self._failure_kinds: set[str] = set()  # kinds of model failure logged at WARNING
         self._next_start = 0
         self._last_end = 0
         self._denoised_prev: tuple[int, np.ndarray] | None = None  # start, denoised samples
@@ -641,9 +642,11 @@ class StreamPipeline:
             peaks, proba, error = np.zeros(0, np.int64), np.full(len(classes), np.nan), exc
         latency_ms = 1000.0 * (time.perf_counter() - tic) + (step[1] if step else 0.0)
         failed = error is not None or not np.all(np.isfinite(proba))
-        if failed:  # flagged and counted; the first one logged with its cause, later ones at
-            # debug level (a broken bundle fails every window)
-            level = logging.WARNING if self.stats.model_failures == 0 else logging.DEBUG
+        if failed:  # flagged and counted; each new kind of failure logged with its cause,
+            # repeats at debug level (a broken bundle fails every window)
+            kind = type(error).__name__ if error else "non-finite"
+            level = logging.DEBUG if kind in self._failure_kinds else logging.WARNING
+            self._failure_kinds.add(kind)
             what = "the model failed" if error else "the model gave non-finite probabilities"
             _log.log(level, "window %d: %s", self.stats.windows, what, exc_info=error)
             self.stats.model_failures += 1

@@ -7,6 +7,7 @@ deselected with ``-m data`` and skipped, with the reason, when a folder is absen
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,22 @@ def hide_package(monkeypatch: pytest.MonkeyPatch):
         )
 
     return hide
+
+
+@pytest.fixture(autouse=True)
+def _no_hidden_model_errors(request: pytest.FixtureRequest):
+    """A window whose model raises is flagged and the stream goes on (:mod:`sdk.pipeline`
+    logs it with its traceback); in a test that would hide a bug, so it fails the test unless
+    the test is marked ``model_failure``."""
+    raised: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: (  # type: ignore[method-assign]
+        raised.append(record) if "the model failed" in record.getMessage() else None
+    )
+    logger = logging.getLogger("sdk.pipeline")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    if raised and request.node.get_closest_marker("model_failure") is None:
+        exc = raised[0].exc_info[1] if raised[0].exc_info else None
+        pytest.fail(f"a pipeline window's model raised {exc!r}: {raised[0].getMessage()}")

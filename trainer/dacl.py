@@ -346,7 +346,6 @@ def run_all(
     encoder's weights."""
     base = base or DACLTrainConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "dacl.json").unlink(missing_ok=True)  # rewritten after each encoder it lists
     mean, std = standardize(feats_train)
     xs_train, xs_val = (feats_train - mean) / std, (feats_val - mean) / std
     cfg = DACLConfig(n_features=feats_train.shape[1])
@@ -379,6 +378,8 @@ def run_all(
         "std": torch.from_numpy(std),
         "losses": vae_losses,
     }
+    # rewritten after each encoder it lists: gone from the moment the first file is replaced
+    (out_dir / "dacl.json").unlink(missing_ok=True)
     write_atomic(out_dir / "vae.pt", partial(torch.save, vae_payload))
     vae_sha256 = sha256_file(out_dir / "vae.pt")
     labels = train.window_labels

@@ -215,7 +215,6 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
                 f"--out {out_dir} is the {modality} run the fusion reads; give another folder",
                 key="--out",
             )
-    (Path(out_dir) / MODALITIES_FILE).unlink(missing_ok=True)  # written last: the run is whole
     tic = time.perf_counter()
     data = {m: load_checkpoint(runs[m] / "diffecg.pt")[0].data for m in MODALITIES}
     check_same_split(data)
@@ -233,6 +232,8 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
         "config": dataclasses.asdict(model.cfg),
         "state_dict": model.state_dict(),
     }
+    # written last, it says the run is whole: gone from the moment the first file is replaced
+    (out_dir / MODALITIES_FILE).unlink(missing_ok=True)
     write_atomic(out_dir / "fusion.pt", partial(torch.save, payload))
     save_head(
         out_dir / "head.npz",

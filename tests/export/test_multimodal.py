@@ -147,3 +147,16 @@ def test_a_spectrogram_run_is_refused_as_a_bundles_embedder(multimodal, tmp_path
     with pytest.raises(ExportError, match="is a spectrogram run: .*train-fusion"):
         build_bundle(spectrogram_run, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_a_fusion_rerun_that_fails_before_writing_leaves_the_old_run_whole(moved_tree):
+    """Its modalities.json was deleted before the inputs were read: the old run, still
+    consistent, could no longer be exported."""
+    from trainer.errors import CheckpointError
+    from trainer.fusion import verified_inputs
+
+    fusion = moved_tree / "fusion"
+    with pytest.raises(CheckpointError, match="not found"):
+        run_fusion({m: moved_tree / "absent" for m in CHANNELS}, fusion)
+    assert set(verified_inputs(fusion)) == set(CHANNELS)

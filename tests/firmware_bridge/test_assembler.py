@@ -85,3 +85,20 @@ def test_a_sequence_counter_that_steps_back_while_time_goes_on_is_a_restart_not_
     assert sink.frames == list(range(30)) and sink.starts == [k * N for k in range(30)]
     assert stats.seq_resets == 1 and stats.duplicates == 1
     assert stats.samples_lost == stats.gaps == 0
+
+
+def test_a_counter_restart_onto_numbers_given_up_as_lost_is_still_a_restart():
+    """Frames 10 and 11 lost, then the counter restarts at 10: the new frames were dropped
+    as late ones."""
+    sink = CountingSink()
+    asm = FrameAssembler(sink, FS, reorder_depth=4)
+    arrived = [k for k in range(20) if k not in (10, 11)]
+    for k in arrived:
+        asm.add(frame(k, k))
+    for k in range(20, 24):  # new frames, numbered from 10 again
+        asm.add(frame(k, k - 10))
+    asm.flush()
+    stats = asm.stats
+    assert sink.frames == [*arrived, 20, 21, 22, 23]
+    assert stats.seq_resets == 1 and stats.late == 0 and stats.duplicates == 0
+    assert stats.samples_lost == 2 * N and stats.gaps == 1

@@ -253,3 +253,12 @@ def test_a_wrong_first_timestamp_after_a_reconnection_is_dropped(restart):
     assert [int(f.samples_mv[0, 0]) for f, _ in out] == [11, 12]  # frame 10 dropped
     assert [f.first_ns for f, _ in out] == [after(11).first_ns, after(12).first_ns]
     assert guard.rejected == 1 and guard.repaired == 0
+
+
+def test_frames_swapped_just_before_the_link_drops_are_placed_in_order():
+    """Released unconfirmed in arrival order, the earlier frame fell off the grid behind the
+    later one and was dropped into a gap."""
+    guard = TimestampGuard()
+    out = run([frame(k) for k in (0, 1, 2, 4, 3)], guard)  # run() flushes at the end
+    assert [int(f.samples_mv[0, 0]) for f in out] == [0, 1, 2, 3, 4]
+    assert guard.rejected == 0 and guard.repaired == 0 and guard.reordered == 2

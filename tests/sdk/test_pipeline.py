@@ -380,6 +380,7 @@ def test_a_window_right_after_an_in_range_artefact_is_flagged_settling(bundle, e
     assert all(not w.flagged for w in wins if w.start_s >= at / FS + 5.0)
 
 
+@pytest.mark.model_failure
 @pytest.mark.parametrize("failure", ["nan", "raises"])
 def test_a_window_the_model_fails_on_is_flagged_counted_and_the_stream_goes_on(
     bundle, ecg, failure, caplog

@@ -386,9 +386,11 @@ def test_every_trainer_refuses_a_folder_of_another_kind_of_run(tmp_path: Path) -
     for own, run in runs.items():
         for other in [*runs, "manifest.json"]:
             if other != own:
+                target = folder(other)
                 with pytest.raises(ConfigError, match=f"holds {other} of another kind"):
-                    run(folder(other))
-                assert (folder(other) / "head.npz").read_text() == "the run's head"
+                    run(target)
+                assert sorted(p.name for p in target.iterdir()) == sorted([other, "head.npz"])
+                assert (target / "head.npz").read_text() == "the run's head"
     # its own kind is accepted: a fusion over an older fusion gets as far as reading its inputs
     with pytest.raises(CheckpointError, match="not found"):
         run_fusion(
