@@ -855,7 +855,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="pretrain DiffECG and fit the probe head (needs ecgedge[train])",
-        description=_where_runs_go("train", smoke="runs/smoke", cpu="runs/cpu", gpu="runs/gpu"),
+        description=_where_runs_go(
+            "train",
+            smoke="runs/smoke",
+            cpu="runs/cpu",
+            **{"cpu-spectrogram": "runs/cpu-spectrogram", "cpu-lorenz": "runs/cpu-lorenz"},
+            gpu="runs/gpu",
+        ),
     )
     t.add_argument(
         "--preset",

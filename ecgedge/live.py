@@ -50,7 +50,7 @@ class Recorder:
     ) -> Any:
         """Push to the pipeline; a block it accepted is kept (one it refuses raises, unkept)."""
         events = self.pipeline.push(samples, timestamp_s=timestamp_s, fs=fs)
-        block = np.asarray(samples, dtype=np.float32)
+        block = np.ma.filled(np.ma.asarray(samples, dtype=np.float32), np.nan)  # masked: lost
         self.blocks.append((float(timestamp_s or 0.0), block.reshape(block.shape[0], -1)))
         return events
 
@@ -59,10 +59,11 @@ class Recorder:
 
         Samples are stored in 32-bit format at 1 µV (±2.1 kV: any sensor's range, a corrupted
         frame's too); non-finite received samples are stored as invalid, and the header says
-        how many. The files appear whole or not at all (written aside, then renamed). A record
-        of that name in ``folder`` is replaced, its ``.gap`` file too: one from an earlier
-        session never stays beside a record without gaps (``ecgedge stream --save`` refuses
-        such a folder before streaming; :func:`saved_session`).
+        how many. Each file appears whole (written aside, then renamed; a failed write leaves
+        none of the new files), the header last. A record of that name in ``folder`` is
+        replaced, its ``.gap`` file too: one from an earlier session never stays beside a
+        record without gaps (``ecgedge stream --save`` refuses such a folder before streaming,
+        :func:`saved_session`, so a kill between the renames cannot mix two sessions there).
         """
         import wfdb
 
@@ -83,7 +84,7 @@ class Recorder:
         aside = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder))
         try:
             self._write(wfdb, aside, name, signal, leads, gaps)
-            for suffix in SESSION_SUFFIXES:
+            for suffix in (".dat", ".gap", ".hea"):  # the header, which readers open first, last
                 if (aside / f"{name}{suffix}").exists():
                     os.replace(aside / f"{name}{suffix}", folder / f"{name}{suffix}")
                 else:

@@ -435,11 +435,11 @@ class StreamPipeline:
 
     # -- input --------------------------------------------------------------------------------
     def _as_block(self, samples: np.ndarray) -> np.ndarray:
-        if isinstance(samples, np.ma.MaskedArray):  # masked samples are missing ones
-            samples = np.ma.filled(samples.astype(np.float64), np.nan)
         block = np.asarray(samples)
         if block.dtype.kind not in "fiu":
             raise BlockError(f"samples must be numeric, got dtype {block.dtype}", reason="dtype")
+        if isinstance(samples, np.ma.MaskedArray):  # masked samples are missing ones
+            block = np.ma.filled(samples.astype(np.float64), np.nan)
         if block.ndim == 1 and self.n_leads == 1:
             block = block[:, None]
         if block.ndim != 2 or block.shape[1] != self.n_leads:

@@ -373,7 +373,8 @@ def test_a_training_commands_help_says_where_each_preset_writes(command, prefix)
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     description = sub.choices[command].description
     presets = Path(__file__).resolve().parents[1] / "trainer" / "presets"
-    for preset in ("smoke", "cpu", "gpu"):
+    names = ["smoke", "cpu", "gpu"] + (["cpu-spectrogram", "cpu-lorenz"] if not prefix else [])
+    for preset in names:
         toml = tomllib.loads((presets / f"{prefix}{preset}.toml").read_text())
         section, out_dir = next((k, v["out_dir"]) for k, v in toml.items() if "out_dir" in v)
         assert f"{preset}: {out_dir}" in description

@@ -204,6 +204,9 @@ def test_the_recorder_keeps_only_blocks_the_pipeline_accepted():
     with pytest.raises(BlockError):
         rec.push(np.zeros(130, complex), timestamp_s=1.0)
     assert [(ts, b.shape) for ts, b in rec.blocks] == [(0.0, (130, 1))]
+    masked = np.ma.masked_array(np.full(130, 99.0), mask=np.arange(130) < 5)
+    rec.push(masked, timestamp_s=1.0)  # the pipeline took masked samples as missing: so here
+    assert np.isnan(rec.blocks[1][1][:5]).all() and (rec.blocks[1][1][5:] == 99.0).all()
 
 
 def test_a_damaged_gap_file_is_an_error_naming_it(tmp_path):

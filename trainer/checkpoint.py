@@ -7,6 +7,7 @@ Everything stored is a tensor or a plain Python value, so loading uses
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -49,12 +50,19 @@ def save_checkpoint(
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write`` on a temporary file beside ``path`` (same suffix), then rename it over
-    ``path``: a reader sees the old file or the whole new one, never a part."""
+    """Call ``write`` on a temporary file of its own beside ``path`` (same suffix), flush it
+    to disk, then rename it over ``path``: a reader sees the old file or the whole new one,
+    never a part, after a kill or a power loss; two writers never share a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

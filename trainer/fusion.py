@@ -263,9 +263,15 @@ def run_fusion(runs: dict[str, Path], out_dir: Path, *, epochs: int = 25) -> dic
 
 def input_record(run: Path, out_dir: Path) -> dict[str, str]:
     """Where a modality's run lies relative to the fusion run (so the two move together) and
-    the SHA-256 of the extractor and head the fusion was trained on."""
+    absolutely (so the fusion run alone can move), and the SHA-256 of the extractor and head
+    the fusion was trained on."""
+    try:
+        where = os.path.relpath(Path(run).resolve(), Path(out_dir).resolve())
+    except ValueError:  # on another drive (Windows): no relative path
+        where = str(Path(run).resolve())
     return {
-        "path": os.path.relpath(Path(run).resolve(), Path(out_dir).resolve()),
+        "path": where,
+        "absolute": str(Path(run).resolve()),
         "diffecg_sha256": sha256_file(Path(run) / "diffecg.pt"),
         "head_sha256": sha256_file(Path(run) / "head.npz"),
     }
@@ -278,6 +284,9 @@ def verified_inputs(run_dir: Path) -> dict[str, Path]:
     try:
         inputs = json.loads(path.read_text())["inputs"]
         folders = {m: Path(run_dir) / inputs[m]["path"] for m in MODALITIES}
+        for m, folder in folders.items():  # the fusion run moved without its runs
+            if not folder.is_dir():
+                folders[m] = Path(inputs[m]["absolute"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"no readable input record ({exc!r}; a train-fusion of an older ecgedge, or the run "

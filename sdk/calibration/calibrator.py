@@ -514,10 +514,14 @@ def _checked_intervals(
 
 
 def _check_no_overlap(intervals: Sequence[tuple[float, float, str]]) -> None:
-    """No two intervals overlap (a window under both would take whichever came first)."""
+    """No two intervals of different classes overlap (a window under both would take
+    whichever came first); intervals of one class may."""
     ordered = sorted(intervals, key=lambda i: (i[0], i[1]))
-    for (s0, e0, c0), (s1, e1, c1) in zip(ordered, ordered[1:]):
-        if s1 < e0:
+    for i, (s0, e0, c0) in enumerate(ordered):
+        later = ordered[i + 1 :]
+        clash = next(((s1, e1, c1) for s1, e1, c1 in later if s1 < e0 and c1 != c0), None)
+        if clash is not None:
+            s1, e1, c1 = clash
             raise ConfigError(
                 f"intervals ({s0:g}, {e0:g}, {c0!r}) and ({s1:g}, {e1:g}, {c1!r}) overlap",
                 field="labels",

@@ -99,11 +99,16 @@ def moved_tree(multimodal, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_fusion_run_finds_its_inputs_wherever_the_runs_are_moved_together(moved_tree):
+def test_a_fusion_run_finds_its_inputs_wherever_the_runs_are_moved_together(multimodal, moved_tree):
     from trainer.fusion import verified_inputs
 
     folders = verified_inputs(moved_tree / "fusion")
     assert folders == {m: moved_tree / "fusion" / ".." / m for m in CHANNELS}
+    alone = moved_tree / "elsewhere" / "fusion"  # the fusion run moved without its runs
+    alone.parent.mkdir()
+    (moved_tree / "fusion").rename(alone)
+    trained_beside = multimodal[0].parent  # where the fixture trained them
+    assert verified_inputs(alone) == {m: trained_beside / m for m in CHANNELS}
 
 
 @pytest.mark.slow

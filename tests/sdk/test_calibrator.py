@@ -402,3 +402,8 @@ def test_a_signal_that_is_not_real_numbers_is_refused(bundle, recording, dtype):
     signal, fs = recording
     with pytest.raises(ConfigError, match="signal must be real numbers"):
         Calibrator(bundle).add_recording(signal.astype(dtype), fs, [(0.0, 60.0, "N")])
+
+
+def test_intervals_of_one_class_may_overlap(bundle, recording):
+    same = [(0.0, 130.0, "N"), (120.0, 180.0, "N"), (180.0, 240.0, "A")]
+    assert Calibrator(bundle).add_recording(*recording, same) == 24

@@ -595,6 +595,8 @@ def test_masked_samples_are_missing_samples_and_a_string_is_no_timestamp(bundle)
     mask[:10] = True
     pipe.push(np.ma.masked_array(np.full(250, 0.3), mask=mask))
     assert pipe.stats.nonfinite_samples == 10
+    with pytest.raises(BlockError, match="samples must be numeric, got dtype complex"):
+        pipe.push(np.ma.masked_array(np.zeros(250, complex), mask=mask))
     with pytest.raises(BlockError, match="timestamp '1.0' is not a number"):
         pipe.push(np.zeros(250), timestamp_s="1.0")  # type: ignore[arg-type]
-    assert pipe.stats.blocks_rejected == 1 and pipe.stats.samples_in == 250
+    assert pipe.stats.blocks_rejected == 2 and pipe.stats.samples_in == 250
