@@ -267,6 +267,13 @@ class StreamPipeline:
                 )
         chosen = self.profile.t if self.profile is not None else {}
         self.t_steps = self.classifier.resolve_t({**chosen, **t_mapping(t)})
+        unset = [m for m in self.classifier.modalities if m not in {**chosen, **t_mapping(t)}]
+        if self.profile is not None and unset:
+            _log.warning(
+                "the user profile gives no t for %s: the bundle's default t is used (%s)",
+                ", ".join(unset),
+                ", ".join(f"{m}={self.t_steps[m]}" for m in unset),
+            )
         self.t = self.t_steps["raw"]
         self._pre = Preprocessor(fs_in, m.preprocess, n_leads)
         self._model_buf = RingBuffer(int(buffer_s * self.fs), n_leads)

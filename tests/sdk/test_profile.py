@@ -233,3 +233,14 @@ def test_a_head_no_fit_could_produce_is_refused(bundle, field, value):
     with pytest.raises(ProfileError) as err:
         p.check_bundle(bundle)
     assert err.value.reason == "malformed"
+
+
+def test_a_profile_without_a_modalitys_t_says_the_bundles_default_is_used(bundle, caplog):
+    """It was used silently with the bundle's default t for the modalities it lacks."""
+    profile = make_profile(bundle)  # t of the raw embedder only; the bundle is multimodal
+    pipeline = StreamPipeline(bundle, fs_in=250.0, profile=profile)
+    assert pipeline.profile is profile and pipeline.t_steps["raw"] == 42
+    assert "the user profile gives no t for spectrogram, lorenz" in caplog.text
+    caplog.clear()
+    StreamPipeline(bundle, fs_in=250.0, profile=profile, t={"spectrogram": 3, "lorenz": 4})
+    assert "gives no t" not in caplog.text  # every modality's t given
