@@ -62,6 +62,8 @@ def _check_output(path: Path, option: str, *, folder: bool) -> None:
     is wanted or the reverse, or a location without write permission."""
     if path.exists() and path.is_dir() != folder:
         raise ValueError(f"{option} {path}: {'not a folder' if folder else 'is a folder'}")
+    if path.exists() and not folder and not path.is_file():  # a device, a FIFO, a socket
+        raise ValueError(f"{option} {path}: not a regular file, which the output would replace")
     # an existing file is replaced by a rename in its folder: the folder must be writable
     existing = path if path.is_dir() else next(p for p in path.parents if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -579,11 +581,26 @@ def _cmd_calibrate(args: argparse.Namespace, extra: list[str]) -> int:
     from ecgedge.calibrate import calibrate_record
 
     _check_output(Path(args.out), "--out", folder=False)
+    record = Path(args.record)
+    inputs = {
+        p.resolve(): "one of the record's files" for p in record.parent.glob(f"{record.name}.*")
+    }
+    if args.labels:
+        inputs[Path(args.labels).resolve()] = "--labels"
     if args.plot:  # refused before the search, not after it
         from ecgedge.calibration_plot import require_matplotlib
 
         _check_output(Path(args.plot), "--plot", folder=False)
+        if Path(args.plot).suffix.lower() != ".png":
+            raise ValueError(f"--plot {args.plot}: the plot is a PNG file; give a name ending .png")
+        if Path(args.plot).resolve() in {Path(args.out).resolve(), *inputs}:
+            raise ValueError(f"--plot {args.plot}: is --out or an input; give another file")
         require_matplotlib()
+    if Path(args.out).resolve() in inputs:
+        raise ValueError(
+            f"--out {args.out}: is {inputs[Path(args.out).resolve()]}, which the profile would "
+            "replace; give another file"
+        )
     return calibrate_record(
         Path(args.record),
         Path(args.out),

@@ -139,3 +139,32 @@ def test_a_profile_without_a_trace_cannot_be_drawn(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="no search trace"):
         plot_calibration({"trace": []}, tmp_path / "x.png", chosen={"raw": 1})
+
+
+@pytest.mark.parametrize("target", ["labels", "header", "plot", "fifo", "plot-not-png"])
+def test_calibrate_refuses_an_output_that_would_replace_an_input_or_a_special_file(
+    calibrated, capsys, tmp_path, target
+) -> None:
+    """--out lab.csv turned the labels into a profile, --out rec.hea replaced the record's
+    header, --out equal to --plot lost the profile, a FIFO or device node was replaced."""
+    import os
+
+    record, _ = calibrated
+    labels = tmp_path / "lab.csv"
+    labels.write_text("0,60,N\n60,120,A\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    plot = tmp_path / "s.png"
+    out, extra, message = {
+        "labels": (labels, [], "is --labels"),
+        "header": (record.with_suffix(".hea"), [], "is one of the record's files"),
+        "plot": (plot, ["--plot", str(plot)], "is --out or an input"),
+        "fifo": (fifo, [], "not a regular file"),
+        "plot-not-png": (tmp_path / "p.json", ["--plot", str(tmp_path / "x.txt")], "ending .png"),
+    }[target]
+    before = {p: p.stat().st_mtime_ns for p in (labels, record.with_suffix(".hea"))}
+    argv = ["calibrate", str(record), "--labels", str(labels), "--out", str(out), *extra]
+    capsys.readouterr()
+    assert main(argv) == 2 and message in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in before} == before and fifo.is_fifo()
+    assert not (tmp_path / "p.json").exists()
