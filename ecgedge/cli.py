@@ -445,11 +445,14 @@ ANOMALY_BUNDLES = (
 def _levels(text: str) -> tuple[float | None, ...]:
     """``--levels clean,6,0`` → (None, 6.0, 0.0)."""
     try:
-        return tuple(None if v == "clean" else float(v) for v in text.split(","))
+        levels = tuple(None if v == "clean" else float(v) for v in text.split(","))
     except ValueError:
+        levels = (math.nan,)
+    if not all(v is None or math.isfinite(v) for v in levels):
         raise ValueError(
-            f"--levels {text!r}: give SNR levels in dB or 'clean', e.g. clean,6"
-        ) from None
+            f"--levels {text!r}: give finite SNR levels in dB or 'clean', e.g. clean,6"
+        )
+    return levels
 
 
 def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
@@ -457,6 +460,9 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     for bundle in args.bundle.split(",") if args.bundle else ():
         if not (_bundle_path(bundle) / "manifest.json").is_file():
             raise ValueError(f"--bundle {bundle}: no manifest.json (not a bundle)")
+    for run in args.run.split(",") if args.run else ():  # a missing run silently lost its row
+        if not Path(run).is_dir():
+            raise ValueError(f"--run {run}: no such folder (give a training run's folder)")
     if args.name == "bridge":
         from ecgedge.demo import demo_recording
         from firmware_bridge.bench import run as run_bridge

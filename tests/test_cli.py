@@ -117,6 +117,15 @@ def test_outputs_and_bundles_are_checked_before_any_work(capsys, tmp_path: Path)
     missing = str(tmp_path / "absent")
     assert "--bundle" in _cli_error(capsys, "bench", "anomaly", "--bundle", missing)
     assert "--levels" in _cli_error(capsys, "bench", "rhythm-noise", "--levels", "abc")
+    for levels in ("nan", "clean,inf", "6,-inf"):  # accepted: the benchmark ran at +nan dB
+        assert "finite SNR levels" in _cli_error(
+            capsys, "bench", "rhythm-noise", "--levels", levels
+        )
+    # a missing --run was ignored: rhythm fell back to the manifest's figures under its name
+    for name in ("rhythm", "stream", "denoise"):
+        assert f"--run {missing}: no such folder" in _cli_error(
+            capsys, "bench", name, "--run", missing, "--out", str(tmp_path)
+        )
 
 
 def test_an_existing_output_file_may_be_replaced(tmp_path: Path) -> None:
