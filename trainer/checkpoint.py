@@ -106,13 +106,20 @@ def load_weights(path: Path, *keys: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, garbage, pickled objects: all "cannot read"
-        if "weights_only" in str(exc):
+        text = str(exc)
+        if "not an allowed global" in text or "Unsupported global" in text:
             reason = (
                 "it holds pickled Python objects, which ecgedge never loads: unpickling can run "
                 "arbitrary code"
             )
+        elif "WeightsUnpickler error" in text:  # torch's long advice is about the above
+            reason = (
+                "not a torch file of weights ("
+                + text.split("WeightsUnpickler error:")[1].strip().splitlines()[0][:120]
+                + ")"
+            )
         else:
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            reason = text.splitlines()[0][:200] if text else type(exc).__name__
         raise CheckpointError(f"cannot read it ({reason})", path=str(path)) from exc
     missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
     if missing:

@@ -94,6 +94,7 @@ def test_corrupt_checkpoint_raises(good_checkpoint: Path, damage: str) -> None:
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(good_checkpoint)
     assert str(good_checkpoint) in str(err.value)
+    assert "pickled Python objects" not in str(err.value)  # said of any unreadable file
 
 
 def test_missing_checkpoint_raises(tmp_path: Path) -> None:
