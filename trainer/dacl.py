@@ -82,6 +82,7 @@ class DACLTrainConfig:
             "train",
             self,
             positive=("sigma", "margin", "steps", "batch_size", "lr", "diffusion_steps"),
+            seeds=("seed",),
         )
 
 

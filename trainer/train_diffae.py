@@ -68,14 +68,20 @@ class DiffAETrainConfig:
     out_dir: str = "runs/diffae"
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "diffusion_steps", "log_every", "threads"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"train.{key} must be positive", key=f"train.{key}")
         check_range(
             "train",
             self,
-            positive=("lr", "grad_clip"),
+            positive=(
+                "lr",
+                "grad_clip",
+                "steps",
+                "batch_size",
+                "diffusion_steps",
+                "log_every",
+                "threads",
+            ),
             nonnegative=("weight_decay", "warmup_steps", "max_minutes"),
+            seeds=("seed",),
         )
 
 

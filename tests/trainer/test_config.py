@@ -234,6 +234,14 @@ def test_missing_toml_file(tmp_path: Path) -> None:
         ("train.max_minutes=-1", "max_minutes"),
         ("train.threads=-2", "threads"),
         ("train.lr=0", "lr"),
+        # these raised OverflowError, or failed deep inside numpy/torch with no key named
+        ("train.warmup_steps=1" + "0" * 400, "warmup_steps"),
+        ("train.steps=1" + "0" * 400, "steps"),
+        ("data.fs=1e308", "fs"),
+        ("data.window_s=1e9", "window_s"),
+        ("train.seed=-1", "seed"),
+        ("train.seed=99999999999", "seed"),
+        ("data.split_seed=-3", "split_seed"),
     ],
 )
 def test_out_of_range_overrides_are_config_errors(override: str, key: str) -> None:
@@ -258,6 +266,8 @@ def test_toml_ints_are_read_as_floats(tmp_path: Path) -> None:
         ("data.val_fraction=0", "val_fraction"),
         ("data.val_fraction=-0.5", "val_fraction"),
         ("train.threads=-2", "threads"),
+        ("train.steps=1" + "0" * 400, "steps"),
+        ("train.seed=-1", "seed"),
     ],
 )
 def test_denoiser_config_ranges(override: str, key: str) -> None:
@@ -286,3 +296,31 @@ def test_the_recorded_train_command_rebuilds_the_config() -> None:
     assert command.startswith("ecgedge train --preset cpu ") and "--train.steps=7" in command
     assert load_preset("cpu", parse_overrides(command.split()[4:])) == cfg
     assert train_command(load_preset("smoke")) == "ecgedge train --preset smoke"
+
+
+@pytest.mark.parametrize(
+    ("loader", "section"),
+    [
+        ("trainer.train_diffae:load_diffae_preset", "train"),
+        ("trainer.dacl:load_dacl_preset", "train"),
+    ],
+)
+def test_lru_and_dacl_seeds_and_steps_are_range_checked(loader: str, section: str) -> None:
+    """train-dacl trained its VAE before failing on a negative seed, leaving vae.pt."""
+    import importlib
+
+    module, _, name = loader.partition(":")
+    load = getattr(importlib.import_module(module), name)
+    for dotted, value in (("train.seed", "-1"), ("train.steps", "1" + "0" * 400)):
+        with pytest.raises(ConfigError) as err:
+            load("smoke", {dotted: value})
+        assert err.value.key == dotted
+
+
+def test_an_empty_out_dir_is_refused_not_the_working_folder(tmp_path: Path, monkeypatch) -> None:
+    from trainer.train_diffusion import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="train.out_dir is empty"):
+        train(load_preset("smoke", {"train.out_dir": ""}))
+    assert list(tmp_path.iterdir()) == []
