@@ -111,10 +111,43 @@ def _cmd_probe(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _check_export_action(args: argparse.Namespace) -> None:
+    """One export action per call, and only the options it uses (others were ignored)."""
+    copies = [
+        flag
+        for flag, on in (
+            ("--refit-head", args.refit_head),
+            ("--rpeak-rule", args.rpeak_rule),
+            ("--add-anchors", args.add_anchors),
+            ("--denoiser", args.denoiser and args.base_bundle),
+        )
+        if on
+    ]
+    if len(copies) > 1:
+        raise ValueError(f"give one of {', '.join(copies)} per export (each writes a bundle)")
+    if args.base_bundle and not copies:
+        raise ValueError(
+            "--base-bundle applies with --denoiser, --refit-head, --add-anchors or --rpeak-rule "
+            "(an export of a --run starts from the run)"
+        )
+    if copies:
+        used = {"calibration_windows"} if copies == ["--refit-head"] else set()
+        stray = [
+            f"--{k.replace('_', '-')}"
+            for k, v in args.int8_defaults.items()
+            if k not in used and getattr(args, k) != v
+        ]
+        stray += ["--encoder"] * bool(args.encoder) + ["--target"] * (args.target != "cpu")
+        if stray:
+            verb = "does" if len(stray) == 1 else "do"
+            raise ValueError(f"{', '.join(stray)} {verb} not apply to {copies[0]}")
+
+
 def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from export.build import build_bundle
     from export.publish import check_bundle_out
 
+    _check_export_action(args)
     # before any work: --out must be new or a bundle, and not what the export reads
     sources = [Path(p) for p in (args.base_bundle, args.denoiser) if p]
     if args.out:

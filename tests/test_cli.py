@@ -388,3 +388,22 @@ def test_a_training_commands_help_says_where_each_preset_writes(command, prefix)
         section, out_dir = next((k, v["out_dir"]) for k, v in toml.items() if "out_dir" in v)
         assert f"{preset}: {out_dir}" in description
         assert f"--{section}.out_dir=PATH" in description
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--add-anchors", "--refit-head"], "give one of --refit-head, --add-anchors per export"),
+        (["--rpeak-rule", "r.json", "--denoiser", "d"], "give one of --rpeak-rule, --denoiser"),
+        ([], "--base-bundle applies with --denoiser"),  # with a run: it was ignored
+        (["--add-anchors", "--target", "jetson"], "--target does not apply to --add-anchors"),
+        (["--add-anchors", "--int8-limit", "0.9"], "--int8-limit does not apply"),
+        (["--refit-head", "--encoder", "zzz"], "--encoder does not apply to --refit-head"),
+    ],
+)
+def test_export_takes_one_action_and_only_its_options(capsys, tmp_path, argv, message) -> None:
+    """Every action but the first, and every option the chosen one does not use, was dropped
+    without a word."""
+    base = ["export", "--base-bundle", str(default_bundle_path()), "--out", str(tmp_path / "b")]
+    assert message in _cli_error(capsys, *base, *argv)
+    assert not (tmp_path / "b").exists()
