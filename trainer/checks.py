@@ -13,6 +13,15 @@ from trainer.errors import ConfigError
 #: samples overflow (1e308 Hz) or no longer fit in memory.
 MAX_FS_HZ = 10_000.0
 MAX_WINDOW_S = 3600.0
+#: The ``train`` fields every diffusion trainer needs > 0.
+DIFFUSION_TRAIN_POSITIVE = (
+    "lr",
+    "grad_clip",
+    "steps",
+    "batch_size",
+    "diffusion_steps",
+    "log_every",
+)
 #: Seeds are what numpy's and torch's generators take.
 SEED_RANGE = (0, 2**32)
 
@@ -55,6 +64,19 @@ def check_range(
             raise ConfigError(
                 f"{section}.{name} must be at most {most:g}, got {value!r}", key=f"{section}.{name}"
             )
+
+
+def check_data_range(obj: object, *, nonnegative: Iterable[str] = ()) -> None:
+    """A ``data`` section's rate, window length and split seed (every run config has them),
+    and its fields in ``nonnegative``."""
+    check_range(
+        "data",
+        obj,
+        positive=("fs", "window_s"),
+        nonnegative=nonnegative,
+        seeds=("split_seed",),
+        at_most={"fs": MAX_FS_HZ, "window_s": MAX_WINDOW_S},
+    )
 
 
 def _finite(value: float) -> bool:

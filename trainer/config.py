@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser, install
     import tomli as tomllib
 
 from sdk.modalities import MODALITIES
-from trainer.checks import MAX_FS_HZ, MAX_WINDOW_S, check_range
+from trainer.checks import DIFFUSION_TRAIN_POSITIVE, check_data_range, check_range
 from trainer.data.records import ECG_READERS
 from trainer.errors import ConfigError
 from trainer.models.unet1d import UNetConfig
@@ -90,14 +90,7 @@ class DataConfig:
                 f"0 < hop_s ({self.hop_s}) <= window_s ({self.window_s}) must hold",
                 key="data.hop_s",
             )
-        check_range(
-            "data",
-            self,
-            positive=("fs", "window_s"),
-            nonnegative=("max_records",),
-            seeds=("split_seed",),
-            at_most={"fs": MAX_FS_HZ, "window_s": MAX_WINDOW_S},
-        )
+        check_data_range(self, nonnegative=("max_records",))
         check_band(self.low_hz, self.high_hz, self.fs)
         check_fraction(self.val_fraction)
         unknown = [d for d in self.pretrain_databases if d not in ECG_READERS]
@@ -142,15 +135,7 @@ class TrainConfig:
         check_range(
             "train",
             self,
-            positive=(
-                "lr",
-                "grad_clip",
-                "steps",
-                "batch_size",
-                "diffusion_steps",
-                "log_every",
-                "ckpt_every",
-            ),
+            positive=(*DIFFUSION_TRAIN_POSITIVE, "ckpt_every"),
             nonnegative=("weight_decay", "warmup_steps", "threads", "max_minutes"),
             seeds=("seed",),
         )

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.checks import MAX_FS_HZ, MAX_WINDOW_S, check_range
+from trainer.checks import check_data_range, check_range
 from trainer.config import (
     build_sections,
     check_band,
@@ -50,14 +50,7 @@ class DenoiseDataConfig:
                 f"data.databases must be from {sorted(DATABASE_LEADS)}, got {self.databases}",
                 key="data.databases",
             )
-        check_range(
-            "data",
-            self,
-            positive=("fs", "window_s"),
-            nonnegative=("context_s",),
-            seeds=("split_seed",),
-            at_most={"fs": MAX_FS_HZ, "window_s": MAX_WINDOW_S},
-        )
+        check_data_range(self, nonnegative=("context_s",))
         check_band(self.low_hz, self.high_hz, self.fs)
         check_fraction(self.val_fraction)
         if not 0.0 < self.select_fraction < 1.0 - self.val_fraction:

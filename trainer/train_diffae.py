@@ -31,7 +31,7 @@ from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer import distributed
 from trainer.checkpoint import finite_state, load_weights, write_atomic
-from trainer.checks import check_out_dir, check_range
+from trainer.checks import DIFFUSION_TRAIN_POSITIVE, check_out_dir, check_range
 from trainer.config import (
     DataConfig,
     build_sections,
@@ -71,15 +71,7 @@ class DiffAETrainConfig:
         check_range(
             "train",
             self,
-            positive=(
-                "lr",
-                "grad_clip",
-                "steps",
-                "batch_size",
-                "diffusion_steps",
-                "log_every",
-                "threads",
-            ),
+            positive=(*DIFFUSION_TRAIN_POSITIVE, "threads"),
             nonnegative=("weight_decay", "warmup_steps", "max_minutes"),
             seeds=("seed",),
         )
