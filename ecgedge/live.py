@@ -103,7 +103,8 @@ class Recorder:
         leads: int,
         gaps: list[tuple[int, int]],
     ) -> None:
-        """The record, its ``.gap`` annotation (or none), every file mode 0600."""
+        """The record and its ``.gap`` annotation (or none), written fresh into ``folder``
+        under the umask :meth:`save_wfdb` sets: every file mode 0600."""
         with np.errstate(invalid="ignore"):
             unusable = ~(np.abs(signal) <= MAX_SAVED_MV)  # NaN (lost), inf, out of range
         invalid = sum(int((~(np.abs(b) <= MAX_SAVED_MV)).sum()) for _, b in self.blocks)
@@ -133,10 +134,6 @@ class Recorder:
                 aux_note=[f"gap {n} samples" for _, n in gaps],
                 write_dir=str(folder),
             )
-        for suffix in (".hea", ".dat", ".gap"):  # a file replaced in place kept its mode
-            path = folder / f"{name}{suffix}"
-            if path.exists():
-                path.chmod(0o600)
 
 
 def simulated(

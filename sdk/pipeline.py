@@ -265,9 +265,9 @@ class StreamPipeline:
                     "with" if calibrated else "without",
                     "with" if self.denoiser is not None else "without",
                 )
-        chosen = self.profile.t if self.profile is not None else {}
-        self.t_steps = self.classifier.resolve_t({**chosen, **t_mapping(t)})
-        unset = [m for m in self.classifier.modalities if m not in {**chosen, **t_mapping(t)}]
+        chosen = {**(self.profile.t if self.profile is not None else {}), **t_mapping(t)}
+        self.t_steps = self.classifier.resolve_t(chosen)
+        unset = [m for m in self.classifier.modalities if m not in chosen]
         if self.profile is not None and unset:
             _log.warning(
                 "the user profile gives no t for %s: the bundle's default t is used (%s)",

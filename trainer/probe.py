@@ -179,7 +179,11 @@ def read_head(path: Path) -> SoftmaxHead:
     it lacks an array or the shapes do not make a head (weight (F, K), bias (K,), mean and
     scale (F,), K classes), or when it records the SHA-256 of the checkpoint it was fitted on
     and that checkpoint, beside it, is another (retrained without fitting the head again)."""
-    z = _open_head(path)
+    return _head_of(_open_head(path), path)
+
+
+def _head_of(z: Any, path: Path) -> SoftmaxHead:
+    """:func:`read_head` of the opened archive ``z``."""
     _check_fitted_on(z, path)
     try:
         weight, bias, mean, scale = (np.asarray(z[k]) for k in ("weight", "bias", "mean", "scale"))
@@ -228,8 +232,8 @@ def load_head(path: Path) -> tuple[SoftmaxHead, int, np.ndarray]:
     that checkpoint, beside it, is the one it was fitted on: a retrained run must be probed
     again before export or fusion.
     """
-    head = read_head(path)
-    z = _open_head(path)
+    z = _open_head(path)  # once: the head, t and noise come from one version of the file
+    head = _head_of(z, path)
     try:
         return head, int(z["t"]), np.asarray(z["noise"])
     except (KeyError, ValueError, TypeError) as exc:
