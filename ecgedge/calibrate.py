@@ -38,8 +38,8 @@ def read_labels(path: Path, classes: tuple[str, ...], duration_s: float) -> list
     session saved by ``ecgedge stream --save``, which has no annotations. Raises
     :class:`ValueError` naming the line of any defect: a class not in ``classes``, numbers
     that are not finite, ``start >= end``, a stretch beyond the record or overlapping another."""
-    try:
-        text = path.read_text()
+    try:  # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of line 1
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--labels {path}: cannot read it ({exc})") from exc
     out: list[tuple[float, float, str, int]] = []
@@ -70,6 +70,31 @@ def read_labels(path: Path, classes: tuple[str, ...], duration_s: float) -> list
         if s1 < e0:
             raise ValueError(f"--labels {path}, lines {i0} and {i1}: stretches overlap at {s1:g} s")
     return [(s, e, c) for s, e, c, _ in ordered]
+
+
+def labels_within(
+    stretches: list[tuple], used_s: float, path: Path, minutes: float
+) -> list[tuple] | None:
+    """The labelled ``stretches`` cut to the first ``used_s`` seconds the calibration uses
+    (``--minutes``); what is left out is said on stderr. ``None`` (and why, on stderr) when no
+    stretch starts within them."""
+    kept = [(s, min(e, used_s), c) for s, e, c in stretches if s < used_s]
+    left_s = sum(e - s for s, e, _ in stretches) - sum(e - s for s, e, _ in kept)
+    if not kept:
+        print(
+            f"--labels {path}: no labelled stretch starts within the first --minutes "
+            f"{minutes:g} of the record (the first starts at {stretches[0][0]:g} s); give "
+            "--minutes 0 to use the whole record",
+            file=sys.stderr,
+        )
+        return None
+    if left_s > 0:
+        print(
+            f"--labels {path}: {left_s:g} s of labelled ECG lie beyond the first --minutes "
+            f"{minutes:g} and are not used (--minutes 0 uses the whole record)",
+            file=sys.stderr,
+        )
+    return kept
 
 
 def calibrate_record(
@@ -105,7 +130,9 @@ def calibrate_record(
     n = int(minutes * 60 * rec.fs) if minutes > 0 else rec.signal.shape[0]
     if labels is not None:
         stretches = read_labels(labels, bundle.manifest.classes, rec.signal.shape[0] / rec.fs)
-        intervals = [(s, min(e, n / rec.fs), c) for s, e, c in stretches if s < n / rec.fs]
+        intervals = labels_within(stretches, n / rec.fs, labels, minutes)
+        if intervals is None:
+            return 2
     elif rec.rhythm:
         intervals = [
             (s / rec.fs, min(e, n) / rec.fs, rhythm_class(lab)) for s, e, lab in rec.rhythm if s < n

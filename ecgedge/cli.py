@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -68,6 +69,11 @@ def _check_output(path: Path, option: str, *, folder: bool) -> None:
     existing = path if path.is_dir() else next(p for p in path.parents if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: cannot write in {existing}")
+    try:  # the permission bits do not bind root, nor say anything of /proc or a full disk
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write in {existing} ({exc.strerror})") from None
 
 
 _PRESET_HELP = "smoke | cpu | gpu | path/to.toml; override any field with --section.key=value"
@@ -148,6 +154,8 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from export.publish import check_bundle_out
 
     _check_export_action(args)
+    if args.base_bundle:  # a folder or a shipped bundle's name, as --bundle elsewhere
+        args.base_bundle = str(_bundle_path(args.base_bundle, "--base-bundle"))
     # before any work: --out must be new or a bundle, and not what the export reads
     sources = [Path(p) for p in (args.base_bundle, args.denoiser) if p]
     if args.out:
@@ -412,6 +420,10 @@ def _cmd_engines(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+#: ``train-fusion``'s modality runs: option → the preset that trains one
+FUSION_PRESETS = {"raw": "cpu", "spectrogram": "cpu-spectrogram", "lorenz": "cpu-lorenz"}
+
+
 def _cmd_train_fusion(args: argparse.Namespace, extra: list[str]) -> int:
     from trainer.fusion import run_fusion
 
@@ -420,6 +432,13 @@ def _cmd_train_fusion(args: argparse.Namespace, extra: list[str]) -> int:
         "spectrogram": Path(args.spectrogram),
         "lorenz": Path(args.lorenz),
     }
+    for modality, run in runs.items():
+        if not (run / "diffecg.pt").is_file():
+            made_by = "ecgedge train --preset " + FUSION_PRESETS[modality]
+            raise ValueError(
+                f"--{modality} {run}: no diffecg.pt there; give the folder of a finished "
+                f"`{made_by}` run (or train it)"
+            )
     report = run_fusion(runs, Path(args.out), epochs=args.epochs)
     for name, row in report["rows"].items():
         print(f"{name:45s} challenge F1 {row['challenge_f1']['value']:.3f}")
@@ -870,8 +889,9 @@ def _cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     )
 
 
-def _bundle_path(value: str | None) -> Path:
-    """``--bundle``: a folder, the name of a shipped bundle, or (None) the default bundle."""
+def _bundle_path(value: str | None, option: str = "--bundle") -> Path:
+    """``--bundle`` (or ``option``): a folder, the name of a shipped bundle, or (None) the
+    default bundle."""
     from sdk.bundle import bundle_path, shipped_bundles
     from sdk.errors import BundleError
 
@@ -880,7 +900,7 @@ def _bundle_path(value: str | None) -> Path:
     except BundleError:
         names = ", ".join(shipped_bundles())
         raise ValueError(
-            f"--bundle {value}: no such folder, and no shipped bundle of that name ({names})"
+            f"{option} {value}: no such folder, and no shipped bundle of that name ({names})"
         ) from None
 
 
@@ -984,7 +1004,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--denoiser", help="denoiser run folder (denoiser.pt) to add as the denoiser")
     e.add_argument(
         "--base-bundle",
-        help="with --denoiser: copy this bundle and only add (or replace) the denoiser; "
+        help="a bundle folder or a shipped bundle's name (`ecgedge bundles`); with --denoiser: "
+        "copy this bundle and only add (or replace) the denoiser; "
         "with --refit-head: the bundle whose head to refit; with --add-anchors: the bundle "
         "to add anchor windows to; with --rpeak-rule: the bundle to set the rule of",
     )

@@ -27,7 +27,7 @@ from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer.checkpoint import load_weights
 from trainer.config import DataConfig, build_sections
-from trainer.dacl import EXPERIMENTS, train_command
+from trainer.dacl import EXPERIMENTS, read_results, train_command
 from trainer.data.datasets import cinc2017_split
 from trainer.errors import CheckpointError, ConfigError
 from trainer.metrics import CLASSES, encode, rhythm_metrics
@@ -86,18 +86,6 @@ DACL (diffusion-augmented contrastive learning): wavelet-scattering features of 
 def _embed(emb: DACLEmbedder, feats: np.ndarray) -> np.ndarray:
     f = torch.from_numpy(feats)
     return emb(f, torch.zeros(len(f), dtype=torch.int64)).numpy()
-
-
-def read_results(run_dir: Path) -> dict[str, Any]:
-    """``dacl.json`` of a run, a JSON object, or :class:`ConfigError` naming it."""
-    path = run_dir / "dacl.json"
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not readable JSON ({exc})", key="run") from exc
-    if not isinstance(results, dict):
-        raise ConfigError(f"{path}: not a train-dacl results object", key="run")
-    return results
 
 
 def run_data(results: dict[str, Any]) -> DataConfig:

@@ -141,6 +141,20 @@ def test_an_existing_output_file_may_be_replaced(tmp_path: Path) -> None:
         _check_output(profile / "x.json", "--out", folder=False)  # under a file
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_in_a_folder_nothing_can_be_created_in_is_refused_even_for_root(
+    tmp_path: Path,
+) -> None:
+    """The permission bits let root "write" in /proc; creating a file there fails."""
+    from ecgedge.cli import _check_output
+
+    with pytest.raises(ValueError, match="--out /proc/x.json: cannot write in /proc"):
+        _check_output(Path("/proc/x.json"), "--out", folder=False)
+    (tmp_path / "ok").mkdir()
+    _check_output(tmp_path / "ok" / "new" / "p.json", "--out", folder=False)  # creatable
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ok"]  # and nothing left behind
+
+
 def test_bench_child_failure_shows_the_childs_message(monkeypatch, tmp_path: Path) -> None:
     import subprocess
 
@@ -407,3 +421,39 @@ def test_export_takes_one_action_and_only_its_options(capsys, tmp_path, argv, me
     base = ["export", "--base-bundle", str(default_bundle_path()), "--out", str(tmp_path / "b")]
     assert message in _cli_error(capsys, *base, *argv)
     assert not (tmp_path / "b").exists()
+
+
+def test_train_fusion_names_the_option_of_a_missing_modality_run(tmp_path: Path, capsys) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "diffecg.pt").write_bytes(b"")  # only existence is checked before training
+    argv = ["train-fusion", "--raw", str(raw), "--out", str(tmp_path / "f")]
+    err = _cli_error(capsys, *argv, "--spectrogram", str(tmp_path / "nope"))
+    assert f"--spectrogram {tmp_path / 'nope'}: no diffecg.pt there" in err
+    assert "`ecgedge train --preset cpu-spectrogram` run" in err
+    err = _cli_error(capsys, "train-fusion", "--raw", str(tmp_path / "x"), "--out", str(tmp_path))
+    assert f"--raw {tmp_path / 'x'}: no diffecg.pt" in err and "--preset cpu`" in err
+    assert not (tmp_path / "f").exists()
+
+
+def test_export_takes_a_shipped_bundle_name_as_base_bundle(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from ecgedge.cli import main
+    from export import anchors
+    from sdk.bundle import default_bundle_path
+
+    seen = []
+    monkeypatch.setattr(
+        anchors, "add_anchors", lambda base, out: seen.append(base) or {"per_class": 1}
+    )
+    assert (
+        main(["export", "--base-bundle", "default", "--add-anchors", "--out", str(tmp_path / "b")])
+        == 0
+    )
+    assert seen == [default_bundle_path()]
+    assert "anchor windows per class written to" in capsys.readouterr().out
+    err = _cli_error(
+        capsys, "export", "--base-bundle", "nope", "--add-anchors", "--out", str(tmp_path / "c")
+    )
+    assert "--base-bundle nope: no such folder, and no shipped bundle of that name (default," in err

@@ -83,6 +83,38 @@ def test_a_saved_session_calibrates_from_a_labels_file(tmp_path: Path, capsys) -
     assert counts["N"] > 0 and counts["A"] > 0 and set(counts) <= {"N", "A"}
 
 
+def test_labels_beyond_minutes_are_reported_and_none_left_names_minutes(
+    tmp_path: Path, capsys
+) -> None:
+    from sdk.synthetic import synthetic_ecg
+    from tests.wfdb_records import write_record
+
+    ecg = synthetic_ecg((("sinus", 60.0), ("af", 60.0)), fs=250.0, seed=3)
+    write_record(tmp_path, "session", ecg.signal.astype(np.float64))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("70,120,A\n")
+    argv = ["calibrate", str(tmp_path / "session"), "--out", str(tmp_path / "p.json")]
+    argv += ["--max-evals", "2", "--labels", str(labels)]
+    assert main([*argv, "--minutes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no labelled stretch starts within the first --minutes 1" in err
+    assert "the first starts at 70 s" in err and "--minutes 0" in err
+    assert not (tmp_path / "p.json").exists()
+    labels.write_text("0,60,N\n60,120,A\n")
+    assert main([*argv, "--minutes", "1.5"]) == 0
+    assert "30 s of labelled ECG lie beyond the first --minutes 1.5" in capsys.readouterr().err
+    counts = json.loads((tmp_path / "p.json").read_text())["calibration"]["label_counts"]
+    assert counts["N"] > 0 and counts["A"] > 0
+
+
+def test_a_labels_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    from ecgedge.calibrate import read_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_bytes("0,60,N\r\n60,90,A\r\n".encode("utf-8-sig"))  # as a spreadsheet saves it
+    assert read_labels(path, ("N", "A"), 120.0) == [(0.0, 60.0, "N"), (60.0, 90.0, "A")]
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -253,9 +253,10 @@ def read_preset(name_or_path: str, prefix: str = "") -> tuple[dict[str, Any], st
     ``trainer/presets/<prefix><name>.toml``) or a path to a ``.toml`` file (name: its stem
     without ``prefix``). Raises :class:`ConfigError` for an unknown name, a missing file or
     invalid TOML."""
-    path = Path(name_or_path)
+    path, names = Path(name_or_path), preset_names(prefix)
+    if path.is_dir() and name_or_path not in names:  # a preset's name wins over a folder's
+        raise ConfigError(f"preset {path} is a folder; give a .toml file", key="preset")
     if path.suffix != ".toml":
-        names = preset_names(prefix)
         if name_or_path not in names:
             raise ConfigError(
                 f"unknown preset {name_or_path!r}; expected one of {list(names)} or a .toml path",
@@ -265,8 +266,14 @@ def read_preset(name_or_path: str, prefix: str = "") -> tuple[dict[str, Any], st
     if not path.is_file():
         raise ConfigError(f"preset file not found: {path}", key="preset")
     name = path.stem.removeprefix(prefix)
+    try:  # utf-8-sig: a byte-order mark some editors write is not TOML's first key
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"preset {path}: cannot read it as UTF-8 text ({exc})", key="preset"
+        ) from exc
     try:
-        return tomllib.loads(path.read_text()), name
+        return tomllib.loads(text), name
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"preset {name}: invalid TOML: {exc}", key="preset") from exc
 

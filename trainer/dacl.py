@@ -499,6 +499,26 @@ def train_dacl(cfg: DACLRunConfig) -> dict[str, Any]:
     )
 
 
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """``dacl.json`` of a ``train-dacl`` run, a JSON object, or :class:`ConfigError` (key
+    ``run``) saying what is wrong: no such file (not a DACL run, or one that has not finished
+    its first encoder), not JSON, or not an object."""
+    path = run_dir / "dacl.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: not found; --run must be an `ecgedge train-dacl` run that finished at "
+            "least one encoder",
+            key="run",
+        )
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not readable JSON ({exc})", key="run") from exc
+    if not isinstance(results, dict):
+        raise ConfigError(f"{path}: not a train-dacl results object", key="run")
+    return results
+
+
 def train_command(results: dict[str, Any], run_dir: Path) -> str:
     """The ``ecgedge train-dacl`` command that trains a run like the one whose ``dacl.json``
     gave ``results``: its preset (``cpu`` when it recorded none or a file) plus an override

@@ -307,13 +307,11 @@ class Calibrator:
         """:meth:`add_recording` of one stretch of finite samples."""
         m = self.bundle.manifest
         rw = record_windows(x, fs, m.preprocess, m.window_samples, hop, denoiser=self.denoiser)
-        duration = x.shape[0] / fs
+        spans = _spans_by_class(intervals, x.shape[0] / fs)
         labels, keep = [], []
         for i, start in enumerate(rw.starts):
             a, b = start / rw.fs, (start + m.window_samples) / rw.fs
-            cover: dict[str, float] = {}
-            for s, e, label in intervals:
-                cover[label] = cover.get(label, 0.0) + max(0.0, min(b, e, duration) - max(a, s))
+            cover = {label: _covered(s, a, b) for label, s in spans.items()}
             best = max(cover, key=lambda k: cover[k]) if cover else None
             if best is None or cover[best] < min_coverage * (b - a):
                 continue
@@ -515,17 +513,45 @@ def _checked_intervals(
 
 def _check_no_overlap(intervals: Sequence[tuple[float, float, str]]) -> None:
     """No two intervals of different classes overlap (a window under both would take
-    whichever came first); intervals of one class may."""
-    ordered = sorted(intervals, key=lambda i: (i[0], i[1]))
-    for i, (s0, e0, c0) in enumerate(ordered):
-        later = ordered[i + 1 :]
-        clash = next(((s1, e1, c1) for s1, e1, c1 in later if s1 < e0 and c1 != c0), None)
-        if clash is not None:
-            s1, e1, c1 = clash
-            raise ConfigError(
-                f"intervals ({s0:g}, {e0:g}, {c0!r}) and ({s1:g}, {e1:g}, {c1!r}) overlap",
-                field="labels",
-            )
+    whichever came first); intervals of one class may. One pass in start order, keeping
+    each class's interval that reaches furthest (a day of labels checks in a second)."""
+    furthest: dict[str, tuple[float, float]] = {}
+    for s1, e1, c1 in sorted(intervals, key=lambda i: (i[0], i[1])):
+        for c0, (s0, e0) in furthest.items():
+            if c0 != c1 and s1 < e0:
+                raise ConfigError(
+                    f"intervals ({s0:g}, {e0:g}, {c0!r}) and ({s1:g}, {e1:g}, {c1!r}) overlap",
+                    field="labels",
+                )
+        if c1 not in furthest or e1 > furthest[c1][1]:
+            furthest[c1] = (s1, e1)
+
+
+def _spans_by_class(
+    intervals: Sequence[tuple[float, float, str]], duration_s: float
+) -> dict[str, np.ndarray]:
+    """Each class's labelled time within ``[0, duration_s)`` as sorted disjoint spans (k, 2):
+    overlapping intervals of one class are merged, so no second is counted twice; classes in
+    the order they first appear (the order a tie between them is broken in)."""
+    out: dict[str, np.ndarray] = {}
+    for label in dict.fromkeys(c for _, _, c in intervals):
+        merged: list[list[float]] = []
+        for s, e in sorted((s, min(e, duration_s)) for s, e, c in intervals if c == label):
+            if e <= s:
+                continue
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        out[label] = np.asarray(merged, dtype=np.float64).reshape(-1, 2)
+    return out
+
+
+def _covered(spans: np.ndarray, a: float, b: float) -> float:
+    """Seconds of ``[a, b)`` the sorted disjoint ``spans`` (k, 2) cover."""
+    first = int(np.searchsorted(spans[:, 1], a, side="right"))  # the first span ending after a
+    last = int(np.searchsorted(spans[:, 0], b, side="left"))  # past the last starting before b
+    return sum(max(0.0, min(b, e) - max(a, s)) for s, e in spans[first:last].tolist())
 
 
 def _finite_runs(x: np.ndarray, min_samples: int) -> list[tuple[int, int]]:

@@ -12,6 +12,7 @@ from sdk.anchors import load_anchors
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.denoiser import WindowDenoiser
 from sdk.windowing import record_windows
+from trainer.bench.rhythm import val_records
 from trainer.data import records as rec
 from trainer.errors import ConfigError
 
@@ -32,7 +33,10 @@ def test_anchors_are_device_windows_of_training_records_and_nothing_else_changes
     monkeypatch.setattr(rec, "read_cinc2017", spy)
     info = add_anchors(default_bundle_path(), tmp_path / "out", per_class=2, seed=3)
     monkeypatch.setattr(rec, "read_cinc2017", real_read)
-    assert set(read) == set(info["records"]) and set(read) <= train  # no validation record
+    assert set(read) == set(info["records"]) and set(read) <= train
+    data = base.manifest.provenance["training_data"]
+    held_out = val_records(int(data["split_seed"]), float(data["val_fraction"]))
+    assert set(read).isdisjoint(held_out)  # no record the rhythm benchmark evaluates on
 
     out = load_bundle(tmp_path / "out")  # checksums verified
     old = {f.path: f.sha256 for f in base.manifest.files}

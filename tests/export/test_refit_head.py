@@ -29,6 +29,10 @@ def test_training_records_are_the_heads_split():
     val = val_records(int(data["split_seed"]), float(data["val_fraction"]))
     # the split the head was trained on: same sizes as recorded at training time
     assert len(train) == data["train_records"] and len(val) == data["val_records"]
+    # and the complement of the records the rhythm benchmark evaluates on: none of those
+    # may teach the refitted head (another split of the same sizes would share ~1000)
+    assert set(train).isdisjoint(val)
+    assert set(train) | set(val) == set(rec.cinc2017_labels())
 
 
 def test_a_head_not_trained_on_cinc2017_is_refused(tmp_path):

@@ -110,10 +110,10 @@ def test_a_changed_anchors_file_is_refused(tmp_path, bundle):
     assert err.value.reason == "checksum"
 
 
-def test_pickled_or_non_npz_anchors_are_refused_not_unpickled(tmp_path):
-    objects = {"windows": np.array([object()], dtype=object), "labels": np.zeros(1, np.int64)}
+def test_pickled_or_non_npz_anchors_are_refused_not_unpickled(tmp_path, bundle):
+    objects = {**_arrays(bundle), "windows": np.array([object()], dtype=object)}  # all members
     b = _with_anchors(tmp_path / "pickled", objects)
-    with pytest.raises(BundleError, match="plain arrays") as err:
+    with pytest.raises(BundleError, match="windows.npy: object dtype") as err:
         load_anchors(b)
     assert err.value.reason == "malformed"
     b = _with_anchors(tmp_path / "text", raw=b"not a zip file at all")

@@ -407,3 +407,46 @@ def test_a_signal_that_is_not_real_numbers_is_refused(bundle, recording, dtype):
 def test_intervals_of_one_class_may_overlap(bundle, recording):
     same = [(0.0, 130.0, "N"), (120.0, 180.0, "N"), (180.0, 240.0, "A")]
     assert Calibrator(bundle).add_recording(*recording, same) == 24
+
+
+def test_one_class_overlapping_itself_counts_each_second_once(bundle, recording):
+    """Two copies of a 4 s label once made 8 s of a 10 s window, above half of it."""
+    signal, fs = recording
+    once = [(0.0, 4.0, "N"), (120.0, 240.0, "A")]
+    twice = [(0.0, 4.0, "N"), (0.0, 4.0, "N"), (120.0, 240.0, "A")]
+    assert Calibrator(bundle).add_recording(signal, fs, twice) == 12
+    assert Calibrator(bundle).add_recording(signal, fs, once) == 12
+
+
+def test_coverage_and_overlap_checks_agree_with_the_pairwise_definitions() -> None:
+    """The one-pass checks against their definitions on random labels: the seconds of a
+    window each class covers (each second once), and whether two classes overlap."""
+    from sdk.calibration.calibrator import _check_no_overlap, _covered, _spans_by_class
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 12))
+        starts = rng.uniform(0, 100, n).round(1)
+        ivs = [
+            (s, round(s + rng.uniform(0.1, 30), 1), str(rng.choice(["N", "A", "O"])))
+            for s in starts
+        ]
+        clash = any(
+            s0 < e1 and s1 < e0 and c0 != c1
+            for i, (s0, e0, c0) in enumerate(ivs)
+            for s1, e1, c1 in ivs[i + 1 :]
+        )
+        if clash:
+            with pytest.raises(ConfigError, match="overlap"):
+                _check_no_overlap(ivs)
+        else:
+            _check_no_overlap(ivs)
+        spans = _spans_by_class(ivs, 90.0)
+        grid = np.arange(0, 90, 0.05) + 0.025  # 0.05 s cells; the ends are on tenths
+        for label, s in spans.items():
+            inside = np.zeros(grid.size, bool)
+            for a, e, c in ivs:
+                inside |= (c == label) & (grid >= a) & (grid < e)
+            for a, b in [(0.0, 10.0), (35.0, 45.0), (80.0, 90.0), (12.3, 22.3)]:
+                expected = 0.05 * inside[(grid >= a) & (grid < b)].sum()
+                assert _covered(s, a, b) == pytest.approx(expected, abs=1e-9), (trial, label)

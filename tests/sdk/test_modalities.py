@@ -65,7 +65,10 @@ def test_beat_times_alone_give_the_same_image_as_peaks():
     np.testing.assert_array_equal(lorenz_image(rr), lorenz_image(rr_from_peaks(peaks, FS)))
 
 
-def test_trainer_and_device_compute_the_same_modalities():
+def test_the_trainer_takes_its_modalities_from_the_sdk_with_the_devices_parameters():
+    """The trainer calls the SDK's code (one source of truth), so this checks the wiring only
+    (preprocessing, window, hop, the same record); the images themselves are checked by the
+    tests above (axes, bins, beat times)."""
     pytest.importorskip("torch", reason="compares with the trainer (ecgedge[train])")
     from trainer.config import DataConfig
     from trainer.data.datasets import synthetic_windows

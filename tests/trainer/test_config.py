@@ -208,6 +208,33 @@ def test_bad_toml_file(tmp_path: Path, text: str, key: str) -> None:
     assert err.value.key == key
 
 
+def test_a_preset_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes("[train]\nsteps = 3\n".encode("utf-8-sig"))
+    assert load_preset(str(path)).train.steps == 3
+
+
+@pytest.mark.parametrize("name", ["presets", "presets.toml"])
+def test_a_folder_given_as_preset_is_named_a_folder(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).mkdir()
+    with pytest.raises(ConfigError, match="is a folder; give a .toml file") as err:
+        load_preset(str(tmp_path / name))
+    assert err.value.key == "preset"
+
+
+def test_a_preset_name_wins_over_a_folder_of_that_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()
+    assert load_preset("smoke").preset == "smoke"
+
+
+def test_a_preset_that_is_not_utf8_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "latin.toml"
+    path.write_bytes(b"# caf\xe9\n[train]\nsteps = 3\n")
+    with pytest.raises(ConfigError, match="cannot read it as UTF-8 text"):
+        load_preset(str(path))
+
+
 def test_missing_toml_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_preset(str(tmp_path / "absent.toml"))

@@ -115,9 +115,11 @@ def test_a_damaged_head_file_is_a_checkpoint_error(tmp_path: Path, case: str) ->
 
 @pytest.mark.parametrize("content", ["123", '"xdaclx"', "{not json"])
 def test_a_dacl_results_file_that_is_no_object_is_refused(tmp_path: Path, content: str):
-    from export.dacl_bundle import read_results
+    from trainer.dacl import read_results
     from trainer.errors import ConfigError
 
+    with pytest.raises(ConfigError, match="dacl.json: not found; --run must be"):
+        read_results(tmp_path)
     (tmp_path / "dacl.json").write_text(content)
     with pytest.raises(ConfigError, match="dacl.json"):
         read_results(tmp_path)

@@ -9,12 +9,12 @@ intervals, beside the paper's figures.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from trainer.bench.report import md_table, write_result
-from trainer.dacl import train_command
+from trainer.dacl import read_results, train_command
+from trainer.errors import ConfigError
 
 PAPER = {
     "dacl": 0.7815,
@@ -30,6 +30,8 @@ LABELS = {
     "ablation_mid": "DACL, Mid t 17-33",
     "ablation_late": "DACL, Late t 34-50",
 }
+#: the training settings the report states
+TRAIN_KEYS = {"steps", "batch_size", "lr", "margin", "diffusion_steps"}
 
 
 def _ci(v: dict[str, Any]) -> str:
@@ -50,9 +52,30 @@ def _row(key: str, r: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _rows(results: dict[str, Any], keys: list[str], run_dir: Path) -> list[list[Any]]:
+    """The table rows of ``keys``, or :class:`ConfigError` naming the first malformed one."""
+    rows = []
+    for key in keys:
+        try:
+            rows.append(_row(key, results[key]))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{run_dir / 'dacl.json'}: the {key!r} results are malformed ({exc!r})",
+                key="run",
+            ) from exc
+    return rows
+
+
 def run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
-    results = json.loads((run_dir / "dacl.json").read_text())
+    results = read_results(run_dir)
     keys = [k for k in LABELS if k in results]
+    train = results.get("train")
+    if not keys or not isinstance(train, dict) or not TRAIN_KEYS <= set(train):
+        raise ConfigError(
+            f"{run_dir / 'dacl.json'}: no train-dacl results (no experiment rows, or no 'train' "
+            f"section with {sorted(TRAIN_KEYS)})",
+            key="run",
+        )
     header = [
         "model",
         "anomaly AUROC [95% CI]",
@@ -63,10 +86,9 @@ def run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
         "probe emb.+RR macro F1",
         "probe emb.+RR AUROC",
     ]
-    main = md_table(header, [_row(k, results[k]) for k in keys if not k.startswith("ablation")])
-    abl = md_table(
-        header, [_row(k, results[k]) for k in ("dacl", *[k for k in keys if "ablation" in k])]
-    )
+    main = md_table(header, _rows(results, [k for k in keys if "ablation" not in k], run_dir))
+    ablation = [k for k in keys if k == "dacl" or "ablation" in k]
+    abl = md_table(header, _rows(results, ablation, run_dir))
     tc = results["train"]
     schedule = tc.get("schedule", "scaled")
     sched_text = (
