@@ -37,7 +37,7 @@ from sdk.events import EpisodeEvent, Event, WindowEvent
 from sdk.lru_step import StepEmbedder
 from sdk.modalities import lorenz_image, spectrogram
 from sdk.pipeline import StreamPipeline, StreamStats
-from sdk.preprocess import Preprocessor, PreprocessSpec, preprocess, standardize_window
+from sdk.preprocess import Preprocessor, PreprocessSpec, preprocess_record, standardize_window
 from sdk.quality import QualityReport, assess_quality
 from sdk.ringbuffer import RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, detect_rpeaks, heart_rate_bpm
@@ -78,7 +78,7 @@ __all__ = [
     "load_bundle",
     "load_profile",
     "lorenz_image",
-    "preprocess",
+    "preprocess_record",
     "record_windows",
     "save_profile",
     "spectrogram",

@@ -113,7 +113,7 @@ class Preprocessor:
         return self._filter.process(self._resampler.process(block))
 
 
-def preprocess(x: np.ndarray, fs_in: float, spec: PreprocessSpec) -> np.ndarray:
+def preprocess_record(x: np.ndarray, fs_in: float, spec: PreprocessSpec) -> np.ndarray:
     """Offline preprocessing of a whole record, (n,) or (n, leads) → (m, leads) float32."""
     x2 = x[:, None] if x.ndim == 1 else x
     return Preprocessor(fs_in, spec, x2.shape[1]).process(x2)

@@ -9,7 +9,7 @@ import numpy as np
 
 from sdk.errors import ConfigError
 from sdk.modalities import LorenzSpec, lorenz_image, rr_from_peaks
-from sdk.preprocess import PreprocessSpec, preprocess, standardize_window
+from sdk.preprocess import PreprocessSpec, preprocess_record, standardize_window
 from sdk.rpeaks import denoised_window_rpeaks, detect_rpeaks
 from sdk.rr import RR_FEATURE_NAMES, rr_features
 
@@ -109,7 +109,7 @@ def record_windows(
         raise ConfigError(
             f"record_windows takes one lead; the denoiser takes {denoiser.leads}", field="denoiser"
         )
-    y = preprocess(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
+    y = preprocess_record(np.asarray(x, dtype=np.float32), fs_in, spec)[:, 0]
     peaks = detect_rpeaks(y, spec.fs) if denoiser is None else None
     starts = window_starts(y.shape[0], window, hop, tail)
     wins = np.zeros((starts.size, 1, window), dtype=np.float32)

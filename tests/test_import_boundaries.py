@@ -50,3 +50,17 @@ assert events, "no events"
     loaded = modules_after(code)
     assert "onnxruntime" in loaded
     assert not (loaded & FORBIDDEN["sdk"])
+
+
+@pytest.mark.parametrize("package", ["sdk", "firmware_bridge"])
+def test_no_public_name_hides_a_submodule(package):
+    """``import sdk.preprocess as m`` gave the function ``preprocess`` that ``sdk/__init__``
+    exported under the module's name; every submodule stays reachable as a module."""
+    import importlib
+    import pkgutil
+    import types
+
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{package}.{info.name}")
+        assert isinstance(getattr(pkg, info.name), types.ModuleType), f"{package}.{info.name}"

@@ -25,7 +25,7 @@ from sdk.lru_step import (
     streaming_spec,
 )
 from sdk.pipeline import StreamPipeline  # noqa: E402
-from sdk.preprocess import preprocess  # noqa: E402
+from sdk.preprocess import preprocess_record  # noqa: E402
 from sdk.ringbuffer import RingBuffer  # noqa: E402
 from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
 from sdk.step_stream import StepStream, standardize_block  # noqa: E402
@@ -137,7 +137,7 @@ def test_windows_follow_the_documented_block_normalization(
     _, events = run(lru_bundle, [(ecg, None)], stateful=True)
     bundle = load_bundle(lru_bundle)
     stepper, clf = StepEmbedder(bundle), WindowClassifier(bundle)
-    y = preprocess(ecg, FS, bundle.manifest.preprocess)[:, 0]
+    y = preprocess_record(ecg, FS, bundle.manifest.preprocess)[:, 0]
     state, ref = stepper.initial_state(1), []
     for end in range(128, len(y) + 1, 128):
         hi = max(end, 1280)

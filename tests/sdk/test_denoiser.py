@@ -16,7 +16,7 @@ from sdk.denoiser import WindowDenoiser, denoise_signal
 from sdk.errors import ConfigError
 from sdk.events import WindowEvent
 from sdk.pipeline import StreamPipeline
-from sdk.preprocess import preprocess
+from sdk.preprocess import preprocess_record
 from sdk.synthetic import synthetic_ecg
 
 FS = 250.0
@@ -199,7 +199,7 @@ def test_window_beats_equal_record_windows_on_tail_and_short_streams(bundle, ecg
         m.hop_samples,
         denoiser=WindowDenoiser(bundle, threads=1),
     )
-    n_model = preprocess(x, FS, m.preprocess).shape[0]
+    n_model = preprocess_record(x, FS, m.preprocess).shape[0]
     assert len(events) == rw.windows.shape[0]
     prev = None
     for i, e in enumerate(events):
@@ -230,7 +230,7 @@ def test_a_multi_lead_denoising_pipeline_takes_beats_from_every_lead(tmp_path, l
     den = WindowDenoiser(b2, threads=1)
     p = StreamPipeline(b2, fs_in=FS, n_leads=2, lead=lead, precision="fp32")
     events = [e for e in p.push(x) + p.close() if isinstance(e, WindowEvent)]
-    y = preprocess(x, FS, m.preprocess)
+    y = preprocess_record(x, FS, m.preprocess)
     starts = window_starts(y.shape[0], m.window_samples, m.hop_samples, "align_end")
     assert len(events) == starts.size
     prev = prev_one = None

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from sdk.bundle import load_bundle
 from sdk.events import WindowEvent
 from sdk.pipeline import StreamPipeline
-from sdk.preprocess import preprocess
+from sdk.preprocess import preprocess_record
 from trainer.bench.report import md_table, once_per_message, write_result
 from trainer.bench.rhythm import HEADER, _row, record_report, val_records
 from trainer.data import records as rec
@@ -36,7 +36,7 @@ def noisy_signal(x: np.ndarray, fs: float, index: int, snr_db: float, spec: Any)
     ch = int(rng.integers(0, src.shape[1]))
     start = int(rng.integers(0, src.shape[0] - x.size))
     n = src[start : start + x.size, ch].astype(np.float64)
-    y_c, y_n = preprocess(x, fs, spec)[:, 0], preprocess(n, fs, spec)[:, 0]
+    y_c, y_n = preprocess_record(x, fs, spec)[:, 0], preprocess_record(n, fs, spec)[:, 0]
     k = float(scale_for_snr(y_c, y_n, snr_db)[0])
     return x + k * n
 
