@@ -12,11 +12,16 @@ records as a gap. Duplicates are dropped, overlaps trimmed, short reorderings un
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from firmware_bridge.errors import BridgeError
+
+_log = logging.getLogger(__name__)
 
 
 class SampleSink(Protocol):
@@ -49,6 +54,11 @@ class DecodedFrame:
 #: after all is counted ``late`` rather than as a duplicate
 LATE_MEMORY = 256
 
+#: how far back (s) a frame without sequence numbers may start and still be taken for a
+#: repeat of samples already placed (:meth:`FrameAssembler.is_repeat`); a sensor clock that
+#: goes back further was set or restarted
+REPEAT_HORIZON_S = 10.0
+
 
 @dataclass
 class AssemblyStats:
@@ -60,7 +70,8 @@ class AssemblyStats:
     ``samples_lost``); ``samples_trimmed`` from overlapping frames; ``reordered`` frames that
     arrived after a later one; ``time_resets`` of the sensor clock; ``seq_resets`` of the
     sensor's sequence counter (a number behind the expected one on a frame whose timestamp
-    lies after everything received: new samples, not a repeat).
+    lies after everything received: new samples, not a repeat); ``sink_errors``: blocks the
+    sink refused (their samples still take their place on the stream clock).
     """
 
     frames: int = 0
@@ -73,6 +84,7 @@ class AssemblyStats:
     reordered: int = 0
     time_resets: int = 0
     seq_resets: int = 0
+    sink_errors: int = 0
 
 
 class FrameAssembler:
@@ -131,6 +143,26 @@ class FrameAssembler:
             self.stats.reordered += 1
         self._held[seq] = frame
         self._release(give_up=False)
+
+    def is_repeat(self, frame: DecodedFrame) -> bool:
+        """Whether :meth:`add` would drop ``frame`` unplaced as a repeat or a late arrival of
+        samples already placed, given up or held: a sequence number behind the expected one
+        (or held) on a frame that does not start after everything received; without sequence
+        numbers, a frame whose samples all lie before the next expected one, by at most
+        :data:`REPEAT_HORIZON_S`. Such a frame says nothing of the sensor clock (the session
+        keeps it from the clock aligner, which would take its old timestamp for a restart)."""
+        if frame.seq is not None and self.reorder_depth > 0:
+            if self._next_seq is None:
+                return False
+            seq = frame.seq % self.seq_modulo
+            return seq in self._held or (
+                self._seq_delta(seq) < 0 and not self._after_everything(frame)
+            )
+        if self._next_ns is None:
+            return False
+        first, end = float(frame.first_ns), float(frame.first_ns) + frame.n * self.period_ns
+        horizon = self._next_ns - REPEAT_HORIZON_S * 1e9
+        return horizon <= first and end <= self._next_ns + 0.5 * self.period_ns
 
     def flush(self) -> None:
         """Place every held frame (end of stream or disconnection)."""
@@ -195,6 +227,11 @@ class FrameAssembler:
         try:
             stamp = (self._stream_samples + lost) / self.fs
             self.sink.push(samples, timestamp_s=stamp, fs=self.fs)
+        except (BridgeError, ValueError) as exc:  # the SDK refused a block: the stream goes on
+            self.stats.sink_errors += 1
+            n = self.stats.sink_errors
+            if n == 1 or n % 1000 == 0:
+                _log.warning("block refused by the sink (%d so far): %s", n, exc)
         finally:  # a block the sink refuses still took its place on the stream clock
             self._stream_samples += lost + samples.shape[0]
             self._next_ns = first_ns + samples.shape[0] * self.period_ns

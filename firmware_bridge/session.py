@@ -84,8 +84,10 @@ class SessionStats:
     #: RR intervals outside :data:`~firmware_bridge.hrs.RR_RANGE_S`, kept out of
     #: ``rr_intervals_s`` (which breaks there)
     rr_rejected: int = 0
-    #: blocks the sink refused
-    sink_errors: int = 0
+    #: connections ended because no ECG notification came for ``stall_timeout_s`` (the sensor
+    #: stopped streaming, e.g. a PMD "measurement stopped" indication, or went silent);
+    #: each is followed by a reconnection
+    stalls: int = 0
     #: connections that streamed
     connects: int = 0
     #: attempts that failed to connect or to start the stream (incl. a sensor refusing it)
@@ -121,6 +123,12 @@ class SensorSession:
     isolated corrupted sensor timestamp (counted in ``stats.timestamps_repaired``) at the cost
     of holding a frame after each discontinuity until the next frame arrives; ``False``
     places every frame as its timestamp claims.
+
+    ``stall_timeout_s`` (default 10 s; ``None``: never): a connection over which no ECG
+    notification arrived for that long is ended and reconnected (counted in
+    ``stats.stalls``): a sensor may stop streaming on its own (the H10 indicates "measurement
+    stopped" on its control point) or go silent with the link up. Blocks the sink refuses are
+    counted in ``stats.assembly.sink_errors``.
     """
 
     def __init__(
@@ -132,8 +140,12 @@ class SensorSession:
         backoff: Backoff | None = None,
         on_heart_rate: Callable[[float, HeartRateMeasurement], None] | None = None,
         repair_timestamps: bool = True,
+        stall_timeout_s: float | None = 10.0,
     ) -> None:
+        if stall_timeout_s is not None and not 0.0 < stall_timeout_s < math.inf:
+            raise ValueError(f"stall_timeout_s must be positive and finite, got {stall_timeout_s}")
         self.transport, self.profile, self.sink = transport, profile, sink
+        self.stall_timeout_s = stall_timeout_s
         self.backoff = backoff or Backoff()
         self.assembler = FrameAssembler(sink, profile.fs, reorder_depth=profile.reorder_depth)
         self.clock = ClockAligner()
@@ -151,6 +163,8 @@ class SensorSession:
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self._last_arrival: float | None = None
+        self._last_data_s = 0.0  # transport time of the last ECG notification (or of the start)
+        self._fresh_link = True  # no frame placed since the link came up
 
     def stop(self) -> None:
         """Ask :meth:`run` to end now, also while it connects, starts the stream or backs off
@@ -159,6 +173,7 @@ class SensorSession:
         self._stop_requested.set()
 
     def _on_notify(self, host_time_s: float, payload: bytes) -> None:
+        self._last_data_s = self.transport.now()
         self._queue.put_nowait(("ecg", host_time_s, payload))
 
     def _on_hr(self, host_time_s: float, payload: bytes) -> None:
@@ -216,8 +231,37 @@ class SensorSession:
         self.stats.connects += 1
         self._failures_in_row = 0
         self.backoff.reset()
-        await self._until_stopped(lost.wait())
+        self._last_data_s = self.transport.now()
+        await self._until_stopped(self._streaming(lost))
         return lost.is_set()
+
+    async def _streaming(self, lost: asyncio.Event) -> None:
+        """Until the link drops; a connection silent for ``stall_timeout_s`` is ended here (and
+        so counts as dropped)."""
+        while not lost.is_set():
+            if self.stall_timeout_s is None:
+                await lost.wait()
+                return
+            silent = self.transport.now() - self._last_data_s
+            if silent >= self.stall_timeout_s and not self.transport.exhausted:
+                self.stats.stalls += 1
+                _log.warning(
+                    "no ECG from the sensor for %.1f s with the link up: reconnecting", silent
+                )
+                await self._end_link(stop_sensor=True)
+                lost.set()
+                return
+            pause = max(self.stall_timeout_s - silent, 0.05)
+            waits = (
+                asyncio.ensure_future(lost.wait()),
+                asyncio.ensure_future(self.transport.sleep(pause)),
+            )
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
 
     async def _open_stream(self) -> None:
         """Connect, subscribe and ask the sensor to stream."""
@@ -276,6 +320,7 @@ class SensorSession:
             self.assembler.reset_sequence()  # a new link may restart or skip sequence numbers
             if kind == "link":
                 self.clock.new_link()  # a clock that fell behind over the outage restarted
+                self._fresh_link = True  # and its first frame may be on a restarted clock
                 self._break_rr()  # no RR interval spans a new link
             return
         if kind == "hr":
@@ -317,16 +362,18 @@ class SensorSession:
         After a sensor clock reset the gap is the host time since the last frame placed, less
         this frame's duration: both frames are stamped at their last sample, so the gap is
         exact when both took the same link delay, and off by the difference otherwise."""
+        if not self._fresh_link and self.assembler.is_repeat(frame):
+            # a repeat or a late frame (counted, dropped): its old timestamp is no clock restart
+            self.assembler.add(frame)
+            return
+        self._fresh_link = False
         last_ns = _last_ns(frame)
         reset_gap = None
         if self.clock.update(last_ns, host_time_s):
             since = 0.0 if self._last_arrival is None else host_time_s - self._last_arrival
             reset_gap = max(0.0, since - frame.n / frame.fs)
         self._last_arrival = host_time_s
-        try:
-            self.assembler.add(frame, clock_reset_gap_s=reset_gap)
-        except (BridgeError, ValueError):
-            self.stats.sink_errors += 1  # the SDK refused a block: counted, stream goes on
+        self.assembler.add(frame, clock_reset_gap_s=reset_gap)
         self.stats.drift_ppm = self.clock.drift_ppm
 
     def _handle_hr(self, host_time_s: float, payload: bytes) -> None:

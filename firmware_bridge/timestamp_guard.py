@@ -20,6 +20,11 @@ continues one of them:
   held frames that do not fit were wrong; they are rewritten to their contiguous times,
   counted in :attr:`TimestampGuard.repaired`, and all are released (one or several wrong
   frames in a row);
+- it continues the stream as if every held frame had come back to back, and the held frames
+  and it, in timestamp order, tile a stretch that starts whole frames after the expected
+  place: a frame was lost and the ones after it arrived swapped (4, 7, 6 with 5 lost); all
+  are released as they claim, in timestamp order (counted in
+  :attr:`TimestampGuard.reordered`), and the assembler flags the gap;
 - it continues the LAST held frame: that frame's timestamp was right (lost frames, a
   duplicate, a clock restart); earlier held frames are rewritten only if that frame starts
   where they would end back to back.
@@ -44,8 +49,9 @@ places that frame, and would take the new clock for a wrong one. A wrong timesta
 passes these checks (a shift by whole frames, or frames of differing sizes) is placed as
 claimed; it misplaces that frame only, since the next frame is placed by its own timestamp.
 
-A repeat of the last placed frame passes straight through (the assembler drops it as a
-duplicate), so a repeat is never rewritten into the place of a lost frame.
+A repeat of one of the last :data:`RECENT_FRAMES` released frames (same timestamp and
+samples as it arrived) passes straight through as that frame was released (the assembler
+drops it as a duplicate), so a repeat is never rewritten into the place of a lost frame.
 
 At most :data:`MAX_HELD` frames wait (1.7 s on the H10), and only after a discontinuity
 (including the first frame after a reconnection); a gapless stream is never held.
@@ -58,12 +64,15 @@ pass through unchanged: their order and loss come from the sequence numbers.
 Limits: a wrong timestamp on the very first frame of a session is not checked; one next to
 a lost frame is not repaired (dropped if implausible, else placed as claimed); a frame that
 arrives more than one frame early (BLE delivers a link's notifications in order) is dropped
-into a flagged gap.
+into a flagged gap; a swap between two lost frames (4, 8, 6 with 5 and 7 lost) puts the early
+frame in the first hole (2 of the 544 orderings of frames 5-8 lost, repeated or swapped by
+adjacent pairs; none without swaps).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -79,6 +88,8 @@ _Held = tuple[DecodedFrame, float, list[float]]
 
 #: frames held at most; beyond, the oldest is released unconfirmed
 MAX_HELD = 3
+#: released frames remembered, so that a repeat of one is recognised as such
+RECENT_FRAMES = 8
 
 
 class TimestampGuard:
@@ -118,6 +129,9 @@ class TimestampGuard:
         self.reordered = 0
         self._next_ns: int | None = None  # where a frame continuing the last released one starts
         self._last: DecodedFrame | None = None  # the last frame released
+        # the frames released last, (as they arrived, as released): a repeat of one is never
+        # moved into the place of a lost frame
+        self._recent: deque[tuple[DecodedFrame, DecodedFrame]] = deque(maxlen=RECENT_FRAMES)
         self._pending: list[_Held] = []  # oldest first
         self._reconnected = False  # flushed, nothing released since
         self._restart_unplaced = False  # released in this call after a reconnection
@@ -132,11 +146,13 @@ class TimestampGuard:
         self._restart_unplaced = False  # the caller placed what the last call returned
         if frame.seq is not None:
             return [(frame, host_time_s)]
-        if self._last is not None and _same_frame(frame, self._last):
-            return [(frame, host_time_s)]  # a repeat of a placed frame: the assembler drops it
+        placed = next((out for came, out in self._recent if _same_frame(frame, came)), None)
+        if placed is not None:  # a repeat of a released frame, as released: the assembler
+            return [(placed, host_time_s)]  # drops it (a rewritten timestamp stays rewritten)
         pending = self._pending
-        if pending and _same_frame(frame, pending[-1][0]):  # a repeat waits with its original
-            pending[-1][2].append(host_time_s)
+        original = next((held for held in pending if _same_frame(frame, held[0])), None)
+        if original is not None:  # a repeat waits with its original
+            original[2].append(host_time_s)
             return []
         if not pending:
             if self._next_ns is None or self._continues(frame, self._next_ns):
@@ -148,6 +164,13 @@ class TimestampGuard:
         period = self._period_ns(frame)
         back_to_back = self._next_ns + round(sum(p[0].n for p in pending) * period)
         if self._continues(frame, back_to_back):  # every held frame lies in between
+            early = self._early(pending, (frame, host_time_s, []))
+            if early is not None:  # each as it claims, after a lost frame
+                self.reordered += sum(a is not b for a, b in zip(early, [*pending, None]))
+                for held in early:
+                    self._release(out, *held)
+                pending.clear()
+                return out
             self._release_back_to_back(out, pending)
         elif self._continues(frame, self._end_ns(pending[-1][0])):  # the last one was right
             last = pending.pop()
@@ -235,11 +258,32 @@ class TimestampGuard:
             held[:] = by_time
         for frame, host_time_s, copies in held:
             assert self._next_ns is not None
-            if not self._continues(frame, self._next_ns):
-                self.repaired += 1
-                frame = dataclasses.replace(frame, first_ns=self._next_ns)
-            self._release(out, frame, host_time_s, copies)
+            if self._continues(frame, self._next_ns):
+                self._release(out, frame, host_time_s, copies)
+                continue
+            self.repaired += 1
+            moved_frame = dataclasses.replace(frame, first_ns=self._next_ns)
+            self._release(out, moved_frame, host_time_s, copies, arrived=frame)
         held.clear()
+
+    def _early(self, pending: list[_Held], arriving: _Held) -> list[_Held] | None:
+        """The held frames and the arriving one in timestamp order, if they arrived swapped
+        after a lost frame: in that order they tile a stretch (each on the grid, starting
+        where the one before ends) that starts whole frames after the expected place. Else
+        ``None``: their count, not their timestamps, says where they go. A single flipped
+        timestamp bit cannot pass this (no power of two nanoseconds is a whole number of
+        frames of 72 or 73 samples at 130 Hz, within the tolerance)."""
+        assert self._next_ns is not None
+        ordered = sorted([*pending, arriving], key=lambda h: h[0].first_ns)
+        first = ordered[0][0]
+        if self._continues(first, self._next_ns) or not self._on_grid(first, None):
+            return None
+        expected = self._end_ns(first)
+        for frame, _, _ in ordered[1:]:
+            if frame.n != first.n or not self._continues(frame, expected):
+                return None
+            expected = self._end_ns(frame)
+        return ordered
 
     def _tiles(self, held: list[_Held]) -> bool:
         """Whether ``held`` continue the stream and one another, each as it claims."""
@@ -256,13 +300,16 @@ class TimestampGuard:
         frame: DecodedFrame,
         host_time_s: float,
         copies: list[float] | tuple[()] = (),
+        arrived: DecodedFrame | None = None,
     ) -> Released:
         """Append ``frame`` and its repeated notifications (same, possibly rewritten,
-        timestamp: the assembler drops them as duplicates) to ``out``."""
+        timestamp: the assembler drops them as duplicates) to ``out``. ``arrived``: the frame
+        as it came, when ``frame`` is it with its timestamp rewritten."""
         out.append((frame, host_time_s))
         out.extend((frame, t) for t in copies)
         self._next_ns = self._end_ns(frame)
         self._last = frame
+        self._recent.append((frame if arrived is None else arrived, frame))
         self._restart_unplaced = self._restart_unplaced or self._reconnected
         self._reconnected = False
         return out

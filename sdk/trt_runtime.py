@@ -213,7 +213,15 @@ class TrtEngineModel:
                 reason="engine",
             )
         self.engine = engine
-        self.context = engine.create_execution_context()
+        self.device = device
+        context = engine.create_execution_context()
+        if context is None:  # TensorRT's answer when it cannot allocate the activations
+            raise AcceleratorError(
+                f"{self.path.name}: no execution context (GPU {device} is out of memory?)",
+                backend=BACKEND,
+                reason="cuda",
+            )
+        self.context = context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         is_in = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.input_names = [n for n in names if is_in[n]]
@@ -304,6 +312,9 @@ class TrtEngineModel:
         unknown = [n for n in wanted if n not in self.output_names]
         if unknown:
             raise ConfigError(f"unknown outputs {unknown} (engine has {self.output_names})")
+        # the engine's GPU for this thread: buffers allocated below must live on it, whatever
+        # GPU another model (or another thread) made current since
+        _ok(self.rt.cudaSetDevice(self.device), "cudaSetDevice")
         hosts = self._set_inputs(feeds)
         results = {}
         for name in self.output_names:

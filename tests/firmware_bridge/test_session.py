@@ -393,12 +393,11 @@ def test_a_refused_block_after_a_gap_becomes_one_gap_and_later_times_stay_right(
     ]
     sink = RefusingSink({1})  # and the SDK refuses frame 2
     asm = FrameAssembler(sink, fs)
-    asm.add(frames[0])
-    with pytest.raises(ValueError):
-        asm.add(frames[1])
-    asm.add(frames[2])
+    for frame in frames:
+        asm.add(frame)  # the refusal is counted, not raised: the stream goes on
     assert [round(ts * fs) for ts, _ in sink.blocks] == [0, 3 * n]  # frame 3 at its place
     assert asm.stats.samples_lost == n and asm.stats.gaps == 1
+    assert asm.stats.sink_errors == 1 and asm.stats.frames == 3
 
 
 @pytest.mark.parametrize("reconnect_s", [None, 19.0])
@@ -860,3 +859,108 @@ def test_failed_connections_are_said_out_loud_once_per_run_and_every_tenth(caplo
     loud = [i + 1 for i, r in enumerate(tries) if r.levelname == "WARNING"]
     assert loud == [n for n in range(1, len(tries) + 1) if n % 10 == 1]
     assert "not found" in tries[0].getMessage()
+
+
+# -- repeats and late frames, a sensor that stops streaming, refusals while flushing ----------
+def run_open(
+    orders: list[list[int]], sink: RecordingSink | None = None, **session_kw
+) -> tuple[RecordingSink, SessionStats]:
+    """Play open-profile frames ``orders[c - 1]`` (frame indices, sequence = index) over
+    connection ``c``, each 0.2 s of sensor time after the previous frame index."""
+
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in orders[connection - 1]:
+            link.notify(OPEN_ECG_DATA_UUID, open_frame(k, k), k * 0.2 + 0.21)
+            await asyncio.sleep(0)
+        link.drop() if connection < len(orders) else link.end()
+
+    sink = sink if sink is not None else RecordingSink()
+    session = SensorSession(FakeLink(script), OpenEcgDevice(fs=OPEN_FS), sink, **session_kw)
+    return sink, asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+
+
+def assert_open_in_place(sink: RecordingSink) -> dict[int, float]:
+    placed = sink.placed(OPEN_FS)
+    for i, v in placed.items():
+        assert round(v * 1000) == (i // OPEN_N) % 1000, f"stream sample {i} misplaced"
+    return placed
+
+
+@pytest.mark.parametrize(
+    ("order", "duplicates", "late"),
+    [
+        ([*range(10), 5, *range(10, 60)], 1, 0),  # frame 5 again, 1 s old
+        ([0, 1, 2, *range(5, 10), 3, 4, *range(10, 60)], 0, 2),  # 3 and 4 beyond the window
+    ],
+)
+def test_a_repeated_or_late_frame_is_no_sensor_clock_restart(order, duplicates, late):
+    """The clock aligner saw the old frame first and took its timestamp, 1 s back, for a
+    restart: the frame was placed again as new and every later sample moved."""
+    sink, stats = run_open([order])
+    placed = assert_open_in_place(sink)
+    assert stats.assembly.time_resets == 0
+    assert stats.assembly.duplicates == duplicates and stats.assembly.late == late
+    assert len(placed) == (60 - 2 * (late > 0)) * OPEN_N
+
+
+@pytest.mark.parametrize("order", [[*range(8), 6, *range(8, 20)], [0, 1, 2, 3, 4, 7, 6, 8, 9]])
+def test_an_old_pmd_frame_without_repair_is_no_clock_restart(order):
+    """One H10 frame lasts 0.56 s, more than the 0.5 s a clock may go back: a repeat of the
+    frame before last (or a swap) restarted the clock and shifted every later sample."""
+
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in order:
+            stamp = parse_frame_header(h10_frame(k)).timestamp_ns
+            link.notify(PMD_DATA_UUID, h10_frame(k), (stamp - H10_START_NS) / 1e9 + 0.008)
+            await asyncio.sleep(0)
+        link.end()
+
+    sink = RecordingSink()
+    session = SensorSession(FakeLink(script), PolarH10(), sink, repair_timestamps=False)
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+    placed = assert_in_place(sink)
+    assert stats.assembly.time_resets == 0 and stats.assembly.duplicates == 1
+    assert max(placed) == (max(order) + 1) * H10_N - 1  # the last frame at its own place
+
+
+def test_a_sensor_that_stops_streaming_is_reconnected_after_the_stall_timeout():
+    """The H10 may end the stream itself (a "measurement stopped" indication on the PMD
+    control point, then nothing): the session waited for a disconnection forever."""
+
+    async def script(link: FakeLink, connection: int) -> None:
+        frames = range(5) if connection == 1 else range(30, 40)
+        for k in frames:
+            link.notify(OPEN_ECG_DATA_UUID, open_frame(k, k), k * 0.2)
+            await asyncio.sleep(0)
+        if connection == 2:
+            link.end()
+
+    sink = RecordingSink()
+    link = FakeLink(script, real_sleep=True)
+    session = SensorSession(
+        link, OpenEcgDevice(fs=OPEN_FS), sink, backoff=Backoff(initial_s=0.01), stall_timeout_s=0.2
+    )
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+    assert stats.stalls == 1 and stats.reconnects == 1 and stats.connects == 2
+    assert link.events[:4] == ["connect", "start", "stop", "disconnect"]
+    placed = assert_open_in_place(sink)
+    assert len(placed) == 15 * OPEN_N and stats.assembly.gaps == 1
+
+
+def test_stall_timeout_must_be_positive():
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="stall_timeout_s"):
+            SensorSession(
+                FakeLink(), OpenEcgDevice(fs=OPEN_FS), RecordingSink(), stall_timeout_s=bad
+            )
+
+
+def test_a_block_refused_while_frames_held_for_order_are_flushed_is_counted_there():
+    """Refused outside the session's try, it counted as a handler error and skipped the rest
+    of the reconnection's handling."""
+    sink = RefusingSink({3})  # the first frame flushed at the drop (frame 4)
+    orders = [[0, 1, 2, 4, 5], list(range(20, 30))]  # frame 3 lost: 4 and 5 wait for it
+    _, stats = run_open(orders, sink=sink, backoff=Backoff(initial_s=0.01))
+    assert stats.assembly.sink_errors == 1 and stats.handler_errors == 0
+    placed = assert_open_in_place(sink)
+    assert len(placed) == 14 * OPEN_N  # every frame but the refused one, each in its place

@@ -196,6 +196,45 @@ def test_a_repeat_of_a_placed_frame_is_never_rewritten_into_a_lost_frames_place(
     assert guard.repaired == 0
 
 
+@pytest.mark.parametrize(
+    "order",
+    [
+        [5, 6, 7, 6, 9, 10],  # an older frame repeated, then frame 8 lost
+        [5, 6, 7, 9, 6, 10],  # the repeat after the hole
+        [5, 6, 7, 5, 6, 9, 10],  # two older repeats
+    ],
+)
+def test_a_repeat_of_any_recent_frame_never_fills_a_lost_frames_place(order):
+    """Only a repeat of the last frame was recognised: a copy of frame 6 was rewritten into
+    lost frame 8's place, and no gap was flagged."""
+    guard = TimestampGuard()
+    out = run([frame(k) for k in order], guard)
+    first = {}
+    for f in out:  # the assembler drops the repeats (same timestamp); first placement counts
+        first.setdefault(f.first_ns, int(f.samples_mv[0, 0]))
+    assert first == {frame(k).first_ns: k for k in (5, 6, 7, 9, 10)}  # slot 8 stays a gap
+    assert guard.repaired == 0
+
+
+def test_a_repeat_of_a_rewritten_frame_is_released_as_rewritten():
+    guard = TimestampGuard()
+    bad = frame(2, shift_ns=2**30)
+    out = run([frame(0), frame(1), bad, frame(3), bad, frame(4)], guard)
+    slots = [round((f.first_ns - T0) / PERIOD_NS) // N for f in out]  # rewritten to the ns
+    assert slots == [0, 1, 2, 3, 2, 4]  # the repeat lands on frame 2's place: dropped there
+    assert guard.repaired == 1
+
+
+@pytest.mark.parametrize("order", [[4, 7, 6, 8, 9], [4, 5, 8, 7, 9], [4, 6, 6, 8, 7, 9]])
+def test_frames_swapped_after_a_lost_frame_keep_their_places(order):
+    """Counted into the held frames' places, frame 7 (then 8) took lost frame 5's (6's)."""
+    guard = TimestampGuard()
+    out = run([frame(k) for k in order], guard)
+    placed = {f.first_ns: int(f.samples_mv[0, 0]) for f in out}
+    assert placed == {frame(k).first_ns: k for k in set(order)}  # the lost slot stays a gap
+    assert guard.repaired == 0 and guard.reordered >= 1
+
+
 def test_nothing_is_rejected_after_a_reconnection_until_a_frame_is_placed():
     asked = []
 

@@ -56,6 +56,7 @@ class FakeCudart:
         return 0, self.cc[0] if attr == "major" else self.cc[1]
 
     def cudaSetDevice(self, device):
+        self.current = device
         return (0,)
 
     def cudaMalloc(self, nbytes):
@@ -525,3 +526,29 @@ def test_a_pipeline_runs_every_model_from_its_engine_dir(fakes, tmp_path):
         runs[backend] = np.array([list(e.probabilities.values()) for e in events])
     assert len(runs["cpu"]) >= 3
     np.testing.assert_allclose(runs["trt-engine"], runs["cpu"], rtol=0, atol=1e-4)
+
+
+def test_an_engine_without_an_execution_context_is_a_typed_error(fakes, tmp_path, monkeypatch):
+    """TensorRT returns None when it cannot allocate the activations: an AttributeError
+    later, before."""
+    _fake_engines(tmp_path, BUNDLE, [load_bundle(BUNDLE).manifest.file("head")])
+    monkeypatch.setattr(FakeEngine, "create_execution_context", lambda self: None)
+    with pytest.raises(AcceleratorError, match="no execution context") as err:
+        open_model(BUNDLE / "head.onnx", backend="trt-engine", engine_dir=tmp_path)
+    assert err.value.reason == "cuda"
+
+
+def test_an_engine_runs_on_its_own_gpu_whatever_gpu_is_current(fakes, tmp_path):
+    """Buffers are allocated at the first run, on the current GPU: the engine's, not the one
+    another model or thread selected since."""
+    from sdk.trt_runtime import TrtEngineModel
+
+    fakes.rt.devices = 2
+    head = load_bundle(BUNDLE).manifest.file("head")
+    _fake_engines(tmp_path, BUNDLE, [head])
+    engine_path = next(tmp_path.glob("*.engine"))
+    engine = TrtEngineModel(engine_path, device=1)
+    fakes.rt.cudaSetDevice(0)  # e.g. a second model opened on GPU 0
+    feeds = {i.name: np.zeros((1, *i.shape[1:]), np.float32) for i in head.inputs}
+    engine.run(feeds)
+    assert fakes.rt.current == 1
