@@ -70,6 +70,7 @@ class BleakTransport(Transport):
         self.target = target
         self.allow_list = {a.upper() for a in allow_list} if allow_list is not None else None
         self._client: Any = None
+        self._local_name: str | None = None  # advertised by the device the last scan found
 
     @property
     def is_connected(self) -> bool:
@@ -79,8 +80,10 @@ class BleakTransport(Transport):
     def mtu_size(self) -> int:
         return int(self._client.mtu_size) if self.is_connected else 23
 
-    def _allowed(self, address: str, name: str | None) -> bool:
-        seen = {address.upper()} | ({name.upper()} if name else set())  # MACs in either case
+    def _allowed(self, address: str, *names: str | None) -> bool:
+        """Whether the address or one of the names (the device's, the advertised local
+        name) is in the allow-list, in any letter case."""
+        seen = {address.upper()} | {n.upper() for n in names if n}  # MACs in either case
         return self.allow_list is None or bool(seen & self.allow_list)
 
     async def connect(self, timeout_s: float = 10.0) -> None:
@@ -105,18 +108,24 @@ class BleakTransport(Transport):
             ) from exc
 
     def _is_target(self, device: Any, adv: Any) -> bool:
-        """Whether an advertiser is the target: its address or name, in any letter case."""
+        """Whether an advertiser is the target: its address or name, in any letter case (the
+        advertised local name is kept for the allow-list: some backends give the device
+        none)."""
         names = (device.address, device.name, getattr(adv, "local_name", None))
-        return self.target.upper() in {n.upper() for n in names if n}
+        found = self.target.upper() in {n.upper() for n in names if n}
+        if found:
+            self._local_name = getattr(adv, "local_name", None)
+        return found
 
     async def _connect(self, bleak: Any, timeout_s: float) -> None:
         # one scan for the address or the name (two scans took twice the time for a name)
+        self._local_name = None
         device = await bleak.BleakScanner.find_device_by_filter(self._is_target, timeout=timeout_s)
         if device is None:
             raise ConnectError(
                 f"no device {self.target!r} found within {timeout_s} s", address=self.target
             )
-        if not self._allowed(device.address, device.name):
+        if not self._allowed(device.address, device.name, self._local_name):
             raise ConnectError(
                 f"{device.name} ({device.address}) is not in the allow-list", address=device.address
             )

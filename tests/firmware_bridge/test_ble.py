@@ -146,6 +146,17 @@ def test_a_reconnect_uses_a_fresh_client_so_callbacks_never_double():
         asyncio.run(BleakTransport("AA:BB").write("cp", b"\x00"))
 
 
+def test_the_allow_list_takes_the_advertised_name_when_the_device_has_none(monkeypatch):
+    """Some backends give ``device.name`` None and only advertise a local name; the
+    allow-list looked at ``device.name`` alone and refused the strap it found by name."""
+    monkeypatch.setitem(DEVICES, "AA:BB", FakeDevice("AA:BB", None))
+    t = BleakTransport("Polar H10 1234", allow_list={"polar h10 1234"})
+    asyncio.run(t.connect(1.0))
+    assert t.is_connected
+    with pytest.raises(ConnectError, match="not in the allow-list"):
+        asyncio.run(BleakTransport("AA:BB", allow_list={"Kettle"}).connect(1.0))
+
+
 def test_the_allow_list_ignores_the_case_of_addresses():
     t = BleakTransport("AA:BB", allow_list=["aa:bb"])
     asyncio.run(t.connect(1.0))
