@@ -40,11 +40,10 @@ from sdk.denoiser import WindowDenoiser
 from sdk.episodes import AF_EPISODE_MIN_S, EpisodeTracker
 from sdk.errors import BlockError, BundleError, ConfigError, ProfileError, SampleRateError
 from sdk.events import Event, WindowEvent
-from sdk.filters import design_bandpass, step_envelope
 from sdk.lru_step import streaming_spec
 from sdk.modalities import lorenz_image, rr_from_peaks
 from sdk.preprocess import Preprocessor, check_input_rate, is_real_number, standardize_window
-from sdk.quality import SETTLE_RESIDUAL_MV, assess_quality
+from sdk.quality import MAX_ABS_MV, assess_quality, settle_envelope
 from sdk.ringbuffer import GAP_BEFORE, RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, denoised_window_rpeaks, heart_rate_bpm
 from sdk.rr import rr_features
@@ -63,15 +62,9 @@ RPEAK_BATCH_S = 2.0
 #: A timestamp later than expected by more than this many sample periods opens a gap
 #: (timestamps must be sample-accurate: derive them from the sensor clock, not arrival times).
 GAP_TOLERANCE_SAMPLES = 0.5
-#: Input beyond ±this many millivolts is no ECG (a front end's full scale is far below): it
-#: is held like NaN so that the filters never see it (float32 overflow, seconds of ringing).
-MAX_ABS_MV = 1000.0
 #: Timestamps must resolve this fraction of a sample period in float64 (|t| up to about
 #: 3e10 s at 250 Hz: epoch seconds pass, epoch microseconds do not).
 TIMESTAMP_RESOLUTION = 1e-3
-#: Longest settling look-back (s): a slower band-pass than the bundles' 0.5 Hz one is watched
-#: for this long after a jump, not until it settles.
-SETTLE_LOOKBACK_MAX_S = 10.0
 #: The class whose episodes (onset, offset) the pipeline tracks: atrial fibrillation.
 EPISODE_LABEL = "A"
 #: Window latencies kept in :attr:`StreamStats.latencies_ms` (the most recent).
@@ -147,7 +140,9 @@ class StreamPipeline:
         fatal: the pipeline falls back to the bundle's defaults, logs a warning and keeps the
         reason in :attr:`profile_error`.
     precision : embedder precision (default: the most compact in the bundle).
-    threads, backend : ONNX Runtime threads and provider (``"cpu"``, ``"cuda"``, ``"tensorrt"``).
+    threads, backend : threads, and where the models run: ONNX Runtime's ``"cpu"``, ``"cuda"``
+        or ``"tensorrt"`` provider, ``"trt-engine"`` (prebuilt TensorRT engines from
+        ``engine_dir``) or ``"auto"`` (:func:`sdk.runtime.select_backend`).
     engine_dir : where ``"trt-engine"`` finds the bundle's TensorRT engines and ``"tensorrt"``
         caches ONNX Runtime's (default :func:`sdk.trt_runtime.default_engine_dir`).
     buffer_s : ring-buffer length in seconds; must hold a window plus the peak lag (if any).
@@ -222,7 +217,7 @@ class StreamPipeline:
         self.fs_in, self.fs, self.n_leads, self.lead = float(fs_in), m.fs, n_leads, lead
         self.window = m.window_samples
         self.hop = self._hop_samples(hop_s)
-        self._settle = self._settle_envelope()
+        self._settle = settle_envelope(self.bundle.manifest.preprocess, self.fs_in)
         look_back = int(math.ceil(self._settle.size * self.fs / self.fs_in))
         # the stream's R-peaks must be final inside a window before it is analysed; a denoising
         # pipeline finds each window's beats in the denoised window instead, without waiting
@@ -297,7 +292,15 @@ class StreamPipeline:
         self._last_end = 0
         self._denoised_prev: tuple[int, np.ndarray] | None = None  # start, denoised samples
         self._closed = False
+        self._in_callback = 0  # callbacks running now (a close() from one waits for push)
+        self._close_requested = False
         # the tracker's smoothing is per window; keep its time constant at another hop
+        for name, value in (("episode_min_s", episode_min_s), ("episode_gap_s", episode_gap_s)):
+            if value is not None and not (is_real_number(value) and 0.0 <= float(value) < math.inf):
+                raise ConfigError(
+                    f"{name} must be None or a finite number of seconds >= 0, got {value!r}",
+                    field=name,
+                )
         alpha = 1.0 - (1.0 - EpisodeTracker.alpha) ** (self.hop / m.hop_samples)
         self.episodes = EpisodeTracker(
             label=EPISODE_LABEL,
@@ -317,20 +320,8 @@ class StreamPipeline:
         )
         self.stats = StreamStats()
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
-        self._queues: list[asyncio.Queue[Event | None]] = []
-
-    def _settle_envelope(self) -> np.ndarray:
-        """The band-pass's step envelope at the input rate (:func:`sdk.filters.step_envelope`),
-        as long as the largest accepted jump (:data:`MAX_ABS_MV`) takes to settle below
-        :data:`sdk.quality.SETTLE_RESIDUAL_MV`, at most :data:`SETTLE_LOOKBACK_MAX_S`: how far
-        back the quality check looks."""
-        spec = self.bundle.manifest.preprocess
-        sos = design_bandpass(spec.fs, spec.low_hz, spec.high_hz, spec.order)
-        env = step_envelope(sos, int(SETTLE_LOOKBACK_MAX_S * spec.fs))
-        settled = MAX_ABS_MV * env <= SETTLE_RESIDUAL_MV
-        n = int(np.argmax(settled)) + 1 if settled.any() else env.size
-        lag_in = np.arange(int(math.ceil(n * self.fs_in / spec.fs)))
-        return env[np.minimum(np.round(lag_in * spec.fs / self.fs_in).astype(np.int64), n - 1)]
+        # the events() iterators: each one's queue and the event loop it waits in
+        self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event | None]]] = []
 
     def _hop_samples(self, hop_s: float | None) -> int:
         if hop_s is None:
@@ -414,22 +405,28 @@ class StreamPipeline:
             )
 
     def add_callback(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback(event)`` for every event, in order, from within :meth:`push` and
+        :meth:`close` (so on the thread that pushes). An exception it raises is logged and
+        counted in ``stats.callback_errors``; the stream goes on. It may call :meth:`close`:
+        the stream then ends when the :meth:`push` that dispatched the event returns."""
         self._callbacks.append(callback)
 
     async def events(self) -> AsyncIterator[Event]:
-        """Async iterator over events until :meth:`close`; iterate in the loop that pushes.
+        """Async iterator over events until :meth:`close`, in any event loop: one running
+        in another thread than the pushes gets them handed over thread-safely.
 
         Started after :meth:`close`, it ends at once (no event comes any more)."""
         if self._closed:
             return
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._queues.append(queue)
+        self._queues.append((asyncio.get_running_loop(), queue))
         while (event := await queue.get()) is not None:
             yield event
 
     def _emit(self, event: Event, out: list[Event]) -> None:
         out.append(event)
         for callback in self._callbacks:
+            self._in_callback += 1
             try:
                 callback(event)
             except Exception:  # a faulty consumer must not stop the stream
@@ -437,8 +434,25 @@ class StreamPipeline:
                 # the first failure with its traceback; later ones only at debug level
                 level = logging.WARNING if self.stats.callback_errors == 1 else logging.DEBUG
                 _log.log(level, "on_event callback %r failed", callback, exc_info=True)
-        for queue in self._queues:
-            queue.put_nowait(event)
+            finally:
+                self._in_callback -= 1
+        self._post(event)
+
+    def _post(self, item: Event | None) -> None:
+        """Hand ``item`` to every :meth:`events` iterator, thread-safely when its event loop
+        runs in another thread (an asyncio queue is not thread-safe); ``None`` ends them."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, queue in list(self._queues):
+            if loop is running:
+                queue.put_nowait(item)
+                continue
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # that loop is closed: nobody waits there any more
+                self._queues.remove((loop, queue))
 
     # -- input --------------------------------------------------------------------------------
     def _as_block(self, samples: np.ndarray) -> np.ndarray:
@@ -542,6 +556,8 @@ class StreamPipeline:
         self._staged_n += n
         if self._staged_n >= self._batch_in:
             self._flush(out)
+        if self._close_requested:  # by a callback of this push: now, outside the analysis
+            out += self.close()
         return out
 
     def _flush(self, out: list[Event]) -> None:
@@ -792,8 +808,13 @@ class StreamPipeline:
     def close(self) -> list[Event]:
         """End the stream: decide the last beats, analyse the tail, close open episodes.
 
-        The :meth:`events` iterators end even if this raises."""
+        The :meth:`events` iterators end even if this raises. Called from an event callback
+        (within :meth:`push`), it only asks: the stream ends when that push returns, and its
+        events are then that push's."""
         if self._closed:
+            return []
+        if self._in_callback:  # ending the stream mid-window would analyse windows twice
+            self._close_requested = True
             return []
         self._closed = True
         out: list[Event] = []
@@ -805,6 +826,5 @@ class StreamPipeline:
             for closing in self.episodes.close(end_s):
                 self._emit(closing, out)
         finally:
-            for queue in self._queues:
-                queue.put_nowait(None)
+            self._post(None)
         return out

@@ -48,6 +48,8 @@ import numpy as np
 from scipy import ndimage
 
 from sdk.errors import BlockError, ConfigError
+from sdk.filters import design_bandpass, step_envelope
+from sdk.preprocess import PreprocessSpec
 from sdk.ringbuffer import GAP_BEFORE, INVALID
 
 __all__ = [
@@ -62,7 +64,9 @@ __all__ = [
     "SATURATION_MIN_RUN",
     "SETTLE_MIN_JUMP_MV",
     "SETTLE_RESIDUAL_MV",
+    "MAX_ABS_MV",
     "assess_quality",
+    "settle_envelope",
 ]
 
 FLATLINE_WINDOW_S: float = 1.0
@@ -87,6 +91,28 @@ SETTLE_MIN_JUMP_MV: float = AMPLITUDE_MAX_PTP_MV / 2.0
 """Distance from the window's median beyond which a sample before it is an artefact (5 mV)."""
 SETTLE_RESIDUAL_MV: float = 0.05
 """Largest filter response to an artefact before the window that is tolerated (50 uV)."""
+MAX_ABS_MV: float = 1000.0
+"""Input beyond ±this many millivolts is no ECG (a front end's full scale is far below): the
+pipeline holds it like NaN so that the filters never see it (float32 overflow, seconds of
+ringing), and calibration takes it for lost samples."""
+SETTLE_LOOKBACK_MAX_S: float = 10.0
+"""Longest settling look-back (s): a slower band-pass than the bundles' 0.5 Hz one is watched
+for this long after a jump, not until it settles."""
+
+
+def settle_envelope(spec: PreprocessSpec, fs_in: float) -> np.ndarray:
+    """The band-pass's step envelope at the input rate ``fs_in``
+    (:func:`sdk.filters.step_envelope`), as long as the largest accepted jump
+    (:data:`MAX_ABS_MV`) takes to settle below :data:`SETTLE_RESIDUAL_MV`, at most
+    :data:`SETTLE_LOOKBACK_MAX_S`: how far back the ``settling`` check looks (``settle`` of
+    :func:`assess_quality`)."""
+    sos = design_bandpass(spec.fs, spec.low_hz, spec.high_hz, spec.order)
+    env = step_envelope(sos, int(SETTLE_LOOKBACK_MAX_S * spec.fs))
+    settled = MAX_ABS_MV * env <= SETTLE_RESIDUAL_MV
+    n = int(np.argmax(settled)) + 1 if settled.any() else env.size
+    lag_in = np.arange(int(math.ceil(n * fs_in / spec.fs)))
+    return env[np.minimum(np.round(lag_in * spec.fs / fs_in).astype(np.int64), n - 1)]
+
 
 FLAG_NAMES: tuple[str, ...] = (
     "nonfinite",

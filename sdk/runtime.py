@@ -144,7 +144,9 @@ def open_model(
     """
     backend = select_backend(backend)
     if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} unknown; expected one of {[*BACKENDS, 'auto']}")
+        raise ConfigError(
+            f"backend {backend!r} unknown; expected one of {[*BACKENDS, 'auto']}", field="backend"
+        )
     if backend == "trt-engine":
         from sdk.trt_runtime import open_engine
 

@@ -133,7 +133,9 @@ def expected_improvement(
 class OptimizeResult:
     """Best point found, every evaluation in order, and why the search stopped: ``budget``,
     ``cancelled``, ``time``, ``exhausted`` (every candidate tried) or ``no_finite_value``
-    (the objective gave none; ``best_x`` is then the first point evaluated)."""
+    (the objective gave none; ``best_x`` is then the first point evaluated);
+    :meth:`sdk.calibration.Calibrator.calibrate` adds ``extractor_budget`` (its budget of
+    extractor runs would have been exceeded)."""
 
     best_x: tuple[int, ...]
     best_y: float

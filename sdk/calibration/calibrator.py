@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sdk.anchors import ANCHOR_MODES, anchors_mismatch, load_anchors, select_anchors
-from sdk.bundle import Bundle
+from sdk.bundle import Bundle, load_bundle
 from sdk.calibration.bayesopt import OptimizeResult, maximize_integer
 from sdk.calibration.objectives import OBJECTIVES
 from sdk.calibration.profile import UserProfile
@@ -32,7 +32,7 @@ from sdk.denoiser import WindowDenoiser
 from sdk.errors import ConfigError
 from sdk.head import fit_softmax_head
 from sdk.preprocess import check_input_rate, is_real_number
-from sdk.quality import assess_quality
+from sdk.quality import MAX_ABS_MV, assess_quality, settle_envelope
 from sdk.windowing import record_windows
 
 #: Default search box of t (inclusive). The bundle's schedule allows more, but beyond ~200
@@ -64,7 +64,8 @@ class Calibrator:
 
     Parameters
     ----------
-    bundle : the verified bundle the profile will be bound to.
+    bundle : the verified bundle the profile will be bound to, or its folder
+        (:func:`sdk.bundle.load_bundle` then verifies it).
     objective : ``"gamma"`` (default), ``"delta_acc"``, ``"delta_f1"`` or ``"delta_loss"``.
     t_box : inclusive (lo, hi) range of t searched for every modality; default
         ``DEFAULT_T_BOX`` cut to the bundle's schedule (a DACL bundle's ends at 49).
@@ -96,7 +97,7 @@ class Calibrator:
 
     def __init__(
         self,
-        bundle: Bundle,
+        bundle: Bundle | str | Path,
         *,
         objective: str = "gamma",
         t_box: tuple[int, int] | None = None,
@@ -117,6 +118,19 @@ class Calibrator:
             raise ConfigError(
                 f"objective {objective!r} unknown; expected one of {sorted(OBJECTIVES)}",
                 field="objective",
+            )
+        bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        for name, value in (("max_evals", max_evals), ("n_init", n_init)):
+            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}", field=name)
+            if value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}", field=name)
+        if max_seconds is not None and not (
+            is_real_number(max_seconds) and 0.0 < float(max_seconds) < math.inf
+        ):
+            raise ConfigError(
+                f"max_seconds must be None or a positive number of seconds, got {max_seconds!r}",
+                field="max_seconds",
             )
         m = bundle.manifest
         if t_box is None:
@@ -139,13 +153,8 @@ class Calibrator:
         self.bundle, self.objective = bundle, objective
         self.t_box = (int(t_box[0]), int(t_box[1]))
         self.max_extractor_evals = max_extractor_evals
-        self.max_evals, self.max_seconds, self.n_init, self.r, self.seed = (
-            max_evals,
-            max_seconds,
-            n_init,
-            r,
-            seed,
-        )
+        self.max_evals, self.n_init, self.r, self.seed = int(max_evals), int(n_init), r, seed
+        self.max_seconds = None if max_seconds is None else float(max_seconds)
         self.classifier = WindowClassifier(
             bundle, precision=precision, threads=threads, backend=backend, engine_dir=engine_dir
         )
@@ -252,10 +261,20 @@ class Calibrator:
         """
         m = self.bundle.manifest
         fs = check_input_rate(fs, m.preprocess, field="fs")
-        hop = m.window_samples if hop_s is None else int(round(hop_s * m.fs))
+        if hop_s is not None and not (is_real_number(hop_s) and 0.0 < float(hop_s) < math.inf):
+            raise ConfigError(
+                f"hop_s must be a positive number of seconds, got {hop_s!r}", field="hop_s"
+            )
+        hop = m.window_samples if hop_s is None else int(round(float(hop_s) * m.fs))
         if hop <= 0:
-            raise ConfigError(f"hop_s must be positive, got {hop_s}", field="hop_s")
+            raise ConfigError(
+                f"hop_s {hop_s:g} s is under one sample at the bundle's {m.fs:g} Hz", field="hop_s"
+            )
         intervals = _checked_intervals(intervals)
+        if not intervals:
+            raise ConfigError(
+                "no labelled interval: give (start_s, end_s, class) tuples", field="labels"
+            )
         self._encode([label for _, _, label in intervals])  # a misspelled class fails here
         _check_no_overlap(intervals)
         raw = np.asarray(signal)
@@ -266,9 +285,12 @@ class Calibrator:
         x = raw.astype(np.float64)
         if x.ndim == 2 and x.shape[1] == 1:
             x = x[:, 0]
+        with np.errstate(invalid="ignore"):  # beyond ±MAX_ABS_MV: no ECG, lost like NaN
+            x = np.where(np.abs(x) <= MAX_ABS_MV, x, np.nan)
         if x.ndim != 1:
+            fix = "signal[lead]" if x.ndim == 2 and x.shape[0] < x.shape[1] else "signal[:, lead]"
             raise ConfigError(
-                f"signal must be one lead, (n,), got shape {x.shape}: pass signal[:, lead]",
+                f"signal must be one lead, (n,), got shape {x.shape}: pass {fix}",
                 field="signal",
             )
         if not 0.0 < min_coverage <= 1.0:
@@ -289,6 +311,14 @@ class Calibrator:
                 + ")",
                 field="signal",
             )
+        duration_s = x.shape[0] / fs
+        for start, end, label in intervals:  # seconds from the recording's start
+            if start >= duration_s:  # (one may run past its end: what is not recorded is no label)
+                raise ConfigError(
+                    f"interval ({start:g}, {end:g}, {label!r}) starts after the recording "
+                    f"({duration_s:g} s); intervals are seconds from its start",
+                    field="labels",
+                )
         added = 0
         for a, b in runs:  # lost samples are never filled in: each stretch on its own
             shifted = [(s - a / fs, e - a / fs, c) for s, e, c in intervals]
@@ -308,6 +338,7 @@ class Calibrator:
         m = self.bundle.manifest
         rw = record_windows(x, fs, m.preprocess, m.window_samples, hop, denoiser=self.denoiser)
         spans = _spans_by_class(intervals, x.shape[0] / fs)
+        settle = settle_envelope(m.preprocess, fs)
         labels, keep = [], []
         for i, start in enumerate(rw.starts):
             a, b = start / rw.fs, (start + m.window_samples) / rw.fs
@@ -315,7 +346,12 @@ class Calibrator:
             best = max(cover, key=lambda k: cover[k]) if cover else None
             if best is None or cover[best] < min_coverage * (b - a):
                 continue
-            if not assess_quality(x[int(round(a * fs)) : int(round(b * fs))], fs).ok:
+            ia, ib = int(round(a * fs)), int(round(b * fs))
+            # as the pipeline checks it: with the samples its filters are still settling from
+            # (and at the stretch's start their zero state), which the window must not inherit
+            lo = max(0, ia - settle.size + 1)
+            before = np.r_[0.0, x[:ia]] if lo == 0 else x[lo:ia]
+            if not assess_quality(x[ia:ib], fs, before=before, settle=settle).ok:
                 self._quality_rejected += 1
                 continue
             labels.append(best)

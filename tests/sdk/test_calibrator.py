@@ -450,3 +450,74 @@ def test_coverage_and_overlap_checks_agree_with_the_pairwise_definitions() -> No
             for a, b in [(0.0, 10.0), (35.0, 45.0), (80.0, 90.0), (12.3, 22.3)]:
                 expected = 0.05 * inside[(grid >= a) & (grid < b)].sum()
                 assert _covered(s, a, b) == pytest.approx(expected, abs=1e-9), (trial, label)
+
+
+def test_calibrator_arguments_are_checked_when_given(bundle):
+    """Accepted at construction, they failed only inside calibrate(), after the recordings
+    were windowed (or with a raw TypeError); a bundle folder crashed with an AttributeError."""
+    assert Calibrator(default_bundle_path()).bundle.manifest.classes == bundle.manifest.classes
+    bad = [
+        ({"max_evals": -1}, "max_evals"),
+        ({"max_evals": "x"}, "max_evals"),
+        ({"max_evals": True}, "max_evals"),
+        ({"n_init": 0}, "n_init"),
+        ({"max_seconds": 0}, "max_seconds"),
+        ({"max_seconds": -1.0}, "max_seconds"),
+        ({"max_seconds": float("nan")}, "max_seconds"),
+    ]
+    for kwargs, field in bad:
+        with pytest.raises(ConfigError, match=field) as err:
+            Calibrator(bundle, **kwargs)
+        assert err.value.field == field
+
+
+def test_recording_arguments_are_checked_with_the_fix_named(bundle, recording):
+    signal, fs = recording
+    cal = Calibrator(bundle)
+    for hop_s in (float("nan"), "5", 0.0, -1.0):
+        with pytest.raises(ConfigError, match="hop_s must be a positive number"):
+            cal.add_recording(signal, fs, INTERVALS, hop_s=hop_s)
+    with pytest.raises(ConfigError, match="under one sample at the bundle's"):
+        cal.add_recording(signal, fs, INTERVALS, hop_s=0.0001)
+    with pytest.raises(ConfigError, match="no labelled interval"):
+        cal.add_recording(signal, fs, [])
+    with pytest.raises(ConfigError, match=r"starts after the recording \(240 s\)"):
+        cal.add_recording(signal, fs, [(0.0, 60_000.0, "A"), (60_000.0, 120_000.0, "N")])  # ms
+    with pytest.raises(ConfigError, match=r"pass signal\[lead\]"):
+        cal.add_recording(np.stack([signal, signal]), fs, INTERVALS)
+    with pytest.raises(ConfigError, match=r"pass signal\[:, lead\]"):
+        cal.add_recording(np.stack([signal, signal], axis=1), fs, INTERVALS)
+
+
+def test_calibration_leaves_out_what_the_pipeline_would_flag_after_an_artefact(
+    bundle, recording, monkeypatch
+):
+    """A window right after an electrode pop is 'settling' in the stream (its filters still
+    ring): calibration kept it. A value beyond ±1000 mV, which the stream holds and never
+    filters, was band-passed into the calibration windows."""
+    from sdk.calibration import calibrator as calibrator_mod
+    from sdk.events import WindowEvent
+    from sdk.pipeline import StreamPipeline
+
+    signal, fs = recording
+    popped = signal.astype(np.float64)
+    popped[int(49.5 * fs) : int(49.8 * fs)] += 50.0  # 50 mV for 0.3 s, in the 40-50 s window
+    pipe = StreamPipeline(bundle, fs_in=fs, hop_s=10.0)
+    events = pipe.push(popped) + pipe.close()
+    flagged = {round(e.start_s) for e in events if isinstance(e, WindowEvent) and not e.quality.ok}
+    assert {40, 50} <= flagged  # the pop's window and the settling one after it
+    cal = Calibrator(bundle)
+    kept = cal.add_recording(popped, fs, INTERVALS)
+    assert kept == 24 - len(flagged) and cal._quality_rejected == len(flagged)
+    spiked = signal.astype(np.float64)
+    spiked[int(125 * fs)] = 3000.0  # no ECG: a lost sample to calibration, as to the stream
+    seen: list[int] = []
+    original = calibrator_mod.record_windows
+
+    def spy(x, *args, **kw):
+        seen.append(np.asarray(x).size)
+        return original(x, *args, **kw)
+
+    monkeypatch.setattr(calibrator_mod, "record_windows", spy)
+    Calibrator(bundle).add_recording(spiked, fs, INTERVALS)
+    assert seen == [int(125 * fs), signal.size - int(125 * fs) - 1]  # split there, unfiltered

@@ -267,6 +267,68 @@ def test_callbacks_and_async_iterator_see_the_same_events(bundle, ecg, caplog):
     assert [r.levelname for r in failures] == ["WARNING"] + ["DEBUG"] * (len(seen) - 1)
 
 
+def test_a_callback_may_close_the_stream(bundle):
+    """close() from a callback ended the stream mid-window: the window was analysed twice, the
+    second time failing inside (counted as a callback error), and an open episode never
+    ended."""
+    ecg = synthetic_ecg((("af", 120.0),), fs=FS, seed=4)
+    p = StreamPipeline(bundle, fs_in=FS)
+    seen: list = []
+
+    def stop_at_the_fifth_window(event):
+        seen.append(event)
+        if isinstance(event, WindowEvent) and event.index == 4:
+            p.close()
+
+    p.add_callback(stop_at_the_fifth_window)
+    returned = []
+    for i in range(0, ecg.signal.size, 500):
+        if p._closed:
+            with pytest.raises(BlockError, match="closed"):
+                p.push(ecg.signal[i : i + 500])
+            break
+        returned += p.push(ecg.signal[i : i + 500])
+    assert returned == seen  # the deferred close's events are the push's
+    assert p.stats.callback_errors == 0
+    starts = [e.start_s for e in windows_of(seen)]
+    assert starts == sorted(set(starts)) and len(starts) >= 5  # no window twice
+    phases = [e.phase for e in seen if isinstance(e, EpisodeEvent)]
+    assert phases and phases.count("onset") == phases.count("offset")  # each one that began ended
+    assert p.close() == []
+
+
+def test_events_reach_an_iterator_in_another_threads_event_loop(bundle, ecg):
+    """The queue was filled from the pushing thread (asyncio queues are not thread-safe): the
+    consumer saw nothing and never ended."""
+    import threading
+
+    p = StreamPipeline(bundle, fs_in=FS)
+    got: list = []
+    started = threading.Event()
+
+    async def consume():
+        iterator = p.events()
+        first = asyncio.ensure_future(iterator.__anext__())
+        await asyncio.sleep(0)  # the iterator is registered
+        started.set()
+        try:
+            got.append(await first)
+            async for event in iterator:
+                got.append(event)
+        except StopAsyncIteration:
+            pass
+
+    consumer = threading.Thread(target=lambda: asyncio.run(consume()))
+    consumer.start()
+    assert started.wait(10)
+    returned = []
+    for i in range(0, len(ecg.signal), 500):
+        returned += p.push(ecg.signal[i : i + 500])
+    returned += p.close()
+    consumer.join(10)
+    assert not consumer.is_alive() and got == returned and len(windows_of(got)) > 0
+
+
 def test_events_started_after_close_end_at_once(bundle, ecg):
     p = StreamPipeline(bundle, fs_in=FS)
     p.push(ecg.signal[: int(20 * FS)])
@@ -600,3 +662,19 @@ def test_masked_samples_are_missing_samples_and_a_string_is_no_timestamp(bundle)
     with pytest.raises(BlockError, match="timestamp '1.0' is not a number"):
         pipe.push(np.zeros(250), timestamp_s="1.0")  # type: ignore[arg-type]
     assert pipe.stats.blocks_rejected == 2 and pipe.stats.samples_in == 250
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"episode_gap_s": "x"}, "episode_gap_s"),
+        ({"episode_min_s": -5}, "episode_min_s"),
+        ({"episode_min_s": float("inf")}, "episode_min_s"),
+        ({"backend": "gpu"}, "backend"),
+    ],
+)
+def test_bad_pipeline_arguments_are_config_errors_naming_them(bundle, kwargs, field):
+    """A raw ValueError, or an error naming the episode tracker's field, before."""
+    with pytest.raises(ConfigError, match=field) as err:
+        StreamPipeline(bundle, fs_in=FS, **kwargs)
+    assert err.value.field == field
