@@ -54,10 +54,9 @@ class DecodedFrame:
 #: after all is counted ``late`` rather than as a duplicate
 LATE_MEMORY = 256
 
-#: how far back (s) a frame without sequence numbers may start and still be taken for a
-#: repeat of samples already placed (:meth:`FrameAssembler.is_repeat`); a sensor clock that
-#: goes back further was set or restarted
-REPEAT_HORIZON_S = 10.0
+#: placed frames and flagged gaps an assembler remembers, so that a repeat of a frame or a
+#: frame arriving into a gap after its successor is recognised (:meth:`FrameAssembler.drop_stale`)
+STALE_MEMORY = 64
 
 
 @dataclass
@@ -106,6 +105,10 @@ class FrameAssembler:
         self._next_seq: int | None = None
         self._held: dict[int, DecodedFrame] = {}
         self._given_up: deque[int] = deque(maxlen=LATE_MEMORY)  # sequence numbers deemed lost
+        # frames placed lately: (first sample on the grid, samples, their bytes); and the
+        # sensor times [start, end) of gaps flagged lately
+        self._placed: deque[tuple[int, int, bytes]] = deque(maxlen=STALE_MEMORY)
+        self._gaps: deque[tuple[float, float]] = deque(maxlen=STALE_MEMORY)
 
     def add(self, frame: DecodedFrame, *, clock_reset_gap_s: float | None = None) -> None:
         """Accept a frame.
@@ -144,25 +147,38 @@ class FrameAssembler:
         self._held[seq] = frame
         self._release(give_up=False)
 
-    def is_repeat(self, frame: DecodedFrame) -> bool:
-        """Whether :meth:`add` would drop ``frame`` unplaced as a repeat or a late arrival of
-        samples already placed, given up or held: a sequence number behind the expected one
-        (or held) on a frame that does not start after everything received; without sequence
-        numbers, a frame whose samples all lie before the next expected one, by at most
-        :data:`REPEAT_HORIZON_S`. Such a frame says nothing of the sensor clock (the session
-        keeps it from the clock aligner, which would take its old timestamp for a restart)."""
+    def drop_stale(self, frame: DecodedFrame) -> bool:
+        """Drop ``frame`` (counted) if it brings nothing new: a repeat of a frame placed lately
+        or waiting (``duplicates``), or a frame that arrives after its successor, into a gap
+        already flagged (``late``: its samples are counted lost there). With sequence numbers:
+        a number behind the expected one (or held) on a frame that does not start after
+        everything received. Returns whether it was dropped. Such a frame says nothing of the
+        sensor clock: the session asks before the clock aligner sees it, which would take its
+        old timestamp for a restart."""
         if frame.seq is not None and self.reorder_depth > 0:
             if self._next_seq is None:
                 return False
             seq = frame.seq % self.seq_modulo
-            return seq in self._held or (
+            if seq in self._held or (
                 self._seq_delta(seq) < 0 and not self._after_everything(frame)
-            )
-        if self._next_ns is None:
+            ):
+                self.add(frame)  # counted there: late or duplicate
+                return True
             return False
+        if self._key(frame) in self._placed:
+            self.stats.duplicates += 1
+            return True
         first, end = float(frame.first_ns), float(frame.first_ns) + frame.n * self.period_ns
-        horizon = self._next_ns - REPEAT_HORIZON_S * 1e9
-        return horizon <= first and end <= self._next_ns + 0.5 * self.period_ns
+        half = 0.5 * self.period_ns
+        if any(a - half <= first and end <= b + half for a, b in self._gaps):
+            self.stats.late += 1
+            return True
+        return False
+
+    def _key(self, frame: DecodedFrame) -> tuple[int, int, bytes]:
+        """A frame's identity: its first sample on the sample grid, its samples."""
+        grid = int(round(frame.first_ns / self.period_ns))
+        return grid, frame.n, np.ascontiguousarray(frame.samples_mv).tobytes()
 
     def flush(self) -> None:
         """Place every held frame (end of stream or disconnection)."""
@@ -224,6 +240,8 @@ class FrameAssembler:
                 lost = int(round(d))
                 self.stats.gaps += 1
                 self.stats.samples_lost += lost
+                self._gaps.append((self._next_ns, first_ns))
+        self._placed.append(self._key(frame))
         try:
             stamp = (self._stream_samples + lost) / self.fs
             self.sink.push(samples, timestamp_s=stamp, fs=self.fs)

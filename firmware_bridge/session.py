@@ -362,10 +362,8 @@ class SensorSession:
         After a sensor clock reset the gap is the host time since the last frame placed, less
         this frame's duration: both frames are stamped at their last sample, so the gap is
         exact when both took the same link delay, and off by the difference otherwise."""
-        if not self._fresh_link and self.assembler.is_repeat(frame):
-            # a repeat or a late frame (counted, dropped): its old timestamp is no clock restart
-            self.assembler.add(frame)
-            return
+        if not self._fresh_link and self.assembler.drop_stale(frame):
+            return  # a repeat or a late frame, counted: its old timestamp is no clock restart
         self._fresh_link = False
         last_ns = _last_ns(frame)
         reset_gap = None
