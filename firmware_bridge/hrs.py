@@ -20,6 +20,7 @@ Battery Level (0x2A19 in service 0x180F), read/notify: one byte, percent (0..100
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -162,24 +163,25 @@ def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
         energy = int.from_bytes(data[pos : pos + 2], "little")
         pos += 2
     rest = len(data) - pos
-    rr = np.zeros(0)
+    rr: tuple[float, ...] = ()
     if flags & _RR:
         if rest % 2:
             raise DecodeError(
                 "RR intervals are not whole uint16 values", reason="length", offset=len(data) - 1
             )
-        rr = np.frombuffer(data, "<u2", offset=pos) / _RR_UNITS_PER_S
+        # plain Python: numpy's per-call cost is most of the work for one to three values
+        rr = tuple(v / _RR_UNITS_PER_S for v in struct.unpack_from(f"<{rest // 2}H", data, pos))
     elif rest:
         raise DecodeError(f"{rest} unexpected trailing bytes", reason="length", offset=pos)
-    beat = (rr >= RR_RANGE_S[0]) & (rr <= RR_RANGE_S[1])
+    beat = [RR_RANGE_S[0] <= v <= RR_RANGE_S[1] for v in rr]
     plausible = BPM_RANGE[0] <= bpm <= BPM_RANGE[1]
     return HeartRateMeasurement(
         bpm if plausible else None,
         contact,
         energy,
-        tuple(rr[beat].tolist()),
-        tuple(rr[~beat].tolist()),
-        tuple(np.flatnonzero(~beat).tolist()),
+        tuple(v for v, ok in zip(rr, beat) if ok),
+        tuple(v for v, ok in zip(rr, beat) if not ok),
+        tuple(i for i, ok in enumerate(beat) if not ok),
         None if plausible or bpm == 0 else bpm,
     )
 
