@@ -30,7 +30,8 @@ class WindowEvent:
     heart_rate_bpm : from the window's R-peaks (found in the denoised window when ``denoised``,
         else by the streaming detector), None if too few beats.
     n_beats : R-peaks inside the window (the same source).
-    t : diffusion step the embedder ran at.
+    t : diffusion step the raw-ECG embedder ran at (a multimodal bundle's other modalities
+        have their own: ``StreamPipeline.t_steps``).
     denoised : whether a denoiser ran before the embedder.
     personalized : whether a user profile's head and t produced it.
     latency_ms : compute time of this window (model + features), milliseconds; with a step

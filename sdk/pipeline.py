@@ -11,8 +11,8 @@ whole record. A pipeline that runs the bundle's denoiser finds each window's bea
 rate, RR features, Lorenz image) in the denoised window instead
 (:func:`sdk.rpeaks.denoised_window_rpeaks`) and analyses a window as soon as it is complete.
 At the end of a stream :meth:`StreamPipeline.close` analyses the tail the way training
-windows were cut (a last window aligned to the end; a short stream gives one
-zero-padded window).
+windows were cut (a last window aligned to the end; a stream shorter than a window gives
+one zero-padded window, flagged ``too_short`` only under the quality check's 2 s).
 
 With a bundle that has a stateful step model (manifest ``streaming``, e.g. DiffAE-LRU) the
 raw embedding is updated per block of the step model's hop instead of re-encoding each
@@ -508,7 +508,10 @@ class StreamPipeline:
 
         Parameters
         ----------
-        samples : (n,) or (n, n_leads) millivolts; NaN/inf are counted, flagged and held.
+        samples : (n,) or (n, n_leads) millivolts (an array or anything ``numpy.asarray``
+            takes, any real dtype: integer ADC counts must be scaled to mV first, or every
+            window is flagged ``high_amplitude``); NaN/inf are counted, flagged and held.
+            An empty block is accepted and changes nothing.
         timestamp_s : time of the block's first sample (s); later than expected opens a gap.
         fs : the block's sample rate, checked against ``fs_in`` when given.
 
