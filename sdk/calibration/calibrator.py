@@ -426,8 +426,10 @@ class Calibrator:
     ) -> CalibrationResult:
         """Search t per modality, fit the user's head there, return the profile.
 
-        ``progress(i, t, score)`` follows every objective evaluation; ``should_stop()``
-        returning True ends the search early (the best point so far is kept).
+        ``progress(i, t, score)`` follows every objective evaluation (an exception it raises
+        ends the calibration and propagates: unlike an event callback of the pipeline, it
+        is the caller's own code on the caller's thread); ``should_stop()`` returning True
+        ends the search early (the best point so far is kept).
 
         Raises
         ------
