@@ -292,6 +292,7 @@ def trtexec_command(
     elif precision == "int8":
         parts.append("--int8")  # explicit quantization: Q/DQ scales, no --calib
     parts += [f"--{k}Shapes={_shape_arg(profile, i)}" for i, k in enumerate(("min", "opt", "max"))]
+    parts.append(f"--memPoolSize=workspace:{WORKSPACE_MB}M")  # as build_serialized caps it
     engine = trtexec_engine_name(onnx_name, sha256)
     parts.append(f"--saveEngine={engine}")
     parts.append(f"&& sha256sum {engine} > {engine}.sha256")  # the SDK checks it before loading

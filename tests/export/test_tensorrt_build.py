@@ -277,7 +277,8 @@ def test_trtexec_lines_per_version():
     engine = "embedder.int8.0123456789abcdef.engine"  # bound to the ONNX it was built from
     assert line10 == (
         "trtexec --onnx=embedder.int8.onnx --int8 --minShapes=x:1x1x1280,t:1 "
-        f"--optShapes=x:1x1x1280,t:1 --maxShapes=x:8x1x1280,t:8 --saveEngine={engine} "
+        "--optShapes=x:1x1x1280,t:1 --maxShapes=x:8x1x1280,t:8 --memPoolSize=workspace:512M "
+        f"--saveEngine={engine} "
         f"&& sha256sum {engine} > {engine}.sha256"
     )
     line11 = trtexec_command(
