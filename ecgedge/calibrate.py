@@ -73,24 +73,25 @@ def read_labels(path: Path, classes: tuple[str, ...], duration_s: float) -> list
 
 
 def labels_within(
-    stretches: list[tuple], used_s: float, path: Path, minutes: float
+    stretches: list[tuple], used_s: float, source: str, minutes: float, *, say_cut: bool = True
 ) -> list[tuple] | None:
-    """The labelled ``stretches`` cut to the first ``used_s`` seconds the calibration uses
-    (``--minutes``); what is left out is said on stderr. ``None`` (and why, on stderr) when no
-    stretch starts within them."""
+    """The labelled ``stretches`` (of ``source``: ``--labels FILE`` or the record's
+    annotations) cut to the first ``used_s`` seconds the calibration uses (``--minutes``);
+    with ``say_cut``, what is left out is said on stderr. ``None`` (and why, on stderr) when
+    no stretch starts within them."""
     kept = [(s, min(e, used_s), c) for s, e, c in stretches if s < used_s]
-    left_s = sum(e - s for s, e, _ in stretches) - sum(e - s for s, e, _ in kept)
     if not kept:
+        first = f" (the first starts at {stretches[0][0]:g} s)" if stretches else ""
         print(
-            f"--labels {path}: no labelled stretch starts within the first --minutes "
-            f"{minutes:g} of the record (the first starts at {stretches[0][0]:g} s); give "
-            "--minutes 0 to use the whole record",
+            f"{source}: no labelled stretch starts within the first --minutes {minutes:g} of "
+            f"the record{first}; give --minutes 0 to use the whole record",
             file=sys.stderr,
         )
         return None
-    if left_s > 0:
+    left_s = sum(e - s for s, e, _ in stretches) - sum(e - s for s, e, _ in kept)
+    if say_cut and left_s > 0:
         print(
-            f"--labels {path}: {left_s:g} s of labelled ECG lie beyond the first --minutes "
+            f"{source}: {left_s:g} s of labelled ECG lie beyond the first --minutes "
             f"{minutes:g} and are not used (--minutes 0 uses the whole record)",
             file=sys.stderr,
         )
@@ -130,18 +131,18 @@ def calibrate_record(
     n = int(minutes * 60 * rec.fs) if minutes > 0 else rec.signal.shape[0]
     if labels is not None:
         stretches = read_labels(labels, bundle.manifest.classes, rec.signal.shape[0] / rec.fs)
-        intervals = labels_within(stretches, n / rec.fs, labels, minutes)
-        if intervals is None:
-            return 2
-    elif rec.rhythm:
-        intervals = [
-            (s / rec.fs, min(e, n) / rec.fs, rhythm_class(lab)) for s, e, lab in rec.rhythm if s < n
-        ]
+        intervals = labels_within(stretches, n / rec.fs, f"--labels {labels}", minutes)
+    elif rec.rhythm:  # the first minutes are what the command calibrates on: no word of the rest
+        annotated = [(s / rec.fs, e / rec.fs, rhythm_class(lab)) for s, e, lab in rec.rhythm]
+        source = f"{record}: rhythm annotations"
+        intervals = labels_within(annotated, n / rec.fs, source, minutes, say_cut=False)
     else:
         print(
             f"{record}: no rhythm annotations to calibrate on (give --labels FILE)",
             file=sys.stderr,
         )
+        return 2
+    if intervals is None:
         return 2
     cal = Calibrator(
         bundle,

@@ -73,7 +73,8 @@ def _check_output(path: Path, option: str, *, folder: bool) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        raise ValueError(f"{option} {path}: cannot write in {existing} ({exc.strerror})") from None
+        why = exc.strerror or exc
+        raise ValueError(f"{option} {path}: cannot write in {existing} ({why})") from None
 
 
 _PRESET_HELP = "smoke | cpu | gpu | path/to.toml; override any field with --section.key=value"

@@ -63,11 +63,13 @@ STALE_MEMORY = 64
 class AssemblyStats:
     """What a :class:`FrameAssembler` counts.
 
-    ``frames`` / ``samples`` placed; ``gaps`` and ``samples_lost`` between placed frames;
+    ``frames`` / ``samples`` placed on the stream clock (pushed to the sink, including blocks
+    it refused: ``sink_errors``); ``gaps`` and ``samples_lost`` between placed frames;
     ``duplicates`` dropped (already placed or already held); ``late`` frames that arrived
-    after the reorder window gave up on them (dropped: their samples are already in
-    ``samples_lost``); ``samples_trimmed`` from overlapping frames; ``reordered`` frames that
-    arrived after a later one; ``time_resets`` of the sensor clock; ``seq_resets`` of the
+    after the reorder window gave up on them or, without sequence numbers, inside a gap
+    already flagged (dropped: their samples are already in ``samples_lost``);
+    ``samples_trimmed`` from overlapping frames; ``reordered`` frames that arrived after a
+    later one; ``time_resets`` of the sensor clock; ``seq_resets`` of the
     sensor's sequence counter (a number behind the expected one on a frame whose timestamp
     lies after everything received: new samples, not a repeat); ``sink_errors``: blocks the
     sink refused (their samples still take their place on the stream clock).
@@ -119,6 +121,8 @@ class FrameAssembler:
         """
         if clock_reset_gap_s is not None:
             self.reset_sequence()
+            self._placed.clear()  # a restarted clock may reuse the old one's times: frames
+            self._gaps.clear()  # placed and gaps flagged on it say nothing of the new frames
             self.stats.time_resets += 1
             self._next_ns = (
                 float(frame.first_ns) - round(clock_reset_gap_s * self.fs) * self.period_ns

@@ -108,6 +108,11 @@ class SessionStats:
     samples_lost_at_end: int | None = None
     assembly: AssemblyStats = field(default_factory=AssemblyStats)
 
+    @property
+    def sink_errors(self) -> int:
+        """Blocks the sink refused: ``assembly.sink_errors`` (the stream went on)."""
+        return self.assembly.sink_errors
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
@@ -318,10 +323,11 @@ class SensorSession:
             if self.timestamps is not None:
                 self._place_all(self.timestamps.flush())
             self.assembler.reset_sequence()  # a new link may restart or skip sequence numbers
-            if kind == "link":
-                self.clock.new_link()  # a clock that fell behind over the outage restarted
-                self._fresh_link = True  # and its first frame may be on a restarted clock
-                self._break_rr()  # no RR interval spans a new link
+            if kind == "flush":  # the link dropped
+                return
+            self.clock.new_link()  # a clock that fell behind over the outage restarted
+            self._fresh_link = True  # and its first frame may be on a restarted clock
+            self._break_rr()  # no RR interval spans a new link
             return
         if kind == "hr":
             self._handle_hr(host_time_s, payload)

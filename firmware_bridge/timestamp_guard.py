@@ -22,9 +22,11 @@ continues one of them:
   frames in a row);
 - it continues the stream as if every held frame had come back to back, and the held frames
   and it, in timestamp order, tile a stretch that starts whole frames after the expected
-  place: a frame was lost and the ones after it arrived swapped (4, 7, 6 with 5 lost); all
-  are released as they claim, in timestamp order (counted in
-  :attr:`TimestampGuard.reordered`), and the assembler flags the gap;
+  place: a frame was lost and the ones after it arrived swapped (4, 7, 6 with 5 lost); it and
+  the held frames before it in time are released as they claim (counted in
+  :attr:`TimestampGuard.reordered`; the assembler flags the gap), and the held frames after
+  it wait for the next frame, now that they continue the stream (so a frame stamped whole
+  frames ahead, 4 stamped as 6 before 5, is dropped when the real 6 contradicts it);
 - it continues the LAST held frame: that frame's timestamp was right (lost frames, a
   duplicate, a clock restart); earlier held frames are rewritten only if that frame starts
   where they would end back to back.
@@ -164,12 +166,14 @@ class TimestampGuard:
         period = self._period_ns(frame)
         back_to_back = self._next_ns + round(sum(p[0].n for p in pending) * period)
         if self._continues(frame, back_to_back):  # every held frame lies in between
-            early = self._early(pending, (frame, host_time_s, []))
-            if early is not None:  # each as it claims, after a lost frame
-                self.reordered += sum(a is not b for a, b in zip(early, [*pending, None]))
-                for held in early:
-                    self._release(out, *held)
-                pending.clear()
+            arriving: _Held = (frame, host_time_s, [])
+            early = self._early(pending, arriving)
+            if early is not None:  # after a lost frame, as they claim, up to this one; the
+                cut = next(i for i, h in enumerate(early) if h is arriving) + 1  # later ones
+                self.reordered += sum(a is not b for a, b in zip(early, [*pending, arriving]))
+                for held in early[:cut]:  # wait for the next frame to vouch for them (or not:
+                    self._release(out, *held)  # a frame stamped ahead then conflicts with it)
+                pending[:] = early[cut:]
                 return out
             self._release_back_to_back(out, pending)
         elif self._continues(frame, self._end_ns(pending[-1][0])):  # the last one was right

@@ -420,6 +420,8 @@ class StreamPipeline:
             return
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._queues.append((asyncio.get_running_loop(), queue))
+        if self._closed:  # closed by another thread since the check above: nothing will come
+            return
         while (event := await queue.get()) is not None:
             yield event
 

@@ -200,3 +200,27 @@ def test_calibrate_refuses_an_output_that_would_replace_an_input_or_a_special_fi
     assert main(argv) == 2 and message in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in before} == before and fifo.is_fifo()
     assert not (tmp_path / "p.json").exists()
+
+
+def test_annotations_all_after_minutes_are_refused_naming_minutes(tmp_path: Path, capsys) -> None:
+    """The error came from the Python API ("no labelled interval: give (start_s, end_s,
+    class) tuples") and did not say that --minutes cut them."""
+    wfdb = pytest.importorskip("wfdb")
+    from sdk.synthetic import synthetic_ecg
+    from tests.wfdb_records import write_record
+
+    ecg = synthetic_ecg((("sinus", 120.0),), fs=250.0, seed=5)
+    write_record(tmp_path, "rec", ecg.signal)
+    wfdb.wrann(
+        "rec",
+        "atr",
+        np.array([int(70 * 250)]),
+        symbol=["+"],
+        aux_note=["(N"],
+        write_dir=str(tmp_path),
+    )
+    argv = ["calibrate", str(tmp_path / "rec"), "--out", str(tmp_path / "p.json")]
+    assert main([*argv, "--minutes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "rhythm annotations: no labelled stretch starts within the first --minutes 1" in err
+    assert "the first starts at 70 s" in err and not (tmp_path / "p.json").exists()

@@ -968,5 +968,61 @@ def test_a_block_refused_while_frames_held_for_order_are_flushed_is_counted_ther
     orders = [[0, 1, 2, 4, 5], list(range(20, 30))]  # frame 3 lost: 4 and 5 wait for it
     _, stats = run_open(orders, sink=sink, backoff=Backoff(initial_s=0.01))
     assert stats.assembly.sink_errors == 1 and stats.handler_errors == 0
+    assert stats.sink_errors == 1  # SessionStats' own name for it, as before
     placed = assert_open_in_place(sink)
     assert len(placed) == 14 * OPEN_N  # every frame but the refused one, each in its place
+
+
+@pytest.mark.parametrize("repair", [True, False])
+def test_frames_on_a_restarted_clock_are_not_taken_for_late_frames_of_the_old_one(repair):
+    """After a reconnection the H10's clock restarts near where it began: frames on it fell
+    into a gap flagged on the old clock and were dropped as late."""
+
+    def frame(k: int, base: int) -> bytes:
+        stamp = H10_START_NS + round((k * H10_N + H10_N - 1) * 1e9 / H10_FS)
+        return encode_ecg_raw(stamp, np.full(H10_N, base + k))
+
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in range(20):
+            if connection == 1 and k == 3:
+                continue  # lost: a gap on the old clock
+            start = 0.0 if connection == 1 else 30.0
+            link.notify(PMD_DATA_UUID, frame(k, 100 * connection), start + k * H10_N / H10_FS)
+            await asyncio.sleep(0)
+        link.drop() if connection == 1 else link.end()
+
+    sink = RecordingSink()
+    session = SensorSession(
+        FakeLink(script),
+        PolarH10(),
+        sink,
+        backoff=Backoff(initial_s=0.01),
+        repair_timestamps=repair,
+    )
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=10))
+    values = {round(float(block[0, 0]) * 1000) for _, block in sink.blocks}
+    assert values == {100 + k for k in range(20) if k != 3} | {200 + k for k in range(20)}
+    assert stats.assembly.late == 0 and stats.assembly.time_resets == 1
+
+
+def test_a_frame_stamped_whole_frames_ahead_is_dropped_not_put_in_a_real_frames_place():
+    """Frame 4 stamped as frame 6 before frame 5 arrives reads like 5 lost and 6, 7 swapped:
+    released at once, it took frame 6's place and the real frame 6 was dropped."""
+
+    def frame(k: int, stamped_as: int) -> bytes:
+        stamp = H10_START_NS + round((stamped_as * H10_N + H10_N - 1) * 1e9 / H10_FS)
+        return encode_ecg_raw(stamp, np.full(H10_N, k))
+
+    async def script(link: FakeLink, connection: int) -> None:
+        for k in range(14):
+            link.notify(PMD_DATA_UUID, frame(k, 6 if k == 4 else k), k * H10_N / H10_FS + 0.6)
+            await asyncio.sleep(0)
+        link.end()
+
+    sink = RecordingSink()
+    stats = asyncio.run(
+        asyncio.wait_for(SensorSession(FakeLink(script), PolarH10(), sink).run(), timeout=10)
+    )
+    slots = {round(ts * H10_FS) // H10_N: round(float(b[0, 0]) * 1000) for ts, b in sink.blocks}
+    assert slots == {k: k for k in range(14) if k != 4}  # slot 4 a flagged gap
+    assert stats.timestamps_rejected == 1 and stats.assembly.gaps == 1

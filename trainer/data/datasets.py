@@ -1,6 +1,6 @@
 """Model-ready windows from the shared databases, cached on disk.
 
-Every record goes through :func:`sdk.preprocess.preprocess` (the device's own code),
+Every record goes through :func:`sdk.preprocess.preprocess_record` (the device's own code),
 then R-peaks are found by :func:`sdk.rpeaks.detect_rpeaks` on the whole preprocessed
 record, exactly as a stream would find them, and windows are cut and standardized.
 """
