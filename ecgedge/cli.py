@@ -519,8 +519,10 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if args.name == "bridge":
         from ecgedge.demo import demo_recording
         from firmware_bridge.bench import run as run_bridge
+        from sdk.bundle import load_bundle
 
-        recording, source = demo_recording(use_data=True)
+        spec = load_bundle(_bundle_path(args.bundle)).manifest.preprocess
+        recording, source = demo_recording(True, spec)
         run_bridge(
             _bundle_path(args.bundle),
             Path(args.out),
@@ -779,7 +781,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
 
     from ecgedge.demo import LiveView
     from ecgedge.live import ble, run_live, simulated
-    from ecgedge.replay import play, read_wfdb
+    from ecgedge.replay import check_playable, play, read_wfdb
     from firmware_bridge.simulator import Impairments
     from sdk.bundle import load_bundle
     from sdk.pipeline import StreamPipeline
@@ -802,6 +804,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
     elif source == "simulate":
         if args.record:
             rec = read_wfdb(Path(args.record), args.lead)
+            check_playable(Path(args.record), rec.fs, bundle.manifest.preprocess)
             signal, fs = rec.signal, rec.fs
             lost = int(np.count_nonzero(~np.isfinite(signal)))
             if lost:

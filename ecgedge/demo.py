@@ -12,33 +12,41 @@ from pathlib import Path
 import numpy as np
 
 from ecgedge.live import run_live, simulated
-from ecgedge.replay import Recording, read_wfdb
+from ecgedge.replay import Recording, check_playable, read_wfdb
 from firmware_bridge.session import SessionStats
 from firmware_bridge.simulator import Impairments
 from sdk.bundle import load_bundle
 from sdk.events import EpisodeEvent, Event, WindowEvent
 from sdk.pipeline import StreamStats
+from sdk.preprocess import PreprocessSpec
 from sdk.synthetic import synthetic_ecg
 
 DEMO_RECORD = ("mitdb", "201")  # MIT-BIH 201: atrial fibrillation episodes among sinus rhythm
 FAST_SPEED = 0.0  # virtual time: as fast as possible, the same run every time
 
 
-def demo_recording(use_data: bool) -> tuple[Recording, str]:
-    """A real record with AF episodes when the data root has one, else the synthetic ECG."""
+def demo_recording(use_data: bool, spec: PreprocessSpec) -> tuple[Recording, str]:
+    """A real record with AF episodes when the data root has one, else the synthetic ECG
+    (the description says why: no such record under the data root, or no wfdb). A record at
+    a rate the SDK would not take (``spec``) is refused (:func:`ecgedge.replay.check_playable`)."""
+    why = ""
     if use_data:
-        try:
-            from trainer.data.root import data_root
+        from trainer.data.root import ENV_VAR, data_root
 
-            path = data_root() / DEMO_RECORD[0] / DEMO_RECORD[1]
-            if Path(f"{path}.hea").is_file():
-                return read_wfdb(path), f"MIT-BIH Arrhythmia record {DEMO_RECORD[1]} ({path})"
-        except ImportError:
-            pass
+        path = data_root() / DEMO_RECORD[0] / DEMO_RECORD[1]
+        if Path(f"{path}.hea").is_file():
+            try:
+                recording = read_wfdb(path)
+                check_playable(path, recording.fs, spec)
+                return recording, f"MIT-BIH Arrhythmia record {DEMO_RECORD[1]} ({path})"
+            except ImportError as exc:  # a runtime-only install: no wfdb
+                why = f"; {path} needs wfdb ({exc})"
+        else:
+            why = f"; no {path}.hea (set {ENV_VAR} to the folder holding {DEMO_RECORD[0]}/)"
     ecg = synthetic_ecg((("sinus", 90.0), ("af", 120.0), ("sinus", 90.0)), fs=250.0, seed=7)
     return Recording(
         "synthetic", ecg.signal, ecg.fs, ecg.rhythm
-    ), "built-in synthetic ECG (sinus → AF → sinus)"
+    ), f"built-in synthetic ECG (sinus → AF → sinus){why}"
 
 
 @dataclass
@@ -139,7 +147,7 @@ def run_demo(
     The bundle is loaded (and verified) first: a bad one is an error before any output.
     """
     loaded = load_bundle(bundle)
-    recording, source = demo_recording(use_data)
+    recording, source = demo_recording(use_data, loaded.manifest.preprocess)
     signal = recording.signal[: int(seconds * recording.fs)] if seconds else recording.signal
     pace = FAST_SPEED if fast else speed
     transport, profile = simulated(signal, recording.fs, impairments or Impairments(), speed=pace)

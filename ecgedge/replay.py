@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sdk.errors import ConfigError
 from sdk.events import Event
 from sdk.pipeline import StreamPipeline
+from sdk.preprocess import PreprocessSpec, check_input_rate
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ def read_wfdb(path: Path, lead: int = 0) -> Recording:
         rhythm = read_annotations(path, "atr", record.signal.shape[0]).rhythm
     gaps = read_gaps(path, record.signal.shape[0])
     return Recording(path.name, record.signal[:, lead], record.fs, rhythm, gaps)
+
+
+def check_playable(path: Path, fs: float, spec: PreprocessSpec) -> None:
+    """Refuse (:class:`ValueError` naming the header) a record at a rate the SDK would not
+    take (:func:`sdk.preprocess.check_input_rate`): a virtual strap resamples it to its own
+    130 Hz, which would hide the refusal and play nothing like ECG."""
+    try:
+        check_input_rate(fs, spec, field="fs")
+    except ConfigError as exc:
+        raise ValueError(f"{path}.hea: {exc}") from None
 
 
 def read_gaps(path: Path, n_samples: int) -> tuple[tuple[int, int], ...]:

@@ -82,3 +82,48 @@ def test_calibrate_writes_a_profile_that_says_whether_it_denoised(
     assert "calibrated 'user'" in out.stdout
     profile = json.loads(out_path.read_text())
     assert profile["calibration"]["denoised"] is denoised
+
+
+def test_demo_without_data_says_where_it_looked(tmp_path):
+    """It played the synthetic ECG without saying why, so a wrong ECGEDGE_DATA went unseen."""
+    import os
+
+    env = {**os.environ, "ECGEDGE_DATA": str(tmp_path / "nowhere")}
+    out = subprocess.run(
+        [sys.executable, "-m", "ecgedge", "demo", "--fast", "--seconds", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert "synthetic" in first and f"no {tmp_path / 'nowhere' / 'mitdb' / '201'}.hea" in first
+    assert "set ECGEDGE_DATA" in first
+
+
+def test_a_record_the_sdk_would_refuse_is_not_played_by_a_virtual_strap(tmp_path):
+    """The strap resampled a 50 Hz record to its 130 Hz and streamed it; stream --record
+    refused the same record."""
+    from sdk.synthetic import synthetic_ecg
+    from tests.wfdb_records import write_record
+
+    ecg = synthetic_ecg((("sinus", 60.0),), fs=250.0, seed=2)
+    write_record(tmp_path, "slow", ecg.signal[::5], fs=50)  # 50 Hz: below the SDK's 80 Hz
+    out = run_cli("stream", "--simulate", "--record", str(tmp_path / "slow"), "--speed", "0")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{tmp_path / 'slow'}.hea: " in out.stderr and "50 Hz" in out.stderr
+
+
+def test_a_truncated_signal_file_is_named_as_such(tmp_path):
+    """wfdb's own error was numpy's ("operands could not be broadcast together ...")."""
+    from tests.wfdb_records import write_record
+    from trainer.data.records import read_signal
+    from trainer.errors import DataError
+
+    write_record(tmp_path, "rec", np.zeros(5000))
+    dat = tmp_path / "rec.dat"
+    size = dat.stat().st_size
+    dat.write_bytes(dat.read_bytes()[:1001])
+    with pytest.raises(DataError, match=rf"rec.dat holds 1001 of the {size} bytes its header"):
+        read_signal(tmp_path / "rec", database="x")

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,11 +76,13 @@ def read_signal(path: Path, *, database: str) -> Record:
         raise DataError(
             "header file not found", path=str(path.with_suffix(".hea")), reason="missing"
         )
+    wfdb = _wfdb()  # not installed: an ImportError, not a damaged record
     try:
-        rec = _wfdb().rdrecord(str(path))
+        rec = wfdb.rdrecord(str(path))
     except Exception as exc:  # wfdb raises many types for corrupt files
+        short = _short_signal_file(wfdb, path)
         raise DataError(
-            f"cannot read WFDB record: {exc}", path=str(path), reason="corrupt"
+            f"cannot read WFDB record: {short or exc}", path=str(path), reason="corrupt"
         ) from exc
     _check_header_fs(path, float(rec.fs))
     signal = np.asarray(rec.p_signal, dtype=np.float32)
@@ -107,6 +110,44 @@ def read_signal(path: Path, *, database: str) -> Record:
         lead_names=tuple(rec.sig_name),
         meta=meta,
     )
+
+
+#: Bytes per sample of the WFDB signal formats a size check knows
+_FORMAT_BYTES = {
+    "8": 1.0,
+    "16": 2.0,
+    "24": 3.0,
+    "32": 4.0,
+    "61": 2.0,
+    "80": 1.0,
+    "160": 2.0,
+    "212": 1.5,
+    "310": 4 / 3,
+    "311": 4 / 3,
+}
+
+
+def _short_signal_file(wfdb: Any, path: Path) -> str | None:
+    """Which signal file of a record holds fewer bytes than its header implies (a truncated
+    copy), said plainly, or ``None`` when the header cannot say or every file is whole."""
+    try:
+        header = wfdb.rdheader(str(path))
+        files: dict[str, list[str]] = {}
+        for name, fmt in zip(header.file_name, header.fmt):
+            files.setdefault(name, []).append(str(fmt))
+        for name, fmts in files.items():
+            if header.sig_len is None or not all(f in _FORMAT_BYTES for f in fmts):
+                continue
+            need = math.ceil(header.sig_len * sum(_FORMAT_BYTES[f] for f in fmts))
+            have = (path.parent / name).stat().st_size
+            if have < need:
+                return (
+                    f"{name} holds {have} of the {need} bytes its header implies (truncated?): "
+                    "copy the record again"
+                )
+    except Exception:  # the header itself is damaged: the caller's error says so
+        return None
+    return None
 
 
 #: Factor from each WFDB unit this reader accepts to millivolts (WFDB's default is mV).
