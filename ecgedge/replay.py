@@ -75,7 +75,10 @@ def read_gaps(path: Path, n_samples: int) -> tuple[tuple[int, int], ...]:
         return ()
     import wfdb
 
+    from trainer.data.records import check_annotation_end
+
     try:
+        check_annotation_end(Path(f"{path}.gap"))
         ann = wfdb.rdann(str(path), "gap")
     except Exception as exc:  # wfdb raises what numpy raises on a damaged file
         raise ValueError(f"{path}.gap: not a readable WFDB annotation file ({exc})") from exc

@@ -407,3 +407,21 @@ def test_a_signal_in_units_that_are_no_voltage_is_refused(tmp_path):
     hea.write_text(hea.read_text().replace("/mV", "/NU"))
     with pytest.raises(DataError, match=r"units \['NU'\] are not a voltage"):
         rec.read_signal(tmp_path / "rec", database="session")
+
+
+@pytest.mark.data("mitdb")
+def test_an_annotation_file_cut_at_an_even_length_is_refused(
+    data_root: Path, tmp_data_root: Path
+) -> None:
+    """wfdb reads a copy cut at a whole annotation without a word: mitdb 201's third AF
+    episode was gone from the demo's reference and from calibration labels."""
+    _copy_record(data_root / "mitdb", tmp_data_root / "mitdb", "201")
+    atr = tmp_data_root / "mitdb" / "201.atr"
+    whole = rec.read_mitdb("201").annotations.rhythm
+    data = atr.read_bytes()
+    atr.write_bytes(data[: (len(data) * 3 // 4) // 2 * 2])
+    with pytest.raises(DataError, match="no end marker") as err:
+        rec.read_mitdb("201")
+    assert err.value.reason == "corrupt" and str(atr) in str(err.value)
+    atr.write_bytes(data)
+    assert rec.read_mitdb("201").annotations.rhythm == whole

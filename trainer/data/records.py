@@ -199,6 +199,22 @@ def is_af(label: str) -> bool:
     return label.strip().lstrip("(").upper() == AF_RHYTHM
 
 
+def check_annotation_end(file: Path) -> None:
+    """Refuse (:class:`DataError`) a WFDB annotation file without its end marker, a zero
+    16-bit word: a copy cut short, which wfdb would read without a word, its last
+    annotations (a rhythm episode) silently gone."""
+    with file.open("rb") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(max(0, size - 2))
+        tail = fh.read(2)
+    if tail != b"\x00\x00":
+        raise DataError(
+            "annotation file has no end marker (cut short?): copy it again",
+            path=str(file),
+            reason="corrupt",
+        )
+
+
 def read_annotations(
     path: Path, extension: str = "atr", n_samples: int | None = None
 ) -> Annotations:
@@ -210,8 +226,10 @@ def read_annotations(
     file = path.with_name(f"{path.name}.{extension}")
     if not file.is_file():
         raise DataError("annotation file not found", path=str(file), reason="missing")
+    check_annotation_end(file)
+    wfdb = _wfdb()
     try:
-        ann = _wfdb().rdann(str(path), extension)
+        ann = wfdb.rdann(str(path), extension)
     except Exception as exc:
         raise DataError(
             f"cannot read annotations: {exc}", path=str(file), reason="corrupt"
