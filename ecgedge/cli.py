@@ -884,12 +884,14 @@ def _cmd_sensors(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     from ecgedge.demo import run_demo
 
+    if args.fast and args.speed is not None:  # it was ignored without a word
+        raise ValueError("--speed does not apply with --fast (which plays as fast as possible)")
     return run_demo(
         _bundle_path(args.bundle),
         fast=args.fast,
         seconds=args.seconds,
         use_data=not args.synthetic,
-        speed=args.speed,
+        speed=20.0 if args.speed is None else args.speed,
     )
 
 
@@ -1286,7 +1288,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the built-in synthetic ECG even if data exists",
     )
     d.add_argument(
-        "--speed", type=_positive, default=20.0, help="times real time (ignored with --fast)"
+        "--speed",
+        type=_positive,
+        default=None,
+        help="times real time (default 20; --fast instead plays as fast as possible)",
     )
     d.set_defaults(func=_cmd_demo)
 

@@ -457,3 +457,8 @@ def test_export_takes_a_shipped_bundle_name_as_base_bundle(
         capsys, "export", "--base-bundle", "nope", "--add-anchors", "--out", str(tmp_path / "c")
     )
     assert "--base-bundle nope: no such folder, and no shipped bundle of that name (default," in err
+
+
+def test_demo_refuses_speed_with_fast(capsys) -> None:
+    err = _cli_error(capsys, "demo", "--fast", "--speed", "1", "--synthetic")
+    assert "--speed does not apply with --fast" in err
