@@ -830,6 +830,8 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
         transport, profile = simulated(
             signal, fs, imp, speed=args.speed, compressed=args.compressed
         )
+        played = args.record or "the built-in synthetic ECG (1 min sinus, 1 min AF, 1 min sinus)"
+        print(f"ecgedge stream: {played} through a simulated Polar H10 (PMD frames, 130 Hz)")
     else:
         recording = read_wfdb(Path(args.record), args.lead)
         pipeline = StreamPipeline(
