@@ -522,6 +522,19 @@ class StreamPipeline:
         SampleRateError, BlockError
             The block is refused and nothing of it is kept; the stream stays usable.
         """
+        try:
+            out = self._push(samples, timestamp_s, fs)
+        except BaseException:
+            if self._close_requested:  # by a callback before the failure: it still holds
+                self.close()
+            raise
+        if self._close_requested:  # by a callback of this push: now, outside the analysis
+            out += self.close()
+        return out
+
+    def _push(
+        self, samples: np.ndarray, timestamp_s: float | None, fs: float | None
+    ) -> list[Event]:
         if self._closed:
             self.stats.blocks_rejected += 1
             raise BlockError("the stream is closed", reason="closed")
@@ -561,8 +574,6 @@ class StreamPipeline:
         self._staged_n += n
         if self._staged_n >= self._batch_in:
             self._flush(out)
-        if self._close_requested:  # by a callback of this push: now, outside the analysis
-            out += self.close()
         return out
 
     def _flush(self, out: list[Event]) -> None:

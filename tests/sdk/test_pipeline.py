@@ -678,3 +678,21 @@ def test_bad_pipeline_arguments_are_config_errors_naming_them(bundle, kwargs, fi
     with pytest.raises(ConfigError, match=field) as err:
         StreamPipeline(bundle, fs_in=FS, **kwargs)
     assert err.value.field == field
+
+
+def test_a_close_asked_by_a_callback_holds_when_the_push_then_fails(bundle, ecg, monkeypatch):
+    p = StreamPipeline(bundle, fs_in=FS)
+    p.add_callback(lambda event: p.close())
+    real = p._ingest
+
+    def ingest_then_fail(*args, **kwargs):
+        real(*args, **kwargs)  # dispatches a window: the callback asks to close
+        if p._close_requested:
+            raise RuntimeError("a failure after the callback")
+
+    monkeypatch.setattr(p, "_ingest", ingest_then_fail)
+    with pytest.raises(RuntimeError, match="after the callback"):
+        for i in range(0, len(ecg.signal), 500):
+            p.push(ecg.signal[i : i + 500])
+    with pytest.raises(BlockError, match="closed"):
+        p.push(ecg.signal[:500])
