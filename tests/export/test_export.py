@@ -165,6 +165,7 @@ def test_parity_of_nan_or_misshapen_outputs_fails_every_tolerance():
 
 
 @pytest.mark.slow
+@pytest.mark.data("mitdb", "nstdb")  # the smoke denoiser trains on them
 def test_the_cli_builds_a_bundle_with_a_denoiser_in_one_command(smoke_run, tmp_path, capsys):
     """``export --run R --denoiser D --out B`` builds B, then adds D to B in place."""
     from ecgedge.cli import main

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime")
-
-from export.lru_export import (  # noqa: E402
+from export.lru_export import (
     embedder_parity,
     export_dacl_embedder,
     export_lru_embedder,
@@ -19,12 +17,12 @@ from export.lru_export import (  # noqa: E402
     session,
     stream_onnx_step,
 )
-from export.onnx_export import compare, export_module  # noqa: E402
-from sdk.lru_step import STEP_INPUTS, STEP_OUTPUTS  # noqa: E402
-from trainer.models.dacl import VAE, DACLConfig, DACLEmbedder, LatentUNetEncoder  # noqa: E402
-from trainer.models.diffae import LRUEmbedder  # noqa: E402
-from trainer.models.lru import LRUConfig, LRUEncoder, LRUStepModel, warm_reference  # noqa: E402
-from trainer.models.lru_lean import pack_step_state  # noqa: E402
+from export.onnx_export import compare, export_module
+from sdk.lru_step import STEP_INPUTS, STEP_OUTPUTS
+from trainer.models.dacl import VAE, DACLConfig, DACLEmbedder, LatentUNetEncoder
+from trainer.models.diffae import LRUEmbedder
+from trainer.models.lru import LRUConfig, LRUEncoder, LRUStepModel, warm_reference
+from trainer.models.lru_lean import pack_step_state
 
 CFG = LRUConfig(
     patch=8, chunk=16, d_model=16, d_state=12, layers=2, emb_dim=24, r_cap=0.95, r_max=0.9

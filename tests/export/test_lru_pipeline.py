@@ -14,27 +14,25 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime")
-
-from sdk.bundle import load_bundle  # noqa: E402
-from sdk.classifier import WindowClassifier  # noqa: E402
-from sdk.errors import ConfigError  # noqa: E402
-from sdk.events import WindowEvent  # noqa: E402
+from sdk.bundle import load_bundle
+from sdk.classifier import WindowClassifier
+from sdk.errors import ConfigError
+from sdk.events import WindowEvent
 from sdk.lru_step import (
-    StepEmbedder,  # noqa: E402
+    StepEmbedder,
     streaming_spec,
 )
-from sdk.pipeline import StreamPipeline  # noqa: E402
-from sdk.preprocess import preprocess_record  # noqa: E402
-from sdk.ringbuffer import RingBuffer  # noqa: E402
-from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
-from sdk.step_stream import StepStream, standardize_block  # noqa: E402
-from sdk.synthetic import synthetic_ecg  # noqa: E402
-from sdk.windowing import record_windows  # noqa: E402
-from tests.lru_bundles import write_lru_bundle  # noqa: E402
-from trainer.config import DataConfig  # noqa: E402
-from trainer.data.datasets import spec_of  # noqa: E402
-from trainer.models.lru import LRUConfig, LRUEncoder  # noqa: E402
+from sdk.pipeline import StreamPipeline
+from sdk.preprocess import preprocess_record
+from sdk.ringbuffer import RingBuffer
+from sdk.rr import RR_FEATURE_NAMES
+from sdk.step_stream import StepStream, standardize_block
+from sdk.synthetic import synthetic_ecg
+from sdk.windowing import record_windows
+from tests.lru_bundles import write_lru_bundle
+from trainer.config import DataConfig
+from trainer.data.datasets import spec_of
+from trainer.models.lru import LRUConfig, LRUEncoder
 
 CFG = LRUConfig(
     patch=8, chunk=16, d_model=16, d_state=12, layers=2, emb_dim=24, r_cap=0.95, r_max=0.9

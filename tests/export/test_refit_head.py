@@ -12,7 +12,7 @@ import export.refit_head as refit
 from ecgedge.cli import main
 from export.multimodal import INT8_BUDGET, INT8_WORST_BUDGET
 from sdk.bundle import default_bundle_path, load_bundle
-from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.classifier import WindowClassifier
 from sdk.head import fit_softmax_head
 from trainer.bench.rhythm import val_records
 from trainer.data import records as rec
@@ -146,27 +146,26 @@ def test_refit_redoes_the_int8_layer_search_for_the_new_head(tmp_path, monkeypat
     assert not np.allclose(old_head, p8, atol=1e-3)  # p8 came through the new head
 
 
-def test_device_features_give_the_pipelines_probabilities():
-    """The refit's windows and features are the pipeline's: the head on them gives the
-    probabilities ``StreamPipeline`` emits (FP32, denoiser on) for a synthetic record."""
+def test_device_features_give_the_pipelines_probabilities(monkeypatch):
+    """The refit's windows and features (``device_features``, through the CinC reader) are
+    the pipeline's: the head on them gives the probabilities ``StreamPipeline`` emits (FP32,
+    denoiser on) for a synthetic record read in place of a CinC 2017 one."""
     from sdk.events import WindowEvent
     from sdk.pipeline import StreamPipeline
     from sdk.synthetic import synthetic_ecg
-    from sdk.windowing import record_windows
 
     bundle = load_bundle(default_bundle_path())
-    m = bundle.manifest
     ecg = synthetic_ecg((("sinus", 30.0), ("af", 23.0)), fs=300.0, seed=2)
+    record = rec.Record("S1", "cinc2017", 300.0, ecg.signal[:, None], ("ECG",), label="A")
+    monkeypatch.setattr(rec, "read_cinc2017", lambda name: record)
+    features, labels, index = refit.device_features(bundle, ["S1"])
+    expected = WindowClassifier(bundle, precision="fp32").head_probabilities(features)
     pipe = StreamPipeline(bundle, fs_in=300.0, precision="fp32")
     events = [e for e in pipe.push(ecg.signal) + pipe.close() if isinstance(e, WindowEvent)]
-    rw = record_windows(
-        ecg.signal, 300.0, m.preprocess, m.window_samples, m.hop_samples, denoiser=pipe.denoiser
-    )
-    inputs = WindowInputs(rw.windows, rw.rr, rw.lorenz)
-    expected = WindowClassifier(bundle, precision="fp32").classify(inputs)
     got = np.array([list(e.probabilities.values()) for e in events])
-    assert got.shape == expected.shape
+    assert got.shape == expected.shape and len(got) > 3
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert set(labels) == {bundle.manifest.classes.index("A")} and set(index) == {0}
 
 
 @pytest.mark.parametrize(

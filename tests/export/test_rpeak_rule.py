@@ -143,6 +143,7 @@ def test_the_cli_needs_its_bundles(tmp_path, capsys):
     assert "--rpeak-rule needs --base-bundle" in capsys.readouterr().err
 
 
+@pytest.mark.data("mitdb", "nstdb")  # the smoke denoiser trains on them
 def test_replacing_the_denoiser_drops_its_rule(ruled, tmp_path):
     from export.denoiser import add_denoiser
     from trainer.denoise_config import load_denoise_preset

@@ -11,17 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime")
-
-from sdk.bundle import load_bundle  # noqa: E402
-from sdk.classifier import WindowClassifier, WindowInputs  # noqa: E402
-from sdk.errors import BlockError, BundleError  # noqa: E402
-from sdk.events import WindowEvent  # noqa: E402
-from sdk.lru_step import StepEmbedder  # noqa: E402
-from sdk.pipeline import StreamPipeline  # noqa: E402
-from sdk.rr import RR_FEATURE_NAMES  # noqa: E402
-from tests.lru_bundles import write_lru_bundle  # noqa: E402
-from trainer.bench.lru import (  # noqa: E402
+from sdk.bundle import load_bundle
+from sdk.classifier import WindowClassifier, WindowInputs
+from sdk.errors import BlockError, BundleError
+from sdk.events import WindowEvent
+from sdk.lru_step import StepEmbedder
+from sdk.pipeline import StreamPipeline
+from sdk.rr import RR_FEATURE_NAMES
+from tests.lru_bundles import write_lru_bundle
+from trainer.bench.lru import (
     PIPELINE_ROW,
     STEP10_ROW,
     STEP_ROW,
@@ -31,7 +29,7 @@ from trainer.bench.lru import (  # noqa: E402
     run,
     warm_cold_gap,
 )
-from trainer.models.lru import LRUConfig, LRUEncoder  # noqa: E402
+from trainer.models.lru import LRUConfig, LRUEncoder
 
 CFG = LRUConfig(
     patch=8, chunk=16, d_model=16, d_state=12, layers=2, emb_dim=24, r_cap=0.95, r_max=0.9

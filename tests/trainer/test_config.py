@@ -279,7 +279,8 @@ def test_toml_ints_are_read_as_floats(tmp_path: Path) -> None:
     path = tmp_path / "ints.toml"
     path.write_text("[data]\nfs = 128\n[train]\nmax_minutes = 10\n")
     cfg = load_preset(str(path))
-    assert isinstance(cfg.data.fs, float) and cfg.train.max_minutes == 10.0
+    assert isinstance(cfg.data.fs, float) and cfg.data.fs == 128.0
+    assert isinstance(cfg.train.max_minutes, float) and cfg.train.max_minutes == 10.0
 
 
 @pytest.mark.parametrize(

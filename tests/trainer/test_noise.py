@@ -18,8 +18,11 @@ def test_mixing_hits_the_requested_snr(target):
         rng.standard_normal((3, 1280)) + 0.5 * np.cumsum(rng.standard_normal((3, 1280)), 1) / 30
     )
     noisy, k = noise.mix_at_snr(clean, raw_noise, target)
-    measured = noise.snr_db(clean, noisy - clean)
-    np.testing.assert_allclose(measured, target, atol=1e-9)
+    added = noisy - clean
+    # the definition written out (variance about the mean), not the module's own power()
+    by_hand = 10 * np.log10(np.var(clean, axis=1) / np.var(added, axis=1))
+    np.testing.assert_allclose(by_hand, target, atol=1e-9)
+    np.testing.assert_allclose(noise.snr_db(clean, added), target, atol=1e-9)
     assert k.shape == (3, 1)
 
 
@@ -39,7 +42,11 @@ def test_standardize_with_matches_the_sdk():
     z, c, mean, std = noise.standardize_with(noisy, clean)
     for b in range(2):
         np.testing.assert_allclose(z[b], standardize_window(noisy[b].T).T, atol=1e-6)
-    np.testing.assert_allclose(c * std + mean, clean, atol=1e-5)
+    # the target in z's units, written out: (clean - mean of noisy) / std of noisy per lead
+    by_hand = (clean - noisy.mean(-1, keepdims=True)) / noisy.std(-1, keepdims=True)
+    np.testing.assert_allclose(c, by_hand, atol=1e-5)
+    # here clean = noisy / 2: in z's units it is (z - mean/std) / 2, the same shape at half scale
+    np.testing.assert_allclose(c, (z - mean / std) / 2, atol=1e-5)
 
 
 def test_em_segments_follow_the_nstdb_layout():

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from trainer.errors import CheckpointError, ConfigError
+from trainer.models.diffae import DiffAE
 from trainer.train_diffae import CHECKPOINT, load, load_diffae_preset, save, train
 
 
@@ -48,8 +49,11 @@ def test_train_save_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_load_rejects_other_checkpoints(tmp_path: Path) -> None:
-    torch.save({"format_version": 1, "kind": "other"}, tmp_path / CHECKPOINT)
-    with pytest.raises(CheckpointError):
+    cfg = load_diffae_preset("smoke", {"train.out_dir": str(tmp_path)})
+    save(tmp_path / CHECKPOINT, DiffAE(cfg.unet, cfg.lru), cfg, 1, {})  # loadable as is
+    payload = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    torch.save({**payload, "kind": "diffecg"}, tmp_path / CHECKPOINT)  # complete, other kind
+    with pytest.raises(CheckpointError, match="not a DiffAE-LRU checkpoint"):
         load(tmp_path / CHECKPOINT)
 
 
