@@ -116,6 +116,10 @@ class HeartRateMeasurement:
     bpm_rejected
         A heart rate the notification carried outside :data:`BPM_RANGE` (``bpm`` is then
         ``None``): kept apart, not lost; usually ``None``.
+    rr_cut
+        One byte was left after the last whole RR interval (a cut interval, as some
+        firmware sends): the heart rate and the whole intervals are kept, and the interval
+        series breaks after them (:meth:`rr_in_order` ends with a NaN).
     """
 
     bpm: int | None
@@ -125,13 +129,17 @@ class HeartRateMeasurement:
     rr_rejected_s: tuple[float, ...] = ()
     rr_rejected_at: tuple[int, ...] = ()
     bpm_rejected: int | None = None
+    rr_cut: bool = False
 
     def rr_in_order(self) -> list[float]:
-        """Every interval of the notification in its order, NaN where one was rejected."""
+        """Every interval of the notification in its order, NaN where one was rejected (and
+        last where one was cut)."""
         out = [math.nan] * (len(self.rr_s) + len(self.rr_rejected_s))
         kept = iter(self.rr_s)
         rejected = set(self.rr_rejected_at)
-        return [v if i in rejected else next(kept) for i, v in enumerate(out)]
+        return [v if i in rejected else next(kept) for i, v in enumerate(out)] + (
+            [math.nan] if self.rr_cut else []
+        )
 
 
 def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
@@ -141,11 +149,13 @@ def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
     ``bpm_rejected``; RR intervals outside :data:`RR_RANGE_S` go to ``rr_rejected_s`` instead
     of ``rr_s``.
 
+    A byte left after the last whole RR interval sets ``rr_cut`` (the rest is kept).
+
     Raises
     ------
     DecodeError
-        ``"short"`` (a flagged field is cut off) or ``"length"`` (an odd trailing byte
-        where RR intervals, or nothing, should follow).
+        ``"short"`` (a flagged field is cut off) or ``"length"`` (bytes after the fields
+        where no RR interval is flagged).
     """
     data = bytes(data)
     if not data:
@@ -165,10 +175,6 @@ def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
     rest = len(data) - pos
     rr: tuple[float, ...] = ()
     if flags & _RR:
-        if rest % 2:
-            raise DecodeError(
-                "RR intervals are not whole uint16 values", reason="length", offset=len(data) - 1
-            )
         # plain Python: numpy's per-call cost is most of the work for one to three values
         rr = tuple(v / _RR_UNITS_PER_S for v in struct.unpack_from(f"<{rest // 2}H", data, pos))
     elif rest:
@@ -183,6 +189,7 @@ def parse_hr_measurement(data: bytes) -> HeartRateMeasurement:
         tuple(v for v, ok in zip(rr, beat) if not ok),
         tuple(i for i, ok in enumerate(beat) if not ok),
         None if plausible or bpm == 0 else bpm,
+        bool(flags & _RR and rest % 2),
     )
 
 

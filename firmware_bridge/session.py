@@ -84,6 +84,9 @@ class SessionStats:
     #: RR intervals outside :data:`~firmware_bridge.hrs.RR_RANGE_S`, kept out of
     #: ``rr_intervals_s`` (which breaks there)
     rr_rejected: int = 0
+    #: Heart Rate Measurement notifications whose last RR interval was cut (one byte left):
+    #: their heart rate and whole intervals kept, ``rr_intervals_s`` broken after them
+    rr_cut: int = 0
     #: connections ended because no ECG notification came for ``stall_timeout_s`` (the sensor
     #: stopped streaming, e.g. a PMD "measurement stopped" indication, or went silent);
     #: each is followed by a reconnection
@@ -390,6 +393,7 @@ class SensorSession:
         self.stats.hr_no_value += measurement.bpm is None and measurement.bpm_rejected is None
         self.stats.hr_rejected += measurement.bpm_rejected is not None
         self.stats.rr_rejected += len(measurement.rr_rejected_s)
+        self.stats.rr_cut += measurement.rr_cut
         for rr in measurement.rr_in_order():  # the series breaks where one was rejected
             if math.isnan(rr):
                 self._break_rr()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,6 @@ def test_parse_hr_measurement(hex_value, expected):
         ("00", "short"),
         ("01 2c", "short"),
         ("08 48 34", "short"),
-        ("10 48 f8", "length"),
         ("00 48 00", "length"),
     ],
 )
@@ -57,6 +58,17 @@ def test_malformed_hr_measurement(hex_value, reason):
     with pytest.raises(DecodeError) as info:
         hrs.parse_hr_measurement(bytes.fromhex(hex_value))
     assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("hex_value", "rr"),
+    [("10 48 f8", ()), ("10 3c 00 04 01", (1.0,)), ("18 48 34 12 00 02 00 04 07", (0.5, 1.0))],
+)
+def test_a_cut_last_rr_interval_keeps_the_rest(hex_value, rr):
+    """A byte after the last whole interval refused the notification, heart rate and all."""
+    m = hrs.parse_hr_measurement(bytes.fromhex(hex_value))
+    assert m.rr_cut and m.rr_s == rr and m.bpm in (72, 60)
+    assert len(m.rr_in_order()) == len(rr) + 1 and math.isnan(m.rr_in_order()[-1])
 
 
 def test_encoder_bytes():

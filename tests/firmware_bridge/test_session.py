@@ -838,6 +838,24 @@ def test_impossible_heart_rate_values_are_counted_not_kept():
     assert rr[3] == 0.75 and np.isnan(rr[4]) and rr[5] == 0.625 and len(rr) == 6
 
 
+def test_a_cut_rr_interval_keeps_the_heart_rate_and_breaks_the_series():
+    async def script(link: FakeLink, connection: int) -> None:
+        link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(60, rr_s=[1.0]))
+        cut = encode_hr_measurement(66, rr_s=[0.875]) + b"\x03"  # one byte of a next interval
+        link.notify(HEART_RATE_MEASUREMENT_UUID, cut)
+        link.notify(HEART_RATE_MEASUREMENT_UUID, encode_hr_measurement(62, rr_s=[0.75]))
+        link.end()
+
+    seen = []
+    session = SensorSession(
+        FakeLink(script), PolarH10(), RecordingSink(), on_heart_rate=lambda t, m: seen.append(m)
+    )
+    stats = asyncio.run(asyncio.wait_for(session.run(), timeout=5))
+    assert stats.hr_malformed == 0 and stats.rr_cut == 1 and [m.bpm for m in seen] == [60, 66, 62]
+    rr = list(session.rr_intervals_s)
+    assert rr[:2] == [1.0, 0.875] and np.isnan(rr[2]) and rr[3] == 0.75 and len(rr) == 4
+
+
 def test_failed_connections_are_said_out_loud_once_per_run_and_every_tenth(caplog):
     """A sensor out of reach: the first failure and every tenth in a row at warning level
     (a user watching a silent terminal learns why), the retries between at info level."""
