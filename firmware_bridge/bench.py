@@ -6,6 +6,9 @@ Torch-free; the SDK pipeline is the sink. Results go to ``bridge.json`` and ``br
 from __future__ import annotations
 
 import json
+import os
+import platform
+import time
 import timeit
 from collections.abc import Callable
 from functools import partial
@@ -163,6 +166,11 @@ def run(
     stress = STRESS
     long = signal[: int(minutes * 60 * fs)]
     result: dict[str, Any] = {
+        "benchmark": "bridge",
+        "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "bundle": str(bundle),
+        "minutes": minutes,
         "source": source,
         "decoder_frames_per_s": thr,
         "decoder_core_fraction_at_h10_rate": {k: H10_FRAMES_PER_S / v for k, v in thr.items()},

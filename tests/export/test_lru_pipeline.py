@@ -7,6 +7,7 @@ the R-peak detector's learning phase.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +301,10 @@ def test_bench_stream_compares_whole_windows_with_the_step_model(
     md = (tmp_path / "s.md").read_text()
     assert "FP32, step model" in md and "FP32, whole windows" in md
     assert "--hop 1 --no-peers --paced-minutes 0 --report s`" in md
+    # the step model it ran counts in the device's bundle (it lies beside the manifest's files)
+    step = json.loads((lru_bundle / "manifest.json").read_text())["streaming"]["path"]
+    assert result["bundle_bytes"][step] == (lru_bundle / step).stat().st_size
+    assert result["device_bundle_bytes"] == sum(result["bundle_bytes"].values())
 
 
 def test_a_bad_second_does_not_reach_later_windows_through_the_state(

@@ -90,6 +90,9 @@ def test_report_tables_have_as_many_cells_as_headers():
         },
     }
     text = _markdown(result)
+    assert "Command: `ecgedge bench personalize --bundle DIR`" in text  # a file from before
+    result["bundle_dir"] = "sdk/default_bundle"  # what the run records now
+    assert "`ecgedge bench personalize --bundle sdk/default_bundle`" in _markdown(result)
     tables = [line for line in text.splitlines() if line.startswith("|")]
     blocks, current = [], []
     for line in text.splitlines() + [""]:

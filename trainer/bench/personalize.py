@@ -546,6 +546,7 @@ def run(
     speed = calibration_speed(bundle_dir)
     result = {
         "bundle": bundle.manifest.name,
+        "bundle_dir": str(bundle_dir),
         "denoised": denoiser is not None,
         "seen_before": seen_before(bundle.manifest, [s.name for s in subjects]),
         "protocol": {
@@ -733,7 +734,7 @@ def _markdown(r: dict[str, Any], report: str = "personalize") -> str:
     sp, summ = r["calibration_speed"], r["summary"]
     text = f"""# personalize — per-subject AF detection with on-device calibration of t
 
-Command: `ecgedge bench personalize --bundle DIR{
+Command: `ecgedge bench personalize --bundle {r.get("bundle_dir", "DIR")}{
         f" --report {report}" if report != "personalize" else ""
     }` (bundle `{r["bundle"]}`; ECG windows {
         "denoised by the bundle's denoiser as the pipeline denoises them"

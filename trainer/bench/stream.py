@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from sdk.bundle import load_bundle
+from sdk.lru_step import streaming_spec
 from sdk.resample import resample
 from sdk.step_stream import step_model_problem
 from sdk.synthetic import synthetic_ecg
@@ -184,6 +185,9 @@ def run(
             bundle_dir, paced, m.fs, precisions[-1], 1, hop_s=hop_s, paced=True
         )
     sizes = {f.path: (bundle.root / f.path).stat().st_size for f in m.files}
+    if "fp32-step" in modes:  # the step model lies beside the manifest's files
+        step_path = streaming_spec(bundle).path
+        sizes[step_path] = (bundle.root / step_path).stat().st_size
     unused = {m.file("embedder", p).path for p in precisions[:-1]}  # a device keeps the smallest
     device_bytes = sum(v for k, v in sizes.items() if k not in unused)
     result: dict[str, Any] = {
