@@ -522,7 +522,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
         from sdk.bundle import load_bundle
 
         spec = load_bundle(_bundle_path(args.bundle)).manifest.preprocess
-        recording, source = demo_recording(True, spec)
+        recording, source, _ = demo_recording(True, spec)
         run_bridge(
             _bundle_path(args.bundle),
             Path(args.out),
@@ -831,6 +831,7 @@ def _cmd_stream(args: argparse.Namespace, extra: list[str]) -> int:
             signal, fs, imp, speed=args.speed, compressed=args.compressed
         )
         played = args.record or "the built-in synthetic ECG (1 min sinus, 1 min AF, 1 min sinus)"
+        played += f", its first {args.seconds:g} s" if args.seconds else ""
         print(f"ecgedge stream: {played} through a simulated Polar H10 (PMD frames, 130 Hz)")
     else:
         recording = read_wfdb(Path(args.record), args.lead)

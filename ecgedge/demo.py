@@ -25,10 +25,11 @@ DEMO_RECORD = ("mitdb", "201")  # MIT-BIH 201: atrial fibrillation episodes amon
 FAST_SPEED = 0.0  # virtual time: as fast as possible, the same run every time
 
 
-def demo_recording(use_data: bool, spec: PreprocessSpec) -> tuple[Recording, str]:
-    """A real record with AF episodes when the data root has one, else the synthetic ECG
-    (the description says why: no such record under the data root, or no wfdb). A record at
-    a rate the SDK would not take (``spec``) is refused (:func:`ecgedge.replay.check_playable`)."""
+def demo_recording(use_data: bool, spec: PreprocessSpec) -> tuple[Recording, str, str]:
+    """A real record with AF episodes when the data root has one, else the synthetic ECG:
+    (recording, what it is, why it is the synthetic one: no such record under the data root,
+    or no wfdb; "" for the record). A record at a rate the SDK would not take (``spec``) is
+    refused (:func:`ecgedge.replay.check_playable`)."""
     why = ""
     if use_data:
         from trainer.data.root import ENV_VAR, data_root
@@ -38,15 +39,14 @@ def demo_recording(use_data: bool, spec: PreprocessSpec) -> tuple[Recording, str
             try:
                 recording = read_wfdb(path)
                 check_playable(path, recording.fs, spec)
-                return recording, f"MIT-BIH Arrhythmia record {DEMO_RECORD[1]} ({path})"
+                return recording, f"MIT-BIH Arrhythmia record {DEMO_RECORD[1]} ({path})", ""
             except ImportError as exc:  # a runtime-only install: no wfdb
                 why = f"; {path} needs wfdb ({exc})"
         else:
             why = f"; no {path}.hea (set {ENV_VAR} to the folder holding {DEMO_RECORD[0]}/)"
     ecg = synthetic_ecg((("sinus", 90.0), ("af", 120.0), ("sinus", 90.0)), fs=250.0, seed=7)
-    return Recording(
-        "synthetic", ecg.signal, ecg.fs, ecg.rhythm
-    ), f"built-in synthetic ECG (sinus → AF → sinus){why}"
+    synthetic = Recording("synthetic", ecg.signal, ecg.fs, ecg.rhythm)
+    return synthetic, "built-in synthetic ECG (sinus → AF → sinus)", why
 
 
 @dataclass
@@ -147,12 +147,12 @@ def run_demo(
     The bundle is loaded (and verified) first: a bad one is an error before any output.
     """
     loaded = load_bundle(bundle)
-    recording, source = demo_recording(use_data, loaded.manifest.preprocess)
+    recording, source, why = demo_recording(use_data, loaded.manifest.preprocess)
     signal = recording.signal[: int(seconds * recording.fs)] if seconds else recording.signal
     pace = FAST_SPEED if fast else speed
     transport, profile = simulated(signal, recording.fs, impairments or Impairments(), speed=pace)
     print(
-        f"ecgedge demo: {source}\n  through a simulated Polar H10 (PMD frames, 130 Hz) at "
+        f"ecgedge demo: {source}{why}\n  through a simulated Polar H10 (PMD frames, 130 Hz) at "
         f"{'full speed' if fast else f'{speed:g}x real time'}; bundle {bundle}"
     )
     if recording.rhythm:

@@ -127,3 +127,23 @@ def test_a_truncated_signal_file_is_named_as_such(tmp_path):
     dat.write_bytes(dat.read_bytes()[:1001])
     with pytest.raises(DataError, match=rf"rec.dat holds 1001 of the {size} bytes its header"):
         read_signal(tmp_path / "rec", database="x")
+
+
+def test_the_fallback_reason_is_apart_from_what_is_played(tmp_path, monkeypatch):
+    """bench bridge wrote the reason into its report's source line."""
+    from ecgedge.demo import demo_recording
+    from sdk.bundle import default_bundle_path, load_bundle
+
+    monkeypatch.setenv("ECGEDGE_DATA", str(tmp_path))
+    spec = load_bundle(default_bundle_path()).manifest.preprocess
+    recording, source, why = demo_recording(True, spec)
+    assert recording.name == "synthetic" and source == "built-in synthetic ECG (sinus → AF → sinus)"
+    assert why.startswith(f"; no {tmp_path / 'mitdb' / '201'}.hea")
+    assert demo_recording(False, spec)[2] == ""  # --synthetic asked for it: nothing to explain
+
+
+def test_stream_simulate_says_what_it_plays():
+    out = run_cli("stream", "--simulate", "--seconds", "12", "--speed", "0")
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert "built-in synthetic ECG" in first and "its first 12 s" in first
