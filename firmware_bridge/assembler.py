@@ -153,10 +153,10 @@ class FrameAssembler:
 
     def drop_stale(self, frame: DecodedFrame) -> bool:
         """Drop ``frame`` (counted) if it brings nothing new: a repeat of a frame placed lately
-        or waiting (``duplicates``), or a frame that arrives after its successor, into a gap
-        already flagged (``late``: its samples are counted lost there). With sequence numbers:
-        a number behind the expected one (or held) on a frame that does not start after
-        everything received. Returns whether it was dropped. Such a frame says nothing of the
+        (``duplicates``), or a frame that arrives after its successor, into a gap already
+        flagged (``late``: its samples are counted lost there). With sequence numbers: a
+        number held, or behind the expected one on a frame that does not start after
+        everything received (:meth:`add` counts it). Returns whether it was dropped. Such a frame says nothing of the
         sensor clock: the session asks before the clock aligner sees it, which would take its
         old timestamp for a restart."""
         if frame.seq is not None and self.reorder_depth > 0:

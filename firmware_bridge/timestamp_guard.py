@@ -130,7 +130,6 @@ class TimestampGuard:
         #: each timestamp right)
         self.reordered = 0
         self._next_ns: int | None = None  # where a frame continuing the last released one starts
-        self._last: DecodedFrame | None = None  # the last frame released
         # the frames released last, (as they arrived, as released): a repeat of one is never
         # moved into the place of a lost frame
         self._recent: deque[tuple[DecodedFrame, DecodedFrame]] = deque(maxlen=RECENT_FRAMES)
@@ -237,7 +236,7 @@ class TimestampGuard:
         """Whether ``frame`` could be real: with equal frame sizes, frames are lost whole, so
         the gap from the last placed frame (and to ``before_ns``) is a whole number of
         frames. ``True`` when sizes differ (no grid to check)."""
-        if self._last is None or self._next_ns is None or frame.n != self._last.n:
+        if not self._recent or self._next_ns is None or frame.n != self._recent[-1][1].n:
             return True
         ok = self._whole_frames(frame, frame.first_ns - self._next_ns)
         return ok and (
@@ -312,7 +311,6 @@ class TimestampGuard:
         out.append((frame, host_time_s))
         out.extend((frame, t) for t in copies)
         self._next_ns = self._end_ns(frame)
-        self._last = frame
         self._recent.append((frame if arrived is None else arrived, frame))
         self._restart_unplaced = self._restart_unplaced or self._reconnected
         self._reconnected = False
