@@ -156,9 +156,9 @@ class FrameAssembler:
         (``duplicates``), or a frame that arrives after its successor, into a gap already
         flagged (``late``: its samples are counted lost there). With sequence numbers: a
         number held, or behind the expected one on a frame that does not start after
-        everything received (:meth:`add` counts it). Returns whether it was dropped. Such a frame says nothing of the
-        sensor clock: the session asks before the clock aligner sees it, which would take its
-        old timestamp for a restart."""
+        everything received (:meth:`add` counts it). Returns whether it was dropped. Such a
+        frame says nothing of the sensor clock: the session asks before the clock aligner sees
+        it, which would take its old timestamp for a restart."""
         if frame.seq is not None and self.reorder_depth > 0:
             if self._next_seq is None:
                 return False
