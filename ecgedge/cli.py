@@ -520,6 +520,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
         from ecgedge.demo import demo_recording
         from firmware_bridge.bench import run as run_bridge
         from sdk.bundle import load_bundle
+        from trainer.bench.report import provenance
 
         spec = load_bundle(_bundle_path(args.bundle)).manifest.preprocess
         recording, source, _ = demo_recording(True, spec)
@@ -530,6 +531,7 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
             recording.fs,
             source,
             minutes=min(args.minutes, 30.0),
+            provenance=provenance(),
         )
         return 0
     if args.name == "personalize":
@@ -1328,6 +1330,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "extra_ok", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("bench", "structure-search"):
+        from trainer.bench.report import record_invocation
+
+        record_invocation(["ecgedge", *(sys.argv[1:] if argv is None else argv)])
     try:
         return int(args.func(args, extra) or 0)
     except KeyboardInterrupt:

@@ -161,7 +161,11 @@ def run(
     *,
     minutes: float = 10.0,
     latency_seconds: float = 60.0,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Run the bridge benchmark on ``signal`` (``fs`` Hz, from ``source``) through
+    ``bundle``'s pipeline and write ``bridge.json`` and ``bridge.md`` under ``out_dir``;
+    ``provenance`` (the code's commit, the command line) is recorded as given."""
     thr = decoder_throughput()
     stress = STRESS
     long = signal[: int(minutes * 60 * fs)]
@@ -169,6 +173,7 @@ def run(
         "benchmark": "bridge",
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        **(provenance or {}),
         "bundle": str(bundle),
         "minutes": minutes,
         "source": source,

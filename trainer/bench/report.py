@@ -6,11 +6,48 @@ import json
 import logging
 import os
 import platform
+import shlex
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+_REPO = Path(__file__).resolve().parents[2]
+_invocation: str | None = None
+
+
+def record_invocation(argv: Sequence[str]) -> None:
+    """Set the command line that every result written later in this process records
+    (``invocation``); the CLI calls it before a benchmark runs."""
+    global _invocation
+    _invocation = shlex.join(argv)
+
+
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the code that produced a result and whether tracked files differed
+    from it (``dirty``), or ``None`` outside a git checkout (an installed package)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(_REPO), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != _REPO:
+            return None  # the package sits inside some other repository
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
+def provenance() -> dict[str, Any]:
+    """What every result records of how it was made: the code (:func:`code_version`) and the
+    command line (:func:`record_invocation`; ``None`` when called from Python)."""
+    return {"code": code_version(), "invocation": _invocation}
 
 
 def machine() -> dict[str, Any]:
@@ -23,12 +60,16 @@ def machine() -> dict[str, Any]:
 
 
 def write_result(out_dir: Path, name: str, result: dict[str, Any], markdown: str) -> Path:
-    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``; return the JSON path."""
+    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``; return the JSON path.
+
+    The JSON also records when and where it ran, the code's git commit
+    and the command line (:func:`provenance`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": name,
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        **provenance(),
         **result,
     }
     path = out_dir / f"{name}.json"
