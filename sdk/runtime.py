@@ -25,6 +25,7 @@ import numpy as np
 
 from sdk.bundle import BundleError, Manifest, ModelFile
 from sdk.errors import AcceleratorError, ConfigError, MissingDependencyError
+from sdk.onnx_external import WireFormatError, external_tensors
 from sdk.ort_trt_cache import (
     CACHE_PREFIX,
     cache_signature,
@@ -115,6 +116,34 @@ def _refuses_profiles(exc: Exception) -> bool:
     """Whether a session error is the TensorRT provider refusing the shape profiles."""
     text = str(exc).lower()
     return "profile" in text or "shape" in text
+
+
+def _read_model(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read the model: {exc}", path=str(path), reason="read") from exc
+
+
+def _refuse_external_data(model: bytes, path: Path) -> None:
+    """A model whose tensors keep their data in other files is refused: ONNX Runtime would read
+    those files (from the working directory for a model given as bytes), and no bundle checksum
+    covers them."""
+    try:
+        names = external_tensors(model)
+    except WireFormatError as exc:
+        raise BundleError(
+            f"not an ONNX model (malformed protobuf: {exc})", path=str(path), reason="load"
+        ) from exc
+    if names:
+        shown = ", ".join(repr(n) for n in names[:3]) + (" …" if len(names) > 3 else "")
+        raise BundleError(
+            f"{len(names)} tensor(s) keep their data outside the model file ({shown}): a "
+            "bundle's models must be self-contained, so that its checksums cover every byte "
+            "(re-export without external data)",
+            path=str(path),
+            reason="external_data",
+        )
 
 
 def _has_profiles(providers: list[Any]) -> bool:
@@ -250,6 +279,7 @@ class OnnxModel:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = data if data is not None else str(path)
+        _refuse_external_data(data if data is not None else _read_model(path), path)
         try:
             self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
