@@ -85,7 +85,7 @@ def _tensor(buf: memoryview) -> str | None:
     name, external = "", False
     for number, wire, value in _fields(buf):
         if number == TENSOR_NAME and wire == 2:
-            name = bytes(value).decode("utf-8", errors="replace")  # type: ignore[arg-type]
+            name = bytes(value).decode("utf-8", errors="replace")
         elif number == TENSOR_EXTERNAL_DATA and wire == 2:
             external = True
         elif number == TENSOR_DATA_LOCATION and wire == 0 and value == EXTERNAL:
