@@ -18,14 +18,13 @@ through (``null`` for none).
 from __future__ import annotations
 
 import io
-import math
 import zipfile
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from sdk.bundle import Bundle
+from sdk.bundle import Bundle, read_npy
 from sdk.classifier import WindowInputs
 from sdk.errors import BundleError
 from sdk.rr import RR_FEATURE_NAMES
@@ -116,8 +115,7 @@ def load_anchors(bundle: Bundle) -> Anchors | None:
 
 def _read_npz(data: bytes, keys: list[str]) -> dict[str, np.ndarray]:
     """The arrays ``keys`` of an ``.npz`` (as :func:`numpy.savez` writes it: uncompressed),
-    which must hold exactly those; each array's header is checked against its member's size
-    before anything is allocated, and object arrays are refused (nothing is unpickled)."""
+    which must hold exactly those, each read by :func:`sdk.bundle.read_npy`."""
     out = {}
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         members = {i.filename: i for i in zf.infolist()}
@@ -130,25 +128,13 @@ def _read_npz(data: bytes, keys: list[str]) -> dict[str, np.ndarray]:
                 raise ValueError(
                     f"{info.filename}: compressed or encrypted (np.savez writes neither)"
                 )
-            raw = io.BytesIO(zf.read(info))  # no larger than the verified file
-            version = np.lib.format.read_magic(raw)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"{info.filename}: .npy format {version} (np.savez writes 1.0)")
-            header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = header(raw)
-            n = shape[0] if shape else 1
-            if dtype.hasobject or n > MAX_ANCHOR_WINDOWS:
-                raise ValueError(
-                    f"{info.filename}: object dtype or more than {MAX_ANCHOR_WINDOWS} rows"
-                )
-            if math.prod(shape) * dtype.itemsize != len(raw.getbuffer()) - raw.tell():
-                raise ValueError(f"{info.filename}: header shape {shape} does not match its data")
-            raw.seek(0)
-            out[key] = np.load(raw, allow_pickle=False)
+            try:
+                array = read_npy(zf.read(info))  # no larger than the verified file
+            except ValueError as exc:
+                raise ValueError(f"{info.filename}: {exc}") from exc
+            if (array.shape[0] if array.shape else 1) > MAX_ANCHOR_WINDOWS:
+                raise ValueError(f"{info.filename}: more than {MAX_ANCHOR_WINDOWS} rows")
+            out[key] = array
     return out
 
 

@@ -406,6 +406,8 @@ class Bundle:
     root: Path
     manifest: Manifest
     manifest_sha256: str
+    #: the manifest's ``streaming`` entry as verified (a stateful step model; LRU bundles)
+    streaming: dict[str, Any] | None = None
 
     def path_of(self, f: ModelFile) -> Path:
         return self.root / f.path
@@ -417,15 +419,8 @@ class Bundle:
         the manifest's ``bytes`` (else :data:`MAX_FILE_BYTES`)."""
         path = self.path_of(f)
         limit = f.size if f.size is not None else MAX_FILE_BYTES
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
-            with os.fdopen(fd, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                regular = stat.S_ISREG(st.st_mode) and st.st_size <= limit
-                data = fh.read(limit + 1) if regular else b""
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"cannot read: {exc}", path=str(path), reason="missing") from exc
-        if not regular or len(data) > limit or hashlib.sha256(data).hexdigest() != f.sha256:
+        data = _read_regular(path, limit)
+        if data is None or hashlib.sha256(data).hexdigest() != f.sha256:
             raise BundleError(
                 "changed since the bundle was verified (not the regular file of the manifest's "
                 "size and SHA-256)",
@@ -439,10 +434,7 @@ class Bundle:
         shaped like the embedder's input ``x`` otherwise."""
         f = self.manifest.file("inference_noise", modality=modality)
         try:
-            stored = np.load(io.BytesIO(self.verified_bytes(f)), allow_pickle=False)
-            if not isinstance(stored, np.ndarray) or stored.dtype.kind not in "fiu":
-                raise ValueError(f"dtype {getattr(stored, 'dtype', type(stored))} is not numeric")
-            noise = np.asarray(stored, dtype=np.float32)
+            noise = np.asarray(read_npy(self.verified_bytes(f)), dtype=np.float32)
         except (ValueError, TypeError, OSError, EOFError) as exc:
             raise BundleError(
                 f"not a numeric .npy array: {exc}", path=str(self.path_of(f)), reason="malformed"
@@ -465,6 +457,46 @@ class Bundle:
         return noise
 
 
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """The bytes of the regular file ``path``, or ``None`` when it is something else (a FIFO,
+    a device, a folder) or holds more than ``limit`` bytes; read at most once, never blocking.
+    An unreadable file raises :class:`BundleError` (reason ``"missing"``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+                return None
+            data = fh.read(limit + 1)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read: {exc}", path=str(path), reason="missing") from exc
+    return data if len(data) <= limit else None
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    """The numeric array of the ``.npy`` bytes ``data``; its header is checked against the
+    data's size before anything is allocated, and object arrays are refused (nothing is
+    unpickled). Raises ValueError."""
+    raw = io.BytesIO(data)
+    version = np.lib.format.read_magic(raw)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f".npy format {version} (numpy writes 1.0 or 2.0)")
+    header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = header(raw)
+    if dtype.hasobject:
+        raise ValueError("object dtype (never unpickled)")
+    if dtype.kind not in "fiu":
+        raise ValueError(f"dtype {dtype} is not numeric")
+    if math.prod(shape) * dtype.itemsize != len(data) - raw.tell():
+        raise ValueError(f"header shape {shape} does not match its data ({len(data)} bytes)")
+    raw.seek(0)
+    return np.load(raw, allow_pickle=False)
+
+
 def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bundle:
     """Open and verify a bundle directory: schema, consistency and every file's SHA-256.
 
@@ -478,13 +510,14 @@ def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bund
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise BundleError("manifest.json not found", path=str(manifest_path), reason="missing")
-    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+    _check_inside(root, "manifest.json")
+    raw = _read_regular(manifest_path, MAX_MANIFEST_BYTES)
+    if raw is None:
         raise BundleError(
-            f"manifest larger than {MAX_MANIFEST_BYTES} bytes",
+            f"manifest is not a regular file of at most {MAX_MANIFEST_BYTES} bytes",
             path=str(manifest_path),
             reason="malformed",
         )
-    raw = manifest_path.read_bytes()
     if manifest_sha256 is not None:
         if not isinstance(manifest_sha256, str) or not _SHA256.fullmatch(manifest_sha256.lower()):
             raise ConfigError(
@@ -515,30 +548,45 @@ def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bund
                 f"streaming entry lacks {exc}", path=str(manifest_path), reason="malformed"
             ) from exc
     for f in checked:
+        file_path = _check_inside(root, f.path)
         try:
-            file_path = (root / f.path).resolve()
             is_file = file_path.is_file()
-        except (OSError, ValueError) as exc:  # too long, NUL, a loop of links
-            raise BundleError(f"unusable file path: {exc}", path=f.path, reason="path") from exc
-        if root.resolve() not in file_path.parents:
-            raise BundleError("file path escapes the bundle", path=f.path, reason="path")
+            size = file_path.stat().st_size if is_file else 0
+            digest = sha256_file(file_path) if is_file else ""
+        except OSError as exc:  # unreadable, or gone between the calls
+            raise BundleError(f"cannot read: {exc}", path=str(file_path), reason="missing") from exc
         if not is_file:
             raise BundleError(
                 "listed in the manifest but missing", path=str(file_path), reason="missing"
             )
-        size = file_path.stat().st_size
         if f.size is not None and f.size != size:
             raise BundleError(
                 f"{size} bytes, the manifest says {f.size}", path=str(file_path), reason="checksum"
             )
-        digest = sha256_file(file_path)
         if digest != f.sha256:
             raise BundleError(
                 f"SHA-256 {digest[:12]}… does not match the manifest's {f.sha256[:12]}…",
                 path=str(file_path),
                 reason="checksum",
             )
-    return Bundle(root, manifest, hashlib.sha256(raw).hexdigest())
+    return Bundle(
+        root,
+        manifest,
+        hashlib.sha256(raw).hexdigest(),
+        dict(extra) if isinstance(extra, dict) else None,
+    )
+
+
+def _check_inside(root: Path, relative: str) -> Path:
+    """``root / relative`` resolved (links followed), refused unless it lies inside ``root``."""
+    try:
+        path = (root / relative).resolve()
+        inside = root.resolve() in path.parents
+    except (OSError, ValueError, RuntimeError) as exc:  # too long, NUL, a loop of links
+        raise BundleError(f"unusable file path: {exc}", path=relative, reason="path") from exc
+    if not inside:
+        raise BundleError("file path escapes the bundle", path=relative, reason="path")
+    return path
 
 
 def default_bundle_path() -> Path:

@@ -21,8 +21,6 @@ whose reason is ``"streaming_layout"``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,16 +60,11 @@ def streaming_spec(bundle: Bundle) -> StreamingSpec:
     BundleError
         reason ``"missing"`` (no step model), ``"streaming_layout"`` (a state layout other than
         ``packed-v2``, e.g. a bundle exported before it), ``"malformed"`` (fields missing or
-        of the wrong type) or ``"checksum"`` (the manifest changed since it was loaded).
+        of the wrong type).
     """
     path = bundle.root / "manifest.json"
-    raw = path.read_bytes()
-    if hashlib.sha256(raw).hexdigest() != bundle.manifest_sha256:
-        raise BundleError(
-            "manifest changed since the bundle was loaded", path=str(path), reason="checksum"
-        )
-    entry = json.loads(raw).get("streaming")
-    if not isinstance(entry, dict):
+    entry = bundle.streaming
+    if entry is None:
         raise BundleError(
             "the bundle has no streaming step model", path=str(path), reason="missing"
         )

@@ -73,17 +73,10 @@ def step_model_problem(
     :func:`~sdk.lru_step.streaming_spec`), ``modalities`` (other embedders or a fusion model
     than a raw one), ``denoiser``, ``window`` / ``hop`` (the block grid does not fit the
     bundle's window / hop).
-
-    Raises
-    ------
-    BundleError
-        The manifest changed since the bundle was loaded (reason ``"checksum"``).
     """
     try:
         spec = streaming_spec(bundle)
     except BundleError as exc:
-        if exc.reason == "checksum":
-            raise
         return exc.reason, str(exc)
     m = bundle.manifest
     if m.modalities != ("raw",) or m.has("fusion"):

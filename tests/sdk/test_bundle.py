@@ -489,3 +489,48 @@ def test_a_boolean_schema_version_or_a_repeated_key_is_refused(bundle_copy):
     with pytest.raises(BundleError, match="key 'name' appears twice in one object") as err:
         load_bundle(bundle_copy)
     assert err.value.reason == "malformed"
+
+
+def test_a_noise_header_claiming_more_data_than_the_file_holds_is_refused(bundle_copy):
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f4", "fortran_order": False, "shape": (1 << 40,)}
+    )
+    rehash(bundle_copy, "noise.npy", buf.getvalue() + bytes(64))
+    with pytest.raises(BundleError, match="does not match its data") as err:
+        load_bundle(bundle_copy).inference_noise()  # no 4 TiB allocation first
+    assert err.value.reason == "malformed"
+
+
+def test_an_unreadable_file_or_manifest_is_a_bundle_error(bundle_copy, monkeypatch):
+    import sdk.bundle as sb
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(sb, "sha256_file", denied)
+    with pytest.raises(BundleError, match="Permission denied") as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "missing"
+    monkeypatch.undo()
+    real_open = sb.os.open
+    monkeypatch.setattr(
+        sb.os,
+        "open",
+        lambda p, *a, **k: denied(p) if str(p).endswith("manifest.json") else real_open(p, *a, **k),
+    )
+    with pytest.raises(BundleError, match="Permission denied"):
+        load_bundle(bundle_copy)
+
+
+def test_a_manifest_linked_from_outside_the_bundle_is_refused(bundle_copy, tmp_path):
+    outside = tmp_path / "elsewhere.json"
+    (bundle_copy / "manifest.json").rename(outside)
+    (bundle_copy / "manifest.json").symlink_to(outside)
+    with pytest.raises(BundleError, match="escapes the bundle") as err:
+        load_bundle(bundle_copy)
+    assert err.value.reason == "path"

@@ -50,6 +50,7 @@ def package_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
     monkeypatch.setattr(report, "_REPO", repo)
     monkeypatch.setattr(report, "_invocation", None)
+    monkeypatch.setattr(report, "_code_at_start", None)
     return repo
 
 
@@ -60,6 +61,14 @@ def test_result_records_the_commit_and_the_command(package_repo: Path, tmp_path:
     assert saved["code"] == {"commit": _git(package_repo, "rev-parse", "HEAD"), "dirty": False}
     assert saved["invocation"] == "ecgedge bench rhythm --bundle 'my bundle'"
     assert saved["figure"] == 1.0
+
+
+def test_the_code_is_taken_when_the_command_starts(package_repo: Path) -> None:
+    report.record_invocation(["ecgedge", "bench", "rhythm"])
+    started = _git(package_repo, "rev-parse", "HEAD")
+    (package_repo / "code.py").write_text("x = 3\n")  # committed while the benchmark runs
+    _git(package_repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "later")
+    assert report.provenance()["code"] == {"commit": started, "dirty": False}
 
 
 def test_changed_tracked_files_mark_the_code_dirty(package_repo: Path) -> None:

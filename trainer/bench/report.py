@@ -16,13 +16,16 @@ from typing import Any
 
 _REPO = Path(__file__).resolve().parents[2]
 _invocation: str | None = None
+_code_at_start: dict[str, Any] | None = None
 
 
 def record_invocation(argv: Sequence[str]) -> None:
     """Set the command line that every result written later in this process records
-    (``invocation``); the CLI calls it before a benchmark runs."""
-    global _invocation
+    (``invocation``), and take the code's version now (a commit made while a long benchmark
+    runs is not the code it ran); the CLI calls it before a benchmark runs."""
+    global _invocation, _code_at_start
     _invocation = shlex.join(argv)
+    _code_at_start = code_version()
 
 
 def code_version() -> dict[str, Any] | None:
@@ -45,9 +48,11 @@ def code_version() -> dict[str, Any] | None:
 
 
 def provenance() -> dict[str, Any]:
-    """What every result records of how it was made: the code (:func:`code_version`) and the
-    command line (:func:`record_invocation`; ``None`` when called from Python)."""
-    return {"code": code_version(), "invocation": _invocation}
+    """What every result records of how it was made: the code (:func:`code_version`, as it was
+    when the command started) and the command line (:func:`record_invocation`; ``None`` when
+    called from Python)."""
+    code = _code_at_start if _invocation is not None else code_version()
+    return {"code": code, "invocation": _invocation}
 
 
 def machine() -> dict[str, Any]:
