@@ -281,6 +281,7 @@ class StreamPipeline:
         self._staged: list[tuple[np.ndarray, np.ndarray, bool]] = []
         self._staged_n = 0
         self._rpeaks = StreamingRPeakDetector(self.fs)
+        self._rpeak_origin = 0  # model index of the detector's first sample (a gap restarts it)
         self._rpeak_batch = int(RPEAK_BATCH_S * self.fs)
         self._peaks = np.zeros(0, dtype=np.int64)
         self._last_valid = np.zeros(n_leads)
@@ -458,7 +459,10 @@ class StreamPipeline:
 
     # -- input --------------------------------------------------------------------------------
     def _as_block(self, samples: np.ndarray) -> np.ndarray:
-        block = np.asarray(samples)
+        try:
+            block = np.asarray(samples)
+        except (ValueError, TypeError) as exc:  # ragged nested lists, odd objects
+            raise BlockError(f"samples are no array: {exc}", reason="shape") from exc
         if block.dtype.kind not in "fiu":
             raise BlockError(f"samples must be numeric, got dtype {block.dtype}", reason="dtype")
         if isinstance(samples, np.ma.MaskedArray):  # masked samples are missing ones
@@ -603,6 +607,8 @@ class StreamPipeline:
         self._raw_buf.write(np.stack([raw, held[:, lead]], axis=1), times, gap_before=gap)
         y = self._pre.process(held)
         k0 = self._model_buf.total_written
+        if gap and self.denoiser is None:
+            self._restart_rpeaks(k0)
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
         if self.step_stream is not None:
@@ -638,10 +644,20 @@ class StreamPipeline:
         denoising pipeline detects in each denoised window instead."""
         if self.denoiser is not None:
             return
-        pending = self._model_buf.total_written - self._rpeaks.n_processed
+        done = self._rpeak_origin + self._rpeaks.n_processed
+        pending = self._model_buf.total_written - done
         if pending and (force or pending >= self._rpeak_batch):
-            y, _, _ = self._model_buf.read_range(self._rpeaks.n_processed, pending)
-            self._add_peaks(self._rpeaks.process(y[:, self.lead]))
+            y, _, _ = self._model_buf.read_range(done, pending)
+            self._add_peaks(self._rpeaks.process(y[:, self.lead]) + self._rpeak_origin)
+
+    def _restart_rpeaks(self, at: int) -> None:
+        """At a gap (model index ``at``): decide the beats before it, then detect afresh, as a
+        new stream would (thresholds and RR averages learnt before the gap do not carry
+        over)."""
+        self._feed_rpeaks(force=True)
+        self._add_peaks(self._rpeaks.flush() + self._rpeak_origin)
+        self._rpeaks.reset()
+        self._rpeak_origin = at
 
     def _drain(self, out: list[Event], *, final: bool) -> None:
         total = self._model_buf.total_written
@@ -649,7 +665,7 @@ class StreamPipeline:
         window_due = self._next_start + self.window <= ready
         self._feed_rpeaks(force=window_due or final)
         if final and self.denoiser is None:
-            self._add_peaks(self._rpeaks.flush())
+            self._add_peaks(self._rpeaks.flush() + self._rpeak_origin)
         while self._next_start + self.window <= ready:
             self._analyse(self._next_start, self.window, out)
             self._next_start += self.hop

@@ -183,19 +183,19 @@ def _assess_lead(x: np.ndarray, fs: float, invalid: np.ndarray) -> tuple[set[str
     finite = np.isfinite(x)
     if not finite.all() or invalid.any():
         flags.add("nonfinite")
-    usable = finite & ~invalid
-    if not finite.any():
+    valid = finite & ~invalid  # held samples (stored as 0 mV) are no signal to judge
+    if not valid.any():
         return flags, 0.0
     win = max(1, int(round(FLATLINE_WINDOW_S * fs)))
-    flat = _flat_mask(x, finite, win)
+    flat = _flat_mask(x, valid, win)
     if flat.any():
         flags.add("flatline")
-    usable &= ~flat
-    rail = _rail_mask(x, finite)
+    usable = valid & ~flat
+    rail = _rail_mask(x, valid)
     if rail.mean() >= SATURATION_MIN_FRACTION:
         flags.add("saturated")
         usable &= ~rail
-    vals = x[finite]
+    vals = x[valid]
     centred = vals - np.median(vals)
     ptp = float(centred.max() - centred.min())
     if ptp < AMPLITUDE_MIN_PTP_MV:

@@ -696,3 +696,54 @@ def test_a_close_asked_by_a_callback_holds_when_the_push_then_fails(bundle, ecg,
             p.push(ecg.signal[i : i + 500])
     with pytest.raises(BlockError, match="closed"):
         p.push(ecg.signal[:500])
+
+
+def _mitdb(record: str, seconds: float) -> tuple[np.ndarray, float]:
+    wfdb = pytest.importorskip("wfdb")
+    from trainer.data import root
+
+    rec = wfdb.rdrecord(str(root.data_root() / "mitdb" / record), channels=[0])
+    return rec.p_signal[: int(seconds * rec.fs), 0], float(rec.fs)
+
+
+@pytest.mark.data("mitdb")
+def test_the_rpeak_detector_starts_afresh_after_a_gap() -> None:
+    """Thresholds learnt on a large ECG before a gap missed beats of a smaller one after it
+    (mitdb/203 after 101: 16 of 19 beats in the first window); after the gap the stream finds
+    what a new stream finds."""
+    from sdk.bundle import shipped_bundles
+
+    plain = shipped_bundles()["dacl-cpu"]  # no denoiser: the stream's own detector
+    a, fs = _mitdb("101", 40.0)
+    b, _ = _mitdb("203", 30.0)
+    b = 0.3 * b
+    p = StreamPipeline(plain, fs_in=fs)
+    events = p.push(a, timestamp_s=0.0) + p.push(b, timestamp_s=70.0) + p.close()
+    fresh = StreamPipeline(plain, fs_in=fs)
+    expected = fresh.push(b, timestamp_s=70.0) + fresh.close()
+    after = [
+        (e.start_s, e.n_beats, e.heart_rate_bpm) for e in windows_of(events) if e.start_s >= 70
+    ]
+    alone = [(e.start_s, e.n_beats, e.heart_rate_bpm) for e in windows_of(expected)]
+    assert len(after) >= 3 and after == alone[: len(after)]
+
+
+def test_held_samples_are_not_judged_as_signal() -> None:
+    """A lost sample is stored as 0 mV: on an ECG riding 300 mV of offset it read as a rail
+    (``saturated``) and a 300 mV swing (``high_amplitude``)."""
+    ecg = synthetic_ecg((("sinus", 40.0),), fs=250.0, seed=3)
+    x = ecg.signal + 300.0
+    x[int(12 * ecg.fs)] = np.nan
+    p = StreamPipeline(default_bundle_path(), fs_in=ecg.fs)
+    windows = windows_of(p.push(x) + p.close())
+    with_nan = [w for w in windows if w.start_s <= 12.0 < w.start_s + 10.0]
+    assert with_nan and all(w.quality.flags == ("nonfinite",) for w in with_nan)
+    assert all(w.quality.score > 0.99 for w in with_nan)
+
+
+def test_a_ragged_list_is_a_counted_block_error() -> None:
+    p = StreamPipeline(default_bundle_path(), fs_in=250.0, n_leads=2)
+    with pytest.raises(BlockError) as err:
+        p.push([[0.1, 0.2], [0.3]])
+    assert err.value.reason == "shape" and p.stats.blocks_rejected == 1
+    assert p.push([[0.1, 0.2], [0.3, 0.4]]) == []  # the stream goes on
