@@ -28,8 +28,13 @@ class WindowEvent:
     flagged : True when the quality check failed, the window holds a gap or the model failed;
         episodes ignore it.
     heart_rate_bpm : from the window's R-peaks (found in the denoised window when ``denoised``,
-        else by the streaming detector), None if too few beats.
+        else by the streaming detector): ``60 / median RR`` over RR intervals of 0.25-2 s
+        (30-240 bpm), None if too few beats or none in that range (a rhythm slower than
+        30 bpm: ``longest_rr_s`` still shows it).
     n_beats : R-peaks inside the window (the same source).
+    longest_rr_s : the longest interval between consecutive R-peaks inside the window
+        (seconds; None with fewer than 2 beats), whatever its length: a pause (sinus arrest,
+        AV block) shows here although the median RR, and so the heart rate, looks normal.
     t : diffusion step the raw-ECG embedder ran at (a multimodal bundle's other modalities
         have their own: ``StreamPipeline.t_steps``).
     denoised : whether a denoiser ran before the embedder.
@@ -55,6 +60,7 @@ class WindowEvent:
     personalized: bool = False
     kind: str = "window"
     stateful: bool = False
+    longest_rr_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -731,6 +731,7 @@ class StreamPipeline:
             personalized=self.profile is not None,
             latency_ms=latency_ms,
             stateful=step is not None,
+            longest_rr_s=float(np.diff(peaks).max()) / self.fs if peaks.size >= 2 else None,
         )
         self.stats.windows += 1
         self.stats.windows_flagged += int(flagged)

@@ -747,3 +747,37 @@ def test_a_ragged_list_is_a_counted_block_error() -> None:
         p.push([[0.1, 0.2], [0.3]])
     assert err.value.reason == "shape" and p.stats.blocks_rejected == 1
     assert p.push([[0.1, 0.2], [0.3, 0.4]]) == []  # the stream goes on
+
+
+def _beats_ecg(beats_s: np.ndarray, fs: float = 250.0) -> np.ndarray:
+    """Gaussian P-QRS-T complexes (mV) at ``beats_s``, with a little noise."""
+    t = np.arange(int((beats_s[-1] + 1.0) * fs)) / fs
+    x = np.zeros_like(t)
+    for b in beats_s:
+        for c, w, a in (
+            (-0.2, 0.025, 0.15),
+            (-0.03, 0.01, -0.12),
+            (0.0, 0.011, 1.1),
+            (0.03, 0.01, -0.25),
+            (0.28, 0.05, 0.3),
+        ):
+            x += a * np.exp(-0.5 * ((t - b - c) / w) ** 2)
+    return x + np.random.default_rng(0).normal(0.0, 0.01, t.size)
+
+
+def test_a_pause_shows_in_the_longest_rr_although_the_heart_rate_looks_normal() -> None:
+    beats = np.r_[0.5 + 0.8 * np.arange(60), 53.7 + 0.8 * np.arange(60)]  # 6 s without a beat
+    p = StreamPipeline(default_bundle_path(), fs_in=250.0)
+    windows = windows_of(p.push(_beats_ecg(beats)) + p.close())
+    over = [w for w in windows if w.start_s <= 47.7 and 53.7 <= w.end_s]
+    assert over and all(abs(w.longest_rr_s - 6.0) < 0.05 for w in over)
+    assert all(abs(w.heart_rate_bpm - 75.0) < 2.0 for w in over)  # the median RR: 0.8 s
+    clear = [w for w in windows if w.end_s < 47.0]
+    assert clear and all(abs(w.longest_rr_s - 0.8) < 0.02 for w in clear)
+
+
+def test_a_rhythm_below_30_bpm_has_no_heart_rate_but_its_rr_shows() -> None:
+    p = StreamPipeline(default_bundle_path(), fs_in=250.0)
+    windows = windows_of(p.push(_beats_ecg(0.5 + 2.4 * np.arange(50))) + p.close())[4:-2]
+    assert windows and all(w.heart_rate_bpm is None for w in windows)  # 25 bpm: outside 30-240
+    assert all(w.n_beats >= 4 and abs(w.longest_rr_s - 2.4) < 0.02 for w in windows)
