@@ -388,6 +388,18 @@ def _head_feature_problems(m: Manifest) -> list[str]:
         return [f"head_features must give each embedding's width as an integer, got {dims!r}"]
     expected = sum(widths) + len(RR_FEATURE_NAMES)
     problems = []
+    for f in m.files:  # what each embedder and the fusion give is what the head takes
+        out, want = None, None
+        if f.role == "embedder" and isinstance(dims, dict):
+            out, want = _tensor(f.outputs, "embedding"), dims.get(f.modality)
+        elif f.role == "fusion":
+            out, want = _tensor(f.outputs, "fused"), fused
+        given_width = out.shape[-1] if out is not None and out.shape else None
+        if isinstance(given_width, int) and given_width != want:
+            problems.append(
+                f"{f.path}: gives {given_width} features ({out.name if out else ''}), but "
+                f"head_features say {want}"
+            )
     for f in m.files:
         features = _tensor(f.inputs, "features") if f.role == "head" else None
         width = features.shape[-1] if features is not None and features.shape else None

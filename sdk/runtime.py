@@ -118,6 +118,10 @@ def _refuses_profiles(exc: Exception) -> bool:
     return "profile" in text or "shape" in text
 
 
+#: tensors whose last axis is a feature width the manifest chains (embedders → fusion → head)
+CHAINED_WIDTHS = ("embedding", "fused", "features")
+
+
 def _read_model(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -333,6 +337,10 @@ class OnnxModel:
             fixed_mismatch = len(got) != len(t.shape) or any(
                 isinstance(e, int) and isinstance(g, int) and e != g for e, g in zip(t.shape, got)
             )
+            # the widths chained from embedders to the head must be fixed in the graph too: a
+            # symbolic one loads, then every window fails inside ONNX Runtime
+            if t.name in CHAINED_WIDTHS and got and not isinstance(got[-1], int):
+                fixed_mismatch = True
             if fixed_mismatch:
                 raise BundleError(
                     f"tensor {t.name!r} has shape {got}, manifest says {list(t.shape)}",

@@ -317,6 +317,22 @@ def _drop_outputs_of_head(d):
             "head.onnx: takes 1081 features, but head_features give 1077",
             id="head-width-not-the-features",
         ),
+        pytest.param(  # loaded, then every window failed inside ONNX Runtime (73 != 137)
+            lambda d: next(f for f in d["files"] if f["path"] == "embedder.fp32.onnx")["outputs"][
+                0
+            ].update(shape=["batch", 64]),
+            "inconsistent",
+            "embedder.fp32.onnx: gives 64 features (embedding), but head_features say 304",
+            id="embedding-width-not-the-heads",
+        ),
+        pytest.param(
+            lambda d: next(f for f in d["files"] if f["role"] == "fusion")["outputs"][0].update(
+                shape=["batch", 100]
+            ),
+            "inconsistent",
+            "fusion.onnx: gives 100 features (fused), but head_features say 192",
+            id="fused-width-not-the-heads",
+        ),
         pytest.param(
             lambda d: d["head_features"]["embedding_dims"].update(raw="304"),
             "inconsistent",
@@ -534,3 +550,15 @@ def test_a_manifest_linked_from_outside_the_bundle_is_refused(bundle_copy, tmp_p
     with pytest.raises(BundleError, match="escapes the bundle") as err:
         load_bundle(bundle_copy)
     assert err.value.reason == "path"
+
+
+def test_a_head_whose_feature_width_is_symbolic_in_the_graph_is_refused(bundle_copy):
+    onnx = pytest.importorskip("onnx")
+    head = onnx.load(str(bundle_copy / "head.onnx"))
+    axis = head.graph.input[0].type.tensor_type.shape.dim[1]
+    axis.ClearField("dim_value")
+    axis.dim_param = "F"  # loads; every window then failed in MatMul
+    rehash(bundle_copy, "head.onnx", head.SerializeToString())
+    with pytest.raises(BundleError, match="tensor 'features' has shape") as err:
+        WindowClassifier(load_bundle(bundle_copy))
+    assert err.value.reason == "shape"
