@@ -9,7 +9,7 @@ lies inside the run or bundle being read.
 
 from __future__ import annotations
 
-import os
+import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from export.errors import ExportError
 from sdk.bundle import load_bundle
+
+_log = logging.getLogger(__name__)
 
 
 def check_bundle_out(out_dir: Path, *sources: Path) -> None:
@@ -50,7 +52,9 @@ def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
     is verified as a device would verify it (:func:`sdk.bundle.load_bundle`) and replaces
     ``out_dir``; if the block or the check fails it is removed and ``out_dir`` is untouched.
     One export at a time per ``out_dir`` (an advisory lock on ``<out_dir>.lock``, a file that
-    stays); a ``.partial`` folder left by an export that was killed is replaced.
+    stays); a ``.partial`` folder left by an export that was killed is replaced, and a bundle
+    it had moved aside (``<out_dir>.old``) is put back or, when its successor is in place,
+    removed.
     """
     check_bundle_out(out_dir, *sources)
     tmp = out_dir.with_name(out_dir.name + ".partial")
@@ -58,6 +62,7 @@ def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
         if tmp.is_symlink():
             raise ExportError(f"{tmp} is a symbolic link; an export stages its bundle there")
         _check_not_a_source(tmp, sources)  # the staging folder is never one the export reads
+        _recover(out_dir)
         shutil.rmtree(tmp, ignore_errors=True)  # a killed export's, or a stray folder
         tmp.mkdir(parents=True)
         try:
@@ -94,10 +99,29 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         yield
 
 
+def _aside(out_dir: Path) -> Path:
+    """Where :func:`_replace` moves the bundle it replaces while the new one moves in."""
+    return out_dir.with_name(f"{out_dir.name}.old")
+
+
+def _recover(out_dir: Path) -> None:
+    """After an export killed inside :func:`_replace`: put the bundle it had moved aside back
+    (nothing took its place), or remove it (its successor is in place). Under the lock."""
+    old = _aside(out_dir)
+    if old.is_symlink() or not old.is_dir():
+        return
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    elif (old / "manifest.json").is_file():
+        old.rename(out_dir)
+        _log.warning("%s: put back the bundle an interrupted export had moved aside", out_dir)
+
+
 def _replace(new: Path, out_dir: Path) -> None:
     """``new`` takes ``out_dir``'s place; an old bundle there is moved aside first, put back
     if the move fails, and removed only once the new one is in place."""
-    old = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.old")
+    old = _aside(out_dir)
+    shutil.rmtree(old, ignore_errors=True)  # not left by a live export: we hold the lock
     if out_dir.exists():
         out_dir.rename(old)
     try:

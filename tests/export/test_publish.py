@@ -193,3 +193,25 @@ def test_diffecg_only_exports_refuse_another_kind_of_bundle_before_any_work(
     with pytest.raises(ExportError, match="holds no modalities.json"):
         build_multimodal_bundle(default_bundle_path(), tmp_path, tmp_path / "mm")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_bundle_moved_aside_by_a_killed_export_is_put_back(tmp_path: Path, bundle: Path):
+    """Killed between moving the old bundle aside and moving the new one in, an export left
+    no bundle at ``out``, and the next export never looked for it."""
+    out = tmp_path / "out"
+    shutil.copytree(bundle, tmp_path / "out.old")  # as the killed export left it
+    before = load_bundle(tmp_path / "out.old").manifest_sha256
+    with pytest.raises(RuntimeError), staged_bundle(out, bundle):
+        raise RuntimeError("this export fails too")
+    assert load_bundle(out).manifest_sha256 == before
+    assert _left(tmp_path) == ["bundle", "out"]
+
+
+def test_a_bundle_left_aside_after_its_successor_moved_in_is_removed(tmp_path: Path, bundle: Path):
+    out = tmp_path / "out"
+    shutil.copytree(bundle, out)
+    (out / "new.txt").write_text("the successor")
+    shutil.copytree(bundle, tmp_path / "out.old")  # killed before removing it
+    with staged_bundle(out, bundle) as tmp:
+        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+    assert load_bundle(out) and _left(tmp_path) == ["bundle", "out"]
