@@ -601,19 +601,18 @@ class StreamPipeline:
             self._last_valid[resumed] = block[first, np.arange(self.n_leads)][resumed]
         held = self._hold_invalid(block, valid)
         if gap:  # no filter transient from the jump of the offset across the gap
+            self._end_segment(self._model_buf.total_written, out)  # before any sample after it
             self._pre.settle_at(held[0])
         lead = self.lead
         raw = np.where(valid[:, lead], block[:, lead], np.nan)  # out of range: invalid too
         self._raw_buf.write(np.stack([raw, held[:, lead]], axis=1), times, gap_before=gap)
         y = self._pre.process(held)
         k0 = self._model_buf.total_written
-        if gap and self.denoiser is None:
-            self._restart_rpeaks(k0)
         offset = self._offset_s or 0.0
         self._model_buf.write(y, offset + (k0 + np.arange(y.shape[0])) / self.fs, gap_before=gap)
         if self.step_stream is not None:
             if gap:
-                self.step_stream.reset(k0)  # no state crosses a gap
+                self.step_stream.reset(k0, grid_origin=k0)  # no state crosses a gap
             self.step_stream.feed(self._model_buf)
         self._drain(out, final=False)
 
@@ -649,6 +648,21 @@ class StreamPipeline:
         if pending and (force or pending >= self._rpeak_batch):
             y, _, _ = self._model_buf.read_range(done, pending)
             self._add_peaks(self._rpeaks.process(y[:, self.lead]) + self._rpeak_origin)
+
+    def _end_segment(self, end: int, out: list[Event]) -> None:
+        """At a gap (model index ``end``): analyse the signal before it to its end (its beats
+        decided, a last window aligned to its end, as :meth:`close` does), then restart the
+        window grid at ``end``. No window spans this gap, and no signal beside it is left to
+        windows flagged for it; only a stretch between two gaps shorter than a window is
+        analysed in a window reaching back across the earlier one (flagged ``gap``)."""
+        if self.denoiser is None:
+            self._restart_rpeaks(end)
+        while self._next_start + self.window <= end:
+            self._analyse(self._next_start, self.window, out)
+            self._next_start += self.hop
+        if self._last_end < end and end >= self.window:
+            self._analyse(end - self.window, self.window, out)
+        self._next_start = end
 
     def _restart_rpeaks(self, at: int) -> None:
         """At a gap (model index ``at``): decide the beats before it, then detect afresh, as a

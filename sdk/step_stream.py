@@ -149,14 +149,20 @@ class StepStream:
         self._step_ms = 0.0
         self._state: StepState = self.embedder.initial_state(1)
         self.reset_at = self._fed = 0
+        self._origin = 0  # window starts are this plus multiples of the hop
 
-    def reset(self, index: int) -> None:
-        """Zero the state; the stream restarts at the first window start (a multiple of the
-        pipeline's hop) >= ``index`` (the first model-rate sample after a gap, or the end of a
-        flagged window). Embeddings already computed for windows ending after ``index`` are
-        dropped; those of windows ending before it (still waiting for their R-peaks) stay."""
+    def reset(self, index: int, *, grid_origin: int | None = None) -> None:
+        """Zero the state; the stream restarts at the first window start >= ``index`` (the
+        end of a flagged window) on the pipeline's window grid: multiples of its hop from
+        ``grid_origin``, which a gap moves (the grid restarts at the first model-rate sample
+        after it; None: the grid stays). Embeddings already computed for windows ending after
+        ``index`` are dropped; those of windows ending before it (still waiting for their
+        R-peaks) stay."""
+        if grid_origin is not None:
+            self._origin = int(grid_origin)
         self._ready = {end: v for end, v in self._ready.items() if end <= index}
-        self.reset_at = self._fed = -(-int(index) // self.hop) * self.hop
+        ahead = -(-(int(index) - self._origin) // self.hop) * self.hop
+        self.reset_at = self._fed = self._origin + ahead
         self._state = self.embedder.initial_state(1)
         self._step_ms = 0.0  # steps before the gap serve no later window
         self.resets += 1
@@ -182,7 +188,7 @@ class StepStream:
             self._step_ms += 1000.0 * (time.perf_counter() - tic)
             self._fed = end
             start = end - self.window
-            if start >= self.reset_at and start % self.hop == 0:
+            if start >= self.reset_at and (start - self._origin) % self.hop == 0:
                 self._ready[end] = (emb, self._step_ms)
                 self._step_ms = 0.0
 

@@ -177,9 +177,10 @@ def test_no_denoised_context_crosses_a_gap(bundle, ecg, monkeypatch):
     # at a hop boundary (30 s): the window starting at the gap (35 s on the stream clock; its
     # context would end before the gap) has none; the next ones have context after the gap
     assert context_free_starts(30.0) == pytest.approx([0.0, 35.0])
-    # mid-hop (32.5 s): the window starting at 30 s spans the gap but its context (25-30 s)
-    # does not; the next window (its data from 40 s) would take context across the gap
-    assert context_free_starts(32.5) == pytest.approx([0.0, 40.0])
+    # mid-hop (32.5 s): the signal before the gap ends with a window aligned to its end
+    # (22.5-32.5 s, context from the window before it); the grid restarts at the gap (37.5 s
+    # on the stream clock), whose window has none
+    assert context_free_starts(32.5) == pytest.approx([0.0, 37.5])
 
 
 @pytest.mark.parametrize("seconds", [67.3, 4.0])  # an end-aligned tail window; one short window

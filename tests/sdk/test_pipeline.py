@@ -122,17 +122,26 @@ def test_bad_blocks_are_refused_and_nothing_is_lost(bundle, ecg):
     assert np.allclose(probs(events), reference[-len(windows_of(events)) :])
 
 
-def test_gap_is_flagged(bundle, ecg):
+def test_a_gap_ends_the_window_grid_and_restarts_it_after(bundle, ecg):
+    """Windows spanning a gap were flagged, so up to a hop of signal on each side of it was
+    never analysed clean; now the signal before the gap ends with a window aligned to its end
+    and the grid restarts at the first sample after it."""
     p = StreamPipeline(bundle, fs_in=FS)
     x = ecg.signal
-    half = int(30 * FS)
+    half = int(32 * FS)  # not on the 5 s grid
     events = p.push(x[:half], timestamp_s=100.0)
-    events += p.push(x[half:], timestamp_s=100.0 + 30.0 + 5.0)  # 5 s lost on the radio
+    events += p.push(x[half:], timestamp_s=100.0 + 32.0 + 5.0)  # 5 s lost on the radio
     events += p.close()
     assert p.stats.gaps == 1 and abs(p.stats.gap_s - 5.0) < 1e-9
     wins = windows_of(events)
     assert wins[0].start_s == pytest.approx(100.0)
-    assert any("gap" in w.quality.flags for w in wins)
+    assert not any(w.start_s < 132.0 < w.end_s - 1e-6 for w in wins)  # none spans the gap
+    before = [w for w in wins if w.end_s <= 132.0 + 1e-6]
+    after = [w for w in wins if w.start_s >= 137.0 - 1e-6]
+    assert len(before) + len(after) == len(wins)
+    assert before[-1].end_s == pytest.approx(132.0, abs=1.0 / bundle.manifest.fs)
+    assert after[0].start_s == pytest.approx(137.0, abs=1.0 / bundle.manifest.fs)
+    assert not any("gap" in w.quality.flags for w in wins)
 
 
 def test_samples_before_a_gap_keep_their_times(bundle, ecg):
@@ -151,12 +160,13 @@ def test_samples_before_a_gap_keep_their_times(bundle, ecg):
     hop_s = m.hop_samples / m.fs
     wins = windows_of(events)
     starts_before = [w for w in wins if w.start_s < 100.0 - 0.05]
-    assert [w.start_s for w in starts_before] == pytest.approx(
-        [w.index * hop_s for w in starts_before], abs=0.02
+    assert [w.start_s for w in starts_before[:-1]] == pytest.approx(
+        [w.index * hop_s for w in starts_before[:-1]], abs=0.02
     )
-    assert starts_before[-1].start_s == pytest.approx(25.0, abs=0.02)
-    assert "gap" in starts_before[-1].quality.flags
-    assert any(w.start_s >= 100.0 for w in wins)
+    last = starts_before[-1]  # aligned to the end of the signal before the gap
+    pushed_s = len(range(0, before, step)) * step / FS
+    assert last.end_s == pytest.approx(pushed_s, abs=0.02) and "gap" not in last.quality.flags
+    assert min(w.start_s for w in wins if w.start_s >= 100.0) == pytest.approx(100.0, abs=0.02)
 
 
 def test_an_empty_block_opens_no_gap(bundle, ecg):
@@ -781,3 +791,17 @@ def test_a_rhythm_below_30_bpm_has_no_heart_rate_but_its_rr_shows() -> None:
     windows = windows_of(p.push(_beats_ecg(0.5 + 2.4 * np.arange(50))) + p.close())[4:-2]
     assert windows and all(w.heart_rate_bpm is None for w in windows)  # 25 bpm: outside 30-240
     assert all(w.n_beats >= 4 and abs(w.longest_rr_s - 2.4) < 0.02 for w in windows)
+
+
+def test_a_stretch_between_gaps_shorter_than_a_window_is_reported_flagged(bundle, ecg):
+    p = StreamPipeline(bundle, fs_in=FS)
+    x = ecg.signal
+    a, b = int(20 * FS), int(26 * FS)  # 6 s of signal between two gaps
+    events = p.push(x[:a], timestamp_s=0.0)
+    events += p.push(x[a:b], timestamp_s=25.0)
+    events += p.push(x[b:], timestamp_s=40.0)
+    wins = windows_of(events + p.close())
+    short = [w for w in wins if w.end_s == pytest.approx(31.0, abs=0.01)]
+    assert len(short) == 1 and "gap" in short[0].quality.flags and short[0].flagged
+    assert not any(w.start_s < 40.0 - 1e-6 < w.end_s - 1e-6 and w is not short[0] for w in wins)
+    assert min(w.start_s for w in wins if w.start_s >= 31.0) == pytest.approx(40.0, abs=0.01)
