@@ -16,7 +16,7 @@ from typing import TypeGuard
 
 import numpy as np
 
-from sdk.errors import ConfigError
+from sdk.errors import BlockError, ConfigError
 from sdk.filters import StreamingSOSFilter, design_bandpass
 from sdk.resample import StreamingResampler, resample_ratio
 
@@ -109,7 +109,23 @@ class Preprocessor:
         self._filter.settle_at(np.asarray(level, dtype=np.float64).reshape(-1) * gain)
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        """Return the block resampled and filtered, (m, n_leads) float32 at ``spec.fs``."""
+        """Return the block resampled and filtered, (m, n_leads) float32 at ``spec.fs``.
+
+        Raises
+        ------
+        BlockError
+            reason ``"nonfinite"`` when the block holds NaN or inf: the filters would carry it
+            to every later sample. Nothing is consumed; :class:`sdk.pipeline.StreamPipeline`
+            holds such samples before they reach here, and
+            :meth:`sdk.calibration.Calibrator.add_recording` splits a record at them.
+        """
+        bad = int(np.size(block) - np.count_nonzero(np.isfinite(block)))
+        if bad:
+            raise BlockError(
+                f"{bad} non-finite sample(s) (NaN or inf): the filters would carry them to the "
+                "end; split the record at them or stream it (StreamPipeline holds them)",
+                reason="nonfinite",
+            )
         return self._filter.process(self._resampler.process(block))
 
 

@@ -805,3 +805,25 @@ def test_a_stretch_between_gaps_shorter_than_a_window_is_reported_flagged(bundle
     assert len(short) == 1 and "gap" in short[0].quality.flags and short[0].flagged
     assert not any(w.start_s < 40.0 - 1e-6 < w.end_s - 1e-6 and w is not short[0] for w in wins)
     assert min(w.start_s for w in wins if w.start_s >= 31.0) == pytest.approx(40.0, abs=0.01)
+
+
+def test_the_offline_path_refuses_nan_instead_of_spreading_it(ecg):
+    """One NaN made every later preprocessed sample NaN (mitdb/101 with one at 12 s: windows
+    2-10 all NaN), without an error; the stream holds it and flags two windows."""
+    from sdk.preprocess import preprocess_record
+    from sdk.windowing import record_windows
+
+    bundle = load_bundle(default_bundle_path())
+    m = bundle.manifest
+    x = ecg.signal.copy()
+    x[int(12 * FS)] = np.nan
+    with pytest.raises(BlockError) as err:
+        preprocess_record(x, FS, m.preprocess)
+    assert err.value.reason == "nonfinite" and "1 non-finite" in str(err.value)
+    with pytest.raises(BlockError):
+        record_windows(x, FS, m.preprocess, m.window_samples, m.hop_samples)
+    p = StreamPipeline(bundle, fs_in=FS)
+    wins = windows_of(p.push(x) + p.close())
+    assert sum(w.flagged for w in wins) == 2 and all(
+        np.isfinite(w.probabilities["N"]) for w in wins
+    )
