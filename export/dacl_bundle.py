@@ -23,6 +23,7 @@ from export.lru_bundle import bundle_manifest
 from export.lru_export import export_dacl_embedder, session
 from export.onnx_export import compare, export_head
 from export.publish import staged_bundle
+from sdk import scattering
 from sdk.bundle import sha256_file
 from sdk.head import fit_softmax_head
 from trainer.checkpoint import load_weights
@@ -139,8 +140,8 @@ def build_dacl_bundle(run_dir: Path, out_dir: Path, name: str = "dacl") -> dict[
         extra: dict[str, Any] = {
             "front_end": {
                 "kind": "wavelet scattering, computed in the SDK (sdk.scattering, kymatio numpy)",
-                "J": 6,
-                "Q": 8,
+                "J": scattering.J,
+                "Q": scattering.Q,
                 "features": int(f_train.shape[1]),
             },
             "provenance": {

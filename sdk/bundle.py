@@ -209,12 +209,12 @@ def _model_file(f: Any) -> ModelFile:
     size = f.get("bytes")
     return ModelFile(
         _string(f["path"], "file path"),
-        str(f["role"]),
-        str(f["precision"]),
+        _string(f["role"], f"{f['path']} role"),
+        _string(f["precision"], f"{f['path']} precision"),
         f["sha256"],
         _tensor_specs(f.get("inputs", []), f"{f['path']} inputs"),
         _tensor_specs(f.get("outputs", []), f"{f['path']} outputs"),
-        str(f.get("modality", "raw")),
+        _string(f.get("modality", "raw"), f"{f['path']} modality"),
         None if size is None else manifest_int(size, f"{f['path']} bytes"),
     )
 
@@ -262,7 +262,7 @@ def parse_manifest(data: dict[str, Any], path: str = "manifest.json") -> Manifes
         files = tuple(_model_file(f) for f in data["files"])
         diffusion = data["diffusion"]
         manifest = Manifest(
-            name=str(data["name"]),
+            name=_string(data["name"], "name"),
             preprocess=_preprocess(data["preprocess"]),
             window_samples=manifest_int(data["window_samples"], "window_samples"),
             hop_samples=manifest_int(data["hop_samples"], "hop_samples"),
@@ -550,6 +550,7 @@ def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bund
             f"manifest is not valid JSON: {exc}", path=str(manifest_path), reason="malformed"
         ) from exc
     manifest = parse_manifest(data, str(manifest_path))
+    _check_front_end(data.get("front_end"), manifest, str(manifest_path))
     extra = data.get("streaming")  # a stateful step model beside the files (LRU bundles)
     checked = list(manifest.files)
     if isinstance(extra, dict):
@@ -587,6 +588,34 @@ def load_bundle(root: Path | str, *, manifest_sha256: str | None = None) -> Bund
         hashlib.sha256(raw).hexdigest(),
         dict(extra) if isinstance(extra, dict) else None,
     )
+
+
+def _check_front_end(front_end: Any, m: Manifest, path: str) -> None:
+    """An embedder fed features (DACL's) needs the wavelet-scattering front end the SDK
+    computes (:mod:`sdk.scattering`): the manifest must give its J, Q and feature count."""
+    from sdk import scattering
+
+    fed = [
+        t
+        for f in m.files
+        if f.role == "embedder" and (t := _tensor(f.inputs, "features")) is not None
+    ]
+    if not fed and front_end is None:
+        return
+    width = fed[0].shape[-1] if fed and fed[0].shape else None
+    given = (
+        {k: front_end.get(k) for k in ("J", "Q", "features")}
+        if isinstance(front_end, dict)
+        else front_end
+    )
+    computed = {"J": scattering.J, "Q": scattering.Q, "features": width}
+    if given != computed:
+        raise BundleError(
+            f"front_end {given!r} is not the scattering this SDK computes ({computed}: "
+            "sdk.scattering)",
+            path=path,
+            reason="inconsistent",
+        )
 
 
 def _check_inside(root: Path, relative: str) -> Path:

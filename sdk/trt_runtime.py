@@ -120,8 +120,14 @@ def read_verified_engine(engine_path: Path) -> bytes:
             path=str(path),
             reason="engine_checksum",
         )
-    expected = (sidecar.read_text().split() or [""])[0]
-    blob = path.read_bytes()
+    try:
+        with open(sidecar, "rb") as fh:  # sha256sum's line: a digest, a space, a name
+            expected = (fh.read(4096).decode("ascii", errors="replace").split() or [""])[0]
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(
+            f"cannot read the engine: {exc}", path=str(path), reason="missing"
+        ) from exc
     if hashlib.sha256(blob).hexdigest() != expected.lower():
         raise BundleError("engine does not match its SHA-256", path=str(path), reason="checksum")
     return blob

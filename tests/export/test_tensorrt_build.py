@@ -354,3 +354,19 @@ def test_a_built_engine_carries_its_checksum_and_a_changed_one_is_refused(jetson
     with pytest.raises(BundleError) as err:
         read_verified_engine(out)
     assert err.value.reason == "engine_checksum"
+
+
+def test_an_unreadable_engine_or_a_binary_checksum_file_is_a_bundle_error(tmp_path):
+    from sdk.errors import BundleError
+    from sdk.trt_runtime import engine_checksum_path, read_verified_engine, write_engine_checksum
+
+    engine = tmp_path / "e.engine"
+    write_engine_checksum(engine, b"ENGINE")  # the engine itself is gone
+    with pytest.raises(BundleError) as err:
+        read_verified_engine(engine)
+    assert err.value.reason == "missing"
+    engine.write_bytes(b"ENGINE")
+    engine_checksum_path(engine).write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(BundleError) as err:
+        read_verified_engine(engine)
+    assert err.value.reason == "checksum"

@@ -317,6 +317,18 @@ def _drop_outputs_of_head(d):
             "head.onnx: takes 1081 features, but head_features give 1077",
             id="head-width-not-the-features",
         ),
+        pytest.param(
+            lambda d: d.update(name=[1]),
+            "malformed",
+            "name must be a string",
+            id="name-a-list",
+        ),
+        pytest.param(
+            lambda d: d["files"][0].update(role=["embedder"]),
+            "malformed",
+            "role must be a string",
+            id="role-a-list",
+        ),
         pytest.param(  # loaded, then every window failed inside ONNX Runtime (73 != 137)
             lambda d: next(f for f in d["files"] if f["path"] == "embedder.fp32.onnx")["outputs"][
                 0
@@ -562,3 +574,27 @@ def test_a_head_whose_feature_width_is_symbolic_in_the_graph_is_refused(bundle_c
     with pytest.raises(BundleError, match="tensor 'features' has shape") as err:
         WindowClassifier(load_bundle(bundle_copy))
     assert err.value.reason == "shape"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda fe: fe.update(J=9, Q=1), id="other-J-Q"),
+        pytest.param(lambda fe: fe.update(features=126), id="other-feature-count"),
+        pytest.param(lambda fe: fe.clear(), id="empty"),
+    ],
+)
+def test_a_dacl_front_end_other_than_the_sdks_scattering_is_refused(tmp_path, change):
+    """A DACL bundle whose front end said J=9, Q=1 loaded and classified with J=6, Q=8."""
+    from sdk.bundle import shipped_bundles
+
+    root = tmp_path / "dacl"
+    shutil.copytree(shipped_bundles()["dacl-cpu"], root)
+    load_bundle(root)  # as shipped
+    edit_manifest(root, lambda d: change(d["front_end"]))
+    with pytest.raises(BundleError, match="not the scattering this SDK computes") as err:
+        load_bundle(root)
+    assert err.value.reason == "inconsistent"
+    edit_manifest(root, lambda d: d.pop("front_end"))
+    with pytest.raises(BundleError, match="front_end None"):
+        load_bundle(root)
