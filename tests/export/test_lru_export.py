@@ -159,7 +159,7 @@ def test_classifier_runs_a_features_embedder_with_numpy_scattering(tmp_path: Pat
         emb_dim=cfg.emb_dim,
         steps=50,
         note="test",
-        extra={"provenance": {}, "metrics": {}},
+        extra={"provenance": {}, "metrics": {}, "front_end": {"J": 6, "Q": 8, "features": 250}},
     )
     clf = WindowClassifier(load_bundle(tmp_path))
     x = rng.standard_normal((3, 1, 1280)).astype(np.float32)
