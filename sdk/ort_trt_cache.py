@@ -74,7 +74,8 @@ def _open_trusted(path: Path) -> tuple[int, str | None]:
     """Open ``path`` read-only without following a symlink; return the descriptor (-1 if it
     could not be opened) and why its contents cannot be trusted (``None`` if they can)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)  # a FIFO named like an engine must not block the open
     except OSError as exc:
         return -1, f"cannot be opened ({exc.strerror})"
     problem = _owned_regular(os.fstat(fd))

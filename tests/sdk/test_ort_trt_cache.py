@@ -297,3 +297,22 @@ def test_only_batch_first_tensors_are_split(tensorrt_provider, tmp_path):
     model._profiled = True  # as with a bundle's spec, which sets the window's profiles
     got_y, got_s = model.run({"x": np.zeros((12, 4), np.float32), "table": np.ones(16, np.float32)})
     assert got_y.shape == (12, 4) and np.all(got_y == 16.0) and float(got_s) == 16.0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_fifo_named_like_an_engine_is_removed_without_blocking(tmp_path):
+    import threading
+
+    d = _cache(tmp_path)
+    record_engine_cache(d)
+    fifo = CACHE_PREFIX + "TRTKernel_graph_main_graph_7_0_0_sm87.engine"
+    os.mkfifo(d / fifo, 0o600)
+    result: list[list[str]] = []
+    worker = threading.Thread(target=lambda: result.append(check_engine_cache(d)), daemon=True)
+    worker.start()
+    worker.join(10.0)
+    if worker.is_alive():  # unblock the open so the test process can end
+        os.close(os.open(d / fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5.0)
+        pytest.fail("opening the FIFO blocked the cache check")
+    assert result == [[fifo]] and not (d / fifo).exists()
