@@ -458,8 +458,9 @@ def _cmd_export_multimodal(args: argparse.Namespace, extra: list[str]) -> int:
     from export.multimodal import build_multimodal_bundle
     from export.publish import check_bundle_out
 
-    check_bundle_out(Path(args.out), Path(args.bundle), Path(args.run))
-    figures = build_multimodal_bundle(Path(args.bundle), Path(args.run), Path(args.out))
+    bundle = _bundle_path(args.bundle)
+    check_bundle_out(Path(args.out), bundle, Path(args.run))
+    figures = build_multimodal_bundle(bundle, Path(args.run), Path(args.out))
     print(f"bundle written to {args.out}\n{json.dumps(figures, indent=2)}")
     return 0
 
@@ -1183,9 +1184,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-evals",
         type=_positive_int,
         default=None,
-        help="objective evaluations of the search of t at most (each runs every modality's "
-        "extractor once at most); default: the SDK's budgets, 30 evaluations and 30 extractor "
-        "runs (10 evaluations of the shipped three-modality bundle)",
+        help="objective evaluations of the search of t at most (each runs the extractor of "
+        "every modality whose t is new); default: the SDK's budgets, 30 evaluations and 30 "
+        "extractor runs (10 to 15 evaluations of the shipped three-modality bundle)",
     )
     c.add_argument("--max-seconds", type=_positive, help="wall-time budget of the search")
     c.add_argument(

@@ -19,20 +19,22 @@ Reset
     A gap in the stream (:class:`~sdk.pipeline.StreamPipeline` opens one when a timestamp is
     later than expected) calls :meth:`StepStream.reset` with the gap's first model-rate
     sample, and so does a flagged window (bad quality or a model failure) with its end: the
-    state returns to zeros (``StepEmbedder.initial_state``) at the first window start (a
-    multiple of the pipeline's hop) at or after it; blocks before it are not fed, embeddings
-    computed beyond it are dropped, and normalization statistics count only samples after
-    the reset. No state crosses a gap or leaves a bad window, and the first window after a
-    reset equals the whole-window path's.
+    state returns to zeros (``StepEmbedder.initial_state``) at the first window start at or
+    after it on the pipeline's window grid (multiples of its hop from the stream's start,
+    or from the first sample after the last gap: a gap restarts the grid there); blocks
+    before it are not fed, embeddings computed beyond it are dropped, and normalization
+    statistics count only samples after the reset. No state crosses a gap or leaves a bad
+    window, and the first window after a reset equals the whole-window path's.
 
 Windows served
-    Blocks lie on a grid from sample 0, so the pipeline's hop must be a multiple of the step
-    model's hop and its window ``blocks_per_window`` blocks (otherwise :class:`StepStream`
-    refuses with a :class:`~sdk.errors.ConfigError`). :meth:`StepStream.take` returns an
-    embedding only for a grid window whose blocks were all fed since the last reset; for any
-    other window (one straddling a gap, the tail window ``close()`` aligns to the end of the
-    stream, a stream shorter than one window) it returns ``None`` and the pipeline runs the
-    whole-window embedder, as without a step model.
+    Blocks lie on the window grid (from sample 0, moved to the first sample after each gap),
+    so the pipeline's hop must be a multiple of the step model's hop and its window
+    ``blocks_per_window`` blocks (otherwise :class:`StepStream` refuses with a
+    :class:`~sdk.errors.ConfigError`). :meth:`StepStream.take` returns an embedding only for
+    a grid window whose blocks were all fed since the last reset; for any other window (the
+    last one before a gap or at ``close()``, aligned to the end of the signal; one reaching
+    back across a gap; a stream shorter than one window) it returns ``None`` and the pipeline
+    runs the whole-window embedder, as without a step model.
 """
 
 from __future__ import annotations

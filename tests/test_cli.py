@@ -323,7 +323,7 @@ def test_bundles_reads_figures_recorded_with_their_intervals(tmp_path: Path, cap
         ("diffae-lru-cpu", lambda m: m.update(streaming=["a list"])),
         ("default", lambda m: m["metrics"].update(rhythm_val_sdk="a string")),
         ("default", lambda m: m["metrics"].update(rhythm_val_sdk={"val_fp32": [1, 2]})),
-        ("dacl-cpu", lambda m: m.update(front_end="a string")),
+        ("dacl-cpu", lambda m: m["front_end"].update(kind=["a list"])),  # J, Q as the SDK
     ],
 )
 def test_bundles_summarizes_odd_optional_entries_and_goes_on_to_the_next_bundle(
