@@ -53,8 +53,8 @@ def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
     ``out_dir``; if the block or the check fails it is removed and ``out_dir`` is untouched.
     One export at a time per ``out_dir`` (an advisory lock on ``<out_dir>.lock``, a file that
     stays); a ``.partial`` folder left by an export that was killed is replaced, and a bundle
-    it had moved aside (``<out_dir>.old``) is put back or, when its successor is in place,
-    removed.
+    it had moved aside (``.<out_dir name>.export-aside``) is put back or, when its successor
+    is in place, removed.
     """
     check_bundle_out(out_dir, *sources)
     tmp = out_dir.with_name(out_dir.name + ".partial")
@@ -62,6 +62,7 @@ def staged_bundle(out_dir: Path, *sources: Path) -> Iterator[Path]:
         if tmp.is_symlink():
             raise ExportError(f"{tmp} is a symbolic link; an export stages its bundle there")
         _check_not_a_source(tmp, sources)  # the staging folder is never one the export reads
+        _check_not_a_source(_aside(out_dir), sources)  # nor the one it moves a bundle aside to
         _recover(out_dir)
         shutil.rmtree(tmp, ignore_errors=True)  # a killed export's, or a stray folder
         tmp.mkdir(parents=True)
@@ -100,8 +101,9 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
 
 
 def _aside(out_dir: Path) -> Path:
-    """Where :func:`_replace` moves the bundle it replaces while the new one moves in."""
-    return out_dir.with_name(f"{out_dir.name}.old")
+    """Where :func:`_replace` moves the bundle it replaces while the new one moves in: a
+    hidden name no one gives a folder of their own (an export removes or restores it)."""
+    return out_dir.with_name(f".{out_dir.name}.export-aside")
 
 
 def _recover(out_dir: Path) -> None:

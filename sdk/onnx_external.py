@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 # field numbers of onnx.proto (tests compare them with the onnx package's descriptors)
-MODEL_GRAPH, MODEL_FUNCTIONS = 7, 25
+MODEL_GRAPH, MODEL_TRAINING_INFO, MODEL_FUNCTIONS = 7, 20, 25
+TRAINING_INITIALIZATION, TRAINING_ALGORITHM = 1, 2
 GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_SPARSE_INITIALIZER = 1, 5, 15
-FUNCTION_NODE = 7
+FUNCTION_NODE, FUNCTION_ATTRIBUTE_PROTO = 7, 11
 NODE_ATTRIBUTE = 5
 ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE_TENSOR, ATTR_SPARSE_TENSORS = (
     5,
@@ -99,19 +100,25 @@ def _sparse(buf: memoryview) -> Iterator[str]:
             yield name
 
 
+def _attributes(buf: memoryview, field: int, depth: int) -> Iterator[str]:
+    """External tensors in the attributes ``field`` of ``buf`` (a node's, or a function's
+    default values)."""
+    for _, attr in _embedded(buf, {field}):
+        wanted = {ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE_TENSOR}
+        for number, part in _embedded(attr, wanted | {ATTR_SPARSE_TENSORS}):
+            if number in (ATTR_T, ATTR_TENSORS):
+                if (name := _tensor(part)) is not None:
+                    yield name
+            elif number in (ATTR_G, ATTR_GRAPHS):
+                yield from _graph(part, depth + 1)
+            else:
+                yield from _sparse(part)
+
+
 def _nodes(buf: memoryview, field: int, depth: int) -> Iterator[str]:
     """External tensors in the attributes of the nodes in ``field`` of ``buf``."""
     for _, node in _embedded(buf, {field}):
-        for _, attr in _embedded(node, {NODE_ATTRIBUTE}):
-            wanted = {ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE_TENSOR}
-            for number, part in _embedded(attr, wanted | {ATTR_SPARSE_TENSORS}):
-                if number in (ATTR_T, ATTR_TENSORS):
-                    if (name := _tensor(part)) is not None:
-                        yield name
-                elif number in (ATTR_G, ATTR_GRAPHS):
-                    yield from _graph(part, depth + 1)
-                else:
-                    yield from _sparse(part)
+        yield from _attributes(node, NODE_ATTRIBUTE, depth)
 
 
 def _graph(buf: memoryview, depth: int) -> Iterator[str]:
@@ -128,7 +135,8 @@ def _graph(buf: memoryview, depth: int) -> Iterator[str]:
 
 def external_tensors(model: bytes) -> list[str]:
     """Names of the tensors of the serialized ONNX ``model`` whose data lies in another file:
-    initializers, sparse initializers and tensor attributes, in subgraphs and functions too.
+    initializers, sparse initializers and tensor attributes, in subgraphs, functions (their
+    nodes and default attribute values) and training graphs too.
 
     Raises
     ------
@@ -137,9 +145,13 @@ def external_tensors(model: bytes) -> list[str]:
     """
     buf = memoryview(model)
     names: list[str] = []
-    for number, part in _embedded(buf, {MODEL_GRAPH, MODEL_FUNCTIONS}):
+    for number, part in _embedded(buf, {MODEL_GRAPH, MODEL_TRAINING_INFO, MODEL_FUNCTIONS}):
         if number == MODEL_GRAPH:
             names += _graph(part, 0)
+        elif number == MODEL_TRAINING_INFO:
+            for _, graph in _embedded(part, {TRAINING_INITIALIZATION, TRAINING_ALGORITHM}):
+                names += _graph(graph, 0)
         else:
             names += _nodes(part, FUNCTION_NODE, 0)
+            names += _attributes(part, FUNCTION_ATTRIBUTE_PROTO, 0)
     return names

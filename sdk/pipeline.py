@@ -654,15 +654,27 @@ class StreamPipeline:
         decided, a last window aligned to its end, as :meth:`close` does), then restart the
         window grid at ``end``. No window spans this gap, and no signal beside it is left to
         windows flagged for it; only a stretch between two gaps shorter than a window is
-        analysed in a window reaching back across the earlier one (flagged ``gap``)."""
+        analysed in a window reaching back across the earlier one (flagged ``gap``)
+        (:meth:`_analyse_tail`)."""
         if self.denoiser is None:
             self._restart_rpeaks(end)
         while self._next_start + self.window <= end:
             self._analyse(self._next_start, self.window, out)
             self._next_start += self.hop
-        if self._last_end < end and end >= self.window:
-            self._analyse(end - self.window, self.window, out)
+        self._analyse_tail(end, out)
         self._next_start = end
+
+    def _analyse_tail(self, end: int, out: list[Event]) -> None:
+        """The last window of the signal before ``end`` (a gap or the stream's end) when no
+        window reached it: aligned to ``end`` (reaching back across an earlier gap, flagged,
+        when the stretch since is shorter), or zero-padded when the stream holds less than a
+        window in all."""
+        if self._last_end >= end or end <= 0:
+            return
+        if end < self.window:
+            self._analyse(0, end, out)
+        else:
+            self._analyse(end - self.window, self.window, out)
 
     def _restart_rpeaks(self, at: int) -> None:
         """At a gap (model index ``at``): decide the beats before it, then detect afresh, as a
@@ -683,11 +695,8 @@ class StreamPipeline:
         while self._next_start + self.window <= ready:
             self._analyse(self._next_start, self.window, out)
             self._next_start += self.hop
-        if final and total > 0:
-            if self.stats.windows == 0:
-                self._analyse(0, total, out)  # shorter than one window: zero-padded
-            elif self._last_end < total:
-                self._analyse(total - self.window, self.window, out)
+        if final:
+            self._analyse_tail(total, out)
 
     def _analyse(self, start: int, n: int, out: list[Event]) -> None:
         tic = time.perf_counter()

@@ -199,8 +199,9 @@ def test_a_bundle_moved_aside_by_a_killed_export_is_put_back(tmp_path: Path, bun
     """Killed between moving the old bundle aside and moving the new one in, an export left
     no bundle at ``out``, and the next export never looked for it."""
     out = tmp_path / "out"
-    shutil.copytree(bundle, tmp_path / "out.old")  # as the killed export left it
-    before = load_bundle(tmp_path / "out.old").manifest_sha256
+    aside = tmp_path / ".out.export-aside"
+    shutil.copytree(bundle, aside)  # as the killed export left it
+    before = load_bundle(aside).manifest_sha256
     with pytest.raises(RuntimeError), staged_bundle(out, bundle):
         raise RuntimeError("this export fails too")
     assert load_bundle(out).manifest_sha256 == before
@@ -211,7 +212,25 @@ def test_a_bundle_left_aside_after_its_successor_moved_in_is_removed(tmp_path: P
     out = tmp_path / "out"
     shutil.copytree(bundle, out)
     (out / "new.txt").write_text("the successor")
-    shutil.copytree(bundle, tmp_path / "out.old")  # killed before removing it
+    shutil.copytree(bundle, tmp_path / ".out.export-aside")  # killed before removing it
     with staged_bundle(out, bundle) as tmp:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
     assert load_bundle(out) and _left(tmp_path) == ["bundle", "out"]
+
+
+def test_a_users_folder_beside_the_bundle_is_never_taken_for_one_moved_aside(
+    tmp_path: Path, bundle: Path
+):
+    """The aside folder had a plain name (``<out>.old``): an export removed a user's backup of
+    that name, even the very bundle it was reading."""
+    out = tmp_path / "default"
+    shutil.copytree(bundle, out)
+    backup = tmp_path / "default.old"
+    shutil.copytree(bundle, backup)
+    with staged_bundle(out, backup) as tmp:
+        assert load_bundle(backup)  # the source is still there while the export reads it
+        shutil.copytree(backup, tmp, dirs_exist_ok=True)
+    assert load_bundle(backup) and load_bundle(out)
+    with pytest.raises(ExportError):  # reading the aside folder itself is refused
+        with staged_bundle(out, tmp_path / ".default.export-aside"):
+            pass

@@ -26,7 +26,11 @@ def test_field_numbers_are_onnx_protos() -> None:
         (m, f): m.DESCRIPTOR.fields_by_name[f].number
         for m, f in [
             (onnx.ModelProto, "graph"),
+            (onnx.ModelProto, "training_info"),
             (onnx.ModelProto, "functions"),
+            (onnx.TrainingInfoProto, "initialization"),
+            (onnx.TrainingInfoProto, "algorithm"),
+            (onnx.FunctionProto, "attribute_proto"),
             (onnx.GraphProto, "node"),
             (onnx.GraphProto, "initializer"),
             (onnx.GraphProto, "sparse_initializer"),
@@ -47,7 +51,11 @@ def test_field_numbers_are_onnx_protos() -> None:
     }
     assert list(number.values()) == [
         ox.MODEL_GRAPH,
+        ox.MODEL_TRAINING_INFO,
         ox.MODEL_FUNCTIONS,
+        ox.TRAINING_INITIALIZATION,
+        ox.TRAINING_ALGORITHM,
+        ox.FUNCTION_ATTRIBUTE_PROTO,
         ox.GRAPH_NODE,
         ox.GRAPH_INITIALIZER,
         ox.GRAPH_SPARSE_INITIALIZER,
@@ -120,6 +128,19 @@ def test_external_tensors_are_found_in_graphs_subgraphs_and_sparse_initializers(
     sparse.indices.CopyFrom(numpy_helper.from_array(np.zeros(1, np.int64), "s_idx"))
     sparse.dims.extend([2])
     assert ox.external_tensors(model.SerializeToString()) == ["s"]
+
+    model.graph.ClearField("sparse_initializer")  # a function's default attribute value
+    function = model.functions.add()
+    function.name, function.domain = "f", "local"
+    default = function.attribute_proto.add()
+    default.name, default.type = "value", onnx.AttributeProto.TENSOR
+    default.t.CopyFrom(_external(numpy_helper.from_array(np.ones(4, np.float32), "d")))
+    assert ox.external_tensors(model.SerializeToString()) == ["d"]
+
+    model.ClearField("functions")  # a training graph's initializer
+    training = model.training_info.add()
+    training.algorithm.initializer.append(_external(_weight()))
+    assert ox.external_tensors(model.SerializeToString()) == ["w"]
 
 
 @pytest.mark.parametrize("data", [b"\x3a\xff\xff\xff", b"\x3a\x05ab", b"\x07", b"\x3a\x80"])

@@ -827,3 +827,19 @@ def test_the_offline_path_refuses_nan_instead_of_spreading_it(ecg):
     assert sum(w.flagged for w in wins) == 2 and all(
         np.isfinite(w.probabilities["N"]) for w in wins
     )
+
+
+@pytest.mark.parametrize("after_s", [8.0, 60.0])
+def test_signal_before_a_first_gap_shorter_than_a_window_is_analysed(bundle, ecg, after_s):
+    """6 s, a gap, then more: the first 6 s were in no window at all, and with 8 s after the
+    gap close() analysed 14 s as one window, which every model failed on."""
+    p = StreamPipeline(bundle, fs_in=FS)
+    x = ecg.signal
+    a = int(6 * FS)
+    events = p.push(x[:a], timestamp_s=0.0)
+    events += p.push(x[a : a + int(after_s * FS)], timestamp_s=9.0)
+    wins = windows_of(events + p.close())
+    assert p.stats.model_failures == 0 and all(w.label for w in wins)
+    first = wins[0]  # zero-padded, as close() pads a stream shorter than a window
+    assert first.start_s == 0.0 and first.end_s == pytest.approx(6.0, abs=0.01)
+    assert min(w.start_s for w in wins[1:]) <= 9.0 + 1e-6  # the signal after the gap too
