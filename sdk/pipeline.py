@@ -43,7 +43,7 @@ from sdk.events import Event, WindowEvent
 from sdk.lru_step import streaming_spec
 from sdk.modalities import lorenz_image, rr_from_peaks
 from sdk.preprocess import Preprocessor, check_input_rate, is_real_number, standardize_window
-from sdk.quality import MAX_ABS_MV, assess_quality, settle_envelope
+from sdk.quality import MAX_ABS_MV, assess_quality, settle_envelope, settling_look_back
 from sdk.ringbuffer import GAP_BEFORE, RingBuffer
 from sdk.rpeaks import StreamingRPeakDetector, denoised_window_rpeaks, heart_rate_bpm
 from sdk.rr import rr_features
@@ -829,10 +829,11 @@ class StreamPipeline:
             return np.zeros(0)
         start = max(raw_start - self._settle.size + 1, self._raw_buf.oldest_index)
         before, _, flags = self._raw_buf.read_range(start, raw_start - start)
-        gaps = np.flatnonzero(flags & GAP_BEFORE)
-        if gaps.size:
-            return before[gaps[-1] :, 1]
-        return np.r_[0.0, before[:, 1]] if start == 0 else before[:, 1]
+        gaps = np.flatnonzero(flags & GAP_BEFORE)  # the filters restarted settled there
+        received = before[gaps[-1] :, 1] if gaps.size else before[:, 1]
+        return settling_look_back(
+            received, self._settle, from_zero_state=start == 0 and not gaps.size
+        )
 
     def _probabilities(
         self, x: np.ndarray | None, peaks: np.ndarray, step: tuple[np.ndarray, float] | None

@@ -67,6 +67,7 @@ __all__ = [
     "MAX_ABS_MV",
     "assess_quality",
     "settle_envelope",
+    "settling_look_back",
 ]
 
 FLATLINE_WINDOW_S: float = 1.0
@@ -217,6 +218,21 @@ def _as_leads(before: np.ndarray, n_leads: int) -> np.ndarray:
             f"before must be (m,) or (m, {n_leads}), got shape {np.shape(before)}", reason="shape"
         )
     return b
+
+
+def settling_look_back(
+    received: np.ndarray, settle: np.ndarray, *, from_zero_state: bool
+) -> np.ndarray:
+    """``before`` for :func:`assess_quality`: of the samples the filters ``received`` before a
+    window since they (re)started, the last ``settle.size - 1`` (the longest look-back), or all
+    of them after a sample of 0 mV when the filters started from their zero state within that
+    span (a stream's or a recording's start: the jump from 0 rings like any other)."""
+    n = max(settle.size - 1, 0)
+    if received.shape[0] > n:
+        return received[received.shape[0] - n :]
+    if from_zero_state:
+        return np.concatenate([np.zeros((1, *received.shape[1:])), received])
+    return received
 
 
 def _settling(x: np.ndarray, usable: np.ndarray, before: np.ndarray, settle: np.ndarray) -> bool:

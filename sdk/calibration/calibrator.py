@@ -32,7 +32,7 @@ from sdk.denoiser import WindowDenoiser
 from sdk.errors import ConfigError
 from sdk.head import fit_softmax_head
 from sdk.preprocess import check_input_rate, is_real_number
-from sdk.quality import MAX_ABS_MV, assess_quality, settle_envelope
+from sdk.quality import MAX_ABS_MV, assess_quality, settle_envelope, settling_look_back
 from sdk.windowing import record_windows
 
 #: Default search box of t (inclusive). The bundle's schedule allows more, but beyond ~200
@@ -349,8 +349,7 @@ class Calibrator:
             ia, ib = int(round(a * fs)), int(round(b * fs))
             # as the pipeline checks it: with the samples its filters are still settling from
             # (and at the stretch's start their zero state), which the window must not inherit
-            lo = max(0, ia - settle.size + 1)
-            before = np.r_[0.0, x[:ia]] if lo == 0 else x[lo:ia]
+            before = settling_look_back(x[:ia], settle, from_zero_state=True)
             if not assess_quality(x[ia:ib], fs, before=before, settle=settle).ok:
                 self._quality_rejected += 1
                 continue

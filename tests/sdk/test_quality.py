@@ -124,3 +124,19 @@ def test_settling_after_a_jump_shortly_before_the_window() -> None:
     assert np.all(settle >= np.abs(y) - 1e-12) and np.all(np.diff(settle) <= 0)
     with pytest.raises(BlockError):
         assess_quality(x, FS, before=np.zeros((10, 2)), settle=settle)
+
+
+def test_the_settling_look_back_is_the_filters_recent_input_and_their_zero_state():
+    from sdk.quality import settling_look_back
+
+    settle = np.ones(5)  # looks back 4 samples
+    x = np.arange(1.0, 11.0)
+    assert settling_look_back(x, settle, from_zero_state=True).tolist() == [7, 8, 9, 10]
+    assert settling_look_back(x[:3], settle, from_zero_state=True).tolist() == [0, 1, 2, 3]
+    assert settling_look_back(x[:3], settle, from_zero_state=False).tolist() == [1, 2, 3]
+    two = np.stack([x[:2], -x[:2]], axis=1)  # (m, leads): a row of 0 mV in front
+    assert settling_look_back(two, settle, from_zero_state=True).tolist() == [
+        [0, 0],
+        [1, -1],
+        [2, -2],
+    ]
