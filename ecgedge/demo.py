@@ -19,6 +19,7 @@ from sdk.bundle import load_bundle
 from sdk.events import EpisodeEvent, Event, WindowEvent
 from sdk.pipeline import StreamStats
 from sdk.preprocess import PreprocessSpec
+from sdk.rpeaks import RR_MAX_S
 from sdk.synthetic import synthetic_ecg
 
 DEMO_RECORD = ("mitdb", "201")  # MIT-BIH 201: atrial fibrillation episodes among sinus rhythm
@@ -68,6 +69,9 @@ class LiveView:
             return
         self.windows.append(event)
         hr = f"{event.heart_rate_bpm:5.0f} bpm" if event.heart_rate_bpm else "   -- bpm"
+        rr = event.longest_rr_s
+        if rr is not None and rr > RR_MAX_S:  # a pause the median heart rate hides
+            hr += f" (pause {rr:.1f} s)"
         q = "ok" if event.quality.ok else ",".join(event.quality.flags)
         probs = " ".join(f"{k}:{v:4.2f}" for k, v in event.probabilities.items())
         tags = ((" denoised", event.denoised), (" step", event.stateful))

@@ -147,3 +147,32 @@ def test_stream_simulate_says_what_it_plays():
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
     assert "built-in synthetic ECG" in first and "its first 12 s" in first
+
+
+def test_the_live_view_shows_a_pause(capsys):
+    from ecgedge.demo import LiveView
+    from sdk.events import WindowEvent
+    from sdk.quality import QualityReport
+
+    def window(longest_rr_s):
+        return WindowEvent(
+            index=0,
+            start_s=0.0,
+            end_s=10.0,
+            label="N",
+            probabilities={"N": 1.0},
+            quality=QualityReport(ok=True, score=1.0, flags=()),
+            flagged=False,
+            heart_rate_bpm=75.0,
+            n_beats=9,
+            t=1,
+            denoised=True,
+            latency_ms=5.0,
+            longest_rr_s=longest_rr_s,
+        )
+
+    view = LiveView()
+    view(window(0.8))
+    view(window(6.0))
+    lines = capsys.readouterr().out.splitlines()
+    assert "pause" not in lines[0] and "75 bpm (pause 6.0 s)" in lines[1]
