@@ -22,7 +22,7 @@ from sdk.pipeline import StreamPipeline
 from trainer.bench.report import md_table, write_result
 from trainer.config import DataConfig
 from trainer.data import records as rec
-from trainer.data.datasets import cinc2017_record_names
+from trainer.data.datasets import cinc2017_record_names, head_split
 from trainer.metrics import CLASSES, encode, f1_per_class, rhythm_report
 
 ANCHORS = {
@@ -35,6 +35,13 @@ ANCHORS = {
 
 def val_records(split_seed: int, val_fraction: float) -> list[str]:
     return cinc2017_record_names(split_seed, val_fraction)[1]
+
+
+def bundle_val_records(manifest: Any) -> list[str]:
+    """The validation records of the bundle's head: its recorded split rebuilt, refused when
+    this data root gives other split sizes (a record added or missing moves hundreds of
+    records between training and validation: :func:`trainer.data.datasets.head_split`)."""
+    return head_split(manifest.provenance.get("training_data", {}))[1]
 
 
 def stream_record_probabilities(bundle_dir: Path, names: list[str], precision: str) -> np.ndarray:
@@ -81,7 +88,7 @@ def run(
     add the run's linear-probe rows; write ``<report>.json`` and ``<report>.md``."""
     manifest = load_bundle(bundle_dir).manifest
     split = manifest.provenance["training_data"]
-    names = val_records(split["split_seed"], split["val_fraction"])
+    names = bundle_val_records(manifest)
     labels = rec.cinc2017_labels_cached()
     y = encode([labels[n] for n in names])
     rows: dict[str, Any] = {}

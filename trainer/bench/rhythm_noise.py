@@ -22,7 +22,7 @@ from sdk.events import WindowEvent
 from sdk.pipeline import StreamPipeline
 from sdk.preprocess import preprocess_record
 from trainer.bench.report import md_table, once_per_message, write_result
-from trainer.bench.rhythm import HEADER, _row, record_report, val_records
+from trainer.bench.rhythm import HEADER, _row, bundle_val_records, record_report
 from trainer.data import records as rec
 from trainer.data.noise import NOISE_TYPES, noise_source, scale_for_snr
 from trainer.metrics import encode
@@ -66,7 +66,7 @@ def run(
     if not any(f.role == "denoiser" for f in manifest.files):
         raise ValueError(f"bundle {bundle_dir} has no denoiser")
     split = manifest.provenance["training_data"]
-    names = val_records(split["split_seed"], split["val_fraction"])
+    names = bundle_val_records(manifest)
     labels = rec.cinc2017_labels_cached()
     y = encode([labels[n] for n in names])
     rows: dict[str, Any] = {}
