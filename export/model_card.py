@@ -148,13 +148,31 @@ def _precision_sentence(m: dict[str, Any]) -> str:
             per.setdefault(f.get("modality", "raw"), []).append(f["precision"])
     others = sorted({f["precision"] for f in m["files"] if f["role"] in ("fusion", "head")})
     said = "; ".join(f"{mod}: {', '.join(p)}" for mod, p in per.items())
-    gate = m["provenance"].get("int8_calibration", {}).get("validation_gate")
+    cal = m["provenance"].get("int8_calibration", {})
+    gate = cal.get("validation_gate")
+    layers = (
+        f"; {cal['int8_layers']} of the {cal['candidate_layers']} layers on the signal's path "
+        "in INT8"
+        if "int8_layers" in cal
+        else ""
+    )
+    if any(f["precision"] == "int8" for f in m["files"]):
+        int8 = (
+            "an INT8 graph ships only if it passed the accuracy gate "
+            f"(`provenance.int8_calibration`{layers}"
+            + (f"; validation gate {gate}" if gate else "")
+            + ")"
+        )
+    elif cal:
+        int8 = (
+            "no INT8 graph ships: no INT8 layer set stayed within the accuracy budget "
+            f"(`provenance.int8_calibration`{layers})"
+        )
+    else:
+        int8 = "no INT8 graph was made"
     return (
         f"Extractor precisions: {said}; fusion and head: {', '.join(others)}. The SDK runs "
-        "the most compact precision present unless told otherwise (`precision=`); an INT8 "
-        "graph ships only if it passed the accuracy gate (`provenance.int8_calibration`"
-        + (f"; validation gate {gate}" if gate else "")
-        + ")."
+        f"the most compact precision present unless told otherwise (`precision=`); {int8}."
     )
 
 

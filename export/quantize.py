@@ -156,10 +156,38 @@ def embed_onnx(path: Path, windows: np.ndarray, t: int, noise: np.ndarray) -> np
     return sess.run(None, feeds)[0]
 
 
+#: graph inputs that carry no signal: the diffusion step (calibration sees one value of it)
+CONDITIONING_INPUTS = ("t",)
+
+
 def quantizable_nodes(model_path: Path) -> list[str]:
+    """The nodes INT8 may take: :data:`QUANTIZED_OPS` on the signal's path. Layers fed only
+    by :data:`CONDITIONING_INPUTS` (the time embedding's MLP) stay in float: calibration
+    windows carry one t, so their ranges would fit that t alone (the shipped INT8 graph's only
+    INT8 layer clipped the negative half of the time embedding at every other t)."""
     import onnx
 
-    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZED_OPS]
+    graph = onnx.load(str(model_path)).graph
+    signal = {i.name for i in graph.input if i.name not in CONDITIONING_INPUTS}
+    names = []
+    for node in graph.node:  # topological order
+        if any(i in signal for i in node.input):
+            signal.update(node.output)
+            if node.op_type in QUANTIZED_OPS:
+                names.append(node.name)
+    return names
+
+
+def float_only_nodes(model_path: Path) -> list[str]:
+    """:data:`QUANTIZED_OPS` nodes that are no INT8 candidate (:func:`quantizable_nodes`)."""
+    import onnx
+
+    candidates = set(quantizable_nodes(model_path))
+    return [
+        n.name
+        for n in onnx.load(str(model_path)).graph.node
+        if n.op_type in QUANTIZED_OPS and n.name not in candidates
+    ]
 
 
 def mixed_precision_int8(
@@ -185,6 +213,7 @@ def mixed_precision_int8(
     the trials: full INT8, one per layer, the binary search and the final file.
     """
     nodes = quantizable_nodes(fp32_path)
+    always_float = float_only_nodes(fp32_path)
     most = 2 + len(nodes) + math.ceil(math.log2(len(nodes) + 1))
     done = 0
 
@@ -196,7 +225,7 @@ def mixed_precision_int8(
             windows,
             t,
             noise,
-            exclude=[n for n in nodes if n not in quantized],
+            exclude=[n for n in nodes if n not in quantized] + always_float,
             target=target,
         )
         err = error_of(out_path)

@@ -129,7 +129,8 @@ def _requantize(root: Path, manifest: dict[str, Any], inputs: WindowInputs) -> d
         root, inputs, t, budget=budget, worst_budget=worst_budget, target=target
     )
     entry = next(f for f in manifest["files"] if f["path"] == "embedder.int8.onnx")
-    nothing = set(quantizable_nodes(root / "embedder.fp32.onnx")) <= set(kept)
+    candidates = quantizable_nodes(root / "embedder.fp32.onnx")
+    nothing = set(candidates) <= set(kept)
     shipped = not nothing and err <= budget and worst <= worst_budget
     if shipped:
         entry["sha256"] = sha256_file(root / entry["path"])
@@ -143,6 +144,8 @@ def _requantize(root: Path, manifest: dict[str, Any], inputs: WindowInputs) -> d
         "calibration": "device-path windows (denoised as the pipeline does) of the head's "
         "training records",
         "layers_kept_float": kept,
+        "int8_layers": len(set(candidates) - set(kept)),
+        "candidate_layers": len(candidates),
         "budget_mean_max_prob_change": budget,
         "mean_max_prob_change": err,
         "budget_worst_max_prob_change": worst_budget,
