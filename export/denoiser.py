@@ -113,11 +113,14 @@ def gate_metrics(ex: Examples, y: np.ndarray) -> dict[str, float]:
     return {k: float(np.mean(m[k])) for k in ("snr_out", "cos", "prd", "rmse")}
 
 
-def quantize_denoiser(fp32: Path, out: Path, calib: np.ndarray) -> Path:
-    """INT8 candidate of a denoiser file, calibrated on ``calib`` (windows × leads × samples)."""
+def quantize_denoiser(fp32: Path, out: Path, calib: np.ndarray, *, target: str = "cpu") -> Path:
+    """INT8 candidate of a denoiser file, calibrated on ``calib`` (windows × leads × samples),
+    in ``target``'s form (:func:`export.quantize.qdq_for_target`; a Jetson form is checked
+    against the TensorRT rules)."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    from export.quantize import static_qdq
+    from export.jetson_rules import require_tensorrt_ready
+    from export.quantize import qdq_for_target
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -126,10 +129,15 @@ def quantize_denoiser(fp32: Path, out: Path, calib: np.ndarray) -> Path:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
-    return static_qdq(fp32, out, Reader())
+    qdq_for_target(fp32, out, Reader(), target=target)
+    if target == "jetson":
+        require_tensorrt_ready([out])
+    return out
 
 
-def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[str, Any]:
+def _choose_precision(
+    root: Path, cfg: DenoiseRunConfig, net: CDECGNet, *, target: str = "cpu"
+) -> dict[str, Any]:
     """Export FP32 (+ parity) and INT8; keep INT8 only if the denoising gate holds."""
     fp32 = root / "denoiser.fp32.onnx"
     export_denoiser(net, fp32)
@@ -146,7 +154,7 @@ def _choose_precision(root: Path, cfg: DenoiseRunConfig, net: CDECGNet) -> dict[
         )
     train_s, _ = _calibration_sampler(cfg)
     calib = train_s.draw(256, p_noisy=cfg.data.p_noisy, p_snr_mode=cfg.data.p_snr_mode).x
-    int8 = quantize_denoiser(fp32, root / "denoiser.int8.onnx", calib)
+    int8 = quantize_denoiser(fp32, root / "denoiser.int8.onnx", calib, target=target)
     figures: dict[str, Any] = {
         "parity_fp32_max_rel": parity,
         "gate_fp32": gate_metrics(ex, y32),
@@ -216,7 +224,12 @@ def add_denoiser(
             f"{m.window_samples} @ {m.fs} Hz"
         )
     with bundle_copy(base_bundle, out_dir) as tmp:
-        figures = _choose_precision(tmp, cfg, net)
+        figures = _choose_precision(
+            tmp,
+            cfg,
+            net,
+            target=m.provenance.get("target", "cpu"),  # the bundle's INT8 form
+        )
         manifest = json.loads((tmp / "manifest.json").read_text())
         replaces = any(f["role"] == "denoiser" for f in manifest["files"])
         manifest["files"] = [f for f in manifest["files"] if f["role"] != "denoiser"]

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from export.bundle_copy import require_diffecg
 from export.errors import ExportError, ParityError
+from export.jetson_rules import require_tensorrt_ready
 from export.model_card import write_model_card
 from export.onnx_export import compare, export_head, export_module
 from export.publish import staged_bundle
@@ -200,7 +201,12 @@ def _write_multimodal(raw_bundle: Path, run: Path, out: Path, *, int8: bool) -> 
     manifest["provenance"]["multimodal_run"] = str(run)
     manifest["provenance"]["modality_runs"] = meta["runs"]
     manifest["provenance"]["modality_inputs"] = meta["inputs"]
-    manifest["metrics"] = {"multimodal_probe": json.loads((run / "probe.json").read_text())["rows"]}
+    manifest["metrics"] = {
+        "multimodal_probe": json.loads((run / "probe.json").read_text())["rows"],
+        "parity": {"max_rel": parity},  # torch vs ONNX of each graph, on validation windows
+    }
+    if manifest["provenance"].get("target") == "jetson":  # before the slow gates
+        require_tensorrt_ready(sorted(out.glob("*.onnx")))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     fp32_val = _sdk_val(out, val, "fp32")
     figures: dict[str, Any] = {"parity_max_rel": parity, "sdk_val": fp32_val}
@@ -292,7 +298,10 @@ def _add_int8(
     n = min(CALIBRATION_WINDOWS, len(train.windows))
     idx = np.sort(rng.choice(len(train.windows), n, replace=False))
     inputs = WindowInputs(train.windows[idx], train.rr[idx], train.lorenz[idx])
-    kept, err, worst = search_int8_layers(out, inputs, t)
+    target = manifest["provenance"].get("target", "cpu")  # the raw bundle's: its INT8 form
+    kept, err, worst = search_int8_layers(out, inputs, t, target=target)
+    if target == "jetson":
+        require_tensorrt_ready([out / "embedder.int8.onnx"])
     entry = dict(manifest["files"][0], path="embedder.int8.onnx", precision="int8")
     entry["sha256"] = sha256_file(out / "embedder.int8.onnx")
     entry["bytes"] = (out / "embedder.int8.onnx").stat().st_size

@@ -127,11 +127,32 @@ def quantize_int8(
     ``exclude`` names nodes to keep in float (the gate's fallback when INT8 costs too much).
     ``target="jetson"`` writes the TensorRT form (see :func:`_settings`).
     """
+    return qdq_for_target(
+        fp32_path,
+        out_path,
+        WindowReader(windows, t, noise),
+        target=target,
+        method=method,
+        exclude=exclude,
+    )
+
+
+def qdq_for_target(
+    fp32_path: Path,
+    out_path: Path,
+    reader: CalibrationDataReader,
+    *,
+    target: str = "cpu",
+    method: CalibrationMethod = CalibrationMethod.Percentile,
+    exclude: list[str] | None = None,
+) -> Path:
+    """:func:`static_qdq` in ``target``'s form (:func:`_settings`); the Jetson form without
+    the opset imports the quantization tools add and no node uses."""
     activation_type, extra = _settings(target)
     static_qdq(
         fp32_path,
         out_path,
-        WindowReader(windows, t, noise),
+        reader,
         activation_type=activation_type,
         method=method,
         exclude=exclude,

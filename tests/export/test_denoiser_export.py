@@ -129,3 +129,16 @@ def test_shipped_denoiser_passes_clean_leads_nearly_unchanged():
     assert np.median(m["snr_out"]) >= PASS_THROUGH_MIN_MEDIAN_SNR_DB
     assert np.percentile(m["snr_out"], 5) >= PASS_THROUGH_MIN_P5_SNR_DB
     assert np.mean(m["cos"]) >= PASS_THROUGH_MIN_COS_PCT
+
+
+def test_a_jetson_denoiser_candidate_is_in_tensorrts_form(exported, tmp_path):
+    """The denoiser's INT8 candidate ignored the bundle's target: a CPU-form graph (uint8
+    activations, INT32 biases) in a Jetson bundle only failed on the device."""
+    from export.jetson_rules import check_file
+
+    _, path = exported
+    calib = np.random.default_rng(1).standard_normal((32, 2, 1280)).astype(np.float32)
+    cpu = quantize_denoiser(path, tmp_path / "cpu.onnx", calib)
+    assert check_file(cpu)  # the CPU form breaks TensorRT's rules
+    jetson = quantize_denoiser(path, tmp_path / "jetson.onnx", calib, target="jetson")
+    assert check_file(jetson) == []
