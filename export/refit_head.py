@@ -151,9 +151,14 @@ def _requantize(root: Path, manifest: dict[str, Any], inputs: WindowInputs) -> d
         "budget_worst_max_prob_change": worst_budget,
         "worst_max_prob_change": worst,
         "shipped": shipped,
-        "validation_gate": "not run by --refit-head (it reads no validation record); "
-        "ecgedge bench rhythm reports both precisions",
     }
+    if shipped:
+        info["validation_gate"] = (
+            "not run by --refit-head (it reads no validation record); ecgedge bench rhythm "
+            "reports both precisions"
+        )
+    else:
+        info.pop("validation_gate", None)  # an earlier export's, of a file no longer shipped
     manifest["provenance"]["int8_calibration"] = info
     return info
 
