@@ -45,7 +45,7 @@ def test_stream_benchmark_reports_every_window(monkeypatch):
         monkeypatch.setattr(worker, "time", clock)
         start = clock.now + TICK_S  # the worker's first reading
         r = worker.stream_benchmark(
-            default_bundle_path(), ecg.signal, ecg.fs, precision="int8", paced=paced
+            default_bundle_path(), ecg.signal, ecg.fs, precision="fp32", paced=paced
         )
         assert r["paced"] is paced and r["windows"] == 5  # 30 s, 10 s windows, 5 s hop
         # each of the 60 pushes of 0.5 s and the close is timed between two readings: one tick

@@ -252,7 +252,11 @@ def test_a_gpu_provider_absent_here_is_an_accelerator_error(backend, provider):
 
 
 def test_ort_tensorrt_options_carry_the_window_profile(tmp_path):
-    spec = load_bundle(BUNDLE).manifest.file("embedder", "int8")
+    from dataclasses import replace
+
+    # an INT8 file's entry (the shipped bundle has none: its signal layers exceed the budget)
+    fp32 = load_bundle(BUNDLE).manifest.file("embedder", "fp32")
+    spec = replace(fp32, precision="int8", path="embedder.int8.onnx")
     opts = _tensorrt_ep_options(spec, tmp_path, "1.23.2")
     assert opts["trt_int8_enable"] is True and opts["trt_engine_cache_path"] == str(tmp_path)
     assert opts["trt_profile_min_shapes"] == "x:1x1x1280,t:1,noise:1x1x1280"
@@ -268,9 +272,9 @@ def test_profile_shapes_and_engine_names():
     spec = load_bundle(BUNDLE).manifest.file("head")
     d = int(spec.inputs[0].shape[1])
     assert profile_shapes(spec.inputs, max_batch=4) == {"features": ((1, d), (1, d), (4, d))}
-    onnx_path = BUNDLE / "embedder.int8.onnx"
+    onnx_path = BUNDLE / "embedder.fp32.onnx"
     name = engine_name(onnx_path, "int8", "10.3.0", (8, 7))
-    assert name.startswith("embedder.int8.trt10.3.0.sm87.b8.") and name.endswith(".engine")
+    assert name.startswith("embedder.fp32.int8.trt10.3.0.sm87.b8.") and name.endswith(".engine")
     assert name != engine_name(onnx_path, "int8", "11.4.0", (8, 7))
     assert name != engine_name(onnx_path, "int8", "10.3.0", (7, 2))
     assert name != engine_name(onnx_path, "int8", "10.3.0", (8, 7), max_batch=16)
@@ -442,8 +446,9 @@ def test_classifier_runs_on_engines_like_on_onnx_runtime(fakes, tmp_path):
     on_trt = WindowClassifier(bundle, precision="fp32", backend="trt-engine", engine_dir=tmp_path)
     on_cpu = WindowClassifier(bundle, precision="fp32")
     np.testing.assert_allclose(on_trt.classify(inputs, 1), on_cpu.classify(inputs, 1), atol=1e-6)
-    with pytest.raises(BundleError, match="ecgedge engines"):  # no INT8 engine was built
-        WindowClassifier(bundle, precision="int8", backend="trt-engine", engine_dir=tmp_path)
+    (tmp_path / engine_name(BUNDLE / "head.onnx", "fp32", "10.3.0", (8, 7))).unlink()
+    with pytest.raises(BundleError, match="ecgedge engines"):  # the head's engine is gone
+        WindowClassifier(bundle, precision="fp32", backend="trt-engine", engine_dir=tmp_path)
 
 
 def test_auto_backend_follows_the_bundle_target(monkeypatch, fakes):
