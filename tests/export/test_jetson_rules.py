@@ -96,17 +96,21 @@ def test_shipped_float_graphs_pass(name):
     assert check_file(BUNDLE / name) == []
 
 
-def test_shipped_cpu_int8_graph_is_refused_with_file_node_and_rule():
-    found = check_file(BUNDLE / "embedder.int8.onnx")
+def test_a_cpu_int8_graph_is_refused_with_file_node_and_rule(tmp_path):
+    from tests.export.test_tensorrt_build import make_int8_bundle
+
+    bundle = make_int8_bundle(tmp_path / "bundle", "cpu")
+    found = check_file(bundle / "embedder.int8.onnx")
     rules = {v.rule for v in found}
     assert {"qdq-zero-point", "qdq-dtype"} <= rules
     bias = next(v for v in found if v.rule == "qdq-dtype")
     assert bias.file == "embedder.int8.onnx" and "bias_DequantizeLinear" in bias.node
     assert "INT32" in bias.message
     with pytest.raises(JetsonRuleError) as err:
-        require_tensorrt_ready([BUNDLE / "embedder.int8.onnx"])
+        require_tensorrt_ready([bundle / "embedder.int8.onnx"])
     assert "embedder.int8.onnx: node '" in str(err.value) and "[qdq-zero-point]" in str(err.value)
-    assert {v.rule for v in check_bundle(BUNDLE)} == rules
+    assert {v.rule for v in check_bundle(bundle)} == rules
+    assert check_bundle(BUNDLE) == []  # the shipped FP32 graphs pass
 
 
 def test_profile_covers_batch_and_keeps_the_window_fixed():

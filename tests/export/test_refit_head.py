@@ -10,7 +10,6 @@ import pytest
 
 import export.refit_head as refit
 from ecgedge.cli import main
-from export.multimodal import INT8_BUDGET, INT8_WORST_BUDGET
 from sdk.bundle import default_bundle_path, load_bundle
 from sdk.classifier import WindowClassifier
 from sdk.head import fit_softmax_head
@@ -57,13 +56,12 @@ def test_a_head_trained_on_capped_records_is_refused_saying_so(tmp_path):
         refit.training_records(load_bundle(root))
 
 
-def _without_int8(root):
-    """A copy of the shipped bundle without its INT8 raw embedder."""
+def _with_old_figures(root):
+    """A copy of the shipped bundle (FP32 only) carrying figures of its head."""
     shutil.copytree(default_bundle_path(), root)
     manifest = json.loads((root / "manifest.json").read_text())
-    manifest["files"] = [f for f in manifest["files"] if f["path"] != "embedder.int8.onnx"]
+    assert not any(f["precision"] == "int8" for f in manifest["files"])
     manifest["metrics"]["rhythm_val_sdk"] = {"val_fp32": "figures of the old head"}
-    (root / "embedder.int8.onnx").unlink()
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 
@@ -73,7 +71,7 @@ def _without_int8(root):
 def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_only_the_head(
     tmp_path, monkeypatch
 ):
-    base_dir = _without_int8(tmp_path / "base")
+    base_dir = _with_old_figures(tmp_path / "base")
     base = load_bundle(base_dir)
     names = refit.training_records(base)[:N_RECORDS]
     monkeypatch.setattr(refit, "training_records", lambda bundle: names)
@@ -119,18 +117,28 @@ def test_refit_writes_the_fitted_head_reads_only_training_records_and_changes_on
 @pytest.mark.data("cinc2017")
 @pytest.mark.slow
 def test_refit_redoes_the_int8_layer_search_for_the_new_head(tmp_path, monkeypatch):
-    base = load_bundle(default_bundle_path())
+    from tests.export.test_tensorrt_build import make_int8_bundle
+
+    base_dir = make_int8_bundle(tmp_path / "base", "cpu")  # a base with an INT8 embedder
+    manifest = json.loads((base_dir / "manifest.json").read_text())
+    manifest["provenance"]["int8_calibration"] = {  # budgets every signal layer meets
+        "budget_mean_max_prob_change": 1.0,
+        "budget_worst_max_prob_change": 1.0,
+    }
+    (base_dir / "manifest.json").write_text(json.dumps(manifest))
+    base = load_bundle(base_dir)
     names = refit.training_records(base)[:4]
     monkeypatch.setattr(refit, "training_records", lambda bundle: names)
-    refit.refit_head(default_bundle_path(), tmp_path / "out", calibration_windows=8)
+    refit.refit_head(base_dir, tmp_path / "out", calibration_windows=8)
     out = load_bundle(tmp_path / "out")
     q = out.manifest.provenance["int8_calibration"]
     assert q["windows"] == 8 and "device-path" in q["calibration"]
+    # every layer on the signal's path is INT8; the time-embedding layers are no candidates
+    assert q["int8_layers"] == q["candidate_layers"] > 0 and q["layers_kept_float"] == []
     assert out.manifest.provenance["head_refit"]["int8_layers_kept_float"] == len(
         q["layers_kept_float"]
     )
-    assert q["shipped"] and q["mean_max_prob_change"] <= INT8_BUDGET
-    assert q["worst_max_prob_change"] <= INT8_WORST_BUDGET
+    assert q["shipped"] and q["budget_mean_max_prob_change"] == 1.0
     assert not any(k.startswith(("p99_", "budget_p99_")) for k in q)  # no earlier search's
     assert any(f.precision == "int8" for f in out.manifest.files)
     # the gate's figure, recomputed with the SDK on the same windows and the NEW head
@@ -140,7 +148,7 @@ def test_refit_redoes_the_int8_layer_search_for_the_new_head(tmp_path, monkeypat
     change = np.abs(p32 - p8).max(axis=1)
     assert float(change.mean()) == pytest.approx(q["mean_max_prob_change"], abs=1e-4)
     assert float(change.max()) == pytest.approx(q["worst_max_prob_change"], abs=1e-4)
-    old_head = WindowClassifier(base, precision="fp32").head_probabilities(
+    old_head = WindowClassifier(load_bundle(base_dir), precision="fp32").head_probabilities(
         WindowClassifier(out, precision="int8").features(inputs, None)
     )
     assert not np.allclose(old_head, p8, atol=1e-3)  # p8 came through the new head

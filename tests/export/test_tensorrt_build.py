@@ -129,23 +129,41 @@ def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True)
     )
 
 
-def make_jetson_bundle(root: Path) -> Path:
-    """The shipped bundle with TensorRT-form INT8 and an FP16 graph (manifest updated)."""
+def make_int8_bundle(root: Path, target: str) -> Path:
+    """The shipped bundle with an INT8 raw embedder in ``target``'s form (and, for
+    ``"jetson"``, an FP16 graph and the target in its provenance), manifest updated."""
     shutil.copytree(BUNDLE, root)
     windows = np.random.default_rng(0).standard_normal((16, 1, 1280)).astype(np.float32)
     noise = np.load(root / "noise.npy")
-    quantize_int8(FP32, root / "embedder.int8.onnx", windows, 1, noise, target="jetson")
-    convert_fp16(FP32, root / "embedder.fp16.onnx")
+    quantize_int8(FP32, root / "embedder.int8.onnx", windows, 1, noise, target=target)
+    precisions = ["int8"]
+    if target == "jetson":
+        convert_fp16(FP32, root / "embedder.fp16.onnx")
+        precisions.append("fp16")
     manifest = json.loads((root / "manifest.json").read_text())
-    int8 = next(f for f in manifest["files"] if f["path"] == "embedder.int8.onnx")
-    fp16 = json.loads(json.dumps(int8)) | {"path": "embedder.fp16.onnx", "precision": "fp16"}
-    manifest["files"].insert(1, fp16)
+    fp32 = next(f for f in manifest["files"] if f["path"] == "embedder.fp32.onnx")
+    for precision in precisions:
+        manifest["files"].insert(
+            1, fp32 | {"path": f"embedder.{precision}.onnx", "precision": precision}
+        )
     for f in manifest["files"]:
         f["sha256"] = sha256_file(root / f["path"])
         f["bytes"] = (root / f["path"]).stat().st_size
-    manifest["provenance"]["target"] = "jetson"
+    if target == "jetson":
+        manifest["provenance"]["target"] = "jetson"
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+def make_jetson_bundle(root: Path) -> Path:
+    """The shipped bundle with TensorRT-form INT8 and an FP16 graph (manifest updated)."""
+    return make_int8_bundle(root, "jetson")
+
+
+@pytest.fixture(scope="module")
+def cpu_int8_bundle(tmp_path_factory) -> Path:
+    """A CPU bundle with a CPU-form INT8 graph (uint8 activations): no TensorRT form."""
+    return make_int8_bundle(tmp_path_factory.mktemp("cpu-int8") / "bundle", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +263,9 @@ def test_parser_and_builder_failures_are_typed(tmp_path):
     assert not list(tmp_path.glob("*.engine"))
 
 
-def test_bundle_engines_check_the_rules_first(monkeypatch, jetson_bundle, tmp_path):
+def test_bundle_engines_check_the_rules_first(
+    monkeypatch, jetson_bundle, cpu_int8_bundle, tmp_path
+):
     import export.tensorrt_build as tb
 
     trt = fake_tensorrt("10.3.0")
@@ -263,7 +283,7 @@ def test_bundle_engines_check_the_rules_first(monkeypatch, jetson_bundle, tmp_pa
     stems = [o.removesuffix(".onnx").removesuffix(".fp32") for o in others]
     assert all(n.startswith(st + ".") for n, st in zip(names[2:], stems))
     with pytest.raises(JetsonRuleError, match="qdq-zero-point"):
-        build_bundle_engines(BUNDLE, ("int8",), cache_dir=tmp_path)  # the CPU-form INT8 graph
+        build_bundle_engines(cpu_int8_bundle, ("int8",), cache_dir=tmp_path)  # the CPU form
     with pytest.raises(EngineBuildError, match="no embedder"):
         build_bundle_engines(BUNDLE, ("fp16",), cache_dir=tmp_path)
 
@@ -307,12 +327,12 @@ def test_model_card_carries_the_trtexec_lines(jetson_bundle, tmp_path):
     assert "trtexec" not in write_model_card(cpu).read_text()  # CPU-form INT8 is not for TensorRT
 
 
-def test_cli_engines_check(jetson_bundle, capsys):
+def test_cli_engines_check(jetson_bundle, cpu_int8_bundle, capsys):
     from ecgedge.cli import main
 
     assert main(["engines", "--check", "--bundle", str(jetson_bundle)]) == 0
     assert "every graph passes" in capsys.readouterr().out
-    assert main(["engines", "--check", "--bundle", str(BUNDLE)]) == 1
+    assert main(["engines", "--check", "--bundle", str(cpu_int8_bundle)]) == 1
     out = capsys.readouterr().out
     assert "embedder.int8.onnx: node '" in out and "[qdq-zero-point]" in out
 
