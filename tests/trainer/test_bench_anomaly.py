@@ -219,3 +219,33 @@ def test_windows_are_denoised_as_the_pipeline_denoises_them():
     np.testing.assert_allclose(out.windows, device.windows, atol=1e-5)
     assert not np.allclose(out.windows, ws.windows)  # the denoiser changed them
     assert out.rr is ws.rr and out.lorenz is ws.lorenz  # beat features from the raw signal
+
+
+@pytest.mark.data("cinc2017")
+def test_a_bundle_trained_with_another_split_is_refused(tmp_path, monkeypatch):
+    """The benchmark held out its own split's validation records without checking that each
+    bundle's head had been trained with the same split."""
+    import json
+    import shutil
+    from types import SimpleNamespace
+
+    import trainer.bench.anomaly as anomaly
+    from trainer.config import DataConfig
+    from trainer.data.datasets import cinc2017_record_names
+    from trainer.errors import ConfigError
+
+    cfg = DataConfig()
+    train, val = cinc2017_record_names(cfg.split_seed, cfg.val_fraction)
+    monkeypatch.setattr(  # the split's names, without cutting every record's windows
+        anomaly,
+        "cinc2017_split",
+        lambda _: (SimpleNamespace(names=train), SimpleNamespace(names=val)),
+    )
+    monkeypatch.setattr(anomaly, "bundle_anomaly", lambda *a, **k: pytest.fail("scored"))
+    other = tmp_path / "other"
+    shutil.copytree(default_bundle_path(), other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["provenance"]["training_data"]["split_seed"] = cfg.split_seed + 1
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="another CinC 2017 split"):
+        anomaly.run({"default": default_bundle_path(), "other": other}, tmp_path / "out")

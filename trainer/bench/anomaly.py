@@ -34,8 +34,9 @@ from sdk.denoiser import WindowDenoiser
 from trainer.bench.report import md_table, write_result
 from trainer.config import DataConfig
 from trainer.dacl import AGGREGATIONS, DISTANCES, auroc_report, prototype_distance, record_scores
-from trainer.data.datasets import WindowSet, cinc2017_split
+from trainer.data.datasets import WindowSet, cinc2017_split, head_split
 from trainer.data.splits import stratified_split
+from trainer.errors import ConfigError
 
 BATCH = 256
 SELECTION_FRACTION = 0.25
@@ -280,6 +281,16 @@ def run(
     """Score each bundle (label → directory), choose the variant on held-out training records
     (:func:`select_variant`); write ``<report>.json`` and ``.md``."""
     train, val = cinc2017_split(DataConfig())
+    held_out = sorted(set(val.names))
+    for label, path in bundles.items():  # every head's own split must be this one
+        manifest = load_bundle(path).manifest
+        if sorted(head_split(manifest.provenance.get("training_data", {}))[1]) != held_out:
+            raise ConfigError(
+                f"bundle {label} ({path}) was trained with another CinC 2017 split than "
+                f"this benchmark's (seed {DataConfig().split_seed}): its validation records "
+                "are not held out from it",
+                key="provenance.training_data",
+            )
     results, train_blocks = {}, {}
     for label, path in bundles.items():
         results[label], train_blocks[label] = bundle_anomaly(path, train, val, denoise=denoise)
