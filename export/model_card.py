@@ -94,7 +94,13 @@ def _provenance(m: dict[str, Any]) -> list[str]:
             if "p99_max_prob_change" in q
             else ""
         )
-        + ")",
+        + ")"
+        + (
+            "; not shipped: no layer on the signal's path stayed within the bounds, "
+            "the least sensitive one's figures above"
+            if q.get("shipped") is False
+            else ""
+        ),
         f"- Input: {pre['fs']:.0f} Hz, band-pass {pre['low_hz']}–{pre['high_hz']} Hz, window "
         f"{m['window_samples']}, hop {m['hop_samples']} samples; default t = "
         f"{m['diffusion']['default_t']['raw']}",

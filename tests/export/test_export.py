@@ -198,3 +198,18 @@ def test_layers_fed_only_by_the_diffusion_step_are_never_int8(tmp_path):
     for name in kept_float:  # no time-embedding layer reads a dequantized tensor
         assert not set(by_name[name].input) & dequantized, name
     assert any(set(by_name[n].input) & dequantized for n in candidates if n in by_name)
+
+
+def test_the_card_says_when_no_int8_graph_ships(tmp_path):
+    """The card listed the INT8 search's figures as if an INT8 graph shipped, and claimed that
+    it 'passed the accuracy gate' while the bundle had none."""
+    import shutil
+
+    from export.model_card import write_model_card
+
+    root = tmp_path / "b"
+    shutil.copytree(default_bundle_path(), root)
+    card = write_model_card(root).read_text()
+    line = next(x for x in card.splitlines() if x.startswith("- INT8 (raw embedder)"))
+    assert "not shipped" in line
+    assert "no INT8 graph ships" in card and "passed the accuracy gate" not in card
