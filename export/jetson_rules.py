@@ -12,6 +12,9 @@ parser's operator matrix, with its source and TensorRT version). Rules:
 ``io-dtype``              graph inputs/outputs of types TensorRT accepts at the network boundary
 ``static-shape``          every input/output dimension fixed, except a leading batch axis that
                           the optimization profile covers (min 1 ... max N)
+``op-restriction``        the matrix's restrictions on supported operators this project's graphs
+                          could meet: pooling 2-D or 3-D only, Resize without cubic mode or
+                          antialiasing, TopK sorted
 ``const-input``           build-time inputs (reduce axes, TopK K, ...) are constants
 ``qdq-zero-point``        Q/DQ zero points are signed INT8 and all zero (TensorRT is symmetric)
 ``qdq-dtype``             DequantizeLinear only on INT8 data (no INT32 bias), Q never to UINT8
@@ -180,6 +183,27 @@ def _check_types(model: onnx.ModelProto, file: str) -> list[Violation]:
     return out
 
 
+#: pooling operators the parser takes in 2-D or 3-D only (the matrix's restriction)
+POOLING_OPS = ("AveragePool", "MaxPool", "LpPool")
+
+
+def _restriction(node: onnx.NodeProto) -> str | None:
+    """Why a supported operator breaks one of the parser matrix's restrictions, or None."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type in POOLING_OPS and len(attrs.get("kernel_shape", ())) not in (2, 3):
+        return f"{node.op_type} over {len(attrs.get('kernel_shape', ()))} axes: 2-D or 3-D only"
+    if node.op_type == "Resize":
+        mode = attrs.get("mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode not in ("nearest", "linear"):
+            return f"Resize mode {mode!r}: nearest or linear only"
+        if attrs.get("antialias", 0):
+            return "Resize with antialiasing is not supported"
+    if node.op_type == "TopK" and attrs.get("sorted", 1) != 1:
+        return "TopK with sorted=0 is not supported (sorted must be 1)"
+    return None
+
+
 def _check_ops(model: onnx.ModelProto, file: str, table: OpTable) -> list[Violation]:
     out = []
     versions = {o.domain or "ai.onnx": o.version for o in model.opset_import}
@@ -222,6 +246,8 @@ def _check_ops(model: onnx.ModelProto, file: str, table: OpTable) -> list[Violat
                     "ONNX parser",
                 )
             )
+        if (problem := _restriction(node)) is not None:
+            out.append(Violation(file, label, "op-restriction", problem))
         const_idx = {k for op, k in CONST_INPUTS if op == node.op_type}
         if node.op_type.startswith("Reduce"):
             const_idx.add(1)

@@ -272,3 +272,75 @@ def test_fp16_graph_passes_and_keeps_the_noising_in_fp32(tmp_path, calib):
     silent = embed_onnx(half, windows, 1, np.zeros_like(noise))
     assert np.abs(got - silent).max() / np.abs(got).max() > 1e-3
     ort.InferenceSession(str(half), providers=["CPUExecutionProvider"])
+
+
+def _one_node(tmp_path: Path, node: onnx.NodeProto, x_shape, extra_inputs=()) -> Path:
+    """A graph of one node on input ``x`` (FP32), its first output the graph's output."""
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))]
+    graph = helper.make_graph(
+        [node],
+        "g",
+        inputs,
+        [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
+        initializer=list(extra_inputs),
+    )
+    path = tmp_path / f"{node.name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("node", "shape", "inits", "bad"),
+    [
+        (
+            helper.make_node("AveragePool", ["x"], ["y"], "pool1d", kernel_shape=[3]),
+            [1, 1, 16],
+            [],
+            True,
+        ),
+        (
+            helper.make_node("AveragePool", ["x"], ["y"], "pool2d", kernel_shape=[3, 3]),
+            [1, 1, 16, 16],
+            [],
+            False,
+        ),
+        (
+            helper.make_node("MaxPool", ["x"], ["y"], "maxpool1d", kernel_shape=[2]),
+            [1, 1, 16],
+            [],
+            True,
+        ),
+        (
+            helper.make_node("Resize", ["x", "", "s"], ["y"], "cubic", mode="cubic"),
+            [1, 1, 4, 4],
+            [numpy_helper.from_array(np.full(4, 2.0, np.float32), "s")],
+            True,
+        ),
+        (
+            helper.make_node("Resize", ["x", "", "s"], ["y"], "linear", mode="linear"),
+            [1, 1, 4, 4],
+            [numpy_helper.from_array(np.full(4, 2.0, np.float32), "s")],
+            False,
+        ),
+        (
+            helper.make_node("TopK", ["x", "k"], ["y", "i"], "unsorted", sorted=0),
+            [1, 8],
+            [numpy_helper.from_array(np.array([2], np.int64), "k")],
+            True,
+        ),
+        (
+            helper.make_node("TopK", ["x", "k"], ["y", "i"], "sorted", sorted=1),
+            [1, 8],
+            [numpy_helper.from_array(np.array([2], np.int64), "k")],
+            False,
+        ),
+    ],
+    ids=lambda v: v.name if isinstance(v, onnx.NodeProto) else None,
+)
+def test_operators_outside_the_matrixs_restrictions_are_refused(tmp_path, node, shape, inits, bad):
+    """1-D pooling, cubic Resize and unsorted TopK are in the parser's supported list, with
+    restrictions the rules ignored: all three passed."""
+    found = [
+        v for v in check_file(_one_node(tmp_path, node, shape, inits)) if v.rule == "op-restriction"
+    ]
+    assert bool(found) == bad
