@@ -658,11 +658,15 @@ class StreamPipeline:
         (:meth:`_analyse_tail`)."""
         if self.denoiser is None:
             self._restart_rpeaks(end)
-        while self._next_start + self.window <= end:
-            self._analyse(self._next_start, self.window, out)
-            self._next_start += self.hop
+        self._analyse_grid(end, out)
         self._analyse_tail(end, out)
         self._next_start = end
+
+    def _analyse_grid(self, ready: int, out: list[Event]) -> None:
+        """Analyse every window of the grid that ends by model index ``ready``."""
+        while self._next_start + self.window <= ready:
+            self._analyse(self._next_start, self.window, out)
+            self._next_start += self.hop
 
     def _analyse_tail(self, end: int, out: list[Event]) -> None:
         """The last window of the signal before ``end`` (a gap or the stream's end) when no
@@ -692,9 +696,7 @@ class StreamPipeline:
         self._feed_rpeaks(force=window_due or final)
         if final and self.denoiser is None:
             self._add_peaks(self._rpeaks.flush() + self._rpeak_origin)
-        while self._next_start + self.window <= ready:
-            self._analyse(self._next_start, self.window, out)
-            self._next_start += self.hop
+        self._analyse_grid(ready, out)
         if final:
             self._analyse_tail(total, out)
 
