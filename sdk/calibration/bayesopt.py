@@ -57,8 +57,13 @@ class GaussianProcess:
         y = np.asarray(y, dtype=np.float64)
         if y.shape != (self.x.shape[0],) or not np.isfinite(y).all():
             raise ConfigError(f"y must be finite with shape ({self.x.shape[0]},)", field="y")
-        self.y_mean = float(y.mean())
-        self.y_std = float(y.std()) or 1.0
+        # scaled by the largest magnitude first: the std of values near the float range
+        # overflows (inf, then NaN predictions) or underflows to 0 (read as constant)
+        scale = float(np.max(np.abs(y))) or 1.0
+        self.y_mean = float((y / scale).mean()) * scale
+        self.y_std = float((y / scale).std()) * scale
+        if not (math.isfinite(self.y_std) and self.y_std > 0.0):
+            self.y_std = 1.0
         self.y = (y - self.y_mean) / self.y_std
         self.hyper = hyper if hyper is not None else self._fit()
         self._factor()

@@ -141,6 +141,12 @@ class Calibrator:
             raise ConfigError(f"0 <= lo <= hi <= {m.t_max} must hold for t_box", field="t_box")
         if not (isinstance(r, (int, np.integer)) and 0 <= r <= MAX_R):
             raise ConfigError(f"r must be an integer in 0 … {MAX_R}, got {r!r}", field="r")
+        if objective.startswith("delta_") and r < 1:  # ω_0 against ω_0: 0 at every t
+            raise ConfigError(
+                f"objective {objective!r} compares the head before and after r descent updates: "
+                "r must be at least 1",
+                field="r",
+            )
         n_mods = len(m.modalities)
         if max_extractor_evals is not None and not (
             isinstance(max_extractor_evals, (int, np.integer)) and max_extractor_evals >= n_mods
@@ -455,7 +461,9 @@ class Calibrator:
             return score(features(steps), y, len(self.classes), r=self.r)
 
         def report(i: int, steps: tuple[int, ...], value: float) -> None:
-            trace.append({"t": dict(zip(mods, steps)), "score": value})
+            # a failed evaluation (NaN/inf) is kept as None: a profile is strict JSON
+            finite = math.isfinite(value)
+            trace.append({"t": dict(zip(mods, steps)), "score": value if finite else None})
             if progress is not None:
                 progress(i, dict(zip(mods, steps)), value)
 

@@ -123,3 +123,13 @@ def test_an_objective_without_finite_values_returns_a_point_it_evaluated():
     assert not math.isfinite(res.best_y)
     with pytest.raises(ConfigError):
         maximize_integer(lambda x: 0.0, [(1, 50)], max_evals=2.5)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_objective_scales_near_the_float_range_still_find_the_optimum(scale):
+    """The std of values near 1e300 overflowed (NaN predictions: the search walked t = 1, 2,
+    3 ...), and near 1e-300 it underflowed to 0 (the objective read as constant)."""
+    result = maximize_integer(
+        lambda x: -scale * ((x[0] - 40) / 50) ** 2, [(1, 200)], n_init=4, max_evals=15, seed=0
+    )
+    assert abs(result.best_x[0] - 40) <= 2

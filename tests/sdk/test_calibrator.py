@@ -208,7 +208,15 @@ def test_non_finite_or_misshapen_windows_are_refused(bundle, recording):
         assert err.value.field == field
 
 
-@pytest.mark.parametrize("kw", [{"r": -5}, {"r": 10**9}, {"t_box": (1.5, 5.5)}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"r": -5},
+        {"r": 10**9},
+        {"t_box": (1.5, 5.5)},
+        {"objective": "delta_acc", "r": 0},  # ω_0 against ω_0: every t scored 0
+    ],
+)
 def test_malformed_settings_are_refused_up_front(bundle, kw):
     with pytest.raises(ConfigError):
         Calibrator(bundle, **kw)
@@ -521,3 +529,26 @@ def test_calibration_leaves_out_what_the_pipeline_would_flag_after_an_artefact(
     monkeypatch.setattr(calibrator_mod, "record_windows", spy)
     Calibrator(bundle).add_recording(spiked, fs, INTERVALS)
     assert seen == [int(125 * fs), signal.size - int(125 * fs) - 1]  # split there, unfiltered
+
+
+def test_a_profile_whose_search_met_a_failed_evaluation_saves(
+    bundle, recording, tmp_path, monkeypatch
+):
+    """A NaN score kept in the trace made the profile unsavable (strict JSON), after the
+    search and the head fit had finished: the whole calibration was lost."""
+    from sdk.calibration import objectives
+
+    real = objectives.OBJECTIVES["gamma"]
+    calls = []
+
+    def sometimes_nan(*a, **k):
+        calls.append(1)
+        return float("nan") if len(calls) == 2 else real(*a, **k)
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "gamma", sometimes_nan)
+    cal = make(bundle, recording, max_evals=4, n_init=3, denoise=False)
+    profile = cal.calibrate().profile
+    trace = profile.calibration["trace"]
+    assert [e["score"] is None for e in trace].count(True) == 1
+    path = save_profile(profile, tmp_path / "p.json")
+    assert load_profile(path, bundle).calibration["trace"] == trace
